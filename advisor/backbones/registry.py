@@ -1,0 +1,136 @@
+"""One entry per backbone: how to build it, where its weights come from, its preprocessing and stages.
+
+``load_backbone("efficientnet_lite0")`` is the embedded default (offline). Any torchvision classification
+model works by name (``resnet50``) or with a weights name (``resnet50:IMAGENET1K_V1``); ``weights_file``
+loads a local checkpoint into the named architecture with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tl_advise.advisor.backbones import efficientnet_lite0, torchvision_models
+from tl_advise.advisor.backbones.base import Backbone
+from tl_advise.advisor.errors import BackboneError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = efficientnet_lite0.NAME
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    description: str
+    build: Callable[[bool], Backbone]
+
+
+_BUILT_IN: dict[str, BackboneEntry] = {
+    efficientnet_lite0.NAME: BackboneEntry(
+        name=efficientnet_lite0.NAME,
+        description="EfficientNet-Lite0, ImageNet-1k, 4.7M parameters; weights ship with pip (offline)",
+        build=efficientnet_lite0.build,
+    ),
+}
+
+
+def built_in_backbones() -> dict[str, BackboneEntry]:
+    return dict(_BUILT_IN)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"resnet50:IMAGENET1K_V1"`` → ``("resnet50", "IMAGENET1K_V1")``."""
+    name, _, weights = spec.partition(":")
+    return name.strip(), (weights.strip() or None)
+
+
+def load_backbone(spec: str = DEFAULT_BACKBONE, *, weights_file: str | Path | None = None,
+                  pretrained: bool = True, progress: bool = False) -> Backbone:
+    """Build a backbone with its weights; ``pretrained=False`` gives the same architecture, random."""
+    name, weights_name = parse_spec(spec)
+    if weights_file is not None:
+        return _load_with_checkpoint(name, Path(weights_file))
+    if name in _BUILT_IN:
+        if weights_name:
+            raise BackboneError(f"{name} has one set of weights; drop ':{weights_name}'")
+        return _BUILT_IN[name].build(pretrained)
+    return torchvision_models.build(name, weights_name, pretrained=pretrained, progress=progress)
+
+
+# --------------------------------------------------------------------------- local checkpoints
+
+
+def read_checkpoint(path: Path) -> dict[str, object]:
+    if not path.is_file():
+        raise BackboneError(f"weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, unsafe globals, truncated zip …
+        raise BackboneError(
+            f"cannot load weights file {path} with weights_only=True ({exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Save a plain state_dict: "
+            "torch.save(model.state_dict(), path)"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise BackboneError(f"weights file {path} holds a {type(obj).__name__}, not a state_dict")
+    return obj
+
+
+def _state_dict_of(ckpt: dict[str, object]) -> OrderedDict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict"):
+        inner = ckpt.get(key)
+        if isinstance(inner, dict):
+            ckpt = inner
+            break
+    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
+    return OrderedDict((k.removeprefix("module."), v) for k, v in ckpt.items() if isinstance(v, torch.Tensor))
+
+
+def _fit_head_to(model: nn.Module, head_name: str, state: dict[str, torch.Tensor]) -> None:
+    """A fine-tuned checkpoint has its own number of classes: give the model a head of that shape."""
+    weight = state.get(f"{head_name}.weight")
+    head = model.get_submodule(head_name)
+    if weight is not None and isinstance(head, nn.Linear) and tuple(weight.shape) != tuple(head.weight.shape):
+        torchvision_models.replace_module(model, head_name, nn.Linear(weight.shape[1], weight.shape[0]))
+
+
+def _load_state(model: nn.Module, state: OrderedDict[str, torch.Tensor], path: Path,
+                remap: Callable[[OrderedDict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None
+                ) -> None:
+    if remap is not None and set(state) != set(model.state_dict()):
+        state = OrderedDict(remap(state, model))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:4]
+        raise BackboneError(f"weights file {path} does not fit this architecture: {' '.join(first)}") from exc
+
+
+def _load_with_checkpoint(name: str, path: Path) -> Backbone:
+    ckpt = read_checkpoint(path)
+    state = _state_dict_of(ckpt)
+    weights_id = f"file:{path.resolve()}"
+    if name == efficientnet_lite0.NAME:
+        model = efficientnet_lite0.create_model()
+        _fit_head_to(model, "classifier", state)
+        _load_state(model, state, path, efficientnet_lite0.remap_by_position)
+        return efficientnet_lite0.build_from_model(model, weights=weights_id, source="file", pretrained=True)
+    if name not in torchvision_models.classification_models():
+        raise BackboneError(f"unknown backbone {name!r} for weights file {path}")
+    model = torchvision_models.torchvision.models.get_model(name, weights=None)
+    head_name, _ = torchvision_models.find_head(model)
+    _fit_head_to(model, head_name, state)
+    _load_state(model, state, path, None)
+    try:
+        preprocessing = torchvision_models.preprocessing_of(torchvision_models.resolve_weights(name, None))
+    except BackboneError:
+        preprocessing = torchvision_models.preprocessing_of(None)
+    return torchvision_models.split_model(model, name=name, weights_id=weights_id, source="file",
+                                          preprocessing=preprocessing, categories=None)

@@ -1,0 +1,110 @@
+"""On-disk cache of per-image embeddings and per-sample BN statistics.
+
+It is an optimisation, never a requirement: a cache that cannot be read or written logs one warning
+and the run recomputes. Files are written atomically (temporary file, then rename), so an interrupted
+run never leaves a half-written entry. The cache lives in the user cache dir, never in the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import platformdirs
+
+from tl_advise.advisor.scan import ImageRecord
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # bump when what is stored changes meaning
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("tl-advise"))
+
+
+def digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def file_identity(record: ImageRecord, root: Path) -> str:
+    """What makes a cached per-file result stale: the path, the size, the modification time."""
+    return f"{record.path.relative_to(root).as_posix()}|{record.size_bytes}|{record.mtime_ns}"
+
+
+class ArrayCache:
+    """Named ``.npz`` entries under one folder; ``None`` as folder disables it."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self._warned = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.folder is not None
+
+    def _warn_once(self, message: str, *args: object) -> None:
+        if not self._warned:
+            logger.warning(message, *args)
+            self._warned = True
+
+    def _path(self, kind: str, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"v{CACHE_FORMAT}" / kind / f"{key}.npz"
+
+    def load(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
+        if self.folder is None:
+            return None
+        path = self._path(kind, key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except Exception as exc:  # truncated file, bad zip, permissions …
+            self._warn_once("cache entry %s is unreadable (%s); recomputing it", path, exc)
+            return None
+
+    def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+        self._write(self._path(kind, key), lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+
+    def load_json(self, kind: str, key: str) -> dict[str, object] | None:
+        if self.folder is None:
+            return None
+        path = self._path(kind, key).with_suffix(".json")
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            self._warn_once("cache entry %s is unreadable (%s); recomputing it", path, exc)
+            return None
+        return data if isinstance(data, dict) else None
+
+    def save_json(self, kind: str, key: str, data: dict[str, object]) -> None:
+        payload = json.dumps(data).encode()
+        self._write(self._path(kind, key).with_suffix(".json"), lambda fh: fh.write(payload))
+
+    def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        """Atomic: a temporary file in the same folder, then a rename."""
+        if self.folder is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    write(fh)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            self._warn_once("cannot write the cache at %s (%s); results are not cached", path.parent, exc)

@@ -1,0 +1,312 @@
+"""The ``tl-advise`` command line.
+
+``tl-advise DATA`` is short for ``tl-advise advise DATA``. The report goes to stdout (or ``-o``); logs and
+progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition held, 2 bad usage or input
+(or missing weights), 3 an internal error (a bug), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tl_advise.advisor.errors import ConfigError, TLAdviseError
+
+logger = logging.getLogger("tl_advise")
+
+EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+FORMATS = ("text", "json", "markdown")
+FAIL_ON = ("warning", "refuted")
+STRATEGY_CHOICES = (
+    "feature_extraction", "feature_extraction_top_layers", "finetune_last_layers",
+    "finetune_more_layers", "full_finetune", "from_scratch",
+)
+_BUDGET_PART = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ep|epochs?|s|sec|m|min|h)\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_budget(text: str | None) -> tuple[int | None, float | None]:
+    """``"3ep,10m"`` → (3 epochs per phase, 600 s per strategy); either part may be left out."""
+    if not text:
+        return None, None
+    epochs: int | None = None
+    seconds: float | None = None
+    for part in text.split(","):
+        match = _BUDGET_PART.match(part)
+        if not match:
+            raise ConfigError(f"--budget {text!r}: each part must look like 3ep, 90s, 10m or 1h")
+        value, unit = float(match.group(1)), match.group(2).lower()
+        if unit.startswith("ep"):
+            epochs = int(value)
+        else:
+            seconds = value * _SECONDS[unit]
+    return epochs, seconds
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tl-advise: %(levelname)s: %(message)s" if verbose
+                                           else "tl-advise: %(message)s"))
+    root = logging.getLogger("tl_advise")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def env(name: str) -> str:
+    return f"TL_ADVISE_{name}"
+
+
+class _AdviseByDefault(click.Group):
+    """``tl-advise ./data`` runs the ``advise`` command; the other commands keep their names."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] != "--version"):
+            args = ["advise", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_AdviseByDefault)
+@click.version_option(package_name="tl-advise", prog_name="tl-advise")
+def cli() -> None:
+    """Measured transfer-learning advice for an image-classification dataset."""
+
+
+_EPILOG = """\b
+Other commands:
+  tl-advise rules show [--toml]     the effective decision rules
+  tl-advise rules validate FILE     check a rules file
+  tl-advise backbones [--all]       the backbones you can name with --backbone
+  tl-advise sample-data DIR         write scikit-learn's digits as an image folder
+
+Every option can also be set with an environment variable TL_ADVISE_<OPTION> (e.g. TL_ADVISE_FORMAT=json)
+or in [tool.tl-advise] of a pyproject.toml; the command line wins.
+\b
+Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 3 internal error."""
+
+
+@cli.command("advise", epilog=_EPILOG, context_settings={"max_content_width": 100})
+@click.argument("data", type=click.Path(path_type=Path), envvar=env("DATA"))
+@click.option("--backbone", default="efficientnet_lite0", show_default=True, envvar=env("BACKBONE"),
+              help="efficientnet_lite0 (embedded, offline) or any torchvision model, e.g. resnet50 or "
+                   "mobilenet_v2:IMAGENET1K_V1.")
+@click.option("--weights", type=click.Path(path_type=Path), envvar=env("WEIGHTS"),
+              help="A local checkpoint (state_dict) for --backbone, loaded with weights_only=True.")
+@click.option("--rules", "rules_file", type=click.Path(path_type=Path), envvar=env("RULES"),
+              help="A rules file overriding the packaged decision table (see `tl-advise rules show --toml`).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              envvar=env("FORMAT"), help="Report format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), envvar=env("OUTPUT"),
+              help="Write the report to this file instead of stdout.")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), multiple=True, envvar=env("FAIL_ON"),
+              help="Exit 1 when a warning fired / when --run refutes the advice. Repeatable.")
+@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
+              envvar=env("DEVICE"))
+@click.option("--seed", type=int, default=0, show_default=True, envvar=env("SEED"),
+              help="Seed for the sample, the cross-validation folds and training.")
+@click.option("--per-class", type=click.IntRange(min=2), default=64, show_default=True,
+              envvar=env("PER_CLASS"), help="At most this many images per class are embedded.")
+@click.option("--max-images", type=click.IntRange(min=2), default=1024, show_default=True,
+              envvar=env("MAX_IMAGES"), help="At most this many images are embedded in all.")
+@click.option("--all-images", is_flag=True, envvar=env("ALL_IMAGES"),
+              help="Embed every image (no per-class or total cap).")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), envvar=env("CACHE_DIR"),
+              help="Where embeddings are cached [default: the user cache dir].")
+@click.option("--no-cache", is_flag=True, envvar=env("NO_CACHE"), help="Neither read nor write the cache.")
+@click.option("--embed-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              envvar=env("EMBED_BATCH_SIZE"))
+@click.option("--workers", type=click.IntRange(min=0), envvar=env("WORKERS"),
+              help="DataLoader workers for decoding [default: min(4, CPUs)].")
+@click.option("--run", "run_", is_flag=True, envvar=env("RUN"),
+              help="Also train the recommended strategy and report whether the result confirms it.")
+@click.option("--compare", is_flag=True, envvar=env("COMPARE"),
+              help="With --run: also train the recommendation's alternatives under the same budget.")
+@click.option("--strategies", envvar=env("STRATEGIES"),
+              help="With --run: train exactly these (comma-separated ids, or 'all').")
+@click.option("--budget", envvar=env("BUDGET"),
+              help="With --run: per-strategy limits, e.g. '3ep' (epochs per phase), '10m', or '3ep,10m'.")
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("tl-advise-runs"),
+              show_default=True, envvar=env("OUTPUT_DIR"), help="With --run: where models, metrics and reports go.")
+@click.option("--resume", is_flag=True, envvar=env("RESUME"), help="With --run: continue an interrupted run.")
+@click.option("--image-size", type=click.IntRange(min=16), envvar=env("IMAGE_SIZE"),
+              help="With --run: train at this input size instead of the backbone's (faster on a CPU).")
+@click.option("--head-epochs", type=click.IntRange(min=0), envvar=env("HEAD_EPOCHS"))
+@click.option("--finetune-epochs", type=click.IntRange(min=0), envvar=env("FINETUNE_EPOCHS"))
+@click.option("--head-lr", type=click.FloatRange(min=0, min_open=True), envvar=env("HEAD_LR"))
+@click.option("--backbone-lr", type=click.FloatRange(min=0, min_open=True), envvar=env("BACKBONE_LR"))
+@click.option("--batch-size", type=click.IntRange(min=1), envvar=env("BATCH_SIZE"),
+              help="With --run: training batch size instead of the recommended one.")
+@click.option("--max-train-per-class", type=click.IntRange(min=1), envvar=env("MAX_TRAIN_PER_CLASS"),
+              help="With --run: train on at most this many images per class (seeded).")
+@click.option("--margin", type=click.FloatRange(min=0, max=1), default=0.01, show_default=True,
+              envvar=env("MARGIN"), help="With --run: within this accuracy of the best counts as confirmed.")
+@click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
+              help="Progress bars on stderr [default: when stderr is a terminal].")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
+@click.option("-q", "--quiet", is_flag=True, envvar=env("QUIET"), help="Only warnings and errors on stderr.")
+def advise_command(**opts: Any) -> int:
+    """Recommend how to transfer a pretrained backbone to the image folder DATA.
+
+    DATA is laid out as DATA/<class>/<images> or DATA/{train,val,test}/<class>/<images>.
+    """
+    configure_logging(opts["verbose"], opts["quiet"])
+    progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
+    if (opts["compare"] or opts["strategies"] or opts["resume"]) and not opts["run_"]:
+        raise ConfigError("--compare, --strategies and --resume go with --run")
+    from tl_advise.advisor.api import advise_session
+    from tl_advise.advisor.formats import render
+
+    session = advise_session(
+        opts["data"], backbone=opts["backbone"], weights=opts["weights"], rules=opts["rules_file"],
+        device=opts["device"], seed=opts["seed"],
+        per_class=None if opts["all_images"] else opts["per_class"],
+        max_images=None if opts["all_images"] else opts["max_images"],
+        cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
+        num_workers=opts["workers"], progress=progress,
+    )
+    result = session.result
+    if opts["run_"]:
+        result = _run(session, opts, progress)
+    report = render(result, opts["fmt"])
+    if opts["output"]:
+        opts["output"].parent.mkdir(parents=True, exist_ok=True)
+        opts["output"].write_text(report)
+        logger.info("report written to %s", opts["output"])
+    else:
+        click.echo(report, nl=False)
+    rec = result.recommendation
+    logger.info("%s (rule %s, similarity %.2f %s, %d warning(s))", rec.strategy, rec.rule_id,
+                result.similarity.score, result.similarity.label, len(rec.warnings))
+    return _exit_code(result, set(opts["fail_on"]))
+
+
+def _run(session: Any, opts: dict[str, Any], progress: bool) -> Any:
+    from tl_advise.runners import RunOptions, run_advice
+
+    epochs, seconds = parse_budget(opts["budget"])
+    strategies = None
+    if opts["strategies"]:
+        names = [s.strip() for s in opts["strategies"].split(",") if s.strip()]
+        strategies = list(STRATEGY_CHOICES) if names == ["all"] else names
+        unknown = sorted(set(strategies) - set(STRATEGY_CHOICES))
+        if unknown:
+            raise ConfigError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGY_CHOICES)}")
+    options = RunOptions(
+        output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
+        time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
+        head_lr=opts["head_lr"], backbone_lr=opts["backbone_lr"], batch_size=opts["batch_size"],
+        image_size=opts["image_size"], max_train_images_per_class=opts["max_train_per_class"],
+        margin=opts["margin"], device=opts["device"], seed=opts["seed"], resume=opts["resume"],
+        progress=progress, num_workers=opts["workers"],
+    )
+    report = run_advice(session, options)
+    return session.result.model_copy(update={"run": report})
+
+
+def _exit_code(result: Any, fail_on: set[str]) -> int:
+    if "warning" in fail_on and result.recommendation.warnings:
+        return EXIT_FINDING
+    run = getattr(result, "run", None)
+    if "refuted" in fail_on and run is not None and run.verdict.status == "refuted":
+        return EXIT_FINDING
+    return EXIT_OK
+
+
+@cli.group("rules")
+def rules_group() -> None:
+    """Show or check the decision rules."""
+
+
+@rules_group.command("show")
+@click.option("--rules", "rules_file", type=click.Path(path_type=Path), envvar=env("RULES"),
+              help="Show this rules file (merged onto the default) instead of the packaged one.")
+@click.option("--toml", "as_toml", is_flag=True, help="Print the packaged default rules file, with its comments.")
+def rules_show(rules_file: Path | None, as_toml: bool) -> int:
+    """Print the effective rules (JSON), or the packaged TOML to start an override from."""
+    from tl_advise.rules import default_rules_text, dump_rules, load_rules
+
+    click.echo(default_rules_text() if as_toml else dump_rules(load_rules(rules_file)), nl=not as_toml)
+    return EXIT_OK
+
+
+@rules_group.command("validate")
+@click.argument("rules_file", type=click.Path(path_type=Path))
+def rules_validate(rules_file: Path) -> int:
+    """Check RULES_FILE: exit 0 when valid, 2 with every problem and its location otherwise."""
+    from tl_advise.rules import load_rules
+
+    rules = load_rules(rules_file)
+    click.echo(f"{rules_file}: valid ({len(rules.decision)} decision rows, {len(rules.strategies)} strategies)")
+    return EXIT_OK
+
+
+@cli.command("backbones")
+@click.option("--all", "show_all", is_flag=True, help="Also list every torchvision classification model.")
+def backbones_command(show_all: bool) -> int:
+    """List the backbones --backbone accepts."""
+    from tl_advise.advisor.backbones import built_in_backbones
+
+    for name, entry in built_in_backbones().items():
+        click.echo(f"{name:24s} {entry.description}")
+    if show_all:
+        from tl_advise.advisor.backbones.torchvision_models import classification_models
+
+        for name in classification_models():
+            click.echo(f"{name:24s} torchvision (weights from the torch hub cache or a download)")
+    else:
+        click.echo("…and every torchvision classification model by name (tl-advise backbones --all)")
+    return EXIT_OK
+
+
+@cli.command("sample-data")
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", type=click.Choice(("digits",)), default="digits", show_default=True)
+def sample_data_command(target: Path, name: str) -> int:
+    """Write a small sample dataset (scikit-learn's handwritten digits) to TARGET/<class>/<image>.png."""
+    from tl_advise.advisor.sample_data import write_digits
+
+    configure_logging(0, False)
+    write_digits(target)
+    click.echo(f"{target}: sample dataset '{name}' ready; next: tl-advise {target}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
+    from tl_advise.advisor.config import pyproject_defaults
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        allowed = {p.name for p in advise_command.params if p.name}
+        default_map = {"advise": pyproject_defaults(allowed)}
+        code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map)
+        return int(code or 0)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT
+    except TLAdviseError as exc:
+        click.echo(f"tl-advise: error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("tl-advise: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so plainly, the traceback only with -v
+        click.echo(f"tl-advise: internal error: {exc.__class__.__name__}: {exc} "
+                   "(run with -v for the traceback, and please report it)", err=True)
+        logger.debug("traceback", exc_info=True)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

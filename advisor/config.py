@@ -1,0 +1,46 @@
+"""Option defaults from ``[tool.tl-advise]`` in the nearest ``pyproject.toml``.
+
+Precedence, highest first: the command line, ``TL_ADVISE_*`` environment variables, pyproject, the
+built-in defaults. Click applies the first two; this module supplies the third as a ``default_map``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from tl_advise.advisor.errors import ConfigError
+
+TABLE = "tl-advise"
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The first ``pyproject.toml`` from ``start`` (the working directory) up to the filesystem root."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def pyproject_defaults(allowed: set[str], start: Path | None = None) -> dict[str, Any]:
+    """``[tool.tl-advise]`` as option-name → value; unknown keys are an error, not silently ignored."""
+    path = find_pyproject(start)
+    if path is None:
+        return {}
+    try:
+        table = tomllib.loads(path.read_text()).get("tool", {}).get(TABLE, {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read [tool.{TABLE}] ({exc})") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.{TABLE}] must be a table")
+    defaults: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in allowed:
+            known = ", ".join(sorted(n.replace("_", "-") for n in allowed))
+            raise ConfigError(f"{path}: [tool.{TABLE}] has an unknown key {key!r}; known keys: {known}")
+        defaults[name] = value
+    return defaults

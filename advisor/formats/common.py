@@ -1,0 +1,44 @@
+"""Small phrases shared by the human-readable formats."""
+
+from __future__ import annotations
+
+from tl_advise.advisor.models import AdviceResult, Phase, Recommendation
+
+STRATEGY_TITLES = {
+    "feature_extraction": "freeze the backbone, train a new head",
+    "feature_extraction_top_layers": "freeze most of the backbone, train the head and the top stages",
+    "finetune_last_layers": "fine-tune the last stages after training the head",
+    "finetune_more_layers": "fine-tune more stages after training the head",
+    "full_finetune": "fine-tune the whole network after training the head",
+    "from_scratch": "train the architecture from random weights",
+}
+
+
+def lr(value: float | None) -> str:
+    return "frozen" if value is None else f"{value:.0e}".replace("e-0", "e-")
+
+
+def schedule(phases: list[Phase]) -> str:
+    return "; ".join(f"{p.name}: {p.epochs} epochs at {lr(p.learning_rate)} ({', '.join(p.trains)})"
+                     for p in phases)
+
+
+def rates(rec: Recommendation) -> str:
+    out = f"head {lr(rec.learning_rate.head)}, backbone {lr(rec.learning_rate.backbone)} ({rec.optimizer}"
+    out += f", weight decay {rec.weight_decay:g})" if rec.weight_decay else ")"
+    return out
+
+
+def dataset_line(result: AdviceResult) -> str:
+    ds = result.dataset
+    splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in ds.split_counts.items())
+    return (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
+            f"median {ds.images_per_class:g} per class in {ds.train_split}, imbalance {ds.imbalance_ratio:.2f}")
+
+
+def modes_line(modes: dict[str, int]) -> str:
+    return ", ".join(f"{mode} {n}" for mode, n in modes.items())
+
+
+def timings_line(timings: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items())

@@ -1,0 +1,9 @@
+"""JSON: the pydantic model itself, so the output and ``AdviceResult.model_json_schema()`` agree."""
+
+from __future__ import annotations
+
+from tl_advise.advisor.models import AdviceResult
+
+
+def render(result: AdviceResult) -> str:
+    return result.model_dump_json(indent=2) + "\n"

@@ -1,0 +1,59 @@
+"""Markdown: for pull-request comments, CI summaries and reports."""
+
+from __future__ import annotations
+
+from tl_advise.advisor.formats import common
+from tl_advise.advisor.models import AdviceResult
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def render(result: AdviceResult) -> str:
+    rec, sim, ds = result.recommendation, result.similarity, result.dataset
+    lines = [
+        f"# tl-advise: `{rec.strategy}` for `{ds.root}`",
+        "",
+        f"**{common.STRATEGY_TITLES[rec.strategy]}** (rule `{rec.rule_id}`, backbone `{result.backbone.name}`)",
+        "",
+        *_table(["", ""], [
+            ["unfreeze", rec.unfreeze_summary],
+            ["learning rate", common.rates(rec)],
+            ["schedule", common.schedule(rec.schedule)],
+            ["batch size", str(rec.batch_size)],
+            ["GPU", "advised" if rec.gpu_advised else "not needed"],
+            ["augmentation", ", ".join(rec.augmentation) or "none"],
+            ["regularisation", ", ".join(rec.regularization) or "none"],
+        ]),
+        "",
+        "## Why",
+        "",
+        *(f"- {reason}" for reason in rec.why),
+        "",
+        f"## Similarity: {sim.score:.2f} → {sim.label} (threshold {sim.threshold:.2f}, shift level {sim.shift_level})",
+        "",
+        *_table(["signal", "value", "score", "weight", "similar at", "different at"], [
+            [c.signal, f"{c.value:.3f}", f"{c.score:.2f}", f"{c.weight:g}", f"{c.similar_at:g}", f"{c.different_at:g}"]
+            for c in sim.components
+        ]),
+    ]
+    if sim.separability:
+        sep = sim.separability
+        lines += ["", *_table(["classifier", "frozen features", "raw pixels", "gain"], [
+            ["k-NN accuracy", f"{sep.knn_accuracy:.3f}", f"{sep.pixel_knn_accuracy:.3f}", f"{sep.knn_gain:+.3f}"],
+            ["logistic regression", f"{sep.logreg_accuracy:.3f}", f"{sep.pixel_logreg_accuracy:.3f}",
+             f"{sep.logreg_gain:+.3f}"],
+            ["LogME", f"{sep.logme:.3f}", f"{sep.pixel_logme:.3f}", f"{sep.logme_gain:+.3f}"],
+        ])]
+    if rec.warnings:
+        lines += ["", "## Warnings", "", *(f"- **{w.id}**: {w.message}" for w in rec.warnings)]
+    if rec.alternatives:
+        lines += ["", "## Alternatives", "", *(f"- `{a.strategy}`: {a.reason}" for a in rec.alternatives)]
+    lines += ["", "## Dataset", "", f"{common.dataset_line(result)}; modes: {common.modes_line(ds.modes)}"]
+    if ds.skipped:
+        lines += ["", *_table(["skipped file", "reason"], [[f"`{s.path}`", s.reason] for s in ds.skipped])]
+    lines += ["", f"_Sample of {result.sample.n_images} images on {result.device}; "
+              f"timings: {common.timings_line(result.timings)}_", ""]
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""The default report: a readable summary for a terminal."""
+
+from __future__ import annotations
+
+from tl_advise.advisor.formats import common
+from tl_advise.advisor.models import AdviceResult
+
+
+def _similarity_lines(result: AdviceResult) -> list[str]:
+    sim = result.similarity
+    verb = "at or above" if sim.label == "similar" else "below"
+    lines = [f"Similarity to the backbone's source domain: {sim.score:.2f} → {sim.label} "
+             f"({verb} {sim.threshold:.2f}; shift level: {sim.shift_level})"]
+    if sim.bn_shift:
+        bn = sim.bn_shift
+        lines.append(f"  BN statistics shift (W2, {bn.n_layers} layers): early {bn.early:.2f} · "
+                     f"middle {bn.middle:.2f} · late {bn.late:.2f}")
+    if sim.head:
+        top = ", ".join(f"{name} {share:.0%}" for name, share in sim.head.top_classes)
+        lines.append(f"  source head: max prob {sim.head.mean_max_prob:.2f}, entropy "
+                     f"{sim.head.mean_entropy:.2f} (most predicted: {top})")
+    if sim.separability:
+        sep = sim.separability
+        lines.append(f"  frozen features vs raw pixels ({sep.n_folds}-fold CV, chance {sep.chance:.2f}): "
+                     f"k-NN {sep.knn_accuracy:.2f} vs {sep.pixel_knn_accuracy:.2f} ({sep.knn_gain:+.2f}), "
+                     f"logreg {sep.logreg_accuracy:.2f} vs {sep.pixel_logreg_accuracy:.2f} "
+                     f"({sep.logreg_gain:+.2f}), LogME {sep.logme:.2f} ({sep.logme_gain:+.2f})")
+    lines.extend(f"  note: {note}" for note in sim.notes)
+    return lines
+
+
+def render(result: AdviceResult) -> str:
+    rec = result.recommendation
+    ds = result.dataset
+    lines = [
+        f"tl-advise {result.tool_version} · {ds.root}",
+        f"Dataset: {common.dataset_line(result)}",
+        "",
+        f"Recommendation: {rec.strategy} — {common.STRATEGY_TITLES[rec.strategy]} (rule {rec.rule_id})",
+        f"  backbone:      {result.backbone.name} ({result.backbone.weights})",
+        f"  unfreeze:      {rec.unfreeze_summary}",
+        f"  learning rate: {common.rates(rec)}",
+        f"  schedule:      {common.schedule(rec.schedule)}",
+        f"  batch size:    {rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}",
+        f"  augmentation:  {', '.join(rec.augmentation) or 'none'}",
+        f"  regularise:    {', '.join(rec.regularization) or 'none'}",
+    ]
+    if rec.learning_rate.per_stage:
+        per_stage = ", ".join(f"{s} {common.lr(v)}" for s, v in rec.learning_rate.per_stage.items())
+        lines.append(f"  per stage:     {per_stage}")
+    lines += ["", *_similarity_lines(result), "", "Why:"]
+    lines += [f"  - {reason}" for reason in rec.why]
+    if rec.warnings:
+        lines += ["", "Warnings:"] + [f"  ! [{w.id}] {w.message}" for w in rec.warnings]
+    if rec.alternatives:
+        lines += ["", "Alternatives:"] + [f"  - {a.strategy}: {a.reason}" for a in rec.alternatives]
+    if ds.skipped:
+        lines += ["", f"Skipped {len(ds.skipped)} file(s):"]
+        lines += [f"  - {s.path}: {s.reason}" for s in ds.skipped[:20]]
+        if len(ds.skipped) > 20:
+            lines.append(f"  … and {len(ds.skipped) - 20} more (see --format json)")
+    sample = result.sample
+    lines += [
+        "",
+        f"Sample: {sample.n_images} images (seed {sample.seed}), {sample.cache_hits} from cache, "
+        f"{sample.forward_passes} forward passes on {result.device}",
+        f"Timings: {common.timings_line(result.timings)}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,332 @@
+"""Typed results: the one schema that every output format (text, JSON, Markdown) renders.
+
+The JSON output is ``AdviceResult.model_dump_json()``; ``schema_version`` changes whenever a
+field is renamed or removed (adding optional fields keeps it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+StrategyId = Literal[
+    "feature_extraction",
+    "feature_extraction_top_layers",
+    "finetune_last_layers",
+    "finetune_more_layers",
+    "full_finetune",
+    "from_scratch",
+]
+STRATEGY_IDS: tuple[StrategyId, ...] = (
+    "feature_extraction",
+    "feature_extraction_top_layers",
+    "finetune_last_layers",
+    "finetune_more_layers",
+    "full_finetune",
+    "from_scratch",
+)
+
+SimilarityLabel = Literal["similar", "different"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- dataset scan
+
+
+class SkippedFile(_Model):
+    path: str
+    reason: str
+
+
+class DuplicateGroup(_Model):
+    """Files with byte-identical content. ``cross_split`` marks train/val/test leakage."""
+
+    paths: list[str]
+    splits: list[str]
+    classes: list[str]
+    cross_split: bool
+
+
+class ImageSizeSummary(_Model):
+    min_width: int
+    min_height: int
+    median_width: float
+    median_height: float
+    max_width: int
+    max_height: int
+
+
+class DatasetSummary(_Model):
+    root: str
+    layout: Literal["flat", "splits"]
+    classes: list[str]
+    n_images: int
+    class_counts: dict[str, int] = Field(description="images per class over every split")
+    split_counts: dict[str, dict[str, int]] = Field(
+        description="split -> class -> images; a flat layout has the one split 'all'"
+    )
+    train_split: str = Field(description="the split whose counts drive the size axis of the decision table")
+    images_per_class: float = Field(description="median images per class in the training split")
+    min_images_per_class: int
+    imbalance_ratio: float = Field(description="largest / smallest class in the training split")
+    modes: dict[str, int] = Field(description="PIL image mode -> images (L, RGB, RGBA, I;16, CMYK, ...)")
+    image_size: ImageSizeSummary
+    duplicates: list[DuplicateGroup]
+    skipped: list[SkippedFile]
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+class Preprocessing(_Model):
+    input_size: int
+    crop_pct: float
+    interpolation: Literal["bicubic", "bilinear", "nearest"]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def resize_size(self) -> int:
+        return round(self.input_size / self.crop_pct)
+
+
+class BackboneInfo(_Model):
+    name: str
+    weights: str = Field(description="the resolved weights id, e.g. MobileNet_V2_Weights.IMAGENET1K_V1")
+    source: Literal["embedded", "torchvision", "timm", "file", "random"]
+    feature_dim: int
+    preprocessing: Preprocessing
+    stages: list[str] = Field(description="ordered groups of layers, input to head; the head is not a stage")
+    has_batchnorm: bool
+    calibrated: bool = Field(description="whether rules/ holds similarity thresholds measured for it")
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+class BNLayerShift(_Model):
+    layer: str
+    depth: float = Field(description="position in the network, 0 = first BN layer, 1 = last")
+    w2: float
+
+
+class BNShift(_Model):
+    """Normalised W2 distance of the target's BN-input statistics from the stored running statistics."""
+
+    early: float
+    middle: float
+    late: float
+    n_layers: int
+    profile: list[BNLayerShift]
+
+
+class HeadSignals(_Model):
+    mean_max_prob: float
+    mean_entropy: float = Field(description="entropy of the source-head softmax / log(n_classes), in [0, 1]")
+    top_classes: list[tuple[str, float]] = Field(
+        default_factory=list, description="the source classes predicted most often, with their share"
+    )
+
+
+class Separability(_Model):
+    """How well frozen features separate the user's labels, against a raw-pixel baseline."""
+
+    n_images: int
+    n_folds: int
+    chance: float
+    knn_accuracy: float
+    logreg_accuracy: float
+    logme: float
+    pixel_knn_accuracy: float
+    pixel_logreg_accuracy: float
+    pixel_logme: float
+    knn_gain: float
+    logreg_gain: float
+    logme_gain: float
+
+
+class SignalScore(_Model):
+    """One signal's contribution to the combined score."""
+
+    signal: str
+    value: float
+    score: float = Field(description="the value mapped onto [0, 1]; 1 = like the source domain")
+    weight: float
+    similar_at: float
+    different_at: float
+
+
+class SimilarityReport(_Model):
+    score: float = Field(ge=0.0, le=1.0)
+    label: SimilarityLabel
+    threshold: float
+    shift_level: Literal["none", "input", "semantic", "input_and_semantic", "unknown"]
+    bn_shift: BNShift | None
+    head: HeadSignals | None
+    separability: Separability | None
+    components: list[SignalScore]
+    notes: list[str] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+class LearningRates(_Model):
+    head: float
+    backbone: float | None = Field(description="None when the backbone stays frozen")
+    per_stage: dict[str, float] = Field(
+        default_factory=dict, description="discriminative rates, stage -> LR, when the rules ask for them"
+    )
+
+
+class Phase(_Model):
+    name: str
+    epochs: int
+    trains: list[str] = Field(description="'head' and/or stage names")
+    learning_rate: float
+
+
+class AdviceWarning(_Model):
+    id: str
+    message: str
+
+
+class Alternative(_Model):
+    strategy: StrategyId
+    rule_id: str
+    reason: str
+
+
+class Recommendation(_Model):
+    strategy: StrategyId
+    rule_id: str
+    why: list[str]
+    unfreeze: list[str] = Field(description="stage names of the chosen backbone to train in phase 2")
+    unfreeze_summary: str
+    learning_rate: LearningRates
+    optimizer: str
+    weight_decay: float
+    schedule: list[Phase]
+    batch_size: int
+    augmentation: list[str]
+    regularization: list[str]
+    gpu_advised: bool
+    warnings: list[AdviceWarning]
+    alternatives: list[Alternative]
+
+
+# --------------------------------------------------------------------------- whole result
+
+
+class SampleInfo(_Model):
+    n_images: int
+    per_class_cap: int | None
+    total_cap: int | None
+    seed: int
+    cache_hits: int
+    forward_passes: int
+
+
+class AdviceResult(_Model):
+    schema_version: str = SCHEMA_VERSION
+    tool_version: str
+    device: str
+    dataset: DatasetSummary
+    backbone: BackboneInfo
+    sample: SampleInfo
+    similarity: SimilarityReport
+    recommendation: Recommendation
+    timings: dict[str, float] = Field(description="seconds per step: scan, embed, similarity, rules, total")
+    run: RunReport | None = Field(default=None, description="what `--run` trained and measured")
+
+
+# --------------------------------------------------------------------------- run results
+# What `tl-advise --run` trained and measured: defined after AdviceResult, which refers to RunReport
+# by name (postponed annotations) and is rebuilt below.
+
+RunStatus = Literal["completed", "stopped_by_budget", "failed"]
+VerdictStatus = Literal["confirmed", "refuted", "not_compared"]
+
+
+class Metrics(_Model):
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+    per_class_accuracy: dict[str, float]
+    confusion_matrix: list[list[int]] = Field(description="rows = true class, columns = predicted")
+    n_images: int
+    loss: float = Field(description="mean cross-entropy (no label smoothing)")
+
+
+class EpochLog(_Model):
+    phase: str
+    epoch: int = Field(description="1-based, counted over the whole run")
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+class RunSettings(_Model):
+    """The recipe a strategy was trained with, after the run options' overrides and budget."""
+
+    pretrained: bool
+    unfreeze: list[str]
+    head_lr: float
+    backbone_lr: float | None
+    per_stage_lr: dict[str, float]
+    optimizer: str
+    weight_decay: float
+    head_epochs: int
+    finetune_epochs: int
+    batch_size: int
+    image_size: int
+    augmentation: list[str] = Field(description="the augmentations applied")
+    augmentation_skipped: list[str] = Field(default_factory=list, description="listed but not applied")
+    label_smoothing: float
+    dropout: float
+    n_train: int
+    n_val: int
+
+
+class StrategyRun(_Model):
+    strategy: StrategyId
+    status: RunStatus
+    error: str | None = None
+    settings: RunSettings | None = None
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    val: Metrics | None = None
+    test: Metrics | None = None
+    train_time_s: float = 0.0
+    images_per_s: float = 0.0
+    checkpoint: str | None = Field(default=None, description="the best model, relative to the output dir")
+    curves: list[EpochLog] = Field(default_factory=list)
+
+
+class Verdict(_Model):
+    status: VerdictStatus
+    recommended: StrategyId
+    best: StrategyId | None
+    margin: float
+    gap: float | None = Field(description="best val accuracy minus the recommended strategy's")
+    message: str
+
+
+class RunReport(_Model):
+    output_dir: str
+    device: str
+    validation: str = Field(description="how the validation set was made")
+    budget: dict[str, float | int | bool | str | None]
+    runs: list[StrategyRun]
+    verdict: Verdict
+    files: dict[str, str] = Field(description="what was written, relative to the output dir")
+
+
+AdviceResult.model_rebuild()

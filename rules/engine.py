@@ -1,0 +1,555 @@
+"""The engine: reads a ``RuleSet`` and turns measurements into a similarity verdict and a recommendation.
+
+Pure functions: all numbers come from the rules, all facts from the typed inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tl_advise.advisor.models import (
+    AdviceWarning,
+    Alternative,
+    BackboneInfo,
+    BNShift,
+    DatasetSummary,
+    HeadSignals,
+    LearningRates,
+    Phase,
+    Recommendation,
+    Separability,
+    SignalScore,
+    SimilarityLabel,
+    SimilarityReport,
+    StrategyId,
+)
+from tl_advise.rules.schema import (
+    SIGNAL_NAMES,
+    BackboneSimilarity,
+    BatchRules,
+    ClassImbalanceWarning,
+    CrossSplitDuplicatesWarning,
+    DecisionRow,
+    FewImagesWarning,
+    GreyscaleWarning,
+    LayerRules,
+    PixelsAsGoodWarning,
+    RuleSet,
+    ShiftLevel,
+    SizeBand,
+    SizeBands,
+    SkippedFilesWarning,
+    StrategyRule,
+    TinyImagesWarning,
+    UncalibratedBackboneWarning,
+    WarningRule,
+    WithinSplitDuplicatesWarning,
+)
+
+SIGNAL_LABELS: dict[str, str] = {
+    "bn_shift_early": "early-layer BN shift",
+    "bn_shift_middle": "middle-layer BN shift",
+    "bn_shift_late": "late-layer BN shift",
+    "head_max_prob": "ImageNet-head max probability",
+    "head_entropy": "ImageNet-head entropy",
+    "knn_gain": "k-NN gain over pixels",
+    "logreg_gain": "logistic-regression gain over pixels",
+    "logme": "LogME",
+    "logme_gain": "LogME gain over pixels",
+}
+
+# --------------------------------------------------------------------------- number formatting
+
+
+def fmt_number(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def fmt_count(value: float) -> str:
+    """Counts: ``122`` or ``122.5`` (a median of an even number of classes)."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def fmt_lr(value: float) -> str:
+    """``1e-05`` -> ``1e-5``, ``0.00025`` -> ``2.5e-4``."""
+    mantissa, exponent = f"{value:.3e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_against(value: float, threshold: float, digits: int = 2) -> tuple[str, str]:
+    """Format a measurement and its threshold with enough digits that equal-looking means equal."""
+    for d in range(digits, 7):
+        shown_value, shown_threshold = fmt_number(value, d), fmt_number(threshold, d)
+        if (shown_value == shown_threshold) == (value == threshold):
+            return shown_value, shown_threshold
+    return repr(value), repr(threshold)
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+@dataclass(frozen=True)
+class SimilarityVerdict:
+    score: float
+    label: Literal["similar", "different"]
+    threshold: float
+    components: list[SignalScore]
+    shift_level: ShiftLevel
+    calibrated: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def ramp_score(value: float, similar_at: float, different_at: float) -> float:
+    """1 at ``similar_at``, 0 at ``different_at``, linear between, clipped to [0, 1] (either direction)."""
+    position = (value - different_at) / (similar_at - different_at)
+    return min(1.0, max(0.0, position))
+
+
+def _is_measured(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def shift_level_for(profile: BackboneSimilarity, early: float | None, late: float | None) -> ShiftLevel:
+    """Where the shift is: early BN layers -> input level, late BN layers -> semantic level."""
+    if not (_is_measured(early) and _is_measured(late)):
+        return "unknown"
+    assert early is not None and late is not None
+    input_shift = early > profile.early_shift_at
+    semantic_shift = late > profile.late_shift_at
+    if input_shift and semantic_shift:
+        return "input_and_semantic"
+    if input_shift:
+        return "input"
+    return "semantic" if semantic_shift else "none"
+
+
+def score_similarity(
+    rules: RuleSet, backbone_name: str, signals: Mapping[str, float | None]
+) -> SimilarityVerdict:
+    """Combine the measured signals into one score with the backbone's profile (or the default)."""
+    sim = rules.similarity
+    profile_name = sim.profile_name_for(backbone_name)
+    profile = sim.backbones[profile_name]
+    calibrated = sim.is_calibrated(backbone_name)
+    threshold = sim.threshold_for(backbone_name)
+    notes: list[str] = []
+    if profile_name != backbone_name:
+        if profile_name == "default":
+            notes.append(f"no similarity profile for '{backbone_name}': the default profile's thresholds "
+                         "were used")
+        else:
+            notes.append(f"'{backbone_name}' uses the '{profile_name}' similarity profile")
+    elif not calibrated:
+        notes.append(f"the similarity profile for '{backbone_name}' is an uncalibrated placeholder")
+
+    ignored = sorted(set(signals) - set(profile.signals))
+    if ignored:
+        notes.append(f"signal(s) without a rule for this backbone, not scored: {', '.join(ignored)}")
+
+    components: list[SignalScore] = []
+    missing_voters: list[str] = []
+    for name, rule in profile.signals.items():
+        value = signals.get(name)
+        if not _is_measured(value):
+            if rule.weight > 0:
+                missing_voters.append(name)
+            continue
+        assert value is not None
+        components.append(SignalScore(
+            signal=name, value=float(value), score=ramp_score(value, rule.similar_at, rule.different_at),
+            weight=rule.weight, similar_at=rule.similar_at, different_at=rule.different_at,
+        ))
+    if missing_voters:
+        notes.append(f"not measured: {', '.join(missing_voters)}; "
+                     "the other signals' weights were renormalised")
+
+    total_weight = sum(c.weight for c in components)
+    if total_weight > 0:
+        score = sum(c.weight * c.score for c in components) / total_weight
+    else:
+        score = sim.score_when_no_signals
+        notes.append(f"no weighted signal was measured: similarity set to {score:.2f}")
+
+    level = shift_level_for(profile, signals.get("bn_shift_early"), signals.get("bn_shift_late"))
+    label: SimilarityLabel = "similar" if score >= threshold else "different"
+    return SimilarityVerdict(score, label, threshold, components, level, calibrated, notes)
+
+
+def signals_from_measurements(
+    bn_shift: BNShift | None, head: HeadSignals | None, separability: Separability | None
+) -> dict[str, float | None]:
+    """The signal dict ``score_similarity`` expects, from the measured report parts (None = not measured)."""
+    signals: dict[str, float | None] = dict.fromkeys(SIGNAL_NAMES)
+    if bn_shift is not None:
+        signals.update(bn_shift_early=bn_shift.early, bn_shift_middle=bn_shift.middle,
+                       bn_shift_late=bn_shift.late)
+    if head is not None:
+        signals.update(head_max_prob=head.mean_max_prob, head_entropy=head.mean_entropy)
+    if separability is not None:
+        signals.update(knn_gain=separability.knn_gain, logreg_gain=separability.logreg_gain,
+                       logme=separability.logme, logme_gain=separability.logme_gain)
+    return signals
+
+
+# --------------------------------------------------------------------------- which stages
+
+
+def top_stages_to_unfreeze(strategy: StrategyRule, stages: list[str]) -> list[str]:
+    """The LAST stages (stages run input -> head), as many as the strategy's fraction and minimum ask."""
+    if not strategy.trains_backbone or not stages:
+        return []
+    # The epsilon keeps 0.15 x 20 = 3.0000000000000004 from rounding up to 4.
+    by_fraction = math.ceil(strategy.unfreeze_top_fraction * len(stages) - 1e-9)
+    count = min(len(stages), max(by_fraction, strategy.unfreeze_min_stages))
+    return stages[len(stages) - count:]
+
+
+def surgical_stages(layers: LayerRules, shift_level: str, stages: list[str], top: list[str]) -> list[str]:
+    """First stages to add on an input-level shift, when the strategy unfreezes some but not all stages."""
+    partial = 0 < len(top) < len(stages)
+    if not (layers.enabled and partial and shift_level in layers.input_shift_levels):
+        return []
+    return [s for s in stages[: layers.add_first_stages] if s not in top]
+
+
+def describe_unfreeze(strategy: StrategyRule, stages: list[str], top: list[str], first: list[str]) -> str:
+    n = len(stages)
+    if not strategy.pretrained:
+        return f"all {n} stages, trained from random initialisation"
+    if not top:
+        return "none: the backbone stays frozen" if n else "none: the backbone has no stages to unfreeze"
+    if len(top) == n:
+        return f"all {n} stages"
+    summary = f"last {len(top)} of {n} stages"
+    if first:
+        summary = f"first {len(first)} and {summary} (input-level shift)"
+    return summary
+
+
+# --------------------------------------------------------------------------- learning rates, schedule
+
+
+def backbone_lr_factor(rules: RuleSet, strategy: StrategyRule, label: SimilarityLabel) -> float:
+    if strategy.backbone_lr_factor is not None:
+        return strategy.backbone_lr_factor
+    return rules.learning_rate.backbone_factor.for_label(label)
+
+
+def learning_rates(
+    rules: RuleSet, strategy: StrategyRule, label: SimilarityLabel, top: list[str], first: list[str]
+) -> LearningRates:
+    if not top:
+        return LearningRates(head=strategy.head_lr, backbone=None)
+    backbone = _three_digits(strategy.head_lr * backbone_lr_factor(rules, strategy, label))
+    per_stage: dict[str, float] = {}
+    if strategy.discriminative:
+        # fastai-style: the top stage at the backbone LR, each stage below it decayed, floored.
+        for depth, stage in enumerate(reversed(top)):
+            decay = max(strategy.discriminative_decay**depth, strategy.discriminative_floor)
+            per_stage[stage] = _three_digits(backbone * decay)
+    if first:
+        # The first block is tuned *because* of an input-level shift, so it must not get the smallest rate.
+        per_stage.update(dict.fromkeys(first, _three_digits(backbone * rules.layers.first_stage_lr_factor)))
+    ordered = {s: per_stage[s] for s in [*first, *top] if s in per_stage}
+    return LearningRates(head=strategy.head_lr, backbone=backbone, per_stage=ordered)
+
+
+def _three_digits(rate: float) -> float:
+    """1.1764899999999996e-05 -> 1.18e-05: a learning rate needs no more precision than this."""
+    return float(f"{rate:.3g}")
+
+
+def build_schedule(strategy: StrategyRule, rates: LearningRates, unfreeze: list[str]) -> list[Phase]:
+    if not strategy.pretrained:
+        lr = rates.backbone if rates.backbone is not None else rates.head
+        return [Phase(name="from_scratch", epochs=strategy.finetune_epochs, trains=["head", *unfreeze],
+                      learning_rate=lr)]
+    phases = []
+    if strategy.head_epochs > 0:
+        phases.append(Phase(name="head", epochs=strategy.head_epochs, trains=["head"],
+                            learning_rate=rates.head))
+    if unfreeze and rates.backbone is not None and strategy.finetune_epochs > 0:
+        phases.append(Phase(name="finetune", epochs=strategy.finetune_epochs, trains=["head", *unfreeze],
+                            learning_rate=rates.backbone))
+    return phases
+
+
+def training_images(dataset: DatasetSummary) -> int:
+    counts = dataset.split_counts.get(dataset.train_split)
+    return sum(counts.values()) if counts else dataset.n_images
+
+
+def batch_size_for(batch: BatchRules, strategy: StrategyRule, n_train: int) -> int:
+    """The strategy's batch size, capped so an epoch still has ``min_batches_per_epoch`` batches."""
+    return max(1, min(strategy.batch_size, n_train // batch.min_batches_per_epoch))
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+@dataclass(frozen=True)
+class AdviceContext:
+    """Everything a warning check may look at."""
+
+    rules: RuleSet
+    dataset: DatasetSummary
+    similarity: SimilarityReport
+    backbone: BackboneInfo
+    strategy_id: StrategyId
+    strategy: StrategyRule
+    unfreeze: list[str]
+
+
+Fields = dict[str, Any]
+WarningCheck = Callable[[AdviceContext, Any], Fields | None]
+
+
+def _train_class_counts(dataset: DatasetSummary) -> dict[str, int]:
+    return dataset.split_counts.get(dataset.train_split) or dataset.class_counts
+
+
+def check_few_images(ctx: AdviceContext, rule: FewImagesWarning) -> Fields | None:
+    ipc = ctx.dataset.images_per_class
+    if not ctx.unfreeze or ipc >= rule.below_images_per_class:
+        return None
+    return {"images_per_class": ipc, "strategy": ctx.strategy_id, "n_stages": len(ctx.unfreeze)}
+
+
+def check_class_imbalance(ctx: AdviceContext, rule: ClassImbalanceWarning) -> Fields | None:
+    if ctx.dataset.imbalance_ratio <= rule.max_ratio:
+        return None
+    counts = _train_class_counts(ctx.dataset)
+    largest = max(counts, key=lambda c: counts[c]) if counts else "?"
+    smallest = min(counts, key=lambda c: counts[c]) if counts else "?"
+    return {"ratio": ctx.dataset.imbalance_ratio, "largest_class": largest, "largest": counts.get(largest, 0),
+            "smallest_class": smallest, "smallest": counts.get(smallest, 0)}
+
+
+def check_greyscale(ctx: AdviceContext, rule: GreyscaleWarning) -> Fields | None:
+    modes = ctx.dataset.modes
+    n_images = sum(modes.values())
+    grey = {mode: n for mode, n in modes.items() if mode in rule.grey_modes and n > 0}
+    n_grey = sum(grey.values())
+    if n_images == 0 or n_grey / n_images <= rule.max_share:
+        return None
+    found = ", ".join(f"{mode}: {n}" for mode, n in sorted(grey.items()))
+    return {"share": n_grey / n_images, "n_grey": n_grey, "n_images": n_images, "found_modes": found}
+
+
+def check_tiny_images(ctx: AdviceContext, rule: TinyImagesWarning) -> Fields | None:
+    size = ctx.dataset.image_size
+    median_side = min(size.median_width, size.median_height)
+    if median_side <= 0 or median_side >= rule.min_side_px:
+        return None
+    input_size = ctx.backbone.preprocessing.input_size
+    return {"median_side": median_side, "input_size": input_size, "upscale": input_size / median_side}
+
+
+def _duplicate_fields(groups: list[Any]) -> Fields:
+    return {"n_groups": len(groups), "n_files": sum(len(g.paths) for g in groups),
+            "example": " = ".join(groups[0].paths[:2])}
+
+
+def check_cross_split_duplicates(ctx: AdviceContext, rule: CrossSplitDuplicatesWarning) -> Fields | None:
+    groups = [g for g in ctx.dataset.duplicates if g.cross_split]
+    return _duplicate_fields(groups) if groups else None
+
+
+def check_within_split_duplicates(ctx: AdviceContext, rule: WithinSplitDuplicatesWarning) -> Fields | None:
+    groups = [g for g in ctx.dataset.duplicates if not g.cross_split]
+    return _duplicate_fields(groups) if len(groups) >= rule.min_groups else None
+
+
+def check_skipped_files(ctx: AdviceContext, rule: SkippedFilesWarning) -> Fields | None:
+    skipped = ctx.dataset.skipped
+    if len(skipped) < rule.min_files:
+        return None
+    return {"n_files": len(skipped), "example": f"{skipped[0].path} ({skipped[0].reason})"}
+
+
+def check_uncalibrated_backbone(ctx: AdviceContext, rule: UncalibratedBackboneWarning) -> Fields | None:
+    name = ctx.backbone.name
+    if ctx.backbone.calibrated and ctx.rules.similarity.is_calibrated(name):
+        return None
+    return {"backbone": name}
+
+
+def check_pixels_as_good(ctx: AdviceContext, rule: PixelsAsGoodWarning) -> Fields | None:
+    sep = ctx.similarity.separability
+    if sep is None or sep.logreg_gain > rule.max_logreg_gain:
+        return None
+    return {"logreg_gain": sep.logreg_gain, "logreg_accuracy": sep.logreg_accuracy,
+            "pixel_logreg_accuracy": sep.pixel_logreg_accuracy}
+
+
+# Conditions are code, keyed by the warning id of [warnings.<id>]; thresholds and messages are data.
+WARNING_CHECKS: dict[str, WarningCheck] = {
+    "few_images_for_finetuning": check_few_images,
+    "class_imbalance": check_class_imbalance,
+    "greyscale_input": check_greyscale,
+    "tiny_images": check_tiny_images,
+    "duplicates_across_splits": check_cross_split_duplicates,
+    "duplicates_within_split": check_within_split_duplicates,
+    "skipped_files": check_skipped_files,
+    "uncalibrated_backbone": check_uncalibrated_backbone,
+    "frozen_features_no_better_than_pixels": check_pixels_as_good,
+}
+
+
+def evaluate_warnings(ctx: AdviceContext) -> list[AdviceWarning]:
+    warnings = []
+    for warning_id, rule in ctx.rules.warnings.items():
+        if not rule.enabled:
+            continue
+        fields = WARNING_CHECKS[warning_id](ctx, rule)
+        if fields is not None:
+            warnings.append(AdviceWarning(id=warning_id, message=_render(rule, fields)))
+    return warnings
+
+
+def _render(rule: WarningRule, fields: Fields) -> str:
+    return rule.message.format(**{**rule.thresholds(), **fields})
+
+
+# --------------------------------------------------------------------------- why
+
+
+def why_size(bands: SizeBands, dataset: DatasetSummary, band: SizeBand) -> str:
+    ipc = dataset.images_per_class
+    where = "all images" if dataset.layout == "flat" else f"{dataset.train_split} split"
+    measured = f"images per class {fmt_count(ipc)} (median, {where})"
+    if band == "small":
+        return f"{measured} is below {fmt_count(bands.small_below)} → small"
+    if band == "large":
+        return f"{measured} is above {fmt_count(bands.large_above)} → large"
+    return f"{measured} is within {fmt_count(bands.small_below)}–{fmt_count(bands.large_above)} → medium"
+
+
+def why_similarity(similarity: SimilarityReport) -> str:
+    score, threshold = fmt_against(similarity.score, similarity.threshold)
+    if similarity.label == "similar":
+        return f"similarity {score} is at or above the {threshold} needed for 'similar' → similar"
+    return f"similarity {score} is below the {threshold} needed for 'similar' → different"
+
+
+def why_components(components: list[SignalScore]) -> list[str]:
+    """One sentence per voting signal: value against its anchors, the score it earned, its weight."""
+    sentences = []
+    for c in components:
+        if c.weight <= 0:
+            continue
+        name = SIGNAL_LABELS.get(c.signal, c.signal)
+        sentences.append(
+            f"{name} {fmt_number(c.value)} (similar at {fmt_number(c.similar_at)}, different at "
+            f"{fmt_number(c.different_at)}) → signal score {fmt_number(c.score)}, "
+            f"weight {fmt_number(c.weight)}"
+        )
+    return sentences
+
+
+def why_shift_level(profile: BackboneSimilarity, similarity: SimilarityReport) -> list[str]:
+    bn = similarity.bn_shift
+    if bn is None:
+        return [f"no batch-norm statistics were measured → shift level '{similarity.shift_level}'"]
+    early, early_at = fmt_against(bn.early, profile.early_shift_at)
+    late, late_at = fmt_against(bn.late, profile.late_shift_at)
+    early_says = (f"is above {early_at} → input-level shift" if bn.early > profile.early_shift_at
+                  else f"is at or below {early_at} → no input-level shift")
+    late_says = (f"is above {late_at} → semantic shift" if bn.late > profile.late_shift_at
+                 else f"is at or below {late_at} → no semantic shift")
+    return [f"early-layer BN shift {early} {early_says}", f"late-layer BN shift {late} {late_says}",
+            f"shift level: {similarity.shift_level}"]
+
+
+def why_unfreeze(strategy: StrategyRule, stages: list[str], top: list[str], summary: str) -> str:
+    if not strategy.pretrained:
+        return f"train {summary}"
+    if not top:
+        return f"unfreeze {summary}"
+    which = f"all {len(stages)}" if len(top) == len(stages) else f"the last {len(top)} of {len(stages)}"
+    rule = f"top fraction {fmt_number(strategy.unfreeze_top_fraction)}"
+    if strategy.unfreeze_min_stages:
+        rule += f", at least {strategy.unfreeze_min_stages}"
+    return f"unfreeze {which} stages ({rule}): {', '.join(top)}"
+
+
+def why_learning_rate(
+    rules: RuleSet, strategy: StrategyRule, rates: LearningRates, label: SimilarityLabel
+) -> str:
+    if rates.backbone is None:
+        return f"head LR {fmt_lr(rates.head)} ({strategy.optimizer}); the backbone stays frozen"
+    if not strategy.pretrained:
+        return f"LR {fmt_lr(rates.backbone)} for every layer: nothing pretrained to protect"
+    factor = backbone_lr_factor(rules, strategy, label)
+    source = "the strategy's own factor" if strategy.backbone_lr_factor is not None else f"{label} domain"
+    sentence = (f"backbone LR {fmt_lr(rates.backbone)} = head LR {fmt_lr(rates.head)} / {1 / factor:.0f} "
+                f"({source}): a normal LR destroys pretrained weights, fine-tuning belongs 10–100× lower")
+    if rates.per_stage and strategy.discriminative:
+        highest, lowest = max(rates.per_stage.values()), min(rates.per_stage.values())
+        sentence += (f"; discriminative rates from {fmt_lr(highest)} down to {fmt_lr(lowest)} "
+                     f"(×{strategy.discriminative_decay:g} per stage)")
+    return sentence
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def recommend(
+    rules: RuleSet, dataset: DatasetSummary, similarity: SimilarityReport, backbone: BackboneInfo
+) -> Recommendation:
+    """Apply the decision table and the strategy's recipe to one dataset/backbone pair."""
+    band = rules.size_bands.band_for(dataset.images_per_class)
+    row = rules.row_for(band, similarity.label)
+    strategy = rules.strategies[row.strategy]
+    stages = list(backbone.stages)
+
+    top = top_stages_to_unfreeze(strategy, stages)
+    first = surgical_stages(rules.layers, similarity.shift_level, stages, top) if strategy.pretrained else []
+    unfreeze = [s for s in stages if s in top or s in first]
+    summary = describe_unfreeze(strategy, stages, top, first)
+    rates = learning_rates(rules, strategy, similarity.label, top, first)
+    n_train = training_images(dataset)
+    batch_size = batch_size_for(rules.batch, strategy, n_train)
+
+    ctx = AdviceContext(rules, dataset, similarity, backbone, row.strategy, strategy, unfreeze)
+    profile = rules.similarity.profile_for(backbone.name)
+
+    why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
+           *why_components(similarity.components), *why_shift_level(profile, similarity),
+           f"rule {row.id} → {row.strategy}: {row.why}",
+           why_unfreeze(strategy, stages, top, summary)]
+    if first:
+        why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
+                   f"({', '.join(first)}): {rules.layers.why}")
+    why.append(why_learning_rate(rules, strategy, rates, similarity.label))
+    if batch_size < strategy.batch_size:
+        why.append(f"batch size {batch_size} instead of {strategy.batch_size}: {n_train} training images "
+                   f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
+
+    return Recommendation(
+        strategy=row.strategy,
+        rule_id=row.id,
+        why=why,
+        unfreeze=unfreeze,
+        unfreeze_summary=summary,
+        learning_rate=rates,
+        optimizer=strategy.optimizer,
+        weight_decay=strategy.weight_decay,
+        schedule=build_schedule(strategy, rates, unfreeze),
+        batch_size=batch_size,
+        augmentation=list(strategy.augmentation),
+        regularization=list(strategy.regularization),
+        gpu_advised=strategy.gpu_advised,
+        warnings=evaluate_warnings(ctx),
+        alternatives=alternatives_for(row, similarity.label),
+    )
+
+
+def alternatives_for(row: DecisionRow, label: SimilarityLabel) -> list[Alternative]:
+    """The row's runners-up that apply to this similarity label; ``rule_id`` is the row that lists them."""
+    return [Alternative(strategy=alt.strategy, rule_id=row.id, reason=alt.reason)
+            for alt in row.alternatives if alt.when in ("any", label)]

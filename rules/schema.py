@@ -1,0 +1,510 @@
+"""Typed, validated model of a rules file (``default_rules.toml`` or a user's override).
+
+Every section forbids unknown keys, so a typo fails loudly instead of being ignored.
+``load_rules`` turns every problem (missing file, TOML syntax, validation) into one
+``RulesError`` that names the file and the location of each problem.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import sys
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tl_advise.advisor.errors import RulesError
+from tl_advise.advisor.models import SimilarityLabel, StrategyId
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_RULES_FILE = "default_rules.toml"
+_PACKAGE = __name__.rpartition(".")[0]
+
+SizeBand = Literal["small", "medium", "large"]
+SIZE_BANDS: tuple[SizeBand, ...] = ("small", "medium", "large")
+SIMILARITY_LABELS: tuple[SimilarityLabel, ...] = ("similar", "different")
+SimilarityMatch = Literal["similar", "different", "any"]
+ShiftLevel = Literal["none", "input", "semantic", "input_and_semantic", "unknown"]
+
+SignalName = Literal[
+    "bn_shift_early",
+    "bn_shift_middle",
+    "bn_shift_late",
+    "head_max_prob",
+    "head_entropy",
+    "knn_gain",
+    "logreg_gain",
+    "logme",
+    "logme_gain",
+]
+SIGNAL_NAMES: tuple[SignalName, ...] = (
+    "bn_shift_early",
+    "bn_shift_middle",
+    "bn_shift_late",
+    "head_max_prob",
+    "head_entropy",
+    "knn_gain",
+    "logreg_gain",
+    "logme",
+    "logme_gain",
+)
+DEFAULT_PROFILE = "default"
+
+
+class _Strict(BaseModel):
+    # inf/nan are valid TOML floats but never a sensible threshold.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def normalise_backbone_name(name: str) -> str:
+    """``EfficientNet-Lite0`` and ``efficientnet_lite0`` name the same profile."""
+    return name.strip().lower().replace("-", "_")
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+class SignalRule(_Strict):
+    """A linear ramp: score 1 at ``similar_at``, 0 at ``different_at``, clipped to [0, 1]."""
+
+    weight: float = Field(ge=0)
+    similar_at: float
+    different_at: float
+
+    @model_validator(mode="after")
+    def _anchors_differ(self) -> SignalRule:
+        if self.similar_at == self.different_at:
+            raise ValueError("similar_at and different_at must differ (the ramp needs a slope)")
+        return self
+
+
+class BackboneSimilarity(_Strict):
+    calibrated: bool
+    threshold: float | None = Field(default=None, ge=0, le=1, description="overrides [similarity].threshold")
+    early_shift_at: float = Field(ge=0, description="bn_shift_early above this -> input-level shift")
+    late_shift_at: float = Field(ge=0, description="bn_shift_late above this -> semantic shift")
+    signals: dict[SignalName, SignalRule]
+
+    @model_validator(mode="after")
+    def _some_signal_votes(self) -> BackboneSimilarity:
+        if not any(rule.weight > 0 for rule in self.signals.values()):
+            raise ValueError("at least one signal needs a weight above 0")
+        return self
+
+
+class SimilarityRules(_Strict):
+    threshold: float = Field(ge=0, le=1)
+    score_when_no_signals: float = Field(ge=0, le=1)
+    backbones: dict[str, BackboneSimilarity]
+
+    @field_validator("backbones")
+    @classmethod
+    def _has_uncalibrated_default(cls, value: dict[str, BackboneSimilarity]) -> dict[str, BackboneSimilarity]:
+        if DEFAULT_PROFILE not in value:
+            raise ValueError(f"a '{DEFAULT_PROFILE}' profile is required (the fallback for other backbones)")
+        if value[DEFAULT_PROFILE].calibrated:
+            raise ValueError(f"the '{DEFAULT_PROFILE}' fallback profile cannot be calibrated = true")
+        normalised = [normalise_backbone_name(name) for name in value]
+        if len(set(normalised)) != len(normalised):
+            raise ValueError("two backbone profiles differ only in case or '-' vs '_'")
+        return value
+
+    def profile_name_for(self, backbone_name: str) -> str:
+        """The profile used for a backbone: its own if there is one, else ``default``."""
+        wanted = normalise_backbone_name(backbone_name)
+        for name in self.backbones:
+            if normalise_backbone_name(name) == wanted:
+                return name
+        return DEFAULT_PROFILE
+
+    def profile_for(self, backbone_name: str) -> BackboneSimilarity:
+        return self.backbones[self.profile_name_for(backbone_name)]
+
+    def is_calibrated(self, backbone_name: str) -> bool:
+        return self.profile_name_for(backbone_name) != DEFAULT_PROFILE and self.profile_for(
+            backbone_name
+        ).calibrated
+
+    def threshold_for(self, backbone_name: str) -> float:
+        own = self.profile_for(backbone_name).threshold
+        return self.threshold if own is None else own
+
+
+# --------------------------------------------------------------------------- size and table
+
+
+class SizeBands(_Strict):
+    """Images per class (median, training split): small < small_below <= medium <= large_above < large."""
+
+    small_below: float = Field(gt=0)
+    large_above: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SizeBands:
+        if self.small_below > self.large_above:
+            raise ValueError("small_below must not exceed large_above")
+        return self
+
+    def band_for(self, images_per_class: float) -> SizeBand:
+        if images_per_class < self.small_below:
+            return "small"
+        if images_per_class > self.large_above:
+            return "large"
+        return "medium"
+
+
+class AlternativeRule(_Strict):
+    strategy: StrategyId
+    reason: str = Field(min_length=1)
+    when: SimilarityMatch = "any"
+
+
+class DecisionRow(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    size: SizeBand
+    similarity: SimilarityMatch
+    strategy: StrategyId
+    why: str = Field(min_length=1)
+    alternatives: list[AlternativeRule] = Field(default_factory=list)
+
+    def matches(self, band: SizeBand, label: SimilarityLabel) -> bool:
+        return self.size == band and self.similarity in (label, "any")
+
+    @model_validator(mode="after")
+    def _alternatives_are_other_strategies(self) -> DecisionRow:
+        seen: set[str] = set()
+        for alt in self.alternatives:
+            if alt.strategy == self.strategy:
+                raise ValueError(f"alternative {alt.strategy!r} is the row's own strategy")
+            if alt.strategy in seen:
+                raise ValueError(f"alternative {alt.strategy!r} is listed twice")
+            seen.add(alt.strategy)
+        return self
+
+
+def _check_table_coverage(rows: list[DecisionRow]) -> None:
+    """Every (size band x similarity label) cell is matched by exactly one row."""
+    ids = [row.id for row in rows]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise ValueError(f"duplicate row id(s): {', '.join(duplicated)}")
+    problems = []
+    for band in SIZE_BANDS:
+        for label in SIMILARITY_LABELS:
+            matching = [row.id for row in rows if row.matches(band, label)]
+            if not matching:
+                problems.append(f"cell (size={band}, similarity={label}) is not covered by any row")
+            elif len(matching) > 1:
+                problems.append(f"cell (size={band}, similarity={label}) is covered by {len(matching)} rows: "
+                                f"{', '.join(matching)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+# --------------------------------------------------------------------------- learning rates, strategies
+
+
+class BackboneFactor(_Strict):
+    """Backbone LR = head LR x factor; the guide puts fine-tuning 10-100x below the head's LR."""
+
+    similar: float = Field(gt=0, le=1)
+    different: float = Field(gt=0, le=1)
+
+    def for_label(self, label: SimilarityLabel) -> float:
+        return self.similar if label == "similar" else self.different
+
+
+class LearningRateRules(_Strict):
+    backbone_factor: BackboneFactor
+
+
+class StrategyRule(_Strict):
+    title: str = Field(min_length=1)
+    pretrained: bool = True
+    unfreeze_top_fraction: float = Field(ge=0, le=1)
+    unfreeze_min_stages: int = Field(ge=0)
+    head_lr: float = Field(gt=0)
+    backbone_lr_factor: float | None = Field(
+        default=None, gt=0, le=1, description="overrides [learning_rate.backbone_factor]"
+    )
+    discriminative: bool
+    discriminative_decay: float = Field(default=0.5, gt=0, le=1)
+    discriminative_floor: float = Field(default=0.1, gt=0, le=1)
+    optimizer: Literal["adam", "adamw", "sgd"]
+    weight_decay: float = Field(ge=0)
+    head_epochs: int = Field(ge=0)
+    finetune_epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    augmentation: list[str]
+    regularization: list[str]
+    gpu_advised: bool
+
+    @property
+    def trains_backbone(self) -> bool:
+        return self.unfreeze_top_fraction > 0 or self.unfreeze_min_stages > 0
+
+    @model_validator(mode="after")
+    def _epochs_match_what_trains(self) -> StrategyRule:
+        if self.trains_backbone and self.finetune_epochs == 0:
+            raise ValueError("a strategy that unfreezes stages needs finetune_epochs > 0")
+        if not self.trains_backbone and self.finetune_epochs > 0:
+            raise ValueError("finetune_epochs must be 0 when no stage is unfrozen")
+        if not self.trains_backbone and self.head_epochs == 0:
+            raise ValueError("head_epochs must be > 0 when the backbone stays frozen")
+        if not self.pretrained and (self.unfreeze_top_fraction < 1 or self.head_epochs > 0):
+            raise ValueError("pretrained = false trains every stage from the start: "
+                             "unfreeze_top_fraction = 1.0 and head_epochs = 0")
+        return self
+
+
+# --------------------------------------------------------------------------- layers, batch
+
+
+class LayerRules(_Strict):
+    """Surgical refinement: on an input-level shift also unfreeze the first stages."""
+
+    enabled: bool
+    input_shift_levels: list[ShiftLevel]
+    add_first_stages: int = Field(ge=0)
+    first_stage_lr_factor: float = Field(gt=0, le=1, description="x the backbone LR")
+    why: str = Field(min_length=1)
+
+
+class BatchRules(_Strict):
+    min_batches_per_epoch: int = Field(ge=1)
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def template_fields(template: str) -> set[str]:
+    """Top-level names a str.format template uses (``{a.b[0]:.2f}`` -> ``a``)."""
+    names = set()
+    for _, field, _, _ in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if field == "" or field.isdigit():
+            raise ValueError("message placeholders must be named, e.g. {ratio}")
+        names.add(field.split(".")[0].split("[")[0])
+    return names
+
+
+class WarningRule(_Strict):
+    """Thresholds, on/off and a message template; the condition is code (engine.WARNING_CHECKS)."""
+
+    # Fields the engine's check supplies besides this table's own thresholds.
+    measured_fields: ClassVar[frozenset[str]] = frozenset()
+
+    enabled: bool = True
+    message: str = Field(min_length=1)
+
+    def thresholds(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"enabled", "message"})
+
+    @model_validator(mode="after")
+    def _message_uses_known_fields(self) -> WarningRule:
+        allowed = set(self.measured_fields) | set(self.thresholds())
+        unknown = template_fields(self.message) - allowed
+        if unknown:
+            raise ValueError(f"message uses unknown field(s) {sorted(unknown)}; available: {sorted(allowed)}")
+        return self
+
+
+class FewImagesWarning(WarningRule):
+    measured_fields = frozenset({"images_per_class", "strategy", "n_stages"})
+    below_images_per_class: float = Field(gt=0)
+
+
+class ClassImbalanceWarning(WarningRule):
+    measured_fields = frozenset({"ratio", "largest_class", "largest", "smallest_class", "smallest"})
+    max_ratio: float = Field(ge=1)
+
+
+class GreyscaleWarning(WarningRule):
+    measured_fields = frozenset({"share", "n_grey", "n_images", "found_modes"})
+    max_share: float = Field(ge=0, le=1)
+    grey_modes: list[str] = Field(min_length=1)
+
+
+class TinyImagesWarning(WarningRule):
+    measured_fields = frozenset({"median_side", "input_size", "upscale"})
+    min_side_px: int = Field(ge=1)
+
+
+class CrossSplitDuplicatesWarning(WarningRule):
+    measured_fields = frozenset({"n_groups", "n_files", "example"})
+
+
+class WithinSplitDuplicatesWarning(WarningRule):
+    measured_fields = frozenset({"n_groups", "n_files", "example"})
+    min_groups: int = Field(ge=1)
+
+
+class SkippedFilesWarning(WarningRule):
+    measured_fields = frozenset({"n_files", "example"})
+    min_files: int = Field(ge=1)
+
+
+class UncalibratedBackboneWarning(WarningRule):
+    measured_fields = frozenset({"backbone"})
+
+
+class PixelsAsGoodWarning(WarningRule):
+    measured_fields = frozenset({"logreg_gain", "logreg_accuracy", "pixel_logreg_accuracy"})
+    max_logreg_gain: float = Field(ge=-1, le=1)
+
+
+class WarningRules(_Strict):
+    """One table per warning id; unknown ids are rejected (extra = forbid)."""
+
+    few_images_for_finetuning: FewImagesWarning
+    class_imbalance: ClassImbalanceWarning
+    greyscale_input: GreyscaleWarning
+    tiny_images: TinyImagesWarning
+    duplicates_across_splits: CrossSplitDuplicatesWarning
+    duplicates_within_split: WithinSplitDuplicatesWarning
+    skipped_files: SkippedFilesWarning
+    uncalibrated_backbone: UncalibratedBackboneWarning
+    frozen_features_no_better_than_pixels: PixelsAsGoodWarning
+
+    def items(self) -> list[tuple[str, WarningRule]]:
+        """(id, rule) in declaration order."""
+        return [(name, getattr(self, name)) for name in type(self).model_fields]
+
+
+# --------------------------------------------------------------------------- whole file
+
+
+class RuleSet(_Strict):
+    schema_version: Literal[1]
+    similarity: SimilarityRules
+    size_bands: SizeBands
+    decision: list[DecisionRow] = Field(min_length=1)
+    learning_rate: LearningRateRules
+    strategies: dict[StrategyId, StrategyRule]
+    layers: LayerRules
+    batch: BatchRules
+    warnings: WarningRules
+
+    @field_validator("decision")
+    @classmethod
+    def _table_covers_every_cell_once(cls, rows: list[DecisionRow]) -> list[DecisionRow]:
+        _check_table_coverage(rows)
+        return rows
+
+    @model_validator(mode="after")
+    def _every_referenced_strategy_is_defined(self) -> RuleSet:
+        missing = []
+        for i, row in enumerate(self.decision):
+            refs = [(f"decision.{i}.strategy", row.strategy)] + [
+                (f"decision.{i}.alternatives.{j}.strategy", alt.strategy)
+                for j, alt in enumerate(row.alternatives)
+            ]
+            missing += [f"{where}: {sid!r} has no [strategies.{sid}] table"
+                        for where, sid in refs if sid not in self.strategies]
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
+
+    def row_for(self, band: SizeBand, label: SimilarityLabel) -> DecisionRow:
+        return next(row for row in self.decision if row.matches(band, label))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def default_rules_text() -> str:
+    return resources.files(_PACKAGE).joinpath(DEFAULT_RULES_FILE).read_text(encoding="utf-8")
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """Read and validate a rules file; ``None`` reads the packaged default.
+
+    A file whose first key is ``extends = "default"`` is merged over the default (tables key by
+    key, arrays replaced whole). Every problem raises ``RulesError`` naming the file and location.
+    """
+    if path is None:
+        return rules_from_mapping(_parse_toml(default_rules_text(), DEFAULT_RULES_FILE), DEFAULT_RULES_FILE)
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RulesError(f"{file}: rules file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(f"{file}: cannot read rules file: {exc}") from None
+    return rules_from_mapping(_parse_toml(text, str(file)), str(file))
+
+
+def rules_from_mapping(data: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
+    """Validate already-parsed rules (honouring ``extends``); ``source`` names them in errors."""
+    merged = dict(data)
+    extends = merged.pop("extends", None)
+    if extends is not None:
+        if extends != "default":
+            raise RulesError(f"{source}: extends: only \"default\" can be extended, got {extends!r}")
+        base = _parse_toml(default_rules_text(), DEFAULT_RULES_FILE)
+        merged = _deep_merge(base, merged)
+    try:
+        return RuleSet.model_validate(merged)
+    except ValidationError as exc:
+        raise RulesError(_format_validation_error(exc, source, merged)) from None
+
+
+def dump_rules(rules: RuleSet) -> str:
+    """The effective rules, readably (JSON), for ``tl-advise rules show``."""
+    return rules.model_dump_json(indent=2)
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{source}: TOML syntax error: {exc}") from None
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation_error(exc: ValidationError, source: str, data: Mapping[str, Any]) -> str:
+    lines = [f"{source}: {len(exc.errors())} problem(s) in the rules"]
+    for error in exc.errors():
+        where = _location(error["loc"], data)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] not in ("missing", "value_error", "model_type", "dict_type") and _is_scalar(
+            error.get("input")
+        ):
+            message += f". Got {error['input']!r}"
+        lines.append(f"{source}: {where}{message}")
+    return "\n".join(lines)
+
+
+def _location(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+    """``decision.2.strategy`` plus the row id when there is one, so it can be found in the file."""
+    if not loc:
+        return ""
+    where = ".".join(str(part) for part in loc)
+    if len(loc) >= 2 and loc[0] == "decision" and isinstance(loc[1], int):
+        rows = data.get("decision")
+        if isinstance(rows, list) and loc[1] < len(rows) and isinstance(rows[loc[1]], Mapping):
+            row_id = rows[loc[1]].get("id")
+            if row_id:
+                where += f" (row id {row_id!r})"
+    return where + ": "
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float, bool)) and not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,11 @@
+"""``tl-advise --run``: train the recommended strategy for real and check the measurement against the advice.
+
+``run_advice(session, RunOptions(output_dir=...))`` trains, measures and writes ``metrics.json``,
+``report.md``, ``learning_curves.png`` and one best model per strategy; ``predict`` reloads a model.
+"""
+
+from tl_advise.runners.api import run_advice
+from tl_advise.runners.options import RunOptions
+from tl_advise.runners.predict import load_trained_model, predict
+
+__all__ = ["RunOptions", "load_trained_model", "predict", "run_advice"]

@@ -1,0 +1,133 @@
+"""``run_advice``: train the recommended strategy (and, when asked, its alternatives), measure, decide."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from tl_advise.advisor.api import AdviceSession
+from tl_advise.advisor.device import describe, resolve_device
+from tl_advise.advisor.errors import TLAdviseError
+from tl_advise.advisor.models import STRATEGY_IDS, RunReport, StrategyId, StrategyRun
+from tl_advise.runners import feature_extraction, finetune
+from tl_advise.runners.checkpoint import atomic_write_text, load
+from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext
+from tl_advise.runners.data import make_splits
+from tl_advise.runners.options import RunOptions, check_output_dir
+from tl_advise.runners.recipes import build_recipe
+from tl_advise.runners.report import markdown_report, plot_curves
+from tl_advise.runners.train import EpochCallback
+from tl_advise.runners.verdict import decide
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+CURVES_FILE = "learning_curves.png"
+
+RUNNERS: dict[StrategyId, Callable[[StrategyContext], StrategyRun]] = {
+    "feature_extraction": feature_extraction.run,
+    "feature_extraction_top_layers": finetune.run,
+    "finetune_last_layers": finetune.run,
+    "finetune_more_layers": finetune.run,
+    "full_finetune": finetune.run,
+    "from_scratch": finetune.run,
+}
+
+
+def strategies_to_run(recommended: StrategyId, options: RunOptions,
+                      alternatives: list[StrategyId]) -> list[StrategyId]:
+    """An explicit list wins (in its order, once each); else the recommendation, plus alternatives with compare."""
+    if options.strategies:
+        chosen = list(options.strategies)
+    else:
+        chosen = [recommended, *(alternatives if options.compare else [])]
+    return [s for i, s in enumerate(chosen) if s not in chosen[:i] and s in STRATEGY_IDS]
+
+
+def _completed_run(ctx: StrategyContext) -> StrategyRun | None:
+    """A strategy finished by an earlier run with the same settings: read back, not retrained."""
+    result_path, state_path = ctx.folder / RESULT_FILE, ctx.folder / STATE_FILE
+    if not (result_path.is_file() and state_path.is_file()):
+        return None
+    try:
+        state = load(state_path)
+        if state.get("fingerprint") != ctx.fingerprint() or not state.get("finished"):
+            return None
+        return StrategyRun.model_validate_json(result_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RuntimeError) as exc:
+        logger.warning("cannot read back %s (%s): training %s again", result_path, exc, ctx.recipe.strategy)
+        return None
+
+
+def _train_one(ctx: StrategyContext) -> StrategyRun:
+    strategy = ctx.recipe.strategy
+    if ctx.options.resume:
+        done = _completed_run(ctx)
+        if done is not None:
+            logger.info("%s: already completed in %s, read back", strategy, ctx.folder)
+            return done
+    # A fresh (non-resumed) run starts from nothing, whatever an earlier run left behind.
+    (ctx.folder / RESULT_FILE).unlink(missing_ok=True)
+    logger.info("%s: training (%s)", strategy, ctx.recipe)
+    run = RUNNERS[strategy](ctx)
+    atomic_write_text(run.model_dump_json(indent=2), ctx.folder / RESULT_FILE)
+    return run
+
+
+def run_advice(session: AdviceSession, options: RunOptions, *,
+               epoch_callback: EpochCallback | None = None) -> RunReport:
+    """Train, measure and write everything under ``options.output_dir``; also sets ``session.result.run``.
+
+    ``epoch_callback(strategy, epochs_done)`` is called after each epoch's checkpoint is on disk.
+    Raises ``TLAdviseError`` for bad options; a strategy that crashes is recorded as failed and the
+    others still run. KeyboardInterrupt (or SIGTERM) stops the run, resumable with ``resume=True``.
+    """
+    output_dir = check_output_dir(options.output_dir, session.scan.root)
+    device = resolve_device(options.device)
+    recommendation = session.result.recommendation
+    strategies = strategies_to_run(recommendation.strategy, options,
+                                   [a.strategy for a in recommendation.alternatives])
+    splits = make_splits(session.scan, val_fraction=options.val_fraction, seed=options.seed,
+                         max_train_per_class=options.max_train_images_per_class)
+    logger.info("run: %s on %s; %d train / %d val / %d test images; validation: %s",
+                ", ".join(strategies), describe(device), len(splits.train), len(splits.val), len(splits.test),
+                splits.validation)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    runs: list[StrategyRun] = []
+    for strategy in strategies:
+        recipe = build_recipe(session, strategy, options)
+        ctx = StrategyContext(session=session, recipe=recipe, splits=splits, options=options, device=device,
+                              folder=output_dir / strategy, output_dir=output_dir, epoch_callback=epoch_callback)
+        try:
+            runs.append(_train_one(ctx))
+        except TLAdviseError:
+            raise
+        except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
+            logger.exception("%s failed", strategy)
+            runs.append(StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}"))
+
+    report = RunReport(
+        output_dir=str(output_dir), device=describe(device), validation=splits.validation,
+        budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin),
+        files={},
+    )
+    report = write_outputs(session, report, output_dir)
+    session.result.run = report
+    logger.info("verdict: %s", report.verdict.message)
+    return report
+
+
+def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunReport:
+    """metrics.json (the AdviceResult with ``run`` filled), report.md and the learning-curves PNG."""
+    files = {"metrics": METRICS_FILE, "report": REPORT_FILE}
+    if plot_curves(report.runs, out / CURVES_FILE):
+        files["curves"] = CURVES_FILE
+    files.update({f"model:{r.strategy}": r.checkpoint for r in report.runs if r.checkpoint})
+    report = report.model_copy(update={"files": files})
+    result = session.result.model_copy(update={"run": report})
+    atomic_write_text(result.model_dump_json(indent=2), out / METRICS_FILE)
+    atomic_write_text(markdown_report(result, report), out / REPORT_FILE)
+    return report

@@ -1,0 +1,73 @@
+"""What one strategy's runner needs, and the fingerprint that ties its checkpoint to it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from tl_advise.advisor.api import AdviceSession
+from tl_advise.advisor.cache import digest
+from tl_advise.advisor.embed import backbone_key
+from tl_advise.advisor.models import Preprocessing, RunSettings
+from tl_advise.runners.data import Splits, resized
+from tl_advise.runners.options import RunOptions
+from tl_advise.runners.recipes import Recipe
+from tl_advise.runners.train import EpochCallback
+
+MODEL_FILE = "model.pt"
+STATE_FILE = "state.pt"
+RESULT_FILE = "run.json"
+
+
+@dataclass
+class StrategyContext:
+    session: AdviceSession
+    recipe: Recipe
+    splits: Splits
+    options: RunOptions
+    device: torch.device
+    folder: Path  # <output_dir>/<strategy>
+    output_dir: Path
+    epoch_callback: EpochCallback | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.session.scan.classes)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return resized(self.session.backbone.preprocessing, self.recipe.image_size)
+
+    @property
+    def num_workers(self) -> int:
+        if self.options.num_workers is not None:
+            return self.options.num_workers
+        from tl_advise.advisor.embed import default_workers
+
+        return default_workers()
+
+    def fingerprint(self) -> str:
+        """Everything that changes the numbers: backbone, recipe, the exact images, seed, patience."""
+        root = self.session.scan.root
+
+        def files(records: list) -> list[tuple[str, int, int]]:  # type: ignore[type-arg]
+            return [(r.path.relative_to(root).as_posix(), r.size_bytes, r.mtime_ns) for r in records]
+
+        return digest(backbone_key(self.session.backbone), asdict(self.recipe), files(self.splits.train),
+                      files(self.splits.val), self.options.seed, self.options.patience)
+
+    def settings(self, *, augmentation: list[str], skipped: list[str]) -> RunSettings:
+        r = self.recipe
+        return RunSettings(
+            pretrained=r.pretrained, unfreeze=list(r.unfreeze), head_lr=r.head_lr, backbone_lr=r.backbone_lr,
+            per_stage_lr=dict(r.per_stage_lr), optimizer=r.optimizer, weight_decay=r.weight_decay,
+            head_epochs=r.head_epochs, finetune_epochs=r.finetune_epochs, batch_size=r.batch_size,
+            image_size=r.image_size, augmentation=augmentation, augmentation_skipped=skipped,
+            label_smoothing=r.label_smoothing, dropout=r.dropout, n_train=len(self.splits.train),
+            n_val=len(self.splits.val),
+        )
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.output_dir).as_posix()

@@ -1,0 +1,116 @@
+"""``feature_extraction``: the backbone stays frozen, so every image is embedded ONCE (through the advisor's
+cache) and only the head trains, on the stored features. The backbone never runs during head epochs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from tl_advise.advisor.backbones import Backbone
+from tl_advise.advisor.embed import EmbeddingSet, embed
+from tl_advise.advisor.errors import DatasetError
+from tl_advise.advisor.models import Metrics, StrategyRun
+from tl_advise.advisor.scan import ImageRecord
+from tl_advise.runners.data import epoch_generator
+from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
+from tl_advise.runners.heads import ClassifierHead
+from tl_advise.runners.metrics import classification_metrics
+from tl_advise.runners.optim import make_optimizer
+from tl_advise.runners.predict import save_model
+from tl_advise.runners.train import Batch, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
+
+logger = logging.getLogger(__name__)
+
+
+def embedding_backbone(ctx: StrategyContext) -> Backbone:
+    """The session's backbone, at the run's input size (its own cache key, since preprocessing is in it)."""
+    backbone = ctx.session.backbone
+    if ctx.preprocessing == backbone.preprocessing:
+        return backbone
+    return dataclasses.replace(backbone, info=backbone.info.model_copy(update={"preprocessing": ctx.preprocessing}))
+
+
+def embed_split(ctx: StrategyContext, backbone: Backbone, records: list[ImageRecord]) -> EmbeddingSet:
+    return embed(backbone, records, root=ctx.session.scan.root, device=ctx.device, cache=ctx.session.cache,
+                 collect_bn=False, num_workers=ctx.num_workers, progress=ctx.options.progress)
+
+
+def feature_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                    generator: torch.Generator | None = None) -> Iterator[Batch]:
+    order = torch.randperm(len(labels), generator=generator) if generator is not None else torch.arange(len(labels))
+    # A last batch of one cannot train batch norm: fold it into the previous one.
+    n = len(labels)
+    starts = list(range(0, n, batch_size))
+    if generator is not None and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else n
+        idx = order[start:end]
+        yield features[idx], labels[idx]
+
+
+def _tensors(embedded: EmbeddingSet) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(embedded.features)), torch.from_numpy(embedded.labels)
+
+
+def run(ctx: StrategyContext) -> StrategyRun:
+    recipe, options = ctx.recipe, ctx.options
+    torch.manual_seed(options.seed)
+    started = time.perf_counter()
+    backbone = embedding_backbone(ctx)
+    train_set = embed_split(ctx, backbone, ctx.splits.train)
+    val_set = embed_split(ctx, backbone, ctx.splits.val)
+    test_set = embed_split(ctx, backbone, ctx.splits.test) if ctx.splits.test else None
+    embed_seconds = time.perf_counter() - started
+    if len(train_set.records) < 2 or len(val_set.records) == 0:
+        raise DatasetError("too few decodable images to train and validate a head")
+    logger.info("feature_extraction: %d train / %d val images embedded in %.1fs (%d from the cache)",
+                len(train_set.records), len(val_set.records), embed_seconds,
+                train_set.cache_hits + val_set.cache_hits)
+
+    train_x, train_y = _tensors(train_set)
+    val_x, val_y = _tensors(val_set)
+    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout).to(ctx.device)
+
+    def prepare(phase: PhasePlan) -> PreparedPhase:
+        groups = [{"params": list(head.parameters()), "lr": recipe.head_lr, "name": "head"}]
+        return PreparedPhase(make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay), [])
+
+    job = TrainingJob(
+        strategy=recipe.strategy, model=head,
+        phases=[PhasePlan("head", recipe.head_epochs, [])], prepare_phase=prepare,
+        train_batches=lambda epoch: feature_batches(train_x, train_y, recipe.batch_size,
+                                                    epoch_generator(options.seed, epoch)),
+        n_train_batches=max(1, len(train_y) // recipe.batch_size),
+        val_batches=lambda: feature_batches(val_x, val_y, 256),
+        device=ctx.device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
+        label_smoothing=recipe.label_smoothing, patience=options.patience, time_budget_s=options.time_budget_s,
+        resume=options.resume, progress=options.progress, epoch_callback=ctx.epoch_callback,
+    )
+    result = fit(job)
+    head.load_state_dict(result.best_state)
+
+    def metrics_of(x: torch.Tensor, y: torch.Tensor) -> Metrics:
+        logits, labels = predict_batches(head, feature_batches(x, y, 256), ctx.device)
+        loss = torch.nn.functional.cross_entropy(logits, labels).item()
+        return classification_metrics(labels.numpy(), logits.argmax(1).numpy(), ctx.class_names, loss=loss)
+
+    model_path = ctx.folder / MODEL_FILE
+    save_model(model_path, body=ctx.session.backbone.body, head=head, class_names=ctx.class_names,
+               backbone_name=backbone.name, weights=backbone.info.weights, preprocessing=ctx.preprocessing,
+               strategy=recipe.strategy)
+    train_time = result.train_time_s + embed_seconds
+    return StrategyRun(
+        strategy=recipe.strategy, status="stopped_by_budget" if result.stopped_by_budget else "completed",
+        settings=ctx.settings(augmentation=[], skipped=list(recipe.augmentation)),
+        epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+        val=metrics_of(val_x, val_y), test=metrics_of(*_tensors(test_set)) if test_set else None,
+        train_time_s=round(train_time, 3),
+        images_per_s=round(result.images_seen / train_time, 1) if train_time > 0 else 0.0,
+        checkpoint=ctx.relative(model_path), curves=result.curves,
+    )

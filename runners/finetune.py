@@ -1,0 +1,136 @@
+"""Image-level training: two-phase fine-tuning (head first, then exactly the recommended stages) and
+training from scratch (same architecture, random weights, everything trains from the start)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+
+from tl_advise.advisor.backbones import Backbone, load_backbone
+from tl_advise.advisor.models import Metrics, StrategyRun
+from tl_advise.advisor.scan import ImageRecord
+from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
+from tl_advise.runners.data import (
+    ImageRecordDataset,
+    epoch_generator,
+    eval_transform,
+    make_loader,
+    train_transform,
+)
+from tl_advise.runners.freezing import check_stage_names, freeze_body, frozen_batchnorm
+from tl_advise.runners.heads import ClassifierHead, TransferModel
+from tl_advise.runners.metrics import classification_metrics
+from tl_advise.runners.optim import make_optimizer
+from tl_advise.runners.predict import save_model
+from tl_advise.runners.recipes import Recipe
+from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
+
+logger = logging.getLogger(__name__)
+
+
+def backbone_for(ctx: StrategyContext) -> Backbone:
+    """A private copy: training must never change the session's backbone (the advisor and the
+    feature-extraction runner use its pretrained weights)."""
+    if ctx.recipe.pretrained:
+        return copy.deepcopy(ctx.session.backbone)
+    return load_backbone(ctx.session.backbone.name, pretrained=False)
+
+
+def phase_plans(recipe: Recipe, backbone: Backbone) -> list[PhasePlan]:
+    stage_names = [s.name for s in backbone.stages]
+    if not recipe.pretrained:
+        return [PhasePlan("from_scratch", recipe.finetune_epochs, stage_names)]
+    plans = [PhasePlan("head", recipe.head_epochs, [])]
+    if recipe.unfreeze:
+        plans.append(PhasePlan("finetune", recipe.finetune_epochs, check_stage_names(backbone, recipe.unfreeze)))
+    return [p for p in plans if p.epochs > 0]
+
+
+def param_groups(recipe: Recipe, backbone: Backbone, head: torch.nn.Module, phase: PhasePlan
+                 ) -> list[dict[str, Any]]:
+    """Head at its rate; each unfrozen stage at its discriminative rate (else the backbone rate).
+
+    Phase 2 trains the head at the fine-tuning rate too, as the recommendation's schedule says (the
+    guide's recipe: the whole second phase about 100× below the head phase); from scratch uses one rate.
+    """
+    if phase.name == "head":
+        return [{"params": list(head.parameters()), "lr": recipe.head_lr, "name": "head"}]
+    phase_lr = recipe.head_lr if not recipe.pretrained else (recipe.backbone_lr or recipe.head_lr)
+    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": phase_lr, "name": "head"}]
+    seen: set[int] = set()
+    for stage in backbone.stages:
+        if stage.name in phase.train_stages:
+            params = [p for p in stage.parameters() if id(p) not in seen]
+            seen.update(id(p) for p in params)
+            lr = recipe.head_lr if not recipe.pretrained else recipe.stage_lr(stage.name)
+            groups.append({"params": params, "lr": lr, "name": stage.name})
+    # Layers outside every stage train only when the whole body does (full fine-tune, from scratch).
+    rest = [p for p in backbone.body.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": phase_lr, "name": "other"})
+    return groups
+
+
+def _image_loader(ctx: StrategyContext, records: list[ImageRecord], *, batch_size: int = 64
+                  ) -> torch.utils.data.DataLoader[tuple[torch.Tensor, int]]:
+    pre = ctx.preprocessing
+    dataset = ImageRecordDataset(records, eval_transform(pre), draft_size=pre.resize_size)
+    return make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=ctx.num_workers,
+                       generator=torch.Generator().manual_seed(0), pin_memory=ctx.device.type == "cuda")
+
+
+def run(ctx: StrategyContext) -> StrategyRun:
+    recipe, options, device = ctx.recipe, ctx.options, ctx.device
+    torch.manual_seed(options.seed)
+    backbone = backbone_for(ctx)
+    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout)
+    model = TransferModel(backbone.body, head).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    pre = ctx.preprocessing
+    augment, applied, skipped = train_transform(pre, recipe.augmentation)
+    train_data = ImageRecordDataset(ctx.splits.train, augment, draft_size=pre.resize_size)
+
+    def train_batches(epoch: int) -> torch.utils.data.DataLoader[tuple[torch.Tensor, int]]:
+        return make_loader(train_data, batch_size=recipe.batch_size, shuffle=True, num_workers=ctx.num_workers,
+                           generator=epoch_generator(options.seed, epoch), pin_memory=device.type == "cuda")
+
+    def prepare(phase: PhasePlan) -> PreparedPhase:
+        training_modules = freeze_body(backbone, phase.train_stages)
+        groups = param_groups(recipe, backbone, head, phase)
+        optimizer = make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay)
+        return PreparedPhase(optimizer, frozen_batchnorm(backbone, training_modules))
+
+    job = TrainingJob(
+        strategy=recipe.strategy, model=model, phases=phase_plans(recipe, backbone), prepare_phase=prepare,
+        train_batches=train_batches, n_train_batches=max(1, len(train_data) // recipe.batch_size),
+        val_batches=lambda: _image_loader(ctx, ctx.splits.val),
+        device=device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
+        label_smoothing=recipe.label_smoothing, patience=options.patience, time_budget_s=options.time_budget_s,
+        resume=options.resume, progress=options.progress, epoch_callback=ctx.epoch_callback,
+    )
+    result = fit(job)
+    model.load_state_dict(result.best_state)
+
+    def metrics_of(records: list[ImageRecord]) -> Metrics:
+        logits, labels = predict_batches(model, _image_loader(ctx, records), device)
+        loss = torch.nn.functional.cross_entropy(logits, labels).item()
+        return classification_metrics(labels.numpy(), logits.argmax(1).numpy(), ctx.class_names, loss=loss)
+
+    model_path = ctx.folder / MODEL_FILE
+    save_model(model_path, body=backbone.body, head=head, class_names=ctx.class_names,
+               backbone_name=backbone.name, weights=backbone.info.weights, preprocessing=pre,
+               strategy=recipe.strategy)
+    return StrategyRun(
+        strategy=recipe.strategy, status="stopped_by_budget" if result.stopped_by_budget else "completed",
+        settings=ctx.settings(augmentation=applied, skipped=skipped),
+        epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+        val=metrics_of(ctx.splits.val), test=metrics_of(ctx.splits.test) if ctx.splits.test else None,
+        train_time_s=result.train_time_s,
+        images_per_s=round(result.images_seen / result.train_time_s, 1) if result.train_time_s > 0 else 0.0,
+        checkpoint=ctx.relative(model_path), curves=result.curves,
+    )

@@ -1,0 +1,73 @@
+"""Shared fixtures: small synthetic image folders for fast tests, and the real datasets in ../shared."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """``$TL_ADVISE_SHARED``, else ``../shared`` beside the checkout."""
+    return Path(os.environ.get("TL_ADVISE_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def shared_dataset(name: str) -> Path:
+    """A dataset under ``<shared>/data``; skips the test with the reason when it is absent."""
+    path = shared_dir() / "data" / name
+    if not path.is_dir():
+        pytest.skip(f"shared dataset {path} is absent (set TL_ADVISE_SHARED to the folder holding data/)")
+    return path
+
+
+def write_image(path: Path, *, size: tuple[int, int] = (40, 32), mode: str = "RGB", seed: int = 0,
+                fmt: str | None = None) -> Path:
+    """Write a small random image; the pattern depends on ``seed`` so files differ byte for byte."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        arr16 = rng.integers(0, 65535, size=(h, w), dtype=np.uint16)
+        Image.fromarray(arr16).save(path, format=fmt)
+        return path
+    channels = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
+    arr = rng.integers(0, 256, size=(h, w, channels), dtype=np.uint8)
+    img = Image.fromarray(arr[..., 0] if channels == 1 else arr, mode=None if mode != "CMYK" else "CMYK")
+    if mode not in ("L", "CMYK"):
+        img = img.convert(mode)
+    img.save(path, format=fmt)
+    return path
+
+
+def make_class_folder(root: Path, classes: dict[str, int], *, size: tuple[int, int] = (40, 32),
+                      ext: str = ".png", seed: int = 0) -> Path:
+    """``root/<class>/<i>.png`` with the given number of distinct images per class.
+
+    Each class gets its own mean colour so that features can separate the classes.
+    """
+    rng = np.random.default_rng(seed)
+    for k, (name, n) in enumerate(sorted(classes.items())):
+        base = np.array([(k * 97) % 256, (k * 53 + 80) % 256, (k * 151 + 160) % 256], dtype=np.float32)
+        for i in range(n):
+            noise = rng.normal(0, 25, size=(size[1], size[0], 3))
+            arr = np.clip(base + noise, 0, 255).astype(np.uint8)
+            path = root / name / f"img_{i:04d}{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(path)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``image_folder({"cat": 6, "dog": 6})`` builds a flat class folder under tmp_path."""
+
+    def build(classes: dict[str, int], name: str = "data", **kwargs: object) -> Path:
+        return make_class_folder(tmp_path / name, classes, **kwargs)  # type: ignore[arg-type]
+
+    return build

@@ -1,0 +1,631 @@
+"""The rules file and the engine: the decision table, its validation, similarity scoring, warnings, why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tl_advise.advisor.errors import RulesError
+from tl_advise.advisor.models import (
+    STRATEGY_IDS,
+    BackboneInfo,
+    BNShift,
+    DatasetSummary,
+    DuplicateGroup,
+    ImageSizeSummary,
+    Preprocessing,
+    Recommendation,
+    Separability,
+    SkippedFile,
+)
+from tl_advise.advisor.models import (
+    SimilarityReport as Report,
+)
+from tl_advise.rules import (
+    SIGNAL_NAMES,
+    WARNING_CHECKS,
+    RuleSet,
+    default_rules_text,
+    dump_rules,
+    load_rules,
+    ramp_score,
+    recommend,
+    rules_from_mapping,
+    score_similarity,
+    signals_from_measurements,
+)
+from tl_advise.rules.engine import fmt_against, fmt_lr
+from tl_advise.rules.schema import _parse_toml
+
+STAGES = [f"stage{i}" for i in range(9)]
+
+
+# --------------------------------------------------------------------------- builders
+
+
+@pytest.fixture(scope="module")
+def rules() -> RuleSet:
+    return load_rules()
+
+
+def default_data() -> dict[str, Any]:
+    return _parse_toml(default_rules_text(), "default")
+
+
+def make_dataset(images_per_class: float = 2000, **overrides: Any) -> DatasetSummary:
+    n = int(images_per_class)
+    fields: dict[str, Any] = dict(
+        root="/data/x", layout="splits", classes=["a", "b"], n_images=2 * n + 20,
+        class_counts={"a": n + 10, "b": n + 10},
+        split_counts={"train": {"a": n, "b": n}, "val": {"a": 10, "b": 10}},
+        train_split="train", images_per_class=images_per_class, min_images_per_class=n,
+        imbalance_ratio=1.0, modes={"RGB": 2 * n + 20},
+        image_size=ImageSizeSummary(min_width=200, min_height=200, median_width=256, median_height=240,
+                                    max_width=300, max_height=300),
+        duplicates=[], skipped=[],
+    )
+    fields.update(overrides)
+    return DatasetSummary(**fields)
+
+
+def make_similarity(label: str = "similar", *, score: float | None = None, shift_level: str = "none",
+                    early: float = 0.2, late: float = 0.2,
+                    separability: Separability | None = None) -> Report:
+    return Report(
+        score=score if score is not None else (0.8 if label == "similar" else 0.2),
+        label=label, threshold=0.5, shift_level=shift_level,
+        bn_shift=BNShift(early=early, middle=(early + late) / 2, late=late, n_layers=30, profile=[]),
+        head=None, separability=separability, components=[], notes=[],
+    )
+
+
+def make_backbone(stages: list[str] | None = None, *, name: str = "efficientnet_lite0",
+                  calibrated: bool = True, input_size: int = 224) -> BackboneInfo:
+    return BackboneInfo(
+        name=name, weights="w", source="embedded", feature_dim=1280,
+        preprocessing=Preprocessing(input_size=input_size, crop_pct=0.875, interpolation="bicubic",
+                                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        stages=list(STAGES if stages is None else stages), has_batchnorm=True, calibrated=calibrated,
+    )
+
+
+def make_separability(logreg_gain: float) -> Separability:
+    return Separability(n_images=128, n_folds=5, chance=0.5, knn_accuracy=0.7,
+                        logreg_accuracy=0.6 + logreg_gain, logme=0.5, pixel_knn_accuracy=0.6,
+                        pixel_logreg_accuracy=0.6, pixel_logme=0.3,
+                        knn_gain=0.1, logreg_gain=logreg_gain, logme_gain=0.2)
+
+
+def advise(rules: RuleSet, ipc: float = 2000, label: str = "similar", *,
+           dataset: DatasetSummary | None = None, backbone: BackboneInfo | None = None,
+           **sim: Any) -> Recommendation:
+    """The engine's recommendation for synthetic inputs; ``sim`` goes to ``make_similarity``."""
+    return recommend(rules, dataset or make_dataset(ipc), make_similarity(label, **sim),
+                     backbone or make_backbone())
+
+
+def warning_ids(rec: Recommendation) -> set[str]:
+    return {w.id for w in rec.warnings}
+
+
+def write_rules(tmp_path: Path, text: str, name: str = "rules.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_for(data: dict[str, Any]) -> str:
+    with pytest.raises(RulesError) as info:
+        rules_from_mapping(data, "rules.toml")
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- the default file
+
+
+def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
+    assert rules.schema_version == 1
+    assert set(rules.strategies) == set(STRATEGY_IDS)
+    assert {row.id for row in rules.decision} == {
+        "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
+    assert rules.similarity.is_calibrated("efficientnet_lite0")
+    assert not rules.similarity.is_calibrated("mobilenet_v2")
+    assert set(rules.similarity.profile_for("efficientnet_lite0").signals) == set(SIGNAL_NAMES)
+
+
+def test_warning_registry_matches_the_rules_tables(rules: RuleSet) -> None:
+    assert set(WARNING_CHECKS) == {warning_id for warning_id, _ in rules.warnings.items()}
+
+
+def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
+    dumped = json.loads(dump_rules(rules))
+    assert dumped["size_bands"] == {"small_below": 1000, "large_above": 10000}
+    assert dumped["decision"][0]["id"] == "small-similar"
+
+
+# --------------------------------------------------------------------------- the decision table
+
+
+@pytest.mark.parametrize(("ipc", "label", "rule_id", "strategy"), [
+    (300, "similar", "small-similar", "feature_extraction"),
+    (300, "different", "small-different", "feature_extraction_top_layers"),
+    (3000, "similar", "medium-similar", "finetune_last_layers"),
+    (3000, "different", "medium-different", "finetune_more_layers"),
+    (20000, "similar", "large-any", "full_finetune"),
+    (20000, "different", "large-any", "full_finetune"),
+])
+def test_each_cell_maps_to_the_guides_strategy(rules: RuleSet, ipc: int, label: str, rule_id: str,
+                                               strategy: str) -> None:
+    rec = advise(rules, ipc, label)
+    assert (rec.rule_id, rec.strategy) == (rule_id, strategy)
+    assert any(s.startswith(f"rule {rule_id} → {strategy}: ") for s in rec.why)
+
+
+@pytest.mark.parametrize(("ipc", "band"), [
+    (999, "small"), (999.5, "small"), (1000, "medium"),
+    (10000, "medium"), (10000.5, "large"), (10001, "large"),
+])
+def test_size_band_boundaries(rules: RuleSet, ipc: float, band: str) -> None:
+    assert rules.size_bands.band_for(ipc) == band
+    assert advise(rules, ipc, "similar").rule_id.startswith(band)
+
+
+def test_large_alternatives_offer_from_scratch_only_when_different(rules: RuleSet) -> None:
+    similar = [a.strategy for a in advise(rules, 20000, "similar").alternatives]
+    different = [a.strategy for a in advise(rules, 20000, "different").alternatives]
+    assert "from_scratch" not in similar
+    assert different[-1] == "from_scratch"
+    assert all(a.rule_id == "large-any" for a in advise(rules, 20000, "different").alternatives)
+
+
+# --------------------------------------------------------------------------- which stages
+
+
+@pytest.mark.parametrize(("ipc", "label", "expected"), [
+    (300, "similar", []),                       # feature extraction: frozen
+    (300, "different", STAGES[-2:]),            # ceil(0.15 x 9) = 2
+    (3000, "similar", STAGES[-3:]),             # ceil(0.25 x 9) = 3
+    (3000, "different", STAGES[-5:]),           # ceil(0.5 x 9) = 5
+    (20000, "similar", STAGES),                 # everything
+])
+def test_unfreeze_picks_the_last_stages(rules: RuleSet, ipc: int, label: str, expected: list[str]) -> None:
+    rec = advise(rules, ipc, label)
+    assert rec.unfreeze == expected
+    if expected and len(expected) < len(STAGES):
+        assert rec.unfreeze_summary == f"last {len(expected)} of 9 stages"
+
+
+def test_unfreeze_minimum_applies_on_short_backbones(rules: RuleSet) -> None:
+    rec = advise(rules, 3000, "similar", backbone=make_backbone(["a", "b", "c", "d"]))
+    assert rec.unfreeze == ["c", "d"]  # ceil(0.25 x 4) = 1, but at least 2
+    rec = advise(rules, 3000, "different", backbone=make_backbone(["a", "b"]))
+    assert rec.unfreeze == ["a", "b"]  # at least 3, capped at the 2 there are
+    assert rec.unfreeze_summary == "all 2 stages"
+
+
+@pytest.mark.parametrize("shift_level", ["input", "input_and_semantic"])
+def test_input_level_shift_also_unfreezes_the_first_stage(rules: RuleSet, shift_level: str) -> None:
+    rec = advise(rules, 3000, "similar", shift_level=shift_level, early=0.7)
+    assert rec.unfreeze == ["stage0", *STAGES[-3:]]
+    assert rec.unfreeze_summary.startswith("first 1 and last 3 of 9 stages")
+    assert rec.schedule[-1].trains == ["head", "stage0", *STAGES[-3:]]
+    # the first block is tuned at the backbone LR, not the smallest discriminative rate
+    assert rec.learning_rate.per_stage["stage0"] == rec.learning_rate.backbone
+    assert any("Lee et al." in s and "stage0" in s for s in rec.why)
+
+
+@pytest.mark.parametrize(("ipc", "shift_level"), [
+    (3000, "semantic"), (3000, "none"), (3000, "unknown"),
+    (300, "input"),      # feature extraction unfreezes nothing: nothing to refine
+    (20000, "input"),    # full fine-tuning already trains the first stage
+])
+def test_surgical_rule_stays_out_otherwise(rules: RuleSet, ipc: int, shift_level: str) -> None:
+    rec = advise(rules, ipc, "similar", shift_level=shift_level)
+    assert rec.unfreeze.count("stage0") == (1 if ipc > 10000 else 0)
+    assert "first" not in rec.unfreeze_summary
+
+
+# --------------------------------------------------------------------------- learning rates, schedule
+
+
+@pytest.mark.parametrize(("ipc", "label"), [
+    (300, "different"), (3000, "similar"), (3000, "different"), (20000, "similar"), (20000, "different")])
+def test_finetuning_backbone_lr_is_10_to_100x_below_the_head(rules: RuleSet, ipc: int, label: str) -> None:
+    rec = advise(rules, ipc, label)
+    lr = rec.learning_rate
+    assert lr.backbone is not None
+    assert 10 <= lr.head / lr.backbone <= 100
+    assert 1e-5 <= lr.backbone <= 1e-4  # the guide's fine-tuning range
+    assert all(rate <= lr.backbone for rate in lr.per_stage.values())
+
+
+def test_backbone_lr_factor_depends_on_similarity(rules: RuleSet) -> None:
+    assert advise(rules, 3000, "similar").learning_rate.backbone == pytest.approx(1e-5)
+    assert advise(rules, 3000, "different").learning_rate.backbone == pytest.approx(1e-4)
+
+
+def test_discriminative_rates_decay_down_from_the_top_stage(rules: RuleSet) -> None:
+    per_stage = advise(rules, 3000, "similar").learning_rate.per_stage
+    assert list(per_stage) == STAGES[-3:]
+    assert per_stage["stage8"] == pytest.approx(1e-5)
+    assert per_stage["stage7"] == pytest.approx(0.5e-5)
+    assert per_stage["stage6"] == pytest.approx(0.25e-5)
+    full = advise(rules, 20000, "similar").learning_rate.per_stage
+    assert min(full.values()) == pytest.approx(1e-5 * 0.1)  # the floor
+
+
+def test_two_phase_schedule(rules: RuleSet) -> None:
+    rec = advise(rules, 3000, "similar")
+    head, finetune = rec.schedule
+    assert (head.name, head.trains, head.learning_rate) == ("head", ["head"], 1e-3)
+    assert 5 <= head.epochs <= 10
+    assert finetune.trains == ["head", *STAGES[-3:]]
+    assert finetune.learning_rate == rec.learning_rate.backbone
+
+
+def test_feature_extraction_has_one_phase_and_a_frozen_backbone(rules: RuleSet) -> None:
+    rec = advise(rules, 300, "similar")
+    assert [p.name for p in rec.schedule] == ["head"]
+    assert rec.learning_rate.backbone is None and rec.learning_rate.per_stage == {}
+    assert rec.gpu_advised is False
+    assert rec.unfreeze_summary == "none: the backbone stays frozen"
+
+
+def test_from_scratch_trains_everything_in_one_phase_at_a_normal_lr(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, 'extends = "default"\n[[decision]]\nid = "small-any"\nsize = "small"\n'
+                       'similarity = "any"\nstrategy = "feature_extraction"\nwhy = "w"\n'
+                       '[[decision]]\nid = "medium-any"\nsize = "medium"\nsimilarity = "any"\n'
+                       'strategy = "finetune_last_layers"\nwhy = "w"\n'
+                       '[[decision]]\nid = "large-any"\nsize = "large"\nsimilarity = "any"\n'
+                       'strategy = "from_scratch"\nwhy = "w"\n')
+    rec = advise(load_rules(path), 20000, "different")
+    assert rec.strategy == "from_scratch"
+    (phase,) = rec.schedule
+    assert phase.trains == ["head", *STAGES]
+    assert phase.learning_rate == pytest.approx(1e-3)
+
+
+def test_batch_size_is_capped_by_the_training_set(rules: RuleSet) -> None:
+    assert advise(rules, 3000, "similar").batch_size == 32
+    tiny = make_dataset(20)  # 40 training images, at least 4 batches per epoch
+    rec = advise(rules, dataset=tiny)
+    assert rec.batch_size == 10
+    assert any("batch size 10 instead of 64" in s for s in rec.why)
+
+
+# --------------------------------------------------------------------------- why
+
+
+def test_why_quotes_measured_numbers_against_thresholds(rules: RuleSet) -> None:
+    sim = make_similarity("different", score=0.31, shift_level="semantic", early=0.3, late=0.62)
+    rec = recommend(rules, make_dataset(122), sim, make_backbone())
+    assert rec.why[0] == "images per class 122 (median, train split) is below 1000 → small"
+    assert "similarity 0.31 is below the 0.50 needed for 'similar' → different" in rec.why
+    assert "late-layer BN shift 0.62 is above 0.45 → semantic shift" in rec.why
+    assert "early-layer BN shift 0.30 is at or below 0.40 → no input-level shift" in rec.why
+    rule_line = "rule small-different → feature_extraction_top_layers: few images"
+    assert any(s.startswith(rule_line) for s in rec.why)
+    assert any("backbone LR 1e-4 = head LR 1e-3 / 10" in s for s in rec.why)
+
+
+def test_why_explains_medium_and_large_bands(rules: RuleSet) -> None:
+    medium, large = advise(rules, 2400).why[0], advise(rules, 12000.5).why[0]
+    assert medium == "images per class 2400 (median, train split) is within 1000–10000 → medium"
+    assert large == "images per class 12000.5 (median, train split) is above 10000 → large"
+
+
+def test_why_shows_extra_digits_when_the_score_sits_on_the_threshold(rules: RuleSet) -> None:
+    assert "similarity 0.50 is at or above the 0.50 needed for 'similar' → similar" in advise(
+        rules, score=0.5).why
+    assert "similarity 0.4999 is below the 0.5000 needed for 'similar' → different" in advise(
+        rules, label="different", score=0.4999).why
+    assert fmt_against(0.451, 0.45) == ("0.451", "0.450")
+    assert fmt_lr(1e-5) == "1e-5" and fmt_lr(2.5e-4) == "2.5e-4"
+
+
+def test_why_lists_the_voting_signals(rules: RuleSet) -> None:
+    verdict = score_similarity(rules, "efficientnet_lite0", {"bn_shift_late": 0.4, "head_max_prob": 0.5,
+                                                               "head_entropy": 0.35, "logme": 3.0})
+    sim = make_similarity(verdict.label, score=verdict.score)
+    sim = sim.model_copy(update={"components": verdict.components})
+    why = advise(rules, 3000).why  # no components: no signal sentences
+    assert not any("signal score" in s for s in why)
+    why = recommend(rules, make_dataset(3000), sim, make_backbone()).why
+    signal_lines = [s for s in why if "signal score" in s]
+    assert signal_lines[0] == ("late-layer BN shift 0.40 (similar at 0.25, different at 0.55) → "
+                               "signal score 0.50, weight 0.50")
+    assert not any(s.startswith("LogME") for s in signal_lines)  # weight 0: reported, not voting
+
+
+# --------------------------------------------------------------------------- similarity scoring
+
+
+def test_ramp_works_in_both_directions_and_clips() -> None:
+    assert ramp_score(0.25, similar_at=0.25, different_at=0.55) == 1.0
+    assert ramp_score(0.55, similar_at=0.25, different_at=0.55) == 0.0
+    assert ramp_score(0.40, similar_at=0.25, different_at=0.55) == pytest.approx(0.5)
+    assert ramp_score(0.05, similar_at=0.25, different_at=0.55) == 1.0  # clipped
+    assert ramp_score(0.90, similar_at=0.25, different_at=0.55) == 0.0  # clipped
+    assert ramp_score(0.325, similar_at=0.5, different_at=0.15) == pytest.approx(0.5)  # higher = closer
+    assert ramp_score(0.9, similar_at=0.5, different_at=0.15) == 1.0
+
+
+def test_combined_score_is_the_weighted_mean(rules: RuleSet) -> None:
+    verdict = score_similarity(rules, "efficientnet_lite0", {
+        "bn_shift_late": 0.40,    # 0.5 x weight 0.5
+        "head_max_prob": 0.50,    # 1.0 x weight 0.25
+        "head_entropy": 0.70,     # 0.0 x weight 0.25
+        "logreg_gain": -0.3,      # weight 0: reported only
+    })
+    assert verdict.score == pytest.approx(0.5)
+    assert verdict.label == "similar"  # exactly at the threshold counts as similar
+    assert verdict.calibrated is True
+    reported = {c.signal for c in verdict.components}
+    assert reported == {"bn_shift_late", "head_max_prob", "head_entropy", "logreg_gain"}
+
+
+def test_score_just_below_threshold_is_different(rules: RuleSet) -> None:
+    verdict = score_similarity(rules, "efficientnet_lite0", {"bn_shift_late": 0.4003, "head_max_prob": 0.5,
+                                                               "head_entropy": 0.7})
+    assert verdict.score < 0.5
+    assert verdict.label == "different"
+
+
+def test_missing_signals_drop_out_and_weights_renormalise(rules: RuleSet) -> None:
+    verdict = score_similarity(rules, "efficientnet_lite0", {
+        "bn_shift_early": None, "bn_shift_middle": None, "bn_shift_late": None,  # no batch norm
+        "head_max_prob": 0.5, "head_entropy": float("nan"),
+    })
+    assert verdict.score == pytest.approx(1.0)  # only head_max_prob votes
+    assert verdict.shift_level == "unknown"
+    assert any("bn_shift_late" in n and "renormalised" in n for n in verdict.notes)
+
+
+def test_no_weighted_signal_falls_back_to_the_rules_score(rules: RuleSet) -> None:
+    verdict = score_similarity(rules, "efficientnet_lite0", {"logme": 2.0})
+    assert verdict.score == rules.similarity.score_when_no_signals
+    assert verdict.label == "different"
+    assert any("no weighted signal" in n for n in verdict.notes)
+
+
+def test_uncalibrated_backbone_falls_back_to_the_default_profile(rules: RuleSet) -> None:
+    verdict = score_similarity(rules, "resnet50", {"bn_shift_late": 0.25, "head_max_prob": 0.5,
+                                                     "head_entropy": 0.35})
+    assert verdict.calibrated is False
+    assert verdict.score == pytest.approx(1.0)
+    assert any("default profile" in n for n in verdict.notes)
+    assert score_similarity(rules, "mobilenet_v2", {"bn_shift_late": 0.2}).calibrated is False
+    assert score_similarity(rules, "EfficientNet-Lite0", {"bn_shift_late": 0.2}).calibrated is True
+
+
+@pytest.mark.parametrize(("early", "late", "level"), [
+    (0.2, 0.2, "none"), (0.7, 0.2, "input"), (0.2, 0.7, "semantic"), (0.7, 0.7, "input_and_semantic"),
+    (0.40, 0.45, "none"),  # at the thresholds: not above
+])
+def test_shift_level(rules: RuleSet, early: float, late: float, level: str) -> None:
+    verdict = score_similarity(rules, "efficientnet_lite0", {"bn_shift_early": early, "bn_shift_late": late})
+    assert verdict.shift_level == level
+
+
+def test_signals_from_measurements() -> None:
+    bn = BNShift(early=0.1, middle=0.2, late=0.3, n_layers=3, profile=[])
+    signals = signals_from_measurements(bn, None, make_separability(0.1))
+    assert signals["bn_shift_late"] == 0.3 and signals["logreg_gain"] == 0.1
+    assert signals["head_max_prob"] is None
+    assert set(signals) == set(SIGNAL_NAMES)
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def test_clean_dataset_on_a_calibrated_backbone_has_no_warnings(rules: RuleSet) -> None:
+    assert advise(rules, 3000, "similar").warnings == []
+
+
+@pytest.mark.parametrize(("ipc", "label", "fires"), [
+    (499, "different", True),    # trains the top stages with < 500 per class
+    (500, "different", False),
+    (300, "similar", False),     # feature extraction trains no backbone stage
+])
+def test_few_images_for_finetuning(rules: RuleSet, ipc: int, label: str, fires: bool) -> None:
+    rec = advise(rules, ipc, label)
+    assert ("few_images_for_finetuning" in warning_ids(rec)) is fires
+    if fires:
+        (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
+        assert "499 images per class" in msg and "500" in msg
+
+
+@pytest.mark.parametrize(("ratio", "fires"), [(3.0, False), (3.5, True)])
+def test_class_imbalance(rules: RuleSet, ratio: float, fires: bool) -> None:
+    ds = make_dataset(2000, imbalance_ratio=ratio, split_counts={"train": {"a": 3500, "b": 1000}})
+    rec = advise(rules, dataset=ds)
+    assert ("class_imbalance" in warning_ids(rec)) is fires
+    if fires:
+        assert "'a' has 3500" in rec.warnings[0].message and "'b' 1000" in rec.warnings[0].message
+
+
+@pytest.mark.parametrize(("modes", "fires"), [
+    ({"L": 60, "RGB": 40}, True), ({"I;16": 51, "RGB": 49}, True), ({"L": 50, "RGB": 50}, False),
+    ({"RGB": 100}, False)])
+def test_greyscale_input(rules: RuleSet, modes: dict[str, int], fires: bool) -> None:
+    assert ("greyscale_input" in warning_ids(advise(rules, dataset=make_dataset(2000, modes=modes)))) is fires
+
+
+@pytest.mark.parametrize(("side", "fires"), [(63, True), (64, False)])
+def test_tiny_images(rules: RuleSet, side: int, fires: bool) -> None:
+    size = ImageSizeSummary(min_width=side, min_height=side, median_width=side + 10, median_height=side,
+                            max_width=side, max_height=side)
+    rec = advise(rules, dataset=make_dataset(2000, image_size=size))
+    assert ("tiny_images" in warning_ids(rec)) is fires
+    if fires:
+        assert "224 px" in rec.warnings[0].message
+
+
+def test_duplicates_and_skipped_files(rules: RuleSet) -> None:
+    cross = DuplicateGroup(paths=["train/a/1.png", "val/a/9.png"], splits=["train", "val"], classes=["a"],
+                           cross_split=True)
+    within = DuplicateGroup(paths=["train/a/1.png", "train/a/2.png"], splits=["train"], classes=["a"],
+                            cross_split=False)
+    skipped = [SkippedFile(path="train/a/bad.jpg", reason="truncated")]
+    assert warning_ids(advise(rules, dataset=make_dataset(2000, duplicates=[cross]))) == {
+        "duplicates_across_splits"}
+    assert warning_ids(advise(rules, dataset=make_dataset(2000, duplicates=[within]))) == {
+        "duplicates_within_split"}
+    rec = advise(rules, dataset=make_dataset(2000, skipped=skipped))
+    assert warning_ids(rec) == {"skipped_files"}
+    assert "train/a/bad.jpg (truncated)" in rec.warnings[0].message
+
+
+@pytest.mark.parametrize(("name", "calibrated", "fires"), [
+    ("efficientnet_lite0", True, False), ("mobilenet_v2", True, True), ("resnet50", False, True),
+    ("efficientnet_lite0", False, True)])
+def test_uncalibrated_backbone(rules: RuleSet, name: str, calibrated: bool, fires: bool) -> None:
+    rec = advise(rules, backbone=make_backbone(name=name, calibrated=calibrated))
+    assert ("uncalibrated_backbone" in warning_ids(rec)) is fires
+
+
+@pytest.mark.parametrize(("gain", "fires"), [(0.02, True), (-0.1, True), (0.021, False), (None, False)])
+def test_frozen_features_no_better_than_pixels(rules: RuleSet, gain: float | None, fires: bool) -> None:
+    sep = None if gain is None else make_separability(gain)
+    rec = advise(rules, separability=sep)
+    assert ("frozen_features_no_better_than_pixels" in warning_ids(rec)) is fires
+
+
+def test_disabled_warning_does_not_fire() -> None:
+    data = default_data()
+    data["warnings"]["class_imbalance"]["enabled"] = False
+    ds = make_dataset(2000, imbalance_ratio=10.0)
+    assert "class_imbalance" not in warning_ids(advise(rules_from_mapping(data), dataset=ds))
+
+
+# --------------------------------------------------------------------------- user overrides
+
+
+def test_user_override_file_changes_the_outcome(tmp_path: Path, rules: RuleSet) -> None:
+    assert advise(rules, 800, "similar").strategy == "feature_extraction"
+    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\nsmall_below = 500\n')
+    custom = load_rules(path)
+    assert custom.size_bands.large_above == 10000  # untouched keys come from the default
+    rec = advise(custom, 800, "similar")
+    assert (rec.rule_id, rec.strategy) == ("medium-similar", "finetune_last_layers")
+    assert rec.why[0].endswith("is within 500–10000 → medium")
+
+
+def test_complete_user_file_without_extends(tmp_path: Path) -> None:
+    text = default_rules_text().replace("similar = 0.01\n", "similar = 0.02\n")
+    rec = advise(load_rules(write_rules(tmp_path, text)), 3000, "similar")
+    assert rec.learning_rate.backbone == pytest.approx(2e-5)
+
+
+def test_similarity_threshold_override_changes_the_label(tmp_path: Path) -> None:
+    signals = {"bn_shift_late": 0.40, "head_max_prob": 0.5, "head_entropy": 0.7}  # score 0.5
+    custom = load_rules(write_rules(tmp_path, 'extends = "default"\n[similarity]\nthreshold = 0.6\n'))
+    assert score_similarity(custom, "efficientnet_lite0", signals).label == "different"
+
+
+# --------------------------------------------------------------------------- bad rules files
+
+
+def test_unknown_key_is_rejected_with_its_location() -> None:
+    data = default_data()
+    data["strategies"]["full_finetune"]["learning_rte"] = 1e-3
+    expected = "rules.toml: strategies.full_finetune.learning_rte: Extra inputs are not permitted"
+    assert expected in error_for(data)
+
+
+def test_unknown_warning_id_is_rejected() -> None:
+    data = default_data()
+    data["warnings"]["blurry_images"] = {"enabled": True, "message": "blurry"}
+    assert "warnings.blurry_images: Extra inputs are not permitted" in error_for(data)
+
+
+def test_bad_strategy_id_names_the_row_and_the_value() -> None:
+    data = default_data()
+    data["decision"][2]["strategy"] = "finetune_all"
+    message = error_for(data)
+    where = "rules.toml: decision.2.strategy (row id 'medium-similar'): "
+    assert where + "Input should be 'feature_extraction'" in message
+    assert "Got 'finetune_all'" in message
+
+
+def test_negative_lr_is_rejected() -> None:
+    data = default_data()
+    data["strategies"]["finetune_last_layers"]["head_lr"] = -1e-3
+    assert "strategies.finetune_last_layers.head_lr: Input should be greater than 0" in error_for(data)
+
+
+@pytest.mark.parametrize(("section", "key", "value", "where"), [
+    (("similarity",), "threshold", 1.5, "similarity.threshold"),
+    (("similarity", "backbones", "efficientnet_lite0", "signals", "bn_shift_late"), "weight", -0.5,
+     "similarity.backbones.efficientnet_lite0.signals.bn_shift_late.weight"),
+    (("strategies", "full_finetune"), "unfreeze_top_fraction", 1.2,
+     "strategies.full_finetune.unfreeze_top_fraction"),
+    (("strategies", "full_finetune"), "finetune_epochs", -1, "strategies.full_finetune.finetune_epochs"),
+    (("learning_rate", "backbone_factor"), "similar", 0.0, "learning_rate.backbone_factor.similar"),
+])
+def test_out_of_range_values_are_rejected(section: tuple[str, ...], key: str, value: float,
+                                          where: str) -> None:
+    data = default_data()
+    table = data
+    for part in section:
+        table = table[part]
+    table[key] = value
+    assert f"rules.toml: {where}: " in error_for(data)
+
+
+def test_uncovered_cell_is_rejected() -> None:
+    data = default_data()
+    data["decision"] = [row for row in data["decision"] if row["id"] != "medium-different"]
+    assert "cell (size=medium, similarity=different) is not covered by any row" in error_for(data)
+
+
+def test_doubly_covered_cell_is_rejected() -> None:
+    data = default_data()
+    data["decision"].append({"id": "large-similar", "size": "large", "similarity": "similar",
+                             "strategy": "full_finetune", "why": "again"})
+    expected = "cell (size=large, similarity=similar) is covered by 2 rows: large-any, large-similar"
+    assert expected in error_for(data)
+
+
+def test_referenced_strategy_needs_its_table() -> None:
+    data = default_data()
+    del data["strategies"]["from_scratch"]
+    expected = "decision.4.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
+    assert expected in error_for(data)
+
+
+def test_unknown_message_field_is_rejected() -> None:
+    data = default_data()
+    data["warnings"]["class_imbalance"]["message"] = "ratio {ratoi}"
+    assert "warnings.class_imbalance: message uses unknown field(s) ['ratoi']" in error_for(data)
+
+
+def test_missing_default_profile_is_rejected() -> None:
+    data = default_data()
+    del data["similarity"]["backbones"]["default"]
+    assert "similarity.backbones: a 'default' profile is required" in error_for(data)
+
+
+def test_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, "schema_version = 1\n[size_bands]\nsmall_below = = 5\n")
+    with pytest.raises(RulesError, match=r"rules\.toml: TOML syntax error: .*line 3"):
+        load_rules(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match=r"nope\.toml: rules file not found"):
+        load_rules(tmp_path / "nope.toml")
+
+
+def test_error_in_an_override_file_names_that_file(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\nsmall_below = -3\n', name="mine.toml")
+    expected = r"mine\.toml: size_bands\.small_below: Input should be greater than 0"
+    with pytest.raises(RulesError, match=expected):
+        load_rules(path)
+
+
+def test_extends_only_default(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="only \"default\" can be extended"):
+        load_rules(write_rules(tmp_path, 'extends = "other"\n'))
