@@ -152,7 +152,7 @@ def advise_session(
     loaded: Backbone | None = None
     with timer.step("measure"):
         measured = _cached_measurements(cache, key)
-        device_used = "not used: every measurement came from the cache"
+        device_used = "none (measurements from the cache)"
         if measured is None:
             from tl_advise.advisor.device import describe, resolve_device
 

@@ -284,8 +284,14 @@ def training_images(dataset: DatasetSummary) -> int:
 
 
 def batch_size_for(batch: BatchRules, strategy: StrategyRule, n_train: int) -> int:
-    """The strategy's batch size, capped so an epoch still has ``min_batches_per_epoch`` batches."""
-    return max(1, min(strategy.batch_size, n_train // batch.min_batches_per_epoch))
+    """The strategy's batch size, capped so an epoch still has ``min_batches_per_epoch`` batches.
+
+    A capped size is rounded down to a power of two, the sizes kernels and people expect.
+    """
+    cap = n_train // batch.min_batches_per_epoch
+    if strategy.batch_size <= cap:
+        return strategy.batch_size
+    return 1 << max(0, cap.bit_length() - 1) if cap >= 1 else 1
 
 
 # --------------------------------------------------------------------------- warnings

@@ -70,7 +70,10 @@ def _train_one(ctx: StrategyContext) -> StrategyRun:
             return done
     # A fresh (non-resumed) run starts from nothing, whatever an earlier run left behind.
     (ctx.folder / RESULT_FILE).unlink(missing_ok=True)
-    logger.info("%s: training (%s)", strategy, ctx.recipe)
+    r = ctx.recipe
+    logger.info("%s: training %s; head %d + fine-tune %d epochs, head LR %g, backbone LR %s, batch %d, %d px",
+                strategy, ", ".join(r.unfreeze) if r.unfreeze else "the head only", r.head_epochs,
+                r.finetune_epochs, r.head_lr, r.backbone_lr, r.batch_size, r.image_size)
     run = RUNNERS[strategy](ctx)
     atomic_write_text(run.model_dump_json(indent=2), ctx.folder / RESULT_FILE)
     return run

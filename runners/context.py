@@ -52,7 +52,7 @@ class StrategyContext:
         """Everything that changes the numbers: backbone, recipe, the exact images, seed, patience."""
         root = self.session.scan.root
 
-        def files(records: list) -> list[tuple[str, int, int]]:  # type: ignore[type-arg]
+        def files(records: list) -> list[tuple[str, int, int]]:
             return [(r.path.relative_to(root).as_posix(), r.size_bytes, r.mtime_ns) for r in records]
 
         return digest(backbone_key(self.session.backbone), asdict(self.recipe), files(self.splits.train),

@@ -16,8 +16,8 @@ from tl_advise.advisor.embed import EmbeddingSet, embed
 from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.models import Metrics, StrategyRun
 from tl_advise.advisor.scan import ImageRecord
-from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
+from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.heads import ClassifierHead
 from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
@@ -60,7 +60,6 @@ def _tensors(embedded: EmbeddingSet) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run(ctx: StrategyContext) -> StrategyRun:
     recipe, options = ctx.recipe, ctx.options
-    torch.manual_seed(options.seed)
     started = time.perf_counter()
     backbone = embedding_backbone(ctx)
     train_set = embed_split(ctx, backbone, ctx.splits.train)
@@ -75,6 +74,8 @@ def run(ctx: StrategyContext) -> StrategyRun:
 
     train_x, train_y = _tensors(train_set)
     val_x, val_y = _tensors(val_set)
+    # Seeded here, after embedding: a cold cache runs a DataLoader that draws from the global RNG.
+    torch.manual_seed(options.seed)
     head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout).to(ctx.device)
 
     def prepare(phase: PhasePlan) -> PreparedPhase:

@@ -84,12 +84,12 @@ def _image_loader(ctx: StrategyContext, records: list[ImageRecord], *, batch_siz
 
 def run(ctx: StrategyContext) -> StrategyRun:
     recipe, options, device = ctx.recipe, ctx.options, ctx.device
-    torch.manual_seed(options.seed)
+    torch.manual_seed(options.seed)  # the random backbone of from_scratch and the head's initial weights
     backbone = backbone_for(ctx)
     head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout)
     model = TransferModel(backbone.body, head).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = model.to(memory_format=torch.channels_last)
 
     pre = ctx.preprocessing
     augment, applied, skipped = train_transform(pre, recipe.augmentation)

@@ -48,4 +48,4 @@ class TransferModel(nn.Module):
         else:
             with torch.no_grad():
                 features = self.body(x)
-        return self.head(features)  # type: ignore[no-any-return]
+        return self.head(features)

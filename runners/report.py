@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tl_advise.advisor.formats.common import pct as _pct
+from tl_advise.advisor.formats.common import run_table
 from tl_advise.advisor.models import AdviceResult, RunReport, StrategyRun
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f} %"
-
-
-def _run_row(run: StrategyRun, recommended: str) -> str:
-    name = f"**{run.strategy}** (recommended)" if run.strategy == recommended else run.strategy
-    if run.val is None:
-        return f"| {name} | {run.status} | – | – | – | – | – | – | {run.error or ''} |"
-    test = _pct(run.test.accuracy) if run.test else "–"
-    return (f"| {name} | {run.status} | {_pct(run.val.accuracy)} | {_pct(run.val.balanced_accuracy)} | "
-            f"{run.val.macro_f1:.3f} | {test} | {run.epochs_run} (best {run.best_epoch}) | "
-            f"{run.train_time_s:.1f} s, {run.images_per_s:.1f} img/s | |")
 
 
 def _settings_lines(run: StrategyRun) -> list[str]:
@@ -58,9 +46,7 @@ def markdown_report(result: AdviceResult, report: RunReport) -> str:
         f"- margin for 'confirmed': {100 * report.verdict.margin:.1f} pts of val accuracy",
         "- budget: " + (", ".join(f"{k}={v}" for k, v in report.budget.items() if v is not None) or "none"),
         "",
-        "| strategy | status | val acc | val balanced acc | val macro F1 | test acc | epochs | time | note |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *(_run_row(run, rec.strategy) for run in report.runs),
+        *run_table(report, rec.strategy),
         "",
         "Time includes validation after each epoch (and, for feature extraction, embedding the images once).",
         "",
@@ -92,7 +78,7 @@ def plot_curves(runs: list[StrategyRun], path: Path) -> bool:
         loss_ax.plot(epochs, [c.val_loss for c in run.curves], marker="o", label="val loss")
         acc_ax.plot(epochs, [c.val_accuracy for c in run.curves], marker="o", color="tab:green")
         # A dotted line where the schedule moves from the head phase to fine-tuning.
-        for prev, cur in zip(run.curves, run.curves[1:]):
+        for prev, cur in zip(run.curves, run.curves[1:], strict=False):
             if prev.phase != cur.phase:
                 for ax in (loss_ax, acc_ax):
                     ax.axvline(cur.epoch - 0.5, color="grey", linestyle=":")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +71,40 @@ def image_folder(tmp_path: Path) -> Callable[..., Path]:
         return make_class_folder(tmp_path / name, classes, **kwargs)  # type: ignore[arg-type]
 
     return build
+
+
+# --------------------------------------------------------------------------- shared helpers (added)
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``root`` (relative path → (size, mtime_ns)), to prove a folder was not written to."""
+    out: dict[str, tuple[int, int]] = {}
+    for path in sorted(root.rglob("*")):
+        stat = path.stat()
+        out[path.relative_to(root).as_posix()] = (stat.st_size if path.is_file() else -1, stat.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="session")
+def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for the whole test session (never ~/.cache): each sample is embedded once."""
+    return tmp_path_factory.mktemp("tl-advise-cache")
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small flat dataset (3 classes × 6 images of 40×32 px) shared by the API and CLI tests."""
+    return make_class_folder(tmp_path_factory.mktemp("synthetic") / "data", {"cat": 6, "dog": 6, "fox": 6})
+
+
+@pytest.fixture
+def restore_tl_logging() -> Iterator[None]:
+    """The CLI reconfigures the ``tl_advise`` logger (own handler, no propagation); put it back afterwards
+    so that ``caplog`` in later tests still sees the package's records."""
+    import logging
+
+    logger = logging.getLogger("tl_advise")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    logger.propagate = True
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]

@@ -289,10 +289,10 @@ def test_from_scratch_trains_everything_in_one_phase_at_a_normal_lr(tmp_path: Pa
 
 def test_batch_size_is_capped_by_the_training_set(rules: RuleSet) -> None:
     assert advise(rules, 3000, "similar").batch_size == 32
-    tiny = make_dataset(20)  # 40 training images, at least 4 batches per epoch
+    tiny = make_dataset(20)  # 40 training images, at least 4 batches per epoch: at most 10, a power of two
     rec = advise(rules, dataset=tiny)
-    assert rec.batch_size == 10
-    assert any("batch size 10 instead of 64" in s for s in rec.why)
+    assert rec.batch_size == 8
+    assert any("batch size 8 instead of 64" in s for s in rec.why)
 
 
 # --------------------------------------------------------------------------- why

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tl_advise.advisor.models import AdviceResult, Phase, Recommendation
+from tl_advise.advisor.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun
 
 STRATEGY_TITLES = {
     "feature_extraction": "freeze the backbone, train a new head",
@@ -42,3 +42,26 @@ def modes_line(modes: dict[str, int]) -> str:
 
 def timings_line(timings: dict[str, float]) -> str:
     return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items())
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _run_row(run: StrategyRun, recommended: str) -> str:
+    name = f"**{run.strategy}** (recommended)" if run.strategy == recommended else run.strategy
+    if run.val is None:
+        return f"| {name} | {run.status} | – | – | – | – | – | – | {run.error or ''} |"
+    test = pct(run.test.accuracy) if run.test else "–"
+    return (f"| {name} | {run.status} | {pct(run.val.accuracy)} | {pct(run.val.balanced_accuracy)} | "
+            f"{run.val.macro_f1:.3f} | {test} | {run.epochs_run} (best {run.best_epoch}) | "
+            f"{run.train_time_s:.1f} s, {run.images_per_s:.1f} img/s | |")
+
+
+def run_table(report: RunReport, recommended: str) -> list[str]:
+    """The per-strategy results as Markdown table lines (used by the report and the markdown format)."""
+    return [
+        "| strategy | status | val acc | val balanced acc | val macro F1 | test acc | epochs | time | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_run_row(run, recommended) for run in report.runs),
+    ]

@@ -51,6 +51,11 @@ def render(result: AdviceResult) -> str:
         lines += ["", "## Warnings", "", *(f"- **{w.id}**: {w.message}" for w in rec.warnings)]
     if rec.alternatives:
         lines += ["", "## Alternatives", "", *(f"- `{a.strategy}`: {a.reason}" for a in rec.alternatives)]
+    if result.run is not None:
+        run = result.run
+        lines += ["", f"## Run: {run.verdict.status}", "", run.verdict.message, "",
+                  f"Device {run.device}; validation: {run.validation}; outputs in `{run.output_dir}`.", "",
+                  *common.run_table(run, rec.strategy)]
     lines += ["", "## Dataset", "", f"{common.dataset_line(result)}; modes: {common.modes_line(ds.modes)}"]
     if ds.skipped:
         lines += ["", *_table(["skipped file", "reason"], [[f"`{s.path}`", s.reason] for s in ds.skipped])]

@@ -29,6 +29,24 @@ def _similarity_lines(result: AdviceResult) -> list[str]:
     return lines
 
 
+def _run_lines(result: AdviceResult) -> list[str]:
+    run = result.run
+    if run is None:
+        return []
+    lines = ["", f"Run on {run.device}; validation: {run.validation}",
+             f"  {'strategy':32s} {'status':18s} {'val acc':>8s} {'bal acc':>8s} {'test acc':>8s} {'time':>9s}"]
+    for r in run.runs:
+        name = r.strategy + (" *" if r.strategy == result.recommendation.strategy else "")
+        val = r.val
+        test = common.pct(r.test.accuracy) if r.test else "–"
+        lines.append(f"  {name:32s} {r.status:18s} {common.pct(val.accuracy if val else None):>8s} "
+                     f"{common.pct(val.balanced_accuracy if val else None):>8s} {test:>8s} {r.train_time_s:>7.1f} s"
+                     + (f"  ({r.error})" if r.error else ""))
+    lines += ["  (* recommended)", f"Verdict: {run.verdict.status} — {run.verdict.message}",
+              f"Outputs: {run.output_dir} ({', '.join(sorted(run.files.values()))})"]
+    return lines
+
+
 def render(result: AdviceResult) -> str:
     rec = result.recommendation
     ds = result.dataset
@@ -59,11 +77,13 @@ def render(result: AdviceResult) -> str:
         lines += [f"  - {s.path}: {s.reason}" for s in ds.skipped[:20]]
         if len(ds.skipped) > 20:
             lines.append(f"  … and {len(ds.skipped) - 20} more (see --format json)")
+    lines += _run_lines(result)
     sample = result.sample
     lines += [
         "",
         f"Sample: {sample.n_images} images (seed {sample.seed}), {sample.cache_hits} from cache, "
-        f"{sample.forward_passes} forward passes on {result.device}",
+        + (f"{sample.forward_passes} forward passes on {result.device}" if sample.forward_passes
+           else "no forward pass (measurements from the cache)"),
         f"Timings: {common.timings_line(result.timings)}",
     ]
     return "\n".join(lines) + "\n"

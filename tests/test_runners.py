@@ -1,0 +1,208 @@
+"""Fast tests of the runners' pure parts: splits, verdict, metrics, recipes, transforms, checkpoints, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_class_folder
+from torchvision import transforms as T
+
+from tl_advise.advisor.errors import ConfigError
+from tl_advise.advisor.models import DuplicateGroup, Metrics, Preprocessing, StrategyRun
+from tl_advise.advisor.scan import ImageRecord, scan_dataset
+from tl_advise.runners import RunOptions
+from tl_advise.runners.api import strategies_to_run
+from tl_advise.runners.checkpoint import atomic_save, load
+from tl_advise.runners.data import make_splits, stratified_holdout, subsample_per_class, train_transform
+from tl_advise.runners.feature_extraction import feature_batches
+from tl_advise.runners.metrics import classification_metrics
+from tl_advise.runners.options import check_output_dir
+from tl_advise.runners.recipes import Recipe, apply_options
+from tl_advise.runners.train import sigterm_as_keyboard_interrupt
+from tl_advise.runners.verdict import decide
+
+ROOT = Path("/data")
+PRE = Preprocessing(input_size=64, crop_pct=0.875, interpolation="bilinear", mean=(0.5, 0.5, 0.5),
+                    std=(0.5, 0.5, 0.5))
+
+
+def _record(name: str, cls: str, label: int) -> ImageRecord:
+    return ImageRecord(path=ROOT / cls / name, class_name=cls, label=label, split="all", width=8, height=8,
+                       mode="RGB", size_bytes=100, mtime_ns=0)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_holdout_is_stratified_seeded_and_keeps_duplicates_together() -> None:
+    records = [_record(f"{i}.png", cls, k) for k, cls in enumerate(("a", "b")) for i in range(10)]
+    groups = [DuplicateGroup(paths=["a/0.png", "a/1.png", "a/2.png"], splits=["all"], classes=["a"],
+                             cross_split=False),
+              DuplicateGroup(paths=["b/5.png", "b/6.png"], splits=["all"], classes=["b"], cross_split=False)]
+    for seed in range(20):
+        train, val = stratified_holdout(records, ROOT, groups, fraction=0.2, seed=seed)
+        assert len(train) + len(val) == 20 and not {r.path for r in train} & {r.path for r in val}
+        assert {r.class_name for r in val} == {"a", "b"}
+        for group in groups:
+            sides = {any(r.path == ROOT / p for r in val) for p in group.paths}
+            assert len(sides) == 1, f"seed {seed}: duplicates {group.paths} split across train and val"
+    assert stratified_holdout(records, ROOT, groups, fraction=0.2, seed=3) == \
+        stratified_holdout(records, ROOT, groups, fraction=0.2, seed=3)
+
+
+def test_subsample_per_class_caps_every_class() -> None:
+    records = [_record(f"{i}.png", cls, k) for k, cls in enumerate(("a", "b")) for i in range(10)]
+    kept = subsample_per_class(records, 3, seed=0)
+    assert sorted(r.class_name for r in kept) == ["a"] * 3 + ["b"] * 3
+    assert subsample_per_class(records, None, seed=0) == records
+
+
+def test_dataset_val_split_is_used_and_test_reported(tmp_path: Path) -> None:
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        make_class_folder(tmp_path / "data" / split, {"cat": n, "dog": n}, seed=len(split))
+    splits = make_splits(scan_dataset(tmp_path / "data"), val_fraction=0.2, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (8, 4, 4)
+    assert "val/ split" in splits.validation
+
+
+def test_flat_folder_gets_a_holdout(image_folder: Callable[..., Path]) -> None:
+    splits = make_splits(scan_dataset(image_folder({"cat": 10, "dog": 10})), val_fraction=0.2, seed=0)
+    assert (len(splits.train), len(splits.val), splits.test) == (16, 4, [])
+    assert "hold-out" in splits.validation
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _run(strategy: str, accuracy: float | None, status: str = "completed") -> StrategyRun:
+    val = None if accuracy is None else Metrics(accuracy=accuracy, balanced_accuracy=accuracy, macro_f1=accuracy,
+                                                per_class_accuracy={}, confusion_matrix=[], n_images=10, loss=1.0)
+    return StrategyRun(strategy=strategy, status=status, val=val)
+
+
+def test_verdict_confirmed_when_best_or_within_margin() -> None:
+    best = decide("feature_extraction", [_run("feature_extraction", 0.9), _run("full_finetune", 0.8)], 0.01)
+    assert (best.status, best.best, best.gap) == ("confirmed", "feature_extraction", 0.0)
+    close = decide("feature_extraction", [_run("feature_extraction", 0.90), _run("full_finetune", 0.91)], 0.01)
+    assert close.status == "confirmed" and close.best == "full_finetune" and close.gap == pytest.approx(0.01)
+    tie = decide("feature_extraction", [_run("full_finetune", 0.9), _run("feature_extraction", 0.9)], 0.0)
+    assert tie.status == "confirmed" and tie.best == "feature_extraction"
+
+
+def test_verdict_refuted_names_the_winner_and_the_gap() -> None:
+    verdict = decide("feature_extraction", [_run("feature_extraction", 0.70), _run("full_finetune", 0.85),
+                                            _run("from_scratch", 0.0, "failed")], 0.01)
+    assert (verdict.status, verdict.best, verdict.gap) == ("refuted", "full_finetune", pytest.approx(0.15))
+    assert "full_finetune" in verdict.message and "15.0 pts" in verdict.message
+
+
+def test_verdict_not_compared_when_alone_or_recommended_missing() -> None:
+    alone = decide("feature_extraction", [_run("feature_extraction", 0.8)], 0.01)
+    assert alone.status == "not_compared" and "0.800" in alone.message
+    failed = decide("feature_extraction", [_run("feature_extraction", None, "failed"), _run("full_finetune", 0.8)],
+                    0.01)
+    assert failed.status == "not_compared" and failed.best is None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_metrics_match_a_hand_count() -> None:
+    m = classification_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 0], ["a", "b", "c"], loss=0.5)
+    assert m.accuracy == pytest.approx(4 / 6)
+    assert m.per_class_accuracy == {"a": pytest.approx(2 / 3), "b": 1.0, "c": 0.0}
+    assert m.balanced_accuracy == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert m.confusion_matrix == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert (m.n_images, m.loss) == (6, 0.5)
+
+
+# --------------------------------------------------------------------------- recipes and options
+
+
+def _recipe(**kw: object) -> Recipe:
+    base: dict[str, object] = dict(
+        strategy="finetune_last_layers", pretrained=True, unfreeze=["s1", "s2"], head_lr=1e-3, backbone_lr=1e-4,
+        per_stage_lr={"s1": 5e-5, "s2": 1e-4}, optimizer="adamw", weight_decay=0.01, head_epochs=5,
+        finetune_epochs=20, batch_size=32, augmentation=[])
+    return Recipe(**(base | kw))
+
+
+def test_options_override_the_recipe_and_the_budget_caps_epochs() -> None:
+    options = RunOptions(output_dir=Path("/tmp/x"), max_epochs=3, backbone_lr=1e-5, batch_size=8, image_size=96)
+    recipe = apply_options(_recipe(), options)
+    assert (recipe.head_epochs, recipe.finetune_epochs, recipe.batch_size, recipe.image_size) == (3, 3, 8, 96)
+    assert recipe.backbone_lr == 1e-5
+    assert recipe.per_stage_lr == {"s1": pytest.approx(5e-6), "s2": pytest.approx(1e-5)}  # shape kept
+    frozen = apply_options(_recipe(unfreeze=[], finetune_epochs=0), options.model_copy(update={"finetune_epochs": 4}))
+    assert frozen.finetune_epochs == 0  # nothing to fine-tune
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="extra"):
+        RunOptions(output_dir=Path("x"), epochs=3)
+    with pytest.raises(ValueError):
+        RunOptions(output_dir=Path("x"), val_fraction=1.5)
+
+
+def test_output_dir_inside_the_dataset_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="inside the dataset"):
+        check_output_dir(tmp_path / "data" / "runs", tmp_path / "data")
+    with pytest.raises(ConfigError):
+        check_output_dir(tmp_path / "data", tmp_path / "data")
+    assert check_output_dir(tmp_path / "runs", tmp_path / "data") == (tmp_path / "runs").resolve()
+
+
+def test_strategy_selection() -> None:
+    out = Path("/tmp/x")
+    alternatives: list = ["finetune_last_layers", "full_finetune"]
+    assert strategies_to_run("feature_extraction", RunOptions(output_dir=out), alternatives) == ["feature_extraction"]
+    assert strategies_to_run("feature_extraction", RunOptions(output_dir=out, compare=True), alternatives) == \
+        ["feature_extraction", "finetune_last_layers", "full_finetune"]
+    explicit = RunOptions(output_dir=out, compare=True, strategies=["from_scratch", "from_scratch"])
+    assert strategies_to_run("feature_extraction", explicit, alternatives) == ["from_scratch"]
+
+
+# --------------------------------------------------------------------------- transforms and batches
+
+
+def test_train_transform_follows_the_recommended_augmentation() -> None:
+    photo, applied, skipped = train_transform(PRE, ["random resized crop (scale 0.5-1.0)", "horizontal flip",
+                                                    "mixup / cutmix (alpha 0.2 / 1.0)"])
+    kinds = [type(t) for t in photo.transforms]
+    assert T.RandomResizedCrop in kinds and T.RandomHorizontalFlip in kinds
+    crop = next(t for t in photo.transforms if isinstance(t, T.RandomResizedCrop))
+    assert crop.scale == (0.5, 1.0) and crop.size == (64, 64)
+    assert skipped == ["mixup / cutmix (alpha 0.2 / 1.0)"] and len(applied) == 2
+    plain, _, _ = train_transform(PRE, ["colour jitter 0.2"])
+    assert not any(isinstance(t, T.RandomHorizontalFlip | T.RandomVerticalFlip) for t in plain.transforms)
+    assert any(isinstance(t, T.CenterCrop) for t in plain.transforms)
+
+
+def test_feature_batches_never_leave_a_single_image_batch() -> None:
+    x, y = torch.randn(9, 4), torch.arange(9)
+    sizes = [len(b[1]) for b in feature_batches(x, y, 4, torch.Generator().manual_seed(0))]
+    assert sizes == [4, 5] and sum(sizes) == 9
+    assert [len(b[1]) for b in feature_batches(x, y, 4)] == [4, 4, 1]  # evaluation keeps every image
+
+
+# --------------------------------------------------------------------------- checkpoints and signals
+
+
+def test_atomic_save_leaves_only_the_final_file(tmp_path: Path) -> None:
+    atomic_save({"a": torch.ones(2), "n": 3}, tmp_path / "state.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    assert load(tmp_path / "state.pt")["n"] == 3
+
+
+def test_sigterm_interrupts_training_and_the_old_handler_comes_back() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_keyboard_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts the sleep at once
+    assert signal.getsignal(signal.SIGTERM) == previous
