@@ -73,6 +73,8 @@ class ArrayCache:
             return None
 
     def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+        if self.folder is None:
+            return
         self._write(self._path(kind, key), lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
     def load_json(self, kind: str, key: str) -> dict[str, object] | None:
@@ -89,13 +91,13 @@ class ArrayCache:
         return data if isinstance(data, dict) else None
 
     def save_json(self, kind: str, key: str, data: dict[str, object]) -> None:
+        if self.folder is None:
+            return
         payload = json.dumps(data).encode()
         self._write(self._path(kind, key).with_suffix(".json"), lambda fh: fh.write(payload))
 
     def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
         """Atomic: a temporary file in the same folder, then a rename."""
-        if self.folder is None:
-            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)

@@ -277,14 +277,24 @@ def sample_data_command(target: Path, name: str) -> int:
     return EXIT_OK
 
 
+def _long_option_names() -> dict[str, str]:
+    """``{"format": "fmt", "per-class": "per_class", …}``: what a pyproject key may be called."""
+    names: dict[str, str] = {}
+    for param in advise_command.params:
+        if isinstance(param, click.Option) and param.name:
+            names.update({opt[2:]: param.name for opt in param.opts if opt.startswith("--")})
+        elif param.name:  # the DATA argument
+            names[param.name] = param.name
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
     from tl_advise.advisor.config import pyproject_defaults
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        allowed = {p.name for p in advise_command.params if p.name}
-        default_map = {"advise": pyproject_defaults(allowed)}
+        default_map = {"advise": pyproject_defaults(_long_option_names())}
         code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map)
         return int(code or 0)
     except click.exceptions.Exit as exc:  # --help, --version

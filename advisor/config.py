@@ -25,8 +25,12 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     return None
 
 
-def pyproject_defaults(allowed: set[str], start: Path | None = None) -> dict[str, Any]:
-    """``[tool.tl-advise]`` as option-name → value; unknown keys are an error, not silently ignored."""
+def pyproject_defaults(options: dict[str, str], start: Path | None = None) -> dict[str, Any]:
+    """``[tool.tl-advise]`` as parameter-name → value; unknown keys are an error, not silently ignored.
+
+    ``options`` maps each option's long name (``format``, ``per-class``) to the parameter it sets;
+    keys may use dashes or underscores.
+    """
     path = find_pyproject(start)
     if path is None:
         return {}
@@ -38,9 +42,9 @@ def pyproject_defaults(allowed: set[str], start: Path | None = None) -> dict[str
         raise ConfigError(f"{path}: [tool.{TABLE}] must be a table")
     defaults: dict[str, Any] = {}
     for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in allowed:
-            known = ", ".join(sorted(n.replace("_", "-") for n in allowed))
+        param = options.get(key.replace("_", "-"))
+        if param is None:
+            known = ", ".join(sorted(options))
             raise ConfigError(f"{path}: [tool.{TABLE}] has an unknown key {key!r}; known keys: {known}")
-        defaults[name] = value
+        defaults[param] = value
     return defaults

@@ -16,7 +16,7 @@ def logme(features: np.ndarray, labels: np.ndarray, *, max_iter: int = 11, tol: 
     """Mean per-class LogME of ``features`` (n, d) for integer ``labels`` (n,)."""
     f = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
-    n, d = f.shape
+    n = f.shape[0]
     u, singular = _thin_svd(f)
     sigma = singular**2
     evidences = []
@@ -35,8 +35,10 @@ def logme(features: np.ndarray, labels: np.ndarray, *, max_iter: int = 11, tol: 
             beta = (n - gamma) / (residual2 + _EPS)
             if abs(alpha / beta - ratio) / ratio <= tol:
                 break
+        # log|alpha I + beta F^T F| has d - rank terms log(alpha) from the null space; they cancel
+        # d/2 log(alpha) down to rank/2 log(alpha).
         evidence = (
-            d / 2.0 * np.log(alpha) + n / 2.0 * np.log(beta)
+            sigma.size / 2.0 * np.log(alpha) + n / 2.0 * np.log(beta)
             - 0.5 * np.sum(np.log(alpha + beta * sigma))
             - beta / 2.0 * residual2 - alpha / 2.0 * weight_norm2
             - n / 2.0 * np.log(2 * np.pi)

@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,7 @@ class CliRun:
     """One ``tl-advise`` subprocess: wall time as the user sees it, plus what the JSON report says."""
 
     wall_s: float
+    cpu_s: float  # user + system of the CLI and its DataLoader workers
     timings: dict[str, float]
     n_images: int
     sampled: int
@@ -71,9 +73,19 @@ class CliRun:
 
 @dataclass
 class ColdWarm:
+    """``repeats`` pairs (fresh cache, then the same cache); the fastest cold and warm run are reported."""
+
     dataset: str
-    cold: CliRun
-    warm: CliRun
+    colds: list[CliRun]
+    warms: list[CliRun]
+
+    @property
+    def cold(self) -> CliRun:
+        return min(self.colds, key=lambda r: r.wall_s)
+
+    @property
+    def warm(self) -> CliRun:
+        return min(self.warms, key=lambda r: r.wall_s)
 
     @property
     def speedup(self) -> float:
@@ -86,6 +98,11 @@ class PipelineTiming:
     seconds: list[float]  # one per round
     n_images: int
     other_load: list[float] = field(default_factory=list)  # per round, as in CliRun
+    cpu_seconds: list[float] = field(default_factory=list)  # per round: this process + DataLoader workers
+
+    @property
+    def images_per_cpu_s(self) -> float:
+        return self.n_images / min(self.cpu_seconds)
 
     @property
     def best_s(self) -> float:
@@ -112,11 +129,19 @@ class Throughput:
     def ratio(self) -> float:
         return self.pipelines["ours"].images_per_s / self.pipelines[self.fair_baseline].images_per_s
 
+    @property
+    def cpu_ratio(self) -> float:
+        return self.pipelines["ours"].images_per_cpu_s / self.pipelines[self.fair_baseline].images_per_cpu_s
+
 
 @dataclass
 class ScalePoint:
     factor: int
-    run: CliRun
+    runs: list[CliRun]  # each with a fresh cache
+
+    @property
+    def run(self) -> CliRun:
+        return min(self.runs, key=lambda r: r.timings["total"])
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -152,6 +177,23 @@ def settle() -> float:
     if load > 0:
         logger.info("%.1f other runnable processes on %d cores: timings are inflated", load, os.cpu_count() or 1)
     return load
+
+
+def cpu_clock() -> float:
+    """CPU seconds (user + system) of this process and of its finished, reaped descendants (workers, CLIs)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+@contextmanager
+def cpu_watch() -> Iterator[Callable[[], float]]:
+    """Like ``stopwatch`` for CPU time: less sensitive than wall time to other processes on the machine."""
+    start = cpu_clock()
+    end: list[float] = []
+    try:
+        yield lambda: (end[0] if end else cpu_clock()) - start
+    finally:
+        end.append(cpu_clock())
 
 
 @contextmanager
@@ -213,7 +255,7 @@ def run_cli(data: Path, cache_dir: Path, workdir: Path) -> CliRun:
     """Run tl-advise in a fresh interpreter (cwd without a pyproject.toml) and parse its JSON report."""
     cmd = advise_command(data, cache_dir)
     load = settle()
-    with stopwatch() as elapsed:
+    with stopwatch() as elapsed, cpu_watch() as cpu:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, env=clean_env(), timeout=600,
                               check=False)
     if proc.returncode not in (0, 1):
@@ -222,7 +264,8 @@ def run_cli(data: Path, cache_dir: Path, workdir: Path) -> CliRun:
         logger.debug("tl-advise stderr: %s", proc.stderr.strip())
     report = json.loads(proc.stdout)
     return CliRun(
-        wall_s=round(elapsed(), 3), timings=report["timings"], n_images=report["dataset"]["n_images"],
+        wall_s=round(elapsed(), 3), cpu_s=round(cpu(), 3), timings=report["timings"],
+        n_images=report["dataset"]["n_images"],
         sampled=report["sample"]["n_images"], forward_passes=report["sample"]["forward_passes"],
         cache_hits=report["sample"]["cache_hits"], duplicate_groups=len(report["dataset"]["duplicates"]),
         skipped=len(report["dataset"]["skipped"]), strategy=report["recommendation"]["strategy"],
@@ -236,13 +279,17 @@ def prime_imports(workdir: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=workdir, env=clean_env(), check=True, timeout=300)
 
 
-def cold_warm(name: str, data: Path, tmp: Path) -> ColdWarm:
-    cache_dir = Path(tempfile.mkdtemp(prefix=f"cache-{name}-", dir=tmp))
-    cold = run_cli(data, cache_dir, tmp)
-    warm = run_cli(data, cache_dir, tmp)
-    logger.info("%s: cold %.2f s (in-process %.2f s, %d forward passes), warm %.2f s (%d cache hits)",
-                name, cold.wall_s, cold.timings["total"], cold.forward_passes, warm.wall_s, warm.cache_hits)
-    return ColdWarm(dataset=name, cold=cold, warm=warm)
+def cold_warm(name: str, data: Path, tmp: Path, repeats: int) -> ColdWarm:
+    result = ColdWarm(dataset=name, colds=[], warms=[])
+    for _ in range(repeats):
+        cache_dir = Path(tempfile.mkdtemp(prefix=f"cache-{name}-", dir=tmp))
+        cold = run_cli(data, cache_dir, tmp)
+        warm = run_cli(data, cache_dir, tmp)
+        logger.info("%s: cold %.2f s (in-process %.2f s, %d forward passes), warm %.2f s (%d cache hits)",
+                    name, cold.wall_s, cold.timings["total"], cold.forward_passes, warm.wall_s, warm.cache_hits)
+        result.colds.append(cold)
+        result.warms.append(warm)
+    return result
 
 
 # --------------------------------------------------------------------------- b. embedding throughput
@@ -301,16 +348,16 @@ def plain_dataset(inputs: ThroughputInputs, transform: Any) -> Any:
     return ConcatDataset(parts)
 
 
-def run_plain(model: Any, dataset: Any, workers: int) -> tuple[float, list[int]]:
-    """The loop a user would write; returns (seconds, ImageNet argmax per image in dataset order)."""
+def run_plain(model: Any, dataset: Any, workers: int) -> tuple[float, float, list[int]]:
+    """The loop a user would write; returns (seconds, CPU seconds, ImageNet argmax per image in order)."""
     import torch
     from torch.utils.data import DataLoader
 
     top1: list[int] = []
-    with stopwatch() as elapsed, torch.inference_mode():
+    with stopwatch() as elapsed, cpu_watch() as cpu, torch.inference_mode():
         for x, _ in DataLoader(dataset, batch_size=BATCH_SIZE, num_workers=workers):
             top1.extend(model(x).argmax(-1).tolist())
-    return elapsed(), top1
+    return elapsed(), cpu(), top1
 
 
 def disabled_cache_works() -> bool:
@@ -333,19 +380,19 @@ def empty_cache(tmp: Path) -> Any:
     return ArrayCache(None) if disabled_cache_works() else ArrayCache(Path(tempfile.mkdtemp(prefix="embed-", dir=tmp)))
 
 
-def run_ours(backbone: Any, inputs: ThroughputInputs, tmp: Path) -> tuple[float, dict[str, int]]:
+def run_ours(backbone: Any, inputs: ThroughputInputs, tmp: Path) -> tuple[float, float, dict[str, int]]:
     """``embed()`` with no cached rows and BN statistics: what a cold advise pays for the forward pass."""
     import torch
 
     from tl_advise.advisor.embed import embed
 
     cache = empty_cache(tmp)
-    with stopwatch() as elapsed:
+    with stopwatch() as elapsed, cpu_watch() as cpu:
         emb = embed(backbone, inputs.records, root=inputs.root, device=torch.device("cpu"),
                     cache=cache, collect_bn=True, batch_size=BATCH_SIZE)
     if emb.failed or emb.bn is None:
         raise RuntimeError(f"embed() failed on {len(emb.failed)} images or gave no BN statistics")
-    return elapsed(), {os.path.abspath(r.path): int(t) for r, t in zip(emb.records, emb.top1, strict=True)}
+    return elapsed(), cpu(), {os.path.abspath(r.path): int(t) for r, t in zip(emb.records, emb.top1, strict=True)}
 
 
 def sample_paths(dataset: Any) -> list[str]:
@@ -371,11 +418,13 @@ def throughput(data: Path, tmp: Path, *, sample_only: bool, rounds: int, breakdo
     for round_ in range(rounds):  # interleaved, so drift in machine load hits every pipeline alike
         for workers in (0, 2):
             pipelines[f"plain_w{workers}"].other_load.append(settle())
-            seconds, plain_top1 = run_plain(plain_model, dataset, workers)
+            seconds, cpu_s, plain_top1 = run_plain(plain_model, dataset, workers)
             pipelines[f"plain_w{workers}"].seconds.append(round(seconds, 3))
+            pipelines[f"plain_w{workers}"].cpu_seconds.append(round(cpu_s, 3))
         pipelines["ours"].other_load.append(settle())
-        seconds, ours_top1 = run_ours(ours_net, inputs, tmp)
+        seconds, cpu_s, ours_top1 = run_ours(ours_net, inputs, tmp)
         pipelines["ours"].seconds.append(round(seconds, 3))
+        pipelines["ours"].cpu_seconds.append(round(cpu_s, 3))
         logger.info("throughput round %d: %s", round_ + 1,
                     ", ".join(f"{p.name} {p.seconds[-1]:.2f} s" for p in pipelines.values()))
 
@@ -499,7 +548,7 @@ def assemble(replica_folders: Sequence[Path], dest: Path) -> Path:
     return dest
 
 
-def scaling(src: Path, factors: Sequence[int], tmp: Path, seed: int) -> list[ScalePoint]:
+def scaling(src: Path, factors: Sequence[int], tmp: Path, seed: int, repeats: int) -> list[ScalePoint]:
     pool = tmp / "replicas"
     with stopwatch() as elapsed:
         folders = build_replicas(src, pool, max(factors), seed)
@@ -507,11 +556,14 @@ def scaling(src: Path, factors: Sequence[int], tmp: Path, seed: int) -> list[Sca
     points = []
     for factor in factors:
         data = assemble(folders[:factor], tmp / f"{src.name}_x{factor}")
-        cache_dir = Path(tempfile.mkdtemp(prefix=f"cache-x{factor}-", dir=tmp))
-        run = run_cli(data, cache_dir, tmp)
-        logger.info("%d×: %d images, scan %.2f s, total %.2f s, wall %.2f s", factor, run.n_images,
-                    run.timings["scan"], run.timings["total"], run.wall_s)
-        points.append(ScalePoint(factor=factor, run=run))
+        point = ScalePoint(factor=factor, runs=[])
+        for _ in range(repeats):
+            cache_dir = Path(tempfile.mkdtemp(prefix=f"cache-x{factor}-", dir=tmp))
+            run = run_cli(data, cache_dir, tmp)
+            logger.info("%d×: %d images, scan %.2f s, total %.2f s, wall %.2f s", factor, run.n_images,
+                        run.timings["scan"], run.timings["total"], run.wall_s)
+            point.runs.append(run)
+        points.append(point)
         shutil.rmtree(data, ignore_errors=True)
     return points
 
@@ -525,13 +577,13 @@ def verdict(ok: bool) -> str:
 
 def cold_warm_table(rows: Sequence[ColdWarm]) -> list[str]:
     lines = [
-        "| dataset | images | sampled | cold wall (s) | cold in-process (s) | embed (s) | warm wall (s) "
-        "| warm in-process (s) | cold / warm |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | images | sampled | cold wall (s) | cold CPU (s) | cold in-process (s) | embed (s) "
+        "| warm wall (s) | warm in-process (s) | cold / warm |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.dataset} | {r.cold.n_images} | {r.cold.sampled} | {r.cold.wall_s:.2f} | "
+            f"| {r.dataset} | {r.cold.n_images} | {r.cold.sampled} | {r.cold.wall_s:.2f} | {r.cold.cpu_s:.1f} | "
             f"{r.cold.timings['total']:.2f} | {r.cold.timings.get('embed', 0.0):.2f} | {r.warm.wall_s:.2f} | "
             f"{r.warm.timings['total']:.2f} | {r.speedup:.1f}× |")
     return lines
@@ -544,12 +596,13 @@ def throughput_table(t: Throughput) -> list[str]:
         "ours": "tl-advise `embed()` (no cache, BN statistics)",
     }
     fair = t.pipelines[t.fair_baseline]
-    lines = ["| pipeline | best of " + str(t.rounds) + " (s) | images/s | vs fair baseline |",
-             "|---|---:|---:|---:|"]
+    lines = [f"| pipeline | best of {t.rounds} (s) | images/s | vs fair baseline | CPU s | images/CPU-s |",
+             "|---|---:|---:|---:|---:|---:|"]
     for key, p in t.pipelines.items():
         mark = " (fair baseline)" if key == t.fair_baseline else ""
         lines.append(f"| {labels[key]}{mark} | {p.best_s:.2f} | {p.images_per_s:.1f} | "
-                     f"{p.images_per_s / fair.images_per_s:.2f}× |")
+                     f"{p.images_per_s / fair.images_per_s:.2f}× | {min(p.cpu_seconds):.1f} | "
+                     f"{p.images_per_cpu_s:.1f} |")
     return lines
 
 
@@ -573,12 +626,13 @@ def breakdown_table(t: Throughput) -> list[str]:
 
 def scaling_table(points: Sequence[ScalePoint]) -> list[str]:
     base = points[0].run
-    lines = ["| size | images | sampled | scan (s) | in-process total (s) | wall (s) | total / 1× | wall / 1× |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| size | images | sampled | scan (s) | in-process total (s) | wall (s) | CPU (s) | total / 1× "
+             "| wall / 1× |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         r = p.run
         lines.append(f"| {p.factor}× | {r.n_images} | {r.sampled} | {r.timings['scan']:.2f} | "
-                     f"{r.timings['total']:.2f} | {r.wall_s:.2f} | "
+                     f"{r.timings['total']:.2f} | {r.wall_s:.2f} | {r.cpu_s:.1f} | "
                      f"{r.timings['total'] / base.timings['total']:.2f}× | {r.wall_s / base.wall_s:.2f}× |")
     return lines
 
@@ -594,7 +648,8 @@ def targets(results: dict[str, Any]) -> list[str]:
     t: Throughput | None = results.get("throughput")
     if t is not None:
         lines.append(f"- embedding throughput ≥ {TARGET_THROUGHPUT_RATIO}× the fair plain loop "
-                     f"({t.fair_baseline}): {t.ratio:.2f}× — {verdict(t.ratio >= TARGET_THROUGHPUT_RATIO)}")
+                     f"({t.fair_baseline}): {t.ratio:.2f}× — {verdict(t.ratio >= TARGET_THROUGHPUT_RATIO)} "
+                     f"(per CPU-second: {t.cpu_ratio:.2f}×)")
     points: list[ScalePoint] = results.get("scaling") or []
     if len(points) > 1:
         ratio = points[-1].run.timings["total"] / points[0].run.timings["total"]
@@ -604,11 +659,11 @@ def targets(results: dict[str, Any]) -> list[str]:
 
 
 def load_note(results: dict[str, Any]) -> str:
-    loads = [r.other_load for cw in results["cold_warm"] for r in (cw.cold, cw.warm)]
+    loads = [r.other_load for cw in results["cold_warm"] for r in (*cw.colds, *cw.warms)]
     t: Throughput | None = results.get("throughput")
     if t is not None:
         loads += [v for p in t.pipelines.values() for v in p.other_load]
-    loads += [p.run.other_load for p in results.get("scaling") or []]
+    loads += [r.other_load for p in results.get("scaling") or [] for r in p.runs]
     worst = max(loads, default=0.0)
     state = "a quiet machine" if worst < 0.5 else "a shared, busy machine: absolute times inflated, ratios less so"
     return (f"Other runnable processes just before each measurement: at most {worst:.1f} on "
@@ -616,13 +671,14 @@ def load_note(results: dict[str, Any]) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    facts = results["machine"]
+    facts, repeats = results["machine"], results["settings"]["repeats"]
     out = [f"## tl-advise speed — {facts['cpu_count']} CPU cores, no GPU, torch {facts['torch']}, "
            f"{facts['date'][:10]}", ""]
     if results["cold_warm"]:
         out += ["### Cold vs warm advise", "",
                 "`python -m tl_advise.advisor.cli DATA --format json -q --cache-dir <fresh dir>` in a fresh "
-                "subprocess (wall includes interpreter start and imports), then the same command again (warm).",
+                "subprocess (wall includes interpreter start and imports), then the same command again (warm); "
+                f"fastest of {repeats}. In-process = the report's `timings.total`.",
                 "", *cold_warm_table(results["cold_warm"]), ""]
     t: Throughput | None = results.get("throughput")
     if t is not None:
@@ -635,22 +691,26 @@ def markdown(results: dict[str, Any]) -> str:
                 *breakdown_table(t), ""]
     if results.get("scaling"):
         out += [f"### Advise time vs dataset size — {SCALE_DATASET} replicated (distinct bytes, same pixels), "
-                "cold cache", "", *scaling_table(results["scaling"]), ""]
+                f"fresh cache, fastest of {repeats}", "", *scaling_table(results["scaling"]), ""]
     out += ["### Targets", "", *targets(results), "", load_note(results), ""]
     return "\n".join(out)
 
 
 def to_json(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"machine": results["machine"], "settings": results["settings"]}
-    out["cold_warm"] = [{**asdict(r), "cold_over_warm": round(r.speedup, 2)} for r in results["cold_warm"]]
+    out["cold_warm"] = [{**asdict(r), "best_cold_wall_s": r.cold.wall_s, "best_warm_wall_s": r.warm.wall_s,
+                         "cold_over_warm": round(r.speedup, 2)} for r in results["cold_warm"]]
     t: Throughput | None = results.get("throughput")
     if t is not None:
         out["throughput"] = {
             **asdict(t), "ratio_ours_over_fair_baseline": round(t.ratio, 3),
+            "cpu_ratio_ours_over_fair_baseline": round(t.cpu_ratio, 3),
             "images_per_s": {k: round(p.images_per_s, 2) for k, p in t.pipelines.items()},
+            "images_per_cpu_s": {k: round(p.images_per_cpu_s, 2) for k, p in t.pipelines.items()},
         }
     points: list[ScalePoint] = results.get("scaling") or []
-    out["scaling"] = [asdict(p) for p in points]
+    out["scaling"] = [{**asdict(p), "best_total_s": p.run.timings["total"], "best_scan_s": p.run.timings["scan"],
+                       "best_wall_s": p.run.wall_s} for p in points]
     if len(points) > 1:
         out["scaling_ratio_total"] = round(points[-1].run.timings["total"] / points[0].run.timings["total"], 3)
         out["scaling_ratio_wall"] = round(points[-1].run.wall_s / points[0].run.wall_s, 3)
@@ -671,6 +731,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="~2 min: hymenoptera only, throughput on the 128-image sample, sizes 1× and 4×")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per pipeline (best is kept)")
+    parser.add_argument("--repeats", type=int,
+                        help="cold/warm pairs per dataset and cold runs per size, best kept (default 2; quick 1)")
     parser.add_argument("--sizes", type=int, nargs="+", help="replication factors (default 1 4 16; quick 1 4)")
     parser.add_argument("--skip", nargs="+", choices=("coldwarm", "throughput", "scaling"), default=[],
                         help="parts to leave out")
@@ -693,9 +755,10 @@ def select_datasets(shared: Path, args: argparse.Namespace) -> list[str]:
 
 def run_all(args: argparse.Namespace, shared: Path, names: list[str], tmp: Path) -> dict[str, Any]:
     sizes = sorted(set(args.sizes or ([1, 4] if args.quick else [1, 4, 16])))
+    repeats = args.repeats or (1 if args.quick else 2)
     results: dict[str, Any] = {
         "machine": machine_facts(),
-        "settings": {"quick": args.quick, "datasets": names, "rounds": args.rounds, "sizes": sizes,
+        "settings": {"quick": args.quick, "datasets": names, "rounds": args.rounds, "sizes": sizes, "repeats": repeats,
                      "shared": str(shared), "batch_size": BATCH_SIZE, "seed": args.seed,
                      "wait_quiet_s": args.wait_quiet,
                      "cold_means": "fresh subprocess + fresh --cache-dir; OS page cache warm (imports primed)"},
@@ -703,13 +766,13 @@ def run_all(args: argparse.Namespace, shared: Path, names: list[str], tmp: Path)
     }
     prime_imports(tmp)
     if "coldwarm" not in args.skip:
-        results["cold_warm"] = [cold_warm(n, dataset_path(shared, n), tmp) for n in names]
+        results["cold_warm"] = [cold_warm(n, dataset_path(shared, n), tmp, repeats) for n in names]
     hym = dataset_path(shared, THROUGHPUT_DATASET)
     if "throughput" not in args.skip and hym.is_dir():
         results["throughput"] = throughput(hym, tmp, sample_only=args.quick, rounds=args.rounds,
                                            breakdown_n=args.breakdown_images)
     if "scaling" not in args.skip and hym.is_dir():
-        results["scaling"] = scaling(hym, sizes, tmp, args.seed)
+        results["scaling"] = scaling(hym, sizes, tmp, args.seed, repeats)
     results["machine"]["load_average_at_end"] = list(os.getloadavg())
     return results
 

@@ -428,6 +428,10 @@ def why_size(bands: SizeBands, dataset: DatasetSummary, band: SizeBand) -> str:
     ipc = dataset.images_per_class
     where = "all images" if dataset.layout == "flat" else f"{dataset.train_split} split"
     measured = f"images per class {fmt_count(ipc)} (median, {where})"
+    if band == "tiny":
+        return f"{measured} is below {fmt_count(bands.tiny_below)} → tiny"
+    if band == "small" and bands.tiny_below > 0:
+        return f"{measured} is within {fmt_count(bands.tiny_below)}–{fmt_count(bands.small_below)} → small"
     if band == "small":
         return f"{measured} is below {fmt_count(bands.small_below)} → small"
     if band == "large":

@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import math
 import string
-import sys
+import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from tl_advise.advisor.errors import RulesError
 from tl_advise.advisor.models import SimilarityLabel, StrategyId
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 DEFAULT_RULES_FILE = "default_rules.toml"
 _PACKAGE = __name__.rpartition(".")[0]
 
-SizeBand = Literal["small", "medium", "large"]
-SIZE_BANDS: tuple[SizeBand, ...] = ("small", "medium", "large")
+SizeBand = Literal["tiny", "small", "medium", "large"]
+SIZE_BANDS: tuple[SizeBand, ...] = ("tiny", "small", "medium", "large")
 SIMILARITY_LABELS: tuple[SimilarityLabel, ...] = ("similar", "different")
 SimilarityMatch = Literal["similar", "different", "any"]
 ShiftLevel = Literal["none", "input", "semantic", "input_and_semantic", "unknown"]
@@ -141,8 +137,13 @@ class SimilarityRules(_Strict):
 
 
 class SizeBands(_Strict):
-    """Images per class (median, training split): small < small_below <= medium <= large_above < large."""
+    """Images per class (median, training split):
+    tiny < tiny_below <= small < small_below <= medium <= large_above < large.
 
+    ``tiny_below = 0`` (the default for files that do not name it) means there is no tiny band.
+    """
+
+    tiny_below: float = Field(default=0.0, ge=0)
     small_below: float = Field(gt=0)
     large_above: float = Field(gt=0)
 
@@ -150,9 +151,18 @@ class SizeBands(_Strict):
     def _ordered(self) -> SizeBands:
         if self.small_below > self.large_above:
             raise ValueError("small_below must not exceed large_above")
+        if self.tiny_below > self.small_below:
+            raise ValueError("tiny_below must not exceed small_below")
         return self
 
+    @property
+    def bands(self) -> tuple[SizeBand, ...]:
+        """The bands in use: a tiny band only when ``tiny_below`` is set."""
+        return SIZE_BANDS if self.tiny_below > 0 else SIZE_BANDS[1:]
+
     def band_for(self, images_per_class: float) -> SizeBand:
+        if images_per_class < self.tiny_below:
+            return "tiny"
         if images_per_class < self.small_below:
             return "small"
         if images_per_class > self.large_above:
@@ -189,14 +199,18 @@ class DecisionRow(_Strict):
         return self
 
 
-def _check_table_coverage(rows: list[DecisionRow]) -> None:
+def _check_table_coverage(rows: list[DecisionRow], bands: tuple[SizeBand, ...]) -> None:
     """Every (size band x similarity label) cell is matched by exactly one row."""
     ids = [row.id for row in rows]
     duplicated = sorted({i for i in ids if ids.count(i) > 1})
     if duplicated:
         raise ValueError(f"duplicate row id(s): {', '.join(duplicated)}")
     problems = []
-    for band in SIZE_BANDS:
+    unused = sorted({row.id for row in rows if row.size not in bands})
+    if unused:
+        problems.append(f"row(s) {', '.join(unused)} use a size band this file does not define "
+                        "(set size_bands.tiny_below)")
+    for band in bands:
         for label in SIMILARITY_LABELS:
             matching = [row.id for row in rows if row.matches(band, label)]
             if not matching:
@@ -393,11 +407,10 @@ class RuleSet(_Strict):
     batch: BatchRules
     warnings: WarningRules
 
-    @field_validator("decision")
-    @classmethod
-    def _table_covers_every_cell_once(cls, rows: list[DecisionRow]) -> list[DecisionRow]:
-        _check_table_coverage(rows)
-        return rows
+    @model_validator(mode="after")
+    def _table_covers_every_cell_once(self) -> RuleSet:
+        _check_table_coverage(self.decision, self.size_bands.bands)
+        return self
 
     @model_validator(mode="after")
     def _every_referenced_strategy_is_defined(self) -> RuleSet:

@@ -40,4 +40,10 @@ def decide(recommended: StrategyId, runs: Sequence[StrategyRun], margin: float) 
     return Verdict(status="refuted", recommended=recommended, best=best.strategy, margin=margin, gap=gap,
                    message=f"refuted: {best.strategy} beat the recommended {recommended} by {_points(gap)} of "
                            f"val accuracy ({best.val.accuracy:.3f} vs {mine.val.accuracy:.3f}), more than "
-                           f"the {_points(margin)} margin")
+                           f"the {_points(margin)} margin{_resolution(mine)}")
+
+
+def _resolution(run: StrategyRun) -> str:
+    """How coarse the evidence is: on a small validation set one image is worth several points."""
+    n = run.val.n_images if run.val else 0
+    return f" (with {n} validation images one image is {_points(1 / n)})" if n else ""

@@ -85,6 +85,26 @@ def snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def truncated_png(path: Path, *, size: tuple[int, int] = (40, 32), seed: int = 5) -> Path:
+    """A PNG whose header, chunk CRCs and IEND are intact but whose IDAT holds half the compressed stream:
+    the scan (header + end marker) accepts it, only a full decode finds the damage."""
+    import io
+    import struct
+    import zlib
+
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    data = buf.getvalue()
+    start = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[start:start + 4])
+    half = data[start + 8:start + 8 + length // 2]
+    chunk = struct.pack(">I", len(half)) + b"IDAT" + half + struct.pack(">I", zlib.crc32(b"IDAT" + half))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:start] + chunk + data[start + 12 + length:])
+    return path
+
+
 @pytest.fixture(scope="session")
 def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One embedding cache for the whole test session (never ~/.cache): each sample is embedded once."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tl_advise.advisor.errors import RulesError
 from tl_advise.advisor.models import (
     STRATEGY_IDS,
@@ -129,7 +130,7 @@ def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
     assert rules.schema_version == 1
     assert set(rules.strategies) == set(STRATEGY_IDS)
     assert {row.id for row in rules.decision} == {
-        "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
+        "tiny-any", "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
     assert rules.similarity.is_calibrated("efficientnet_lite0")
     assert not rules.similarity.is_calibrated("mobilenet_v2")
     assert set(rules.similarity.profile_for("efficientnet_lite0").signals) == set(SIGNAL_NAMES)
@@ -141,16 +142,18 @@ def test_warning_registry_matches_the_rules_tables(rules: RuleSet) -> None:
 
 def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
     dumped = json.loads(dump_rules(rules))
-    assert dumped["size_bands"] == {"small_below": 1000, "large_above": 10000}
-    assert dumped["decision"][0]["id"] == "small-similar"
+    assert dumped["size_bands"] == {"tiny_below": 500, "small_below": 1000, "large_above": 10000}
+    assert dumped["decision"][0]["id"] == "tiny-any"
 
 
 # --------------------------------------------------------------------------- the decision table
 
 
 @pytest.mark.parametrize(("ipc", "label", "rule_id", "strategy"), [
-    (300, "similar", "small-similar", "feature_extraction"),
-    (300, "different", "small-different", "feature_extraction_top_layers"),
+    (300, "similar", "tiny-any", "feature_extraction"),
+    (300, "different", "tiny-any", "feature_extraction"),  # measured: see default_rules.toml, tiny_below
+    (700, "similar", "small-similar", "feature_extraction"),
+    (700, "different", "small-different", "feature_extraction_top_layers"),
     (3000, "similar", "medium-similar", "finetune_last_layers"),
     (3000, "different", "medium-different", "finetune_more_layers"),
     (20000, "similar", "large-any", "full_finetune"),
@@ -185,7 +188,8 @@ def test_large_alternatives_offer_from_scratch_only_when_different(rules: RuleSe
 
 @pytest.mark.parametrize(("ipc", "label", "expected"), [
     (300, "similar", []),                       # feature extraction: frozen
-    (300, "different", STAGES[-2:]),            # ceil(0.15 x 9) = 2
+    (300, "different", []),                     # tiny: feature extraction whatever the domain
+    (700, "different", STAGES[-2:]),            # ceil(0.15 x 9) = 2
     (3000, "similar", STAGES[-3:]),             # ceil(0.25 x 9) = 3
     (3000, "different", STAGES[-5:]),           # ceil(0.5 x 9) = 5
     (20000, "similar", STAGES),                 # everything
@@ -231,7 +235,7 @@ def test_surgical_rule_stays_out_otherwise(rules: RuleSet, ipc: int, shift_level
 
 
 @pytest.mark.parametrize(("ipc", "label"), [
-    (300, "different"), (3000, "similar"), (3000, "different"), (20000, "similar"), (20000, "different")])
+    (700, "different"), (3000, "similar"), (3000, "different"), (20000, "similar"), (20000, "different")])
 def test_finetuning_backbone_lr_is_10_to_100x_below_the_head(rules: RuleSet, ipc: int, label: str) -> None:
     rec = advise(rules, ipc, label)
     lr = rec.learning_rate
@@ -274,7 +278,8 @@ def test_feature_extraction_has_one_phase_and_a_frozen_backbone(rules: RuleSet) 
 
 
 def test_from_scratch_trains_everything_in_one_phase_at_a_normal_lr(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, 'extends = "default"\n[[decision]]\nid = "small-any"\nsize = "small"\n'
+    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\ntiny_below = 0\n'
+                       '[[decision]]\nid = "small-any"\nsize = "small"\n'
                        'similarity = "any"\nstrategy = "feature_extraction"\nwhy = "w"\n'
                        '[[decision]]\nid = "medium-any"\nsize = "medium"\nsimilarity = "any"\n'
                        'strategy = "finetune_last_layers"\nwhy = "w"\n'
@@ -300,8 +305,8 @@ def test_batch_size_is_capped_by_the_training_set(rules: RuleSet) -> None:
 
 def test_why_quotes_measured_numbers_against_thresholds(rules: RuleSet) -> None:
     sim = make_similarity("different", score=0.31, shift_level="semantic", early=0.3, late=0.62)
-    rec = recommend(rules, make_dataset(122), sim, make_backbone())
-    assert rec.why[0] == "images per class 122 (median, train split) is below 1000 → small"
+    rec = recommend(rules, make_dataset(722), sim, make_backbone())
+    assert rec.why[0] == "images per class 722 (median, train split) is within 500–1000 → small"
     assert "similarity 0.31 is below the 0.50 needed for 'similar' → different" in rec.why
     assert "late-layer BN shift 0.62 is above 0.45 → semantic shift" in rec.why
     assert "early-layer BN shift 0.30 is at or below 0.40 → no input-level shift" in rec.why
@@ -429,7 +434,10 @@ def test_clean_dataset_on_a_calibrated_backbone_has_no_warnings(rules: RuleSet) 
     (500, "different", False),
     (300, "similar", False),     # feature extraction trains no backbone stage
 ])
-def test_few_images_for_finetuning(rules: RuleSet, ipc: int, label: str, fires: bool) -> None:
+def test_few_images_for_finetuning(rules: RuleSet, ipc: int, label: str, fires: bool, tmp_path: Path) -> None:
+    # Without the tiny band, small + different tunes the top stages even below 500 per class.
+    rules = load_rules(write_rules(tmp_path, 'extends = "default"\n[size_bands]\ntiny_below = 0\n'
+                                   + "".join(_rows_without_tiny())))
     rec = advise(rules, ipc, label)
     assert ("few_images_for_finetuning" in warning_ids(rec)) is fires
     if fires:
@@ -543,9 +551,9 @@ def test_unknown_warning_id_is_rejected() -> None:
 
 def test_bad_strategy_id_names_the_row_and_the_value() -> None:
     data = default_data()
-    data["decision"][2]["strategy"] = "finetune_all"
+    data["decision"][3]["strategy"] = "finetune_all"
     message = error_for(data)
-    where = "rules.toml: decision.2.strategy (row id 'medium-similar'): "
+    where = "rules.toml: decision.3.strategy (row id 'medium-similar'): "
     assert where + "Input should be 'feature_extraction'" in message
     assert "Got 'finetune_all'" in message
 
@@ -592,7 +600,7 @@ def test_doubly_covered_cell_is_rejected() -> None:
 def test_referenced_strategy_needs_its_table() -> None:
     data = default_data()
     del data["strategies"]["from_scratch"]
-    expected = "decision.4.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
+    expected = "decision.5.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
     assert expected in error_for(data)
 
 
@@ -629,3 +637,24 @@ def test_error_in_an_override_file_names_that_file(tmp_path: Path) -> None:
 def test_extends_only_default(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="only \"default\" can be extended"):
         load_rules(write_rules(tmp_path, 'extends = "other"\n'))
+
+
+def _rows_without_tiny() -> list[str]:
+    """The default decision rows but the tiny one, as TOML (arrays replace the default's whole)."""
+    rows = [row for row in default_data()["decision"] if row["size"] != "tiny"]
+    return [f'[[decision]]\nid = "{r["id"]}"\nsize = "{r["size"]}"\nsimilarity = "{r["similarity"]}"\n'
+            f'strategy = "{r["strategy"]}"\nwhy = "w"\n' for r in rows]
+
+
+def test_tiny_band_is_feature_extraction_whatever_the_domain(rules: RuleSet) -> None:
+    for label in ("similar", "different"):
+        rec = advise(rules, 499, label)
+        assert (rec.rule_id, rec.strategy, rec.unfreeze) == ("tiny-any", "feature_extraction", [])
+        assert rec.why[0] == "images per class 499 (median, train split) is below 500 → tiny"
+    assert advise(rules, 500, "different").rule_id == "small-different"
+
+
+def test_a_row_for_an_undefined_tiny_band_is_rejected() -> None:
+    data = default_data()
+    data["size_bands"]["tiny_below"] = 0
+    assert "row(s) tiny-any use a size band this file does not define" in error_for(data)

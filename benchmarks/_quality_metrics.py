@@ -1,0 +1,214 @@
+"""Pure scoring and calibration helpers of ``advice_quality.py`` (no torch, no I/O): unit-tested on numbers.
+
+Vocabulary: a *case* is one dataset at one images-per-class level. ``accuracy`` maps strategy -> validation
+accuracy in [0, 1]; ``n_val`` is the number of validation images, which sets the standard error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+STRATEGIES: tuple[str, ...] = (
+    "feature_extraction", "feature_extraction_top_layers", "finetune_last_layers",
+    "finetune_more_layers", "full_finetune", "from_scratch",
+)
+
+
+def std_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` measured on ``n`` images: sqrt(p(1-p)/n)."""
+    if n <= 0:
+        return float("nan")
+    p = min(1.0, max(0.0, p))
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def tie_se(p: float, n: int) -> float:
+    """The s.e. used for ties, never below one image (1/n): a perfect score would otherwise have s.e. 0."""
+    return max(std_error(p, n), 1.0 / n) if n > 0 else float("nan")
+
+
+def best_strategy(accuracy: Mapping[str, float]) -> str:
+    """The empirically best strategy; ties go to the earlier (cheaper) one in ``STRATEGIES`` order."""
+    order = {s: i for i, s in enumerate(STRATEGIES)}
+    return min(accuracy, key=lambda s: (-accuracy[s], order.get(s, len(order))))
+
+
+def regret_pp(accuracy: Mapping[str, float], recommended: str) -> float:
+    """Best accuracy minus the recommended strategy's, in percentage points (>= 0)."""
+    return 100.0 * (max(accuracy.values()) - accuracy[recommended])
+
+
+def agrees(accuracy: Mapping[str, float], recommended: str, n_val: int) -> bool:
+    """The recommendation counts as right when it is within one s.e. (of the best score) of the best."""
+    best = max(accuracy.values())
+    return best - accuracy[recommended] <= tie_se(best, n_val) + 1e-12
+
+
+def tied_best(accuracy: Mapping[str, float], n_val: int) -> list[str]:
+    """Every strategy within one s.e. of the best (in ``STRATEGIES`` order)."""
+    return [s for s in STRATEGIES if s in accuracy and agrees(accuracy, s, n_val)]
+
+
+def cost_ratio(advice_s: float, train_s: Sequence[float]) -> float:
+    """Advice time / time of trying every strategy (the sum of their training times)."""
+    total = float(sum(train_s))
+    return advice_s / total if total > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class LRCheck:
+    best_lr: float
+    best_accuracy: float
+    ratio: float  # advised / best (raw)
+    within_3x: bool  # raw: the advised rate within a factor of 3 of the raw best one
+    within_3x_tied: bool  # the advised rate within x3 of SOME rate whose accuracy ties the best (one s.e.)
+
+
+def lr_check(advised: float, sweep: Mapping[float, float], n_val: int, factor: float = 3.0) -> LRCheck:
+    """Is ``advised`` within ``factor`` of the sweep's best rate? ``sweep`` maps rate -> accuracy.
+
+    The raw best is the highest accuracy (ties: the rate closest to the advised one); the tie-aware check
+    accepts the advised rate when any rate within one s.e. of the best is within the factor of it.
+    """
+    tol = 1.0 + 1e-6
+
+    def close(rate: float) -> bool:
+        return max(rate / advised, advised / rate) <= factor * tol
+
+    top = max(sweep.values())
+    best_lr = min((r for r, a in sweep.items() if a == top), key=lambda r: abs(math.log(r / advised)))
+    tied = [r for r, a in sweep.items() if top - a <= tie_se(top, n_val) + 1e-12]
+    return LRCheck(best_lr=best_lr, best_accuracy=top, ratio=advised / best_lr, within_3x=close(best_lr),
+                   within_3x_tied=any(close(r) for r in tied))
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def ramp(value: float, similar_at: float, different_at: float) -> float:
+    """The rules engine's per-signal ramp: 1 at ``similar_at``, 0 at ``different_at``, clipped."""
+    return min(1.0, max(0.0, (value - different_at) / (similar_at - different_at)))
+
+
+Weighting = Mapping[str, tuple[float, float, float]]  # signal -> (weight, similar_at, different_at)
+
+
+def combined_score(signals: Mapping[str, float | None], weighting: Weighting, when_none: float = 0.0) -> float:
+    """Weighted mean of the ramps of the measured signals (unmeasured ones drop out), as the engine does."""
+    total = num = 0.0
+    for name, (weight, similar_at, different_at) in weighting.items():
+        value = signals.get(name)
+        if weight <= 0 or value is None or not math.isfinite(value):
+            continue
+        total += weight
+        num += weight * ramp(value, similar_at, different_at)
+    return num / total if total > 0 else when_none
+
+
+@dataclass(frozen=True)
+class Case:
+    """What calibration needs of one measured case."""
+
+    dataset: str
+    level: str
+    band: str  # size band of the advice
+    signals: Mapping[str, float | None]
+    accuracy: Mapping[str, float]
+    n_val: int
+
+
+# (band, label) -> strategy: the decision table's cells.
+Table = Mapping[tuple[str, str], str]
+
+
+def case_regret(case: Case, score: float, threshold: float, table: Table) -> float:
+    label = "similar" if score >= threshold else "different"
+    return regret_pp(case.accuracy, table[(case.band, label)])
+
+
+def candidate_thresholds(scores: Sequence[float]) -> list[float]:
+    """Midpoints between consecutive distinct scores, plus one below the lowest and one above the highest."""
+    distinct = sorted(set(round(s, 6) for s in scores))
+    if not distinct:
+        return [0.5]
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(distinct)]
+    return [max(0.0, distinct[0] - 0.05), *mids, min(1.0, distinct[-1] + 0.05) + 1e-6]
+
+
+@dataclass(frozen=True)
+class Fit:
+    weighting_name: str
+    threshold: float
+    mean_regret_pp: float
+
+
+def fit_threshold(cases: Sequence[Case], weightings: Mapping[str, Weighting], table: Table,
+                  prior_threshold: float = 0.5) -> Fit:
+    """(weighting, threshold) with the least mean regret on ``cases``.
+
+    Ties (common with few cases) go to the weighting listed first (the current rules come first) and then
+    to the threshold closest to ``prior_threshold``: the evidence moves the rules only as far as it must.
+    """
+    best: tuple[float, int, float, str, float] | None = None
+    for rank, (name, weighting) in enumerate(weightings.items()):
+        scores = [combined_score(c.signals, weighting) for c in cases]
+        for t in candidate_thresholds(scores):
+            mean = sum(case_regret(c, s, t, table) for c, s in zip(cases, scores, strict=True)) / max(len(cases), 1)
+            key = (round(mean, 9), rank, abs(t - prior_threshold), name, t)
+            if best is None or key < best:
+                best = key
+    assert best is not None
+    return Fit(weighting_name=best[3], threshold=best[4], mean_regret_pp=best[0])
+
+
+def fit_table(cases: Sequence[Case], table: Table, labels: Sequence[str]) -> dict[tuple[str, str], str]:
+    """Each cell's strategy with the least mean regret over the cases that fall in it.
+
+    ``labels[i]`` is case i's similarity label. Cells without cases keep the current strategy; ties keep
+    the current one, then the cheaper one.
+    """
+    order = {s: i for i, s in enumerate(STRATEGIES)}
+    fitted = dict(table)
+    for cell, current in table.items():
+        members = [c for c, label in zip(cases, labels, strict=True) if (c.band, label) == cell]
+        if not members:
+            continue
+        options = [s for s in STRATEGIES if all(s in c.accuracy for c in members)]
+
+        def key(strategy: str, members: Sequence[Case] = members, current: str = current) -> tuple:
+            regret = sum(regret_pp(c.accuracy, strategy) for c in members) / len(members)
+            return round(regret, 9), strategy != current, order[strategy]
+
+        fitted[cell] = min(options, key=key)
+    return fitted
+
+
+@dataclass(frozen=True)
+class LODOResult:
+    dataset: str
+    fit: Fit
+    held_out_regret_pp: dict[str, float]  # level -> regret of the held-out dataset's cases
+
+
+def leave_one_dataset_out(cases: Sequence[Case], weightings: Mapping[str, Weighting], table: Table,
+                          prior_threshold: float = 0.5,
+                          fitter: Callable[..., Fit] = fit_threshold) -> list[LODOResult]:
+    """For each dataset: fit on the others' cases, judge its own cases with that fit."""
+    results = []
+    for dataset in sorted({c.dataset for c in cases}):
+        train = [c for c in cases if c.dataset != dataset]
+        test = [c for c in cases if c.dataset == dataset]
+        fit = fitter(train, weightings, table, prior_threshold) if train else \
+            Fit(next(iter(weightings)), prior_threshold, float("nan"))
+        weighting = weightings[fit.weighting_name]
+        held = {c.level: case_regret(c, combined_score(c.signals, weighting), fit.threshold, table) for c in test}
+        results.append(LODOResult(dataset=dataset, fit=fit, held_out_regret_pp=held))
+    return results
+
+
+def mean(values: Sequence[float]) -> float:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else float("nan")

@@ -1,0 +1,560 @@
+"""Advice quality: does the recommended strategy train best? Regret, agreement, LR check, cost, calibration.
+
+    .venv/bin/python benchmarks/advice_quality.py                      # every dataset, levels 10 and 40/class
+    .venv/bin/python benchmarks/advice_quality.py --quick              # one dataset, one level, tiny budget
+    .venv/bin/python benchmarks/advice_quality.py --device cuda        # same command on a GPU
+
+For each dataset and images-per-class level (a seeded subsample built as a folder of symlinks, with a
+fixed validation split), the advice runs cold (own cache folder, timed), then every strategy trains
+under one budget (same image size, epoch cap and seed for all) with the runners, each with the recipe
+the rules give it on that dataset; then a learning-rate sweep (advised ÷10 … ×10) on the recommended
+strategy. Results go to ``benchmarks/results/advice_quality.{json,md,png}``, written after every case;
+a re-run skips the cases already there with the same budget (``--force`` redoes them).
+The calibration section refits the similarity weighting/threshold and the decision table's cells from
+the measured cases, judged leave-one-dataset-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _quality_metrics import (
+    STRATEGIES,
+    Case,
+    Weighting,
+    agrees,
+    best_strategy,
+    case_regret,
+    combined_score,
+    cost_ratio,
+    fit_table,
+    fit_threshold,
+    leave_one_dataset_out,
+    lr_check,
+    mean,
+    regret_pp,
+    std_error,
+    tied_best,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+LR_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
+
+# A person's label (../shared/README.md) and the training image size: the native size rounded up to 64
+# for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos.
+DATASETS: dict[str, dict[str, Any]] = {
+    "hymenoptera": {"person": "close", "native_px": None},
+    "flowers5_small": {"person": "close", "native_px": None},
+    "lfw_faces_vs_nonfaces": {"person": "in between", "native_px": 25},
+    "eurosat_small": {"person": "far", "native_px": 64},
+    "pneumoniamnist": {"person": "far", "native_px": 28},
+}
+
+log = logging.getLogger("advice_quality")
+
+
+# --------------------------------------------------------------------------- dataset levels
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _classes(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
+def _link_all(files: Sequence[Path], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (dest / f.name).symlink_to(f.resolve())
+
+
+def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fraction: float = 0.2) -> dict[str, int]:
+    """A train/ + val/ folder of symlinks: at most ``level`` train images per class (None: all), seeded.
+
+    Validation is the dataset's own val/ split when it has one (test/ is left out: not needed here);
+    otherwise a seeded ``val_fraction`` hold-out per class made once, the same at every level.
+    Returns the per-class train counts.
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    rng = random.Random(seed)
+    counts: dict[str, int] = {}
+    has_splits = (src / "train").is_dir() and (src / "val").is_dir()
+    for cls in _classes(src / "train" if has_splits else src):
+        files = _images(cls)
+        if has_splits:
+            train, val = files, _images(src / "val" / cls.name)
+        else:
+            shuffled = files[:]
+            rng.shuffle(shuffled)
+            n_val = max(1, round(val_fraction * len(files)))
+            val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+        if level is not None and len(train) > level:
+            train = sorted(random.Random(f"{seed}:{cls.name}:{level}").sample(train, level))
+        _link_all(train, dest / "train" / cls.name)
+        _link_all(val, dest / "val" / cls.name)
+        counts[cls.name] = len(train)
+    return counts
+
+
+def levels_for(src: Path, wanted: Sequence[int], seed: int) -> list[int | None]:
+    """The wanted levels below the dataset's train size per class, then None (all) if a level reached it."""
+    has_splits = (src / "train").is_dir()
+    per_class = [len(_images(c)) for c in _classes(src / "train" if has_splits else src)]
+    available = min(per_class) if has_splits else min(n - max(1, round(0.2 * n)) for n in per_class)
+    levels: list[int | None] = [lv for lv in sorted(set(wanted)) if lv < available]
+    if len(levels) < len(set(wanted)):
+        levels.append(None)
+    return levels
+
+
+def level_name(level: int | None) -> str:
+    return "full" if level is None else f"{level}/class"
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def image_size_for(name: str, default: int) -> int:
+    native = DATASETS.get(name, {}).get("native_px")
+    return min(default, 64) if native is not None and native <= 64 else default
+
+
+def train_strategies(session: Any, strategies: Sequence[str], out: Path, args: argparse.Namespace,
+                     image_size: int, **overrides: float) -> dict[str, dict[str, Any]]:
+    """Train ``strategies`` with the runners under the budget; strategy -> measured numbers."""
+    from tl_advise.runners import RunOptions, run_advice
+
+    options = RunOptions(output_dir=out, strategies=list(strategies), max_epochs=args.max_epochs,
+                         image_size=image_size, seed=args.seed, device=args.device, progress=False,
+                         patience=args.patience, num_workers=args.num_workers, **overrides)
+    report = run_advice(session, options)
+    measured: dict[str, dict[str, Any]] = {}
+    for run in report.runs:
+        if run.val is None:
+            log.warning("%s failed: %s", run.strategy, run.error)
+            continue
+        s = run.settings
+        measured[run.strategy] = {
+            "accuracy": run.val.accuracy, "balanced_accuracy": run.val.balanced_accuracy,
+            "n_val": run.val.n_images, "se": std_error(run.val.accuracy, run.val.n_images),
+            "train_time_s": run.train_time_s, "epochs_run": run.epochs_run, "status": run.status,
+            "head_lr": s.head_lr if s else None, "backbone_lr": s.backbone_lr if s else None,
+            "image_size": s.image_size if s else None, "unfreeze": list(s.unfreeze) if s else [],
+            # The rules' own (uncapped) epochs, to project what trying this strategy costs at full schedule.
+            "schedule_epochs": schedule_epochs(session, run.strategy),
+        }
+    return measured
+
+
+def schedule_epochs(session: Any, strategy: str) -> int:
+    """Epochs the rules' recipe trains ``strategy`` for (head + fine-tune phases), before any budget cap."""
+    from tl_advise.runners.recipes import recommendation_for
+
+    return sum(p.epochs for p in recommendation_for(session, strategy).schedule)
+
+
+def projected_all_s(runs: dict[str, dict[str, Any]]) -> float:
+    """Time of trying every strategy at the rules' own epochs: measured s/epoch x scheduled epochs.
+
+    Feature extraction's embedding happens once whatever the epochs, so it is counted as measured.
+    """
+    total = 0.0
+    for strategy, v in runs.items():
+        if strategy == "feature_extraction" or not v["epochs_run"]:
+            total += v["train_time_s"]
+        else:
+            total += v["train_time_s"] / v["epochs_run"] * max(v["schedule_epochs"], v["epochs_run"])
+    return total
+
+
+def lr_sweep(session: Any, strategy: str, main: dict[str, Any], out: Path, args: argparse.Namespace,
+             image_size: int) -> dict[str, Any]:
+    """The recommended strategy at advised LR x LR_FACTORS (backbone LR when it tunes the backbone)."""
+    param = "backbone_lr" if main.get("backbone_lr") else "head_lr"
+    advised = float(main[param])
+    points = []
+    for factor in LR_FACTORS:
+        rate = float(f"{advised * factor:.3g}")
+        if factor == 1.0:
+            acc, n = main["accuracy"], main["n_val"]
+        else:
+            log.info("  LR sweep %s %s=%g", strategy, param, rate)
+            got = train_strategies(session, [strategy], out / f"lr_{factor:.3g}", args, image_size,
+                                   **{param: rate})
+            if strategy not in got:
+                continue
+            acc, n = got[strategy]["accuracy"], got[strategy]["n_val"]
+        points.append({"factor": factor, "lr": rate, "accuracy": acc, "n_val": n})
+    check = lr_check(advised, {p["lr"]: p["accuracy"] for p in points}, main["n_val"])
+    return {"param": param, "advised": advised, "points": points, "best_lr": check.best_lr,
+            "ratio": check.ratio, "within_3x": check.within_3x, "within_3x_tied": check.within_3x_tied}
+
+
+def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) -> dict[str, Any]:
+    from tl_advise.advisor import advise_session
+    from tl_advise.rules import signals_from_measurements
+
+    key = f"{name}@{level_name(level)}"
+    work = args.work_dir / key.replace("/", "_")
+    counts = build_level(src, work / "data", level, args.seed)
+    cache = work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)  # cold advice: its time is what a user pays the first time
+    image_size = image_size_for(name, args.image_size)
+
+    started = time.perf_counter()
+    session = advise_session(work / "data", cache_dir=cache, seed=args.seed, device=args.device, rules=args.rules)
+    advice_wall = time.perf_counter() - started
+    r = session.result
+    rec = r.recommendation
+    sim = r.similarity
+    log.info("%s: %s (score %.2f, %s) -> %s in %.1fs", key, r.dataset.images_per_class, sim.score, sim.label,
+             rec.strategy, advice_wall)
+
+    runs = train_strategies(session, STRATEGIES, work / "runs", args, image_size)
+    accuracy = {s: v["accuracy"] for s, v in runs.items()}
+    n_val = min(v["n_val"] for v in runs.values())
+    best = best_strategy(accuracy)
+    sweep = lr_sweep(session, rec.strategy, runs[rec.strategy], work / "lr", args, image_size) \
+        if rec.strategy in runs and not args.no_lr_sweep else None
+    return {
+        "dataset": name, "level": level_name(level), "person_label": DATASETS.get(name, {}).get("person"),
+        "train_per_class": counts, "images_per_class": r.dataset.images_per_class,
+        "size_band": session.rules.size_bands.band_for(r.dataset.images_per_class),
+        "n_val": n_val, "image_size": image_size,
+        "advice": {
+            "strategy": rec.strategy, "rule_id": rec.rule_id, "score": sim.score, "label": sim.label,
+            "threshold": sim.threshold, "shift_level": sim.shift_level,
+            "signals": signals_from_measurements(sim.bn_shift, sim.head, sim.separability),
+            "head_lr": rec.learning_rate.head, "backbone_lr": rec.learning_rate.backbone,
+            "time_s": round(advice_wall, 3), "timings": r.timings, "sample_images": r.sample.n_images,
+        },
+        "runs": runs,
+        "best": best, "tied_best": tied_best(accuracy, n_val),
+        "regret_pp": regret_pp(accuracy, rec.strategy) if rec.strategy in accuracy else None,
+        "agree_raw": best == rec.strategy,
+        "agree_within_se": agrees(accuracy, rec.strategy, n_val) if rec.strategy in accuracy else False,
+        "all_strategies_s": sum(v["train_time_s"] for v in runs.values()),
+        "cost_ratio": cost_ratio(advice_wall, [v["train_time_s"] for v in runs.values()]),
+        "projected_all_strategies_s": projected_all_s(runs),
+        "projected_cost_ratio": cost_ratio(advice_wall, [projected_all_s(runs)]),
+        "lr_sweep": sweep,
+    }
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def weightings_from_rules(rules: Any, backbone: str = "efficientnet_lite0") -> dict[str, Weighting]:
+    """The current weighting first, then a few candidate weightings built from the same anchors."""
+    profile = rules.similarity.profile_for(backbone)
+    anchors = {n: (r.similar_at, r.different_at) for n, r in profile.signals.items()}
+
+    def only(weights: dict[str, float]) -> Weighting:
+        return {n: (weights.get(n, 0.0), *anchors[n]) for n in anchors}
+
+    current = {n: (r.weight, r.similar_at, r.different_at) for n, r in profile.signals.items()}
+    return {
+        "current (bn_late .5, head .25/.25)": current,
+        "bn_shift_late only": only({"bn_shift_late": 1.0}),
+        "head signals only": only({"head_max_prob": 0.5, "head_entropy": 0.5}),
+        "current + logreg_gain .25": only({"bn_shift_late": 0.5, "head_max_prob": 0.25, "head_entropy": 0.25,
+                                           "logreg_gain": 0.25}),
+        "logreg_gain only": only({"logreg_gain": 1.0}),
+    }
+
+
+def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+    """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells."""
+    bands = ("small", "medium", "large")
+    table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
+    cases = [Case(dataset=c["dataset"], level=c["level"], band=c["size_band"], signals=c["advice"]["signals"],
+                  accuracy={s: v["accuracy"] for s, v in c["runs"].items()}, n_val=c["n_val"])
+             for c in cases_json if len(c["runs"]) == len(STRATEGIES)]
+    if not cases:
+        return {}
+    weightings = weightings_from_rules(rules)
+    prior = rules.similarity.threshold_for("efficientnet_lite0")
+    current_name = next(iter(weightings))
+    current_scores = [combined_score(c.signals, weightings[current_name]) for c in cases]
+    current = [case_regret(c, s, prior, table) for c, s in zip(cases, current_scores, strict=True)]
+    in_sample = fit_threshold(cases, weightings, table, prior)
+    lodo = leave_one_dataset_out(cases, weightings, table, prior)
+    lodo_regrets = [r for res in lodo for r in res.held_out_regret_pp.values()]
+
+    labels = ["similar" if s >= prior else "different" for s in current_scores]
+    table_in = fit_table(cases, table, labels)
+    table_lodo: dict[str, dict[str, float]] = {}
+    for dataset in sorted({c.dataset for c in cases}):
+        idx_train = [i for i, c in enumerate(cases) if c.dataset != dataset]
+        fitted = fit_table([cases[i] for i in idx_train], table, [labels[i] for i in idx_train])
+        table_lodo[dataset] = {c.level: regret_pp(c.accuracy, fitted[(c.band, labels[i])])
+                               for i, c in enumerate(cases) if c.dataset == dataset}
+    fmt = {f"{b}-{lab}": s for (b, lab), s in table.items()}
+    return {
+        "n_cases": len(cases), "datasets": sorted({c.dataset for c in cases}),
+        "current": {"threshold": prior, "weighting": current_name, "mean_regret_pp": mean(current),
+                    "scores": {f"{c.dataset}@{c.level}": s for c, s in zip(cases, current_scores, strict=True)}},
+        "threshold_fit": {
+            "in_sample": {"weighting": in_sample.weighting_name, "threshold": in_sample.threshold,
+                          "mean_regret_pp": in_sample.mean_regret_pp},
+            "lodo": {"mean_regret_pp": mean(lodo_regrets), "max_regret_pp": max(lodo_regrets),
+                     "per_dataset": [{"held_out": r.dataset, "weighting": r.fit.weighting_name,
+                                      "threshold": r.fit.threshold, "held_out_regret_pp": r.held_out_regret_pp}
+                                     for r in lodo]},
+        },
+        "table_fit": {
+            "current": fmt,
+            "in_sample": {f"{b}-{lab}": s for (b, lab), s in table_in.items()},
+            "in_sample_mean_regret_pp": mean([regret_pp(c.accuracy, table_in[(c.band, lab)])
+                                              for c, lab in zip(cases, labels, strict=True)]),
+            "lodo_mean_regret_pp": mean([v for d in table_lodo.values() for v in d.values()]),
+            "lodo_max_regret_pp": max(v for d in table_lodo.values() for v in d.values()),
+            "lodo_per_dataset": table_lodo,
+        },
+    }
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cases = results["cases"]
+    b = results["budget"]
+    lines = [
+        "# Advice quality", "",
+        f"Budget: image size {b['image_size']} px (64 px for the ≤64 px datasets), at most {b['max_epochs']} "
+        f"epochs per phase, patience {b['patience']}, seed {b['seed']}, device {b['device']}. "
+        "Accuracy = validation accuracy in %; ± = one binomial s.e. sqrt(p(1-p)/n); "
+        "'agree' = the recommended strategy is within one s.e. of the best.", "",
+        "| dataset | level | a person says | score → label | recommended | best (val %) | recommended (val %) "
+        "| regret pp | agree (raw / ±s.e.) | n val | advice s | all 6 s | cost ratio (budget / rules' epochs) "
+        "| LR advised → best (×3? raw / tied) |",
+        "|" + "---|" * 14,
+    ]
+    for c in cases:
+        acc = {s: v["accuracy"] for s, v in c["runs"].items()}
+        rec = c["advice"]["strategy"]
+        se = std_error(acc[c["best"]], c["n_val"])
+        sw = c.get("lr_sweep")
+        lr = (f"{sw['param'].replace('_lr', '')} {sw['advised']:.3g} → {sw['best_lr']:.3g} "
+              f"({'yes' if sw['within_3x'] else 'no'} / tied {'yes' if sw['within_3x_tied'] else 'no'})"
+              if sw else "–")
+        lines.append(
+            f"| {c['dataset']} | {c['level']} | {c['person_label']} | {c['advice']['score']:.2f} → "
+            f"{c['advice']['label']} | {rec} | {c['best']} {_pct(acc[c['best']])}±{100 * se:.1f} | "
+            f"{_pct(acc.get(rec))} | {c['regret_pp']:.1f} | {'yes' if c['agree_raw'] else 'no'} / "
+            f"{'yes' if c['agree_within_se'] else 'no'} | {c['n_val']} | {c['advice']['time_s']:.1f} | "
+            f"{c['all_strategies_s']:.0f} | {100 * c['cost_ratio']:.1f} % / {100 * c['projected_cost_ratio']:.1f} % "
+            f"| {lr} |")
+    lines += ["", "Every strategy's validation accuracy (%) and training time (s):", "",
+              "| dataset | level | " + " | ".join(STRATEGIES) + " |", "|" + "---|" * (2 + len(STRATEGIES))]
+    for c in cases:
+        cells = [f"{_pct(c['runs'][s]['accuracy'])} ({c['runs'][s]['train_time_s']:.0f}s)" if s in c["runs"]
+                 else "failed" for s in STRATEGIES]
+        lines.append(f"| {c['dataset']} | {c['level']} | " + " | ".join(cells) + " |")
+    s = results.get("summary", {})
+    if s:
+        lines += ["", "## Summary", "",
+                  f"- mean regret {s['mean_regret_pp']:.2f} pp, max {s['max_regret_pp']:.2f} pp "
+                  f"(per-dataset mean max {s['max_dataset_mean_regret_pp']:.2f} pp)",
+                  f"- agreement: raw {s['agree_raw']}/{s['n_cases']}, within one s.e. "
+                  f"{s['agree_within_se']}/{s['n_cases']}",
+                  f"- LR within ×3 of the sweep's best: raw {s['lr_within_3x']}/{s['lr_checked']}, "
+                  f"tie-aware {s['lr_within_3x_tied']}/{s['lr_checked']}",
+                  f"- cost ratio (advice ÷ all six strategies): mean {100 * s['mean_cost_ratio']:.1f} %, "
+                  f"max {100 * s['max_cost_ratio']:.1f} % at this budget; at the rules' own epoch counts "
+                  f"(measured s/epoch x scheduled epochs) mean {100 * s['mean_projected_cost_ratio']:.1f} %, "
+                  f"max {100 * s['max_projected_cost_ratio']:.1f} %"]
+    cal = results.get("calibration", {})
+    if cal:
+        tf, tb = cal["threshold_fit"], cal["table_fit"]
+        lines += ["", "## Calibration", "",
+                  f"- current rules ({cal['current']['weighting']}, threshold {cal['current']['threshold']:.2f}): "
+                  f"mean regret {cal['current']['mean_regret_pp']:.2f} pp",
+                  f"- weighting + threshold refit, in-sample: {tf['in_sample']['weighting']}, threshold "
+                  f"{tf['in_sample']['threshold']:.3f}, mean regret {tf['in_sample']['mean_regret_pp']:.2f} pp",
+                  f"- same refit judged leave-one-dataset-out: mean regret {tf['lodo']['mean_regret_pp']:.2f} pp, "
+                  f"max {tf['lodo']['max_regret_pp']:.2f} pp"]
+        lines += [f"  - held out {d['held_out']}: fit {d['weighting']} @ {d['threshold']:.3f} → "
+                  + ", ".join(f"{k} {v:.1f} pp" for k, v in d["held_out_regret_pp"].items())
+                  for d in tf["lodo"]["per_dataset"]]
+        changed = {k: v for k, v in tb["in_sample"].items() if v != tb["current"][k]}
+        lines += [f"- decision-table cells refit in-sample: {changed or 'no change'}; mean regret "
+                  f"{tb['in_sample_mean_regret_pp']:.2f} pp in-sample, {tb['lodo_mean_regret_pp']:.2f} pp LODO "
+                  f"(max {tb['lodo_max_regret_pp']:.2f})"]
+    return "\n".join(lines) + "\n"
+
+
+def summary(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    regrets = [c["regret_pp"] for c in cases if c["regret_pp"] is not None]
+    by_dataset: dict[str, list[float]] = {}
+    for c in cases:
+        by_dataset.setdefault(c["dataset"], []).append(c["regret_pp"])
+    sweeps = [c["lr_sweep"] for c in cases if c.get("lr_sweep")]
+    ratios = [c["cost_ratio"] for c in cases]
+    return {
+        "n_cases": len(cases), "mean_regret_pp": mean(regrets), "max_regret_pp": max(regrets, default=0.0),
+        "max_dataset_mean_regret_pp": max((mean(v) for v in by_dataset.values()), default=0.0),
+        "per_dataset_mean_regret_pp": {d: mean(v) for d, v in by_dataset.items()},
+        "agree_raw": sum(c["agree_raw"] for c in cases), "agree_within_se": sum(c["agree_within_se"] for c in cases),
+        "lr_checked": len(sweeps), "lr_within_3x": sum(s["within_3x"] for s in sweeps),
+        "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps),
+        "mean_cost_ratio": mean(ratios), "max_cost_ratio": max(ratios, default=0.0),
+        "mean_projected_cost_ratio": mean([c["projected_cost_ratio"] for c in cases]),
+        "max_projected_cost_ratio": max((c["projected_cost_ratio"] for c in cases), default=0.0),
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = results["cases"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [f"{c['dataset']}\n{c['level']}" for c in cases]
+    colours = ["tab:green" if c["agree_within_se"] else "tab:red" for c in cases]
+    ax1.bar(range(len(cases)), [c["regret_pp"] for c in cases], color=colours)
+    ax1.axhline(1.0, ls="--", c="grey", lw=1, label="target mean ≤ 1 pp")
+    ax1.axhline(3.0, ls=":", c="grey", lw=1, label="target max ≤ 3 pp")
+    ax1.set_xticks(range(len(cases)), labels, rotation=60, ha="right", fontsize=7)
+    ax1.set_ylabel("regret (pp): best − recommended val accuracy")
+    ax1.set_title("Regret per case (green: within one s.e. of the best)")
+    ax1.legend(fontsize=7)
+    order = {"close": 0, "in between": 1, "far": 2}
+    for c in cases:
+        x = order.get(c["person_label"] or "", 3) + random.Random(c["dataset"] + c["level"]).uniform(-0.15, 0.15)
+        ax2.scatter(x, c["advice"]["score"], c="tab:blue" if c["advice"]["label"] == "similar" else "tab:orange")
+        ax2.annotate(f"{c['dataset']} {c['level']}", (x, c["advice"]["score"]), fontsize=6)
+    if cases:
+        ax2.axhline(cases[0]["advice"]["threshold"], ls="--", c="grey", lw=1, label="threshold")
+    ax2.set_xticks(range(3), ["close", "in between", "far"])
+    ax2.set_xlabel("a person's label (distance from ImageNet photos)")
+    ax2.set_ylabel("combined similarity score")
+    ax2.set_title("Similarity score vs a person's label")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
+    results["summary"] = summary(results["cases"])
+    results["calibration"] = calibrate(results["cases"], rules)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp = prefix.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    tmp.replace(prefix.with_suffix(".json"))
+    prefix.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
+    if results["cases"]:
+        plot(results, prefix.with_suffix(".png"))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    shared = Path(os.environ.get("TL_ADVISE_SHARED", REPO.parent / "shared"))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("datasets", nargs="*", type=Path, help="dataset folders (default: every one in <shared>/data)")
+    p.add_argument("--shared", type=Path, default=shared)
+    p.add_argument("--levels", default="10,40", help="train images per class, comma-separated; 'full' is added "
+                   "when a level reaches the dataset's size")
+    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--max-epochs", type=int, default=2, help="cap on head and fine-tune epochs")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--num-workers", type=int, default=0, help="data-loader workers (0: in-process; fastest for "
+                   "these small sets on 2 cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--rules", type=Path, default=None, help="rules file for the advice (default: packaged)")
+    p.add_argument("--out", type=Path, default=RESULTS / "advice_quality", help="output prefix (no suffix)")
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-advice-quality"))
+    p.add_argument("--no-lr-sweep", action="store_true")
+    p.add_argument("--force", action="store_true", help="redo cases already in the results file")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: lfw_faces_vs_nonfaces at 10/class, 64 px, 1 epoch (~2-3 min on 2 cores)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.levels, args.image_size, args.max_epochs = "10", 64, 1
+        if not args.datasets:
+            args.datasets = [args.shared / "data" / "lfw_faces_vs_nonfaces"]
+    if not args.datasets:
+        args.datasets = [args.shared / "data" / n for n in DATASETS if (args.shared / "data" / n).is_dir()]
+    return args
+
+
+def budget_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {"image_size": args.image_size, "max_epochs": args.max_epochs, "patience": args.patience,
+            "seed": args.seed, "device": args.device, "lr_factors": list(LR_FACTORS),
+            "lr_sweep": not args.no_lr_sweep, "rules": str(args.rules) if args.rules else "default"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("tl_advise",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import tl_advise.advisor  # noqa: F401  (first: importing tl_advise.rules first is a circular import)
+    from tl_advise.rules import load_rules
+
+    rules = load_rules(args.rules)
+    results_path = args.out.with_suffix(".json")
+    budget = budget_of(args)
+    results: dict[str, Any] = {"budget": budget, "command": " ".join(sys.argv), "cases": []}
+    if results_path.is_file() and not args.force:
+        old = json.loads(results_path.read_text(encoding="utf-8"))
+        if old.get("budget") == budget:
+            results["cases"] = old.get("cases", [])
+        else:
+            log.warning("%s has another budget: starting over", results_path)
+    done = {(c["dataset"], c["level"]) for c in results["cases"]}
+    wanted = [int(x) for x in args.levels.split(",") if x.strip() and x.strip() != "full"]
+    started = time.perf_counter()
+    for src in args.datasets:
+        if not src.is_dir():
+            log.error("no dataset folder %s", src)
+            return 2
+        for level in levels_for(src, wanted, args.seed) if wanted else [None]:
+            if (src.name, level_name(level)) in done:
+                log.info("%s@%s: already in %s, skipped", src.name, level_name(level), results_path)
+                continue
+            t0 = time.perf_counter()
+            case = run_case(src.name, src, level, args)
+            results["cases"] = [c for c in results["cases"]
+                                if (c["dataset"], c["level"]) != (case["dataset"], case["level"])] + [case]
+            write_outputs(results, args.out, rules)
+            log.info("%s@%s done in %.0fs: best %s, recommended %s, regret %.1f pp, cost ratio %.1f %%",
+                     src.name, level_name(level), time.perf_counter() - t0, case["best"],
+                     case["advice"]["strategy"], case["regret_pp"], 100 * case["cost_ratio"])
+    write_outputs(results, args.out, rules)
+    log.info("all done in %.0fs", time.perf_counter() - started)
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

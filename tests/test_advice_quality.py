@@ -1,0 +1,126 @@
+"""The advice-quality benchmark: its pure scoring/calibration parts on synthetic numbers (fast), and a
+``--quick`` end-to-end run on one real dataset (slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, shared_dataset
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+import _quality_metrics as qm
+
+
+def test_std_error_and_regret() -> None:
+    assert qm.std_error(0.5, 100) == pytest.approx(0.05)
+    assert qm.std_error(1.0, 10) == 0.0
+    assert math.isnan(qm.std_error(0.5, 0))
+    acc = {"feature_extraction": 0.80, "full_finetune": 0.85}
+    assert qm.regret_pp(acc, "feature_extraction") == pytest.approx(5.0)
+    assert qm.regret_pp(acc, "full_finetune") == 0.0
+    assert qm.best_strategy(acc) == "full_finetune"
+    # Exact ties go to the cheaper strategy (earlier in STRATEGIES).
+    assert qm.best_strategy({"full_finetune": 0.9, "feature_extraction": 0.9}) == "feature_extraction"
+
+
+def test_agreement_counts_ties_within_one_standard_error() -> None:
+    acc = {"feature_extraction": 0.80, "finetune_last_layers": 0.85, "from_scratch": 0.50}
+    # n=40: s.e. of 0.85 is ~0.056 -> 5 pp behind is a tie.
+    assert qm.agrees(acc, "feature_extraction", 40)
+    assert not qm.agrees(acc, "from_scratch", 40)
+    # n=10000: s.e. ~0.0036 -> 5 pp behind is a real loss.
+    assert not qm.agrees(acc, "feature_extraction", 10000)
+    assert qm.tied_best(acc, 40) == ["feature_extraction", "finetune_last_layers"]
+    # A perfect best score still allows one image's worth of noise.
+    assert qm.agrees({"feature_extraction": 1.0, "full_finetune": 0.99}, "full_finetune", 100)
+
+
+def test_cost_ratio() -> None:
+    assert qm.cost_ratio(5.0, [50.0, 30.0, 20.0]) == pytest.approx(0.05)
+    assert math.isnan(qm.cost_ratio(5.0, []))
+
+
+def test_lr_check_within_factor_three() -> None:
+    sweep = {1e-5: 0.70, 3e-5: 0.75, 1e-4: 0.80, 3e-4: 0.85, 1e-3: 0.60}
+    far = qm.lr_check(1e-5, sweep, n_val=10000)
+    assert far.best_lr == 3e-4 and not far.within_3x and not far.within_3x_tied
+    near = qm.lr_check(1e-4, sweep, n_val=10000)
+    assert near.within_3x and near.ratio == pytest.approx(1 / 3)
+    # With 20 validation images (s.e. 8 pp) 0.80 ties 0.85, so 4e-5 (x2.5 from 1e-4) is accepted tie-aware only.
+    tied = qm.lr_check(4e-5, sweep, n_val=20)
+    assert not tied.within_3x and tied.within_3x_tied
+
+
+def _case(dataset: str, score_signal: float, fe: float, top: float, level: str = "10/class") -> qm.Case:
+    return qm.Case(dataset=dataset, level=level, band="small", signals={"bn_shift_late": score_signal},
+                   accuracy={"feature_extraction": fe, "feature_extraction_top_layers": top}, n_val=100)
+
+
+TABLE = {("small", "similar"): "feature_extraction", ("small", "different"): "feature_extraction_top_layers"}
+WEIGHTINGS: dict[str, qm.Weighting] = {"late": {"bn_shift_late": (1.0, 1.0, 0.0)}}
+
+
+def test_combined_score_matches_the_engine_ramp() -> None:
+    from tl_advise.advisor import advise  # noqa: F401  (import order: advisor before rules)
+    from tl_advise.rules import ramp_score
+
+    weighting = {"a": (0.5, 0.25, 0.55), "b": (0.5, 0.5, 0.15), "c": (0.0, 1.0, 0.0)}
+    signals = {"a": 0.4, "b": 0.3, "c": 0.9}
+    expected = 0.5 * ramp_score(0.4, 0.25, 0.55) + 0.5 * ramp_score(0.3, 0.5, 0.15)
+    assert qm.combined_score(signals, weighting) == pytest.approx(expected)
+    # An unmeasured signal drops out and the others are renormalised.
+    assert qm.combined_score({"a": 0.4, "b": None}, weighting) == pytest.approx(ramp_score(0.4, 0.25, 0.55))
+    assert qm.combined_score({}, weighting, when_none=0.3) == 0.3
+
+
+def test_threshold_fit_and_leave_one_dataset_out() -> None:
+    # High score -> frozen features win; low score -> tuning the top wins. The boundary lies in (0.3, 0.7).
+    cases = [_case("a", 0.9, 0.95, 0.90), _case("b", 0.7, 0.90, 0.85), _case("c", 0.3, 0.70, 0.80),
+             _case("d", 0.1, 0.60, 0.75)]
+    fit = qm.fit_threshold(cases, WEIGHTINGS, TABLE, prior_threshold=0.5)
+    assert fit.mean_regret_pp == 0.0 and 0.3 < fit.threshold <= 0.7
+    lodo = qm.leave_one_dataset_out(cases, WEIGHTINGS, TABLE, prior_threshold=0.5)
+    assert [r.dataset for r in lodo] == ["a", "b", "c", "d"]
+    assert all(r.held_out_regret_pp["10/class"] == 0.0 for r in lodo)
+    # Held out, the edge case "b" cannot move the boundary: its fit comes from a, c, d only.
+    cases[1] = _case("b", 0.3, 0.90, 0.85)  # now out of line with the others
+    in_sample = qm.fit_threshold(cases, WEIGHTINGS, TABLE, prior_threshold=0.5)
+    held_b = next(r for r in qm.leave_one_dataset_out(cases, WEIGHTINGS, TABLE, 0.5) if r.dataset == "b")
+    assert held_b.held_out_regret_pp["10/class"] == pytest.approx(5.0)
+    assert in_sample.mean_regret_pp <= 5.0 / 4 + 1e-9
+
+
+def test_threshold_ties_stay_near_the_prior() -> None:
+    cases = [_case("a", 0.9, 0.9, 0.9), _case("b", 0.1, 0.9, 0.9)]  # nothing to learn
+    assert qm.fit_threshold(cases, WEIGHTINGS, TABLE, prior_threshold=0.5).threshold == pytest.approx(0.5)
+
+
+def test_fit_table_changes_a_cell_only_on_evidence() -> None:
+    cases = [_case("a", 0.9, 0.80, 0.90), _case("b", 0.8, 0.70, 0.75)]
+    fitted = qm.fit_table(cases, TABLE, ["similar", "similar"])
+    assert fitted[("small", "similar")] == "feature_extraction_top_layers"
+    assert fitted[("small", "different")] == TABLE[("small", "different")]  # no cases: unchanged
+    even = [_case("a", 0.9, 0.80, 0.80)]
+    assert qm.fit_table(even, TABLE, ["similar"])[("small", "similar")] == "feature_extraction"
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
+    data = shared_dataset("lfw_faces_vs_nonfaces")
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import advice_quality
+
+    out = tmp_path / "aq" / "advice_quality"
+    assert advice_quality.main(["--quick", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    (case,) = results["cases"]
+    assert set(case["runs"]) == set(qm.STRATEGIES)
+    assert case["regret_pp"] >= 0 and case["cost_ratio"] > 0
+    assert {p["factor"] for p in case["lr_sweep"]["points"]} == {0.1, 1 / 3, 1.0, 3.0, 10.0}
+    assert all(r["image_size"] == 64 for r in case["runs"].values())
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
