@@ -29,6 +29,7 @@ from tl_advise.advisor.scan import ImageRecord
 logger = logging.getLogger(__name__)
 
 _PIXELS = PIXEL_BASELINE_SIZE * PIXEL_BASELINE_SIZE
+SUBSAMPLE_FROM_PX = 28  # BN-input maps this large or larger are summarised on a stride-2 grid
 
 
 @dataclass
@@ -107,6 +108,10 @@ class _BNRecorder:
             x = inputs[0].float()
             if self.keep is not None:
                 x = x[self.keep]
+            if x.dim() == 4 and min(x.shape[2:]) >= SUBSAMPLE_FROM_PX:
+                # Every other row and column: the hooks cost as much as the forward pass on the large
+                # early maps otherwise, and thousands of positions per image still pin the moments down.
+                x = x[:, :, ::2, ::2]
             dims = tuple(range(2, x.dim()))
             self.sum_mean[i] += x.mean(dim=dims).sum(0).double().cpu()
             self.sum_sq[i] += (x * x).mean(dim=dims).sum(0).double().cpu()

@@ -282,7 +282,7 @@ def weightings_from_rules(rules: Any, backbone: str = "efficientnet_lite0") -> d
 
 def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
     """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells."""
-    bands = ("small", "medium", "large")
+    bands = rules.size_bands.bands
     table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
     cases = [Case(dataset=c["dataset"], level=c["level"], band=c["size_band"], signals=c["advice"]["signals"],
                   accuracy={s: v["accuracy"] for s, v in c["runs"].items()}, n_val=c["n_val"])
