@@ -98,7 +98,8 @@ class _Timer:
         try:
             yield
         finally:
-            self.timings[name] = round(time.perf_counter() - start, 3)
+            # A step may run in pieces (imports): its time adds up.
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 def advise(
@@ -154,7 +155,8 @@ def advise_session(
         measured = _cached_measurements(cache, key)
         device_used = "none (measurements from the cache)"
         if measured is None:
-            from tl_advise.advisor.device import describe, resolve_device
+            with timer.step("imports"):
+                from tl_advise.advisor.device import describe, resolve_device
 
             torch_device = resolve_device(device)
             device_used = describe(torch_device)
@@ -201,9 +203,10 @@ def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRe
             device: object, cache: ArrayCache, seed: int, batch_size: int, num_workers: int | None,
             progress: bool, timer: _Timer) -> tuple[Measurements, Backbone]:
     """The cold path: load the backbone, one forward pass over the sample, every raw signal."""
-    from tl_advise.advisor import similarity as signals
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.embed import embed
+    with timer.step("imports"):  # torch, torchvision, timm, scikit-learn: seconds on a small machine
+        from tl_advise.advisor import similarity as signals
+        from tl_advise.advisor.backbones import load_backbone
+        from tl_advise.advisor.embed import embed
 
     with timer.step("load_backbone"):
         net = load_backbone(backbone_spec, weights_file=weights, progress=progress)

@@ -16,16 +16,14 @@ from typing import Any
 import click
 
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
+from tl_advise.advisor.models import STRATEGY_IDS
 
 logger = logging.getLogger("tl_advise")
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = ("text", "json", "markdown")
 FAIL_ON = ("warning", "refuted")
-STRATEGY_CHOICES = (
-    "feature_extraction", "feature_extraction_top_layers", "finetune_last_layers",
-    "finetune_more_layers", "full_finetune", "from_scratch",
-)
+STRATEGY_CHOICES = STRATEGY_IDS
 _BUDGET_PART = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ep|epochs?|s|sec|m|min|h)\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 

@@ -6,7 +6,7 @@ field is renamed or removed (adding optional fields keeps it).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,14 +20,7 @@ StrategyId = Literal[
     "full_finetune",
     "from_scratch",
 ]
-STRATEGY_IDS: tuple[StrategyId, ...] = (
-    "feature_extraction",
-    "feature_extraction_top_layers",
-    "finetune_last_layers",
-    "finetune_more_layers",
-    "full_finetune",
-    "from_scratch",
-)
+STRATEGY_IDS: tuple[StrategyId, ...] = get_args(StrategyId)
 
 SimilarityLabel = Literal["similar", "different"]
 

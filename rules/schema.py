@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -40,17 +40,7 @@ SignalName = Literal[
     "logme",
     "logme_gain",
 ]
-SIGNAL_NAMES: tuple[SignalName, ...] = (
-    "bn_shift_early",
-    "bn_shift_middle",
-    "bn_shift_late",
-    "head_max_prob",
-    "head_entropy",
-    "knn_gain",
-    "logreg_gain",
-    "logme",
-    "logme_gain",
-)
+SIGNAL_NAMES: tuple[SignalName, ...] = get_args(SignalName)
 DEFAULT_PROFILE = "default"
 
 
