@@ -31,7 +31,7 @@ from tl_advise.advisor.models import (
 )
 from tl_advise.advisor.sampling import DEFAULT_PER_CLASS, DEFAULT_TOTAL, stratified_sample, without_duplicates
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset
-from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity
+from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
 
 if TYPE_CHECKING:
     from tl_advise.advisor.backbones import Backbone
@@ -225,17 +225,7 @@ def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRe
 
 
 def similarity_report(ruleset: RuleSet, backbone: BackboneInfo, measured: Measurements) -> SimilarityReport:
-    values = {
-        "bn_shift_early": measured.bn_shift.early if measured.bn_shift else None,
-        "bn_shift_middle": measured.bn_shift.middle if measured.bn_shift else None,
-        "bn_shift_late": measured.bn_shift.late if measured.bn_shift else None,
-        "head_max_prob": measured.head.mean_max_prob if measured.head else None,
-        "head_entropy": measured.head.mean_entropy if measured.head else None,
-        "knn_gain": measured.separability.knn_gain if measured.separability else None,
-        "logreg_gain": measured.separability.logreg_gain if measured.separability else None,
-        "logme": measured.separability.logme if measured.separability else None,
-        "logme_gain": measured.separability.logme_gain if measured.separability else None,
-    }
+    values = signals_from_measurements(measured.bn_shift, measured.head, measured.separability)
     verdict = score_similarity(ruleset, backbone.name, values)
     notes = list(verdict.notes)
     if measured.bn_shift is None:
