@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"tl-advise: error: {exc}", err=True)
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("tl-advise: interrupted", err=True)
+        click.echo("tl-advise: interrupted (a --run keeps every finished epoch: run again with --resume)",
+                   err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, the traceback only with -v
         click.echo(f"tl-advise: internal error: {exc.__class__.__name__}: {exc} "
