@@ -23,6 +23,7 @@ from torchvision import transforms as T
 from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.imaging import interpolation_mode, open_rgb
 from tl_advise.advisor.models import DuplicateGroup, Preprocessing
+from tl_advise.advisor.sampling import stratified_sample
 from tl_advise.advisor.scan import DatasetScan, ImageRecord
 
 logger = logging.getLogger(__name__)
@@ -81,17 +82,7 @@ def stratified_holdout(records: Sequence[ImageRecord], root: Path, duplicates: S
 
 def subsample_per_class(records: Sequence[ImageRecord], cap: int | None, seed: int) -> list[ImageRecord]:
     """At most ``cap`` images per class, chosen with a seeded RNG; order as in ``records``."""
-    if cap is None:
-        return list(records)
-    by_class: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in records:
-        by_class[record.class_name].append(record)
-    rng = random.Random(seed)
-    keep: set[Path] = set()
-    for name in sorted(by_class):
-        members = sorted(by_class[name], key=lambda r: r.path)
-        keep.update(r.path for r in (rng.sample(members, cap) if len(members) > cap else members))
-    return [r for r in records if r.path in keep]
+    return stratified_sample(records, per_class=cap, total=None, seed=seed)
 
 
 def make_splits(scan: DatasetScan, *, val_fraction: float, seed: int,
