@@ -169,7 +169,8 @@ def advise_session(
     if measured.n_images == 0:
         raise DatasetError(f"{scan.root}: none of the sampled images could be decoded")
 
-    info = measured.backbone.model_copy(update={"calibrated": ruleset.similarity.is_calibrated(backbone)})
+    info = measured.backbone.model_copy(
+        update={"calibrated": ruleset.similarity.is_calibrated(measured.backbone.profile_key)})
     with timer.step("rules"):
         similarity = similarity_report(ruleset, info, measured)
         recommendation = recommend(ruleset, scan.summary, similarity, info)
@@ -226,7 +227,7 @@ def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRe
 
 def similarity_report(ruleset: RuleSet, backbone: BackboneInfo, measured: Measurements) -> SimilarityReport:
     values = signals_from_measurements(measured.bn_shift, measured.head, measured.separability)
-    verdict = score_similarity(ruleset, backbone.name, values)
+    verdict = score_similarity(ruleset, backbone.profile_key, values)
     notes = list(verdict.notes)
     if measured.bn_shift is None:
         notes.append(f"{backbone.name} has no batch norm: the BN-shift signal is absent, the others decide")

@@ -27,6 +27,7 @@ from tl_advise.advisor.models import (
     StrategyId,
 )
 from tl_advise.rules.schema import (
+    DEFAULT_PROFILE,
     SIGNAL_NAMES,
     BackboneSimilarity,
     BatchRules,
@@ -47,6 +48,7 @@ from tl_advise.rules.schema import (
     UncalibratedBackboneWarning,
     WarningRule,
     WithinSplitDuplicatesWarning,
+    normalise_backbone_name,
 )
 
 SIGNAL_LABELS: dict[str, str] = {
@@ -137,12 +139,12 @@ def score_similarity(
     calibrated = sim.is_calibrated(backbone_name)
     threshold = sim.threshold_for(backbone_name)
     notes: list[str] = []
-    if profile_name != backbone_name:
-        if profile_name == "default":
-            notes.append(f"no similarity profile for '{backbone_name}': the default profile's thresholds "
-                         "were used")
-        else:
-            notes.append(f"'{backbone_name}' uses the '{profile_name}' similarity profile")
+    placeholder = "" if calibrated else ", an uncalibrated placeholder"
+    if profile_name == DEFAULT_PROFILE:
+        notes.append(f"no similarity profile for '{backbone_name}': the default profile's thresholds "
+                     "were used")
+    elif normalise_backbone_name(profile_name) != normalise_backbone_name(backbone_name):
+        notes.append(f"'{backbone_name}' uses the '{profile_name}' similarity profile{placeholder}")
     elif not calibrated:
         notes.append(f"the similarity profile for '{backbone_name}' is an uncalibrated placeholder")
 
@@ -378,7 +380,7 @@ def check_skipped_files(ctx: AdviceContext, rule: SkippedFilesWarning) -> Fields
 
 
 def check_uncalibrated_backbone(ctx: AdviceContext, rule: UncalibratedBackboneWarning) -> Fields | None:
-    name = ctx.backbone.name
+    name = ctx.backbone.profile_key
     if ctx.backbone.calibrated and ctx.rules.similarity.is_calibrated(name):
         return None
     return {"backbone": name}
@@ -526,7 +528,7 @@ def recommend(
     batch_size = batch_size_for(rules.batch, strategy, n_train)
 
     ctx = AdviceContext(rules, dataset, similarity, backbone, row.strategy, strategy, unfreeze)
-    profile = rules.similarity.profile_for(backbone.name)
+    profile = rules.similarity.profile_for(backbone.profile_key)
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
            *why_components(similarity.components), *why_shift_level(profile, similarity),
@@ -549,6 +551,7 @@ def recommend(
         learning_rate=rates,
         optimizer=strategy.optimizer,
         weight_decay=strategy.weight_decay,
+        batchnorm=strategy.batchnorm,
         schedule=build_schedule(strategy, rates, unfreeze),
         batch_size=batch_size,
         augmentation=list(strategy.augmentation),

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tl_advise.advisor.errors import RulesError
-from tl_advise.advisor.models import SimilarityLabel, StrategyId
+from tl_advise.advisor.models import BATCHNORM_HELP, BatchNormMode, SimilarityLabel, StrategyId
 
 DEFAULT_RULES_FILE = "default_rules.toml"
 _PACKAGE = __name__.rpartition(".")[0]
@@ -103,11 +103,12 @@ class SimilarityRules(_Strict):
         return value
 
     def profile_name_for(self, backbone_name: str) -> str:
-        """The profile used for a backbone: its own if there is one, else ``default``."""
-        wanted = normalise_backbone_name(backbone_name)
-        for name in self.backbones:
-            if normalise_backbone_name(name) == wanted:
-                return name
+        """The profile used for a backbone, most specific first: ``arch:WEIGHTS`` (signals depend on the
+        weights they were measured with), then ``arch``, else ``default``."""
+        by_name = {normalise_backbone_name(name): name for name in self.backbones}
+        for wanted in (backbone_name, backbone_name.split(":", 1)[0]):
+            if (found := by_name.get(normalise_backbone_name(wanted))) is not None:
+                return found
         return DEFAULT_PROFILE
 
     def profile_for(self, backbone_name: str) -> BackboneSimilarity:
@@ -243,6 +244,7 @@ class StrategyRule(_Strict):
     discriminative_floor: float = Field(default=0.1, gt=0, le=1)
     optimizer: Literal["adam", "adamw", "sgd"]
     weight_decay: float = Field(ge=0)
+    batchnorm: BatchNormMode = Field(description=BATCHNORM_HELP)
     head_epochs: int = Field(ge=0)
     finetune_epochs: int = Field(ge=0)
     batch_size: int = Field(ge=1)
@@ -265,6 +267,9 @@ class StrategyRule(_Strict):
         if not self.pretrained and (self.unfreeze_top_fraction < 1 or self.head_epochs > 0):
             raise ValueError("pretrained = false trains every stage from the start: "
                              "unfreeze_top_fraction = 1.0 and head_epochs = 0")
+        if not self.pretrained and self.batchnorm == "inference":
+            raise ValueError('pretrained = false needs batchnorm = "train": a random backbone has no '
+                             "statistics to keep")
         return self
 
 

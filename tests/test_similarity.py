@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_dataset
+from conftest import shared_dataset, shared_dir
 from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.backbones import Backbone, load_backbone
@@ -300,3 +300,48 @@ def test_real_dataset_sample_and_source_head(real_advice: Callable[[str], Advice
     assert hym.similarity.head is not None and pneu.similarity.head is not None
     assert hym.similarity.head.mean_max_prob > pneu.similarity.head.mean_max_prob + 0.2
     assert hym.similarity.head.mean_entropy < pneu.similarity.head.mean_entropy
+
+
+MOBILENET_V2 = "mobilenet_v2:IMAGENET1K_V1"
+
+
+@pytest.fixture(scope="module")
+def mobilenet_advice(tmp_path_factory: pytest.TempPathFactory,
+                     session_cache_dir: Path) -> Iterator[Callable[[str], AdviceResult]]:
+    """advise() with torchvision's MobileNetV2 (IMAGENET1K_V1), its weights from ../shared/weights."""
+    import shutil
+
+    from tl_advise.advisor import advise
+
+    weights = shared_dir() / "weights" / "mobilenet_v2-b0353104.pth"
+    if not weights.is_file():
+        pytest.skip(f"{weights} is absent (set TL_ADVISE_SHARED to the folder holding weights/)")
+    home = tmp_path_factory.mktemp("torch-home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    shutil.copy(weights, home / "hub" / "checkpoints" / weights.name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCH_HOME", str(home))
+        done: dict[str, AdviceResult] = {}
+
+        def get(name: str) -> AdviceResult:
+            if name not in done:
+                done[name] = advise(shared_dataset(name), backbone=MOBILENET_V2, per_class=PER_CLASS,
+                                    cache_dir=session_cache_dir, device="cpu")
+            return done[name]
+
+        yield get
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_mobilenet_v2_profile_is_calibrated_on_real_data(mobilenet_advice: Callable[[str], AdviceResult]
+                                                        ) -> None:
+    results = {name: mobilenet_advice(name) for name in (*REAL, "lfw_faces_vs_nonfaces")}
+    scores = {name: r.similarity.score for name, r in results.items()}
+    labels = {name: r.similarity.label for name, r in results.items()}
+    assert labels == {"hymenoptera": "similar", "flowers5_small": "similar", "eurosat_small": "different",
+                      "pneumoniamnist": "different", "lfw_faces_vs_nonfaces": "different"}, scores
+    for r in results.values():
+        assert r.backbone.profile_key == MOBILENET_V2 and r.backbone.calibrated
+        assert "uncalibrated_backbone" not in {w.id for w in r.recommendation.warnings}
+        assert not any("profile" in note for note in r.similarity.notes), r.similarity.notes
