@@ -23,6 +23,10 @@ StrategyId = Literal[
 STRATEGY_IDS: tuple[StrategyId, ...] = get_args(StrategyId)
 
 SimilarityLabel = Literal["similar", "different"]
+BatchNormMode = Literal["inference", "train"]
+BATCHNORM_HELP = ("how the pretrained backbone's batch-norm layers run while it trains: 'inference' keeps "
+                  "their ImageNet statistics in every stage, unfrozen ones too; 'train' re-estimates them "
+                  "from the batches")
 
 
 class _Model(BaseModel):
@@ -98,6 +102,14 @@ class BackboneInfo(_Model):
     stages: list[str] = Field(description="ordered groups of layers, input to head; the head is not a stage")
     has_batchnorm: bool
     calibrated: bool = Field(description="whether rules/ holds similarity thresholds measured for it")
+
+    @property
+    def profile_key(self) -> str:
+        """What the rules look its similarity profile up by: ``arch:WEIGHTS`` for a torchvision weights
+        enum (``mobilenet_v2:IMAGENET1K_V1``), else the architecture name."""
+        if self.source == "torchvision":
+            return f"{self.name}:{self.weights.rsplit('.', 1)[-1]}"
+        return self.name
 
 
 # --------------------------------------------------------------------------- similarity
@@ -205,6 +217,7 @@ class Recommendation(_Model):
     learning_rate: LearningRates
     optimizer: str
     weight_decay: float
+    batchnorm: BatchNormMode = Field(description=BATCHNORM_HELP)
     schedule: list[Phase]
     batch_size: int
     augmentation: list[str]
@@ -276,6 +289,7 @@ class RunSettings(_Model):
     per_stage_lr: dict[str, float]
     optimizer: str
     weight_decay: float
+    batchnorm: BatchNormMode
     head_epochs: int
     finetune_epochs: int
     batch_size: int

@@ -113,13 +113,14 @@ def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fractio
     return counts
 
 
-def levels_for(src: Path, wanted: Sequence[int], seed: int) -> list[int | None]:
-    """The wanted levels below the dataset's train size per class, then None (all) if a level reached it."""
+def levels_for(src: Path, wanted: Sequence[int], seed: int, full: bool = False) -> list[int | None]:
+    """The wanted levels below the dataset's train size per class, then None (all) if a level reached it
+    or ``full`` asks for the whole dataset."""
     has_splits = (src / "train").is_dir()
     per_class = [len(_images(c)) for c in _classes(src / "train" if has_splits else src)]
     available = min(per_class) if has_splits else min(n - max(1, round(0.2 * n)) for n in per_class)
     levels: list[int | None] = [lv for lv in sorted(set(wanted)) if lv < available]
-    if len(levels) < len(set(wanted)):
+    if full or len(levels) < len(set(wanted)):
         levels.append(None)
     return levels
 
@@ -480,8 +481,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", type=Path, help="dataset folders (default: every one in <shared>/data)")
     p.add_argument("--shared", type=Path, default=shared)
-    p.add_argument("--levels", default="10,40", help="train images per class, comma-separated; 'full' is added "
-                   "when a level reaches the dataset's size")
+    p.add_argument("--levels", default="10,40", help="train images per class, comma-separated, and 'full' for "
+                   "the whole dataset (also added when a level reaches the dataset's size)")
     p.add_argument("--image-size", type=int, default=96)
     p.add_argument("--max-epochs", type=int, default=2, help="cap on head and fine-tune epochs")
     p.add_argument("--patience", type=int, default=3)
@@ -493,7 +494,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS / "advice_quality", help="output prefix (no suffix)")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-advice-quality"))
     p.add_argument("--no-lr-sweep", action="store_true")
-    p.add_argument("--force", action="store_true", help="redo cases already in the results file")
+    p.add_argument("--force", action="store_true",
+                   help="redo the requested cases even if the results file has them (others are kept)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: lfw_faces_vs_nonfaces at 10/class, 64 px, 1 epoch (~2-3 min on 2 cores)")
     args = p.parse_args(argv)
@@ -525,20 +527,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_path = args.out.with_suffix(".json")
     budget = budget_of(args)
     results: dict[str, Any] = {"budget": budget, "command": " ".join(sys.argv), "cases": []}
-    if results_path.is_file() and not args.force:
+    if results_path.is_file():
         old = json.loads(results_path.read_text(encoding="utf-8"))
         if old.get("budget") == budget:
             results["cases"] = old.get("cases", [])
         else:
             log.warning("%s has another budget: starting over", results_path)
-    done = {(c["dataset"], c["level"]) for c in results["cases"]}
-    wanted = [int(x) for x in args.levels.split(",") if x.strip() and x.strip() != "full"]
+    # --force redoes the cases asked for and keeps the others.
+    done = set() if args.force else {(c["dataset"], c["level"]) for c in results["cases"]}
+    tokens = [x.strip() for x in args.levels.split(",") if x.strip()]
+    wanted = [int(x) for x in tokens if x != "full"]
     started = time.perf_counter()
     for src in args.datasets:
         if not src.is_dir():
             log.error("no dataset folder %s", src)
             return 2
-        for level in levels_for(src, wanted, args.seed) if wanted else [None]:
+        for level in levels_for(src, wanted, args.seed, full="full" in tokens) if wanted else [None]:
             if (src.name, level_name(level)) in done:
                 log.info("%s@%s: already in %s, skipped", src.name, level_name(level), results_path)
                 continue

@@ -63,6 +63,7 @@ class StrategyContext:
         return RunSettings(
             pretrained=r.pretrained, unfreeze=list(r.unfreeze), head_lr=r.head_lr, backbone_lr=r.backbone_lr,
             per_stage_lr=dict(r.per_stage_lr), optimizer=r.optimizer, weight_decay=r.weight_decay,
+            batchnorm=r.batchnorm,
             head_epochs=r.head_epochs, finetune_epochs=r.finetune_epochs, batch_size=r.batch_size,
             image_size=r.image_size, augmentation=augmentation, augmentation_skipped=skipped,
             label_smoothing=r.label_smoothing, dropout=r.dropout, n_train=len(self.splits.train),

@@ -103,7 +103,7 @@ def run(ctx: StrategyContext) -> StrategyRun:
         training_modules = freeze_body(backbone, phase.train_stages)
         groups = param_groups(recipe, backbone, head, phase)
         optimizer = make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay)
-        return PreparedPhase(optimizer, frozen_batchnorm(backbone, training_modules))
+        return PreparedPhase(optimizer, frozen_batchnorm(backbone, training_modules, mode=recipe.batchnorm))
 
     job = TrainingJob(
         strategy=recipe.strategy, model=model, phases=phase_plans(recipe, backbone), prepare_phase=prepare,

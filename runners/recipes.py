@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from tl_advise.advisor.api import AdviceSession
-from tl_advise.advisor.models import Recommendation, StrategyId
+from tl_advise.advisor.models import BatchNormMode, Recommendation, StrategyId
 from tl_advise.rules import engine
 from tl_advise.runners.options import RunOptions
 
@@ -28,6 +28,7 @@ class Recipe:
     per_stage_lr: dict[str, float]
     optimizer: str
     weight_decay: float
+    batchnorm: BatchNormMode
     head_epochs: int
     finetune_epochs: int
     batch_size: int
@@ -67,7 +68,7 @@ def recipe_from_recommendation(rec: Recommendation, *, pretrained: bool, image_s
     return Recipe(
         strategy=rec.strategy, pretrained=pretrained, unfreeze=list(rec.unfreeze),
         head_lr=head_lr, backbone_lr=backbone_lr, per_stage_lr=dict(rec.learning_rate.per_stage),
-        optimizer=rec.optimizer, weight_decay=rec.weight_decay,
+        optimizer=rec.optimizer, weight_decay=rec.weight_decay, batchnorm=rec.batchnorm,
         head_epochs=_epochs_of(rec, ("head",)), finetune_epochs=finetune_epochs,
         batch_size=rec.batch_size, augmentation=list(rec.augmentation),
         label_smoothing=_number_after(r"label smoothing\s*([0-9.]+)", rec.regularization, 0.0),
@@ -93,7 +94,7 @@ def recommendation_for(session: AdviceSession, strategy_id: StrategyId) -> Recom
     batch_size = engine.batch_size_for(rules.batch, strategy, engine.training_images(session.result.dataset))
     return advised.model_copy(update={
         "strategy": strategy_id, "unfreeze": unfreeze, "learning_rate": rates,
-        "optimizer": strategy.optimizer, "weight_decay": strategy.weight_decay,
+        "optimizer": strategy.optimizer, "weight_decay": strategy.weight_decay, "batchnorm": strategy.batchnorm,
         "schedule": engine.build_schedule(strategy, rates, unfreeze), "batch_size": batch_size,
         "augmentation": list(strategy.augmentation), "regularization": list(strategy.regularization),
         "alternatives": [],

@@ -83,9 +83,10 @@ def make_similarity(label: str = "similar", *, score: float | None = None, shift
 
 
 def make_backbone(stages: list[str] | None = None, *, name: str = "efficientnet_lite0",
-                  calibrated: bool = True, input_size: int = 224) -> BackboneInfo:
+                  calibrated: bool = True, input_size: int = 224, weights: str | None = None) -> BackboneInfo:
+    """An embedded backbone, or a torchvision one when ``weights`` names its enum member."""
     return BackboneInfo(
-        name=name, weights="w", source="embedded", feature_dim=1280,
+        name=name, weights=weights or "w", source="torchvision" if weights else "embedded", feature_dim=1280,
         preprocessing=Preprocessing(input_size=input_size, crop_pct=0.875, interpolation="bicubic",
                                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
         stages=list(STAGES if stages is None else stages), has_batchnorm=True, calibrated=calibrated,
@@ -133,6 +134,7 @@ def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
         "tiny-any", "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
     assert rules.similarity.is_calibrated("efficientnet_lite0")
     assert not rules.similarity.is_calibrated("mobilenet_v2")
+    assert rules.similarity.is_calibrated("mobilenet_v2:IMAGENET1K_V1")
     assert set(rules.similarity.profile_for("efficientnet_lite0").signals) == set(SIGNAL_NAMES)
 
 
@@ -403,6 +405,30 @@ def test_uncalibrated_backbone_falls_back_to_the_default_profile(rules: RuleSet)
     assert any("default profile" in n for n in verdict.notes)
     assert score_similarity(rules, "mobilenet_v2", {"bn_shift_late": 0.2}).calibrated is False
     assert score_similarity(rules, "EfficientNet-Lite0", {"bn_shift_late": 0.2}).calibrated is True
+    assert not any("profile" in n for n in score_similarity(rules, "EfficientNet-Lite0", {"bn_shift_late": 0.2}).notes)
+
+
+def test_profiles_are_looked_up_by_weights_first(rules: RuleSet) -> None:
+    sim = rules.similarity
+    # The weights the profile was measured with: calibrated, whatever the spelling.
+    assert sim.profile_name_for("mobilenet_v2:IMAGENET1K_V1") == "mobilenet_v2:IMAGENET1K_V1"
+    assert sim.profile_name_for("MobileNet-V2:imagenet1k_v1") == "mobilenet_v2:IMAGENET1K_V1"
+    # Other weights of the same architecture fall back to its (uncalibrated) architecture profile.
+    assert sim.profile_name_for("mobilenet_v2:IMAGENET1K_V2") == "mobilenet_v2"
+    assert not sim.is_calibrated("mobilenet_v2:IMAGENET1K_V2")
+    verdict = score_similarity(rules, "mobilenet_v2:IMAGENET1K_V2", {"bn_shift_late": 0.2})
+    assert verdict.calibrated is False
+    assert any("uses the 'mobilenet_v2' similarity profile, an uncalibrated placeholder" in n
+               for n in verdict.notes), verdict.notes
+    # An architecture-level profile serves every weights of it; unknown architectures get the default.
+    assert sim.profile_name_for("efficientnet_lite0:anything") == "efficientnet_lite0"
+    assert sim.profile_name_for("resnet50:IMAGENET1K_V2") == "default"
+
+
+def test_backbone_profile_key_names_torchvision_weights() -> None:
+    tv = make_backbone(name="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V1")
+    assert tv.profile_key == "mobilenet_v2:IMAGENET1K_V1"
+    assert make_backbone().profile_key == "efficientnet_lite0"
 
 
 @pytest.mark.parametrize(("early", "late", "level"), [
@@ -486,11 +512,14 @@ def test_duplicates_and_skipped_files(rules: RuleSet) -> None:
     assert "train/a/bad.jpg (truncated)" in rec.warnings[0].message
 
 
-@pytest.mark.parametrize(("name", "calibrated", "fires"), [
-    ("efficientnet_lite0", True, False), ("mobilenet_v2", True, True), ("resnet50", False, True),
-    ("efficientnet_lite0", False, True)])
-def test_uncalibrated_backbone(rules: RuleSet, name: str, calibrated: bool, fires: bool) -> None:
-    rec = advise(rules, backbone=make_backbone(name=name, calibrated=calibrated))
+@pytest.mark.parametrize(("name", "weights", "calibrated", "fires"), [
+    ("efficientnet_lite0", None, True, False), ("mobilenet_v2", None, True, True),
+    ("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", True, False),
+    ("mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V2", True, True),
+    ("resnet50", None, False, True), ("efficientnet_lite0", None, False, True)])
+def test_uncalibrated_backbone(rules: RuleSet, name: str, weights: str | None, calibrated: bool,
+                               fires: bool) -> None:
+    rec = advise(rules, backbone=make_backbone(name=name, calibrated=calibrated, weights=weights))
     assert ("uncalibrated_backbone" in warning_ids(rec)) is fires
 
 
@@ -562,6 +591,19 @@ def test_negative_lr_is_rejected() -> None:
     data = default_data()
     data["strategies"]["finetune_last_layers"]["head_lr"] = -1e-3
     assert "strategies.finetune_last_layers.head_lr: Input should be greater than 0" in error_for(data)
+
+
+def test_batchnorm_mode_is_checked() -> None:
+    data = default_data()
+    data["strategies"]["from_scratch"]["batchnorm"] = "inference"
+    assert 'strategies.from_scratch: pretrained = false needs batchnorm = "train"' in error_for(data)
+    data["strategies"]["from_scratch"]["batchnorm"] = "frozen"
+    assert "strategies.from_scratch.batchnorm: Input should be 'inference' or 'train'" in error_for(data)
+
+
+def test_recommendation_carries_the_strategys_batchnorm_mode(rules: RuleSet) -> None:
+    assert advise(rules, 2000, "different").batchnorm == "inference"
+    assert all(s.batchnorm == ("inference" if s.pretrained else "train") for s in rules.strategies.values())
 
 
 @pytest.mark.parametrize(("section", "key", "value", "where"), [

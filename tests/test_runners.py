@@ -128,7 +128,8 @@ def test_metrics_match_a_hand_count() -> None:
 def _recipe(**kw: object) -> Recipe:
     base: dict[str, object] = dict(
         strategy="finetune_last_layers", pretrained=True, unfreeze=["s1", "s2"], head_lr=1e-3, backbone_lr=1e-4,
-        per_stage_lr={"s1": 5e-5, "s2": 1e-4}, optimizer="adamw", weight_decay=0.01, head_epochs=5,
+        per_stage_lr={"s1": 5e-5, "s2": 1e-4}, optimizer="adamw", weight_decay=0.01, batchnorm="inference",
+        head_epochs=5,
         finetune_epochs=20, batch_size=32, augmentation=[])
     return Recipe(**(base | kw))
 

@@ -131,26 +131,34 @@ def test_saved_model_predicts_what_was_measured(session: AdviceSession, tmp_path
 # --------------------------------------------------------------------------- two-phase fine-tuning
 
 
-def test_finetune_trains_exactly_the_named_stages(session: AdviceSession, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batchnorm", ["inference", "train"])
+def test_finetune_trains_exactly_the_named_stages(session: AdviceSession, tmp_path: Path, flowers: Path,
+                                                  batchnorm: str) -> None:
+    if batchnorm != session.rules.strategies["finetune_last_layers"].batchnorm:
+        override = tmp_path / "rules.toml"
+        override.write_text(f'extends = "default"\n[strategies.finetune_last_layers]\nbatchnorm = "{batchnorm}"\n')
+        session = advise_session(flowers, rules=override, cache_dir=session.cache.folder, device="cpu")
     pretrained = {k: v.clone() for k, v in session.backbone.body.state_dict().items()}
-    report = run_advice(session, RunOptions(output_dir=tmp_path, strategies=["finetune_last_layers"],
+    report = run_advice(session, RunOptions(output_dir=tmp_path / "run", strategies=["finetune_last_layers"],
                                             head_epochs=1, finetune_epochs=1, max_train_images_per_class=6,
                                             **SMALL))
     run = _only(report.runs)
-    assert run.settings is not None
+    assert run.settings is not None and run.settings.batchnorm == batchnorm
     named = run.settings.unfreeze
     assert named == ["blocks.5", "blocks.6", "conv_head"]
     assert [c.phase for c in run.curves] == ["head", "finetune"]
     # The session's own backbone is never trained in place.
     assert all(torch.equal(v, pretrained[k]) for k, v in session.backbone.body.state_dict().items())
 
-    trained = _last_body(tmp_path / "finetune_last_layers")
+    trained = _last_body(tmp_path / "run" / "finetune_last_layers")
     for stage, keys in _stage_keys(session.backbone).items():
         changed = _changed(pretrained, trained, keys)
         if stage in named:
             weights = [k for k in keys if k.endswith("weight")]
             assert set(weights) <= set(changed), f"{stage}: some weights did not train"
-            assert any("running_mean" in k for k in changed), f"{stage}: its BN did not train"
+            # "inference" keeps the ImageNet BN statistics of unfrozen stages; "train" re-estimates them.
+            bn_moved = any("running_mean" in k for k in changed)
+            assert bn_moved is (batchnorm == "train"), f"{stage}: BN statistics moved: {bn_moved}"
         else:
             assert changed == [], f"frozen stage {stage} changed: {changed[:3]}"
 
