@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, shared_dataset
+from conftest import REPO_ROOT, make_class_folder, shared_dataset
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
@@ -124,3 +124,14 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     assert {p["factor"] for p in case["lr_sweep"]["points"]} == {0.1, 1 / 3, 1.0, 3.0, 10.0}
     assert all(r["image_size"] == 64 for r in case["runs"].values())
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+
+
+def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
+    import advice_quality
+
+    flat = make_class_folder(tmp_path / "flat", {"a": 10, "b": 12})  # 8 / 10 train after the 20 % hold-out
+    assert advice_quality.levels_for(flat, [4], seed=0) == [4]
+    assert advice_quality.levels_for(flat, [4], seed=0, full=True) == [4, None]
+    # A level the dataset cannot reach is replaced by the whole dataset, once.
+    assert advice_quality.levels_for(flat, [4, 8, 50], seed=0) == [4, None]
+    assert advice_quality.level_name(None) == "full" and advice_quality.level_name(4) == "4/class"
