@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -53,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LR_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
+DEFAULT_BACKBONE = "efficientnet_lite0"  # what advise_session uses; the cases record it
 
 # A person's label (../shared/README.md) and the training image size: the native size rounded up to 64
 # for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos.
@@ -241,9 +243,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
              rec.strategy, advice_wall)
 
     runs = train_strategies(session, STRATEGIES, work / "runs", args, image_size)
-    accuracy = {s: v["accuracy"] for s, v in runs.items()}
     n_val = min(v["n_val"] for v in runs.values())
-    best = best_strategy(accuracy)
     sweep = lr_sweep(session, rec.strategy, runs[rec.strategy], work / "lr", args, image_size) \
         if rec.strategy in runs and not args.no_lr_sweep else None
     return {
@@ -252,17 +252,14 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         "size_band": session.rules.size_bands.band_for(r.dataset.images_per_class),
         "n_val": n_val, "image_size": image_size,
         "advice": {
-            "strategy": rec.strategy, "rule_id": rec.rule_id, "score": sim.score, "label": sim.label,
-            "threshold": sim.threshold, "shift_level": sim.shift_level,
+            "backbone": r.backbone.name, "strategy": rec.strategy, "rule_id": rec.rule_id, "score": sim.score,
+            "label": sim.label, "threshold": sim.threshold, "shift_level": sim.shift_level,
             "signals": signals_from_measurements(sim.bn_shift, sim.head, sim.separability),
             "head_lr": rec.learning_rate.head, "backbone_lr": rec.learning_rate.backbone,
             "time_s": round(advice_wall, 3), "timings": r.timings, "sample_images": r.sample.n_images,
         },
         "runs": runs,
-        "best": best, "tied_best": tied_best(accuracy, n_val),
-        "regret_pp": regret_pp(accuracy, rec.strategy) if rec.strategy in accuracy else None,
-        "agree_raw": best == rec.strategy,
-        "agree_within_se": agrees(accuracy, rec.strategy, n_val) if rec.strategy in accuracy else False,
+        **judgement(runs, rec.strategy, n_val),
         "all_strategies_s": sum(v["train_time_s"] for v in runs.values()),
         "cost_ratio": cost_ratio(advice_wall, [v["train_time_s"] for v in runs.values()]),
         "projected_all_strategies_s": projected_all_s(runs),
@@ -271,10 +268,66 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
     }
 
 
+def judgement(runs: dict[str, dict[str, Any]], recommended: str, n_val: int) -> dict[str, Any]:
+    """Best strategy, regret and agreement of ``recommended`` among the measured ``runs``."""
+    accuracy = {s: v["accuracy"] for s, v in runs.items()}
+    best = best_strategy(accuracy)
+    measured = recommended in accuracy
+    return {
+        "best": best, "tied_best": tied_best(accuracy, n_val),
+        "regret_pp": regret_pp(accuracy, recommended) if measured else None,
+        "agree_raw": best == recommended,
+        "agree_within_se": agrees(accuracy, recommended, n_val) if measured else False,
+    }
+
+
+class RescoreError(Exception):
+    """A recorded case that the current rules cannot judge without training again."""
+
+
+def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rules: Any) -> dict[str, Any]:
+    """``case`` judged by the current rules without training the six strategies again.
+
+    A strategy's recipe does not depend on which cell of the table picks it, so every recorded run
+    stands; only the recommendation, its regret and agreement move, and the LR sweep is re-run when
+    the recommended strategy changed. The backbone LR does depend on the similarity label, so a case
+    whose label moves has to be trained again (``--force``).
+    """
+    from tl_advise.rules import score_similarity
+
+    key = f"{case['dataset']}@{case['level']}"
+    old = case["advice"]
+    verdict = score_similarity(rules, old.get("backbone", DEFAULT_BACKBONE), old["signals"])
+    if verdict.label != old["label"]:
+        raise RescoreError(f"{key}: the similarity label moves ({old['label']} -> {verdict.label}), and every "
+                           "recipe's backbone LR with it: train it again with --force")
+    band = rules.size_bands.band_for(case["images_per_class"])
+    row = rules.row_for(band, verdict.label)
+    if row.strategy not in case["runs"]:
+        raise RescoreError(f"{key}: {row.strategy} has no recorded run: train it again with --force")
+    recommended = case["runs"][row.strategy]
+    advice = {**old, "strategy": row.strategy, "rule_id": row.id, "score": verdict.score,
+              "threshold": verdict.threshold, "head_lr": recommended["head_lr"],
+              "backbone_lr": recommended["backbone_lr"]}
+    sweep = case.get("lr_sweep")
+    if row.strategy != old["strategy"] and sweep is not None:
+        log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
+        work = args.work_dir / key.replace("/", "_")
+        build_level(src, work / "data", None if case["level"] == "full" else int(case["level"].split("/")[0]),
+                    args.seed)
+        from tl_advise.advisor import advise_session
+
+        session = advise_session(work / "data", cache_dir=work / "cache", seed=args.seed, device=args.device,
+                                 rules=args.rules)
+        sweep = lr_sweep(session, row.strategy, recommended, work / "lr", args, case["image_size"])
+    return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy, case["n_val"]),
+            "lr_sweep": sweep}
+
+
 # --------------------------------------------------------------------------- calibration
 
 
-def weightings_from_rules(rules: Any, backbone: str = "efficientnet_lite0") -> dict[str, Weighting]:
+def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[str, Weighting]:
     """The current weighting first, then a few candidate weightings built from the same anchors."""
     profile = rules.similarity.profile_for(backbone)
     anchors = {n: (r.similar_at, r.different_at) for n, r in profile.signals.items()}
@@ -303,7 +356,7 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
     if not cases:
         return {}
     weightings = weightings_from_rules(rules)
-    prior = rules.similarity.threshold_for("efficientnet_lite0")
+    prior = rules.similarity.threshold_for(DEFAULT_BACKBONE)
     current_name = next(iter(weightings))
     current_scores = [combined_score(c.signals, weightings[current_name]) for c in cases]
     current = [case_regret(c, s, prior, table) for c, s in zip(cases, current_scores, strict=True)]
@@ -474,7 +527,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def case_order(case: dict[str, Any]) -> tuple[int, str, float]:
+    """Datasets in DATASETS order (others after, by name), then levels from small to full."""
+    known = list(DATASETS)
+    rank = known.index(case["dataset"]) if case["dataset"] in known else len(known)
+    level = math.inf if case["level"] == "full" else float(case["level"].split("/")[0])
+    return rank, case["dataset"], level
+
+
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
+    results["cases"].sort(key=case_order)  # re-run cases land in place, not at the end
     results["summary"] = summary(results["cases"])
     results["calibration"] = calibrate(results["cases"], rules)
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -509,6 +571,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-lr-sweep", action="store_true")
     p.add_argument("--force", action="store_true",
                    help="redo the requested cases even if the results file has them (others are kept)")
+    p.add_argument("--rescore", action="store_true",
+                   help="judge the recorded cases with the current rules without training them again (the LR "
+                   "sweep re-runs where the recommendation changed); for a rules edit that moves no similarity label")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: lfw_faces_vs_nonfaces at 10/class, 64 px, 1 epoch (~2-3 min on 2 cores)")
     args = p.parse_args(argv)
@@ -540,15 +605,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
     budget = budget_of(args)
-    results: dict[str, Any] = {"budget": budget, "command": " ".join(sys.argv), "cases": []}
+    results: dict[str, Any] = {"budget": budget, "commands": [" ".join(sys.argv)], "cases": []}
     if results_path.is_file():
         old = json.loads(results_path.read_text(encoding="utf-8"))
         if old.get("budget") == budget:
             results["cases"] = old.get("cases", [])
+            # Every command that added to (or re-judged) this file, oldest first.
+            results["commands"] = [*old.get("commands", [old["command"]] if "command" in old else []),
+                                   *results["commands"]]
         else:
             log.warning("%s has another budget: starting over", results_path)
     # --force redoes the cases asked for and keeps the others.
-    done = set() if args.force else {(c["dataset"], c["level"]) for c in results["cases"]}
+    done = set() if args.force or args.rescore else {(c["dataset"], c["level"]) for c in results["cases"]}
     tokens = [x.strip() for x in args.levels.split(",") if x.strip()]
     wanted = [int(x) for x in tokens if x != "full"]
     started = time.perf_counter()
@@ -561,7 +629,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("%s@%s: already in %s, skipped", src.name, level_name(level), results_path)
                 continue
             t0 = time.perf_counter()
-            case = run_case(src.name, src, level, args)
+            if args.rescore:
+                recorded = next((c for c in results["cases"]
+                                 if (c["dataset"], c["level"]) == (src.name, level_name(level))), None)
+                if recorded is None:
+                    log.info("%s@%s: not in %s, nothing to rescore", src.name, level_name(level), results_path)
+                    continue
+                try:
+                    case = rescore_case(recorded, src, args, rules)
+                except RescoreError as error:
+                    log.error("%s", error)
+                    return 1
+            else:
+                case = run_case(src.name, src, level, args)
             results["cases"] = [c for c in results["cases"]
                                 if (c["dataset"], c["level"]) != (case["dataset"], case["level"])] + [case]
             write_outputs(results, args.out, rules)

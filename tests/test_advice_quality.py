@@ -135,3 +135,59 @@ def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
     # A level the dataset cannot reach is replaced by the whole dataset, once.
     assert advice_quality.levels_for(flat, [4, 8, 50], seed=0) == [4, None]
     assert advice_quality.level_name(None) == "full" and advice_quality.level_name(4) == "4/class"
+
+
+def _recorded_case(strategy: str, images_per_class: float, label: str, signals: dict[str, float]) -> dict:
+    """A case as advice_quality.json records it, with every strategy's run (no LR sweep)."""
+    accuracy = {"feature_extraction": 0.93, "feature_extraction_top_layers": 0.90, "finetune_last_layers": 0.95,
+                "finetune_more_layers": 0.89, "full_finetune": 0.88, "from_scratch": 0.78}
+    runs = {s: {"accuracy": a, "n_val": 270, "head_lr": 1e-3, "backbone_lr": None if s == "feature_extraction"
+                else 1e-4} for s, a in accuracy.items()}
+    return {"dataset": "x", "level": "600/class", "images_per_class": images_per_class, "size_band": "small",
+            "n_val": 270, "image_size": 64, "runs": runs, "lr_sweep": None,
+            "advice": {"strategy": strategy, "rule_id": "old", "label": label, "score": 0.0, "signals": signals},
+            "regret_pp": 5.0, "agree_raw": False, "agree_within_se": False, "best": "finetune_last_layers"}
+
+
+FAR = {"bn_shift_late": 0.57, "head_max_prob": 0.13, "head_entropy": 0.71}  # pneumoniamnist's signals
+CLOSE = {"bn_shift_late": 0.27, "head_max_prob": 0.71, "head_entropy": 0.24}  # hymenoptera's
+
+
+def test_rescore_judges_recorded_runs_with_the_current_rules(tmp_path: Path) -> None:
+    import advice_quality
+
+    from tl_advise.rules import load_rules
+
+    rules = load_rules(None)
+    args = advice_quality.parse_args(["--work-dir", str(tmp_path), str(tmp_path)])
+    # Recorded under a table whose small/different cell was the guide's feature_extraction_top_layers.
+    old = _recorded_case("feature_extraction_top_layers", 600, "different", FAR)
+    new = advice_quality.rescore_case(old, tmp_path, args, rules)
+    expected = rules.row_for("small", "different")
+    assert (new["advice"]["strategy"], new["advice"]["rule_id"]) == (expected.strategy, expected.id)
+    assert new["regret_pp"] == pytest.approx(qm.regret_pp(
+        {s: v["accuracy"] for s, v in old["runs"].items()}, expected.strategy))
+    assert new["runs"] == old["runs"] and new["advice"]["signals"] == FAR
+    assert new["advice"]["backbone_lr"] == old["runs"][expected.strategy]["backbone_lr"]
+
+
+def test_rescore_refuses_a_case_whose_similarity_label_moves(tmp_path: Path) -> None:
+    import advice_quality
+
+    from tl_advise.rules import load_rules
+
+    args = advice_quality.parse_args(["--work-dir", str(tmp_path), str(tmp_path)])
+    moved = _recorded_case("feature_extraction", 600, "different", CLOSE)  # these signals read "similar" now
+    with pytest.raises(advice_quality.RescoreError, match="label moves"):
+        advice_quality.rescore_case(moved, tmp_path, args, load_rules(None))
+
+
+def test_cases_are_listed_by_dataset_then_size() -> None:
+    import advice_quality
+
+    cases = [{"dataset": d, "level": lv} for d, lv in [("pneumoniamnist", "full"), ("mine", "10/class"),
+                                                       ("pneumoniamnist", "600/class"), ("hymenoptera", "full"),
+                                                       ("pneumoniamnist", "40/class")]]
+    ordered = [(c["dataset"], c["level"]) for c in sorted(cases, key=advice_quality.case_order)]
+    assert ordered == [("hymenoptera", "full"), ("pneumoniamnist", "40/class"), ("pneumoniamnist", "600/class"),
+                       ("pneumoniamnist", "full"), ("mine", "10/class")]
