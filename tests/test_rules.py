@@ -30,6 +30,7 @@ from tl_advise.rules import (
     RuleSet,
     default_rules_text,
     dump_rules,
+    engine,
     load_rules,
     ramp_score,
     recommend,
@@ -155,9 +156,9 @@ def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
     (300, "similar", "tiny-any", "feature_extraction"),
     (300, "different", "tiny-any", "feature_extraction"),  # measured: see default_rules.toml, tiny_below
     (700, "similar", "small-similar", "feature_extraction"),
-    (700, "different", "small-different", "feature_extraction_top_layers"),
+    (700, "different", "small-different", "finetune_last_layers"),  # measured: default_rules.toml, small-different
     (3000, "similar", "medium-similar", "finetune_last_layers"),
-    (3000, "different", "medium-different", "finetune_more_layers"),
+    (3000, "different", "medium-different", "finetune_last_layers"),  # measured: medium-different
     (20000, "similar", "large-any", "full_finetune"),
     (20000, "different", "large-any", "full_finetune"),
 ])
@@ -191,9 +192,9 @@ def test_large_alternatives_offer_from_scratch_only_when_different(rules: RuleSe
 @pytest.mark.parametrize(("ipc", "label", "expected"), [
     (300, "similar", []),                       # feature extraction: frozen
     (300, "different", []),                     # tiny: feature extraction whatever the domain
-    (700, "different", STAGES[-2:]),            # ceil(0.15 x 9) = 2
-    (3000, "similar", STAGES[-3:]),             # ceil(0.25 x 9) = 3
-    (3000, "different", STAGES[-5:]),           # ceil(0.5 x 9) = 5
+    (700, "different", STAGES[-3:]),            # finetune_last_layers: ceil(0.25 x 9) = 3
+    (3000, "similar", STAGES[-3:]),
+    (3000, "different", STAGES[-3:]),
     (20000, "similar", STAGES),                 # everything
 ])
 def test_unfreeze_picks_the_last_stages(rules: RuleSet, ipc: int, label: str, expected: list[str]) -> None:
@@ -207,8 +208,21 @@ def test_unfreeze_minimum_applies_on_short_backbones(rules: RuleSet) -> None:
     rec = advise(rules, 3000, "similar", backbone=make_backbone(["a", "b", "c", "d"]))
     assert rec.unfreeze == ["c", "d"]  # ceil(0.25 x 4) = 1, but at least 2
     rec = advise(rules, 3000, "different", backbone=make_backbone(["a", "b"]))
-    assert rec.unfreeze == ["a", "b"]  # at least 3, capped at the 2 there are
+    assert rec.unfreeze == ["a", "b"]  # at least 2 of the 2 there are
     assert rec.unfreeze_summary == "all 2 stages"
+    # finetune_more_layers: at least 3, capped at the 2 there are
+    assert engine.top_stages_to_unfreeze(rules.strategies["finetune_more_layers"], ["a", "b"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize(("strategy", "expected"), [
+    ("feature_extraction", []),
+    ("feature_extraction_top_layers", STAGES[-2:]),  # ceil(0.15 x 9) = 2
+    ("finetune_last_layers", STAGES[-3:]),           # ceil(0.25 x 9) = 3
+    ("finetune_more_layers", STAGES[-5:]),           # ceil(0.5 x 9) = 5
+    ("full_finetune", STAGES),
+])
+def test_each_strategy_unfreezes_its_share_of_the_stages(rules: RuleSet, strategy: str, expected: list[str]) -> None:
+    assert engine.top_stages_to_unfreeze(rules.strategies[strategy], STAGES) == expected
 
 
 @pytest.mark.parametrize("shift_level", ["input", "input_and_semantic"])
@@ -312,7 +326,7 @@ def test_why_quotes_measured_numbers_against_thresholds(rules: RuleSet) -> None:
     assert "similarity 0.31 is below the 0.50 needed for 'similar' → different" in rec.why
     assert "late-layer BN shift 0.62 is above 0.45 → semantic shift" in rec.why
     assert "early-layer BN shift 0.30 is at or below 0.40 → no input-level shift" in rec.why
-    rule_line = "rule small-different → feature_extraction_top_layers: few images"
+    rule_line = "rule small-different → finetune_last_layers: 500-1,000 images per class"
     assert any(s.startswith(rule_line) for s in rec.why)
     assert any("backbone LR 1e-4 = head LR 1e-3 / 10" in s for s in rec.why)
 
