@@ -119,7 +119,7 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
     )
     report = write_outputs(session, report, output_dir)
     session.result.run = report
-    logger.info("verdict: %s", report.verdict.message)
+    logger.info("verdict: %s — %s", report.verdict.status, report.verdict.message)
     return report
 
 

@@ -31,14 +31,14 @@ def decide(recommended: StrategyId, runs: Sequence[StrategyRun], margin: float) 
     others = len(scored) - 1
     if best.strategy == recommended:
         return Verdict(status="confirmed", recommended=recommended, best=recommended, margin=margin, gap=0.0,
-                       message=f"confirmed: {recommended} has the best val accuracy ({mine.val.accuracy:.3f}) "
+                       message=f"{recommended} has the best val accuracy ({mine.val.accuracy:.3f}) "
                                f"of the {others + 1} strategies trained")
     if gap <= margin + _TOLERANCE:
         return Verdict(status="confirmed", recommended=recommended, best=best.strategy, margin=margin, gap=gap,
-                       message=f"confirmed: {recommended} ({mine.val.accuracy:.3f}) is within the "
+                       message=f"{recommended} ({mine.val.accuracy:.3f}) is within the "
                                f"{_points(margin)} margin of the best, {best.strategy} ({best.val.accuracy:.3f})")
     return Verdict(status="refuted", recommended=recommended, best=best.strategy, margin=margin, gap=gap,
-                   message=f"refuted: {best.strategy} beat the recommended {recommended} by {_points(gap)} of "
+                   message=f"{best.strategy} beat the recommended {recommended} by {_points(gap)} of "
                            f"val accuracy ({best.val.accuracy:.3f} vs {mine.val.accuracy:.3f}), more than "
                            f"the {_points(margin)} margin{_resolution(mine)}")
 

@@ -93,13 +93,15 @@ def test_verdict_confirmed_when_best_or_within_margin() -> None:
     assert close.status == "confirmed" and close.best == "full_finetune" and close.gap == pytest.approx(0.01)
     tie = decide("feature_extraction", [_run("full_finetune", 0.9), _run("feature_extraction", 0.9)], 0.0)
     assert tie.status == "confirmed" and tie.best == "feature_extraction"
+    # The status is its own field, which every format prints beside the message: not repeated in it.
+    assert close.message.startswith("feature_extraction (0.900) is within the 1.0 pts margin")
 
 
 def test_verdict_refuted_names_the_winner_and_the_gap() -> None:
     verdict = decide("feature_extraction", [_run("feature_extraction", 0.70), _run("full_finetune", 0.85),
                                             _run("from_scratch", 0.0, "failed")], 0.01)
     assert (verdict.status, verdict.best, verdict.gap) == ("refuted", "full_finetune", pytest.approx(0.15))
-    assert "full_finetune" in verdict.message and "15.0 pts" in verdict.message
+    assert verdict.message.startswith("full_finetune beat the recommended feature_extraction by 15.0 pts")
 
 
 def test_verdict_not_compared_when_alone_or_recommended_missing() -> None:
