@@ -605,7 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
     budget = budget_of(args)
-    results: dict[str, Any] = {"budget": budget, "commands": [" ".join(sys.argv)], "cases": []}
+    command = " ".join(sys.argv if argv is None else [Path(__file__).name, *argv])
+    results: dict[str, Any] = {"budget": budget, "commands": [command], "cases": []}
     if results_path.is_file():
         old = json.loads(results_path.read_text(encoding="utf-8"))
         if old.get("budget") == budget:

@@ -116,7 +116,8 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     import advice_quality
 
     out = tmp_path / "aq" / "advice_quality"
-    assert advice_quality.main(["--quick", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
+    first = ["--quick", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    assert advice_quality.main(first) == 0
     results = json.loads(out.with_suffix(".json").read_text())
     (case,) = results["cases"]
     assert set(case["runs"]) == set(qm.STRATEGIES)
@@ -124,6 +125,20 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     assert {p["factor"] for p in case["lr_sweep"]["points"]} == {0.1, 1 / 3, 1.0, 3.0, 10.0}
     assert all(r["image_size"] == 64 for r in case["runs"].values())
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+
+    # As if recorded under a table that picked another strategy: --rescore re-judges it with the current
+    # rules, trains none of the six again, and re-runs the LR sweep for the new pick.
+    recorded = {**case, "advice": {**case["advice"], "strategy": "finetune_last_layers", "rule_id": "old"},
+                "lr_sweep": {"param": "backbone_lr", "points": []}}
+    out.with_suffix(".json").write_text(json.dumps({**results, "cases": [recorded]}))
+    args = ["--quick", "--rescore", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    assert advice_quality.main(args) == 0
+    rescored = json.loads(out.with_suffix(".json").read_text())
+    (again,) = rescored["cases"]
+    assert (again["advice"]["strategy"], again["runs"]) == (case["advice"]["strategy"], case["runs"])
+    assert again["regret_pp"] == case["regret_pp"]
+    assert again["lr_sweep"]["param"] == case["lr_sweep"]["param"] and len(again["lr_sweep"]["points"]) == 5
+    assert rescored["commands"] == [f"advice_quality.py {' '.join(c)}" for c in (first, args)]
 
 
 def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
