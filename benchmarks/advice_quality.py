@@ -133,6 +133,16 @@ def level_name(level: int | None) -> str:
     return "full" if level is None else f"{level}/class"
 
 
+def level_from_name(name: str) -> int | None:
+    """The inverse of :func:`level_name`."""
+    return None if name == "full" else int(name.split("/")[0])
+
+
+def case_work_dir(args: argparse.Namespace, dataset: str, level: str) -> Path:
+    """Where one case's level folder, cache and runs live (under --work-dir, never in the dataset)."""
+    return args.work_dir / f"{dataset}@{level}".replace("/", "_")
+
+
 # --------------------------------------------------------------------------- one case
 
 
@@ -227,7 +237,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
     from tl_advise.rules import signals_from_measurements
 
     key = f"{name}@{level_name(level)}"
-    work = args.work_dir / key.replace("/", "_")
+    work = case_work_dir(args, name, level_name(level))
     counts = build_level(src, work / "data", level, args.seed)
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # cold advice: its time is what a user pays the first time
@@ -312,9 +322,8 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
     sweep = case.get("lr_sweep")
     if row.strategy != old["strategy"] and sweep is not None:
         log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
-        work = args.work_dir / key.replace("/", "_")
-        build_level(src, work / "data", None if case["level"] == "full" else int(case["level"].split("/")[0]),
-                    args.seed)
+        work = case_work_dir(args, case["dataset"], case["level"])
+        build_level(src, work / "data", level_from_name(case["level"]), args.seed)
         from tl_advise.advisor import advise_session
 
         session = advise_session(work / "data", cache_dir=work / "cache", seed=args.seed, device=args.device,
@@ -531,8 +540,8 @@ def case_order(case: dict[str, Any]) -> tuple[int, str, float]:
     """Datasets in DATASETS order (others after, by name), then levels from small to full."""
     known = list(DATASETS)
     rank = known.index(case["dataset"]) if case["dataset"] in known else len(known)
-    level = math.inf if case["level"] == "full" else float(case["level"].split("/")[0])
-    return rank, case["dataset"], level
+    level = level_from_name(case["level"])
+    return rank, case["dataset"], math.inf if level is None else float(level)
 
 
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
@@ -640,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     case = rescore_case(recorded, src, args, rules)
                 except RescoreError as error:
                     log.error("%s", error)
-                    return 1
+                    return 2
             else:
                 case = run_case(src.name, src, level, args)
             results["cases"] = [c for c in results["cases"]

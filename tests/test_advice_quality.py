@@ -206,3 +206,10 @@ def test_cases_are_listed_by_dataset_then_size() -> None:
     ordered = [(c["dataset"], c["level"]) for c in sorted(cases, key=advice_quality.case_order)]
     assert ordered == [("hymenoptera", "full"), ("pneumoniamnist", "40/class"), ("pneumoniamnist", "600/class"),
                        ("pneumoniamnist", "full"), ("mine", "10/class")]
+
+
+def test_level_names_round_trip() -> None:
+    import advice_quality
+
+    for level in (None, 10, 600):
+        assert advice_quality.level_from_name(advice_quality.level_name(level)) == level
