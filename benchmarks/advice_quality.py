@@ -64,6 +64,10 @@ DATASETS: dict[str, dict[str, Any]] = {
     "lfw_faces_vs_nonfaces": {"person": "in between", "native_px": 25},
     "eurosat_small": {"person": "far", "native_px": 64},
     "pneumoniamnist": {"person": "far", "native_px": 28},
+    # The size axis (../shared/README.md): close small band, far medium band, an in-between tiny set.
+    "flowers5": {"person": "close", "native_px": None},
+    "eurosat_medium": {"person": "far", "native_px": 64},
+    "sign_digits": {"person": "in between", "native_px": 100},
     # `tl-advise sample-data digits`: scikit-learn's 8x8 digits, not in ../shared (an out-of-sample case).
     "digits": {"person": "far", "native_px": 8},
 }
@@ -88,22 +92,36 @@ def _link_all(files: Sequence[Path], dest: Path) -> None:
         (dest / f.name).symlink_to(f.resolve())
 
 
-def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fraction: float = 0.2) -> dict[str, int]:
-    """A train/ + val/ folder of symlinks: at most ``level`` train images per class (None: all), seeded.
+def split_layout(src: Path) -> tuple[Path, Path | None, Path | None]:
+    """(train root, val root or None, test root or None) of a dataset folder.
 
-    Validation is the dataset's own val/ split when it has one (test/ is left out: not needed here);
-    otherwise a seeded ``val_fraction`` hold-out per class made once, the same at every level.
+    ``train/`` + ``val/``: both used. ``train/`` without ``val/`` (e.g. ``train/`` + ``test/``): validation
+    is held out from ``train/`` as the runners do, and ``test/`` is kept for a test score. No ``train/``:
+    the folder itself holds the classes.
+    """
+    if not (src / "train").is_dir():
+        return src, None, None
+    val = next((src / n for n in ("val", "valid", "validation") if (src / n).is_dir()), None)
+    test = src / "test" if (src / "test").is_dir() else None
+    return src / "train", val, test
+
+
+def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fraction: float = 0.2) -> dict[str, int]:
+    """A train/ + val/ (+ test/) folder of symlinks: at most ``level`` train images per class (None: all), seeded.
+
+    Validation is the dataset's own val/ split when it has one; otherwise a seeded ``val_fraction`` hold-out
+    per class made once, the same at every level. A test/ split is linked as it is (a test score).
     Returns the per-class train counts.
     """
     if dest.exists():
         shutil.rmtree(dest)
     rng = random.Random(seed)
     counts: dict[str, int] = {}
-    has_splits = (src / "train").is_dir() and (src / "val").is_dir()
-    for cls in _classes(src / "train" if has_splits else src):
+    train_root, val_root, test_root = split_layout(src)
+    for cls in _classes(train_root):
         files = _images(cls)
-        if has_splits:
-            train, val = files, _images(src / "val" / cls.name)
+        if val_root is not None:
+            train, val = files, (_images(val_root / cls.name) if (val_root / cls.name).is_dir() else [])
         else:
             shuffled = files[:]
             rng.shuffle(shuffled)
@@ -113,6 +131,8 @@ def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fractio
             train = sorted(random.Random(f"{seed}:{cls.name}:{level}").sample(train, level))
         _link_all(train, dest / "train" / cls.name)
         _link_all(val, dest / "val" / cls.name)
+        if test_root is not None and (test_root / cls.name).is_dir():
+            _link_all(_images(test_root / cls.name), dest / "test" / cls.name)
         counts[cls.name] = len(train)
     return counts
 
@@ -120,9 +140,9 @@ def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fractio
 def levels_for(src: Path, wanted: Sequence[int], seed: int, full: bool = False) -> list[int | None]:
     """The wanted levels below the dataset's train size per class, then None (all) if a level reached it
     or ``full`` asks for the whole dataset."""
-    has_splits = (src / "train").is_dir()
-    per_class = [len(_images(c)) for c in _classes(src / "train" if has_splits else src)]
-    available = min(per_class) if has_splits else min(n - max(1, round(0.2 * n)) for n in per_class)
+    train_root, val_root, _ = split_layout(src)
+    per_class = [len(_images(c)) for c in _classes(train_root)]
+    available = min(per_class) if val_root is not None else min(n - max(1, round(0.2 * n)) for n in per_class)
     levels: list[int | None] = [lv for lv in sorted(set(wanted)) if lv < available]
     if full or len(levels) < len(set(wanted)):
         levels.append(None)
@@ -138,9 +158,14 @@ def level_from_name(name: str) -> int | None:
     return None if name == "full" else int(name.split("/")[0])
 
 
-def case_work_dir(args: argparse.Namespace, dataset: str, level: str) -> Path:
+def case_work_dir(args: argparse.Namespace, dataset: str, level: str, seed: int) -> Path:
     """Where one case's level folder, cache and runs live (under --work-dir, never in the dataset)."""
-    return args.work_dir / f"{dataset}@{level}".replace("/", "_")
+    return args.work_dir / f"{dataset}@{level}@seed{seed}".replace("/", "_")
+
+
+def case_key(case: dict[str, Any]) -> tuple[str, str, int]:
+    """A case is one dataset at one level with one seed (files written before seeds were a key: seed 0)."""
+    return case["dataset"], case["level"], int(case.get("seed", 0))
 
 
 # --------------------------------------------------------------------------- one case
@@ -232,32 +257,46 @@ def lr_sweep(session: Any, strategy: str, main: dict[str, Any], out: Path, args:
             "ratio": check.ratio, "within_3x": check.within_3x, "within_3x_tied": check.within_3x_tied}
 
 
-def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) -> dict[str, Any]:
+def case_session(src: Path, level: int | None, args: argparse.Namespace, *, cold: bool) -> tuple[Any, dict, float]:
+    """(advice session, per-class train counts, advice seconds) for one case's level folder."""
     from tl_advise.advisor import advise_session
+
+    work = case_work_dir(args, src.name, level_name(level), args.seed)
+    counts = build_level(src, work / "data", level, args.seed)
+    if cold:  # a cold advice: its time is what a user pays the first time
+        shutil.rmtree(work / "cache", ignore_errors=True)
+    started = time.perf_counter()
+    session = advise_session(work / "data", cache_dir=work / "cache", seed=args.seed, device=args.device,
+                             rules=args.rules)
+    return session, counts, time.perf_counter() - started
+
+
+def sweep_wanted(args: argparse.Namespace) -> bool:
+    """The LR sweep runs on one seed only (--lr-sweep-seed): the issue's check needs no repeats."""
+    return not args.no_lr_sweep and args.seed == args.lr_sweep_seed
+
+
+def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) -> dict[str, Any]:
     from tl_advise.rules import signals_from_measurements
 
-    key = f"{name}@{level_name(level)}"
-    work = case_work_dir(args, name, level_name(level))
-    counts = build_level(src, work / "data", level, args.seed)
-    cache = work / "cache"
-    shutil.rmtree(cache, ignore_errors=True)  # cold advice: its time is what a user pays the first time
+    key = f"{name}@{level_name(level)} seed {args.seed}"
+    work = case_work_dir(args, name, level_name(level), args.seed)
     image_size = image_size_for(name, args.image_size)
-
-    started = time.perf_counter()
-    session = advise_session(work / "data", cache_dir=cache, seed=args.seed, device=args.device, rules=args.rules)
-    advice_wall = time.perf_counter() - started
+    session, counts, advice_wall = case_session(src, level, args, cold=True)
     r = session.result
     rec = r.recommendation
     sim = r.similarity
     log.info("%s: %s (score %.2f, %s) -> %s in %.1fs", key, r.dataset.images_per_class, sim.score, sim.label,
              rec.strategy, advice_wall)
 
-    runs = train_strategies(session, STRATEGIES, work / "runs", args, image_size)
+    strategies = [s for s in STRATEGIES if s not in args.skip]
+    runs = train_strategies(session, strategies, work / "runs", args, image_size)
     n_val = min(v["n_val"] for v in runs.values())
     sweep = lr_sweep(session, rec.strategy, runs[rec.strategy], work / "lr", args, image_size) \
-        if rec.strategy in runs and not args.no_lr_sweep else None
+        if rec.strategy in runs and sweep_wanted(args) else None
     return {
-        "dataset": name, "level": level_name(level), "person_label": DATASETS.get(name, {}).get("person"),
+        "dataset": name, "level": level_name(level), "seed": args.seed,
+        "person_label": DATASETS.get(name, {}).get("person"),
         "train_per_class": counts, "images_per_class": r.dataset.images_per_class,
         "size_band": session.rules.size_bands.band_for(r.dataset.images_per_class),
         "n_val": n_val, "image_size": image_size,
@@ -267,8 +306,12 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
             "signals": signals_from_measurements(sim.bn_shift, sim.head, sim.separability),
             "head_lr": rec.learning_rate.head, "backbone_lr": rec.learning_rate.backbone,
             "time_s": round(advice_wall, 3), "timings": r.timings, "sample_images": r.sample.n_images,
+            # The raw-pixel bar (linear model on 32x32 pixels, cross-validated on the sample).
+            "pixel_logreg_accuracy": sim.separability.pixel_logreg_accuracy if sim.separability else None,
+            "feature_logreg_accuracy": sim.separability.logreg_accuracy if sim.separability else None,
         },
         "runs": runs,
+        "skipped": {s: args.skip_why for s in STRATEGIES if s in args.skip},
         **judgement(runs, rec.strategy, n_val),
         "all_strategies_s": sum(v["train_time_s"] for v in runs.values()),
         "cost_ratio": cost_ratio(advice_wall, [v["train_time_s"] for v in runs.values()]),
@@ -305,7 +348,7 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
     """
     from tl_advise.rules import score_similarity
 
-    key = f"{case['dataset']}@{case['level']}"
+    key = f"{case['dataset']}@{case['level']} seed {case_key(case)[2]}"
     old = case["advice"]
     verdict = score_similarity(rules, old.get("backbone", DEFAULT_BACKBONE), old["signals"])
     if verdict.label != old["label"]:
@@ -322,15 +365,18 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
     sweep = case.get("lr_sweep")
     if row.strategy != old["strategy"] and sweep is not None:
         log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
-        work = case_work_dir(args, case["dataset"], case["level"])
-        build_level(src, work / "data", level_from_name(case["level"]), args.seed)
-        from tl_advise.advisor import advise_session
-
-        session = advise_session(work / "data", cache_dir=work / "cache", seed=args.seed, device=args.device,
-                                 rules=args.rules)
-        sweep = lr_sweep(session, row.strategy, recommended, work / "lr", args, case["image_size"])
+        sweep = sweep_case(case, src, args, row.strategy)
     return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy, case["n_val"]),
             "lr_sweep": sweep}
+
+
+def sweep_case(case: dict[str, Any], src: Path, args: argparse.Namespace, strategy: str) -> dict[str, Any]:
+    """The LR sweep of ``strategy`` on a recorded case (its level folder rebuilt with the case's seed)."""
+    args = argparse.Namespace(**{**vars(args), "seed": case_key(case)[2]})
+    level = level_from_name(case["level"])
+    session, _, _ = case_session(src, level, args, cold=False)
+    work = case_work_dir(args, case["dataset"], case["level"], args.seed)
+    return lr_sweep(session, strategy, case["runs"][strategy], work / "lr", args, case["image_size"])
 
 
 # --------------------------------------------------------------------------- calibration
@@ -420,7 +466,7 @@ def markdown(results: dict[str, Any]) -> str:
         "# Advice quality", "",
         f"Budget: image size {b['image_size']} px (64 px for the ≤64 px datasets), at most {b['max_epochs']} "
         f"epochs per image-level phase (feature_extraction: {b.get('feature_extraction_epochs', 'capped too')}), "
-        f"patience {b['patience']}, seed {b['seed']}, device {b['device']}. "
+        f"patience {b['patience']}, seeds {sorted({case_key(c)[2] for c in cases})}, device {b['device']}. "
         "Accuracy = validation accuracy in %; ± = one binomial s.e. sqrt(p(1-p)/n); "
         "'agree' = the recommended strategy is within one s.e. of the best.", "",
         "| dataset | level | a person says | score → label | recommended | best (val %) | recommended (val %) "
@@ -536,12 +582,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def case_order(case: dict[str, Any]) -> tuple[int, str, float]:
-    """Datasets in DATASETS order (others after, by name), then levels from small to full."""
+def case_order(case: dict[str, Any]) -> tuple[int, str, float, int]:
+    """Datasets in DATASETS order (others after, by name), then levels from small to full, then seeds."""
     known = list(DATASETS)
     rank = known.index(case["dataset"]) if case["dataset"] in known else len(known)
     level = level_from_name(case["level"])
-    return rank, case["dataset"], math.inf if level is None else float(level)
+    return rank, case["dataset"], math.inf if level is None else float(level), case_key(case)[2]
 
 
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
@@ -572,7 +618,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--num-workers", type=int, default=0, help="data-loader workers (0: in-process; fastest for "
                    "these small sets on 2 cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; each seed is a case of its own (its own "
+                   "subsample, hold-out and training seed)")
+    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    p.add_argument("--lr-sweep-seed", type=int, default=0, help="the seed whose cases get the LR sweep")
+    p.add_argument("--skip", default="", help="comma-separated strategies not trained in these cases")
+    p.add_argument("--skip-why", default="", help="the evidence for --skip, recorded in every case it applies to")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     p.add_argument("--rules", type=Path, default=None, help="rules file for the advice (default: packaged)")
     p.add_argument("--out", type=Path, default=RESULTS / "advice_quality", help="output prefix (no suffix)")
@@ -583,9 +634,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rescore", action="store_true",
                    help="judge the recorded cases with the current rules without training them again (the LR "
                    "sweep re-runs where the recommendation changed); for a rules edit that moves no similarity label")
+    p.add_argument("--report", action="store_true", help="re-render the .md/.png (and summary) from the .json only")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: lfw_faces_vs_nonfaces at 10/class, 64 px, 1 epoch (~2-3 min on 2 cores)")
     args = p.parse_args(argv)
+    args.seeds = [args.seed] if args.seed is not None else [int(x) for x in args.seeds.split(",") if x.strip()]
+    args.seed = args.seeds[0]
+    args.skip = [x.strip() for x in args.skip.split(",") if x.strip()]
+    unknown = [x for x in args.skip if x not in STRATEGIES]
+    if unknown:
+        p.error(f"--skip: unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    if args.skip and not args.skip_why:
+        p.error("--skip needs --skip-why: the evidence that the skipped strategies are far behind here")
     if args.quick:
         args.levels, args.image_size, args.max_epochs = "10", 64, 1
         if not args.datasets:
@@ -596,10 +656,54 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def budget_of(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two cases comparable. Seeds, the LR sweep and skipped strategies are recorded per case."""
     return {"image_size": args.image_size, "max_epochs": args.max_epochs, "patience": args.patience,
-            "seed": args.seed, "device": args.device, "lr_factors": list(LR_FACTORS),
-            "lr_sweep": not args.no_lr_sweep, "rules": str(args.rules) if args.rules else "default",
+            "device": args.device, "lr_factors": list(LR_FACTORS),
+            "rules": str(args.rules) if args.rules else "default",
             "feature_extraction_epochs": "the rules' own (head on cached embeddings: not capped)"}
+
+
+def provenance(command: str) -> dict[str, Any]:
+    """The command, the git commit (and whether the tree had changes) and the machine that ran it."""
+    import platform
+    import subprocess
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return ""
+
+    import torch
+
+    return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain",
+            "--untracked-files=no")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads()}}
+
+
+def load_results(path: Path, budget: dict[str, Any]) -> dict[str, Any]:
+    """The results file's cases and history when its budget matches (a file from before seeds were a case key
+    carries its seed in the budget: its cases get it), else an empty file."""
+    results: dict[str, Any] = {"budget": budget, "commands": [], "cases": []}
+    if not path.is_file():
+        return results
+    old = json.loads(path.read_text(encoding="utf-8"))
+    old_budget = {k: v for k, v in old.get("budget", {}).items() if k not in ("seed", "lr_sweep")}
+    if old_budget != budget:
+        log.warning("%s has another budget: starting over", path)
+        return results
+    seed = old.get("budget", {}).get("seed")
+    for case in old.get("cases", []):
+        case.setdefault("seed", seed if seed is not None else 0)
+    results["cases"] = old.get("cases", [])
+    results["commands"] = old.get("commands", [old["command"]] if "command" in old else [])
+    return results
+
+
+def merge_case(results: dict[str, Any], case: dict[str, Any]) -> None:
+    results["cases"] = [c for c in results["cases"] if case_key(c) != case_key(case)] + [case]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -613,20 +717,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
-    budget = budget_of(args)
+    results = load_results(results_path, budget_of(args))
+    if args.report:
+        write_outputs(results, args.out, rules)
+        print(markdown(results))
+        return 0
     command = " ".join(sys.argv if argv is None else [Path(__file__).name, *argv])
-    results: dict[str, Any] = {"budget": budget, "commands": [command], "cases": []}
-    if results_path.is_file():
-        old = json.loads(results_path.read_text(encoding="utf-8"))
-        if old.get("budget") == budget:
-            results["cases"] = old.get("cases", [])
-            # Every command that added to (or re-judged) this file, oldest first.
-            results["commands"] = [*old.get("commands", [old["command"]] if "command" in old else []),
-                                   *results["commands"]]
-        else:
-            log.warning("%s has another budget: starting over", results_path)
-    # --force redoes the cases asked for and keeps the others.
-    done = set() if args.force or args.rescore else {(c["dataset"], c["level"]) for c in results["cases"]}
+    # Every command that added to (or re-judged) this file, oldest first, with its commit and machine.
+    results["commands"].append(provenance(command))
+    recorded = {case_key(c): c for c in results["cases"]}
     tokens = [x.strip() for x in args.levels.split(",") if x.strip()]
     wanted = [int(x) for x in tokens if x != "full"]
     started = time.perf_counter()
@@ -634,30 +733,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not src.is_dir():
             log.error("no dataset folder %s", src)
             return 2
-        for level in levels_for(src, wanted, args.seed, full="full" in tokens) if wanted else [None]:
-            if (src.name, level_name(level)) in done:
-                log.info("%s@%s: already in %s, skipped", src.name, level_name(level), results_path)
-                continue
-            t0 = time.perf_counter()
-            if args.rescore:
-                recorded = next((c for c in results["cases"]
-                                 if (c["dataset"], c["level"]) == (src.name, level_name(level))), None)
-                if recorded is None:
-                    log.info("%s@%s: not in %s, nothing to rescore", src.name, level_name(level), results_path)
-                    continue
-                try:
-                    case = rescore_case(recorded, src, args, rules)
-                except RescoreError as error:
-                    log.error("%s", error)
-                    return 2
-            else:
-                case = run_case(src.name, src, level, args)
-            results["cases"] = [c for c in results["cases"]
-                                if (c["dataset"], c["level"]) != (case["dataset"], case["level"])] + [case]
-            write_outputs(results, args.out, rules)
-            log.info("%s@%s done in %.0fs: best %s, recommended %s, regret %.1f pp, cost ratio %.1f %%",
-                     src.name, level_name(level), time.perf_counter() - t0, case["best"],
-                     case["advice"]["strategy"], case["regret_pp"], 100 * case["cost_ratio"])
+    for seed in args.seeds:
+        args.seed = seed
+        for src in args.datasets:
+            for level in levels_for(src, wanted, seed, full="full" in tokens) if wanted else [None]:
+                key = (src.name, level_name(level), seed)
+                name = f"{src.name}@{level_name(level)} seed {seed}"
+                t0 = time.perf_counter()
+                old = recorded.get(key)
+                if args.rescore:
+                    if old is None:
+                        log.info("%s: not in %s, nothing to rescore", name, results_path)
+                        continue
+                    try:
+                        case = rescore_case(old, src, args, rules)
+                    except RescoreError as error:
+                        log.error("%s", error)
+                        return 2
+                elif old is not None and not args.force:
+                    if not (sweep_wanted(args) and old.get("lr_sweep") is None
+                            and old["advice"]["strategy"] in old["runs"]):
+                        log.info("%s: already in %s, skipped", name, results_path)
+                        continue
+                    log.info("%s: recorded without its LR sweep: sweeping", name)  # resumes a deferred sweep
+                    case = {**old, "lr_sweep": sweep_case(old, src, args, old["advice"]["strategy"])}
+                else:
+                    case = run_case(src.name, src, level, args)
+                merge_case(results, case)
+                write_outputs(results, args.out, rules)
+                log.info("%s done in %.0fs: best %s, recommended %s, regret %.1f pp, cost ratio %.1f %%",
+                         name, time.perf_counter() - t0, case["best"], case["advice"]["strategy"],
+                         case["regret_pp"], 100 * case["cost_ratio"])
     write_outputs(results, args.out, rules)
     log.info("all done in %.0fs", time.perf_counter() - started)
     print(markdown(results))

@@ -138,7 +138,8 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     assert (again["advice"]["strategy"], again["runs"]) == (case["advice"]["strategy"], case["runs"])
     assert again["regret_pp"] == case["regret_pp"]
     assert again["lr_sweep"]["param"] == case["lr_sweep"]["param"] and len(again["lr_sweep"]["points"]) == 5
-    assert rescored["commands"] == [f"advice_quality.py {' '.join(c)}" for c in (first, args)]
+    assert [c["command"] for c in rescored["commands"]] == [f"advice_quality.py {' '.join(c)}" for c in (first, args)]
+    assert all(len(c["commit"]) == 40 and c["machine"]["cpu_count"] for c in rescored["commands"])
 
 
 def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
@@ -150,6 +151,57 @@ def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
     # A level the dataset cannot reach is replaced by the whole dataset, once.
     assert advice_quality.levels_for(flat, [4, 8, 50], seed=0) == [4, None]
     assert advice_quality.level_name(None) == "full" and advice_quality.level_name(4) == "4/class"
+
+
+def test_a_train_test_layout_holds_validation_out_of_train(tmp_path: Path) -> None:
+    import advice_quality
+
+    src = tmp_path / "src"
+    make_class_folder(src / "train", {"a": 10, "b": 10})
+    make_class_folder(src / "test", {"a": 3, "b": 3}, seed=1)
+    counts = advice_quality.build_level(src, tmp_path / "level", 5, seed=0)
+    level = tmp_path / "level"
+    assert sorted(p.name for p in level.iterdir()) == ["test", "train", "val"]
+    assert counts == {"a": 5, "b": 5}
+    for cls in ("a", "b"):
+        train = {p.resolve() for p in (level / "train" / cls).iterdir()}
+        val = {p.resolve() for p in (level / "val" / cls).iterdir()}
+        test = {p.resolve() for p in (level / "test" / cls).iterdir()}
+        assert len(val) == 2 and not train & val  # 20 % of train/ held out, never trained on
+        assert all(p.parent.parent.name == "train" for p in train | val)
+        assert len(test) == 3 and all(p.parent.parent.name == "test" for p in test)
+    assert advice_quality.levels_for(src, [5, 100], seed=0) == [5, None]  # 8 train per class after hold-out
+
+
+def test_seeds_are_separate_cases_and_old_files_keep_their_seed(tmp_path: Path) -> None:
+    import advice_quality
+
+    args = advice_quality.parse_args(["--seeds", "0,1", "--max-epochs", "10", str(tmp_path)])
+    assert args.seeds == [0, 1]
+    budget = advice_quality.budget_of(args)
+    old = {"budget": {**budget, "seed": 1, "lr_sweep": False}, "commands": ["x"],
+           "cases": [{"dataset": "d", "level": "full", "runs": {}}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(old))
+    loaded = advice_quality.load_results(path, budget)
+    assert [advice_quality.case_key(c) for c in loaded["cases"]] == [("d", "full", 1)]
+    merged = dict(loaded)
+    advice_quality.merge_case(merged, {"dataset": "d", "level": "full", "seed": 0, "runs": {}})
+    advice_quality.merge_case(merged, {"dataset": "d", "level": "full", "seed": 1, "runs": {"x": 1}})
+    assert sorted(advice_quality.case_key(c) for c in merged["cases"]) == [("d", "full", 0), ("d", "full", 1)]
+    other = advice_quality.budget_of(advice_quality.parse_args(["--max-epochs", "2", str(tmp_path)]))
+    assert advice_quality.load_results(path, other)["cases"] == []  # another budget starts over
+
+
+def test_skipping_a_strategy_needs_the_evidence(tmp_path: Path) -> None:
+    import advice_quality
+
+    with pytest.raises(SystemExit):
+        advice_quality.parse_args(["--skip", "from_scratch", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        advice_quality.parse_args(["--skip", "no_such_strategy", "--skip-why", "x", str(tmp_path)])
+    args = advice_quality.parse_args(["--skip", "from_scratch", "--skip-why", "far behind", str(tmp_path)])
+    assert args.skip == ["from_scratch"]
 
 
 def _recorded_case(strategy: str, images_per_class: float, label: str, signals: dict[str, float]) -> dict:
