@@ -634,6 +634,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rescore", action="store_true",
                    help="judge the recorded cases with the current rules without training them again (the LR "
                    "sweep re-runs where the recommendation changed); for a rules edit that moves no similarity label")
+    p.add_argument("--import-from", type=Path, action="append", default=[],
+                   help="merge the cases of another results file with the same budget (e.g. an older seed's file)")
     p.add_argument("--report", action="store_true", help="re-render the .md/.png (and summary) from the .json only")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: lfw_faces_vs_nonfaces at 10/class, 64 px, 1 epoch (~2-3 min on 2 cores)")
@@ -718,13 +720,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, budget_of(args))
+    command = " ".join(sys.argv if argv is None else [Path(__file__).name, *argv])
+    if not (args.report and not args.import_from):  # a bare --report changes no number: not a building command
+        # Every command that added to (or re-judged) this file, oldest first, with its commit and machine.
+        results["commands"].append(provenance(command))
+    for other in args.import_from:
+        imported = load_results(other, budget_of(args))["cases"]
+        if not imported:
+            log.error("%s: no cases with this budget to import", other)
+            return 2
+        for case in imported:
+            merge_case(results, case)
+        log.info("imported %d case(s) from %s", len(imported), other)
     if args.report:
         write_outputs(results, args.out, rules)
         print(markdown(results))
         return 0
-    command = " ".join(sys.argv if argv is None else [Path(__file__).name, *argv])
-    # Every command that added to (or re-judged) this file, oldest first, with its commit and machine.
-    results["commands"].append(provenance(command))
     recorded = {case_key(c): c for c in results["cases"]}
     tokens = [x.strip() for x in args.levels.split(",") if x.strip()]
     wanted = [int(x) for x in tokens if x != "full"]
