@@ -8,6 +8,7 @@ progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition h
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -44,6 +45,19 @@ def parse_budget(text: str | None) -> tuple[int | None, float | None]:
         else:
             seconds = value * _SECONDS[unit]
     return epochs, seconds
+
+
+def parse_margin(text: str) -> float | str:
+    """``--margin``: 'auto' (one binomial s.e. of the best val accuracy) or a fixed accuracy gap in [0, 1]."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise ConfigError(f"--margin {text!r}: use 'auto' or an accuracy gap between 0 and 1, e.g. 0.01")
+    return value
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -142,8 +156,9 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="With --run: training batch size instead of the recommended one.")
 @click.option("--max-train-per-class", type=click.IntRange(min=1), envvar=env("MAX_TRAIN_PER_CLASS"),
               help="With --run: train on at most this many images per class (seeded).")
-@click.option("--margin", type=click.FloatRange(min=0, max=1), default=0.01, show_default=True,
-              envvar=env("MARGIN"), help="With --run: within this accuracy of the best counts as confirmed.")
+@click.option("--margin", default="auto", show_default=True, envvar=env("MARGIN"),
+              help="With --run: within this accuracy of the best counts as confirmed; 'auto' is one binomial "
+                   "standard error of the best val accuracy (at least one image).")
 @click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
               help="Progress bars on stderr [default: when stderr is a terminal].")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
@@ -157,6 +172,7 @@ def advise_command(**opts: Any) -> int:
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     if (opts["compare"] or opts["strategies"] or opts["resume"]) and not opts["run_"]:
         raise ConfigError("--compare, --strategies and --resume go with --run")
+    opts["margin"] = parse_margin(opts["margin"])  # before any heavy work
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
 from tl_advise.advisor.errors import TLAdviseError
-from tl_advise.advisor.models import STRATEGY_IDS, RunReport, StrategyId, StrategyRun
+from tl_advise.advisor.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
 from tl_advise.runners import feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
 from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext
@@ -114,13 +114,19 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
 
     report = RunReport(
         output_dir=str(output_dir), device=describe(device), validation=splits.validation,
-        budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin),
+        budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin,
+                                                                pixel_baseline=_pixel_bar(recommendation)),
         files={},
     )
     report = write_outputs(session, report, output_dir)
     session.result.run = report
     logger.info("verdict: %s — %s", report.verdict.status, report.verdict.message)
     return report
+
+
+def _pixel_bar(recommendation: Recommendation) -> float | None:
+    """The raw-pixel baseline's accuracy: the reference row every trained strategy is set against."""
+    return recommendation.pixel_baseline.accuracy if recommendation.pixel_baseline else None
 
 
 def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunReport:
