@@ -391,7 +391,7 @@ def check_uncalibrated_backbone(ctx: AdviceContext, rule: UncalibratedBackboneWa
 
 def check_pixels_as_good(ctx: AdviceContext, rule: PixelsAsGoodWarning) -> Fields | None:
     sep = ctx.similarity.separability
-    if sep is None or not pixels_as_good(ctx.rules, ctx.similarity):
+    if sep is None or not pixels_as_good(ctx.rules, sep.logreg_gain):
         return None
     return {"logreg_gain": sep.logreg_gain, "logreg_accuracy": sep.logreg_accuracy,
             "pixel_logreg_accuracy": sep.pixel_logreg_accuracy}
@@ -519,7 +519,8 @@ def recommend(
     """Apply the decision table and the strategy's recipe to one dataset/backbone pair."""
     band = rules.size_bands.band_for(dataset.images_per_class)
     row = rules.row_for(band, similarity.label)
-    decision = decide(rules, band, row, similarity)
+    sep = similarity.separability
+    decision = decide(rules, band, similarity.label, sep.logreg_gain if sep else None)
     strategy = rules.strategies[decision.strategy]
     stages = list(backbone.stages)
 
@@ -582,17 +583,19 @@ class Decision:
     evidence: CellEvidence | None
 
 
-def pixels_as_good(rules: RuleSet, similarity: SimilarityReport) -> bool:
-    """Raw pixels do as well as frozen features, by the threshold of the warning that says so."""
-    sep = similarity.separability
-    return sep is not None and sep.logreg_gain <= rules.warnings.frozen_features_no_better_than_pixels.max_logreg_gain
+def pixels_as_good(rules: RuleSet, logreg_gain: float | None) -> bool:
+    """Raw pixels do as well as frozen features (the logistic-regression gain of frozen features over raw
+    pixels is at most the threshold of the warning that says so)."""
+    limit = rules.warnings.frozen_features_no_better_than_pixels.max_logreg_gain
+    return logreg_gain is not None and math.isfinite(logreg_gain) and logreg_gain <= limit
 
 
-def decide(rules: RuleSet, band: SizeBand, row: DecisionRow, similarity: SimilarityReport) -> Decision:
+def decide(rules: RuleSet, band: SizeBand, label: SimilarityLabel, logreg_gain: float | None) -> Decision:
     """The table's cell, unless the pixel-baseline rule applies in this band."""
     pixel = rules.pixel_baseline
-    if pixel.enabled and band in pixel.bands and pixels_as_good(rules, similarity):
+    if pixel.enabled and band in pixel.bands and pixels_as_good(rules, logreg_gain):
         return Decision(pixel.strategy, pixel.id, pixel.evidence)
+    row = rules.row_for(band, label)
     return Decision(row.strategy, row.id, row.evidence)
 
 
@@ -602,7 +605,7 @@ def pixel_baseline(rules: RuleSet, similarity: SimilarityReport) -> PixelBaselin
     if sep is None:
         return None
     return PixelBaseline(accuracy=sep.pixel_logreg_accuracy, features_accuracy=sep.logreg_accuracy,
-                         beats_features=pixels_as_good(rules, similarity))
+                         beats_features=pixels_as_good(rules, sep.logreg_gain))
 
 
 def alternatives_for(row: DecisionRow, label: SimilarityLabel) -> list[Alternative]:
