@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _provenance import provenance
 from _quality_metrics import (
     STRATEGIES,
     Case,
@@ -826,26 +827,6 @@ def budget_of(args: argparse.Namespace) -> dict[str, Any]:
             "feature_extraction_epochs": "the rules' own (head on cached embeddings: not capped)"}
 
 
-def provenance(command: str) -> dict[str, Any]:
-    """The command, the git commit (and whether the tree had changes) and the machine that ran it."""
-    import platform
-    import subprocess
-
-    def git(*cmd: str) -> str:
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except OSError:
-            return ""
-
-    import torch
-
-    return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain",
-            "--untracked-files=no")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()}}
-
-
 def load_results(path: Path, budget: dict[str, Any]) -> dict[str, Any]:
     """The results file's cases and history when its budget matches (a file from before seeds were a case key
     carries its seed in the budget: its cases get it), else an empty file."""
@@ -881,10 +862,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, budget_of(args))
-    command = " ".join(sys.argv if argv is None else [Path(__file__).name, *argv])
     if not (args.report and not args.import_from):  # a bare --report changes no number: not a building command
         # Every command that added to (or re-judged) this file, oldest first, with its commit and machine.
-        results["commands"].append(provenance(command))
+        results["commands"].append(provenance(__file__, argv))
     for other in args.import_from:
         imported = load_results(other, budget_of(args))["cases"]
         if not imported:
