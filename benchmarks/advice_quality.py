@@ -62,7 +62,9 @@ LR_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
 DEFAULT_BACKBONE = "efficientnet_lite0"  # what advise_session uses; the cases record it
 
 # A person's label (../shared/README.md) and the training image size: the native size rounded up to 64
-# for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos.
+# for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos,
+# except where `train_px` sets it: flowers5's 4,000+ photos per case at 96 px took over 5 min per epoch
+# on the shared 2-core machine, more than a working session per case; at 64 px a case fits in one.
 DATASETS: dict[str, dict[str, Any]] = {
     "hymenoptera": {"person": "close", "native_px": None},
     "flowers5_small": {"person": "close", "native_px": None},
@@ -70,7 +72,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     "eurosat_small": {"person": "far", "native_px": 64},
     "pneumoniamnist": {"person": "far", "native_px": 28},
     # The size axis (../shared/README.md): close small band, far medium band, an in-between tiny set.
-    "flowers5": {"person": "close", "native_px": None},
+    "flowers5": {"person": "close", "native_px": None, "train_px": 64},
     "eurosat_medium": {"person": "far", "native_px": 64},
     "sign_digits": {"person": "in between", "native_px": 100},
     # `tl-advise sample-data digits`: scikit-learn's 8x8 digits, not in ../shared (an out-of-sample case).
@@ -177,7 +179,10 @@ def case_key(case: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def image_size_for(name: str, default: int) -> int:
-    native = DATASETS.get(name, {}).get("native_px")
+    known = DATASETS.get(name, {})
+    if known.get("train_px"):
+        return min(default, known["train_px"])
+    native = known.get("native_px")
     return min(default, 64) if native is not None and native <= 64 else default
 
 
@@ -568,7 +573,8 @@ def markdown(results: dict[str, Any]) -> str:
     b = results["budget"]
     lines = [
         "# Advice quality", "",
-        f"Budget: image size {b['image_size']} px (64 px for the ≤64 px datasets), at most {b['max_epochs']} "
+        f"Budget: image size {b['image_size']} px (64 px for the ≤64 px datasets and flowers5), "
+        f"at most {b['max_epochs']} "
         f"epochs per image-level phase (feature_extraction: {b.get('feature_extraction_epochs', 'capped too')}), "
         f"patience {b['patience']}, seeds {sorted({case_key(c)[2] for c in cases})}, device {b['device']}. "
         "Accuracy = validation accuracy in %; ± = one binomial s.e. sqrt(p(1-p)/n); "
