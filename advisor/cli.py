@@ -1,6 +1,6 @@
 """The ``tl-advise`` command line.
 
-``tl-advise DATA`` is short for ``tl-advise advise DATA``; ``predict`` lives in
+``tl-advise DATA`` is short for ``tl-advise advise DATA``; ``predict`` and ``schema`` live in
 ``advisor/pipeline_commands.py``. The report goes to stdout (or ``-o``); logs and
 progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition held, 2 bad usage or input
 (or missing weights), 3 an internal error (a bug), 130 interrupted.
@@ -18,7 +18,7 @@ import click
 
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
 from tl_advise.advisor.models import STRATEGY_IDS
-from tl_advise.advisor.pipeline_commands import predict_command
+from tl_advise.advisor.pipeline_commands import predict_command, schema_command
 
 logger = logging.getLogger("tl_advise")
 
@@ -85,6 +85,7 @@ Other commands:
   tl-advise backbones [--all]       the backbones you can name with --backbone
   tl-advise sample-data DIR         write scikit-learn's digits as an image folder
   tl-advise predict MODEL IMAGES…   classify images with a model trained by --run
+  tl-advise schema [predictions]    the JSON Schema of the report
 
 Every option can also be set with an environment variable TL_ADVISE_<OPTION> (e.g. TL_ADVISE_FORMAT=json)
 or in [tool.tl-advise] of a pyproject.toml; the command line wins.
@@ -296,6 +297,7 @@ def sample_data_command(target: Path, name: str) -> int:
 
 
 cli.add_command(predict_command)
+cli.add_command(schema_command)
 
 
 def _long_option_names() -> dict[str, str]:

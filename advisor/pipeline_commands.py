@@ -1,4 +1,4 @@
-"""``tl-advise predict``: the commands a pipeline runs around the advice.
+"""``tl-advise predict`` and ``tl-advise schema``: the commands a pipeline runs around the advice.
 
 Registered on the ``tl-advise`` group in ``advisor/cli.py``; errors map onto its exit codes there
 (2 for a bad model file, no images or bad options).
@@ -6,9 +6,11 @@ Registered on the ``tl-advise`` group in ``advisor/cli.py``; errors map onto its
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,7 +23,7 @@ logger = logging.getLogger("tl_advise")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True,
-              help="Report format: one row per image, or the typed report.")
+              help="Report format: one row per image, or the typed report (`tl-advise schema predictions`).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the predictions to this file instead of stdout.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
@@ -64,3 +66,33 @@ def predict_command(model: Path, images: tuple[Path, ...], fmt: str, output: Pat
     if n_failed == len(report.predictions):
         raise DatasetError(f"none of the {n_failed} image(s) could be read (reasons above)")
     return 0
+
+
+SCHEMAS = ("advice", "predictions")
+
+
+@click.command("schema")
+@click.argument("kind", type=click.Choice(SCHEMAS), default="advice")
+def schema_command(kind: str) -> int:
+    """Print the JSON Schema of a report: `advice` (what --format json and metrics.json hold, --run results
+    included) or `predictions` (tl-advise predict --format json)."""
+    click.echo(json.dumps(report_schema(kind), indent=2))
+    return 0
+
+
+def report_schema(kind: str = "advice") -> dict[str, object]:
+    """The JSON Schema (draft 2020-12) of the JSON output as the tool writes it: serialization mode, with
+    every field required, because the output always holds every field (defaults and nulls included)."""
+    from pydantic.json_schema import GenerateJsonSchema
+
+    from tl_advise.advisor.models import SCHEMA_VERSION, AdviceResult
+    from tl_advise.advisor.predictions import PredictionReport
+
+    class OutputSchema(GenerateJsonSchema):
+        def field_is_required(self, field: Any, total: bool) -> bool:
+            return not field.get("serialization_exclude")
+
+    model = AdviceResult if kind == "advice" else PredictionReport
+    schema = model.model_json_schema(mode="serialization", schema_generator=OutputSchema)
+    return {"$schema": OutputSchema.schema_dialect,
+            "$comment": f"tl-advise report schema_version {SCHEMA_VERSION}", **schema}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_class_folder, truncated_png
+from schema_check import validate
 from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.cli import main
@@ -103,6 +104,8 @@ def test_predict_json_from_the_run_folder_matches_the_python_api(trained: tuple[
     assert main(["predict", str(out), str(images), "--format", "json", "--workers", "0"]) == 0
     printed = capsys.readouterr().out
     report = PredictionReport.model_validate_json(printed)
+    assert main(["schema", "predictions"]) == 0
+    validate(json.loads(printed), json.loads(capsys.readouterr().out))
     assert report.model == str(out / "feature_extraction" / "model.pt")
     assert report.strategy == "feature_extraction" and report.image_size == 64
     assert report.classes == sorted(CLASSES) and len(report.predictions) == sum(CLASSES.values())
