@@ -76,6 +76,9 @@ class DatasetSummary(_Model):
     image_size: ImageSizeSummary
     duplicates: list[DuplicateGroup]
     skipped: list[SkippedFile]
+    manifests: list[str] = Field(
+        default_factory=list, description="the label manifest(s) the labels came from; empty for class folders"
+    )
 
 
 # --------------------------------------------------------------------------- backbone

@@ -50,8 +50,9 @@ def pixel_bar(rec: Recommendation) -> str | None:
 def dataset_line(result: AdviceResult) -> str:
     ds = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in ds.split_counts.items())
-    return (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
+    line = (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
             f"median {ds.images_per_class:g} per class in {ds.train_split}, imbalance {ds.imbalance_ratio:.2f}")
+    return line + (f"; labels from {', '.join(ds.manifests)}" if ds.manifests else "")
 
 
 def modes_line(modes: dict[str, int]) -> str:
