@@ -23,7 +23,7 @@ from tl_advise.advisor.scan import ImageRecord
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when what is stored changes meaning
+CACHE_FORMAT = 2  # bump when what is stored changes meaning (2: images decoded upright, EXIF orientation)
 
 
 def default_cache_dir() -> Path:
