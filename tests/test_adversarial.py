@@ -381,6 +381,7 @@ def test_missing_weights_file_is_reported_before_the_scan(capsys: pytest.Capture
 # --------------------------------------------------------------------------- 5. cache state and seeded runs
 
 
+@pytest.mark.slow
 def test_seeded_run_is_identical_with_a_cold_cache_a_warm_cache_and_no_cache(tmp_path: Path) -> None:
     data = make_class_folder(tmp_path / "data", {"a": 5, "b": 5}, seed=9)
     options = {"strategies": ["feature_extraction", "finetune_last_layers"], "head_epochs": 1,
