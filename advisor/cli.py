@@ -8,6 +8,7 @@ progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition h
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import warnings
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
-from tl_advise.advisor.models import STRATEGY_IDS
+from tl_advise.advisor.models import STRATEGY_IDS, printable
 
 logger = logging.getLogger("tl_advise")
 
@@ -180,8 +181,9 @@ def advise_command(**opts: Any) -> int:
         result = session.result.model_copy(update={"run": report_of_run})
     report = render(result, opts["fmt"])
     if opts["output"]:
-        opts["output"].parent.mkdir(parents=True, exist_ok=True)
-        opts["output"].write_text(report, encoding="utf-8")
+        from tl_advise.advisor.writable import atomic_write_text
+
+        atomic_write_text(report, opts["output"])  # a failed write keeps the previous report
         logger.info("report written to %s", opts["output"])
     else:
         click.echo(report, nl=False)
@@ -354,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except TLAdviseError as exc:
         click.echo(f"tl-advise: error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the environment, not a bug: a full disk, a read-only folder, a vanished file
+        where = f" ({printable(os.fsdecode(exc.filename))})" if exc.filename else ""
+        click.echo(f"tl-advise: error: {exc.strerror or exc}{where}", err=True)
+        logger.debug("traceback", exc_info=True)
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("tl-advise: interrupted (a --run keeps every finished epoch: run again with --resume)",

@@ -5,7 +5,10 @@ back as a class by the next scan."""
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from tl_advise.advisor.errors import ConfigError
 
@@ -28,3 +31,30 @@ def check_write_path(path: str | Path, dataset: str | Path, what: str) -> Path:
             f"Choose a path outside it."
         )
     return target
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it over the old one: a crash,
+    a kill or a full disk (``OSError``, re-raised) leaves the previous file as it was, never half a file.
+    ``durable`` also flushes it to the disk before the rename (checkpoints: worth a resume)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if not isinstance(exc, OSError) and isinstance(exc.__context__, OSError):
+            # A serializer that wraps the failed write (torch.save raises RuntimeError over ENOSPC): the
+            # OSError is what happened, and what the caller can act on.
+            raise exc.__context__ from exc
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    data = text.encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(data))
