@@ -195,4 +195,4 @@ def test_two_advises_and_a_run_at_once_on_one_cache_stay_correct(tmp_path: Path)
     assert reports[2]["run"]["runs"][0]["status"] == "completed"
     assert not [p for p in cache.rglob("*") if p.name.startswith(".") and p.is_file()]  # no temporary left
     warm = advise(data, cache_dir=cache)  # the cache they left is whole and valid
-    assert warm.sample.forward_passes == 0 and warm.similarity.model_dump() == reports[0]["similarity"]
+    assert warm.sample.forward_passes == 0 and warm.similarity.model_dump(mode="json") == reports[0]["similarity"]
