@@ -2,7 +2,8 @@
 
 ``run_advice(session, RunOptions(output_dir=...))`` trains, measures and writes ``metrics.json``,
 ``report.md``, ``learning_curves.png`` and one best model per strategy; ``predict`` reloads a model.
-The names are loaded on first use, so that validating ``RunOptions`` does not import torch.
+The names are loaded on first use, so that validating ``RunOptions`` does not import torch (and no
+submodule shares a name with them: importing it would replace the name with the module).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tl_advise.runners.api import run_advice
     from tl_advise.runners.options import RunOptions
-    from tl_advise.runners.predict import load_trained_model, predict
+    from tl_advise.runners.trained_model import load_trained_model, predict
 
 _EXPORTS = {
     "run_advice": "tl_advise.runners.api",
     "RunOptions": "tl_advise.runners.options",
-    "load_trained_model": "tl_advise.runners.predict",
-    "predict": "tl_advise.runners.predict",
+    "load_trained_model": "tl_advise.runners.trained_model",
+    "predict": "tl_advise.runners.trained_model",
 }
 
 __all__ = ["RunOptions", "load_trained_model", "predict", "run_advice"]

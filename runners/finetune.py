@@ -24,9 +24,9 @@ from tl_advise.runners.freezing import check_stage_names, freeze_body, frozen_ba
 from tl_advise.runners.heads import ClassifierHead, TransferModel
 from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
-from tl_advise.runners.predict import save_model
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
+from tl_advise.runners.trained_model import save_model
 
 logger = logging.getLogger(__name__)
 

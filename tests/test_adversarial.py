@@ -58,8 +58,14 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 
 
 @pytest.fixture(scope="module")
+def session_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own cache: warming the shared one here would make other modules' cold runs warm."""
+    return tmp_path_factory.mktemp("adversarial-cache")
+
+
+@pytest.fixture(scope="module")
 def warm_dataset(synthetic_dataset: Path, session_cache_dir: Path) -> Path:
-    """The shared synthetic dataset with its measurements in the session cache."""
+    """The shared synthetic dataset with its measurements in this module's cache."""
     advise(synthetic_dataset, cache_dir=session_cache_dir, device="cpu")
     return synthetic_dataset
 
