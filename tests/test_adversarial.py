@@ -391,7 +391,7 @@ def test_missing_weights_file_is_reported_before_the_scan(capsys: pytest.Capture
 def test_seeded_run_is_identical_with_a_cold_cache_a_warm_cache_and_no_cache(tmp_path: Path) -> None:
     data = make_class_folder(tmp_path / "data", {"a": 5, "b": 5}, seed=9)
     options = {"strategies": ["feature_extraction", "finetune_last_layers"], "head_epochs": 1,
-               "finetune_epochs": 2, "image_size": 32, "progress": False, "num_workers": 0, "patience": 5}
+               "finetune_epochs": 1, "image_size": 32, "progress": False, "num_workers": 0, "patience": 5}
     cache = tmp_path / "cache"
     results = []
     for name, kwargs in (("none", {"use_cache": False}), ("cold", {"cache_dir": cache}),

@@ -143,8 +143,8 @@ def run_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, cache
 
 
-RUN_ARGS = ("--run", "--strategies", "finetune_last_layers", "--head-epochs", "1", "--finetune-epochs", "4",
-            "--image-size", "48", "--batch-size", "2", "--workers", "0", "--format", "json", "-q")
+RUN_ARGS = ("--run", "--strategies", "finetune_last_layers", "--head-epochs", "1", "--finetune-epochs", "3",
+            "--image-size", "32", "--batch-size", "2", "--workers", "0", "--format", "json", "-q")
 
 
 @pytest.mark.slow
