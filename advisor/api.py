@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
-from tl_advise.advisor.errors import DatasetError
+from tl_advise.advisor.device import check_device
+from tl_advise.advisor.errors import BackboneError, DatasetError
 from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.models import (
     AdviceResult,
@@ -31,7 +32,8 @@ from tl_advise.advisor.models import (
     SkippedFile,
 )
 from tl_advise.advisor.sampling import DEFAULT_PER_CLASS, DEFAULT_TOTAL, stratified_sample, without_duplicates
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset
+from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
+from tl_advise.advisor.writable import check_write_path
 from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
 
 if TYPE_CHECKING:
@@ -143,8 +145,13 @@ def advise_session(
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
     timer = _Timer()
     total_start = time.perf_counter()
+    # Everything cheap is checked before the scan and the embedding, and whatever the cache holds.
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
-    cache = ArrayCache(Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else ArrayCache(None)
+    check_device(device)
+    if weights is not None and not Path(weights).is_file():
+        raise BackboneError(f"weights file {weights} does not exist (or is not a file)")
+    cache_folder = check_write_path(cache_dir or default_cache_dir(), data, "The cache folder") if use_cache else None
+    cache = ArrayCache(cache_folder)
 
     with timer.step("scan"):
         scan = scan_dataset(data, progress=progress, manifest=manifest)
@@ -168,12 +175,13 @@ def advise_session(
                                        progress=progress, timer=timer)
             if not measured.failed:  # a sample with undecodable files is re-measured, never trusted
                 cache.save_json("measurements", key, _measurements_to_json(measured))
-    scan.summary.skipped.extend(measured.failed)
     if measured.n_images == 0:
         raise DatasetError(f"{scan.root}: none of the sampled images could be decoded")
+    scan = without_undecodable(scan, measured.failed)
 
-    info = measured.backbone.model_copy(
-        update={"calibrated": ruleset.similarity.is_calibrated(measured.backbone.profile_key)})
+    # A profile is calibrated for the weights it was measured with: never for a user's checkpoint.
+    info = measured.backbone.model_copy(update={"calibrated": measured.backbone.has_published_weights
+                                                and ruleset.similarity.is_calibrated(measured.backbone.profile_key)})
     with timer.step("rules"):
         similarity = similarity_report(ruleset, info, measured)
         recommendation = recommend(ruleset, scan.summary, similarity, info)
@@ -232,6 +240,9 @@ def similarity_report(ruleset: RuleSet, backbone: BackboneInfo, measured: Measur
     values = signals_from_measurements(measured.bn_shift, measured.head, measured.separability)
     verdict = score_similarity(ruleset, backbone.profile_key, values)
     notes = list(verdict.notes)
+    if not backbone.has_published_weights:
+        notes.append(f"the thresholds were measured with {backbone.name}'s published weights, not with "
+                     f"{backbone.weights}: the similar/different call is uncalibrated for them")
     if measured.bn_shift is None:
         notes.append(f"{backbone.name} has no batch norm: the BN-shift signal is absent, the others decide")
     if measured.separability is None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -20,10 +18,11 @@ import numpy as np
 import platformdirs
 
 from tl_advise.advisor.scan import ImageRecord
+from tl_advise.advisor.writable import atomic_write
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when what is stored changes meaning
+CACHE_FORMAT = 2  # bump when what is stored changes meaning (2: images decoded upright, EXIF orientation)
 
 
 def default_cache_dir() -> Path:
@@ -97,16 +96,8 @@ class ArrayCache:
         self._write(self._path(kind, key).with_suffix(".json"), lambda fh: fh.write(payload))
 
     def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
-        """Atomic: a temporary file in the same folder, then a rename."""
+        """Atomic (see ``atomic_write``): a failed write keeps the previous entry and warns once."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    write(fh)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, write)
         except OSError as exc:
             self._warn_once("cannot write the cache at %s (%s); results are not cached", path.parent, exc)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
-from tl_advise.advisor.models import STRATEGY_IDS
+from tl_advise.advisor.models import STRATEGY_IDS, printable
 from tl_advise.advisor.pipeline_commands import predict_command, schema_command
 
 logger = logging.getLogger("tl_advise")
@@ -43,8 +45,12 @@ def parse_budget(text: str | None) -> tuple[int | None, float | None]:
             raise ConfigError(f"--budget {text!r}: each part must look like 3ep, 90s, 10m or 1h")
         value, unit = float(match.group(1)), match.group(2).lower()
         if unit.startswith("ep"):
+            if value < 1 or value != int(value):
+                raise ConfigError(f"--budget {text!r}: the epoch limit must be a whole number of at least 1")
             epochs = int(value)
         else:
+            if value <= 0:
+                raise ConfigError(f"--budget {text!r}: the time limit must be more than 0")
             seconds = value * _SECONDS[unit]
     return epochs, seconds
 
@@ -184,9 +190,7 @@ def advise_command(**opts: Any) -> int:
     """
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
-    if (opts["compare"] or opts["strategies"] or opts["resume"]) and not opts["run_"]:
-        raise ConfigError("--compare, --strategies and --resume go with --run")
-    opts["margin"] = parse_margin(opts["margin"])  # before any heavy work
+    run_options = _checked_options(opts, progress)  # everything cheap, before the scan and the embedding
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 
@@ -199,12 +203,16 @@ def advise_command(**opts: Any) -> int:
         num_workers=opts["workers"], progress=progress, manifest=_manifest_options(opts),
     )
     result = session.result
-    if opts["run_"]:
-        result = _run(session, opts, progress)
+    if run_options is not None:
+        from tl_advise.runners import run_advice
+
+        report_of_run = run_advice(session, run_options)
+        result = session.result.model_copy(update={"run": report_of_run})
     report = render(result, opts["fmt"])
     if opts["output"]:
-        opts["output"].parent.mkdir(parents=True, exist_ok=True)
-        opts["output"].write_text(report)
+        from tl_advise.advisor.writable import atomic_write_text
+
+        atomic_write_text(report, opts["output"])  # a failed write keeps the previous report
         logger.info("report written to %s", opts["output"])
     else:
         click.echo(report, nl=False)
@@ -221,8 +229,45 @@ def _manifest_options(opts: dict[str, Any]) -> Any:
                            label_column=opts["label_column"], split_column=opts["split_column"])
 
 
-def _run(session: Any, opts: dict[str, Any], progress: bool) -> Any:
-    from tl_advise.runners import RunOptions, run_advice
+# Options that only mean something with --run. On the command line without --run they are refused (as
+# click refuses conflicting options); from TL_ADVISE_* or pyproject.toml they are defaults for runs.
+RUN_ONLY_OPTIONS = ("compare", "strategies", "budget", "output_dir", "resume", "image_size", "head_epochs",
+                    "finetune_epochs", "head_lr", "backbone_lr", "batch_size", "max_train_per_class", "margin")
+# RunOptions field -> the option that sets it, for messages.
+RUN_OPTION_FLAGS = {
+    "output_dir": "--output-dir", "strategies": "--strategies", "max_epochs": "--budget",
+    "time_budget_s": "--budget", "head_epochs": "--head-epochs", "finetune_epochs": "--finetune-epochs",
+    "head_lr": "--head-lr", "backbone_lr": "--backbone-lr", "batch_size": "--batch-size",
+    "image_size": "--image-size", "max_train_images_per_class": "--max-train-per-class", "margin": "--margin",
+    "num_workers": "--workers", "seed": "--seed",
+}
+
+
+def _flag(name: str) -> str:
+    param = next(p for p in advise_command.params if p.name == name)
+    return max(param.opts, key=len)
+
+
+def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
+    """Refuse bad options and write paths before any heavy work; the run's options when --run is given."""
+    from click.core import ParameterSource
+
+    from tl_advise.advisor.writable import check_write_path
+
+    ctx = click.get_current_context()
+    typed = [name for name in RUN_ONLY_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if typed and not opts["run_"]:
+        one = len(typed) == 1
+        raise ConfigError(f"{', '.join(_flag(n) for n in typed)} only {'works' if one else 'work'} with --run: "
+                          f"add --run, or leave {'it' if one else 'them'} out")
+    data = opts["data"]
+    if opts["output"]:
+        check_write_path(opts["output"], data, "The report file (-o)")
+    if opts["cache_dir"] and not opts["no_cache"]:
+        check_write_path(opts["cache_dir"], data, "The cache folder (--cache-dir)")
+    if not opts["run_"]:
+        return None
+    from tl_advise.runners.options import check_output_dir, run_options
 
     epochs, seconds = parse_budget(opts["budget"])
     strategies = None
@@ -230,18 +275,19 @@ def _run(session: Any, opts: dict[str, Any], progress: bool) -> Any:
         names = [s.strip() for s in opts["strategies"].split(",") if s.strip()]
         strategies = list(STRATEGY_CHOICES) if names == ["all"] else names
         unknown = sorted(set(strategies) - set(STRATEGY_CHOICES))
-        if unknown:
-            raise ConfigError(f"--strategies: unknown {', '.join(unknown)}; choose from {', '.join(STRATEGY_CHOICES)}")
-    options = RunOptions(
+        if unknown or not strategies:
+            raise ConfigError(f"--strategies: unknown {', '.join(unknown) or 'empty list'}; choose from "
+                              f"{', '.join(STRATEGY_CHOICES)} or 'all'")
+    options = run_options(dict(
         output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
         time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
         head_lr=opts["head_lr"], backbone_lr=opts["backbone_lr"], batch_size=opts["batch_size"],
         image_size=opts["image_size"], max_train_images_per_class=opts["max_train_per_class"],
-        margin=opts["margin"], device=opts["device"], seed=opts["seed"], resume=opts["resume"],
+        margin=parse_margin(opts["margin"]), device=opts["device"], seed=opts["seed"], resume=opts["resume"],
         progress=progress, num_workers=opts["workers"],
-    )
-    report = run_advice(session, options)
-    return session.result.model_copy(update={"run": report})
+    ), RUN_OPTION_FLAGS)
+    check_output_dir(options.output_dir, data, "The output folder (--output-dir)")
+    return options
 
 
 def _exit_code(result: Any, fail_on: set[str]) -> int:
@@ -332,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     from tl_advise.advisor.config import pyproject_defaults
 
     args = list(sys.argv[1:] if argv is None else argv)
+    # Very large images are named in our own warning (scan); Pillow's bare one would only repeat it.
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         default_map = {"advise": pyproject_defaults(_long_option_names())}
         code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map)
@@ -346,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except TLAdviseError as exc:
         click.echo(f"tl-advise: error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the environment, not a bug: a full disk, a read-only folder, a vanished file
+        where = f" ({printable(os.fsdecode(exc.filename))})" if exc.filename else ""
+        click.echo(f"tl-advise: error: {exc.strerror or exc}{where}", err=True)
+        logger.debug("traceback", exc_info=True)
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("tl-advise: interrupted (a --run keeps every finished epoch: run again with --resume)",

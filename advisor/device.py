@@ -1,15 +1,32 @@
-"""``--device auto|cpu|cuda`` → a torch device, with a clear error when CUDA is asked for and absent."""
+"""``--device auto|cpu|cuda`` → a torch device, with a clear error when CUDA is asked for and absent.
+
+torch is imported only where a device is made: a warm advice never imports it, and checking ``auto`` or
+``cpu`` needs nothing.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from tl_advise.advisor.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def check_device(choice: str) -> None:
+    """Refuse a device that cannot be used, before any work; whether the run would need it is irrelevant
+    (a warm cache must give the same answer as a cold one)."""
+    if choice in ("auto", "cpu"):
+        return
+    resolve_device(choice)
+
+
 def resolve_device(choice: str = "auto") -> torch.device:
+    import torch
+
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cpu":
@@ -22,6 +39,8 @@ def resolve_device(choice: str = "auto") -> torch.device:
 
 
 def describe(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"

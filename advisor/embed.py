@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from tl_advise.advisor.backbones import Backbone
 from tl_advise.advisor.cache import ArrayCache, digest, file_identity
+from tl_advise.advisor.errors import BackboneError
 from tl_advise.advisor.imaging import PIXEL_BASELINE_SIZE, eval_transform, open_rgb, pixel_baseline
 from tl_advise.advisor.models import SkippedFile
-from tl_advise.advisor.scan import ImageRecord
+from tl_advise.advisor.scan import ImageRecord, display_name
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,9 @@ def _forward(backbone: Backbone, paths: list[Path], *, device: torch.device, bat
     loader = DataLoader(
         _ImageDataset(paths, backbone), batch_size=batch_size, shuffle=False,
         num_workers=num_workers if n > batch_size else 0, pin_memory=device.type == "cuda",
+        # Its own generator: embedding never draws from the global RNG, so a seeded run that follows
+        # sees the same random numbers whether the embeddings came from the cache or not.
+        generator=torch.Generator().manual_seed(0),
     )
     n_classes = None
     use_amp = device.type == "cuda"
@@ -220,6 +224,7 @@ def embed(backbone: Backbone, records: Sequence[ImageRecord], *, root: Path, dev
             cache.save("bnstats", bn_key, bn_arrays)
         failures = [(todo[i], reason) for i, reason in failures]
         failed_local = {i for i, _ in failures}
+        _check_finite(backbone, computed, [j for j in range(len(todo)) if todo[j] not in failed_local])
         new_rows = {ids[todo[j]]: {name: arr[j] for name, arr in computed.items()}
                     for j in range(len(todo)) if todo[j] not in failed_local}
         cached_rows.update(new_rows)
@@ -235,9 +240,20 @@ def embed(backbone: Backbone, records: Sequence[ImageRecord], *, root: Path, dev
         top1=stacked["top1"], pixels=stacked["pixels"],
         bn=bn_statistics_from(bn_arrays) if bn_arrays is not None else None,
         cache_hits=len(records) - len(todo), forward_passes=len(todo),
-        failed=[SkippedFile(path=records[i].path.relative_to(root).as_posix(), reason=reason)
+        failed=[SkippedFile(path=display_name(records[i].path, root), reason=reason)
                 for i, reason in failures],
     )
+
+
+def _check_finite(backbone: Backbone, computed: dict[str, np.ndarray], decoded: list[int]) -> None:
+    """NaN or infinite features (broken weights, an fp16 overflow) would fail deep inside the similarity
+    measures; refuse them here, once, before they reach the cache."""
+    features = computed["features"][decoded]
+    bad = int((~np.isfinite(features).all(axis=1)).sum()) if len(decoded) else 0
+    if bad:
+        raise BackboneError(
+            f"{backbone.name} ({backbone.info.weights}) produced NaN or infinite features for {bad} of "
+            f"{len(decoded)} images: its weights (or its numerics on this device) are broken")
 
 
 def _cached_rows(cache: ArrayCache, shard_key: str) -> dict[str, dict[str, np.ndarray]]:

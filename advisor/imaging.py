@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
+from tl_advise.advisor.exif import upright
 from tl_advise.advisor.models import Preprocessing
 
 PIXEL_BASELINE_SIZE = 32  # raw-pixel baseline: 32×32 greyscale (similarity notes, point 5)
@@ -42,7 +43,7 @@ def open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
         img.load()
-        return to_rgb(img)
+        return to_rgb(upright(img))
 
 
 def eval_transform(pre: Preprocessing) -> T.Compose:

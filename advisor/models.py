@@ -6,9 +6,10 @@ field is renamed or removed (adding optional fields keeps it).
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import unicodedata
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = "1.0"
 
@@ -29,8 +30,54 @@ BATCHNORM_HELP = ("how the pretrained backbone's batch-norm layers run while it 
                   "from the batches")
 
 
+# Characters that cannot be written as they are: control characters (a newline in a file name would break a
+# line-per-file list), line/paragraph separators, and lone surrogates (how Python spells file-name bytes that
+# are not UTF-8; no encoder accepts them).
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print, write and serialise: file-name bytes that are not UTF-8 become ``\\xff``
+    (as ``os.fsencode`` would give them back), control characters ``\\n``, ``\\x1b``, ``\\u2028``.
+    Printable text is returned unchanged, so applying it twice changes nothing."""
+    if text.isprintable():
+        return text
+    out: list[str] = []
+    for char in text:
+        if unicodedata.category(char) not in _UNPRINTABLE_CATEGORIES:
+            out.append(char)
+        elif char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif 0xDC80 <= ord(char) <= 0xDCFF:  # surrogateescape: the original byte
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}")
+    return "".join(out)
+
+
+def _printable_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_printable_values(v) for v in value)
+    if isinstance(value, dict):
+        return {_printable_values(k): _printable_values(v) for k, v in value.items()}
+    return value
+
+
 class _Model(BaseModel):
+    """Every result model: unknown fields refused, and every string in it printable (file and class names
+    come from the file system and may hold any byte), so no output format can fail on one."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _printable_strings(cls, value: Any) -> Any:
+        return _printable_values(value)
 
 
 # --------------------------------------------------------------------------- dataset scan
@@ -48,6 +95,11 @@ class DuplicateGroup(_Model):
     splits: list[str]
     classes: list[str]
     cross_split: bool
+
+    @property
+    def label_conflict(self) -> bool:
+        """The same image filed under more than one class: not a copy to remove, a label to fix."""
+        return len(self.classes) > 1
 
 
 class ImageSizeSummary(_Model):
@@ -75,7 +127,10 @@ class DatasetSummary(_Model):
     modes: dict[str, int] = Field(description="PIL image mode -> images (L, RGB, RGBA, I;16, CMYK, ...)")
     image_size: ImageSizeSummary
     duplicates: list[DuplicateGroup]
-    skipped: list[SkippedFile]
+    skipped: list[SkippedFile] = Field(description="files left out, each with the reason")
+    empty_class_folders: list[str] = Field(default_factory=list,
+                                           description="classes left out (their folder or manifest): no readable "
+                                                       "image in them")
     manifests: list[str] = Field(
         default_factory=list, description="the label manifest(s) the labels came from; empty for class folders"
     )
@@ -105,6 +160,12 @@ class BackboneInfo(_Model):
     stages: list[str] = Field(description="ordered groups of layers, input to head; the head is not a stage")
     has_batchnorm: bool
     calibrated: bool = Field(description="whether rules/ holds similarity thresholds measured for it")
+
+    @property
+    def has_published_weights(self) -> bool:
+        """Weights that calibrations can be measured with (packaged or torchvision's); a user's checkpoint
+        or random weights are never calibrated, whatever the architecture's profile says."""
+        return self.source in ("embedded", "torchvision")
 
     @property
     def profile_key(self) -> str:

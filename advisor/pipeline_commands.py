@@ -46,7 +46,7 @@ def predict_command(model: Path, images: tuple[Path, ...], fmt: str, output: Pat
     """
     from tl_advise.advisor.cli import configure_logging
     from tl_advise.advisor.predictions import render_predictions
-    from tl_advise.runners.predict import image_files, predict_images
+    from tl_advise.runners.trained_model import image_files, predict_images
 
     configure_logging(verbose, quiet)
     if not image_files(images):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tl_advise.advisor.models import DuplicateGroup
-from tl_advise.advisor.scan import ImageRecord
+from tl_advise.advisor.scan import ImageRecord, display_name
 
 DEFAULT_PER_CLASS = 64  # the similarity signals were stable from ~8 per class (similarity notes, point 6)
 DEFAULT_TOTAL = 1024
@@ -18,7 +18,7 @@ def without_duplicates(records: Sequence[ImageRecord], root: Path,
                        duplicates: Sequence[DuplicateGroup]) -> list[ImageRecord]:
     """Keep one file of each byte-identical group, so a copy cannot sit on both sides of a CV fold."""
     extra_copies = {p for group in duplicates for p in sorted(group.paths)[1:]}
-    return [r for r in records if r.path.relative_to(root).as_posix() not in extra_copies]
+    return [r for r in records if display_name(r.path, root) not in extra_copies]
 
 
 def stratified_sample(records: Sequence[ImageRecord], *, per_class: int | None = DEFAULT_PER_CLASS,

@@ -14,6 +14,7 @@ files that share a byte size with another file are hashed. The dataset is never 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,7 +30,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from tl_advise.advisor.errors import DatasetError
-from tl_advise.advisor.models import DatasetSummary, DuplicateGroup, ImageSizeSummary, SkippedFile
+from tl_advise.advisor.exif import QUARTER_TURNS, exif_orientation
+from tl_advise.advisor.models import DatasetSummary, DuplicateGroup, ImageSizeSummary, SkippedFile, printable
 
 if TYPE_CHECKING:
     from tl_advise.advisor.manifest import ManifestOptions
@@ -170,16 +172,49 @@ def scan_listing(listing: Listing, *, progress: bool = False) -> DatasetScan:
         else:
             readable.append((cand, header))
 
-    classes = _classes_with_images(listing, readable, skipped)
+    classes, empty = _classes_with_images(listing, readable, skipped)
     records = _build_records(readable, classes)
     duplicates = _find_duplicates(root, records, progress)
-    summary = _summarise(root, listing.layout, classes, listing.splits, records, duplicates, skipped)
+    summary = _summarise(root, listing.layout, classes, listing.splits, records, duplicates, skipped, empty)
     summary.manifests = list(listing.manifests)
     logger.info(
         "scanned %s: %d images in %d classes, %d skipped, %d duplicate groups",
         listing.where, len(records), len(classes), len(skipped), len(duplicates),
     )
     return DatasetScan(root=root, classes=classes, records=records, summary=summary)
+
+
+def display_name(path: Path, root: Path) -> str:
+    """How a file is named in every report: relative to the root, posix, printable (see models.printable)."""
+    return printable(path.relative_to(root).as_posix())
+
+
+def without_undecodable(scan: DatasetScan, failed: Sequence[SkippedFile]) -> DatasetScan:
+    """The scan minus files whose header read fine but whose data did not decode (found while embedding):
+    they join the skipped files and leave every count, so a class is never counted with images it lacks."""
+    gone = {f.path for f in failed}
+    if not gone:
+        return scan
+    kept = [r for r in scan.records if display_name(r.path, scan.root) not in gone]
+    summary = scan.summary
+    classes = sorted({r.class_name for r in kept})
+    if len(classes) < 2:
+        raise DatasetError(f"{scan.root}: fewer than 2 classes have images that decode "
+                           f"({len(gone)} undecodable); {EXPECTED_LAYOUT}")
+    label_of = {name: i for i, name in enumerate(classes)}
+    records = [dataclasses.replace(r, label=label_of[r.class_name]) for r in kept]
+    lost = sorted(set(scan.classes) - set(classes))
+    empty = summary.empty_class_folders + [f"{name}/" for name in lost]
+    for name in lost:
+        logger.warning("class %r has no decodable images and is left out", name)
+    duplicates = []
+    for group in summary.duplicates:
+        paths = [p for p in group.paths if p not in gone]
+        if len(paths) > 1:
+            duplicates.append(group.model_copy(update={"paths": paths}))
+    new_summary = _summarise(scan.root, summary.layout, classes, list(summary.split_counts), records, duplicates,
+                             [*summary.skipped, *failed], empty)
+    return DatasetScan(root=scan.root, classes=classes, records=records, summary=new_summary)
 
 
 # --------------------------------------------------------------------------- layout
@@ -344,6 +379,8 @@ def _read_header(path: Path) -> _Header | str:
                 with Image.open(fh) as im:
                     width, height = im.size
                     mode, fmt = im.mode, im.format or ""
+                    if exif_orientation(im) in QUARTER_TURNS:  # sizes as the image is shown and decoded
+                        width, height = height, width
             except UnidentifiedImageError:
                 return REASON_NOT_IMAGE
             except Image.DecompressionBombError as exc:
@@ -352,6 +389,11 @@ def _read_header(path: Path) -> _Header | str:
                 return f"corrupt image header ({exc})"
             if _is_truncated(fh, fmt, st.st_size):
                 return REASON_TRUNCATED
+            if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                # Pillow decodes these with a bare DecompressionBombWarning (the CLI silences it): name the file.
+                logger.warning("%s is %d x %d px (%.0f Mpx, above Pillow's decompression-bomb limit of %.0f Mpx): "
+                               "decoding it takes much memory", printable(str(path)), width, height,
+                               width * height / 1e6, Image.MAX_IMAGE_PIXELS / 1e6)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     return _Header(width, height, mode, st.st_size, st.st_mtime_ns)
@@ -389,8 +431,9 @@ def _classes_with_images(
     listing: Listing,
     readable: Sequence[tuple[Candidate, _Header]],
     skipped: list[SkippedFile],
-) -> list[str]:
-    """Sorted class names that have at least one readable image; raises when fewer than two."""
+) -> tuple[list[str], list[str]]:
+    """(sorted class names with at least one readable image, where the classes left out for having none were
+    declared); raises when fewer than two classes have images."""
     found = sorted(listing.declared)
     with_images = sorted({cand.class_name for cand, _ in readable})
     if not with_images:
@@ -398,16 +441,17 @@ def _classes_with_images(
             f"{listing.where} {listing.declares} ({_name_list(found)}) but no readable images "
             f"({len(skipped)} files skipped); {listing.hint}"
         )
+    empty: list[str] = []
     for name in sorted(set(found) - set(with_images)):
         # An empty class cannot be learned; report where it was declared so the user sees why it is gone.
-        skipped.extend(SkippedFile(path=where, reason="no readable images") for where in listing.declared[name])
+        empty.extend(listing.declared[name])
         logger.warning("class %r has no readable images and is left out", name)
     if len(with_images) < 2:
         raise DatasetError(
             f"{listing.where} has only one class with images, {with_images[0]!r}; a classifier needs at least "
             f"2 classes; {listing.hint}"
         )
-    return with_images
+    return with_images, empty
 
 
 def _name_list(names: Sequence[str], limit: int = 5) -> str:
@@ -491,6 +535,7 @@ def _summarise(
     records: Sequence[ImageRecord],
     duplicates: list[DuplicateGroup],
     skipped: list[SkippedFile],
+    empty_class_folders: list[str],
 ) -> DatasetSummary:
     per_split = Counter((r.split, r.class_name) for r in records)
     split_counts = {s: {c: per_split[(s, c)] for c in classes} for s in splits}
@@ -518,6 +563,7 @@ def _summarise(
         image_size=_size_summary(records),
         duplicates=duplicates,
         skipped=sorted(skipped, key=lambda s: s.path),
+        empty_class_folders=sorted(empty_class_folders),
     )
 
 

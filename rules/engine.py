@@ -37,8 +37,10 @@ from tl_advise.rules.schema import (
     ClassImbalanceWarning,
     CrossSplitDuplicatesWarning,
     DecisionRow,
+    EmptyClassesWarning,
     FewImagesWarning,
     GreyscaleWarning,
+    LabelConflictWarning,
     LayerRules,
     PixelsAsGoodWarning,
     RuleSet,
@@ -371,8 +373,22 @@ def check_cross_split_duplicates(ctx: AdviceContext, rule: CrossSplitDuplicatesW
 
 
 def check_within_split_duplicates(ctx: AdviceContext, rule: WithinSplitDuplicatesWarning) -> Fields | None:
-    groups = [g for g in ctx.dataset.duplicates if not g.cross_split]
+    # Copies under different labels are a label conflict (their own warning), not copies to remove.
+    groups = [g for g in ctx.dataset.duplicates if not g.cross_split and not g.label_conflict]
     return _duplicate_fields(groups) if len(groups) >= rule.min_groups else None
+
+
+def check_label_conflict(ctx: AdviceContext, rule: LabelConflictWarning) -> Fields | None:
+    groups = [g for g in ctx.dataset.duplicates if g.label_conflict]
+    if not groups:
+        return None
+    return {"n_groups": len(groups), "n_files": sum(len(g.paths) for g in groups),
+            "example": " = ".join(groups[0].paths[:2]) + f" (labelled {', '.join(groups[0].classes)})"}
+
+
+def check_empty_classes(ctx: AdviceContext, rule: EmptyClassesWarning) -> Fields | None:
+    folders = ctx.dataset.empty_class_folders
+    return {"n_folders": len(folders), "folders": ", ".join(folders)} if folders else None
 
 
 def check_skipped_files(ctx: AdviceContext, rule: SkippedFilesWarning) -> Fields | None:
@@ -384,8 +400,10 @@ def check_skipped_files(ctx: AdviceContext, rule: SkippedFilesWarning) -> Fields
 
 def check_uncalibrated_backbone(ctx: AdviceContext, rule: UncalibratedBackboneWarning) -> Fields | None:
     name = ctx.backbone.profile_key
-    if ctx.backbone.calibrated and ctx.rules.similarity.is_calibrated(name):
+    if ctx.backbone.calibrated and ctx.backbone.has_published_weights and ctx.rules.similarity.is_calibrated(name):
         return None
+    if not ctx.backbone.has_published_weights:
+        name = f"{name} with the weights {ctx.backbone.weights}"
     return {"backbone": name}
 
 
@@ -405,7 +423,9 @@ WARNING_CHECKS: dict[str, WarningCheck] = {
     "tiny_images": check_tiny_images,
     "duplicates_across_splits": check_cross_split_duplicates,
     "duplicates_within_split": check_within_split_duplicates,
+    "label_conflict": check_label_conflict,
     "skipped_files": check_skipped_files,
+    "empty_classes": check_empty_classes,
     "uncalibrated_backbone": check_uncalibrated_backbone,
     "frozen_features_no_better_than_pixels": check_pixels_as_good,
 }

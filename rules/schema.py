@@ -385,6 +385,14 @@ class WithinSplitDuplicatesWarning(WarningRule):
     min_groups: int = Field(ge=1)
 
 
+class LabelConflictWarning(WarningRule):
+    measured_fields = frozenset({"n_groups", "n_files", "example"})
+
+
+class EmptyClassesWarning(WarningRule):
+    measured_fields = frozenset({"n_folders", "folders"})
+
+
 class SkippedFilesWarning(WarningRule):
     measured_fields = frozenset({"n_files", "example"})
     min_files: int = Field(ge=1)
@@ -408,7 +416,9 @@ class WarningRules(_Strict):
     tiny_images: TinyImagesWarning
     duplicates_across_splits: CrossSplitDuplicatesWarning
     duplicates_within_split: WithinSplitDuplicatesWarning
+    label_conflict: LabelConflictWarning
     skipped_files: SkippedFilesWarning
+    empty_classes: EmptyClassesWarning
     uncalibrated_backbone: UncalibratedBackboneWarning
     frozen_features_no_better_than_pixels: PixelsAsGoodWarning
 

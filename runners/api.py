@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
-from tl_advise.advisor.errors import TLAdviseError
+from tl_advise.advisor.errors import ConfigError, TLAdviseError
 from tl_advise.advisor.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
 from tl_advise.runners import feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
@@ -97,11 +97,17 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
     logger.info("run: %s on %s; %d train / %d val / %d test images; validation: %s",
                 ", ".join(strategies), describe(device), len(splits.train), len(splits.val), len(splits.test),
                 splits.validation)
+    recipes = {strategy: build_recipe(session, strategy, options) for strategy in strategies}
+    for strategy, recipe in recipes.items():  # refused before anything trains, not after the first strategy
+        if recipe.head_epochs + recipe.finetune_epochs <= 0:
+            raise ConfigError(
+                f"{strategy} has no epoch to train (head {recipe.head_epochs}, fine-tune "
+                f"{recipe.finetune_epochs} after the run options): give its phase at least one epoch"
+                + (" (--finetune-epochs)" if recipe.trains_backbone else " (it trains only a head: --head-epochs)"))
     output_dir.mkdir(parents=True, exist_ok=True)
 
     runs: list[StrategyRun] = []
-    for strategy in strategies:
-        recipe = build_recipe(session, strategy, options)
+    for strategy, recipe in recipes.items():
         ctx = StrategyContext(session=session, recipe=recipe, splits=splits, options=options, device=device,
                               folder=output_dir / strategy, output_dir=output_dir, epoch_callback=epoch_callback)
         try:

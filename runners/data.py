@@ -24,7 +24,7 @@ from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.imaging import interpolation_mode, open_rgb
 from tl_advise.advisor.models import DuplicateGroup, Preprocessing
 from tl_advise.advisor.sampling import stratified_sample
-from tl_advise.advisor.scan import DatasetScan, ImageRecord
+from tl_advise.advisor.scan import DatasetScan, ImageRecord, display_name
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def duplicate_groups(records: Sequence[ImageRecord], root: Path,
             group_of[path] = i
     groups: dict[object, list[ImageRecord]] = {}
     for record in records:
-        rel = record.path.relative_to(root).as_posix()
+        rel = display_name(record.path, root)
         key: object = ("dup", group_of[rel]) if rel in group_of else ("file", rel)
         groups.setdefault(key, []).append(record)
     return list(groups.values())

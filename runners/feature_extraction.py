@@ -21,8 +21,8 @@ from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.heads import ClassifierHead
 from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
-from tl_advise.runners.predict import save_model
 from tl_advise.runners.train import Batch, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
+from tl_advise.runners.trained_model import save_model
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from tl_advise.runners.freezing import check_stage_names, freeze_body, frozen_ba
 from tl_advise.runners.heads import ClassifierHead, TransferModel
 from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
-from tl_advise.runners.predict import save_model
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
+from tl_advise.runners.trained_model import save_model
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,10 @@ def run(ctx: StrategyContext) -> StrategyRun:
     backbone = backbone_for(ctx)
     head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout)
     model = TransferModel(backbone.body, head).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # The memory format is set explicitly, never inherited: the session's backbone is channels_last after a
+    # cold advice embedded with it (and contiguous after a warm one), and the two round differently, so a
+    # seeded run would depend on whether the cache was warm.
+    model = model.to(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
 
     pre = ctx.preprocessing
     augment, applied, skipped = train_transform(pre, recipe.augmentation)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tl_advise.advisor.errors import ConfigError
 from tl_advise.advisor.models import StrategyId
+from tl_advise.advisor.writable import check_write_path
 
 
 class RunOptions(BaseModel):
@@ -38,6 +40,12 @@ class RunOptions(BaseModel):
     progress: bool = True
     num_workers: int | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _something_trains(self) -> RunOptions:
+        if self.head_epochs == 0 and self.finetune_epochs == 0:
+            raise ValueError("head_epochs 0 and finetune_epochs 0 leave nothing to train; give one phase an epoch")
+        return self
+
     def budget(self) -> dict[str, float | int | bool | str | None]:
         """The options that change what is trained, as recorded in the report."""
         return {
@@ -56,15 +64,29 @@ class RunOptions(BaseModel):
         }
 
 
-def check_output_dir(output_dir: Path, dataset_root: Path) -> Path:
+def run_options(values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> RunOptions:
+    """``RunOptions(**values)``, with a bad value reported as a ``ConfigError`` naming the option (``names``
+    maps a field to what the user typed, e.g. ``max_epochs`` → ``--budget``), never a pydantic traceback."""
+    try:
+        return RunOptions(**values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            if not field:  # a rule across options: its message names them
+                message = str(error["msg"]).removeprefix("Value error, ")
+                for name, shown in (names or {}).items():
+                    message = message.replace(name, shown)
+                problems.append(message)
+                continue
+            shown = (names or {}).get(field, field)
+            problems.append(f"{shown}: {error['msg'].lower()}. Got {error.get('input')!r} instead")
+        raise ConfigError("; ".join(problems)) from None
+
+
+def check_output_dir(output_dir: Path, dataset_root: Path, what: str = "The output folder") -> Path:
     """The output folder, resolved; refused when it is the dataset or inside it (the dataset is read-only)."""
-    out = output_dir.expanduser().resolve()
-    root = dataset_root.resolve()
-    if out == root or out.is_relative_to(root):
-        raise ConfigError(
-            f"The output folder {out} is inside the dataset {root}; the dataset is never written to. "
-            "Choose a folder outside it, e.g. ./tl-advise-runs"
-        )
+    out = check_write_path(output_dir, dataset_root, what)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"The output folder {out} exists and is not a folder.")
     return out

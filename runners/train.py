@@ -267,6 +267,10 @@ def fit(job: TrainingJob) -> FitResult:
     with sigterm_as_keyboard_interrupt():
         while not finished and progress.phase_index < len(job.phases):
             phase = job.phases[progress.phase_index]
+            if phase.epochs <= 0:  # a phase of 0 epochs hands over at once (it used to spin forever)
+                progress.phase_index += 1
+                progress.epoch_in_phase = 0
+                continue
             # Freezing is re-applied from the plan at every phase start, resumed or not.
             prepared = job.prepare_phase(phase)
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(prepared.optimizer,

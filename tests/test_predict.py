@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from tl_advise.advisor.cli import main
 from tl_advise.advisor.predictions import PredictionReport
 from tl_advise.runners import predict
-from tl_advise.runners.predict import predict_images
+from tl_advise.runners.trained_model import predict_images
 
 pytestmark = [pytest.mark.usefixtures("restore_tl_logging"), pytest.mark.slow]
 

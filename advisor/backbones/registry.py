@@ -8,6 +8,7 @@ loads a local checkpoint into the named architecture with ``torch.load(weights_o
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,23 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, *, weights_file: str | Path | No
 # --------------------------------------------------------------------------- local checkpoints
 
 
+SAFE_CHECKPOINT = ("tl-advise loads weights with torch.load(weights_only=True) and never runs code from a file: "
+                   "give it a state_dict of tensors saved with torch.save(model.state_dict(), path)")
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` refused, in our words: PyTorch's own message suggests ``weights_only=False``, the
+    very step a safe loader exists to avoid, so it is never passed on."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return f"it holds a pickled object ({unsupported.group(1)}), not only tensors"
+    if "Weights only load failed" in text:
+        return "it holds pickled objects, not only tensors"
+    first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[0] if text.strip() else ""
+    return f"it is not a readable PyTorch checkpoint ({exc.__class__.__name__}: {first})"
+
+
 def read_checkpoint(path: Path) -> dict[str, object]:
     if not path.is_file():
         raise BackboneError(f"weights file {path} does not exist")
@@ -74,13 +92,19 @@ def read_checkpoint(path: Path) -> dict[str, object]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, unsafe globals, truncated zip …
         raise BackboneError(
-            f"cannot load weights file {path} with weights_only=True ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Save a plain state_dict: "
-            "torch.save(model.state_dict(), path)"
-        ) from exc
+            f"cannot load weights file {path} safely: {_load_failure(exc)}. {SAFE_CHECKPOINT}") from None
     if not isinstance(obj, dict):
-        raise BackboneError(f"weights file {path} holds a {type(obj).__name__}, not a state_dict")
+        raise BackboneError(f"weights file {path} holds a {type(obj).__name__}, not a state_dict. {SAFE_CHECKPOINT}")
     return obj
+
+
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """NaN or infinite weights make every embedding NaN; say so at load, naming the tensors."""
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise BackboneError(f"weights file {path} holds NaN or infinite values in {len(bad)} of {len(state)} "
+                            f"tensors ({shown}); the checkpoint is broken: save it again from a healthy model")
 
 
 def _state_dict_of(ckpt: dict[str, object]) -> OrderedDict[str, torch.Tensor]:
@@ -116,6 +140,7 @@ def _load_state(model: nn.Module, state: OrderedDict[str, torch.Tensor], path: P
 def _load_with_checkpoint(name: str, path: Path) -> Backbone:
     ckpt = read_checkpoint(path)
     state = _state_dict_of(ckpt)
+    check_finite(state, path)
     weights_id = f"file:{path.resolve()}"
     if name == efficientnet_lite0.NAME:
         model = efficientnet_lite0.create_model()
