@@ -144,6 +144,13 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="With --run: train on at most this many images per class (seeded).")
 @click.option("--margin", type=click.FloatRange(min=0, max=1), default=0.01, show_default=True,
               envvar=env("MARGIN"), help="With --run: within this accuracy of the best counts as confirmed.")
+@click.option("--tensorboard/--no-tensorboard", default=None, envvar=env("TENSORBOARD"),
+              help="With --run: TensorBoard scalars in OUTPUT_DIR/tensorboard [default: when installed].")
+@click.option("--mlflow/--no-mlflow", default=None, envvar=env("MLFLOW"),
+              help="With --run: track the run in MLflow (MLFLOW_TRACKING_URI, else MLflow's default store) "
+                   "[default: when MLFLOW_TRACKING_URI is set].")
+@click.option("--mlflow-experiment", default="tl-advise", show_default=True,
+              envvar=[env("MLFLOW_EXPERIMENT"), "MLFLOW_EXPERIMENT_NAME"], help="With --run: the MLflow experiment.")
 @click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
               help="Progress bars on stderr [default: when stderr is a terminal].")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
@@ -157,6 +164,10 @@ def advise_command(**opts: Any) -> int:
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     if (opts["compare"] or opts["strategies"] or opts["resume"]) and not opts["run_"]:
         raise ConfigError("--compare, --strategies and --resume go with --run")
+    if opts["run_"]:  # a tracker asked for but not installed fails now, not after the advice
+        from tl_advise.runners.tracking import check_available
+
+        check_available(tensorboard=opts["tensorboard"], mlflow=opts["mlflow"])
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 
@@ -201,7 +212,8 @@ def _run(session: Any, opts: dict[str, Any], progress: bool) -> Any:
         head_lr=opts["head_lr"], backbone_lr=opts["backbone_lr"], batch_size=opts["batch_size"],
         image_size=opts["image_size"], max_train_images_per_class=opts["max_train_per_class"],
         margin=opts["margin"], device=opts["device"], seed=opts["seed"], resume=opts["resume"],
-        progress=progress, num_workers=opts["workers"],
+        progress=progress, num_workers=opts["workers"], tensorboard=opts["tensorboard"], mlflow=opts["mlflow"],
+        mlflow_experiment=opts["mlflow_experiment"],
     )
     report = run_advice(session, options)
     return session.result.model_copy(update={"run": report})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
@@ -17,6 +19,7 @@ from tl_advise.runners.data import make_splits
 from tl_advise.runners.options import RunOptions, check_output_dir
 from tl_advise.runners.recipes import build_recipe
 from tl_advise.runners.report import markdown_report, plot_curves
+from tl_advise.runners.tracking import EndStatus, open_loggers
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import decide
 
@@ -98,29 +101,66 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
                 ", ".join(strategies), describe(device), len(splits.train), len(splits.val), len(splits.test),
                 splits.validation)
     output_dir.mkdir(parents=True, exist_ok=True)
+    trackers = open_loggers(output_dir=output_dir, tensorboard=options.tensorboard, mlflow=options.mlflow,
+                            mlflow_experiment=options.mlflow_experiment, resume=options.resume)
+    end_status: EndStatus = "FAILED"
+    try:
+        trackers.start_run(session.result, run_params(session, options, strategies, splits.validation))
+        runs: list[StrategyRun] = []
+        for strategy in strategies:
+            recipe = build_recipe(session, strategy, options)
+            ctx = StrategyContext(session=session, recipe=recipe, splits=splits, options=options, device=device,
+                                  folder=output_dir / strategy, output_dir=output_dir,
+                                  epoch_callback=epoch_callback, epoch_logger=trackers if trackers else None)
+            trackers.start_strategy(strategy, recipe_params(ctx))
+            try:
+                run = _train_one(ctx)
+            except TLAdviseError:
+                raise
+            except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
+                logger.exception("%s failed", strategy)
+                run = StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}")
+            runs.append(run)
+            trackers.end_strategy(run, ctx.folder)
 
-    runs: list[StrategyRun] = []
-    for strategy in strategies:
-        recipe = build_recipe(session, strategy, options)
-        ctx = StrategyContext(session=session, recipe=recipe, splits=splits, options=options, device=device,
-                              folder=output_dir / strategy, output_dir=output_dir, epoch_callback=epoch_callback)
-        try:
-            runs.append(_train_one(ctx))
-        except TLAdviseError:
-            raise
-        except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
-            logger.exception("%s failed", strategy)
-            runs.append(StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}"))
-
-    report = RunReport(
-        output_dir=str(output_dir), device=describe(device), validation=splits.validation,
-        budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin),
-        files={},
-    )
-    report = write_outputs(session, report, output_dir)
-    session.result.run = report
+        report = RunReport(
+            output_dir=str(output_dir), device=describe(device), validation=splits.validation,
+            budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin),
+            files={},
+        )
+        report = write_outputs(session, report, output_dir)
+        session.result.run = report
+        trackers.finish(session.result, output_dir)
+        end_status = "FINISHED"
+    except KeyboardInterrupt:
+        end_status = "KILLED"
+        raise
+    finally:
+        trackers.close(end_status)
     logger.info("verdict: %s — %s", report.verdict.status, report.verdict.message)
     return report
+
+
+def run_params(session: AdviceSession, options: RunOptions, strategies: list[StrategyId],
+               validation: str) -> dict[str, Any]:
+    """What a tracker records about the whole run: the advice it tests and the options it ran with."""
+    result = session.result
+    rec, sim, ds = result.recommendation, result.similarity, result.dataset
+    return {
+        "advice": {"strategy": rec.strategy, "rule": rec.rule_id, "similarity": round(sim.score, 4),
+                   "similarity_label": sim.label, "shift_level": sim.shift_level},
+        "dataset": {"root": ds.root, "images": ds.n_images, "classes": len(ds.classes),
+                    "images_per_class": ds.images_per_class},
+        "backbone": {"name": result.backbone.name, "weights": result.backbone.weights},
+        "run": {"strategies": strategies, "compare": options.compare, "margin": options.margin,
+                "validation": validation, **options.budget()},
+    }
+
+
+def recipe_params(ctx: StrategyContext) -> dict[str, Any]:
+    """A strategy's recipe as a tracker records it (before training: a crashed run keeps its settings)."""
+    recipe = {k: v for k, v in asdict(ctx.recipe).items() if k != "notes"}
+    return {**recipe, "n_train": len(ctx.splits.train), "n_val": len(ctx.splits.val)}
 
 
 def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunReport:

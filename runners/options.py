@@ -35,6 +35,11 @@ class RunOptions(BaseModel):
     resume: bool = False
     progress: bool = True
     num_workers: int | None = Field(default=None, ge=0)
+    # Experiment tracking: None = TensorBoard when installed / MLflow when MLFLOW_TRACKING_URI is set;
+    # True = required (missing package: an error); False = off.
+    tensorboard: bool | None = None
+    mlflow: bool | None = None
+    mlflow_experiment: str = Field(default="tl-advise", min_length=1)
 
     def budget(self) -> dict[str, float | int | bool | str | None]:
         """The options that change what is trained, as recorded in the report."""
