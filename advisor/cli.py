@@ -102,6 +102,8 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               envvar=env("FORMAT"), help="Report format.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), envvar=env("OUTPUT"),
               help="Write the report to this file instead of stdout.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), envvar=env("HTML"),
+              help="Also write a self-contained HTML report (charts, sample images) to this file.")
 @click.option("--fail-on", type=click.Choice(FAIL_ON), multiple=True, envvar=env("FAIL_ON"),
               help="Exit 1 when a warning fired / when --run refutes the advice. Repeatable.")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
@@ -164,6 +166,10 @@ def advise_command(**opts: Any) -> int:
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     if (opts["compare"] or opts["strategies"] or opts["resume"]) and not opts["run_"]:
         raise ConfigError("--compare, --strategies and --resume go with --run")
+    if opts["html_path"]:  # refused before any work when it points into the dataset
+        from tl_advise.advisor.formats.html import check_html_path
+
+        check_html_path(opts["html_path"], opts["data"])
     if opts["run_"]:  # a tracker asked for but not installed fails now, not after the advice
         from tl_advise.runners.tracking import check_available
 
@@ -189,6 +195,8 @@ def advise_command(**opts: Any) -> int:
         logger.info("report written to %s", opts["output"])
     else:
         click.echo(report, nl=False)
+    if opts["html_path"]:
+        _write_html(session, result, opts["html_path"])
     rec = result.recommendation
     logger.info("%s (rule %s, similarity %.2f %s, %d warning(s))", rec.strategy, rec.rule_id,
                 result.similarity.score, result.similarity.label, len(rec.warnings))
@@ -217,6 +225,14 @@ def _run(session: Any, opts: dict[str, Any], progress: bool) -> Any:
     )
     report = run_advice(session, options)
     return session.result.model_copy(update={"run": report})
+
+
+def _write_html(session: Any, result: Any, path: Path) -> None:
+    from tl_advise.advisor.formats.html import render_html, write_html
+    from tl_advise.advisor.thumbnails import class_thumbnails
+
+    page = render_html(result, class_thumbnails(session.scan, seed=result.sample.seed))
+    logger.info("HTML report written to %s", write_html(page, path, session.scan.root))
 
 
 def _exit_code(result: Any, fail_on: set[str]) -> int:

@@ -11,7 +11,9 @@ from typing import Any
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
 from tl_advise.advisor.errors import TLAdviseError
+from tl_advise.advisor.formats.html import render_html, write_html
 from tl_advise.advisor.models import STRATEGY_IDS, RunReport, StrategyId, StrategyRun
+from tl_advise.advisor.thumbnails import class_thumbnails
 from tl_advise.runners import feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
 from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 CURVES_FILE = "learning_curves.png"
+HTML_FILE = "report.html"
 
 RUNNERS: dict[StrategyId, Callable[[StrategyContext], StrategyRun]] = {
     "feature_extraction": feature_extraction.run,
@@ -164,8 +167,8 @@ def recipe_params(ctx: StrategyContext) -> dict[str, Any]:
 
 
 def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunReport:
-    """metrics.json (the AdviceResult with ``run`` filled), report.md and the learning-curves PNG."""
-    files = {"metrics": METRICS_FILE, "report": REPORT_FILE}
+    """metrics.json (the AdviceResult with ``run`` filled), report.md, report.html and the learning-curves PNG."""
+    files = {"metrics": METRICS_FILE, "report": REPORT_FILE, "html": HTML_FILE}
     if plot_curves(report.runs, out / CURVES_FILE):
         files["curves"] = CURVES_FILE
     files.update({f"model:{r.strategy}": r.checkpoint for r in report.runs if r.checkpoint})
@@ -173,4 +176,6 @@ def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunRe
     result = session.result.model_copy(update={"run": report})
     atomic_write_text(result.model_dump_json(indent=2), out / METRICS_FILE)
     atomic_write_text(markdown_report(result, report), out / REPORT_FILE)
+    write_html(render_html(result, class_thumbnails(session.scan, seed=session.result.sample.seed)),
+               out / HTML_FILE, session.scan.root)
     return report
