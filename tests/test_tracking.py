@@ -229,7 +229,7 @@ def test_mlflow_run_leaves_recipe_metrics_and_artifacts_in_a_local_store(
     assert parent.data.params["run.max_epochs"] == "2"
     assert parent.data.tags["tl_advise.verdict"] in {"confirmed", "refuted", "not_compared"}
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id)}
-    assert {"metrics.json", "report.md"} <= parent_files
+    assert {"metrics.json", "report.md", "report.html", "learning_curves.png"} <= parent_files
 
     import json
 

@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tl_advise.advisor.models import BNShift, Metrics, SignalScore, SimilarityReport, StrategyRun
 
@@ -128,6 +129,8 @@ def learning_curves(runs: Sequence[StrategyRun]) -> Figure | None:
         acc_ax.set_xlabel("epoch")
         acc_ax.set_ylabel("val accuracy")
         acc_ax.set_ylim(0, 1)
+        for ax in (loss_ax, acc_ax):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
     return fig
 
@@ -136,7 +139,7 @@ def confusion_matrix(metrics: Metrics, class_names: Sequence[str], title: str) -
     """Rows = true class, columns = predicted; colour = share of the row, the count written in the cell."""
     matrix = np.asarray(metrics.confusion_matrix, dtype=float)
     n = len(class_names)
-    size = min(2.0 + 0.45 * n, 9.0)
+    size = min(1.8 + 0.3 * n, 7.0)
     fig = Figure(figsize=(size, size))
     ax = fig.add_subplot()
     rows = matrix.sum(axis=1, keepdims=True)

@@ -189,7 +189,7 @@ def _signals(sim: SimilarityReport) -> str:
 
 def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None) -> str:
     ds = result.dataset
-    splits = list(ds.split_counts)
+    splits = list(ds.split_counts) if len(ds.split_counts) > 1 else []  # a flat folder: the total says it all
     biggest = max(ds.class_counts.values(), default=1) or 1
     header = "".join(f"<th>{escape(s)}</th>" for s in splits)
     rows = "".join(
@@ -201,7 +201,7 @@ def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]]
     parts = [f"<p>{escape(common.dataset_line(result))}; image modes: {escape(common.modes_line(ds.modes))}; "
              f"{len(ds.duplicates)} duplicate group(s), {sum(g.cross_split for g in ds.duplicates)} across splits; "
              f"{len(ds.skipped)} file(s) skipped.</p>",
-             f'<table><tr><th>class</th>{header}<th>all</th><th></th></tr>{rows}</table>']
+             f'<table><tr><th>class</th>{header}<th>images</th><th></th></tr>{rows}</table>']
     if ds.skipped:
         shown = ds.skipped[:20]
         parts += ["<h3>Skipped files</h3><table><tr><th>file</th><th>reason</th></tr>",
@@ -298,6 +298,12 @@ def _section(section_id: str, body: str, *, title: str | None = None) -> str:
 # --------------------------------------------------------------------------- the page
 
 
+def _measured_on(result: AdviceResult) -> str:
+    if result.sample.forward_passes:
+        return f"{result.sample.forward_passes} forward passes on {result.device}"
+    return "measurements from the cache"
+
+
 def render_html(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None = None) -> str:
     """The whole page. ``thumbnails``: class -> a few images (``advisor.thumbnails.class_thumbnails``)."""
     rec, ds = result.recommendation, result.dataset
@@ -313,7 +319,7 @@ def render_html(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnai
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{escape(title)}</h1><p>{escape(ds.root)} · tl-advise {escape(result.tool_version)} · "
         f"backbone {escape(result.backbone.name)} · sample of {result.sample.n_images} images (seed "
-        f"{result.sample.seed}) on {escape(result.device)}</p></header>",
+        f"{result.sample.seed}), {escape(_measured_on(result))}</p></header>",
         "<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in nav) + "</nav>",
         "<main>", *body,
         f'<p class="muted small">Timings: {escape(common.timings_line(result.timings))}</p>',
