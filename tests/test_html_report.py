@@ -220,3 +220,19 @@ def test_run_page_loads_in_chromium_without_console_errors(run_result: AdviceRes
     assert console == []
     assert report["sections"] == [*ADVICE_SECTIONS, *RUN_SECTIONS]
     assert report["broken"] == [] and report["images"] == 4 + 6 * len(CLASSES)
+
+
+def test_warm_advice_with_html_never_imports_torch(session: AdviceSession, session_cache_dir: Path,
+                                                   tmp_path: Path) -> None:
+    """The page (charts, thumbnails) costs matplotlib and PIL, not the deep-learning stack."""
+    import sys
+
+    target = tmp_path / "warm.html"
+    code = ("import sys; from tl_advise.advisor.cli import main; "
+            f"code = main([{str(session.scan.root)!r}, '--cache-dir', {str(session_cache_dir)!r}, "
+            f"'--html', {str(target)!r}, '-q']); print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["0", "False"], done.stdout
+    assert set(_section_ids(target.read_text(encoding="utf-8"))) == set(ADVICE_SECTIONS)
