@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 THUMBNAIL_PX = 96  # longer side
 PER_CLASS = 6
+MAX_THUMBNAILS = 300  # ~1 MB of page at most: many classes get fewer each, very many classes only the first
 JPEG_QUALITY = 80
 
 
@@ -69,9 +70,11 @@ def _shown_path(record: ImageRecord, scan: DatasetScan) -> str:
 
 def class_thumbnails(scan: DatasetScan, per_class: int = PER_CLASS, seed: int = 0,
                      size: int = THUMBNAIL_PX) -> dict[str, list[Thumbnail]]:
-    """Class -> its thumbnails, in class order."""
+    """Class -> its thumbnails, in class order; at most ``MAX_THUMBNAILS`` in all."""
+    per_class = max(1, min(per_class, MAX_THUMBNAILS // max(len(scan.classes), 1)))
     out: dict[str, list[Thumbnail]] = {}
-    for name, records in pick_records(scan, per_class, seed).items():
-        thumbs = [thumbnail(r, _shown_path(r, scan), size) for r in records]
+    picked = pick_records(scan, per_class, seed)
+    for name in list(picked)[:MAX_THUMBNAILS // per_class]:
+        thumbs = [thumbnail(r, _shown_path(r, scan), size) for r in picked[name]]
         out[name] = [t for t in thumbs if t is not None]
     return out

@@ -236,3 +236,13 @@ def test_warm_advice_with_html_never_imports_torch(session: AdviceSession, sessi
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-2:] == ["0", "False"], done.stdout
     assert set(_section_ids(target.read_text(encoding="utf-8"))) == set(ADVICE_SECTIONS)
+
+
+def test_thumbnails_stay_bounded_with_many_classes(tmp_path: Path) -> None:
+    from tl_advise.advisor.scan import scan_dataset
+    from tl_advise.advisor.thumbnails import MAX_THUMBNAILS
+
+    data = make_class_folder(tmp_path / "many", {f"c{i:03d}": 2 for i in range(MAX_THUMBNAILS + 10)}, size=(8, 8))
+    thumbnails = class_thumbnails(scan_dataset(data))
+    assert len(thumbnails) == MAX_THUMBNAILS and all(len(t) == 1 for t in thumbnails.values())
+    assert list(thumbnails)[0] == "c000"

@@ -209,15 +209,17 @@ def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]]
                   "</table>"]
         if len(ds.skipped) > len(shown):
             parts.append(f'<p class="muted">… and {len(ds.skipped) - len(shown)} more (see the JSON report)</p>')
-    parts.append(_thumbnails(thumbnails))
+    parts.append(_thumbnails(thumbnails, len(ds.classes)))
     return _section("dataset", "".join(parts), title=f"Dataset: {escape(ds.root)}")
 
 
-def _thumbnails(thumbnails: Mapping[str, Sequence[Thumbnail]] | None) -> str:
+def _thumbnails(thumbnails: Mapping[str, Sequence[Thumbnail]] | None, n_classes: int) -> str:
     if not thumbnails:
         return _section("thumbnails", '<p class="muted">No sample images in this report (rendered without '
                         "access to the dataset's files).</p>", title="Samples per class")
     rows = []
+    if len(thumbnails) < n_classes:
+        rows.append(f'<p class="muted">The first {len(thumbnails)} of {n_classes} classes.</p>')
     for name, thumbs in thumbnails.items():
         images = "".join(f'<figure><img src="{t.data_uri}" width="{t.width}" height="{t.height}" '
                          f'alt="{escape(t.path)}" title="{escape(t.path)}"></figure>' for t in thumbs)
