@@ -29,9 +29,9 @@ CLASSES = {"cat": 6, "dog": 6, "fox": 6}
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory, session_cache_dir: Path) -> AdviceSession:
-    data = make_class_folder(tmp_path_factory.mktemp("html") / "data", CLASSES, size=(64, 48), seed=3)
-    return advise_session(data, cache_dir=session_cache_dir, device="cpu")
+def session(synthetic_dataset: Path, session_cache_dir: Path) -> AdviceSession:
+    """The session-wide synthetic set (cat, dog, fox × 6): embedded once for every test file."""
+    return advise_session(synthetic_dataset, cache_dir=session_cache_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -245,4 +245,4 @@ def test_thumbnails_stay_bounded_with_many_classes(tmp_path: Path) -> None:
     data = make_class_folder(tmp_path / "many", {f"c{i:03d}": 2 for i in range(MAX_THUMBNAILS + 10)}, size=(8, 8))
     thumbnails = class_thumbnails(scan_dataset(data))
     assert len(thumbnails) == MAX_THUMBNAILS and all(len(t) == 1 for t in thumbnails.values())
-    assert list(thumbnails)[0] == "c000"
+    assert next(iter(thumbnails)) == "c000"
