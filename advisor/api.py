@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
 from tl_advise.advisor.errors import DatasetError
+from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.models import (
     AdviceResult,
     BackboneInfo,
@@ -117,16 +118,18 @@ def advise(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = False,
+    manifest: ManifestOptions | None = None,
 ) -> AdviceResult:
-    """Recommend a transfer-learning strategy for the image folder ``data``.
+    """Recommend a transfer-learning strategy for ``data``: an image folder or a label manifest.
 
-    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). Raises a subclass of
+    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``manifest`` says how to read
+    a label manifest (image root, column names; detected when None). Raises a subclass of
     ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
     """
     return advise_session(
         data, backbone=backbone, weights=weights, rules=rules, device=device, seed=seed,
         per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
-        batch_size=batch_size, num_workers=num_workers, progress=progress,
+        batch_size=batch_size, num_workers=num_workers, progress=progress, manifest=manifest,
     ).result
 
 
@@ -135,7 +138,7 @@ def advise_session(
     rules: str | Path | RuleSet | None = None, device: str = "auto", seed: int = 0,
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 32,
-    num_workers: int | None = None, progress: bool = False,
+    num_workers: int | None = None, progress: bool = False, manifest: ManifestOptions | None = None,
 ) -> AdviceSession:
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
     timer = _Timer()
@@ -144,7 +147,7 @@ def advise_session(
     cache = ArrayCache(Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else ArrayCache(None)
 
     with timer.step("scan"):
-        scan = scan_dataset(data, progress=progress)
+        scan = scan_dataset(data, progress=progress, manifest=manifest)
     pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
     sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
     logger.info("sampled %d of %d images (seed %d)", len(sample), len(scan.records), seed)

@@ -1,6 +1,7 @@
 """The ``tl-advise`` command line.
 
-``tl-advise DATA`` is short for ``tl-advise advise DATA``. The report goes to stdout (or ``-o``); logs and
+``tl-advise DATA`` is short for ``tl-advise advise DATA``; ``predict`` and ``schema`` live in
+``advisor/pipeline_commands.py``. The report goes to stdout (or ``-o``); logs and
 progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition held, 2 bad usage or input
 (or missing weights), 3 an internal error (a bug), 130 interrupted.
 """
@@ -8,6 +9,7 @@ progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition h
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ import click
 
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
 from tl_advise.advisor.models import STRATEGY_IDS
+from tl_advise.advisor.pipeline_commands import predict_command, schema_command
 
 logger = logging.getLogger("tl_advise")
 
@@ -44,6 +47,19 @@ def parse_budget(text: str | None) -> tuple[int | None, float | None]:
         else:
             seconds = value * _SECONDS[unit]
     return epochs, seconds
+
+
+def parse_margin(text: str) -> float | str:
+    """``--margin``: 'auto' (one binomial s.e. of the best val accuracy) or a fixed accuracy gap in [0, 1]."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise ConfigError(f"--margin {text!r}: use 'auto' or an accuracy gap between 0 and 1, e.g. 0.01")
+    return value
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -82,6 +98,8 @@ Other commands:
   tl-advise rules validate FILE     check a rules file
   tl-advise backbones [--all]       the backbones you can name with --backbone
   tl-advise sample-data DIR         write scikit-learn's digits as an image folder
+  tl-advise predict MODEL IMAGES…   classify images with a model trained by --run
+  tl-advise schema [predictions]    the JSON Schema of the report
 
 Every option can also be set with an environment variable TL_ADVISE_<OPTION> (e.g. TL_ADVISE_FORMAT=json)
 or in [tool.tl-advise] of a pyproject.toml; the command line wins.
@@ -91,6 +109,14 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 
 @cli.command("advise", epilog=_EPILOG, context_settings={"max_content_width": 100})
 @click.argument("data", type=click.Path(path_type=Path), envvar=env("DATA"))
+@click.option("--image-root", type=click.Path(path_type=Path, file_okay=False), envvar=env("IMAGE_ROOT"),
+              help="For a label manifest: the folder its relative paths start from [default: the manifest's].")
+@click.option("--path-column", envvar=env("PATH_COLUMN"),
+              help="For a label manifest: the column with the image paths [default: detected].")
+@click.option("--label-column", envvar=env("LABEL_COLUMN"),
+              help="For a label manifest: the column with the labels [default: detected].")
+@click.option("--split-column", envvar=env("SPLIT_COLUMN"),
+              help="For a label manifest: the column with train/val/test [default: detected].")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, envvar=env("BACKBONE"),
               help="efficientnet_lite0 (embedded, offline) or any torchvision model, e.g. resnet50 or "
                    "mobilenet_v2:IMAGENET1K_V1.")
@@ -144,8 +170,9 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="With --run: training batch size instead of the recommended one.")
 @click.option("--max-train-per-class", type=click.IntRange(min=1), envvar=env("MAX_TRAIN_PER_CLASS"),
               help="With --run: train on at most this many images per class (seeded).")
-@click.option("--margin", type=click.FloatRange(min=0, max=1), default=0.01, show_default=True,
-              envvar=env("MARGIN"), help="With --run: within this accuracy of the best counts as confirmed.")
+@click.option("--margin", default="auto", show_default=True, envvar=env("MARGIN"),
+              help="With --run: within this accuracy of the best counts as confirmed; 'auto' is one binomial "
+                   "standard error of the best val accuracy (at least one image).")
 @click.option("--tensorboard/--no-tensorboard", default=None, envvar=env("TENSORBOARD"),
               help="With --run: TensorBoard scalars in OUTPUT_DIR/tensorboard [default: when installed].")
 @click.option("--mlflow/--no-mlflow", default=None, envvar=env("MLFLOW"),
@@ -158,14 +185,17 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
 @click.option("-q", "--quiet", is_flag=True, envvar=env("QUIET"), help="Only warnings and errors on stderr.")
 def advise_command(**opts: Any) -> int:
-    """Recommend how to transfer a pretrained backbone to the image folder DATA.
+    """Recommend how to transfer a pretrained backbone to the dataset DATA.
 
-    DATA is laid out as DATA/<class>/<images> or DATA/{train,val,test}/<class>/<images>.
+    DATA is an image folder laid out as DATA/<class>/<images> or DATA/{train,val,test}/<class>/<images>,
+    or a label manifest (.csv, .tsv, .jsonl, .parquet) with an image path column, a label column and
+    optionally a split column; a folder with a Hugging Face metadata.csv beside its images is read as one.
     """
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     if (opts["compare"] or opts["strategies"] or opts["resume"]) and not opts["run_"]:
         raise ConfigError("--compare, --strategies and --resume go with --run")
+    opts["margin"] = parse_margin(opts["margin"])  # before any heavy work
     if opts["html_path"]:  # refused before any work when it points into the dataset
         from tl_advise.advisor.formats.html import check_html_path
 
@@ -183,7 +213,7 @@ def advise_command(**opts: Any) -> int:
         per_class=None if opts["all_images"] else opts["per_class"],
         max_images=None if opts["all_images"] else opts["max_images"],
         cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
-        num_workers=opts["workers"], progress=progress,
+        num_workers=opts["workers"], progress=progress, manifest=_manifest_options(opts),
     )
     result = session.result
     if opts["run_"]:
@@ -201,6 +231,13 @@ def advise_command(**opts: Any) -> int:
     logger.info("%s (rule %s, similarity %.2f %s, %d warning(s))", rec.strategy, rec.rule_id,
                 result.similarity.score, result.similarity.label, len(rec.warnings))
     return _exit_code(result, set(opts["fail_on"]))
+
+
+def _manifest_options(opts: dict[str, Any]) -> Any:
+    from tl_advise.advisor.manifest import ManifestOptions
+
+    return ManifestOptions(image_root=opts["image_root"], path_column=opts["path_column"],
+                           label_column=opts["label_column"], split_column=opts["split_column"])
 
 
 def _run(session: Any, opts: dict[str, Any], progress: bool) -> Any:
@@ -301,6 +338,10 @@ def sample_data_command(target: Path, name: str) -> int:
     write_digits(target)
     click.echo(f"{target}: sample dataset '{name}' ready; next: tl-advise {target}")
     return EXIT_OK
+
+
+cli.add_command(predict_command)
+cli.add_command(schema_command)
 
 
 def _long_option_names() -> dict[str, str]:

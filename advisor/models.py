@@ -76,6 +76,9 @@ class DatasetSummary(_Model):
     image_size: ImageSizeSummary
     duplicates: list[DuplicateGroup]
     skipped: list[SkippedFile]
+    manifests: list[str] = Field(
+        default_factory=list, description="the label manifest(s) the labels came from; empty for class folders"
+    )
 
 
 # --------------------------------------------------------------------------- backbone
@@ -208,9 +211,31 @@ class Alternative(_Model):
     reason: str
 
 
+ConfidenceLevel = Literal["high", "medium", "low"]
+
+
+class Confidence(_Model):
+    """How sure the recommendation is, and why: each reason is one measured input."""
+
+    level: ConfidenceLevel
+    reasons: list[str] = Field(description="one line per input: similarity margin, size margin, evidence")
+    runner_up: StrategyId | None = Field(description="the strategy to compare with when unsure")
+    suggestion: str | None = Field(default=None, description="what to do about low confidence")
+
+
+class PixelBaseline(_Model):
+    """The bar any strategy must clear: a linear model on raw 32x32 greyscale pixels."""
+
+    accuracy: float = Field(description="5-fold CV accuracy of logistic regression on raw pixels (the sample)")
+    features_accuracy: float = Field(description="the same model on the frozen backbone's features")
+    beats_features: bool = Field(description="raw pixels do as well as frozen features (the rule's gain bar)")
+
+
 class Recommendation(_Model):
     strategy: StrategyId
     rule_id: str
+    confidence: Confidence
+    pixel_baseline: PixelBaseline | None = Field(default=None, description="the raw-pixel bar, when measured")
     why: list[str]
     unfreeze: list[str] = Field(description="stage names of the chosen backbone to train in phase 2")
     unfreeze_summary: str
@@ -321,9 +346,13 @@ class Verdict(_Model):
     status: VerdictStatus
     recommended: StrategyId
     best: StrategyId | None
-    margin: float
+    margin: float = Field(description="a gap up to this much val accuracy still counts as confirmed")
+    margin_rule: str = Field(default="fixed (--margin)", description="how the margin was set")
     gap: float | None = Field(description="best val accuracy minus the recommended strategy's")
     message: str
+    pixel_baseline: float | None = Field(
+        default=None, description="the raw-pixel baseline's accuracy (5-fold CV on the advice sample), a reference")
+    beat_pixel_baseline: bool | None = Field(default=None, description="did any strategy beat that baseline?")
 
 
 class RunReport(_Model):

@@ -5,6 +5,9 @@ Two layouts are understood::
     root/<class>/<images>                      flat: one split, "all"
     root/{train,val,test}/<class>/<images>     splits ("valid" and "validation" read as "val")
 
+A label manifest (``advisor/manifest.py``) names the same things in a table; both become a
+:class:`Listing`, and from there on the scan is one code path.
+
 The scan is cheap: file-system metadata and image *headers* only, never a full decode, and only
 files that share a byte size with another file are hashed. The dataset is never written to.
 """
@@ -18,15 +21,18 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Literal, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.models import DatasetSummary, DuplicateGroup, ImageSizeSummary, SkippedFile
+
+if TYPE_CHECKING:
+    from tl_advise.advisor.manifest import ManifestOptions
 
 logger = logging.getLogger(__name__)
 
@@ -111,29 +117,67 @@ class DatasetScan:
         return self.summary.train_split
 
 
-def scan_dataset(root: str | Path, *, progress: bool = False) -> DatasetScan:
-    """Scan ``root`` and summarise it; raises :class:`DatasetError` when it is not a usable dataset."""
+@dataclass
+class Listing:
+    """What a layout names before any file is opened: the seam where a folder walk and a label manifest
+    (``advisor/manifest.py``) meet. Everything after it (headers, classes, duplicates, summary) is shared."""
+
+    root: Path  # every candidate lies under it; relative paths in the report are relative to it
+    layout: Literal["flat", "splits"]
+    splits: list[str]
+    candidates: list[Candidate]
+    skipped: list[SkippedFile]
+    declared: dict[str, list[str]]  # class -> where it is declared, to report a class left without images
+    where: str  # what error messages name: the folder, or the manifest
+    declares: str  # "has class folders" / "lists the classes"
+    hint: str  # how a usable input looks, for error messages
+    manifests: list[str] = field(default_factory=list)
+
+
+def scan_dataset(root: str | Path, *, progress: bool = False,
+                 manifest: ManifestOptions | None = None) -> DatasetScan:
+    """Scan ``root`` — an image folder, or a label manifest (a file, or a folder with a Hugging Face
+    ``metadata.csv``) — and summarise it; raises :class:`DatasetError` when it is not a usable dataset."""
+    from tl_advise.advisor.manifest import manifest_listing  # builds on this module: imported late
+
+    listing = manifest_listing(root, manifest) or list_folders(root)
+    return scan_listing(listing, progress=progress)
+
+
+def list_folders(root: str | Path) -> Listing:
+    """The folder layout: ``root/<class>/…`` or ``root/{train,val,test}/<class>/…``."""
     root = _check_root(root)
     layout, containers = _find_containers(root)
     class_dirs = _find_class_dirs(root, containers)
     candidates, skipped = _list_candidates(root, class_dirs)
+    declared: dict[str, list[str]] = defaultdict(list)
+    for cd in class_dirs:
+        declared[cd.class_name].append(_relative(root, cd.folder) + "/")
+    return Listing(root=root, layout=layout, splits=_split_names(layout, containers), candidates=candidates,
+                   skipped=skipped, declared=dict(declared), where=str(root), declares="has class folders",
+                   hint=EXPECTED_LAYOUT)
 
+
+def scan_listing(listing: Listing, *, progress: bool = False) -> DatasetScan:
+    """Read the headers of a listing's files and summarise: the same for folders and manifests."""
+    root, skipped = listing.root, listing.skipped
+    candidates = listing.candidates
     headers = _parallel_map(_read_header, [c.path for c in candidates], progress, "Reading image headers")
-    readable: list[tuple[_Candidate, _Header]] = []
+    readable: list[tuple[Candidate, _Header]] = []
     for cand, header in zip(candidates, headers, strict=True):
         if isinstance(header, str):
             skipped.append(SkippedFile(path=cand.rel, reason=header))
         else:
             readable.append((cand, header))
 
-    classes = _classes_with_images(root, class_dirs, readable, skipped)
+    classes = _classes_with_images(listing, readable, skipped)
     records = _build_records(readable, classes)
     duplicates = _find_duplicates(root, records, progress)
-    splits = _split_names(layout, containers)
-    summary = _summarise(root, layout, classes, splits, records, duplicates, skipped)
+    summary = _summarise(root, listing.layout, classes, listing.splits, records, duplicates, skipped)
+    summary.manifests = list(listing.manifests)
     logger.info(
         "scanned %s: %d images in %d classes, %d skipped, %d duplicate groups",
-        root, len(records), len(classes), len(skipped), len(duplicates),
+        listing.where, len(records), len(classes), len(skipped), len(duplicates),
     )
     return DatasetScan(root=root, classes=classes, records=records, summary=summary)
 
@@ -149,8 +193,8 @@ class _ClassDir:
 
 
 @dataclass(frozen=True)
-class _Candidate:
-    """A file inside a class folder, before its header is read."""
+class Candidate:
+    """A file a layout names with its class and split, before its header is read."""
 
     path: Path
     rel: str  # relative to root, posix
@@ -173,7 +217,8 @@ def _check_root(root: str | Path) -> Path:
     if not path.exists():
         raise DatasetError(f"dataset folder {path} does not exist; {EXPECTED_LAYOUT}")
     if not path.is_dir():
-        raise DatasetError(f"{path} is a file, not a folder; {EXPECTED_LAYOUT}")
+        raise DatasetError(f"{path} is a file, not a folder or a label manifest (.csv, .tsv, .jsonl, .parquet); "
+                           f"{EXPECTED_LAYOUT}")
     return path
 
 
@@ -259,9 +304,9 @@ def _relative(root: Path, path: Path) -> str:
 
 def _list_candidates(
     root: Path, class_dirs: Sequence[_ClassDir]
-) -> tuple[list[_Candidate], list[SkippedFile]]:
+) -> tuple[list[Candidate], list[SkippedFile]]:
     """Every visible file under each class folder (recursive), minus obvious non-images."""
-    candidates: list[_Candidate] = []
+    candidates: list[Candidate] = []
     skipped: list[SkippedFile] = []
     for cd in class_dirs:
         for path in _walk_files(root, cd.folder, skipped):
@@ -270,7 +315,7 @@ def _list_candidates(
             if ext in NOT_IMAGE_EXTENSIONS:
                 skipped.append(SkippedFile(path=rel, reason=f"not an image file (extension {ext})"))
                 continue
-            candidates.append(_Candidate(path=path, rel=rel, split=cd.split, class_name=cd.class_name))
+            candidates.append(Candidate(path=path, rel=rel, split=cd.split, class_name=cd.class_name))
     return candidates, skipped
 
 
@@ -341,31 +386,26 @@ def _parallel_map(
 
 
 def _classes_with_images(
-    root: Path,
-    class_dirs: Sequence[_ClassDir],
-    readable: Sequence[tuple[_Candidate, _Header]],
+    listing: Listing,
+    readable: Sequence[tuple[Candidate, _Header]],
     skipped: list[SkippedFile],
 ) -> list[str]:
     """Sorted class names that have at least one readable image; raises when fewer than two."""
-    found = sorted({cd.class_name for cd in class_dirs})
+    found = sorted(listing.declared)
     with_images = sorted({cand.class_name for cand, _ in readable})
     if not with_images:
         raise DatasetError(
-            f"{root} has class folders ({_name_list(found)}) but no readable images "
-            f"({len(skipped)} files skipped); {EXPECTED_LAYOUT}"
+            f"{listing.where} {listing.declares} ({_name_list(found)}) but no readable images "
+            f"({len(skipped)} files skipped); {listing.hint}"
         )
     for name in sorted(set(found) - set(with_images)):
-        # An empty class cannot be learned; report the folder(s) so the user sees why it is gone.
-        skipped.extend(
-            SkippedFile(path=_relative(root, cd.folder) + "/", reason="no readable images")
-            for cd in class_dirs
-            if cd.class_name == name
-        )
+        # An empty class cannot be learned; report where it was declared so the user sees why it is gone.
+        skipped.extend(SkippedFile(path=where, reason="no readable images") for where in listing.declared[name])
         logger.warning("class %r has no readable images and is left out", name)
     if len(with_images) < 2:
         raise DatasetError(
-            f"{root} has only one class with images, {with_images[0]!r}; a classifier needs at least "
-            f"2 classes; {EXPECTED_LAYOUT}"
+            f"{listing.where} has only one class with images, {with_images[0]!r}; a classifier needs at least "
+            f"2 classes; {listing.hint}"
         )
     return with_images
 
@@ -376,7 +416,7 @@ def _name_list(names: Sequence[str], limit: int = 5) -> str:
 
 
 def _build_records(
-    readable: Iterable[tuple[_Candidate, _Header]], classes: Sequence[str]
+    readable: Iterable[tuple[Candidate, _Header]], classes: Sequence[str]
 ) -> list[ImageRecord]:
     label_of = {name: i for i, name in enumerate(classes)}
     records = [

@@ -212,3 +212,121 @@ def leave_one_dataset_out(cases: Sequence[Case], weightings: Mapping[str, Weight
 def mean(values: Sequence[float]) -> float:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------- repeat seeds
+
+
+@dataclass(frozen=True)
+class SeedAverage:
+    """One dataset x level over its seeds: what the grid's judgement rests on."""
+
+    dataset: str
+    level: str
+    band: str
+    label: str
+    recommended: str
+    seeds: tuple[int, ...]
+    n_val: int  # validation images per seed (the smallest)
+    accuracy: dict[str, float]  # strategy -> mean over the seeds that trained it
+    spread: dict[str, tuple[float, float]]  # strategy -> (min, max) over seeds
+    per_seed: dict[int, dict[str, float]]  # seed -> strategy -> accuracy
+
+    def difference(self, a: str, b: str) -> tuple[float, float]:
+        """Mean of ``a - b`` over the seeds that trained both, and one s.e. of that mean (see :func:`paired_se`)."""
+        diffs = [acc[a] - acc[b] for acc in self.per_seed.values() if a in acc and b in acc]
+        p = (self.accuracy.get(a, 0.0) + self.accuracy.get(b, 0.0)) / 2
+        return (sum(diffs) / len(diffs) if diffs else float("nan"), paired_se(diffs, p, self.n_val))
+
+
+def paired_se(diffs: Sequence[float], p: float, n_val: int) -> float:
+    """One s.e. of the mean of paired accuracy differences over seeds.
+
+    The spread across seeds when there are several (sd / sqrt(k)), never below what binomial noise alone
+    gives for the difference of two accuracies near ``p`` on k x ``n_val`` images (sqrt(2p(1-p)/(k n))),
+    nor below one image: two seeds cannot show a spread smaller than the validation set's resolution.
+    """
+    k = len(diffs)
+    if k == 0 or n_val <= 0:
+        return float("nan")
+    binomial = max(math.sqrt(2 * p * (1 - p) / (k * n_val)), 1.0 / (k * n_val))
+    if k == 1:
+        return binomial
+    m = sum(diffs) / k
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (k - 1))
+    return max(sd / math.sqrt(k), binomial)
+
+
+def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
+    """Group recorded cases (one per dataset x level x seed) into seed averages, in the given order."""
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for c in cases:
+        groups.setdefault((c["dataset"], c["level"]), []).append(c)
+    out = []
+    for (dataset, level), members in groups.items():
+        per_seed = {int(c.get("seed", 0)): {s: v["accuracy"] for s, v in c["runs"].items()} for c in members}
+        strategies = [s for s in STRATEGIES if any(s in acc for acc in per_seed.values())]
+        accuracy = {s: sum(a[s] for a in per_seed.values() if s in a) / sum(s in a for a in per_seed.values())
+                    for s in strategies}
+        spread = {s: (min(a[s] for a in per_seed.values() if s in a), max(a[s] for a in per_seed.values() if s in a))
+                  for s in strategies}
+        first = members[0]
+        out.append(SeedAverage(dataset=dataset, level=level, band=first["size_band"], label=first["advice"]["label"],
+                               recommended=first["advice"]["strategy"], seeds=tuple(sorted(per_seed)),
+                               n_val=min(c["n_val"] for c in members), accuracy=accuracy, spread=spread,
+                               per_seed=per_seed))
+    return out
+
+
+@dataclass(frozen=True)
+class Judgement:
+    best: str
+    regret_pp: float
+    se_pp: float  # one s.e. of best - recommended
+    tie: bool  # the recommendation is within one s.e. of the best
+
+
+def judge(avg: SeedAverage, recommended: str | None = None) -> Judgement:
+    """Seed-averaged regret of ``recommended`` (default: the recorded advice), and whether it ties the best."""
+    rec = recommended or avg.recommended
+    best = best_strategy(avg.accuracy)
+    if rec not in avg.accuracy:
+        return Judgement(best, float("nan"), float("nan"), False)
+    _, se = avg.difference(best, rec) if best != rec else (0.0, 0.0)
+    regret = 100.0 * (avg.accuracy[best] - avg.accuracy[rec])
+    return Judgement(best, regret, 100.0 * se, regret <= 100.0 * se + 1e-9)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the grid says of one rule: its strategy against the best other one, over the rule's cases."""
+
+    cases: int
+    datasets: list[str]
+    seeds: int
+    mean_regret_pp: float
+    runner_up: str
+    margin_pp: float
+    se_pp: float
+
+
+def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | None:
+    """The rule's strategy against the runner-up (the other strategy with the best mean over ``members``).
+
+    The margin is the mean over cases of the seed-averaged difference; its s.e. combines the cases' s.e.s
+    as for a mean of independent differences (sqrt(sum se^2) / number of cases).
+    """
+    members = [m for m in members if strategy in m.accuracy]
+    if not members:
+        return None
+    others = [s for s in STRATEGIES if s != strategy and all(s in m.accuracy for m in members)]
+    if not others:
+        return None
+    runner_up = max(others, key=lambda s: sum(m.accuracy[s] for m in members))
+    diffs = [m.difference(strategy, runner_up) for m in members]
+    margin = sum(d for d, _ in diffs) / len(diffs)
+    se = math.sqrt(sum(e ** 2 for _, e in diffs)) / len(diffs)
+    return Evidence(cases=len(members), datasets=sorted({m.dataset for m in members}),
+                    seeds=min(len(m.seeds) for m in members),
+                    mean_regret_pp=sum(judge(m, strategy).regret_pp for m in members) / len(members),
+                    runner_up=runner_up, margin_pp=100.0 * margin, se_pp=100.0 * se)

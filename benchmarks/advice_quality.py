@@ -31,21 +31,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _provenance import provenance
 from _quality_metrics import (
     STRATEGIES,
     Case,
+    SeedAverage,
     Weighting,
     agrees,
     best_strategy,
     case_regret,
+    cell_evidence,
     combined_score,
     cost_ratio,
     fit_table,
     fit_threshold,
+    judge,
     leave_one_dataset_out,
     lr_check,
     mean,
     regret_pp,
+    seed_averages,
     std_error,
     tied_best,
 )
@@ -57,7 +62,9 @@ LR_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
 DEFAULT_BACKBONE = "efficientnet_lite0"  # what advise_session uses; the cases record it
 
 # A person's label (../shared/README.md) and the training image size: the native size rounded up to 64
-# for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos.
+# for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos,
+# except where `train_px` sets it: flowers5's 4,000+ photos per case at 96 px took over 5 min per epoch
+# on the shared 2-core machine, more than a working session per case; at 64 px a case fits in one.
 DATASETS: dict[str, dict[str, Any]] = {
     "hymenoptera": {"person": "close", "native_px": None},
     "flowers5_small": {"person": "close", "native_px": None},
@@ -65,7 +72,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     "eurosat_small": {"person": "far", "native_px": 64},
     "pneumoniamnist": {"person": "far", "native_px": 28},
     # The size axis (../shared/README.md): close small band, far medium band, an in-between tiny set.
-    "flowers5": {"person": "close", "native_px": None},
+    "flowers5": {"person": "close", "native_px": None, "train_px": 64},
     "eurosat_medium": {"person": "far", "native_px": 64},
     "sign_digits": {"person": "in between", "native_px": 100},
     # `tl-advise sample-data digits`: scikit-learn's 8x8 digits, not in ../shared (an out-of-sample case).
@@ -172,7 +179,10 @@ def case_key(case: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def image_size_for(name: str, default: int) -> int:
-    native = DATASETS.get(name, {}).get("native_px")
+    known = DATASETS.get(name, {})
+    if known.get("train_px"):
+        return min(default, known["train_px"])
+    native = known.get("native_px")
     return min(default, 64) if native is not None and native <= 64 else default
 
 
@@ -346,7 +356,7 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
     the recommended strategy changed. The backbone LR does depend on the similarity label, so a case
     whose label moves has to be trained again (``--force``).
     """
-    from tl_advise.rules import score_similarity
+    from tl_advise.rules import decide, score_similarity
 
     key = f"{case['dataset']}@{case['level']} seed {case_key(case)[2]}"
     old = case["advice"]
@@ -355,11 +365,11 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
         raise RescoreError(f"{key}: the similarity label moves ({old['label']} -> {verdict.label}), and every "
                            "recipe's backbone LR with it: train it again with --force")
     band = rules.size_bands.band_for(case["images_per_class"])
-    row = rules.row_for(band, verdict.label)
+    row = decide(rules, band, verdict.label, old["signals"].get("logreg_gain"))
     if row.strategy not in case["runs"]:
         raise RescoreError(f"{key}: {row.strategy} has no recorded run: train it again with --force")
     recommended = case["runs"][row.strategy]
-    advice = {**old, "strategy": row.strategy, "rule_id": row.id, "score": verdict.score,
+    advice = {**old, "strategy": row.strategy, "rule_id": row.rule_id, "score": verdict.score,
               "threshold": verdict.threshold, "head_lr": recommended["head_lr"],
               "backbone_lr": recommended["backbone_lr"]}
     sweep = case.get("lr_sweep")
@@ -402,12 +412,15 @@ def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[
 
 
 def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
-    """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells."""
+    """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells, on the
+    seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample)."""
     bands = rules.size_bands.bands
     table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
-    cases = [Case(dataset=c["dataset"], level=c["level"], band=c["size_band"], signals=c["advice"]["signals"],
-                  accuracy={s: v["accuracy"] for s, v in c["runs"].items()}, n_val=c["n_val"])
-             for c in cases_json if len(c["runs"]) == len(STRATEGIES)]
+    first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
+    cases = [Case(dataset=a.dataset, level=a.level, band=a.band, accuracy=a.accuracy, n_val=a.n_val * len(a.seeds),
+                  signals=first[(a.dataset, a.level)]["advice"]["signals"])
+             for a in seed_averages(cases_json)
+             if all(table[(a.band, lab)] in a.accuracy for lab in ("similar", "different"))]
     if not cases:
         return {}
     weightings = weightings_from_rules(rules)
@@ -452,6 +465,102 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
     }
 
 
+# --------------------------------------------------------------------------- repeat seeds, rule evidence
+
+
+def _deciding_rule(avg: SeedAverage, first_case: dict[str, Any], rules: Any) -> Any:
+    from tl_advise.rules import decide
+
+    return decide(rules, avg.band, avg.label, first_case["advice"]["signals"].get("logreg_gain"))
+
+
+def seed_judgement(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+    """Every dataset x level judged on its seed-averaged accuracies, the targets over them, and the evidence
+    for each rule of the current rules (generated: it is what the rules file's ``evidence`` tables hold)."""
+    first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
+    averages = seed_averages(sorted(cases_json, key=case_order))
+    rows, by_rule = [], {}
+    for a in averages:
+        decision = _deciding_rule(a, first[(a.dataset, a.level)], rules)
+        j = judge(a, decision.strategy)
+        by_rule.setdefault(decision.rule_id, (decision.strategy, []))[1].append(a)
+        rows.append({"dataset": a.dataset, "level": a.level, "band": a.band, "label": a.label, "seeds": list(a.seeds),
+                     "n_val": a.n_val, "recommended": decision.strategy, "rule_id": decision.rule_id,
+                     "best": j.best, "regret_pp": j.regret_pp, "se_pp": j.se_pp, "tie": j.tie,
+                     "accuracy": a.accuracy, "spread": {s: list(v) for s, v in a.spread.items()}})
+    sweeps = [c["lr_sweep"] for c in cases_json if c.get("lr_sweep")]
+    by_dataset: dict[str, list[float]] = {}
+    for r in rows:
+        by_dataset.setdefault(r["dataset"], []).append(r["regret_pp"])
+    repeated = [r for r in rows if len(r["seeds"]) >= 2]
+    targets = {
+        "n_cases": len(rows), "mean_regret_pp": mean([r["regret_pp"] for r in rows]),
+        "max_dataset_mean_regret_pp": max((mean(v) for v in by_dataset.values()), default=float("nan")),
+        "worst_dataset": max(by_dataset, key=lambda d: mean(by_dataset[d])) if by_dataset else None,
+        "within_se": sum(r["tie"] for r in rows), "lr_checked": len(sweeps),
+        "lr_within_3x": sum(s["within_3x"] for s in sweeps),
+        "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps),
+        "cases_with_2_seeds": len(repeated),
+        "repeated_small_medium": sorted({f"{r['band']}/{r['label']}" for r in repeated
+                                         if r["band"] in ("small", "medium")}),
+    }
+    evidence = {}
+    for rule_id, (strategy, members) in by_rule.items():
+        e = cell_evidence(members, strategy)
+        if e is not None:
+            evidence[rule_id] = {"strategy": strategy, **e.__dict__}
+    return {"cases": rows, "targets": targets, "rule_evidence": evidence}
+
+
+def evidence_toml(evidence: dict[str, Any], source: str) -> str:
+    """The rule evidence as the rules file's ``evidence`` tables, ready to paste under each rule."""
+    lines = []
+    for rule_id, e in evidence.items():
+        lines += [f"# rule {rule_id} ({e['strategy']})", "[decision.evidence]" if rule_id != "pixel-baseline"
+                  else "[pixel_baseline.evidence]",
+                  f'source = "{source}"', f"cases = {e['cases']}", f"datasets = {json.dumps(e['datasets'])}",
+                  f"seeds = {e['seeds']}", f"mean_regret_pp = {e['mean_regret_pp']:.2f}",
+                  f'runner_up = "{e["runner_up"]}"', f"margin_pp = {e['margin_pp']:.2f}",
+                  f"se_pp = {e['se_pp']:.2f}", ""]
+    return "\n".join(lines)
+
+
+def write_evidence(rules_text: str, evidence: dict[str, Any], source: str) -> str:
+    """``rules_text`` with each rule's ``evidence`` table replaced by ``evidence`` (generated, never typed).
+
+    A rule's table goes after its last key, before the comments that introduce the next table.
+    """
+    lines = _without_evidence(rules_text.splitlines())
+    for rule_id, e in evidence.items():
+        block = [EVIDENCE_NOTE, *(ln for ln in evidence_toml({rule_id: e}, source).splitlines()[1:] if ln)]
+        start = (lines.index("[pixel_baseline]") if rule_id == "pixel-baseline"
+                 else lines.index(f'id = "{rule_id}"'))
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+            end -= 1
+        lines[end:end] = block
+    return "\n".join(lines) + "\n"
+
+
+EVIDENCE_NOTE = "# [benchmark] generated by benchmarks/advice_quality.py --report --write-evidence; not edited by hand"
+
+
+def _without_evidence(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if line == EVIDENCE_NOTE:
+            continue
+        if line in ("[decision.evidence]", "[pixel_baseline.evidence]"):
+            skipping = True
+            continue
+        if skipping and (not line.strip() or line.startswith(("[", "#"))):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return out
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -464,7 +573,8 @@ def markdown(results: dict[str, Any]) -> str:
     b = results["budget"]
     lines = [
         "# Advice quality", "",
-        f"Budget: image size {b['image_size']} px (64 px for the ≤64 px datasets), at most {b['max_epochs']} "
+        f"Budget: image size {b['image_size']} px (64 px for the ≤64 px datasets and flowers5), "
+        f"at most {b['max_epochs']} "
         f"epochs per image-level phase (feature_extraction: {b.get('feature_extraction_epochs', 'capped too')}), "
         f"patience {b['patience']}, seeds {sorted({case_key(c)[2] for c in cases})}, device {b['device']}. "
         "Accuracy = validation accuracy in %; ± = one binomial s.e. sqrt(p(1-p)/n); "
@@ -495,9 +605,10 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_pct(c['runs'][s]['accuracy'])} ({c['runs'][s]['train_time_s']:.0f}s)" if s in c["runs"]
                  else "failed" for s in STRATEGIES]
         lines.append(f"| {c['dataset']} | {c['level']} | " + " | ".join(cells) + " |")
+    lines += seed_markdown(results.get("seed_judgement", {}), results.get("source", "this file"))
     s = results.get("summary", {})
     if s:
-        lines += ["", "## Summary", "",
+        lines += ["", "## Summary (each seed a case of its own)", "",
                   f"- mean regret {s['mean_regret_pp']:.2f} pp, max {s['max_regret_pp']:.2f} pp "
                   f"(per-dataset mean max {s['max_dataset_mean_regret_pp']:.2f} pp)",
                   f"- agreement: raw {s['agree_raw']}/{s['n_cases']}, within one s.e. "
@@ -526,6 +637,58 @@ def markdown(results: dict[str, Any]) -> str:
                   f"{tb['in_sample_mean_regret_pp']:.2f} pp in-sample, {tb['lodo_mean_regret_pp']:.2f} pp LODO "
                   f"(max {tb['lodo_max_regret_pp']:.2f})"]
     return "\n".join(lines) + "\n"
+
+
+def seed_markdown(judged: dict[str, Any], source: str) -> list[str]:
+    if not judged:
+        return []
+    lines = ["", "## Seed-averaged judgement (current rules)", "",
+             "Each dataset x level over its seeds: mean validation accuracy (%) and, after it, the range over seeds. "
+             "The recommendation comes from the current rules; regret = best mean - recommended mean; "
+             "'tie' = within one s.e. of that difference (the spread over seeds, never below binomial noise).", "",
+             "| dataset | level | band | label | seeds | n val | recommended (rule) | best | recommended % | best % "
+             "| regret pp ± s.e. | tie |", "|" + "---|" * 12]
+    for r in judged["cases"]:
+        def cell(strategy: str, r: dict[str, Any] = r) -> str:
+            lo, hi = r["spread"][strategy]
+            spread = f" ({100 * lo:.1f}–{100 * hi:.1f})" if len(r["seeds"]) > 1 else ""
+            return f"{100 * r['accuracy'][strategy]:.1f}{spread}"
+        lines.append(f"| {r['dataset']} | {r['level']} | {r['band']} | {r['label']} | {','.join(map(str, r['seeds']))} "
+                     f"| {r['n_val']} | {r['recommended']} ({r['rule_id']}) | {r['best']} | {cell(r['recommended'])} "
+                     f"| {cell(r['best'])} | {r['regret_pp']:.1f} ± {r['se_pp']:.1f} | {'yes' if r['tie'] else 'no'} |")
+    lines += ["", "Every strategy, mean % (range over seeds):", "",
+              "| dataset | level | seeds | " + " | ".join(STRATEGIES) + " |", "|" + "---|" * (3 + len(STRATEGIES))]
+    for r in judged["cases"]:
+        cells = []
+        for strategy in STRATEGIES:
+            if strategy not in r["accuracy"]:
+                cells.append("skipped")
+                continue
+            lo, hi = r["spread"][strategy]
+            cells.append(f"{100 * r['accuracy'][strategy]:.1f}" + (f" ({100 * lo:.1f}–{100 * hi:.1f})"
+                                                                     if len(r["seeds"]) > 1 else ""))
+        seeds = ",".join(map(str, r["seeds"]))
+        lines.append(f"| {r['dataset']} | {r['level']} | {seeds} | " + " | ".join(cells) + " |")
+    t = judged["targets"]
+    lines += ["", "### Targets (seed-averaged)", "",
+              f"- mean regret {t['mean_regret_pp']:.2f} pp over {t['n_cases']} dataset x level cases (target ≤ 1.0)",
+              f"- worst dataset mean {t['max_dataset_mean_regret_pp']:.2f} pp ({t['worst_dataset']}; target ≤ 2.0)",
+              f"- recommendation within one s.e. of the best: {t['within_se']}/{t['n_cases']} "
+              f"({100 * t['within_se'] / max(t['n_cases'], 1):.0f} %; target ≥ 90 %)",
+              f"- LR within ×3 of the sweep's best: {t['lr_within_3x']}/{t['lr_checked']} raw, "
+              f"{t['lr_within_3x_tied']}/{t['lr_checked']} tie-aware (target ≥ 80 %)",
+              f"- cases with ≥ 2 seeds: {t['cases_with_2_seeds']} (target ≥ 8), small/medium among them: "
+              f"{', '.join(t['repeated_small_medium']) or 'none'}"]
+    if judged["rule_evidence"]:
+        lines += ["", "### Evidence per rule (the rules file's `evidence` tables)", "",
+                  "| rule | strategy | cases | datasets | seeds | mean regret pp | runner-up | margin pp ± s.e. | "
+                  "separated |", "|" + "---|" * 9]
+        for rule_id, e in judged["rule_evidence"].items():
+            lines.append(f"| {rule_id} | {e['strategy']} | {e['cases']} | {', '.join(e['datasets'])} | {e['seeds']} | "
+                         f"{e['mean_regret_pp']:.2f} | {e['runner_up']} | {e['margin_pp']:+.2f} ± {e['se_pp']:.2f} | "
+                         f"{'yes' if e['margin_pp'] > e['se_pp'] else 'no'} |")
+        lines += ["", "```toml", evidence_toml(judged["rule_evidence"], source).rstrip(), "```"]
+    return lines
 
 
 def summary(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -593,6 +756,9 @@ def case_order(case: dict[str, Any]) -> tuple[int, str, float, int]:
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
     results["cases"].sort(key=case_order)  # re-run cases land in place, not at the end
     results["summary"] = summary(results["cases"])
+    results["seed_judgement"] = seed_judgement(results["cases"], rules)
+    path = prefix.with_suffix(".json").resolve()
+    results["source"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
     results["calibration"] = calibrate(results["cases"], rules)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp = prefix.with_suffix(".json.tmp")
@@ -636,6 +802,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "sweep re-runs where the recommendation changed); for a rules edit that moves no similarity label")
     p.add_argument("--import-from", type=Path, action="append", default=[],
                    help="merge the cases of another results file with the same budget (e.g. an older seed's file)")
+    p.add_argument("--write-evidence", type=Path, default=None, metavar="RULES_TOML",
+                   help="with --report: write each rule's measured evidence into this rules file")
     p.add_argument("--report", action="store_true", help="re-render the .md/.png (and summary) from the .json only")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: lfw_faces_vs_nonfaces at 10/class, 64 px, 1 epoch (~2-3 min on 2 cores)")
@@ -663,26 +831,6 @@ def budget_of(args: argparse.Namespace) -> dict[str, Any]:
             "device": args.device, "lr_factors": list(LR_FACTORS),
             "rules": str(args.rules) if args.rules else "default",
             "feature_extraction_epochs": "the rules' own (head on cached embeddings: not capped)"}
-
-
-def provenance(command: str) -> dict[str, Any]:
-    """The command, the git commit (and whether the tree had changes) and the machine that ran it."""
-    import platform
-    import subprocess
-
-    def git(*cmd: str) -> str:
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        except OSError:
-            return ""
-
-    import torch
-
-    return {"command": command, "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain",
-            "--untracked-files=no")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()}}
 
 
 def load_results(path: Path, budget: dict[str, Any]) -> dict[str, Any]:
@@ -720,10 +868,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, budget_of(args))
-    command = " ".join(sys.argv if argv is None else [Path(__file__).name, *argv])
     if not (args.report and not args.import_from):  # a bare --report changes no number: not a building command
         # Every command that added to (or re-judged) this file, oldest first, with its commit and machine.
-        results["commands"].append(provenance(command))
+        results["commands"].append(provenance(__file__, argv))
     for other in args.import_from:
         imported = load_results(other, budget_of(args))["cases"]
         if not imported:
@@ -734,6 +881,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("imported %d case(s) from %s", len(imported), other)
     if args.report:
         write_outputs(results, args.out, rules)
+        if args.write_evidence:
+            text = args.write_evidence.read_text(encoding="utf-8")
+            judged = results["seed_judgement"]
+            args.write_evidence.write_text(write_evidence(text, judged["rule_evidence"], results["source"]),
+                                           encoding="utf-8")
+            log.info("evidence of %d rule(s) written to %s", len(judged["rule_evidence"]), args.write_evidence)
         print(markdown(results))
         return 0
     recorded = {case_key(c): c for c in results["cases"]}

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from _provenance import provenance
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 MODES = ("train", "inference")
@@ -84,10 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tl-advise-bn-") as tmp:
         runs = [train(args, mode, Path(tmp)) for mode in MODES]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    command = "benchmarks/batchnorm_mode.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"command": command.strip(), "data": str(args.data), "strategy": args.strategy, "runs": runs}, indent=1),
-        encoding="utf-8")
+        {"provenance": provenance(__file__, argv), "data": str(args.data), "strategy": args.strategy, "runs": runs},
+        indent=1), encoding="utf-8")
     text = markdown(args, runs)
     args.out.with_suffix(".md").write_text(text, encoding="utf-8")
     sys.stdout.write(text)

@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import random
 import resource
 import shutil
@@ -33,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _provenance import machine, provenance
 
 logger = logging.getLogger("bench_advise")
 
@@ -222,25 +223,9 @@ def clean_env() -> dict[str, str]:
 
 
 def machine_facts() -> dict[str, Any]:
-    import numpy as np
-    import PIL
-    import torch
-    import torchvision
-
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda_available": torch.cuda.is_available(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    facts = machine()
+    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **facts,
+            "load_average_at_start": facts.pop("load_average")}
 
 
 # --------------------------------------------------------------------------- a. cold vs warm (subprocess)
@@ -758,6 +743,7 @@ def run_all(args: argparse.Namespace, shared: Path, names: list[str], tmp: Path)
     repeats = args.repeats or (1 if args.quick else 2)
     results: dict[str, Any] = {
         "machine": machine_facts(),
+        "provenance": provenance(__file__),
         "settings": {"quick": args.quick, "datasets": names, "rounds": args.rounds, "sizes": sizes, "repeats": repeats,
                      "shared": str(shared), "batch_size": BATCH_SIZE, "seed": args.seed,
                      "wait_quiet_s": args.wait_quiet,

@@ -14,15 +14,14 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import torch
+from _provenance import provenance
 from torch.utils.data import DataLoader, Dataset
 
 from tl_advise.advisor.backbones import Backbone, load_backbone
@@ -132,8 +131,7 @@ def run(dataset: Path, epochs: int, seed: int) -> dict[str, object]:
                  "total_s": round(ours_s, 2), "val_accuracy": round(ours_acc, 4)},
         "baseline": {"total_s": round(base_s, 2), "val_accuracy": round(base_acc, 4)},
         "speedup": round(base_s / ours_s, 2),
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "date": date.today().isoformat()},
+        "provenance": provenance(__file__),
     }
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _provenance import provenance
 from PIL import Image
 
 from tl_advise.advisor import advise
@@ -116,7 +117,8 @@ def main() -> int:
     print(markdown(rows, args.backbone))
     if args.json:
         args.json.write_text(json.dumps({"backbone": args.backbone, "per_class": args.per_class, "seed": args.seed,
-                                         "rows": rows}, indent=2), encoding="utf-8")
+                                         "provenance": provenance(__file__), "rows": rows}, indent=2),
+                             encoding="utf-8")
     return 0
 
 

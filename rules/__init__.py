@@ -7,7 +7,9 @@
 
 from tl_advise.rules.engine import (
     WARNING_CHECKS,
+    Decision,
     SimilarityVerdict,
+    decide,
     ramp_score,
     recommend,
     score_similarity,
@@ -27,8 +29,10 @@ __all__ = [
     "DEFAULT_RULES_FILE",
     "SIGNAL_NAMES",
     "WARNING_CHECKS",
+    "Decision",
     "RuleSet",
     "SimilarityVerdict",
+    "decide",
     "default_rules_text",
     "dump_rules",
     "load_rules",

@@ -19,6 +19,7 @@ from tl_advise.advisor.models import (
     HeadSignals,
     LearningRates,
     Phase,
+    PixelBaseline,
     Recommendation,
     Separability,
     SignalScore,
@@ -26,11 +27,13 @@ from tl_advise.advisor.models import (
     SimilarityReport,
     StrategyId,
 )
+from tl_advise.rules.confidence import assess
 from tl_advise.rules.schema import (
     DEFAULT_PROFILE,
     SIGNAL_NAMES,
     BackboneSimilarity,
     BatchRules,
+    CellEvidence,
     ClassImbalanceWarning,
     CrossSplitDuplicatesWarning,
     DecisionRow,
@@ -388,7 +391,7 @@ def check_uncalibrated_backbone(ctx: AdviceContext, rule: UncalibratedBackboneWa
 
 def check_pixels_as_good(ctx: AdviceContext, rule: PixelsAsGoodWarning) -> Fields | None:
     sep = ctx.similarity.separability
-    if sep is None or sep.logreg_gain > rule.max_logreg_gain:
+    if sep is None or not pixels_as_good(ctx.rules, sep.logreg_gain):
         return None
     return {"logreg_gain": sep.logreg_gain, "logreg_accuracy": sep.logreg_accuracy,
             "pixel_logreg_accuracy": sep.pixel_logreg_accuracy}
@@ -516,7 +519,9 @@ def recommend(
     """Apply the decision table and the strategy's recipe to one dataset/backbone pair."""
     band = rules.size_bands.band_for(dataset.images_per_class)
     row = rules.row_for(band, similarity.label)
-    strategy = rules.strategies[row.strategy]
+    sep = similarity.separability
+    decision = decide(rules, band, similarity.label, sep.logreg_gain if sep else None)
+    strategy = rules.strategies[decision.strategy]
     stages = list(backbone.stages)
 
     top = top_stages_to_unfreeze(strategy, stages)
@@ -527,13 +532,15 @@ def recommend(
     n_train = training_images(dataset)
     batch_size = batch_size_for(rules.batch, strategy, n_train)
 
-    ctx = AdviceContext(rules, dataset, similarity, backbone, row.strategy, strategy, unfreeze)
+    ctx = AdviceContext(rules, dataset, similarity, backbone, decision.strategy, strategy, unfreeze)
     profile = rules.similarity.profile_for(backbone.profile_key)
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
            *why_components(similarity.components), *why_shift_level(profile, similarity),
-           f"rule {row.id} → {row.strategy}: {row.why}",
-           why_unfreeze(strategy, stages, top, summary)]
+           f"rule {row.id} → {row.strategy}: {row.why}"]
+    if decision.rule_id != row.id:
+        why.append(f"rule {decision.rule_id} → {decision.strategy}: {rules.pixel_baseline.why}")
+    why.append(why_unfreeze(strategy, stages, top, summary))
     if first:
         why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
                    f"({', '.join(first)}): {rules.layers.why}")
@@ -541,10 +548,15 @@ def recommend(
     if batch_size < strategy.batch_size:
         why.append(f"batch size {batch_size} instead of {strategy.batch_size}: {n_train} training images "
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
+    alternatives = [a for a in alternatives_for(row, similarity.label) if a.strategy != decision.strategy]
+    confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
+                        alternatives[0].strategy if alternatives else None)
 
     return Recommendation(
-        strategy=row.strategy,
-        rule_id=row.id,
+        strategy=decision.strategy,
+        rule_id=decision.rule_id,
+        confidence=confidence,
+        pixel_baseline=pixel_baseline(rules, similarity),
         why=why,
         unfreeze=unfreeze,
         unfreeze_summary=summary,
@@ -558,8 +570,42 @@ def recommend(
         regularization=list(strategy.regularization),
         gpu_advised=strategy.gpu_advised,
         warnings=evaluate_warnings(ctx),
-        alternatives=alternatives_for(row, similarity.label),
+        alternatives=alternatives,
     )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The strategy and the rule that chose it, with that rule's benchmark evidence."""
+
+    strategy: StrategyId
+    rule_id: str
+    evidence: CellEvidence | None
+
+
+def pixels_as_good(rules: RuleSet, logreg_gain: float | None) -> bool:
+    """Raw pixels do as well as frozen features (the logistic-regression gain of frozen features over raw
+    pixels is at most the threshold of the warning that says so)."""
+    limit = rules.warnings.frozen_features_no_better_than_pixels.max_logreg_gain
+    return logreg_gain is not None and math.isfinite(logreg_gain) and logreg_gain <= limit
+
+
+def decide(rules: RuleSet, band: SizeBand, label: SimilarityLabel, logreg_gain: float | None) -> Decision:
+    """The table's cell, unless the pixel-baseline rule applies in this band."""
+    pixel = rules.pixel_baseline
+    if pixel.enabled and band in pixel.bands and pixels_as_good(rules, logreg_gain):
+        return Decision(pixel.strategy, pixel.id, pixel.evidence)
+    row = rules.row_for(band, label)
+    return Decision(row.strategy, row.id, row.evidence)
+
+
+def pixel_baseline(rules: RuleSet, similarity: SimilarityReport) -> PixelBaseline | None:
+    """The raw-pixel bar, whenever separability was measured."""
+    sep = similarity.separability
+    if sep is None:
+        return None
+    return PixelBaseline(accuracy=sep.pixel_logreg_accuracy, features_accuracy=sep.logreg_accuracy,
+                         beats_features=pixels_as_good(rules, sep.logreg_gain))
 
 
 def alternatives_for(row: DecisionRow, label: SimilarityLabel) -> list[Alternative]:

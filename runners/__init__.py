@@ -1,11 +1,12 @@
 """``tl-advise --run``: train the recommended strategy for real and check the measurement against the advice.
 
 ``run_advice(session, RunOptions(output_dir=...))`` trains, measures and writes ``metrics.json``,
-``report.md``, ``learning_curves.png`` and one best model per strategy; ``predict`` reloads a model.
+``report.md``, ``learning_curves.png`` and one best model per strategy; ``predict`` / ``predict_images``
+reload a model and classify new images.
 """
 
 from tl_advise.runners.api import run_advice
 from tl_advise.runners.options import RunOptions
-from tl_advise.runners.predict import load_trained_model, predict
+from tl_advise.runners.predict import load_trained_model, predict, predict_images
 
-__all__ = ["RunOptions", "load_trained_model", "predict", "run_advice"]
+__all__ = ["RunOptions", "load_trained_model", "predict", "predict_images", "run_advice"]

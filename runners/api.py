@@ -12,7 +12,7 @@ from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
 from tl_advise.advisor.errors import TLAdviseError
 from tl_advise.advisor.formats.html import render_html, write_html
-from tl_advise.advisor.models import STRATEGY_IDS, RunReport, StrategyId, StrategyRun
+from tl_advise.advisor.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
 from tl_advise.advisor.thumbnails import class_thumbnails
 from tl_advise.runners import feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
@@ -128,7 +128,8 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
 
         report = RunReport(
             output_dir=str(output_dir), device=describe(device), validation=splits.validation,
-            budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin),
+            budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin,
+                                                                pixel_baseline=_pixel_bar(recommendation)),
             files={},
         )
         report = write_outputs(session, report, output_dir)
@@ -142,6 +143,11 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
         trackers.close(end_status)
     logger.info("verdict: %s — %s", report.verdict.status, report.verdict.message)
     return report
+
+
+def _pixel_bar(recommendation: Recommendation) -> float | None:
+    """The raw-pixel baseline's accuracy: the reference row every trained strategy is set against."""
+    return recommendation.pixel_baseline.accuracy if recommendation.pixel_baseline else None
 
 
 def run_params(session: AdviceSession, options: RunOptions, strategies: list[StrategyId],

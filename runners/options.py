@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +30,8 @@ class RunOptions(BaseModel):
     max_train_images_per_class: int | None = Field(default=None, ge=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     patience: int = Field(default=3, ge=1)
-    margin: float = Field(default=0.01, ge=0, le=1)
+    margin: float | Literal["auto"] = Field(
+        default="auto", description="'auto': one binomial s.e. of the best val accuracy; or a fixed accuracy gap")
     device: str = "auto"
     seed: int = 0
     resume: bool = False

@@ -1,24 +1,37 @@
-"""Saving a trained model with what it needs to predict, and loading it back to predict new images."""
+"""Saving a trained model with what it needs to predict, and loading it back to predict new images, batch-wise."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
+from tqdm import tqdm
 
 from tl_advise.advisor.backbones import load_backbone
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.advisor.device import resolve_device
+from tl_advise.advisor.embed import default_workers
+from tl_advise.advisor.errors import ConfigError, DatasetError
 from tl_advise.advisor.imaging import open_rgb
 from tl_advise.advisor.models import Preprocessing
+from tl_advise.advisor.predictions import ImagePrediction, PredictionReport
 from tl_advise.runners import checkpoint
+from tl_advise.runners.context import MODEL_FILE
 from tl_advise.runners.data import eval_transform
 from tl_advise.runners.heads import ClassifierHead, TransferModel
 
+logger = logging.getLogger(__name__)
+
 MODEL_KIND = "tl-advise-model"
+METRICS_FILE = "metrics.json"  # runners/api.py's name; that module imports this one
 MODEL_FORMAT = 1
 
 
@@ -42,16 +55,51 @@ def save_model(path: Path, *, body: nn.Module, head: ClassifierHead, class_names
 
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"model file {path} does not exist")
-    saved = checkpoint.load(path)
-    if saved.get("kind") != MODEL_KIND:
+        raise ConfigError(f"model file {path} does not exist; give a model.pt written by tl-advise --run")
+    try:
+        saved = checkpoint.load(path)
+    except Exception as exc:  # torch.load raises many kinds (pickle, zip, EOF) for a file that is not ours
+        # torch's own messages run to paragraphs; the exception's kind says enough here.
+        raise ConfigError(f"{path} is not a model saved by tl-advise --run (torch.load: {type(exc).__name__}); "
+                          "give the model.pt a --run wrote") from exc
+    missing = [k for k in ("backbone", "head_config", "head", "body", "class_names", "preprocessing")
+               if k not in saved]
+    if saved.get("kind") != MODEL_KIND or missing:
         raise ConfigError(f"{path} is not a model saved by tl-advise --run")
     return saved
 
 
+def resolve_model_file(path: str | Path) -> Path:
+    """A ``model.pt``, or a ``--run`` output folder: its recommended strategy's model (from metrics.json), or
+    the one model inside a strategy folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / MODEL_FILE).is_file():
+        return path / MODEL_FILE
+    models: dict[str, str] = {}
+    recommended = None
+    try:
+        metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
+        run = metrics.get("run") or {}
+        models = {k.removeprefix("model:"): v for k, v in (run.get("files") or {}).items() if k.startswith("model:")}
+        recommended = (run.get("verdict") or {}).get("recommended")
+    except (OSError, ValueError, AttributeError):
+        models = {p.parent.name: p.relative_to(path).as_posix() for p in sorted(path.glob(f"*/{MODEL_FILE}"))}
+    if recommended in models:
+        return path / models[recommended]
+    if len(models) == 1:
+        return path / next(iter(models.values()))
+    found = ", ".join(sorted(models.values())) or "none"
+    raise ConfigError(f"{path} is a folder; name one model file in it (models found: {found})")
+
+
 def load_trained_model(path: str | Path) -> tuple[TransferModel, list[str], T.Compose]:
     """(model in eval mode on the CPU, class names, the eval transform it was trained with)."""
-    saved = _read(Path(path))
+    return _build(_read(Path(path)))
+
+
+def _build(saved: dict[str, Any]) -> tuple[TransferModel, list[str], T.Compose]:
     # The architecture only: every weight comes from the file.
     backbone = load_backbone(saved["backbone"].partition(":")[0], pretrained=False)
     config = saved["head_config"]
@@ -66,14 +114,100 @@ def load_trained_model(path: str | Path) -> tuple[TransferModel, list[str], T.Co
 
 
 def predict(path_to_model: str | Path, image_paths: Sequence[str | Path], *, batch_size: int = 32) -> list[str]:
-    """The predicted class name of every image, in order."""
-    model, class_names, transform = load_trained_model(path_to_model)
-    draft = transform.transforms[0].size if isinstance(transform.transforms[0], T.Resize) else None
-    labels: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(image_paths), batch_size):
-            chunk = image_paths[start:start + batch_size]
-            x = torch.stack([transform(open_rgb(str(p), draft_size=draft if isinstance(draft, int) else None))
-                             for p in chunk])
-            labels.extend(class_names[i] for i in model(x).argmax(1).tolist())
-    return labels
+    """The predicted class name of every image, in order; raises ``DatasetError`` for an unreadable image."""
+    report = predict_images(path_to_model, image_paths, batch_size=batch_size, device="cpu", num_workers=0,
+                            expand_folders=False)
+    if report.failed:
+        first = report.failed[0]
+        raise DatasetError(f"cannot read {first.path}: {first.error}")
+    return [p.prediction or "" for p in report.predictions]
+
+
+def image_files(inputs: Sequence[str | Path]) -> list[tuple[str, str | None]]:
+    """``(path, error)`` per image: a folder expands to the image files under it (hidden ones left out,
+    sorted); a file is always tried (the decoder decides); a missing path is an error row."""
+    found: list[tuple[str, str | None]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for folder, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                found += [(str(Path(folder) / name), None) for name in sorted(filenames)
+                          if not name.startswith(".") and Path(name).suffix.lower() in Image.registered_extensions()]
+        elif path.exists():
+            found.append((str(path), None))
+        else:
+            found.append((str(path), "no such file"))
+    return found
+
+
+class _ImageFiles(Dataset[tuple[torch.Tensor, str]]):
+    """Decodes with the model's own preprocessing; an unreadable file yields an empty tensor and its reason."""
+
+    def __init__(self, paths: Sequence[str], transform: T.Compose, draft_size: int | None, size: int) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.draft_size = draft_size
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        try:
+            return self.transform(open_rgb(self.paths[index], draft_size=self.draft_size)), ""
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, … for damaged files
+            return torch.zeros(3, self.size, self.size), f"cannot decode: {type(exc).__name__}: {exc}"
+
+
+def predict_images(path_to_model: str | Path, inputs: Sequence[str | Path], *, batch_size: int = 32,
+                   device: str | torch.device = "auto", num_workers: int | None = None, progress: bool = False,
+                   expand_folders: bool = True) -> PredictionReport:
+    """Class and probabilities of every image (folders expand to their images), batch-wise, with the model's
+    own preprocessing. An unreadable image is a row with an error, never a failed run."""
+    model_file = resolve_model_file(path_to_model)
+    saved = _read(model_file)
+    model, class_names, transform = _build(saved)
+    input_size = Preprocessing.model_validate(saved["preprocessing"]).input_size
+    files = image_files(inputs) if expand_folders else [(str(p), None) for p in inputs]
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    model.to(torch_device)
+    readable = [path for path, error in files if error is None]
+    resize = transform.transforms[0]
+    draft = resize.size if isinstance(resize, T.Resize) and isinstance(resize.size, int) else None
+    dataset = _ImageFiles(readable, transform, draft, input_size)
+    workers = (num_workers if num_workers is not None else default_workers()) if len(readable) > batch_size else 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    results: dict[str, ImagePrediction] = {}
+    with torch.inference_mode(), tqdm(total=len(readable), desc="Predicting", unit="img", disable=not progress,
+                                      leave=False) as bar:
+        start = 0
+        for x, errors in loader:
+            paths = readable[start:start + len(errors)]
+            start += len(errors)
+            ok = [i for i, e in enumerate(errors) if not e]
+            probs = torch.softmax(model(x[ok].to(torch_device)).float(), dim=1).cpu() if ok else None
+            for row, i in enumerate(ok):
+                assert probs is not None
+                p = probs[row].tolist()
+                best = max(range(len(p)), key=p.__getitem__)
+                results[paths[i]] = ImagePrediction(
+                    path=paths[i], prediction=class_names[best], confidence=p[best],
+                    probabilities=dict(zip(class_names, p, strict=True)))
+            for i, error in enumerate(errors):
+                if error:
+                    logger.warning("%s: %s", paths[i], error)
+                    results[paths[i]] = _failed(paths[i], error)
+            bar.update(len(errors))
+    predictions = []
+    for path, error in files:
+        if error is not None:
+            logger.warning("%s: %s", path, error)
+        predictions.append(_failed(path, error) if error is not None else results[path])
+    return PredictionReport(model=str(model_file), strategy=str(saved["strategy"]), backbone=str(saved["backbone"]),
+                            image_size=input_size,
+                            classes=class_names, predictions=predictions)
+
+
+def _failed(path: str, error: str) -> ImagePrediction:
+    return ImagePrediction(path=path, prediction=None, confidence=None, probabilities={}, error=error)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tl_advise.advisor.formats.common import margin_line, run_table
 from tl_advise.advisor.formats.common import pct as _pct
-from tl_advise.advisor.formats.common import run_table
 from tl_advise.advisor.formats.figures import learning_curves, png_bytes
 from tl_advise.advisor.models import AdviceResult, RunReport, StrategyRun
 
@@ -44,7 +44,7 @@ def markdown_report(result: AdviceResult, report: RunReport) -> str:
         f"- backbone: {result.backbone.name} ({result.backbone.weights})",
         f"- device: {report.device}",
         f"- validation: {report.validation}",
-        f"- margin for 'confirmed': {100 * report.verdict.margin:.1f} pts of val accuracy",
+        f"- {margin_line(report)}",
         "- budget: " + (", ".join(f"{k}={v}" for k, v in report.budget.items() if v is not None) or "none"),
         "",
         *run_table(report, rec.strategy),

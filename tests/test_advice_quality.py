@@ -265,3 +265,62 @@ def test_level_names_round_trip() -> None:
 
     for level in (None, 10, 600):
         assert advice_quality.level_from_name(advice_quality.level_name(level)) == level
+
+
+def _seed_case(seed: int, accuracy: dict[str, float], n_val: int = 100, level: str = "full") -> dict:
+    return {"dataset": "d", "level": level, "seed": seed, "size_band": "small", "n_val": n_val,
+            "advice": {"strategy": "feature_extraction", "label": "different", "signals": {}},
+            "runs": {s: {"accuracy": a} for s, a in accuracy.items()}}
+
+
+def test_paired_standard_error_never_below_binomial_noise() -> None:
+    # Two seeds that agree exactly: the spread is 0, so binomial noise on 2 x 100 images sets the s.e.
+    assert qm.paired_se([0.02, 0.02], 0.9, 100) == pytest.approx(math.sqrt(2 * 0.9 * 0.1 / 200))
+    # Seeds that disagree: the spread over seeds (sd / sqrt(k)) when it is larger.
+    assert qm.paired_se([0.10, -0.10], 0.9, 100) == pytest.approx(0.2 / math.sqrt(2) / math.sqrt(2))
+    # Never below one image, even at p = 1.
+    assert qm.paired_se([0.0], 1.0, 40) == pytest.approx(1 / 40)
+
+
+def test_seed_averages_judge_ties_across_seeds() -> None:
+    cases = [_seed_case(0, {"feature_extraction": 0.90, "finetune_last_layers": 0.94}),
+             _seed_case(1, {"feature_extraction": 0.92, "finetune_last_layers": 0.90})]
+    (avg,) = qm.seed_averages(cases)
+    assert avg.seeds == (0, 1) and avg.accuracy["feature_extraction"] == pytest.approx(0.91)
+    assert avg.spread["finetune_last_layers"] == (0.90, 0.94)
+    j = qm.judge(avg)
+    assert j.best == "finetune_last_layers" and j.regret_pp == pytest.approx(1.0) and j.tie  # 1 pp < 3 pp s.e.
+    # The same gap on both seeds, and a large validation set: not a tie.
+    steady = [_seed_case(s, {"feature_extraction": 0.90, "finetune_last_layers": 0.95}, n_val=2000) for s in (0, 1)]
+    j = qm.judge(qm.seed_averages(steady)[0])
+    assert j.regret_pp == pytest.approx(5.0) and not j.tie
+
+
+def test_cell_evidence_separates_only_beyond_noise() -> None:
+    strong = qm.seed_averages([_seed_case(s, {"feature_extraction": 0.95, "finetune_last_layers": 0.90},
+                                          n_val=1000, level=lv) for s in (0, 1) for lv in ("40/class", "full")])
+    e = qm.cell_evidence(strong, "feature_extraction")
+    assert e is not None and (e.cases, e.seeds, e.runner_up) == (2, 2, "finetune_last_layers")
+    assert e.margin_pp == pytest.approx(5.0) and e.margin_pp > e.se_pp and e.mean_regret_pp == 0.0
+    weak = qm.seed_averages([_seed_case(0, {"feature_extraction": 0.91, "finetune_last_layers": 0.90}, n_val=50)])
+    e = qm.cell_evidence(weak, "feature_extraction")
+    assert e is not None and e.margin_pp == pytest.approx(1.0) and e.margin_pp < e.se_pp
+
+
+def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
+    """Every `evidence` table in the default rules is the benchmark's own output for its source file."""
+    import advice_quality
+
+    from tl_advise.rules import load_rules
+
+    rules = load_rules(None)
+    recorded = [(row.id, row.evidence) for row in rules.decision if row.evidence]
+    recorded += [(rules.pixel_baseline.id, rules.pixel_baseline.evidence)] if rules.pixel_baseline.evidence else []
+    assert recorded, "the default rules carry no benchmark evidence"
+    for rule_id, evidence in recorded:
+        results = json.loads((REPO_ROOT / evidence.source).read_text(encoding="utf-8"))
+        measured = advice_quality.seed_judgement(results["cases"], rules)["rule_evidence"][rule_id]
+        assert (measured["cases"], measured["datasets"], measured["seeds"], measured["runner_up"]) == (
+            evidence.cases, evidence.datasets, evidence.seeds, evidence.runner_up), rule_id
+        for field in ("mean_regret_pp", "margin_pp", "se_pp"):
+            assert getattr(evidence, field) == pytest.approx(measured[field], abs=0.006), (rule_id, field)

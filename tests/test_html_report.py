@@ -29,9 +29,11 @@ CLASSES = {"cat": 6, "dog": 6, "fox": 6}
 
 
 @pytest.fixture(scope="module")
-def session(synthetic_dataset: Path, session_cache_dir: Path) -> AdviceSession:
-    """The session-wide synthetic set (cat, dog, fox × 6): embedded once for every test file."""
-    return advise_session(synthetic_dataset, cache_dir=session_cache_dir, device="cpu")
+def session(tmp_path_factory: pytest.TempPathFactory, session_cache_dir: Path) -> AdviceSession:
+    """Its own small dataset: sharing ``synthetic_dataset`` would warm the cache that test_api_cli's cold
+    advice expects to be cold, making the result depend on the order the files run in."""
+    data = make_class_folder(tmp_path_factory.mktemp("html") / "data", CLASSES, seed=3)
+    return advise_session(data, cache_dir=session_cache_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -714,3 +714,71 @@ def test_a_row_for_an_undefined_tiny_band_is_rejected() -> None:
     data = default_data()
     data["size_bands"]["tiny_below"] = 0
     assert "row(s) tiny-any use a size band this file does not define" in error_for(data)
+
+
+# --------------------------------------------------------------------------- confidence and the pixel bar
+
+
+def test_confidence_is_low_for_an_unmeasured_cell_and_names_the_runner_up(rules: RuleSet) -> None:
+    rec = advise(rules, 20000, "similar")  # the large band: the guide's cell, never measured
+    assert rules.row_for("large", "similar").evidence is None
+    assert rec.confidence.level == "low"
+    assert any("not measured" in r for r in rec.confidence.reasons)
+    assert rec.confidence.runner_up == rec.alternatives[0].strategy
+    assert f"--run --strategies {rec.strategy},{rec.confidence.runner_up}" in (rec.confidence.suggestion or "")
+
+
+def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0) -> RuleSet:
+    """The default rules with evidence on every row: the row's strategy ahead of a runner-up by margin_pp."""
+    data = default_data()
+    for row in data["decision"]:
+        runner_up = next(s for s in STRATEGY_IDS if s != row["strategy"])
+        row["evidence"] = {"source": "test", "cases": 3, "datasets": ["a", "b"], "seeds": 2,
+                           "mean_regret_pp": 0.0, "runner_up": runner_up, "margin_pp": margin_pp, "se_pp": se_pp}
+    return rules_from_mapping(data)
+
+
+def test_confidence_follows_the_weakest_margin() -> None:
+    separated, tied = _measured(load_rules(), 3.0), _measured(load_rules(), 0.5)
+    # Tiny band: both labels advise the same, far below the 500 edge: only the evidence counts.
+    assert advise(separated, 40, "different", score=0.49).confidence.level == "high"
+    assert advise(tied, 40, "different").confidence.level == "medium"
+    # Small band, where the label changes the strategy: a score near the threshold is low confidence,
+    # and the runner-up is what the other label's cell advises.
+    near = advise(separated, 600, "similar", score=0.52)
+    other = separated.row_for("small", "different").strategy
+    assert near.strategy != other
+    assert (near.confidence.level, near.confidence.runner_up) == ("low", other)
+    assert advise(separated, 600, "similar", score=0.60).confidence.level == "medium"
+    assert advise(separated, 600, "similar", score=0.90).confidence.level == "high"
+    # Close to a band edge whose neighbour advises otherwise (tiny below 500): low, then medium, then high.
+    assert advise(separated, 550, "different", score=0.1).confidence.level == "low"  # x1.10
+    assert advise(separated, 700, "different", score=0.1).confidence.level == "medium"  # x1.40
+    assert advise(separated, 1000 * 1.7, "different", score=0.1).confidence.level == "high"  # x1.70 from 1,000
+
+
+def test_the_pixel_rule_decides_in_its_band_and_the_bar_is_always_shown(rules: RuleSet) -> None:
+    pixels_win = make_separability(-0.25)
+    tiny = advise(rules, 180, "different", separability=pixels_win)
+    assert (tiny.rule_id, tiny.strategy) == (rules.pixel_baseline.id, rules.pixel_baseline.strategy)
+    assert any(r.startswith(f"rule {rules.pixel_baseline.id}") for r in tiny.why)
+    assert tiny.pixel_baseline is not None and tiny.pixel_baseline.beats_features
+    assert tiny.pixel_baseline.accuracy == pytest.approx(0.6)
+    assert all(a.strategy != tiny.strategy for a in tiny.alternatives)
+    # Outside the measured bands the table decides; the bar is still reported.
+    medium = advise(rules, 2000, "different", separability=pixels_win)
+    assert medium.rule_id == rules.row_for("medium", "different").id
+    assert medium.pixel_baseline is not None and medium.pixel_baseline.beats_features
+    features_win = advise(rules, 180, "different", separability=make_separability(0.3))
+    assert features_win.rule_id == rules.row_for("tiny", "different").id
+    assert features_win.pixel_baseline is not None and not features_win.pixel_baseline.beats_features
+    assert advise(rules, 180, "different").pixel_baseline is None  # not measured: no bar
+
+
+def test_confidence_rules_are_validated() -> None:
+    data = default_data()
+    data["confidence"]["similarity_margin_low"] = 0.5
+    assert "similarity_margin_low must not exceed" in error_for(data)
+    data = default_data()
+    data["pixel_baseline"]["strategy"] = "nope"
+    assert "pixel_baseline" in error_for(data)

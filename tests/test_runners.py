@@ -80,9 +80,9 @@ def test_flat_folder_gets_a_holdout(image_folder: Callable[..., Path]) -> None:
 # --------------------------------------------------------------------------- verdict
 
 
-def _run(strategy: str, accuracy: float | None, status: str = "completed") -> StrategyRun:
+def _run(strategy: str, accuracy: float | None, status: str = "completed", n: int = 10) -> StrategyRun:
     val = None if accuracy is None else Metrics(accuracy=accuracy, balanced_accuracy=accuracy, macro_f1=accuracy,
-                                                per_class_accuracy={}, confusion_matrix=[], n_images=10, loss=1.0)
+                                                per_class_accuracy={}, confusion_matrix=[], n_images=n, loss=1.0)
     return StrategyRun(strategy=strategy, status=status, val=val)
 
 
@@ -102,6 +102,31 @@ def test_verdict_refuted_names_the_winner_and_the_gap() -> None:
                                             _run("from_scratch", 0.0, "failed")], 0.01)
     assert (verdict.status, verdict.best, verdict.gap) == ("refuted", "full_finetune", pytest.approx(0.15))
     assert verdict.message.startswith("full_finetune beat the recommended feature_extraction by 15.0 pts")
+
+
+def test_auto_margin_is_one_standard_error_of_the_best_accuracy() -> None:
+    # Best 0.90 on 100 validation images: s.e. = sqrt(0.9 * 0.1 / 100) = 0.03.
+    runs = [_run("feature_extraction", 0.88, n=100), _run("full_finetune", 0.90, n=100)]
+    within = decide("feature_extraction", runs, "auto")
+    assert within.status == "confirmed" and within.margin == pytest.approx(0.03)
+    assert within.margin_rule.startswith("auto") and "100 validation images" in within.margin_rule
+    runs = [_run("feature_extraction", 0.86, n=100), _run("full_finetune", 0.90, n=100)]
+    assert decide("feature_extraction", runs, "auto").status == "refuted"  # 4 pts > 3 pts
+    # A perfect best score has s.e. 0: the margin never falls below one image.
+    perfect = decide("feature_extraction", [_run("feature_extraction", 0.95, n=20), _run("full_finetune", 1.0, n=20)],
+                     "auto")
+    assert perfect.margin == pytest.approx(0.05) and perfect.status == "confirmed"
+    assert decide("feature_extraction", runs, 0.05).margin_rule == "fixed (--margin)"
+
+
+def test_verdict_names_the_pixel_baseline_when_nothing_beat_it() -> None:
+    runs = [_run("feature_extraction", 0.76), _run("full_finetune", 0.44)]
+    below = decide("feature_extraction", runs, "auto", pixel_baseline=0.95)
+    assert below.beat_pixel_baseline is False and below.pixel_baseline == 0.95
+    assert "no strategy beat the raw-pixel baseline (0.950" in below.message
+    above = decide("feature_extraction", runs, "auto", pixel_baseline=0.50)
+    assert above.beat_pixel_baseline is True and "raw-pixel" not in above.message
+    assert decide("feature_extraction", runs, "auto").beat_pixel_baseline is None
 
 
 def test_verdict_not_compared_when_alone_or_recommended_missing() -> None:

@@ -29,11 +29,30 @@ def rates(rec: Recommendation) -> str:
     return out
 
 
+def confidence_line(rec: Recommendation) -> str:
+    c = rec.confidence
+    out = f"{c.level}"
+    if c.runner_up:
+        out += f" (runner-up: {c.runner_up})"
+    return out + (f" — {c.suggestion}" if c.suggestion else "")
+
+
+def pixel_bar(rec: Recommendation) -> str | None:
+    """The raw-pixel bar as one phrase, or None when it was not measured."""
+    bar = rec.pixel_baseline
+    if bar is None:
+        return None
+    verdict = "as good as" if bar.beats_features else "below"
+    return (f"{bar.accuracy:.2f}: a linear model on raw 32x32 pixels (5-fold CV on the sample), {verdict} the "
+            f"same model on frozen features ({bar.features_accuracy:.2f}); any strategy must beat it")
+
+
 def dataset_line(result: AdviceResult) -> str:
     ds = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in ds.split_counts.items())
-    return (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
+    line = (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
             f"median {ds.images_per_class:g} per class in {ds.train_split}, imbalance {ds.imbalance_ratio:.2f}")
+    return line + (f"; labels from {', '.join(ds.manifests)}" if ds.manifests else "")
 
 
 def modes_line(modes: dict[str, int]) -> str:
@@ -60,8 +79,17 @@ def _run_row(run: StrategyRun, recommended: str) -> str:
 
 def run_table(report: RunReport, recommended: str) -> list[str]:
     """The per-strategy results as Markdown table lines (used by the report and the markdown format)."""
-    return [
+    rows = [
         "| strategy | status | val acc | val balanced acc | val macro F1 | test acc | epochs | time | note |",
         "|---|---|---|---|---|---|---|---|---|",
         *(_run_row(run, recommended) for run in report.runs),
     ]
+    if report.verdict.pixel_baseline is not None:
+        rows.append(f"| raw-pixel baseline (reference) | – | {pct(report.verdict.pixel_baseline)} | – | – | – | – | – "
+                    "| linear model on 32x32 pixels, 5-fold CV on the advice sample, not the validation split |")
+    return rows
+
+
+def margin_line(report: RunReport) -> str:
+    verdict = report.verdict
+    return f"margin for 'confirmed': {100 * verdict.margin:.1f} pts of val accuracy ({verdict.margin_rule})"

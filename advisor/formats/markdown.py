@@ -26,11 +26,17 @@ def render(result: AdviceResult) -> str:
             ["GPU", "advised" if rec.gpu_advised else "not needed"],
             ["augmentation", ", ".join(rec.augmentation) or "none"],
             ["regularisation", ", ".join(rec.regularization) or "none"],
+            ["confidence", common.confidence_line(rec)],
+            *([["bar to clear", bar]] if (bar := common.pixel_bar(rec)) else []),
         ]),
         "",
         "## Why",
         "",
         *(f"- {reason}" for reason in rec.why),
+        "",
+        f"## Confidence: {rec.confidence.level}",
+        "",
+        *(f"- {reason}" for reason in rec.confidence.reasons),
         "",
         f"## Similarity: {sim.score:.2f} → {sim.label} (threshold {sim.threshold:.2f}, shift level {sim.shift_level})",
         "",
@@ -53,7 +59,7 @@ def render(result: AdviceResult) -> str:
         lines += ["", "## Alternatives", "", *(f"- `{a.strategy}`: {a.reason}" for a in rec.alternatives)]
     if result.run is not None:
         run = result.run
-        lines += ["", f"## Run: {run.verdict.status}", "", run.verdict.message, "",
+        lines += ["", f"## Run: {run.verdict.status}", "", run.verdict.message, "", common.margin_line(run), "",
                   f"Device {run.device}; validation: {run.validation}; outputs in `{run.output_dir}`.", "",
                   *common.run_table(run, rec.strategy)]
     lines += ["", "## Dataset", "", f"{common.dataset_line(result)}; modes: {common.modes_line(ds.modes)}"]

@@ -42,7 +42,11 @@ def _run_lines(result: AdviceResult) -> list[str]:
         lines.append(f"  {name:32s} {r.status:18s} {common.pct(val.accuracy if val else None):>8s} "
                      f"{common.pct(val.balanced_accuracy if val else None):>8s} {test:>8s} {r.train_time_s:>7.1f} s"
                      + (f"  ({r.error})" if r.error else ""))
+    if run.verdict.pixel_baseline is not None:
+        lines.append(f"  {'raw-pixel baseline (reference)':32s} {'':18s} {common.pct(run.verdict.pixel_baseline):>8s}"
+                     "   (5-fold CV on the advice sample)")
     lines += ["  (* recommended)", f"Verdict: {run.verdict.status} — {run.verdict.message}",
+              f"  {common.margin_line(run)}",
               f"Outputs: {run.output_dir} ({', '.join(sorted(run.files.values()))})"]
     return lines
 
@@ -55,6 +59,7 @@ def render(result: AdviceResult) -> str:
         f"Dataset: {common.dataset_line(result)}",
         "",
         f"Recommendation: {rec.strategy} — {common.STRATEGY_TITLES[rec.strategy]} (rule {rec.rule_id})",
+        f"  confidence:    {common.confidence_line(rec)}",
         f"  backbone:      {result.backbone.name} ({result.backbone.weights})",
         f"  unfreeze:      {rec.unfreeze_summary}",
         f"  learning rate: {common.rates(rec)}",
@@ -66,8 +71,12 @@ def render(result: AdviceResult) -> str:
     if rec.learning_rate.per_stage:
         per_stage = ", ".join(f"{s} {common.lr(v)}" for s, v in rec.learning_rate.per_stage.items())
         lines.append(f"  per stage:     {per_stage}")
+    bar = common.pixel_bar(rec)
+    if bar:
+        lines.append(f"  bar to clear:  {bar}")
     lines += ["", *_similarity_lines(result), "", "Why:"]
     lines += [f"  - {reason}" for reason in rec.why]
+    lines += ["", f"Confidence: {rec.confidence.level}"] + [f"  - {r}" for r in rec.confidence.reasons]
     if rec.warnings:
         lines += ["", "Warnings:"] + [f"  ! [{w.id}] {w.message}" for w in rec.warnings]
     if rec.alternatives:

@@ -1,0 +1,107 @@
+"""How sure a recommendation is: the weakest of three measured margins (``[confidence]`` in the rules).
+
+- similarity: how far the score is from the threshold, when the other label's cell advises otherwise;
+- size: how far images per class are from the nearest band edge whose neighbouring cell advises otherwise;
+- evidence: what the benchmark measured for the rule that decided (``evidence`` of its table row).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tl_advise.advisor.models import Confidence, ConfidenceLevel, DatasetSummary, SimilarityReport, StrategyId
+from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
+
+LEVELS: tuple[ConfidenceLevel, ...] = ("low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class Component:
+    level: ConfidenceLevel
+    reason: str
+    runner_up: StrategyId | None = None  # what the advice would be on the other side of this margin
+
+
+def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
+    return "low" if value < low else "medium" if value < high else "high"
+
+
+def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
+                         strategy: StrategyId) -> Component:
+    other_label = "different" if similarity.label == "similar" else "similar"
+    other = rules.row_for(band, other_label).strategy
+    if other == strategy:
+        return Component("high", f"the similarity label does not matter here: the {band} band advises "
+                                 f"{strategy} for similar and different data alike")
+    margin = abs(similarity.score - similarity.threshold)
+    c = rules.confidence
+    level = _graded(margin, c.similarity_margin_low, c.similarity_margin_high)
+    closeness = {"low": "close to", "medium": "near", "high": "clear of"}[level]
+    return Component(level, f"similarity {similarity.score:.2f} is {margin:.2f} from the {similarity.threshold:.2f} "
+                            f"threshold ({closeness} it); as '{other_label}' the advice would be {other}", other)
+
+
+def _edges(rules: RuleSet) -> list[tuple[float, SizeBand, SizeBand]]:
+    """(images per class at the edge, band below, band above) for every edge the rules define."""
+    b = rules.size_bands
+    edges: list[tuple[float, SizeBand, SizeBand]] = [(float(b.small_below), "small", "medium"),
+                                                     (float(b.large_above), "medium", "large")]
+    if b.tiny_below > 0:
+        edges.insert(0, (float(b.tiny_below), "tiny", "small"))
+    return edges
+
+
+def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
+                   strategy: StrategyId) -> Component:
+    ipc = dataset.images_per_class
+    relevant = []
+    for edge, below, above in _edges(rules):
+        if band not in (below, above):
+            continue
+        neighbour = above if band == below else below
+        other = rules.row_for(neighbour, similarity.label).strategy
+        if other != strategy:
+            relevant.append((max(ipc / edge, edge / ipc) if ipc > 0 else float("inf"), edge, neighbour, other))
+    if not relevant:
+        return Component("high", f"{ipc:.0f} images per class: the neighbouring size bands advise the same")
+    ratio, edge, neighbour, other = min(relevant)
+    c = rules.confidence
+    level = _graded(ratio, c.size_ratio_low, c.size_ratio_high)
+    return Component(level, f"{ipc:.0f} images per class is x{ratio:.2f} from the {edge:.0f} edge of the "
+                            f"{neighbour} band, which advises {other}", other)
+
+
+def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | None,
+                       strategy: StrategyId) -> Component:
+    c = rules.confidence
+    if evidence is None:
+        return Component(c.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured")
+    where = (f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
+             f"({evidence.seeds}+ seed(s) each, {evidence.source})")
+    diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
+    if evidence.separated:
+        return Component("high", f"{where}: {strategy} beat the runner-up beyond noise ({diff})",
+                         evidence.runner_up)
+    if evidence.margin_pp >= -evidence.se_pp:
+        return Component(c.tied, f"{where}: {strategy} tied the runner-up within noise ({diff})",
+                         evidence.runner_up)
+    return Component("low", f"{where}: the runner-up scored higher ({diff}), yet the rule holds out of sample",
+                     evidence.runner_up)
+
+
+def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
+           strategy: StrategyId, rule_id: str, evidence: CellEvidence | None,
+           fallback_runner_up: StrategyId | None) -> Confidence:
+    """The recommendation's confidence: the weakest component decides, and names the runner-up."""
+    parts = [similarity_component(rules, band, similarity, strategy),
+             size_component(rules, band, dataset, similarity, strategy),
+             evidence_component(rules, rule_id, evidence, strategy)]
+    level = min((p.level for p in parts), key=LEVELS.index)
+    weakest = [p for p in parts if p.level == level]
+    # The runner-up of the weakest margin; else the rule's first alternative.
+    runner_up = next((p.runner_up for p in weakest if p.runner_up and p.runner_up != strategy), fallback_runner_up)
+    suggestion = None
+    if level == "low" and runner_up is not None:
+        suggestion = (f"measure it before committing: --run --strategies {strategy},{runner_up} trains both "
+                      f"under the same budget (or --run --compare for every alternative)")
+    return Confidence(level=level, reasons=[p.reason for p in parts], runner_up=runner_up, suggestion=suggestion)

@@ -1,0 +1,116 @@
+"""``tl-advise schema``: the printed JSON Schema describes real reports — an advice, a ``--run`` metrics.json,
+predictions — and rejects reports that break it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from schema_check import errors, validate
+from threadpoolctl import threadpool_limits
+
+from tl_advise.advisor.api import advise_session
+from tl_advise.advisor.cli import main
+from tl_advise.advisor.models import SCHEMA_VERSION, AdviceResult
+from tl_advise.advisor.predictions import FORMATTERS, ImagePrediction, PredictionFormat, PredictionReport, to_csv
+from tl_advise.runners import RunOptions, run_advice
+
+pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread() -> Iterator[None]:
+    with threadpool_limits(1, "blas"):
+        yield
+
+
+def _printed_schema(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main(["schema", *args]) == 0
+    schema: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def run_metrics(synthetic_dataset: Path, session_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, Any]:
+    """metrics.json of a real --run: feature extraction at the backbone's input size, from the cached advice."""
+    session = advise_session(synthetic_dataset, cache_dir=session_cache_dir, device="cpu")
+    out = tmp_path_factory.mktemp("schema-run")
+    run_advice(session, RunOptions(output_dir=out, strategies=["feature_extraction"], head_epochs=2,
+                                   progress=False, num_workers=0))
+    metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
+    return metrics
+
+
+def test_schema_is_draft_2020_12_and_every_output_field_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    schema = _printed_schema(capsys)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert SCHEMA_VERSION in schema["$comment"]
+    assert schema["required"] == list(AdviceResult.model_fields)  # 'run' too: null without --run, never absent
+    run = schema["$defs"]["RunReport"]
+    assert {"runs", "verdict", "files"} <= set(run["required"])
+    assert schema["$defs"]["DatasetSummary"]["additionalProperties"] is False
+
+
+def test_schema_validates_a_real_run_report(capsys: pytest.CaptureFixture[str], run_metrics: dict[str, Any]) -> None:
+    schema = _printed_schema(capsys)
+    assert run_metrics["run"]["runs"][0]["status"] == "completed"
+    validate(run_metrics, schema)
+    assert AdviceResult.model_validate(run_metrics).model_dump(mode="json") == run_metrics  # round trip
+
+
+def test_schema_validates_the_json_format(capsys: pytest.CaptureFixture[str], synthetic_dataset: Path,
+                                          session_cache_dir: Path) -> None:
+    schema = _printed_schema(capsys)
+    assert main([str(synthetic_dataset), "--format", "json", "--cache-dir", str(session_cache_dir), "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["run"] is None
+    validate(report, schema)
+
+
+def test_schema_rejects_broken_reports(capsys: pytest.CaptureFixture[str], run_metrics: dict[str, Any]) -> None:
+    schema = _printed_schema(capsys)
+    missing = copy.deepcopy(run_metrics)
+    del missing["run"]["verdict"]
+    assert errors(missing, schema) == ["$.run: missing required 'verdict'"]
+    renamed = copy.deepcopy(run_metrics)
+    renamed["recommendation"]["strategy_id"] = renamed["recommendation"].pop("strategy")
+    assert set(errors(renamed, schema)) == {"$.recommendation: missing required 'strategy'",
+                                            "$.recommendation: unexpected key 'strategy_id'"}
+    wrong = copy.deepcopy(run_metrics)
+    wrong["recommendation"]["strategy"] = "train_harder"
+    wrong["similarity"]["score"] = 1.5
+    assert len(errors(wrong, schema)) == 2
+
+
+def test_predictions_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    schema = _printed_schema(capsys, "predictions")
+    report = PredictionReport(model="run/feature_extraction/model.pt", strategy="feature_extraction",
+                              backbone="efficientnet_lite0", image_size=64, classes=["a", "b"], predictions=[
+                                  ImagePrediction(path="x.png", prediction="b", confidence=0.75,
+                                                  probabilities={"a": 0.25, "b": 0.75}),
+                                  ImagePrediction(path="y.png", prediction=None, confidence=None, probabilities={},
+                                                  error="no such file")])
+    validate(json.loads(FORMATTERS[PredictionFormat.JSON](report)), schema)
+    assert to_csv(report).splitlines() == ["path,prediction,confidence,prob_a,prob_b,error",
+                                           "x.png,b,0.750000,0.250000,0.750000,",
+                                           "y.png,,,,,no such file"]
+
+
+def test_every_prediction_format_is_mapped() -> None:
+    assert set(FORMATTERS) == set(PredictionFormat)
+
+
+def test_schema_needs_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from tl_advise.advisor.cli import main; main(['schema']); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["title"] == "AdviceResult"
