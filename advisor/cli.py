@@ -134,6 +134,8 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               envvar=env("FORMAT"), help="Report format.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), envvar=env("OUTPUT"),
               help="Write the report to this file instead of stdout.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path, dir_okay=False), envvar=env("HTML"),
+              help="Also write a self-contained HTML report (charts, sample images) to this file.")
 @click.option("--fail-on", type=click.Choice(FAIL_ON), multiple=True, envvar=env("FAIL_ON"),
               help="Exit 1 when a warning fired / when --run refutes the advice. Repeatable.")
 @click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
@@ -177,6 +179,13 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 @click.option("--margin", default="auto", show_default=True, envvar=env("MARGIN"),
               help="With --run: within this accuracy of the best counts as confirmed; 'auto' is one binomial "
                    "standard error of the best val accuracy (at least one image).")
+@click.option("--tensorboard/--no-tensorboard", default=None, envvar=env("TENSORBOARD"),
+              help="With --run: TensorBoard scalars in OUTPUT_DIR/tensorboard [default: when installed].")
+@click.option("--mlflow/--no-mlflow", default=None, envvar=env("MLFLOW"),
+              help="With --run: track the run in MLflow (MLFLOW_TRACKING_URI, else MLflow's default store) "
+                   "[default: when MLFLOW_TRACKING_URI is set].")
+@click.option("--mlflow-experiment", default="tl-advise", show_default=True,
+              envvar=[env("MLFLOW_EXPERIMENT"), "MLFLOW_EXPERIMENT_NAME"], help="With --run: the MLflow experiment.")
 @click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
               help="Progress bars on stderr [default: when stderr is a terminal].")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
@@ -216,6 +225,8 @@ def advise_command(**opts: Any) -> int:
         logger.info("report written to %s", opts["output"])
     else:
         click.echo(report, nl=False)
+    if opts["html_path"]:
+        _write_html(session, result, opts["html_path"])
     rec = result.recommendation
     logger.info("%s (rule %s, similarity %.2f %s, %d warning(s))", rec.strategy, rec.rule_id,
                 result.similarity.score, result.similarity.label, len(rec.warnings))
@@ -232,7 +243,8 @@ def _manifest_options(opts: dict[str, Any]) -> Any:
 # Options that only mean something with --run. On the command line without --run they are refused (as
 # click refuses conflicting options); from TL_ADVISE_* or pyproject.toml they are defaults for runs.
 RUN_ONLY_OPTIONS = ("compare", "strategies", "budget", "output_dir", "resume", "image_size", "head_epochs",
-                    "finetune_epochs", "head_lr", "backbone_lr", "batch_size", "max_train_per_class", "margin")
+                    "finetune_epochs", "head_lr", "backbone_lr", "batch_size", "max_train_per_class", "margin",
+                    "tensorboard", "mlflow", "mlflow_experiment")
 # RunOptions field -> the option that sets it, for messages.
 RUN_OPTION_FLAGS = {
     "output_dir": "--output-dir", "strategies": "--strategies", "max_epochs": "--budget",
@@ -265,6 +277,8 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
         check_write_path(opts["output"], data, "The report file (-o)")
     if opts["cache_dir"] and not opts["no_cache"]:
         check_write_path(opts["cache_dir"], data, "The cache folder (--cache-dir)")
+    if opts["html_path"]:
+        check_write_path(opts["html_path"], data, "The HTML report (--html)")
     if not opts["run_"]:
         return None
     from tl_advise.runners.options import check_output_dir, run_options
@@ -284,10 +298,22 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
         head_lr=opts["head_lr"], backbone_lr=opts["backbone_lr"], batch_size=opts["batch_size"],
         image_size=opts["image_size"], max_train_images_per_class=opts["max_train_per_class"],
         margin=parse_margin(opts["margin"]), device=opts["device"], seed=opts["seed"], resume=opts["resume"],
-        progress=progress, num_workers=opts["workers"],
+        progress=progress, num_workers=opts["workers"], tensorboard=opts["tensorboard"], mlflow=opts["mlflow"],
+        mlflow_experiment=opts["mlflow_experiment"],
     ), RUN_OPTION_FLAGS)
     check_output_dir(options.output_dir, data, "The output folder (--output-dir)")
+    from tl_advise.runners.tracking import check_available  # a tracker asked for but not installed fails now
+
+    check_available(tensorboard=options.tensorboard, mlflow=options.mlflow)
     return options
+
+
+def _write_html(session: Any, result: Any, path: Path) -> None:
+    from tl_advise.advisor.formats.html import render_html, write_html
+    from tl_advise.advisor.thumbnails import class_thumbnails
+
+    page = render_html(result, class_thumbnails(session.scan, seed=result.sample.seed))
+    logger.info("HTML report written to %s", write_html(page, path, session.scan.root))
 
 
 def _exit_code(result: Any, fail_on: set[str]) -> int:

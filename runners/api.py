@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
+from tl_advise.advisor.formats.html import render_html, write_html
 from tl_advise.advisor.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
+from tl_advise.advisor.thumbnails import class_thumbnails
 from tl_advise.runners import feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
 from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext
@@ -17,6 +21,7 @@ from tl_advise.runners.data import make_splits
 from tl_advise.runners.options import RunOptions, check_output_dir
 from tl_advise.runners.recipes import build_recipe
 from tl_advise.runners.report import markdown_report, plot_curves
+from tl_advise.runners.tracking import EndStatus, open_loggers
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import decide
 
@@ -25,6 +30,7 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 CURVES_FILE = "learning_curves.png"
+HTML_FILE = "report.html"
 
 RUNNERS: dict[StrategyId, Callable[[StrategyContext], StrategyRun]] = {
     "feature_extraction": feature_extraction.run,
@@ -105,27 +111,42 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
                 f"{recipe.finetune_epochs} after the run options): give its phase at least one epoch"
                 + (" (--finetune-epochs)" if recipe.trains_backbone else " (it trains only a head: --head-epochs)"))
     output_dir.mkdir(parents=True, exist_ok=True)
+    trackers = open_loggers(output_dir=output_dir, tensorboard=options.tensorboard, mlflow=options.mlflow,
+                            mlflow_experiment=options.mlflow_experiment, resume=options.resume)
+    end_status: EndStatus = "FAILED"
+    try:
+        trackers.start_run(session.result, run_params(session, options, strategies, splits.validation))
+        runs: list[StrategyRun] = []
+        for strategy, recipe in recipes.items():
+            ctx = StrategyContext(session=session, recipe=recipe, splits=splits, options=options, device=device,
+                                  folder=output_dir / strategy, output_dir=output_dir,
+                                  epoch_callback=epoch_callback, epoch_logger=trackers if trackers else None)
+            trackers.start_strategy(strategy, recipe_params(ctx))
+            try:
+                run = _train_one(ctx)
+            except TLAdviseError:
+                raise
+            except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
+                logger.exception("%s failed", strategy)
+                run = StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}")
+            runs.append(run)
+            trackers.end_strategy(run, ctx.folder)
 
-    runs: list[StrategyRun] = []
-    for strategy, recipe in recipes.items():
-        ctx = StrategyContext(session=session, recipe=recipe, splits=splits, options=options, device=device,
-                              folder=output_dir / strategy, output_dir=output_dir, epoch_callback=epoch_callback)
-        try:
-            runs.append(_train_one(ctx))
-        except TLAdviseError:
-            raise
-        except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
-            logger.exception("%s failed", strategy)
-            runs.append(StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}"))
-
-    report = RunReport(
-        output_dir=str(output_dir), device=describe(device), validation=splits.validation,
-        budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin,
+        report = RunReport(
+            output_dir=str(output_dir), device=describe(device), validation=splits.validation,
+            budget=options.budget(), runs=runs, verdict=decide(recommendation.strategy, runs, options.margin,
                                                                 pixel_baseline=_pixel_bar(recommendation)),
-        files={},
-    )
-    report = write_outputs(session, report, output_dir)
-    session.result.run = report
+            files={},
+        )
+        report = write_outputs(session, report, output_dir)
+        session.result.run = report
+        trackers.finish(session.result, output_dir)
+        end_status = "FINISHED"
+    except KeyboardInterrupt:
+        end_status = "KILLED"
+        raise
+    finally:
+        trackers.close(end_status)
     logger.info("verdict: %s — %s", report.verdict.status, report.verdict.message)
     return report
 
@@ -135,9 +156,31 @@ def _pixel_bar(recommendation: Recommendation) -> float | None:
     return recommendation.pixel_baseline.accuracy if recommendation.pixel_baseline else None
 
 
+def run_params(session: AdviceSession, options: RunOptions, strategies: list[StrategyId],
+               validation: str) -> dict[str, Any]:
+    """What a tracker records about the whole run: the advice it tests and the options it ran with."""
+    result = session.result
+    rec, sim, ds = result.recommendation, result.similarity, result.dataset
+    return {
+        "advice": {"strategy": rec.strategy, "rule": rec.rule_id, "similarity": round(sim.score, 4),
+                   "similarity_label": sim.label, "shift_level": sim.shift_level},
+        "dataset": {"root": ds.root, "images": ds.n_images, "classes": len(ds.classes),
+                    "images_per_class": ds.images_per_class},
+        "backbone": {"name": result.backbone.name, "weights": result.backbone.weights},
+        "run": {"strategies": strategies, "compare": options.compare, "margin": options.margin,
+                "validation": validation, **options.budget()},
+    }
+
+
+def recipe_params(ctx: StrategyContext) -> dict[str, Any]:
+    """A strategy's recipe as a tracker records it (before training: a crashed run keeps its settings)."""
+    recipe = {k: v for k, v in asdict(ctx.recipe).items() if k != "notes"}
+    return {**recipe, "n_train": len(ctx.splits.train), "n_val": len(ctx.splits.val)}
+
+
 def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunReport:
-    """metrics.json (the AdviceResult with ``run`` filled), report.md and the learning-curves PNG."""
-    files = {"metrics": METRICS_FILE, "report": REPORT_FILE}
+    """metrics.json (the AdviceResult with ``run`` filled), report.md, report.html and the learning-curves PNG."""
+    files = {"metrics": METRICS_FILE, "report": REPORT_FILE, "html": HTML_FILE}
     if plot_curves(report.runs, out / CURVES_FILE):
         files["curves"] = CURVES_FILE
     files.update({f"model:{r.strategy}": r.checkpoint for r in report.runs if r.checkpoint})
@@ -145,4 +188,6 @@ def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunRe
     result = session.result.model_copy(update={"run": report})
     atomic_write_text(result.model_dump_json(indent=2), out / METRICS_FILE)
     atomic_write_text(markdown_report(result, report), out / REPORT_FILE)
+    write_html(render_html(result, class_thumbnails(session.scan, seed=session.result.sample.seed)),
+               out / HTML_FILE, session.scan.root)
     return report

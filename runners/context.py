@@ -14,6 +14,7 @@ from tl_advise.advisor.models import Preprocessing, RunSettings
 from tl_advise.runners.data import Splits, resized
 from tl_advise.runners.options import RunOptions
 from tl_advise.runners.recipes import Recipe
+from tl_advise.runners.tracking import RunLogger
 from tl_advise.runners.train import EpochCallback
 
 MODEL_FILE = "model.pt"
@@ -31,6 +32,7 @@ class StrategyContext:
     folder: Path  # <output_dir>/<strategy>
     output_dir: Path
     epoch_callback: EpochCallback | None = None
+    epoch_logger: RunLogger | None = None
 
     @property
     def class_names(self) -> list[str]:

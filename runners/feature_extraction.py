@@ -92,6 +92,7 @@ def run(ctx: StrategyContext) -> StrategyRun:
         device=ctx.device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
         label_smoothing=recipe.label_smoothing, patience=options.patience, time_budget_s=options.time_budget_s,
         resume=options.resume, progress=options.progress, epoch_callback=ctx.epoch_callback,
+        epoch_logger=ctx.epoch_logger,
     )
     result = fit(job)
     head.load_state_dict(result.best_state)

@@ -39,6 +39,11 @@ class RunOptions(BaseModel):
     resume: bool = False
     progress: bool = True
     num_workers: int | None = Field(default=None, ge=0)
+    # Experiment tracking: None = TensorBoard when installed / MLflow when MLFLOW_TRACKING_URI is set;
+    # True = required (missing package: an error); False = off.
+    tensorboard: bool | None = None
+    mlflow: bool | None = None
+    mlflow_experiment: str = Field(default="tl-advise", min_length=1)
 
     @model_validator(mode="after")
     def _something_trains(self) -> RunOptions:

@@ -1,4 +1,4 @@
-"""The run's human outputs: a Markdown report and a PNG of the learning curves (matplotlib, Agg)."""
+"""The run's human outputs: a Markdown report and a PNG of the learning curves (``formats.figures``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tl_advise.advisor.formats.common import margin_line, run_table
 from tl_advise.advisor.formats.common import pct as _pct
+from tl_advise.advisor.formats.figures import learning_curves, png_bytes
 from tl_advise.advisor.models import AdviceResult, RunReport, StrategyRun
 
 
@@ -62,37 +63,11 @@ def markdown_report(result: AdviceResult, report: RunReport) -> str:
 
 def plot_curves(runs: list[StrategyRun], path: Path) -> bool:
     """Loss and val accuracy per epoch, one column per strategy; False when nothing was trained."""
-    trained = [r for r in runs if r.curves]
-    if not trained:
+    fig = learning_curves(runs)
+    if fig is None:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(trained), figsize=(4 * len(trained), 6), squeeze=False)
-    for col, run in enumerate(trained):
-        epochs = [c.epoch for c in run.curves]
-        loss_ax, acc_ax = axes[0][col], axes[1][col]
-        loss_ax.plot(epochs, [c.train_loss for c in run.curves], marker="o", label="train loss")
-        loss_ax.plot(epochs, [c.val_loss for c in run.curves], marker="o", label="val loss")
-        acc_ax.plot(epochs, [c.val_accuracy for c in run.curves], marker="o", color="tab:green")
-        # A dotted line where the schedule moves from the head phase to fine-tuning.
-        for prev, cur in zip(run.curves, run.curves[1:], strict=False):
-            if prev.phase != cur.phase:
-                for ax in (loss_ax, acc_ax):
-                    ax.axvline(cur.epoch - 0.5, color="grey", linestyle=":")
-        if run.best_epoch:
-            acc_ax.axvline(run.best_epoch, color="tab:red", linestyle="--", linewidth=0.8)
-        loss_ax.set_title(run.strategy, fontsize=9)
-        loss_ax.legend(fontsize=7)
-        acc_ax.set_xlabel("epoch")
-        acc_ax.set_ylabel("val accuracy")
-        acc_ax.set_ylim(0, 1)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    tmp.write_bytes(png_bytes(fig))
     tmp.replace(path)
     return True

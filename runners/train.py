@@ -27,6 +27,7 @@ from tl_advise.advisor.errors import ConfigError
 from tl_advise.advisor.models import EpochLog
 from tl_advise.runners import checkpoint
 from tl_advise.runners.freezing import set_train_mode
+from tl_advise.runners.tracking import EpochRecord, RunLogger
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class TrainingJob:
     resume: bool = False
     progress: bool = True
     epoch_callback: EpochCallback | None = None
+    epoch_logger: RunLogger | None = None  # experiment tracking (TensorBoard, MLflow): one call per epoch
 
 
 @dataclass
@@ -222,6 +224,10 @@ def _progress_from(state: dict[str, Any]) -> _Progress:
 # --------------------------------------------------------------------------- the loop
 
 
+def _group_learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    return {str(group.get("name", f"group{i}")): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
+
+
 def _train_epoch(job: TrainingJob, prepared: PreparedPhase, loss_fn: nn.Module,
                  scaler: torch.amp.GradScaler, progress: _Progress, phase: PhasePlan, started: float
                  ) -> tuple[float, int, bool]:
@@ -288,10 +294,12 @@ def fit(job: TrainingJob) -> FitResult:
             resumed_position = None
 
             end_phase = False
+            phase_index = progress.phase_index  # progress moves on at the phase's last epoch
             while progress.epoch_in_phase < phase.epochs and not end_phase:
                 started = time.perf_counter()
                 train_loss, n_images, out_of_time = _train_epoch(job, prepared, loss_fn, scaler, progress,
                                                                  phase, started)
+                learning_rates = _group_learning_rates(prepared.optimizer)  # what this epoch trained at
                 scheduler.step()
                 val_loss, val_accuracy = loss_and_accuracy(*predict_batches(job.model, job.val_batches(),
                                                                             job.device))
@@ -328,6 +336,9 @@ def fit(job: TrainingJob) -> FitResult:
                     end_phase = True
                 finished = finished or progress.phase_index >= len(job.phases)
                 _save_state(job, progress, prepared, scheduler, finished)
+                if job.epoch_logger is not None:
+                    job.epoch_logger.log_epoch(EpochRecord(job.strategy, progress.curves[-1], phase_index,
+                                                           learning_rates))
                 if job.epoch_callback is not None:
                     job.epoch_callback(job.strategy, progress.epochs_run)
                 if finished:

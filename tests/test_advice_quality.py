@@ -138,7 +138,8 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     assert (again["advice"]["strategy"], again["runs"]) == (case["advice"]["strategy"], case["runs"])
     assert again["regret_pp"] == case["regret_pp"]
     assert again["lr_sweep"]["param"] == case["lr_sweep"]["param"] and len(again["lr_sweep"]["points"]) == 5
-    assert [c["command"] for c in rescored["commands"]] == [f"benchmarks/advice_quality.py {' '.join(c)}" for c in (first, args)]
+    expected = [f"benchmarks/advice_quality.py {' '.join(c)}" for c in (first, args)]
+    assert [c["command"] for c in rescored["commands"]] == expected
     assert all(len(c["commit"]) == 40 and c["machine"]["cpu_count"] for c in rescored["commands"])
 
 

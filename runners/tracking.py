@@ -1,0 +1,199 @@
+"""Experiment tracking for ``--run``: one small logger interface, TensorBoard and MLflow behind it.
+
+The shape follows Lightning's loggers: the training loop calls ``log_epoch`` after every epoch and
+knows nothing else; ``run_advice`` opens the loggers, starts and ends each strategy and hands over
+the finished files. Neither backend is imported unless it is used: ``open_loggers`` decides from the
+run options (and ``MLFLOW_TRACKING_URI``) and only then imports ``tensorboard_logger`` or
+``mlflow_logger``.
+
+A tracker that fails mid-run (a server gone away, a full disk) logs one warning and is switched off;
+training goes on — the run's own files are the record that matters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tl_advise.advisor.errors import ConfigError
+from tl_advise.advisor.models import AdviceResult, EpochLog, StrategyRun
+
+logger = logging.getLogger(__name__)
+
+EndStatus = Literal["FINISHED", "FAILED", "KILLED"]
+MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
+INSTALL_HINT = {"tensorboard": "pip install 'tl-advise[tensorboard]'", "mlflow": "pip install 'tl-advise[mlflow]'"}
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What the loop knows after one epoch: the curve point, its phase and each param group's LR."""
+
+    strategy: str
+    log: EpochLog
+    phase_index: int  # 0 = the first phase (the head, or from scratch), 1 = fine-tuning
+    learning_rates: dict[str, float]  # param-group name -> the LR it trained at during this epoch
+
+
+class RunLogger:
+    """One tracking backend. Every hook is optional; the default does nothing."""
+
+    name = "logger"
+
+    def start_run(self, result: AdviceResult, params: dict[str, Any]) -> None:
+        """Before the first strategy: the advice and the run's settings."""
+
+    def start_strategy(self, strategy: str, params: dict[str, Any]) -> None:
+        """Before a strategy trains (or is read back on resume): its recipe."""
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        """After every epoch of the training loop."""
+
+    def end_strategy(self, run: StrategyRun, folder: Path) -> None:
+        """After a strategy: its final metrics, its files (in ``folder``)."""
+
+    def finish(self, result: AdviceResult, output_dir: Path) -> None:
+        """After the run's files are written (``result.run.files``, relative to ``output_dir``)."""
+
+    def close(self, status: EndStatus) -> None:
+        """Always called last, also when the run fails or is interrupted."""
+
+
+class LoggerGroup(RunLogger):
+    """Fans every call out to the active loggers; a logger that raises is warned about once and dropped."""
+
+    name = "loggers"
+
+    def __init__(self, loggers: list[RunLogger]) -> None:
+        self.loggers = list(loggers)
+
+    def __bool__(self) -> bool:
+        return bool(self.loggers)
+
+    def _each(self, hook: str, *args: Any) -> None:
+        for tracker in list(self.loggers):
+            try:
+                getattr(tracker, hook)(*args)
+            except Exception as exc:  # tracking must never stop training
+                logger.warning("%s tracking failed in %s (%s: %s); the run goes on without it",
+                               tracker.name, hook, type(exc).__name__, exc)
+                self.loggers.remove(tracker)
+                if hook != "close":
+                    self._close_quietly(tracker)
+
+    @staticmethod
+    def _close_quietly(tracker: RunLogger) -> None:
+        try:
+            tracker.close("FAILED")
+        except Exception:
+            logger.debug("closing %s after its failure failed too", tracker.name, exc_info=True)
+
+    def start_run(self, result: AdviceResult, params: dict[str, Any]) -> None:
+        self._each("start_run", result, params)
+
+    def start_strategy(self, strategy: str, params: dict[str, Any]) -> None:
+        self._each("start_strategy", strategy, params)
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        self._each("log_epoch", record)
+
+    def end_strategy(self, run: StrategyRun, folder: Path) -> None:
+        self._each("end_strategy", run, folder)
+
+    def finish(self, result: AdviceResult, output_dir: Path) -> None:
+        self._each("finish", result, output_dir)
+
+    def close(self, status: EndStatus) -> None:
+        self._each("close", status)
+
+
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported, without importing it (no import cost when it is off)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def mlflow_requested(mlflow: bool | None) -> bool:
+    """``--mlflow`` asks for it; ``--no-mlflow`` forbids it; otherwise ``MLFLOW_TRACKING_URI`` decides."""
+    return bool(os.environ.get(MLFLOW_URI_ENV)) if mlflow is None else mlflow
+
+
+def check_available(*, tensorboard: bool | None, mlflow: bool | None) -> None:
+    """Raise ``ConfigError`` (exit 2) when a tracker was asked for explicitly and its package is missing.
+
+    Called before any work, so a missing package costs no advice or training time.
+    """
+    for package, asked in (("tensorboard", tensorboard), ("mlflow", mlflow)):
+        if asked and not installed(package):
+            raise ConfigError(f"--{package} needs the {package} package, which is not installed: "
+                              f"{INSTALL_HINT[package]} (or leave --{package} out)")
+
+
+def open_loggers(*, output_dir: Path, tensorboard: bool | None, mlflow: bool | None,
+                 mlflow_experiment: str, resume: bool) -> LoggerGroup:
+    """The loggers this run asked for: TensorBoard when installed (unless switched off), MLflow when
+    ``--mlflow`` or ``MLFLOW_TRACKING_URI`` says so. A missing package asked for explicitly is an
+    error; one only implied (installed-or-not, the environment variable) is a log line."""
+    check_available(tensorboard=tensorboard, mlflow=mlflow)
+    loggers: list[RunLogger] = []
+    if tensorboard is not False:
+        if installed("tensorboard"):
+            from tl_advise.runners.tensorboard_logger import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(output_dir / "tensorboard"))
+        else:
+            logger.debug("TensorBoard logging off: the tensorboard package is not installed (%s)",
+                         INSTALL_HINT["tensorboard"])
+    if mlflow_requested(mlflow):
+        if installed("mlflow"):
+            from tl_advise.runners.mlflow_logger import MlflowLogger
+
+            loggers.append(MlflowLogger(output_dir, experiment=mlflow_experiment, resume=resume))
+        else:
+            logger.warning("%s is set but the mlflow package is not installed, so this run is not tracked "
+                           "in MLflow: %s", MLFLOW_URI_ENV, INSTALL_HINT["mlflow"])
+    return LoggerGroup(loggers)
+
+
+def flat_params(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested settings as flat ``a.b`` -> text (what trackers store as parameters); ``None`` left out."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if value is None:
+            continue
+        if isinstance(value, dict) and value:
+            out.update(flat_params(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            out[name] = ", ".join(str(v) for v in value) or "none"
+        else:
+            out[name] = str(value)
+    return out
+
+
+def epoch_scalars(record: EpochRecord) -> dict[str, float]:
+    """The per-epoch numbers every tracker records, under the same names."""
+    log = record.log
+    scalars = {"loss/train": log.train_loss, "loss/val": log.val_loss, "accuracy/val": log.val_accuracy,
+               "phase": float(record.phase_index), "epoch_seconds": log.seconds}
+    scalars.update({f"lr/{group}": lr for group, lr in record.learning_rates.items()})
+    return scalars
+
+
+def final_scalars(run: StrategyRun) -> dict[str, float]:
+    """A finished strategy's summary numbers (validation, and test when the dataset has one)."""
+    out: dict[str, float] = {"train_time_s": run.train_time_s, "images_per_s": run.images_per_s,
+                             "epochs_run": float(run.epochs_run)}
+    if run.best_epoch is not None:
+        out["best_epoch"] = float(run.best_epoch)
+    for split, metrics in (("val", run.val), ("test", run.test)):
+        if metrics is not None:
+            out.update({f"{split}_accuracy": metrics.accuracy, f"{split}_balanced_accuracy": metrics.balanced_accuracy,
+                        f"{split}_macro_f1": metrics.macro_f1, f"{split}_loss": metrics.loss})
+    return out
