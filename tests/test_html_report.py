@@ -19,6 +19,7 @@ from PIL import Image
 from tl_advise.advisor import AdviceResult
 from tl_advise.advisor.api import AdviceSession, advise_session
 from tl_advise.advisor.cli import main
+from tl_advise.advisor.formats import common
 from tl_advise.advisor.formats.html import ADVICE_SECTIONS, RUN_SECTIONS, reference_band, render_html
 from tl_advise.advisor.thumbnails import class_thumbnails
 
@@ -87,8 +88,11 @@ def test_advice_page_has_every_section_and_its_numbers(session: AdviceSession) -
     assert_self_contained(page)
     rec, sim = result.recommendation, result.similarity
     assert f'<span class="strategy">{rec.strategy}</span>' in page
-    for reason in rec.why:
+    for reason in [*rec.why, *rec.confidence.reasons]:
         assert f"<li>{escape(reason)}</li>" in page
+    assert f"<h3>Confidence: {rec.confidence.level}</h3>" in page
+    bar = common.pixel_bar(rec)
+    assert bar is not None and escape(bar) in page  # the raw-pixel bar, measured on every advice
     for warning in rec.warnings:
         assert f"<strong>{escape(warning.id)}</strong>: {escape(warning.message)}" in page
     assert f"<strong>{sim.score:.2f}</strong>" in page
@@ -123,6 +127,10 @@ def test_run_page_adds_curves_per_class_accuracy_and_confusion(run_result: Advic
     run = run_result.run
     assert run is not None
     assert f'<span class="pill {run.verdict.status}">' in page and escape(run.verdict.message) in page
+    assert escape(common.margin_line(run)) in page
+    assert run.verdict.pixel_baseline is not None
+    assert f"raw-pixel baseline (reference)</td><td>–</td><td class=\"num\">{common.pct(run.verdict.pixel_baseline)}" \
+        in page
     trained = run.runs[0]
     assert trained.val is not None
     for name, accuracy in trained.val.per_class_accuracy.items():

@@ -106,14 +106,19 @@ def _recommendation(result: AdviceResult) -> str:
             ("schedule", common.schedule(rec.schedule)),
             ("batch size", f"{rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}"),
             ("augmentation", ", ".join(rec.augmentation) or "none"),
-            ("regularisation", ", ".join(rec.regularization) or "none")]
+            ("regularisation", ", ".join(rec.regularization) or "none"),
+            ("confidence", common.confidence_line(rec))]
+    if (bar := common.pixel_bar(rec)) is not None:
+        rows.append(("bar to clear", bar))
     if rec.learning_rate.per_stage:
         rows.append(("per stage", ", ".join(f"{s} {common.lr(v)}" for s, v in rec.learning_rate.per_stage.items())))
     parts = [f'<p><span class="strategy">{escape(rec.strategy)}</span> — '
              f"{escape(common.STRATEGY_TITLES[rec.strategy])} <span class=\"muted\">(rule "
              f"<code>{escape(rec.rule_id)}</code>)</span></p>", _kv(rows),
              "<h3>Why (the evidence)</h3>", '<ul class="why">',
-             *(f"<li>{escape(reason)}</li>" for reason in rec.why), "</ul>"]
+             *(f"<li>{escape(reason)}</li>" for reason in rec.why), "</ul>",
+             f"<h3>Confidence: {escape(rec.confidence.level)}</h3>", "<ul>",
+             *(f"<li>{escape(reason)}</li>" for reason in rec.confidence.reasons), "</ul>"]
     if rec.alternatives:
         parts += ["<h3>Alternatives</h3>", "<ul>",
                   *(f"<li><code>{escape(a.strategy)}</code>: {escape(a.reason)}</li>" for a in rec.alternatives),
@@ -245,7 +250,13 @@ def _run(result: AdviceResult, run: RunReport) -> str:
                     f'<td class="num">{common.pct(r.test.accuracy) if r.test else "–"}</td>'
                     f'<td class="num">{r.epochs_run} ({r.best_epoch})</td>'
                     f'<td class="num">{r.train_time_s:.1f} s</td></tr>')
+    if verdict.pixel_baseline is not None:
+        rows.append(f'<tr><td>raw-pixel baseline (reference)</td><td>–</td>'
+                    f'<td class="num">{common.pct(verdict.pixel_baseline)}</td>'
+                    '<td colspan="5" class="muted">linear model on 32×32 pixels, 5-fold CV on the advice sample</td>'
+                    "</tr>")
     parts = [f"<p>Verdict: {_pill(verdict.status)} {escape(verdict.message)}</p>",
+             f'<p class="muted">{escape(common.margin_line(run))}</p>',
              f'<p class="muted">Device {escape(run.device)}; validation: {escape(run.validation)}; '
              f"outputs in <code>{escape(run.output_dir)}</code>.</p>",
              f"<table>{head}{''.join(rows)}</table>",
