@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from tl_advise.advisor.decode import open_rgb
+from tl_advise.advisor.models import printable
 from tl_advise.advisor.scan import DatasetScan, ImageRecord
 
 logger = logging.getLogger(__name__)
@@ -62,10 +63,12 @@ def thumbnail(record: ImageRecord, shown_path: str, size: int = THUMBNAIL_PX) ->
 
 
 def _shown_path(record: ImageRecord, scan: DatasetScan) -> str:
+    """The path as the page shows it: relative to the root, escaped like every name in the results."""
     try:
-        return record.path.relative_to(scan.root).as_posix()
+        shown = record.path.relative_to(scan.root).as_posix()
     except ValueError:  # an image outside the root (e.g. listed by a manifest)
-        return record.path.name
+        shown = record.path.name
+    return printable(shown)
 
 
 def class_thumbnails(scan: DatasetScan, per_class: int = PER_CLASS, seed: int = 0,
@@ -76,5 +79,5 @@ def class_thumbnails(scan: DatasetScan, per_class: int = PER_CLASS, seed: int = 
     picked = pick_records(scan, per_class, seed)
     for name in list(picked)[:MAX_THUMBNAILS // per_class]:
         thumbs = [thumbnail(r, _shown_path(r, scan), size) for r in picked[name]]
-        out[name] = [t for t in thumbs if t is not None]
+        out[printable(name)] = [t for t in thumbs if t is not None]
     return out

@@ -256,3 +256,18 @@ def test_thumbnails_stay_bounded_with_many_classes(tmp_path: Path) -> None:
     thumbnails = class_thumbnails(scan_dataset(data))
     assert len(thumbnails) == MAX_THUMBNAILS and all(len(t) == 1 for t in thumbnails.values())
     assert next(iter(thumbnails)) == "c000"
+
+
+def test_thumbnails_of_a_file_name_that_is_not_utf8_are_escaped(tmp_path: Path, session: AdviceSession) -> None:
+    """Found by the property test: a non-UTF-8 name reached the page raw and its write failed (exit 3)."""
+    import os
+
+    from tl_advise.advisor.scan import scan_dataset
+
+    data = make_class_folder(tmp_path / "data", {"cat": 3, "dog": 3})
+    Image.new("RGB", (40, 32), (200, 10, 10)).save(os.fsencode(data / "cat") + b"/bad\xff.png", format="PNG")
+    thumbnails = class_thumbnails(scan_dataset(data), per_class=4)
+    assert "cat/bad\\xff.png" in [t.path for t in thumbnails["cat"]]
+    page = render_html(_advice_only(session), thumbnails)  # any result: the names come with the thumbnails
+    page.encode("utf-8")  # would raise on a surrogate
+    assert 'title="cat/bad\\xff.png"' in page
