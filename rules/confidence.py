@@ -85,7 +85,8 @@ def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | No
     if evidence.margin_pp >= -evidence.se_pp:
         return Component(c.tied, f"{where}: {strategy} tied the runner-up within noise ({diff})",
                          evidence.runner_up)
-    return Component("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge it out of sample",
+    return Component("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more "
+                            "datasets judge it out of sample",
                      evidence.runner_up)
 
 
