@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,3 +129,20 @@ def restore_tl_logging() -> Iterator[None]:
     logger.propagate = True
     yield
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread() -> Iterator[None]:
+    """Multi-threaded BLAS spins for seconds on the tiny cross-validation matrices of a busy 2-core machine."""
+    with threadpool_limits(1, "blas"):
+        yield
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TL_ADVISE_* from the caller, and a working directory without a pyproject.toml above it."""
+    for name in list(os.environ):
+        if name.startswith("TL_ADVISE_") and name != "TL_ADVISE_SHARED":
+            monkeypatch.delenv(name)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")

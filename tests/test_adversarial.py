@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import torch
 from conftest import make_class_folder, truncated_png, write_image
 from corpus import add_entry, exif_rotated_jpeg, huge_header_png, tree_digest
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.api import advise, advise_session
 from tl_advise.advisor.cli import main, parse_budget
@@ -31,23 +29,8 @@ from tl_advise.advisor.scan import scan_dataset
 from tl_advise.runners import RunOptions, run_advice
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
 
-pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    with threadpool_limits(1, "blas"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("TL_ADVISE_") and name != "TL_ADVISE_SHARED":
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:

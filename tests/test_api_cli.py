@@ -4,17 +4,14 @@ streams, formats, exit codes, configuration precedence and the helper commands."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 import pytest
 from conftest import make_class_folder, snapshot_tree, truncated_png, write_image
-from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor import SCHEMA_VERSION, AdviceResult, advise
 from tl_advise.advisor.api import tool_version
@@ -24,28 +21,11 @@ from tl_advise.advisor.formats import FORMATTERS, OutputFormat, render
 from tl_advise.advisor.scan import EXPECTED_LAYOUT
 from tl_advise.rules import WARNING_CHECKS, default_rules_text
 
-pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
 REQUIRED_KEYS = {"schema_version", "tool_version", "device", "dataset", "backbone", "sample", "similarity",
                  "recommendation", "timings"}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    # Multi-threaded BLAS spins for seconds on the tiny cross-validation matrices of a busy 2-core machine.
-    with threadpool_limits(1, "blas"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No TL_ADVISE_* from the caller, and a working directory without a pyproject.toml above it."""
-    for name in list(os.environ):
-        if name.startswith("TL_ADVISE_") and name != "TL_ADVISE_SHARED":
-            monkeypatch.delenv(name)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,11 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from conftest import make_class_folder, shared_dataset, snapshot_tree, write_image
-from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor import advise
 from tl_advise.advisor.cli import main
@@ -22,22 +21,8 @@ from tl_advise.advisor.manifest import ManifestOptions, normalise
 from tl_advise.advisor.scan import DatasetScan, scan_dataset
 from tl_advise.runners.data import make_splits
 
-pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    with threadpool_limits(1, "blas"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("TL_ADVISE_") and name != "TL_ADVISE_SHARED":
-            monkeypatch.delenv(name)
-    (tmp_path / "cwd").mkdir()
-    monkeypatch.chdir(tmp_path / "cwd")
 
 
 def _images(root: Path) -> list[Path]:
