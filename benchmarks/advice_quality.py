@@ -203,7 +203,10 @@ def train_strategies(session: Any, strategies: Sequence[str], out: Path, args: a
         group = [s for s in strategies if epoch_cap(s, args) == cap]
         options = RunOptions(output_dir=out / ("capped" if cap else "uncapped"), strategies=group, max_epochs=cap,
                              image_size=image_size, seed=args.seed, device=args.device, progress=False,
-                             patience=args.patience, num_workers=args.num_workers, **overrides)
+                             patience=args.patience, num_workers=args.num_workers,
+                             # A case cut short (a session ends mid-case) resumes from the runners' own
+                             # epoch checkpoints and keeps every strategy it finished.
+                             resume=True, **overrides)
         runs.extend(run_advice(session, options).runs)
     measured: dict[str, dict[str, Any]] = {}
     for run in runs:
