@@ -23,6 +23,7 @@ from tl_advise.advisor.errors import BackboneError, DatasetError
 from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.models import (
     AdviceResult,
+    AuditMode,
     BackboneInfo,
     BNShift,
     HeadSignals,
@@ -120,18 +121,21 @@ def advise(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = False,
+    audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None,
 ) -> AdviceResult:
     """Recommend a transfer-learning strategy for ``data``: an image folder or a label manifest.
 
-    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``manifest`` says how to read
-    a label manifest (image root, column names; detected when None). Raises a subclass of
+    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``audit="all"`` reads every
+    image header; by default a seeded share and the sample are read (``DatasetSummary.audit``).
+    ``manifest`` says how to read a label manifest (image root, column names; detected when None).
+    Raises a subclass of
     ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
     """
     return advise_session(
         data, backbone=backbone, weights=weights, rules=rules, device=device, seed=seed,
         per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
-        batch_size=batch_size, num_workers=num_workers, progress=progress, manifest=manifest,
+        batch_size=batch_size, num_workers=num_workers, progress=progress, audit=audit, manifest=manifest,
     ).result
 
 
@@ -140,7 +144,8 @@ def advise_session(
     rules: str | Path | RuleSet | None = None, device: str = "auto", seed: int = 0,
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 32,
-    num_workers: int | None = None, progress: bool = False, manifest: ManifestOptions | None = None,
+    num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
+    manifest: ManifestOptions | None = None,
 ) -> AdviceSession:
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
     timer = _Timer()
@@ -154,9 +159,8 @@ def advise_session(
     cache = ArrayCache(cache_folder)
 
     with timer.step("scan"):
-        scan = scan_dataset(data, progress=progress, manifest=manifest)
-    pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
-    sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
+        scan = scan_dataset(data, progress=progress, manifest=manifest, audit=audit, seed=seed)
+        sample = _audited_sample(scan, per_class=per_class, max_images=max_images, seed=seed)
     logger.info("sampled %d of %d images (seed %d)", len(sample), len(scan.records), seed)
 
     key = measurement_key(backbone, weights, sample, scan.root, seed)
@@ -196,6 +200,17 @@ def advise_session(
     )
     return AdviceSession(result=result, scan=scan, rules=ruleset, cache=cache, backbone_spec=backbone,
                          weights=weights, _backbone=loaded)
+
+
+def _audited_sample(scan: DatasetScan, *, per_class: int | None, max_images: int | None,
+                    seed: int) -> list[ImageRecord]:
+    """The seeded sample, every header in it read: a file found unreadable leaves the scan and the
+    sample is drawn again (rare: each round drops at least one file)."""
+    while True:
+        pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
+        sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
+        if not scan.audit(sample):
+            return sample
 
 
 def measurement_key(backbone: str, weights: str | Path | None, sample: list[ImageRecord], root: Path,

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from tl_advise.advisor.errors import ConfigError, TLAdviseError
-from tl_advise.advisor.models import STRATEGY_IDS, printable
+from tl_advise.advisor.models import AUDIT_MODES, STRATEGY_IDS, printable
 from tl_advise.advisor.pipeline_commands import predict_command, schema_command
 
 logger = logging.getLogger("tl_advise")
@@ -148,6 +148,10 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               envvar=env("MAX_IMAGES"), help="At most this many images are embedded in all.")
 @click.option("--all-images", is_flag=True, envvar=env("ALL_IMAGES"),
               help="Embed every image (no per-class or total cap).")
+@click.option("--audit", type=click.Choice(AUDIT_MODES), envvar=env("AUDIT"),
+              help="Image headers to read: 'all', or 'sample' (a seeded share of 10,000 files plus the embedded "
+                   "sample; every file in a smaller dataset). Listing, sizes and duplicates always cover every "
+                   "file. [default: sample; all with --run, which decodes every file anyway]")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), envvar=env("CACHE_DIR"),
               help="Where embeddings are cached [default: the user cache dir].")
 @click.option("--no-cache", is_flag=True, envvar=env("NO_CACHE"), help="Neither read nor write the cache.")
@@ -210,6 +214,7 @@ def advise_command(**opts: Any) -> int:
         max_images=None if opts["all_images"] else opts["max_images"],
         cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
         num_workers=opts["workers"], progress=progress, manifest=_manifest_options(opts),
+        audit=opts["audit"] or ("all" if run_options is not None else "sample"),
     )
     result = session.result
     if run_options is not None:

@@ -140,6 +140,34 @@ def test_advice_with_an_undecodable_file_is_never_trusted_from_the_cache(tmp_pat
         assert result.sample.forward_passes == (7 if run == 0 else 1)
 
 
+def test_advice_reads_the_headers_of_its_sample_and_says_how_many_it_read(
+        tmp_path: Path, session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With a 1-file audit share (a large dataset, in miniature) the sample is still read before it is
+    embedded: a cut file in it leaves the scan, the sample is drawn again, and every format says how many
+    headers were read."""
+    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 1)
+    data = make_class_folder(tmp_path / "data", {"a": 6, "b": 3}, seed=4)
+    good = write_image(tmp_path / "whole.png", seed=3).read_bytes()
+    (data / "b" / "cut.png").write_bytes(good[: len(good) // 2])  # b has 4 files: all of them are sampled
+
+    result = advise(data, cache_dir=session_cache_dir, device="cpu", per_class=4)
+
+    assert {s.path: s.reason for s in result.dataset.skipped} == {"b/cut.png": "truncated image data"}
+    assert result.sample.n_images == 7 and result.dataset.n_images == 9
+    audit = result.dataset.audit
+    assert audit is not None and audit.mode == "sample" and audit.n_unreadable == 1
+    assert audit.n_not_audited >= 1 and audit.n_audited + audit.n_not_audited == 10
+    text, markdown = render(result, "text"), render(result, "markdown")
+    assert f"Headers: {audit.n_audited} read (a seeded share, seed 0, and the sample)" in text
+    assert f"{audit.n_not_audited} counted from name and size only (--audit all reads every one)" in text
+    assert f"Image headers: {audit.n_audited} read" in markdown
+    assert json.loads(render(result, "json"))["dataset"]["audit"]["n_audited"] == audit.n_audited
+
+    code, out, _ = advise_cli(capsys, data, session_cache_dir, "--audit", "all", "--per-class", "4", "-q")
+    assert code == 0 and "Headers: all 10 read; 1 unreadable among them" in out
+
+
 def test_advice_on_missing_folder_raises_dataset_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         advise(tmp_path / "nowhere", cache_dir=tmp_path / "cache")

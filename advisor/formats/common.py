@@ -55,6 +55,18 @@ def dataset_line(result: AdviceResult) -> str:
     return line + (f"; labels from {', '.join(ds.manifests)}" if ds.manifests else "")
 
 
+def audit_line(result: AdviceResult) -> str | None:
+    """How many image headers the scan read, or None for a summary without that record."""
+    audit = result.dataset.audit
+    if audit is None:
+        return None
+    unreadable = f"; {audit.n_unreadable:,} unreadable among them" if audit.n_unreadable else ""
+    if audit.n_not_audited == 0:
+        return f"all {audit.n_audited:,} read{unreadable}"
+    return (f"{audit.n_audited:,} read (a seeded share, seed {audit.seed}, and the sample){unreadable}; "
+            f"{audit.n_not_audited:,} counted from name and size only (--audit all reads every one)")
+
+
 def modes_line(modes: dict[str, int]) -> str:
     return ", ".join(f"{mode} {n}" for mode, n in modes.items())
 

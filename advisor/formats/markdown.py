@@ -63,6 +63,8 @@ def render(result: AdviceResult) -> str:
                   f"Device {run.device}; validation: {run.validation}; outputs in `{run.output_dir}`.", "",
                   *common.run_table(run, rec.strategy)]
     lines += ["", "## Dataset", "", f"{common.dataset_line(result)}; modes: {common.modes_line(ds.modes)}"]
+    if audit := common.audit_line(result):
+        lines += ["", f"Image headers: {audit}."]
     if ds.skipped:
         lines += ["", *_table(["skipped file", "reason"], [[f"`{s.path}`", s.reason] for s in ds.skipped])]
     lines += ["", f"_Sample of {result.sample.n_images} images on {result.device}; "

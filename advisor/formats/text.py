@@ -57,6 +57,7 @@ def render(result: AdviceResult) -> str:
     lines = [
         f"tl-advise {result.tool_version} · {ds.root}",
         f"Dataset: {common.dataset_line(result)}",
+        *([f"Headers: {audit}"] if (audit := common.audit_line(result)) else []),
         "",
         f"Recommendation: {rec.strategy} — {common.STRATEGY_TITLES[rec.strategy]} (rule {rec.rule_id})",
         f"  confidence:    {common.confidence_line(rec)}",
