@@ -19,7 +19,8 @@ from tl_advise.advisor.cli import main, parse_budget
 from tl_advise.advisor.errors import ConfigError, DatasetError
 from tl_advise.advisor.formats import FORMATTERS, OutputFormat, render
 from tl_advise.advisor.scan import EXPECTED_LAYOUT
-from tl_advise.rules import WARNING_CHECKS, default_rules_text
+from tl_advise.rules import default_rules_text
+from tl_advise.rules.warnings import REGISTRY as WARNINGS
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
@@ -58,7 +59,7 @@ def advise_cli(capsys: pytest.CaptureFixture[str], data: Path, cache: Path, *arg
 def quiet_rules(path: Path) -> Path:
     """A rules file that extends the default and switches every warning off."""
     lines = ['extends = "default"']
-    lines += [f"[warnings.{warning_id}]\nenabled = false" for warning_id in WARNING_CHECKS]
+    lines += [f"[warnings.{warning_id}]\nenabled = false" for warning_id in WARNINGS]
     path.write_text("\n".join(lines) + "\n")
     return path
 
