@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
+from tl_advise.advisor.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_PER_CLASS,
+    DEFAULT_SEED,
+    DEFAULT_TOTAL,
+)
 from tl_advise.advisor.device import check_device
 from tl_advise.advisor.errors import BackboneError, DatasetError
 from tl_advise.advisor.manifest import ManifestOptions
@@ -32,7 +40,7 @@ from tl_advise.advisor.models import (
     SimilarityReport,
     SkippedFile,
 )
-from tl_advise.advisor.sampling import DEFAULT_PER_CLASS, DEFAULT_TOTAL, stratified_sample, without_duplicates
+from tl_advise.advisor.sampling import stratified_sample, without_duplicates
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
 from tl_advise.advisor.writable import check_write_path
 from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
@@ -42,7 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def _package_version(name: str) -> str:
@@ -112,13 +119,13 @@ def advise(
     backbone: str = DEFAULT_BACKBONE,
     weights: str | Path | None = None,
     rules: str | Path | RuleSet | None = None,
-    device: str = "auto",
-    seed: int = 0,
+    device: str = DEFAULT_DEVICE,
+    seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS,
     max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     progress: bool = False,
     audit: AuditMode = "sample",
@@ -141,9 +148,9 @@ def advise(
 
 def advise_session(
     data: str | Path, *, backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
-    rules: str | Path | RuleSet | None = None, device: str = "auto", seed: int = 0,
+    rules: str | Path | RuleSet | None = None, device: str = DEFAULT_DEVICE, seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
-    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 32,
+    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None,
 ) -> AdviceSession:

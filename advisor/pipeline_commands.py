@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from tl_advise.advisor.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEVICE_CHOICES
 from tl_advise.advisor.errors import DatasetError
 
 logger = logging.getLogger("tl_advise")
@@ -26,8 +27,8 @@ logger = logging.getLogger("tl_advise")
               help="Report format: one row per image, or the typed report (`tl-advise schema predictions`).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the predictions to this file instead of stdout.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=DEFAULT_DEVICE, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers for decoding [default: min(4, CPUs)].")
 @click.option("--progress/--no-progress", default=None, help="A progress bar on stderr [default: on a terminal].")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")

@@ -7,11 +7,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from tl_advise.advisor.defaults import DEFAULT_PER_CLASS, DEFAULT_TOTAL
 from tl_advise.advisor.models import DuplicateGroup, printable
 from tl_advise.advisor.scan import ImageRecord, display_name
-
-DEFAULT_PER_CLASS = 64  # the similarity signals were stable from ~8 per class (similarity notes, point 6)
-DEFAULT_TOTAL = 1024
 
 
 def without_duplicates(records: Sequence[ImageRecord], root: Path,

@@ -481,3 +481,18 @@ def test_sample_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     code, out, err = cli(capsys, "sample-data", other)
     assert code == 2 and str(other) in err and "not empty" in err
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_the_command_line_and_the_api_share_their_defaults() -> None:
+    import inspect
+
+    from tl_advise.advisor.api import advise
+    from tl_advise.advisor.backbones import built_in_backbones
+    from tl_advise.advisor.cli import advise_command
+
+    api = inspect.signature(advise).parameters
+    options = {p.name: p.default for p in advise_command.params}
+    for option, parameter in {"backbone": "backbone", "device": "device", "seed": "seed", "per_class": "per_class",
+                              "max_images": "max_images", "embed_batch_size": "batch_size"}.items():
+        assert options[option] == api[parameter].default, option
+    assert options["backbone"] in built_in_backbones()
