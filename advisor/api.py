@@ -27,9 +27,13 @@ from tl_advise.advisor.defaults import (
     DEFAULT_TOTAL,
 )
 from tl_advise.advisor.device import check_device
-from tl_advise.advisor.errors import BackboneError, DatasetError
 from tl_advise.advisor.manifest import ManifestOptions
-from tl_advise.advisor.models import (
+from tl_advise.advisor.sampling import stratified_sample, without_duplicates
+from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
+from tl_advise.advisor.writable import check_write_path
+from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
+from tl_advise.schema.errors import BackboneError, DatasetError
+from tl_advise.schema.models import (
     AdviceResult,
     AuditMode,
     BackboneInfo,
@@ -40,10 +44,6 @@ from tl_advise.advisor.models import (
     SimilarityReport,
     SkippedFile,
 )
-from tl_advise.advisor.sampling import stratified_sample, without_duplicates
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
-from tl_advise.advisor.writable import check_write_path
-from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
 
 if TYPE_CHECKING:
     from tl_advise.advisor.backbones import Backbone

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from tl_advise.advisor.errors import DatasetError
-from tl_advise.advisor.models import SkippedFile
 from tl_advise.advisor.scan import FLAT_SPLIT, SPLIT_ALIASES, SPLIT_ORDER, Listing, list_files
 from tl_advise.advisor.tables import EXPECTED_COLUMNS, READERS, Table, read_table
+from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.models import SkippedFile
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tl_advise.advisor.defaults import DEFAULT_PER_CLASS, DEFAULT_TOTAL
-from tl_advise.advisor.models import DuplicateGroup, printable
 from tl_advise.advisor.scan import ImageRecord, display_name
+from tl_advise.schema.models import DuplicateGroup, printable
 
 
 def without_duplicates(records: Sequence[ImageRecord], root: Path,

@@ -40,9 +40,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.exif import QUARTER_TURNS, exif_orientation
-from tl_advise.advisor.models import (
+from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.models import (
     AUDIT_MODES,
     AuditMode,
     DatasetSummary,

@@ -866,7 +866,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     for noisy in ("tl_advise",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    import tl_advise.advisor  # noqa: F401  (first: importing tl_advise.rules first is a circular import)
     from tl_advise.rules import load_rules
 
     rules = load_rules(args.rules)

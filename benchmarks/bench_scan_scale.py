@@ -9,7 +9,7 @@ For each size (default 1,000 / 10,000 / 100,000 files; add 1,000,000 with ``--si
 2. drops the OS page cache (root only: ``sync; echo 3 > /proc/sys/vm/drop_caches``; when that is refused
    the results say "warm page cache"), re-reads the Python libraries untimed so only the dataset is cold;
 3. times ``scan_dataset`` alone in a fresh interpreter (wall, CPU, peak RSS of that child, per-step timers);
-4. drops the cache again and times the whole advice: ``python -m tl_advise.advisor.cli DATA --format json
+4. drops the cache again and times the whole advice: ``python -m tl_advise.cli DATA --format json
    -q --cache-dir <fresh>`` (wall, CPU, peak RSS, the report's timings and how many headers it audited);
 5. deletes the tree before building the next one, so the disk holds one tree at a time.
 
@@ -276,7 +276,7 @@ def run_child(cmd: list[str], cwd: Path) -> ChildRun:
 
 
 def advise_command(data: Path, cache_dir: Path, audit: str) -> list[str]:
-    return [sys.executable, "-m", "tl_advise.advisor.cli", str(data), "--format", "json", "-q",
+    return [sys.executable, "-m", "tl_advise.cli", str(data), "--format", "json", "-q",
             "--cache-dir", str(cache_dir), "--audit", audit]
 
 

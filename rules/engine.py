@@ -10,22 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tl_advise.advisor.models import (
-    Alternative,
-    BackboneInfo,
-    BNShift,
-    DatasetSummary,
-    HeadSignals,
-    LearningRates,
-    Phase,
-    PixelBaseline,
-    Recommendation,
-    Separability,
-    SignalScore,
-    SimilarityLabel,
-    SimilarityReport,
-    StrategyId,
-)
 from tl_advise.rules.confidence import assess
 from tl_advise.rules.schema import (
     DEFAULT_PROFILE,
@@ -43,6 +27,22 @@ from tl_advise.rules.schema import (
     normalise_backbone_name,
 )
 from tl_advise.rules.warnings import AdviceContext, PixelsAsGoodWarning, evaluate_warnings
+from tl_advise.schema.models import (
+    Alternative,
+    BackboneInfo,
+    BNShift,
+    DatasetSummary,
+    HeadSignals,
+    LearningRates,
+    Phase,
+    PixelBaseline,
+    Recommendation,
+    Separability,
+    SignalScore,
+    SimilarityLabel,
+    SimilarityReport,
+    StrategyId,
+)
 
 SIGNAL_LABELS: dict[str, str] = {
     "bn_shift_early": "early-layer BN shift",

@@ -24,16 +24,16 @@ from pydantic import (
     model_validator,
 )
 
-from tl_advise.advisor.errors import RulesError
-from tl_advise.advisor.models import (
+from tl_advise.rules.warnings import REGISTRY as WARNINGS
+from tl_advise.rules.warnings import WarningRule
+from tl_advise.schema.errors import RulesError
+from tl_advise.schema.models import (
     BATCHNORM_HELP,
     BatchNormMode,
     ConfidenceLevel,
     SimilarityLabel,
     StrategyId,
 )
-from tl_advise.rules.warnings import REGISTRY as WARNINGS
-from tl_advise.rules.warnings import WarningRule
 
 DEFAULT_RULES_FILE = "default_rules.toml"
 _PACKAGE = __name__.rpartition(".")[0]

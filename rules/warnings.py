@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tl_advise.advisor.models import AdviceWarning, BackboneInfo, DatasetSummary, SimilarityReport, StrategyId
+from tl_advise.schema.models import AdviceWarning, BackboneInfo, DatasetSummary, SimilarityReport, StrategyId
 
 if TYPE_CHECKING:
     from tl_advise.rules.schema import RuleSet, StrategyRule

@@ -15,12 +15,12 @@ from conftest import make_class_folder, snapshot_tree, truncated_png, write_imag
 
 from tl_advise.advisor import SCHEMA_VERSION, AdviceResult, advise
 from tl_advise.advisor.api import tool_version
-from tl_advise.advisor.cli import main, parse_budget
-from tl_advise.advisor.errors import ConfigError, DatasetError
 from tl_advise.advisor.formats import FORMATTERS, OutputFormat, render
 from tl_advise.advisor.scan import EXPECTED_LAYOUT
+from tl_advise.cli.commands import main, parse_budget
 from tl_advise.rules import default_rules_text
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
+from tl_advise.schema.errors import ConfigError, DatasetError
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
@@ -488,7 +488,7 @@ def test_the_command_line_and_the_api_share_their_defaults() -> None:
 
     from tl_advise.advisor.api import advise
     from tl_advise.advisor.backbones import built_in_backbones
-    from tl_advise.advisor.cli import advise_command
+    from tl_advise.cli.commands import advise_command
 
     api = inspect.signature(advise).parameters
     options = {p.name: p.default for p in advise_command.params}

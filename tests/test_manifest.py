@@ -15,11 +15,11 @@ import pytest
 from conftest import make_class_folder, shared_dataset, snapshot_tree, write_image
 
 from tl_advise.advisor import advise
-from tl_advise.advisor.cli import main
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.manifest import ManifestOptions, normalise
 from tl_advise.advisor.scan import DatasetScan, scan_dataset
+from tl_advise.cli.commands import main
 from tl_advise.runners.data import make_splits
+from tl_advise.schema.errors import DatasetError
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 

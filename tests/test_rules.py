@@ -8,22 +8,6 @@ from typing import Any
 
 import pytest
 
-from tl_advise.advisor.errors import RulesError
-from tl_advise.advisor.models import (
-    STRATEGY_IDS,
-    BackboneInfo,
-    BNShift,
-    DatasetSummary,
-    DuplicateGroup,
-    ImageSizeSummary,
-    Preprocessing,
-    Recommendation,
-    Separability,
-    SkippedFile,
-)
-from tl_advise.advisor.models import (
-    SimilarityReport as Report,
-)
 from tl_advise.rules import (
     SIGNAL_NAMES,
     RuleSet,
@@ -41,6 +25,22 @@ from tl_advise.rules.engine import fmt_against, fmt_lr
 from tl_advise.rules.schema import _parse_toml
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
 from tl_advise.rules.warnings import ClassImbalanceWarning, FewImagesWarning, WarningRule, register
+from tl_advise.schema.errors import RulesError
+from tl_advise.schema.models import (
+    STRATEGY_IDS,
+    BackboneInfo,
+    BNShift,
+    DatasetSummary,
+    DuplicateGroup,
+    ImageSizeSummary,
+    Preprocessing,
+    Recommendation,
+    Separability,
+    SkippedFile,
+)
+from tl_advise.schema.models import (
+    SimilarityReport as Report,
+)
 
 STAGES = [f"stage{i}" for i in range(9)]
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import make_class_folder, shared_dataset, write_image
 from PIL import Image, ImageFile
 
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset
+from tl_advise.schema.errors import DatasetError
 
 ImageFolder = Callable[..., Path]
 

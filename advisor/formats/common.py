@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tl_advise.advisor.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun
+from tl_advise.schema.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun
 
 STRATEGY_TITLES = {
     "feature_extraction": "freeze the backbone, train a new head",

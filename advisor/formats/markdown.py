@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tl_advise.advisor.formats import common
-from tl_advise.advisor.models import AdviceResult
+from tl_advise.schema.models import AdviceResult
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -1,7 +1,7 @@
 """The ``tl-advise`` command line.
 
 ``tl-advise DATA`` is short for ``tl-advise advise DATA``; ``predict`` and ``schema`` live in
-``advisor/pipeline_commands.py``. The report goes to stdout (or ``-o``); logs and
+``cli/pipeline_commands.py``. The report goes to stdout (or ``-o``); logs and
 progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition held, 2 bad usage or input
 (or missing weights), 3 an internal error (a bug), 130 interrupted.
 """
@@ -29,11 +29,11 @@ from tl_advise.advisor.defaults import (
     DEFAULT_TOTAL,
     DEVICE_CHOICES,
 )
-from tl_advise.advisor.errors import ConfigError, TLAdviseError
 from tl_advise.advisor.formats import OutputFormat
-from tl_advise.advisor.models import AUDIT_MODES, STRATEGY_IDS, printable
-from tl_advise.advisor.pipeline_commands import predict_command, schema_command
-from tl_advise.runners.options import RunOptions
+from tl_advise.cli.pipeline_commands import predict_command, schema_command
+from tl_advise.schema.errors import ConfigError, TLAdviseError
+from tl_advise.schema.models import AUDIT_MODES, STRATEGY_IDS, printable
+from tl_advise.schema.run_options import RunOptions
 
 logger = logging.getLogger("tl_advise")
 
@@ -418,7 +418,7 @@ def _long_option_names() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
-    from tl_advise.advisor.config import pyproject_defaults
+    from tl_advise.cli.config import pyproject_defaults
 
     args = list(sys.argv[1:] if argv is None else argv)
     # Very large images are named in our own warning (scan); Pillow's bare one would only repeat it.

@@ -1,6 +1,6 @@
 """``tl-advise predict`` and ``tl-advise schema``: the commands a pipeline runs around the advice.
 
-Registered on the ``tl-advise`` group in ``advisor/cli.py``; errors map onto its exit codes there
+Registered on the ``tl-advise`` group in ``cli/commands.py``; errors map onto its exit codes there
 (2 for a bad model file, no images or bad options).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from tl_advise.advisor.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEVICE_CHOICES
-from tl_advise.advisor.errors import DatasetError
+from tl_advise.schema.errors import DatasetError
 
 logger = logging.getLogger("tl_advise")
 
@@ -45,8 +45,8 @@ def predict_command(model: Path, images: tuple[Path, ...], fmt: str, output: Pat
     \b
     Exit codes: 0 predictions written; 2 bad model file, no images, or none readable; 3 internal error.
     """
-    from tl_advise.advisor.cli import configure_logging
     from tl_advise.advisor.predictions import render_predictions
+    from tl_advise.cli.commands import configure_logging
     from tl_advise.runners.trained_model import image_files, predict_images
 
     configure_logging(verbose, quiet)
@@ -86,8 +86,8 @@ def report_schema(kind: str = "advice") -> dict[str, object]:
     every field required, because the output always holds every field (defaults and nulls included)."""
     from pydantic.json_schema import GenerateJsonSchema
 
-    from tl_advise.advisor.models import SCHEMA_VERSION, AdviceResult
     from tl_advise.advisor.predictions import PredictionReport
+    from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult
 
     class OutputSchema(GenerateJsonSchema):
         def field_is_required(self, field: Any, total: bool) -> bool:
