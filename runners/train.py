@@ -20,11 +20,14 @@ from types import FrameType
 from typing import Any
 
 import torch
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from tqdm import tqdm
 
 from tl_advise.runners import checkpoint
 from tl_advise.runners.freezing import set_train_mode
+from tl_advise.runners.mixing import BatchMixer
+from tl_advise.runners.optim import make_scheduler
 from tl_advise.runners.tracking import EpochRecord, RunLogger
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import EpochLog
@@ -49,6 +52,7 @@ class PhasePlan:
 class PreparedPhase:
     optimizer: torch.optim.Optimizer
     frozen_bn: list[nn.Module]  # kept in inference mode while the model trains
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # None: cosine over the phase
 
 
 @dataclass
@@ -64,7 +68,8 @@ class TrainingJob:
     state_path: Path
     fingerprint: str  # what the state must have been made with to be resumed
     label_smoothing: float = 0.0
-    patience: int = 3
+    patience: int | None = 3  # None: no early stopping
+    mix_batch: BatchMixer | None = None  # mixup / cutmix: soft targets, trained with SoftTargetCrossEntropy
     time_budget_s: float | None = None
     resume: bool = False
     progress: bool = True
@@ -241,6 +246,8 @@ def _train_epoch(job: TrainingJob, prepared: PreparedPhase, loss_fn: nn.Module,
             if len(y) < 2:
                 continue  # batch norm cannot train on a single image
             x, y = to_device(x, job.device), y.to(job.device)
+            if job.mix_batch is not None:
+                x, y = job.mix_batch(x, y)
             prepared.optimizer.zero_grad(set_to_none=True)
             with autocast(job.device):
                 loss = loss_fn(job.model(x), y)
@@ -267,7 +274,9 @@ def fit(job: TrainingJob) -> FitResult:
         job.model.load_state_dict(state["model"])
         checkpoint.restore_rng_states(state["rng"])
     finished = state is not None and state["finished"]
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
+    # Mixed batches carry soft targets with the label smoothing already in them (timm's Mixup).
+    loss_fn = SoftTargetCrossEntropy() if job.mix_batch is not None else \
+        nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(job.device))
 
     with sigterm_as_keyboard_interrupt():
@@ -279,8 +288,7 @@ def fit(job: TrainingJob) -> FitResult:
                 continue
             # Freezing is re-applied from the plan at every phase start, resumed or not.
             prepared = job.prepare_phase(phase)
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(prepared.optimizer,
-                                                                   T_max=max(phase.epochs, 1))
+            scheduler = prepared.scheduler or make_scheduler(prepared.optimizer, epochs=phase.epochs)
             mid_phase_resume = resumed_position == (progress.phase_index, progress.epoch_in_phase) \
                 and progress.epoch_in_phase > 0
             if mid_phase_resume and state is not None:
@@ -326,7 +334,7 @@ def fit(job: TrainingJob) -> FitResult:
                     finished = True
                     logger.info("%s: time budget of %.0fs spent; keeping the best epoch (%d)",
                                 job.strategy, job.time_budget_s or 0.0, progress.best_epoch)
-                elif progress.bad_epochs >= job.patience:
+                elif job.patience is not None and progress.bad_epochs >= job.patience:
                     logger.info("%s: early stop in phase %s, no val-loss improvement for %d epochs",
                                 job.strategy, phase.name, progress.bad_epochs)
                     end_phase = True
