@@ -303,11 +303,6 @@ class Augmentation(_RecipeModel):
         return value
 
     @property
-    def per_image(self) -> bool:
-        """Anything that transforms single images (what cached features cannot have)."""
-        return self.model_copy(update={"mixup_alpha": 0.0, "cutmix_alpha": 0.0}) != Augmentation()
-
-    @property
     def mixes_batches(self) -> bool:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
@@ -380,7 +375,7 @@ def recipe_lines(recipe: _RecipeParts) -> RecipeLines:
         regularization.append(f"label smoothing {reg.label_smoothing:g}")
     if reg.drop_path_rate:
         regularization.append(f"stochastic depth (drop path {reg.drop_path_rate:g})")
-    regularization.append("batch norm in inference mode in every stage, unfrozen ones too"
+    regularization.append("backbone batch norm in inference mode, unfrozen stages too"
                           if recipe.batchnorm == "inference" else "batch norm statistics re-estimated from the batches")
     if reg.early_stopping:
         regularization.append("early stopping on validation loss")
