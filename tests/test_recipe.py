@@ -19,19 +19,24 @@ from tl_advise.advisor.formats import text
 from tl_advise.cli import main
 from tl_advise.rules.schema import load_rules
 from tl_advise.runners import RunOptions, finetune, run_advice
+from tl_advise.runners.context import StrategyContext
 from tl_advise.runners.data import train_transform
 from tl_advise.runners.mixing import batch_mixer
 from tl_advise.runners.optim import make_scheduler
 from tl_advise.runners.recipes import build_recipe, recommendation_for
+from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
 from tl_advise.runners.trained_model import load_trained_model
 from tl_advise.schema.errors import ConfigError, RulesError
 from tl_advise.schema.models import (
     STRATEGY_IDS,
     Augmentation,
+    LRSchedule,
     Preprocessing,
     RandAugment,
     Recommendation,
+    Regularization,
     RunSettings,
+    TrainingRecipe,
     recipe_lines,
 )
 
@@ -273,6 +278,44 @@ def test_mixup_drop_path_warmup_and_no_early_stop_take_effect(synthetic_dataset:
     assert load_trained_model(tmp_path / "run" / "full_finetune" / "model.pt") is not None
 
 
+def test_early_stopping_off_trains_every_epoch(tmp_path: Path) -> None:
+    """A head whose val loss never improves (learning rate 0): patience 1 stops the phase after two epochs,
+    ``early_stopping = false`` (the runners pass patience None) trains all four."""
+
+    def epochs_run(patience: int | None, folder: str) -> int:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        x, y = torch.randn(16, 4), torch.arange(16) % 2
+
+        def prepare(phase: PhasePlan) -> PreparedPhase:
+            return PreparedPhase(torch.optim.SGD(model.parameters(), lr=0.0), [])
+
+        job = TrainingJob(strategy="head", model=model, phases=[PhasePlan("head", 4, [])], prepare_phase=prepare,
+                          train_batches=lambda epoch: [(x, y)], n_train_batches=1, val_batches=lambda: [(x, y)],
+                          device=torch.device("cpu"), state_path=tmp_path / folder / "state.pt", fingerprint="f",
+                          patience=patience, progress=False)
+        return fit(job).epochs_run
+
+    assert epochs_run(1, "early") == 2
+    assert epochs_run(None, "off") == 4
+    options = RunOptions(output_dir=tmp_path, patience=1)
+    recipe = load_rules().strategies["full_finetune"]
+    assert recipe.regularization.early_stopping  # the default: the runners pass options.patience
+    context = StrategyContext(session=None, recipe=None, splits=None, options=options,  # type: ignore[arg-type]
+                              device=torch.device("cpu"), folder=tmp_path, output_dir=tmp_path)
+    for early_stopping, patience in ((True, 1), (False, None)):
+        context.recipe = _any_recipe(early_stopping)
+        assert context.patience == patience
+
+
+def _any_recipe(early_stopping: bool) -> TrainingRecipe:
+    return TrainingRecipe(
+        strategy="full_finetune", pretrained=True, unfreeze=["s"], head_lr=1e-3, backbone_lr=1e-4, per_stage_lr={},
+        optimizer="adamw", weight_decay=0.05, batchnorm="inference", head_epochs=1, finetune_epochs=1, batch_size=8,
+        image_size=32, augmentation=Augmentation(), regularization=Regularization(early_stopping=early_stopping),
+        lr_schedule=LRSchedule())
+
+
 def test_drop_path_on_a_backbone_without_it_is_refused_before_training(session: AdviceSession) -> None:
     rules = load_rules().model_copy(deep=True)
     rule = rules.strategies["full_finetune"]
@@ -299,6 +342,8 @@ def test_drop_path_on_a_backbone_without_it_is_refused_before_training(session: 
     ("[strategies.feature_extraction.augmentation]\nhflip = true\n", "strategies.feature_extraction"),
     ("[strategies.full_finetune]\nlr_schedule = { kind = \"step\" }\n", "strategies.full_finetune.lr_schedule.kind"),
     ("[strategies.full_finetune]\nlr_schedule = { warmup_epochs = 30 }\n", "finetune_epochs (30)"),
+    ("[strategies.feature_extraction]\nunfreeze_top_fraction = 0.2\nfinetune_epochs = 5\n",
+     "strategies.feature_extraction: its runner trains a head on features embedded once"),
 ])
 def test_a_bad_recipe_key_is_exit_2_naming_the_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                               toml: str, where: str) -> None:
