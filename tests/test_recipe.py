@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_rules import make_backbone, make_dataset, make_similarity
 from threadpoolctl import threadpool_limits
 from timm.layers import DropPath
 from torchvision import transforms as T
@@ -17,6 +18,7 @@ from torchvision import transforms as T
 from tl_advise.advisor.api import AdviceSession, advise_session
 from tl_advise.advisor.formats import text
 from tl_advise.cli import main
+from tl_advise.rules.engine import recommend
 from tl_advise.rules.schema import load_rules
 from tl_advise.runners import RunOptions, finetune, run_advice
 from tl_advise.runners.context import StrategyContext
@@ -147,19 +149,30 @@ def test_every_strategy_trains_the_recipe_the_report_prints(session: AdviceSessi
         assert saved["head_config"]["dropout"] == recommendation.regularization.dropout
 
 
-def test_the_recipe_builder_gives_what_the_advice_prints(session: AdviceSession) -> None:
-    """Without training: the runners' recipe for every strategy is the advice's, field for field."""
-    result = session.result
+@pytest.mark.parametrize(("ipc", "label", "shift_level"), [
+    (100, "similar", "none"), (2000, "similar", "input"), (2000, "different", "semantic"), (20000, "similar", "none")])
+def test_the_recipe_builder_gives_what_the_advice_prints(ipc: float, label: str, shift_level: str) -> None:
+    """Without training, from plain inputs: the runners' recipe is the advice's, field for field, for the
+    advised strategy; and every strategy's recipe is what the rules set for it."""
+    rules = load_rules()
+    dataset, similarity, backbone = make_dataset(ipc), make_similarity(label, shift_level=shift_level), make_backbone()
+    advice = recommend(rules, dataset, similarity, backbone)
+    options = RunOptions(output_dir=Path("/tmp/unused"))
+    recipe = build_recipe(rules, advice.strategy, dataset=dataset, similarity=similarity, backbone=backbone,
+                          options=options)
+    assert (recipe.augmentation, recipe.regularization, recipe.lr_schedule) == \
+        (advice.augmentation, advice.regularization, advice.lr_schedule)
+    assert (recipe.unfreeze, recipe.batch_size, recipe.optimizer, recipe.weight_decay, recipe.batchnorm) == \
+        (advice.unfreeze, advice.batch_size, advice.optimizer, advice.weight_decay, advice.batchnorm)
+    assert recipe.head_epochs + recipe.finetune_epochs == sum(p.epochs for p in advice.schedule)
+    assert recipe.backbone_lr == advice.learning_rate.backbone and recipe.per_stage_lr == advice.learning_rate.per_stage
+    assert recipe_lines(recipe) == recipe_lines(advice)
     for strategy in STRATEGY_IDS:
-        recommendation = recommendation_for(session, strategy)
-        recipe = build_recipe(session.rules, strategy, dataset=result.dataset, similarity=result.similarity,
-                              backbone=result.backbone, options=RunOptions(output_dir=Path("/tmp/unused")))
-        rule = session.rules.strategies[strategy]
-        assert (recipe.augmentation, recipe.regularization, recipe.lr_schedule) == \
+        rule = rules.strategies[strategy]
+        other = build_recipe(rules, strategy, dataset=dataset, similarity=similarity, backbone=backbone,
+                             options=options)
+        assert (other.augmentation, other.regularization, other.lr_schedule) == \
             (rule.augmentation, rule.regularization, rule.lr_schedule)
-        assert recipe.unfreeze == recommendation.unfreeze and recipe.batch_size == recommendation.batch_size
-        assert recipe.head_epochs + recipe.finetune_epochs == sum(p.epochs for p in recommendation.schedule)
-        assert recipe_lines(recipe) == recipe_lines(recommendation)
 
 
 def test_default_rules_keep_the_measured_recipes() -> None:
@@ -316,16 +329,16 @@ def _any_recipe(early_stopping: bool) -> TrainingRecipe:
         lr_schedule=LRSchedule())
 
 
-def test_drop_path_on_a_backbone_without_it_is_refused_before_training(session: AdviceSession) -> None:
+def test_drop_path_on_a_backbone_without_it_is_refused_before_training() -> None:
     rules = load_rules().model_copy(deep=True)
     rule = rules.strategies["full_finetune"]
     rules.strategies["full_finetune"] = rule.model_copy(
         update={"regularization": rule.regularization.model_copy(update={"drop_path_rate": 0.1})})
-    result = session.result
-    torchvision_backbone = result.backbone.model_copy(update={"name": "resnet18"})
+    inputs = {"dataset": make_dataset(20000), "similarity": make_similarity("similar"),
+              "options": RunOptions(output_dir=Path("/tmp/unused"))}
     with pytest.raises(ConfigError, match=r"drop_path_rate = 0.1.*resnet18.*\[strategies.full_finetune\]"):
-        build_recipe(rules, "full_finetune", dataset=result.dataset, similarity=result.similarity,
-                     backbone=torchvision_backbone, options=RunOptions(output_dir=Path("/tmp/unused")))
+        build_recipe(rules, "full_finetune", backbone=make_backbone(name="resnet18"), **inputs)
+    assert build_recipe(rules, "full_finetune", backbone=make_backbone(), **inputs).regularization.drop_path_rate == 0.1
 
 
 # --------------------------------------------------------------------------- rules-file errors
