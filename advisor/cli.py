@@ -188,6 +188,10 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               envvar=[env("MLFLOW_EXPERIMENT"), "MLFLOW_EXPERIMENT_NAME"], help="With --run: the MLflow experiment.")
 @click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
               help="Progress bars on stderr [default: when stderr is a terminal].")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar=env("NPROC_PER_NODE"),
+              help="With --run: train data-parallel in this many processes (one per GPU; gloo on the CPU), "
+                   "launched as torchrun would. Under torchrun itself, leave it out.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
 @click.option("-q", "--quiet", is_flag=True, envvar=env("QUIET"), help="Only warnings and errors on stderr.")
 def advise_command(**opts: Any) -> int:
@@ -200,23 +204,33 @@ def advise_command(**opts: Any) -> int:
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     run_options = _checked_options(opts, progress)  # everything cheap, before the scan and the embedding
+    world = _distributed_world(opts, run_options is not None)
+    if world is None:  # --nproc-per-node N: this process launches N workers and waits for them
+        from tl_advise.runners.launch import launch_local
+
+        return launch_local(opts["nproc_per_node"], click.get_current_context().obj["argv"])
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 
-    session = advise_session(
-        opts["data"], backbone=opts["backbone"], weights=opts["weights"], rules=opts["rules_file"],
-        device=opts["device"], seed=opts["seed"],
-        per_class=None if opts["all_images"] else opts["per_class"],
-        max_images=None if opts["all_images"] else opts["max_images"],
-        cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
-        num_workers=opts["workers"], progress=progress, manifest=_manifest_options(opts),
-    )
+    def session_of_the_advice() -> Any:
+        return advise_session(
+            opts["data"], backbone=opts["backbone"], weights=opts["weights"], rules=opts["rules_file"],
+            device=opts["device"], seed=opts["seed"],
+            per_class=None if opts["all_images"] else opts["per_class"],
+            max_images=None if opts["all_images"] else opts["max_images"],
+            cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
+            num_workers=opts["workers"], progress=progress and world.is_main, manifest=_manifest_options(opts),
+        )
+
+    session = _shared_session(world, session_of_the_advice)
     result = session.result
     if run_options is not None:
         from tl_advise.runners import run_advice
 
-        report_of_run = run_advice(session, run_options)
+        report_of_run = run_advice(session, run_options.model_copy(update={"progress": progress and world.is_main}))
         result = session.result.model_copy(update={"run": report_of_run})
+    if not world.is_main:
+        return EXIT_OK  # rank 0 reports for the whole distributed run
     report = render(result, opts["fmt"])
     if opts["output"]:
         from tl_advise.advisor.writable import atomic_write_text
@@ -233,6 +247,32 @@ def advise_command(**opts: Any) -> int:
     return _exit_code(result, set(opts["fail_on"]))
 
 
+def _distributed_world(opts: dict[str, Any], run: bool) -> Any:
+    """Under torchrun: join its process group (left when the command ends) and this process's place in it.
+    None when ``--nproc-per-node`` asks this process to launch the workers."""
+    from tl_advise.runners.distributed import World, launched_world
+
+    launched = launched_world()
+    if (launched.distributed or opts["nproc_per_node"] > 1) and not run:
+        raise ConfigError("several processes (torchrun or --nproc-per-node) only help --run: add --run, or "
+                          "advise in one process")
+    if not launched.distributed:
+        return None if opts["nproc_per_node"] > 1 else World()
+    from tl_advise.runners.distributed import process_group
+    from tl_advise.runners.launch import quiet_unless_main
+
+    quiet_unless_main(launched)
+    return click.get_current_context().with_resource(process_group(opts["device"]))
+
+
+def _shared_session(world: Any, make: Any) -> Any:
+    if not world.distributed:
+        return make()
+    from tl_advise.runners.launch import shared_session
+
+    return shared_session(make)
+
+
 def _manifest_options(opts: dict[str, Any]) -> Any:
     from tl_advise.advisor.manifest import ManifestOptions
 
@@ -244,7 +284,7 @@ def _manifest_options(opts: dict[str, Any]) -> Any:
 # click refuses conflicting options); from TL_ADVISE_* or pyproject.toml they are defaults for runs.
 RUN_ONLY_OPTIONS = ("compare", "strategies", "budget", "output_dir", "resume", "image_size", "head_epochs",
                     "finetune_epochs", "head_lr", "backbone_lr", "batch_size", "max_train_per_class", "margin",
-                    "tensorboard", "mlflow", "mlflow_experiment")
+                    "tensorboard", "mlflow", "mlflow_experiment", "nproc_per_node")
 # RunOptions field -> the option that sets it, for messages.
 RUN_OPTION_FLAGS = {
     "output_dir": "--output-dir", "strategies": "--strategies", "max_epochs": "--budget",
@@ -410,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         default_map = {"advise": pyproject_defaults(_long_option_names())}
-        code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map)
+        code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map,
+                        obj={"argv": args})  # --nproc-per-node hands the same arguments to its workers
         return int(code or 0)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)

@@ -11,7 +11,9 @@ from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.cache import digest
 from tl_advise.advisor.embed import backbone_key
 from tl_advise.advisor.models import Preprocessing, RunSettings
+from tl_advise.runners import distributed
 from tl_advise.runners.data import Splits, resized
+from tl_advise.runners.distributed import LR_SCALING, BatchSplit
 from tl_advise.runners.options import RunOptions
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.tracking import RunLogger
@@ -50,6 +52,11 @@ class StrategyContext:
 
         return default_workers()
 
+    @property
+    def batch_split(self) -> BatchSplit:
+        """The recipe's batch over the processes of this run (one: all of it)."""
+        return BatchSplit.of(self.recipe.batch_size, distributed.world().size)
+
     def fingerprint(self) -> str:
         """Everything that changes the numbers: backbone, recipe, the exact images, seed, patience."""
         root = self.session.scan.root
@@ -69,7 +76,9 @@ class StrategyContext:
             head_epochs=r.head_epochs, finetune_epochs=r.finetune_epochs, batch_size=r.batch_size,
             image_size=r.image_size, augmentation=augmentation, augmentation_skipped=skipped,
             label_smoothing=r.label_smoothing, dropout=r.dropout, n_train=len(self.splits.train),
-            n_val=len(self.splits.val),
+            n_val=len(self.splits.val), world_size=self.batch_split.world_size,
+            batch_size_per_rank=self.batch_split.per_rank, effective_batch_size=self.batch_split.effective,
+            lr_scaling=LR_SCALING,
         )
 
     def relative(self, path: Path) -> str:

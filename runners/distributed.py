@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from tl_advise.advisor.errors import ConfigError, TLAdviseError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The autograd all-reduce that _WholeBatchNorm needs is still there, only marked for a future move.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+                        category=FutureWarning)
 
 LR_SCALING = ("none: the effective batch is the recipe's batch, split across the processes, so the recipe's "
               "learning rates apply unchanged")
@@ -173,11 +178,81 @@ def sync_buffers(module: torch.nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def seed_per_rank() -> None:
-    """Each rank its own stream of dropout masks and augmentations; rank 0 keeps the seeded stream."""
-    here = world()
-    if here.rank > 0:
-        torch.manual_seed(torch.initial_seed() + 1_000_003 * here.rank)
+class _WholeBatchNorm:
+    """Batch norm that, in training mode, normalises with the statistics of the effective batch (every
+    rank's images of the step) — what the one-process run computes. The sums are all-reduced with
+    autograd, so the gradient flows to every rank's inputs. torch's SyncBatchNorm does the same on
+    CUDA only; this works with gloo on the CPU too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn: Any = self
+        if not (bn.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)  # type: ignore[misc]
+        from torch.distributed.nn.functional import all_reduce  # differentiable
+
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([xf.numel() // channels])])
+        total = all_reduce(local)
+        n = total[-1]
+        mean = total[:channels] / n
+        var = (total[channels:2 * channels] / n - mean * mean).clamp_min(0)
+        if bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked += 1
+                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                bn.running_var.mul_(1 - momentum).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=momentum)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + bn.eps)
+        if bn.affine:
+            y = y * bn.weight.view(shape) + bn.bias.view(shape)
+        return y.to(x.dtype)
+
+
+class _WholeBatchDropout:
+    """Dropout whose mask is this rank's rows of the mask the one-process run draws for the whole batch.
+
+    Rank r's images of a step are rows r, r + N, … of the one-process batch (``ShardedShuffle``), and
+    every rank draws the same full mask from the same seeded stream, so where nothing else draws random
+    numbers during a step (the feature-extraction head) the distributed run computes what one process
+    does. Elsewhere (augmentation draws per image) the streams part and the masks are just random."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer: Any = self
+        if not (layer.training and layer.p > 0 and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)  # type: ignore[misc]
+        size, rank = dist.get_world_size(), dist.get_rank()
+        keep = 1 - layer.p
+        mask = torch.empty((x.shape[0] * size, *x.shape[1:]), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask[rank::size].div_(keep)
+
+
+_WHOLE_BATCH_CLASSES: dict[type, type] = {}
+
+
+def whole_batch_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """In a distributed run, make the batch-norm and dropout layers of ``module`` behave over the effective
+    batch (``_WholeBatchNorm``, ``_WholeBatchDropout``). The layers keep their identity, parameters,
+    buffers and state-dict keys (their class becomes a subclass of their own), so the freezing plan and
+    the saved model are unchanged."""
+    if not world().distributed:
+        return module
+    for layer in module.modules():
+        kind = type(layer)
+        if isinstance(layer, _WholeBatchNorm | _WholeBatchDropout):
+            continue
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            mixin: type = _WholeBatchNorm
+        elif isinstance(layer, torch.nn.Dropout):
+            mixin = _WholeBatchDropout
+        else:
+            continue
+        if kind not in _WHOLE_BATCH_CLASSES:
+            _WHOLE_BATCH_CLASSES[kind] = type(f"WholeBatch{kind.__name__}", (mixin, kind), {})
+        layer.__class__ = _WHOLE_BATCH_CLASSES[kind]
+    return module
 
 
 def barrier() -> None:

@@ -404,8 +404,6 @@ def fit(job: TrainingJob) -> FitResult:
     loop = LoopState.from_checkpoint(resumed) if resumed is not None else LoopState()
     if resumed is not None:
         _restore(job, resumed)
-    else:
-        distributed.seed_per_rank()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(job.device))
 
