@@ -439,6 +439,12 @@ def _long_option_names() -> dict[str, str]:
     return names
 
 
+def _another_process_stopped(exc: Exception) -> bool:
+    from tl_advise.runners.launch import peer_stopped
+
+    return peer_stopped(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
     from tl_advise.advisor.config import pyproject_defaults
@@ -474,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
                    err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, the traceback only with -v
+        if os.environ.get("WORLD_SIZE") and _another_process_stopped(exc):
+            click.echo(f"tl-advise: stopped: another process of this distributed run stopped ({exc}); a --run "
+                       "keeps every finished epoch: run again with --resume", err=True)
+            return EXIT_INTERRUPTED
         click.echo(f"tl-advise: internal error: {exc.__class__.__name__}: {exc} "
                    "(run with -v for the traceback, and please report it)", err=True)
         logger.debug("traceback", exc_info=True)

@@ -318,9 +318,11 @@ class ShardedShuffle(torch.utils.data.DistributedSampler[int]):
     are the one-process batch of that step. ``set_epoch`` picks the epoch, as for ``DistributedSampler``.
     """
 
-    def __init__(self, n: int, order: Callable[[int], list[int]]) -> None:
+    def __init__(self, n: int, order: Callable[[int], list[int]], *, rank: int | None = None,
+                 size: int | None = None) -> None:
         here = world()
-        super().__init__(_Length(n), num_replicas=here.size, rank=here.rank, shuffle=True, drop_last=False)
+        super().__init__(_Length(n), num_replicas=here.size if size is None else size,
+                         rank=here.rank if rank is None else rank, shuffle=True, drop_last=False)
         self.order = order
 
     def __iter__(self) -> Iterator[int]:

@@ -95,7 +95,24 @@ def one_process_order(seed: int, epoch: int, n: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def sharded_train_loader(ctx: StrategyContext, dataset: ImageRecordDataset, batch: BatchSplit, epoch: int
+class SeededAugmentation(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Image ``i`` of epoch ``e`` augmented with random numbers drawn from its own seed (seed, e, i), in a
+    forked RNG: the same crop and flips whichever process or DataLoader worker decodes it, and the
+    model's own random numbers (dropout) are left to the seeded stream of the run."""
+
+    def __init__(self, dataset: ImageRecordDataset, seed: int, epoch: int) -> None:
+        self.dataset, self.base = dataset, (seed * 1_000_003 + epoch) * 1_000_033
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.base + index) % 2**63)
+            return self.dataset[index]
+
+
+def sharded_train_loader(ctx: StrategyContext, dataset: SeededAugmentation, batch: BatchSplit, epoch: int
                          ) -> torch.utils.data.DataLoader[tuple[torch.Tensor, int]]:
     """This rank's batches of one epoch: its share of the one-process run's batches of that epoch."""
     n, seed, rank = len(dataset), ctx.options.seed, distributed.world().rank
@@ -126,9 +143,10 @@ def run(ctx: StrategyContext) -> StrategyRun:
     batch = ctx.batch_split
 
     def train_batches(epoch: int) -> torch.utils.data.DataLoader[tuple[torch.Tensor, int]]:
+        augmented = SeededAugmentation(train_data, options.seed, epoch)
         if batch.world_size > 1:
-            return sharded_train_loader(ctx, train_data, batch, epoch)
-        return make_loader(train_data, batch_size=recipe.batch_size, shuffle=True, num_workers=ctx.num_workers,
+            return sharded_train_loader(ctx, augmented, batch, epoch)
+        return make_loader(augmented, batch_size=recipe.batch_size, shuffle=True, num_workers=ctx.num_workers,
                            generator=epoch_generator(options.seed, epoch), pin_memory=device.type == "cuda")
 
     def prepare(phase: PhasePlan) -> PreparedPhase:

@@ -43,6 +43,20 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     return 0
 
 
+PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "timed out")
+
+
+def peer_stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` is this rank noticing that another rank of the run stopped (interrupted, killed,
+    failed): a collective whose peer went away (gloo says so in a RuntimeError), an NCCL error, or rank 0
+    failing at a step every rank waited on."""
+    import torch.distributed as dist
+
+    if isinstance(exc, distributed.PeerFailed | dist.DistBackendError):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc).lower() for text in PEER_LOST)
+
+
 def shared_session(make: Callable[[], AdviceSession]) -> AdviceSession:
     """``make()`` — the scan, the measurements, the advice — on rank 0 only; every other rank gets the
     same session (scan, rules, result: the identical recommendation and recipe) with a read-only cache,
