@@ -208,7 +208,7 @@ def advise_command(**opts: Any) -> int:
     if world is None:  # --nproc-per-node N: this process launches N workers and waits for them
         from tl_advise.runners.launch import launch_local
 
-        return launch_local(opts["nproc_per_node"], click.get_current_context().obj["argv"])
+        return launch_local(opts["nproc_per_node"], (click.get_current_context().obj or {}).get("argv", sys.argv[1:]))
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 
