@@ -18,11 +18,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
+from tl_advise.advisor.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_PER_CLASS,
+    DEFAULT_SEED,
+    DEFAULT_TOTAL,
+)
 from tl_advise.advisor.device import check_device
-from tl_advise.advisor.errors import BackboneError, DatasetError
 from tl_advise.advisor.manifest import ManifestOptions
-from tl_advise.advisor.models import (
+from tl_advise.advisor.sampling import stratified_sample, without_duplicates
+from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
+from tl_advise.advisor.writable import check_write_path
+from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
+from tl_advise.schema.errors import BackboneError, DatasetError
+from tl_advise.schema.models import (
     AdviceResult,
+    AuditMode,
     BackboneInfo,
     BNShift,
     HeadSignals,
@@ -31,17 +44,12 @@ from tl_advise.advisor.models import (
     SimilarityReport,
     SkippedFile,
 )
-from tl_advise.advisor.sampling import DEFAULT_PER_CLASS, DEFAULT_TOTAL, stratified_sample, without_duplicates
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
-from tl_advise.advisor.writable import check_write_path
-from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
 
 if TYPE_CHECKING:
     from tl_advise.advisor.backbones import Backbone
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def _package_version(name: str) -> str:
@@ -111,36 +119,40 @@ def advise(
     backbone: str = DEFAULT_BACKBONE,
     weights: str | Path | None = None,
     rules: str | Path | RuleSet | None = None,
-    device: str = "auto",
-    seed: int = 0,
+    device: str = DEFAULT_DEVICE,
+    seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS,
     max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None,
     progress: bool = False,
+    audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None,
 ) -> AdviceResult:
     """Recommend a transfer-learning strategy for ``data``: an image folder or a label manifest.
 
-    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``manifest`` says how to read
-    a label manifest (image root, column names; detected when None). Raises a subclass of
+    ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``audit="all"`` reads every
+    image header; by default a seeded share and the sample are read (``DatasetSummary.audit``).
+    ``manifest`` says how to read a label manifest (image root, column names; detected when None).
+    Raises a subclass of
     ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
     """
     return advise_session(
         data, backbone=backbone, weights=weights, rules=rules, device=device, seed=seed,
         per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
-        batch_size=batch_size, num_workers=num_workers, progress=progress, manifest=manifest,
+        batch_size=batch_size, num_workers=num_workers, progress=progress, audit=audit, manifest=manifest,
     ).result
 
 
 def advise_session(
     data: str | Path, *, backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
-    rules: str | Path | RuleSet | None = None, device: str = "auto", seed: int = 0,
+    rules: str | Path | RuleSet | None = None, device: str = DEFAULT_DEVICE, seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
-    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = 32,
-    num_workers: int | None = None, progress: bool = False, manifest: ManifestOptions | None = None,
+    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
+    num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
+    manifest: ManifestOptions | None = None,
 ) -> AdviceSession:
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
     timer = _Timer()
@@ -154,9 +166,8 @@ def advise_session(
     cache = ArrayCache(cache_folder)
 
     with timer.step("scan"):
-        scan = scan_dataset(data, progress=progress, manifest=manifest)
-    pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
-    sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
+        scan = scan_dataset(data, progress=progress, manifest=manifest, audit=audit, seed=seed)
+        sample = _audited_sample(scan, per_class=per_class, max_images=max_images, seed=seed)
     logger.info("sampled %d of %d images (seed %d)", len(sample), len(scan.records), seed)
 
     key = measurement_key(backbone, weights, sample, scan.root, seed)
@@ -196,6 +207,17 @@ def advise_session(
     )
     return AdviceSession(result=result, scan=scan, rules=ruleset, cache=cache, backbone_spec=backbone,
                          weights=weights, _backbone=loaded)
+
+
+def _audited_sample(scan: DatasetScan, *, per_class: int | None, max_images: int | None,
+                    seed: int) -> list[ImageRecord]:
+    """The seeded sample, every header in it read: a file found unreadable leaves the scan and the
+    sample is drawn again (rare: each round drops at least one file)."""
+    while True:
+        pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
+        sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
+        if not scan.audit(sample):
+            return sample
 
 
 def measurement_key(backbone: str, weights: str | Path | None, sample: list[ImageRecord], root: Path,

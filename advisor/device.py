@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.advisor.defaults import DEVICE_CHOICES
+from tl_advise.schema.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def check_device(choice: str) -> None:

@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from tl_advise.advisor.backbones import Backbone
 from tl_advise.advisor.cache import ArrayCache, digest, file_identity
-from tl_advise.advisor.errors import BackboneError
 from tl_advise.advisor.imaging import PIXEL_BASELINE_SIZE, eval_transform, open_rgb, pixel_baseline
-from tl_advise.advisor.models import SkippedFile
 from tl_advise.advisor.scan import ImageRecord, display_name
+from tl_advise.schema.errors import BackboneError
+from tl_advise.schema.models import SkippedFile
 
 logger = logging.getLogger(__name__)
 

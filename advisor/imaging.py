@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from tl_advise.advisor.decode import open_rgb, to_rgb  # re-exported: decoding lives where torch is not needed
-from tl_advise.advisor.models import Preprocessing
+from tl_advise.schema.models import Preprocessing
 
 PIXEL_BASELINE_SIZE = 32  # raw-pixel baseline: 32×32 greyscale (similarity notes, point 5)
 

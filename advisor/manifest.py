@@ -19,16 +19,17 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from tl_advise.advisor.errors import DatasetError
-from tl_advise.advisor.models import SkippedFile
-from tl_advise.advisor.scan import FLAT_SPLIT, SPLIT_ALIASES, SPLIT_ORDER, Candidate, Listing
+from tl_advise.advisor.scan import FLAT_SPLIT, SPLIT_ALIASES, SPLIT_ORDER, Listing, list_files
 from tl_advise.advisor.tables import EXPECTED_COLUMNS, READERS, Table, read_table
+from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.models import SkippedFile
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +356,7 @@ def _collect(table: Table, columns: _Columns, base: Path, fixed_split: str | Non
 
 
 def _listing(tables: list[tuple[Table, str | None]], options: ManifestOptions, *, where: Path) -> Listing:
+    start = time.perf_counter()
     if options.image_root is not None and not Path(options.image_root).is_dir():
         raise DatasetError(f"--image-root {options.image_root} is not a folder")
     resolver = _Resolver()
@@ -375,9 +377,8 @@ def _listing(tables: list[tuple[Table, str | None]], options: ManifestOptions, *
     if out.missing:
         logger.warning("%d of the files the manifest lists are missing (e.g. %s)", len(out.missing),
                        out.missing[0][1])
-    skipped = out.skipped + [SkippedFile(path=written, reason=reason) for written, reason in out.missing]
-    candidates = [Candidate(path=e.path, rel=e.path.relative_to(root).as_posix(), split=e.split, class_name=e.label)
-                  for e in out.entries]
+    records, unlisted, must_audit = list_files(root, [(e.path, e.label, e.split) for e in out.entries])
+    skipped = out.skipped + [SkippedFile(path=written, reason=reason) for written, reason in out.missing] + unlisted
     splits = sorted({e.split for e in out.entries}, key=SPLIT_ORDER.index) if has_splits else [FLAT_SPLIT]
     manifests = [str(t.path) for t, _ in tables]
     hint = EXPECTED_COLUMNS
@@ -386,5 +387,6 @@ def _listing(tables: list[tuple[Table, str | None]], options: ManifestOptions, *
                 f"{'' if options.image_root else ' (the manifest folder)'}; name another with --image-root")
     logger.info("manifest %s: %d usable rows, %d skipped", ", ".join(manifests), len(out.entries), len(skipped))
     return Listing(root=root, layout="splits" if has_splits else "flat", splits=splits or [FLAT_SPLIT],
-                   candidates=candidates, skipped=skipped, declared=out.declared, where=str(where),
-                   declares="lists the classes", hint=hint, manifests=manifests)
+                   records=records, must_audit=must_audit, skipped=skipped, declared=out.declared,
+                   where=str(where), declares="lists the classes", hint=hint, manifests=manifests,
+                   list_seconds=round(time.perf_counter() - start, 3))

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tl_advise.advisor.models import SCHEMA_VERSION
+from tl_advise.schema.models import SCHEMA_VERSION
 
 
 class _Model(BaseModel):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.schema.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

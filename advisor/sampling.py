@@ -7,18 +7,22 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from tl_advise.advisor.models import DuplicateGroup
+from tl_advise.advisor.defaults import DEFAULT_PER_CLASS, DEFAULT_TOTAL
 from tl_advise.advisor.scan import ImageRecord, display_name
-
-DEFAULT_PER_CLASS = 64  # the similarity signals were stable from ~8 per class (similarity notes, point 6)
-DEFAULT_TOTAL = 1024
+from tl_advise.schema.models import DuplicateGroup, printable
 
 
 def without_duplicates(records: Sequence[ImageRecord], root: Path,
                        duplicates: Sequence[DuplicateGroup]) -> list[ImageRecord]:
     """Keep one file of each byte-identical group, so a copy cannot sit on both sides of a CV fold."""
     extra_copies = {p for group in duplicates for p in sorted(group.paths)[1:]}
-    return [r for r in records if display_name(r.path, root) not in extra_copies]
+    if not extra_copies:
+        return list(records)
+    # Report paths are printable (escaped) names: compare file names first, so that only a record whose
+    # name is a copy's builds its Path (which matters with a million records).
+    extra_names = {p.rpartition("/")[2] for p in extra_copies}
+    return [r for r in records
+            if printable(r.name) not in extra_names or display_name(r.path, root) not in extra_copies]
 
 
 def stratified_sample(records: Sequence[ImageRecord], *, per_class: int | None = DEFAULT_PER_CLASS,
@@ -28,18 +32,18 @@ def stratified_sample(records: Sequence[ImageRecord], *, per_class: int | None =
     When ``total`` binds, every class gets the same share, so small classes are never crowded out.
     The result is deterministic for a seed and sorted like the input.
     """
-    by_class: dict[str, list[ImageRecord]] = defaultdict(list)
-    for record in records:
-        by_class[record.class_name].append(record)
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        by_class[record.class_name].append(i)
     cap = per_class
     if total is not None and by_class:
         share = max(total // len(by_class), 1)
         cap = share if cap is None else min(cap, share)
     rng = random.Random(seed)
-    chosen: set[Path] = set()
+    chosen: set[int] = set()
     for name in sorted(by_class):
-        members = sorted(by_class[name], key=lambda r: r.path)
+        members = sorted(by_class[name], key=lambda i: records[i].path_parts)  # path order
         if cap is not None and len(members) > cap:
             members = rng.sample(members, cap)
-        chosen.update(r.path for r in members)
-    return [r for r in records if r.path in chosen]
+        chosen.update(members)
+    return [records[i] for i in sorted(chosen)]

@@ -8,30 +8,50 @@ Two layouts are understood::
 A label manifest (``advisor/manifest.py``) names the same things in a table; both become a
 :class:`Listing`, and from there on the scan is one code path.
 
-The scan is cheap: file-system metadata and image *headers* only, never a full decode, and only
-files that share a byte size with another file are hashed. The dataset is never written to.
+The scan is cheap and grows gently with the number of files: one ``os.scandir`` walk with a ``stat`` per
+file, then at most one open per file. Byte-identical files are found over every file: only files that
+share a byte size with another are read, their first ``HEAD_BYTES`` hashed, and only files that share
+size and that prefix are hashed whole. Image *headers* (never pixel data) are read for every file with
+``audit="all"``; by default (``"sample"``) for a seeded share of ``AUDIT_FILES`` files (all of them in a
+smaller dataset), every file whose extension is not an image's, and — through
+:meth:`DatasetScan.audit` — whatever the caller goes on to decode. The dataset is never written to.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import itertools
 import logging
 import os
+import random
 import statistics
-from collections import Counter, defaultdict
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.exif import QUARTER_TURNS, exif_orientation
-from tl_advise.advisor.models import DatasetSummary, DuplicateGroup, ImageSizeSummary, SkippedFile, printable
+from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.models import (
+    AUDIT_MODES,
+    AuditMode,
+    DatasetSummary,
+    DuplicateGroup,
+    HeaderAudit,
+    ImageSizeSummary,
+    SkippedFile,
+    printable,
+)
 
 if TYPE_CHECKING:
     from tl_advise.advisor.manifest import ManifestOptions
@@ -62,8 +82,19 @@ NOT_IMAGE_EXTENSIONS = frozenset({
     ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".h5", ".hdf5", ".mat", ".db", ".sqlite",
 })
 
-MAX_WORKERS = 8
+# Headers read by default: enough to estimate the share of broken files and the modes and sizes to a
+# fraction of a percent, and about 2 s of a 2-core machine's time whatever the dataset's size.
+AUDIT_FILES = 10_000
+# One read per file serves the header, the end-marker check and the duplicate prefix hash of most
+# images; larger files are reopened buffered for the header and hashed whole only when their size and
+# first HEAD_BYTES match another file's.
+HEAD_BYTES = 16 * 1024
 HASH_CHUNK_BYTES = 1 << 20
+DIGEST_BYTES = 16
+# Reads go to a small thread pool in chunks: os.read releases the GIL, which helps on a cold page cache
+# or network storage; chunks keep the per-task overhead (a lock and a future) off the per-file cost.
+READ_THREADS = 4
+READ_CHUNK = 256
 # How far from the end an end-of-image marker may sit: a few encoders append a short trailer.
 TAIL_BYTES = 1024
 # The last bytes of a complete file, per PIL format. JPEG's EOI cannot occur inside entropy-coded
@@ -80,24 +111,99 @@ REASON_NOT_IMAGE = "not an image (cannot identify image file)"
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+_new_object = object.__new__
+_set_attr = object.__setattr__
 
 
 # --------------------------------------------------------------------------- public API
 
 
-@dataclass(frozen=True)
 class ImageRecord:
-    """One readable image, as its header describes it."""
+    """One image file: its class and split, byte size and mtime, and — once read — its header.
 
-    path: Path  # absolute
+    Read-only. ``width``, ``height`` and ``mode`` are None while the header has not been read (see
+    ``DatasetSummary.audit``). A record keeps its folder (one ``Path`` shared by every file in it) and
+    its file name, and builds ``path`` on access: a million records stay small.
+    """
+
+    __slots__ = ("class_name", "folder", "height", "label", "mode", "mtime_ns", "name", "size_bytes", "split",
+                 "width")
+    _FIELDS = ("folder", "name", "class_name", "label", "split", "width", "height", "mode", "size_bytes",
+               "mtime_ns")
+    folder: Path
+    name: str
     class_name: str
     label: int  # index into DatasetScan.classes
     split: str  # "train" / "val" / "test", or "all" for a flat layout
-    width: int
-    height: int
-    mode: str  # PIL mode from the header: L, RGB, RGBA, I;16, CMYK, P ...
+    width: int | None
+    height: int | None
+    mode: str | None  # PIL mode from the header: L, RGB, RGBA, I;16, CMYK, P ...
     size_bytes: int
     mtime_ns: int
+
+    def __init__(self, path: Path | str, class_name: str, label: int, split: str, width: int | None,
+                 height: int | None, mode: str | None, size_bytes: int, mtime_ns: int) -> None:
+        path = Path(path)
+        self._set(folder=path.parent, name=path.name, class_name=class_name, label=label, split=split,
+                  width=width, height=height, mode=mode, size_bytes=size_bytes, mtime_ns=mtime_ns)
+
+    @classmethod
+    def _listed(cls, folder: Path, name: str, class_name: str, split: str, size_bytes: int,
+                mtime_ns: int) -> ImageRecord:
+        """A record from the directory walk, before its header is read and its label known."""
+        record = _new_object(cls)
+        # Slot by slot, not through _set(**kw): this runs once per file of the dataset.
+        _set_attr(record, "folder", folder)
+        _set_attr(record, "name", name)
+        _set_attr(record, "class_name", class_name)
+        _set_attr(record, "label", -1)
+        _set_attr(record, "split", split)
+        _set_attr(record, "width", None)
+        _set_attr(record, "height", None)
+        _set_attr(record, "mode", None)
+        _set_attr(record, "size_bytes", size_bytes)
+        _set_attr(record, "mtime_ns", mtime_ns)
+        return record
+
+    def _set(self, **values: Any) -> None:
+        # The scan fills in headers and labels after listing; to everyone else a record is immutable.
+        for key, value in values.items():
+            _set_attr(self, key, value)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"ImageRecord is read-only (cannot set {key!r})")
+
+    @property
+    def path(self) -> Path:
+        """The absolute path (when the scan made the record)."""
+        return self.folder / self.name
+
+    @property
+    def path_parts(self) -> tuple[str, ...]:
+        """``path.parts`` without building the Path: sorts exactly as the paths do."""
+        return (*self.folder.parts, self.name)
+
+    @property
+    def header_read(self) -> bool:
+        return self.mode is not None
+
+    def _astuple(self) -> tuple[object, ...]:
+        return tuple(getattr(self, key) for key in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ImageRecord):
+            return NotImplemented
+        return self._astuple() == other._astuple()
+
+    def __hash__(self) -> int:
+        return hash(self._astuple())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._FIELDS[2:])
+        return f"ImageRecord(path={self.path!r}, {fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickling: DataLoader workers receive records
+        return (ImageRecord, (self.path, *(getattr(self, k) for k in self._FIELDS[2:])))
 
 
 @dataclass
@@ -106,6 +212,8 @@ class DatasetScan:
     classes: list[str]
     records: list[ImageRecord]  # readable images only, sorted by (split, class, path)
     summary: DatasetSummary
+    step_timings: dict[str, float] = field(default_factory=dict)  # seconds per scan step
+    _state: _ScanState | None = field(default=None, repr=False)
 
     def split_records(self, split: str) -> list[ImageRecord]:
         """The records of one split; "all" means every record, whatever the layout."""
@@ -118,70 +226,133 @@ class DatasetScan:
         """The split that drives the size axis: "train" if present, else "all"."""
         return self.summary.train_split
 
+    def audit(self, records: Sequence[ImageRecord], *, progress: bool = False) -> int:
+        """Read the headers of ``records`` not read yet (e.g. the sample about to be decoded); drop the
+        unreadable ones from the scan and update the summary. Returns how many were dropped."""
+        state = self._state
+        todo = [r for r in records if not r.header_read]
+        if state is None or not todo:
+            return 0
+        dropped = _read_files(self.root, state, todo, np.ones(len(todo), dtype=bool),
+                              np.zeros(len(todo), dtype=bool), progress)[0]
+        state.n_audited += len(todo)
+        if dropped:
+            gone = {id(todo[i]) for i in dropped}
+            self.records = [r for r in self.records if id(r) not in gone]
+            state.duplicates = _without_paths(state.duplicates,
+                                              {display_name(todo[i].path, self.root) for i in dropped})
+        self.classes, self.summary = _finish(self.root, state, self.records)
+        return len(dropped)
+
 
 @dataclass
 class Listing:
-    """What a layout names before any file is opened: the seam where a folder walk and a label manifest
-    (``advisor/manifest.py``) meet. Everything after it (headers, classes, duplicates, summary) is shared."""
+    """What a layout names before any header is read: the seam where a folder walk and a label manifest
+    (``advisor/manifest.py``) meet. Everything after it (headers, classes, duplicates, summary) is shared.
 
-    root: Path  # every candidate lies under it; relative paths in the report are relative to it
+    ``records`` are the listed files with their class, split, byte size and mtime (header not read, label
+    not set), sorted by (split, class, path); :func:`list_files` makes them from paths."""
+
+    root: Path  # every file lies under it; relative paths in the report are relative to it
     layout: Literal["flat", "splits"]
     splits: list[str]
-    candidates: list[Candidate]
+    records: list[ImageRecord]
+    must_audit: list[int]  # positions in records whose extension is not an image's: their header is always read
     skipped: list[SkippedFile]
     declared: dict[str, list[str]]  # class -> where it is declared, to report a class left without images
     where: str  # what error messages name: the folder, or the manifest
     declares: str  # "has class folders" / "lists the classes"
     hint: str  # how a usable input looks, for error messages
     manifests: list[str] = field(default_factory=list)
+    list_seconds: float = 0.0
 
 
-def scan_dataset(root: str | Path, *, progress: bool = False,
+def scan_dataset(root: str | Path, *, progress: bool = False, audit: AuditMode = "sample", seed: int = 0,
                  manifest: ManifestOptions | None = None) -> DatasetScan:
     """Scan ``root`` — an image folder, or a label manifest (a file, or a folder with a Hugging Face
-    ``metadata.csv``) — and summarise it; raises :class:`DatasetError` when it is not a usable dataset."""
+    ``metadata.csv``) — and summarise it; raises :class:`DatasetError` when it is not a usable dataset.
+
+    ``audit="all"`` reads every image header; ``"sample"`` reads a seeded share (see the module doc).
+    """
     from tl_advise.advisor.manifest import manifest_listing  # builds on this module: imported late
 
+    if audit not in AUDIT_MODES:
+        raise ValueError(f"The 'audit' parameter must be one of {', '.join(AUDIT_MODES)}. Got {audit!r} instead.")
     listing = manifest_listing(root, manifest) or list_folders(root)
-    return scan_listing(listing, progress=progress)
+    return scan_listing(listing, progress=progress, audit=audit, seed=seed)
 
 
 def list_folders(root: str | Path) -> Listing:
     """The folder layout: ``root/<class>/…`` or ``root/{train,val,test}/<class>/…``."""
+    start = time.perf_counter()
     root = _check_root(root)
     layout, containers = _find_containers(root)
     class_dirs = _find_class_dirs(root, containers)
-    candidates, skipped = _list_candidates(root, class_dirs)
-    declared: dict[str, list[str]] = defaultdict(list)
+    records, skipped, must_audit = _list_files(root, class_dirs)
+    declared: dict[str, list[str]] = {}
     for cd in class_dirs:
-        declared[cd.class_name].append(_relative(root, cd.folder) + "/")
-    return Listing(root=root, layout=layout, splits=_split_names(layout, containers), candidates=candidates,
-                   skipped=skipped, declared=dict(declared), where=str(root), declares="has class folders",
-                   hint=EXPECTED_LAYOUT)
+        declared.setdefault(cd.class_name, []).append(_relative(root, cd.folder) + "/")
+    return Listing(root=root, layout=layout, splits=_split_names(layout, containers), records=records,
+                   must_audit=must_audit, skipped=skipped, declared=declared, where=str(root),
+                   declares="has class folders", hint=EXPECTED_LAYOUT,
+                   list_seconds=round(time.perf_counter() - start, 3))
 
 
-def scan_listing(listing: Listing, *, progress: bool = False) -> DatasetScan:
-    """Read the headers of a listing's files and summarise: the same for folders and manifests."""
-    root, skipped = listing.root, listing.skipped
-    candidates = listing.candidates
-    headers = _parallel_map(_read_header, [c.path for c in candidates], progress, "Reading image headers")
-    readable: list[tuple[Candidate, _Header]] = []
-    for cand, header in zip(candidates, headers, strict=True):
-        if isinstance(header, str):
-            skipped.append(SkippedFile(path=cand.rel, reason=header))
-        else:
-            readable.append((cand, header))
-
-    classes, empty = _classes_with_images(listing, readable, skipped)
-    records = _build_records(readable, classes)
-    duplicates = _find_duplicates(root, records, progress)
-    summary = _summarise(root, listing.layout, classes, listing.splits, records, duplicates, skipped, empty)
-    summary.manifests = list(listing.manifests)
+def scan_listing(listing: Listing, *, progress: bool = False, audit: AuditMode = "sample",
+                 seed: int = 0) -> DatasetScan:
+    """Read the headers a listing's files need, find duplicates and summarise: the same for folders and
+    manifests."""
+    if audit not in AUDIT_MODES:
+        raise ValueError(f"The 'audit' parameter must be one of {', '.join(AUDIT_MODES)}. Got {audit!r} instead.")
+    root, records = listing.root, listing.records
+    state = _ScanState(layout=listing.layout, splits=listing.splits, declared=listing.declared,
+                       where=listing.where, declares=listing.declares, hint=listing.hint,
+                       manifests=list(listing.manifests), skipped=list(listing.skipped), audit_mode=audit,
+                       seed=seed)
+    timer = _StepTimer()
+    timer.timings["list"] = listing.list_seconds
+    with timer.step("read"):
+        audit_mask = _audit_share(len(records), listing.must_audit, audit, seed)
+        sizes = np.fromiter((r.size_bytes for r in records), dtype=np.int64, count=len(records))
+        hash_mask = _shares_size(sizes)
+        dropped, digests = _read_files(root, state, records, audit_mask, hash_mask, progress)
+        state.n_audited = int(audit_mask.sum())
+    with timer.step("duplicates"):
+        if dropped:
+            keep = np.setdiff1d(np.arange(len(records)), np.asarray(dropped, dtype=np.int64))
+            records = [records[i] for i in keep.tolist()]
+            sizes, hash_mask, digests = sizes[keep], hash_mask[keep], digests[keep]
+        state.duplicates = _find_duplicates(root, records, sizes, hash_mask, digests, progress)
+    with timer.step("summary"):
+        classes, summary = _finish(root, state, records)
     logger.info(
-        "scanned %s: %d images in %d classes, %d skipped, %d duplicate groups",
-        listing.where, len(records), len(classes), len(skipped), len(duplicates),
+        "scanned %s: %d images in %d classes, %d skipped, %d duplicate groups, %d headers read (%s)",
+        listing.where, len(records), len(classes), len(summary.skipped), len(state.duplicates), state.n_audited,
+        audit,
     )
-    return DatasetScan(root=root, classes=classes, records=records, summary=summary)
+    return DatasetScan(root=root, classes=classes, records=records, summary=summary,
+                       step_timings=timer.timings, _state=state)
+
+
+def list_files(root: Path, files: Iterable[tuple[Path, str, str]]) -> tuple[list[ImageRecord], list[SkippedFile],
+                                                                               list[int]]:
+    """Records for ``(absolute path, class, split)`` entries named by a layout other than the folder walk (a
+    manifest): each stat-ed (in chunks on the pool), sorted by (split, class, path) as the walk's are.
+
+    Returns the records, the files skipped from their directory entry alone (zero-byte, cannot stat) and
+    the positions of the records whose extension is not an image's (see :class:`Listing`)."""
+    image_exts = _image_extensions()
+    ordered = sorted(files, key=lambda f: (f[2], f[1], f[0].parts))
+    records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    must_audit: list[int] = []
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        stats = _chunked(pool, _stat_paths, [str(path) for path, _, _ in ordered])
+        for (path, class_name, split), stat_or_error in zip(ordered, stats, strict=True):
+            folder = path.parent
+            _add_listed(records, skipped, must_audit, image_exts, folder, "" if folder == root else
+                        _relative(root, folder), path.name, _suffix(path.name), class_name, split, stat_or_error)
+    return records, skipped, must_audit
 
 
 def display_name(path: Path, root: Path) -> str:
@@ -191,30 +362,27 @@ def display_name(path: Path, root: Path) -> str:
 
 def without_undecodable(scan: DatasetScan, failed: Sequence[SkippedFile]) -> DatasetScan:
     """The scan minus files whose header read fine but whose data did not decode (found while embedding):
-    they join the skipped files and leave every count, so a class is never counted with images it lacks."""
+    they join the skipped files and leave every count, so a class is never counted with images it lacks.
+    The scan passed in is left as it was."""
     gone = {f.path for f in failed}
-    if not gone:
+    if not gone or scan._state is None:
         return scan
-    kept = [r for r in scan.records if display_name(r.path, scan.root) not in gone]
-    summary = scan.summary
-    classes = sorted({r.class_name for r in kept})
-    if len(classes) < 2:
+    gone_names = {p.rpartition("/")[2] for p in gone}
+    records = [r for r in scan.records
+               if printable(r.name) not in gone_names or display_name(r.path, scan.root) not in gone]
+    classes_left = {r.class_name for r in records}
+    if len(classes_left) < 2:
         raise DatasetError(f"{scan.root}: fewer than 2 classes have images that decode "
-                           f"({len(gone)} undecodable); {EXPECTED_LAYOUT}")
-    label_of = {name: i for i, name in enumerate(classes)}
-    records = [dataclasses.replace(r, label=label_of[r.class_name]) for r in kept]
-    lost = sorted(set(scan.classes) - set(classes))
-    empty = summary.empty_class_folders + [f"{name}/" for name in lost]
-    for name in lost:
-        logger.warning("class %r has no decodable images and is left out", name)
-    duplicates = []
-    for group in summary.duplicates:
-        paths = [p for p in group.paths if p not in gone]
-        if len(paths) > 1:
-            duplicates.append(group.model_copy(update={"paths": paths}))
-    new_summary = _summarise(scan.root, summary.layout, classes, list(summary.split_counts), records, duplicates,
-                             [*summary.skipped, *failed], empty)
-    return DatasetScan(root=scan.root, classes=classes, records=records, summary=new_summary)
+                           f"({len(gone)} undecodable); {scan._state.hint}")
+    if classes_left != set(scan.classes):
+        # Labels change: fresh records, so that the records of the scan passed in keep theirs.
+        records = [ImageRecord(r.path, r.class_name, r.label, r.split, r.width, r.height, r.mode, r.size_bytes,
+                               r.mtime_ns) for r in records]
+    state = dataclasses.replace(scan._state, skipped=[*scan._state.skipped, *failed],
+                                duplicates=_without_paths(scan._state.duplicates, gone))
+    classes, summary = _finish(scan.root, state, records)
+    return DatasetScan(root=scan.root, classes=classes, records=records, summary=summary,
+                       step_timings=dict(scan.step_timings), _state=state)
 
 
 # --------------------------------------------------------------------------- layout
@@ -227,23 +395,36 @@ class _ClassDir:
     folder: Path
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A file a layout names with its class and split, before its header is read."""
+@dataclass
+class _ScanState:
+    """What the scan keeps so that a later :meth:`DatasetScan.audit` can redo the summary."""
 
-    path: Path
-    rel: str  # relative to root, posix
-    split: str
-    class_name: str
+    layout: Literal["flat", "splits"]
+    splits: list[str]
+    declared: dict[str, list[str]]  # see Listing
+    where: str
+    declares: str
+    hint: str
+    manifests: list[str]
+    skipped: list[SkippedFile]  # file-level: unreadable, not images, unlistable folders, undecodable
+    audit_mode: AuditMode
+    seed: int
+    n_audited: int = 0
+    n_unreadable: int = 0  # found by reading: header, truncation, I/O errors
+    duplicates: list[DuplicateGroup] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Header:
-    width: int
-    height: int
-    mode: str
-    size_bytes: int
-    mtime_ns: int
+class _StepTimer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
 
 
 def _check_root(root: str | Path) -> Path:
@@ -337,66 +518,241 @@ def _relative(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _list_candidates(
-    root: Path, class_dirs: Sequence[_ClassDir]
-) -> tuple[list[Candidate], list[SkippedFile]]:
-    """Every visible file under each class folder (recursive), minus obvious non-images."""
-    candidates: list[Candidate] = []
+def _suffix(name: str) -> str:
+    """``Path(name).suffix``, lower-cased, without building a Path."""
+    i = name.rfind(".")
+    return name[i:].lower() if 0 < i < len(name) - 1 else ""
+
+
+def _image_extensions() -> frozenset[str]:
+    return frozenset(Image.registered_extensions())
+
+
+def _list_files(root: Path, class_dirs: Sequence[_ClassDir]
+                ) -> tuple[list[ImageRecord], list[SkippedFile], list[int]]:
+    """Every visible file under each class folder (recursive), in path order, with its size and mtime.
+
+    Returns the records (header not read), the files skipped from their name or directory entry alone
+    (obvious non-images, zero-byte, unreadable entries, unlistable folders) and the positions of the
+    records whose extension is not an image's: their content must be read to know what they are.
+    """
+    image_exts = _image_extensions()
+    records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
-    for cd in class_dirs:
-        for path in _walk_files(root, cd.folder, skipped):
-            rel = _relative(root, path)
-            ext = path.suffix.lower()
-            if ext in NOT_IMAGE_EXTENSIONS:
-                skipped.append(SkippedFile(path=rel, reason=f"not an image file (extension {ext})"))
+    must_audit: list[int] = []
+    # Class folders of one (split, class) are disjoint subtrees, so walking them in this order and each
+    # one in path order gives records sorted by (split, class, path) without a sort.
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        for cd in sorted(class_dirs, key=lambda c: (c.split, c.class_name, c.folder.parts)):
+            for folder, folder_rel, entries in _walk(root, cd.folder, skipped):
+                names = [e.name for e in entries]
+                for name, stat_or_error in zip(names, _chunked(pool, _stat_entries, entries), strict=True):
+                    ext = _suffix(name)
+                    if ext in NOT_IMAGE_EXTENSIONS:
+                        skipped.append(SkippedFile(path=f"{folder_rel}/{name}",
+                                                   reason=f"not an image file (extension {ext})"))
+                        continue
+                    if ext in image_exts and not isinstance(stat_or_error, OSError) and stat_or_error.st_size:
+                        # The common case inline (what _add_listed does for it): a call per file costs ~5 %.
+                        records.append(ImageRecord._listed(folder, name, cd.class_name, cd.split,
+                                                           stat_or_error.st_size, stat_or_error.st_mtime_ns))
+                    else:
+                        _add_listed(records, skipped, must_audit, image_exts, folder, folder_rel, name, ext,
+                                    cd.class_name, cd.split, stat_or_error)
+    return records, skipped, must_audit
+
+
+def _add_listed(records: list[ImageRecord], skipped: list[SkippedFile], must_audit: list[int],
+                image_exts: frozenset[str], folder: Path, folder_rel: str, name: str, ext: str, class_name: str,
+                split: str, stat_or_error: os.stat_result | OSError) -> None:
+    """One listed file (``folder_rel`` is its folder relative to the root, "" for the root itself): a
+    record, or a skipped entry when its stat says it cannot be an image. Runs once per file."""
+    if isinstance(stat_or_error, OSError):
+        exc = stat_or_error
+        skipped.append(SkippedFile(path=f"{folder_rel}/{name}" if folder_rel else name,
+                                   reason=f"unreadable ({exc.strerror or exc})"))
+    elif stat_or_error.st_size == 0:
+        skipped.append(SkippedFile(path=f"{folder_rel}/{name}" if folder_rel else name, reason=REASON_ZERO_BYTE))
+    else:
+        if ext not in image_exts:
+            must_audit.append(len(records))
+        records.append(ImageRecord._listed(folder, name, class_name, split, stat_or_error.st_size,
+                                           stat_or_error.st_mtime_ns))
+
+
+def _chunked(pool: ThreadPoolExecutor, fn: Callable[[Sequence[_T]], list[_R]], items: Sequence[_T]
+             ) -> Iterator[_R]:
+    """``fn`` over ``items`` in chunks on the pool, results in order (one chunk runs here)."""
+    chunks = [items[i:i + READ_CHUNK] for i in range(0, len(items), READ_CHUNK)]
+    for chunk in (pool.map(fn, chunks) if len(chunks) > 1 else map(fn, chunks)):
+        yield from chunk
+
+
+def _stat_entries(entries: Sequence[os.DirEntry[str]]) -> list[os.stat_result | OSError]:
+    """A cold inode is a disk read: this runs on the pool."""
+    out: list[os.stat_result | OSError] = []
+    for entry in entries:
+        try:
+            out.append(entry.stat())
+        except OSError as exc:  # a dangling symlink, a file removed while we look
+            out.append(exc)
+    return out
+
+
+def _stat_paths(paths: Sequence[str]) -> list[os.stat_result | OSError]:
+    out: list[os.stat_result | OSError] = []
+    for path in paths:
+        try:
+            out.append(os.stat(path))
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
+def _walk(root: Path, top: Path, skipped: list[SkippedFile]
+          ) -> Iterator[tuple[Path, str, list[os.DirEntry[str]]]]:
+    """(folder, its path relative to root, its file entries in name order) for ``top`` and every folder
+    below, in path order: a folder's files and sub-folders interleave by name, as sorting paths would.
+
+    Hidden entries are left out; symlinked sub-folders are not followed (a link loop must not hang the
+    scan); a folder that cannot be listed is reported and skipped.
+    """
+    stack: list[tuple[Path, str, Iterator[os.DirEntry[str]]]] = []
+
+    def enter(folder: Path) -> None:
+        rel = _relative(root, folder)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted((e for e in it if not _is_ignored(e.name)), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedFile(path=rel, reason=f"cannot list folder ({exc.strerror or exc})"))
+            return
+        stack.append((folder, rel, iter(entries)))
+
+    enter(top)
+    while stack:
+        folder, rel, entries = stack[-1]
+        files: list[os.DirEntry[str]] = []
+        descend: Path | None = None
+        for entry in entries:
+            if _is_dir(entry):
+                if not entry.is_symlink():
+                    descend = folder / entry.name
+                    break
                 continue
-            candidates.append(Candidate(path=path, rel=rel, split=cd.split, class_name=cd.class_name))
-    return candidates, skipped
+            files.append(entry)
+        if files:
+            yield folder, rel, files
+        if descend is None:
+            stack.pop()
+        else:
+            enter(descend)
 
 
-def _walk_files(root: Path, folder: Path, skipped: list[SkippedFile]) -> Iterator[Path]:
-    def on_error(exc: OSError) -> None:
-        where = _relative(root, Path(exc.filename)) if exc.filename else _relative(root, folder)
-        skipped.append(SkippedFile(path=where, reason=f"cannot list folder ({exc.strerror or exc})"))
-
-    # Symlinked sub-folders are not followed: a link loop must not hang the scan.
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=on_error):
-        dirnames[:] = sorted(d for d in dirnames if not _is_ignored(d))
-        base = Path(dirpath)
-        for name in sorted(filenames):
-            if not _is_ignored(name):
-                yield base / name
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
-def _read_header(path: Path) -> _Header | str:
+def _audit_share(n: int, must_audit: Sequence[int], mode: AuditMode, seed: int) -> np.ndarray:
+    """Which of ``n`` listed files get their header read: all, or a seeded share plus ``must_audit``."""
+    if mode == "all" or n <= AUDIT_FILES:
+        return np.ones(n, dtype=bool)
+    mask = np.zeros(n, dtype=bool)
+    mask[random.Random(seed).sample(range(n), AUDIT_FILES)] = True
+    mask[np.asarray(must_audit, dtype=np.int64)] = True
+    return mask
+
+
+def _shares_size(sizes: np.ndarray) -> np.ndarray:
+    """Which files share their byte size with another file: only those can be duplicates."""
+    if not len(sizes):
+        return np.zeros(0, dtype=bool)
+    _, inverse, counts = np.unique(sizes, return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse] > 1)
+
+
+_Header = tuple[int, int, str]  # width, height, mode
+
+
+def _read_files(root: Path, state: _ScanState, records: Sequence[ImageRecord], audit_mask: np.ndarray,
+                hash_mask: np.ndarray, progress: bool) -> tuple[list[int], np.ndarray]:
+    """Open each file that needs it once: header (``audit_mask``), prefix digest (``hash_mask``).
+
+    Fills in the headers, adds the unreadable files to ``state.skipped`` and returns their positions,
+    and the prefix digests as an (n, 2) uint64 array (zero where not hashed).
+    """
+    digests = np.zeros((len(records), 2), dtype=np.uint64)
+    todo = np.flatnonzero(audit_mask | hash_mask)
+
+    def inspect(i: int) -> tuple[_Header | str | None, bytes | None]:
+        r = records[i]
+        return _inspect(f"{r.folder}{os.sep}{r.name}", r.size_bytes, bool(audit_mask[i]), bool(hash_mask[i]))
+
+    dropped: list[int] = []
+    results = _chunked_map(inspect, todo, progress, "Reading image headers")
+    for i, (header, digest) in zip(todo.tolist(), results, strict=True):
+        if isinstance(header, str):
+            state.skipped.append(SkippedFile(path=_relative(root, records[i].path), reason=header))
+            state.n_unreadable += 1
+            dropped.append(i)
+            continue
+        if header is not None:
+            record = records[i]
+            _set_attr(record, "width", header[0])
+            _set_attr(record, "height", header[1])
+            _set_attr(record, "mode", header[2])
+        if digest is not None:
+            digests[i] = np.frombuffer(digest, dtype=np.uint64)
+    return dropped, digests
+
+
+def _inspect(path: str, size: int, audit: bool, want_digest: bool) -> tuple[_Header | str | None, bytes | None]:
+    """(header or the reason the file is skipped, or None when not asked; prefix digest or None)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)  # os.open/os.read: a quarter cheaper than a file object
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})", None
+    try:
+        head = os.read(fd, HEAD_BYTES)
+        digest = hashlib.blake2b(head, digest_size=DIGEST_BYTES).digest() if want_digest else None
+        if not audit:
+            return None, digest
+        if len(head) >= size:  # the whole file is in memory
+            return _read_header(io.BytesIO(head), size, path), digest
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return _read_header(fh, size, path), digest
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})", None
+    finally:
+        os.close(fd)
+
+
+def _read_header(fh: BinaryIO, size: int, path: str) -> _Header | str:
     """The header of one file, or the reason it is skipped. Never decodes pixel data."""
     try:
-        st = path.stat()
-        if st.st_size == 0:
-            return REASON_ZERO_BYTE
-        with path.open("rb") as fh:
-            try:
-                with Image.open(fh) as im:
-                    width, height = im.size
-                    mode, fmt = im.mode, im.format or ""
-                    if exif_orientation(im) in QUARTER_TURNS:  # sizes as the image is shown and decoded
-                        width, height = height, width
-            except UnidentifiedImageError:
-                return REASON_NOT_IMAGE
-            except Image.DecompressionBombError as exc:
-                return f"image too large to decode safely ({exc})"
-            except (SyntaxError, ValueError, EOFError) as exc:  # PIL's parsers raise these on bad headers
-                return f"corrupt image header ({exc})"
-            if _is_truncated(fh, fmt, st.st_size):
-                return REASON_TRUNCATED
-            if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-                # Pillow decodes these with a bare DecompressionBombWarning (the CLI silences it): name the file.
-                logger.warning("%s is %d x %d px (%.0f Mpx, above Pillow's decompression-bomb limit of %.0f Mpx): "
-                               "decoding it takes much memory", printable(str(path)), width, height,
-                               width * height / 1e6, Image.MAX_IMAGE_PIXELS / 1e6)
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    return _Header(width, height, mode, st.st_size, st.st_mtime_ns)
+        with Image.open(fh) as im:
+            width, height = im.size
+            mode, fmt = im.mode, im.format or ""
+            if exif_orientation(im) in QUARTER_TURNS:  # sizes as the image is shown and decoded
+                width, height = height, width
+    except UnidentifiedImageError:
+        return REASON_NOT_IMAGE
+    except Image.DecompressionBombError as exc:
+        return f"image too large to decode safely ({exc})"
+    except (SyntaxError, ValueError, EOFError) as exc:  # PIL's parsers raise these on bad headers
+        return f"corrupt image header ({exc})"
+    if _is_truncated(fh, fmt, size):
+        return REASON_TRUNCATED
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        # Pillow decodes these with a bare DecompressionBombWarning (the CLI silences it): name the file.
+        logger.warning("%s is %d x %d px (%.0f Mpx, above Pillow's decompression-bomb limit of %.0f Mpx): "
+                       "decoding it takes much memory", printable(path), width, height,
+                       width * height / 1e6, Image.MAX_IMAGE_PIXELS / 1e6)
+    return width, height, mode
 
 
 def _is_truncated(fh: BinaryIO, fmt: str, size: int) -> bool:
@@ -408,48 +764,56 @@ def _is_truncated(fh: BinaryIO, fmt: str, size: int) -> bool:
     return marker not in fh.read()
 
 
-def _parallel_map(
-    fn: Callable[[_T], _R], items: Sequence[_T], progress: bool, desc: str
-) -> list[_R]:
-    """``[fn(x) for x in items]`` on a thread pool (the work is I/O bound), in input order."""
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=MAX_WORKERS) as pool, tqdm(
+def _chunked_map(fn: Callable[[Any], _R], items: Sequence[Any] | np.ndarray, progress: bool, desc: str
+                 ) -> Iterator[_R]:
+    """``fn`` over ``items`` on a small thread pool, in chunks, results in input order."""
+    chunks = (items[i:i + READ_CHUNK] for i in range(0, len(items), READ_CHUNK))
+
+    def run(chunk: Sequence[Any] | np.ndarray) -> list[_R]:
+        return [fn(item) for item in (chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)]
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool, tqdm(
         total=len(items), desc=desc, unit="file", disable=not progress, leave=False
     ) as bar:
-        results: list[_R] = []
-        for result in pool.map(fn, items):
-            results.append(result)
-            bar.update(1)
-    return results
+        for results in pool.map(run, chunks):
+            bar.update(len(results))
+            yield from results
 
 
-# --------------------------------------------------------------------------- classes and records
+# --------------------------------------------------------------------------- classes and summary
 
 
-def _classes_with_images(
-    listing: Listing,
-    readable: Sequence[tuple[Candidate, _Header]],
-    skipped: list[SkippedFile],
-) -> tuple[list[str], list[str]]:
-    """(sorted class names with at least one readable image, where the classes left out for having none were
+def _finish(root: Path, state: _ScanState, records: Sequence[ImageRecord]) -> tuple[list[str], DatasetSummary]:
+    """Classes, labels and the summary of the records as they stand (after a scan or an audit)."""
+    classes, empty = _classes_with_images(state, records)
+    label_of = {name: i for i, name in enumerate(classes)}
+    for r in records:
+        label = label_of[r.class_name]
+        if r.label != label:
+            r._set(label=label)
+    summary = _summarise(root, state, classes, records, empty)
+    return classes, summary
+
+
+def _classes_with_images(state: _ScanState, records: Sequence[ImageRecord]) -> tuple[list[str], list[str]]:
+    """(sorted class names with at least one image, where the classes left out for having none were
     declared); raises when fewer than two classes have images."""
-    found = sorted(listing.declared)
-    with_images = sorted({cand.class_name for cand, _ in readable})
+    found = sorted(state.declared)
+    with_images = sorted({r.class_name for r in records})
     if not with_images:
         raise DatasetError(
-            f"{listing.where} {listing.declares} ({_name_list(found)}) but no readable images "
-            f"({len(skipped)} files skipped); {listing.hint}"
+            f"{state.where} {state.declares} ({_name_list(found)}) but no readable images "
+            f"({len(state.skipped)} files skipped); {state.hint}"
         )
     empty: list[str] = []
     for name in sorted(set(found) - set(with_images)):
         # An empty class cannot be learned; report where it was declared so the user sees why it is gone.
-        empty.extend(listing.declared[name])
+        empty.extend(state.declared[name])
         logger.warning("class %r has no readable images and is left out", name)
     if len(with_images) < 2:
         raise DatasetError(
-            f"{listing.where} has only one class with images, {with_images[0]!r}; a classifier needs at least "
-            f"2 classes; {listing.hint}"
+            f"{state.where} has only one class with images, {with_images[0]!r}; a classifier needs at least "
+            f"2 classes; {state.hint}"
         )
     return with_images, empty
 
@@ -459,97 +823,22 @@ def _name_list(names: Sequence[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _build_records(
-    readable: Iterable[tuple[Candidate, _Header]], classes: Sequence[str]
-) -> list[ImageRecord]:
-    label_of = {name: i for i, name in enumerate(classes)}
-    records = [
-        ImageRecord(
-            path=cand.path,
-            class_name=cand.class_name,
-            label=label_of[cand.class_name],
-            split=cand.split,
-            width=h.width,
-            height=h.height,
-            mode=h.mode,
-            size_bytes=h.size_bytes,
-            mtime_ns=h.mtime_ns,
-        )
-        for cand, h in readable
-    ]
-    records.sort(key=lambda r: (r.split, r.class_name, r.path))
-    return records
-
-
-# --------------------------------------------------------------------------- duplicates
-
-
-def _hash_file(path: Path) -> str | None:
-    digest = hashlib.blake2b(digest_size=16)
-    try:
-        with path.open("rb") as fh:
-            while chunk := fh.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
-    except OSError as exc:
-        logger.warning("cannot hash %s: %s", path, exc.strerror or exc)
-        return None
-    return digest.hexdigest()
-
-
-def _find_duplicates(root: Path, records: Sequence[ImageRecord], progress: bool) -> list[DuplicateGroup]:
-    """Groups of byte-identical files; only files sharing a byte size with another are hashed."""
-    by_size: dict[int, list[ImageRecord]] = defaultdict(list)
-    for r in records:
-        by_size[r.size_bytes].append(r)
-    candidates = [r for group in by_size.values() if len(group) > 1 for r in group]
-    digests = _parallel_map(_hash_file, [r.path for r in candidates], progress, "Hashing same-size files")
-
-    by_digest: dict[tuple[int, str], list[ImageRecord]] = defaultdict(list)
-    for r, digest in zip(candidates, digests, strict=True):
-        if digest is not None:
-            by_digest[(r.size_bytes, digest)].append(r)
-
-    groups = [_duplicate_group(root, rs) for rs in by_digest.values() if len(rs) > 1]
-    groups.sort(key=lambda g: g.paths)
-    return groups
-
-
-def _duplicate_group(root: Path, records: Sequence[ImageRecord]) -> DuplicateGroup:
-    splits = sorted({r.split for r in records})
-    return DuplicateGroup(
-        paths=sorted(_relative(root, r.path) for r in records),
-        splits=splits,
-        classes=sorted({r.class_name for r in records}),
-        cross_split=len(splits) > 1,
-    )
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def _summarise(
-    root: Path,
-    layout: Literal["flat", "splits"],
-    classes: Sequence[str],
-    splits: Sequence[str],
-    records: Sequence[ImageRecord],
-    duplicates: list[DuplicateGroup],
-    skipped: list[SkippedFile],
-    empty_class_folders: list[str],
-) -> DatasetSummary:
+def _summarise(root: Path, state: _ScanState, classes: Sequence[str], records: Sequence[ImageRecord],
+               empty_class_folders: list[str]) -> DatasetSummary:
     per_split = Counter((r.split, r.class_name) for r in records)
-    split_counts = {s: {c: per_split[(s, c)] for c in classes} for s in splits}
-    class_counts = {c: sum(split_counts[s][c] for s in splits) for c in classes}
+    split_counts = {s: {c: per_split[(s, c)] for c in classes} for s in state.splits}
+    class_counts = {c: sum(split_counts[s][c] for s in state.splits) for c in classes}
 
     train_split = "train" if "train" in split_counts else FLAT_SPLIT
-    if layout == "splits" and train_split == FLAT_SPLIT:
+    if state.layout == "splits" and train_split == FLAT_SPLIT:
         logger.warning("%s has no train split; sizes are judged on every split together", root)
     train_counts = list(split_counts.get(train_split, class_counts).values())
 
-    modes = Counter(r.mode for r in records)
+    read = [r for r in records if r.header_read]
+    modes = Counter(r.mode for r in read)
     return DatasetSummary(
         root=str(root),
-        layout=layout,
+        layout=state.layout,
         classes=list(classes),
         n_images=len(records),
         class_counts=class_counts,
@@ -560,16 +849,21 @@ def _summarise(
         # A class absent from train would make this infinite, which JSON cannot hold.
         imbalance_ratio=float(max(train_counts)) / max(min(train_counts), 1),
         modes=dict(sorted(modes.items(), key=lambda kv: (-kv[1], kv[0]))),
-        image_size=_size_summary(records),
-        duplicates=duplicates,
-        skipped=sorted(skipped, key=lambda s: s.path),
+        image_size=_size_summary(read),
+        duplicates=state.duplicates,
+        skipped=sorted(state.skipped, key=lambda s: s.path),
         empty_class_folders=sorted(empty_class_folders),
+        manifests=state.manifests,
+        audit=HeaderAudit(mode=state.audit_mode, n_audited=state.n_audited, n_not_audited=len(records) - len(read),
+                          n_unreadable=state.n_unreadable, seed=state.seed),
     )
 
 
 def _size_summary(records: Sequence[ImageRecord]) -> ImageSizeSummary:
-    widths = [r.width for r in records]
-    heights = [r.height for r in records]
+    widths = [r.width or 0 for r in records]
+    heights = [r.height or 0 for r in records]
+    if not widths:
+        widths = heights = [0]
     return ImageSizeSummary(
         min_width=min(widths),
         min_height=min(heights),
@@ -578,3 +872,74 @@ def _size_summary(records: Sequence[ImageRecord]) -> ImageSizeSummary:
         max_width=max(widths),
         max_height=max(heights),
     )
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def _find_duplicates(root: Path, records: Sequence[ImageRecord], sizes: np.ndarray, hash_mask: np.ndarray,
+                     digests: np.ndarray, progress: bool) -> list[DuplicateGroup]:
+    """Groups of byte-identical files: same size and prefix digest, then (when the file is longer than
+    the prefix) the same digest of the whole file."""
+    candidates = np.flatnonzero(hash_mask)
+    if len(candidates) < 2:
+        return []
+    d = digests[candidates]
+    order = candidates[np.lexsort((d[:, 1], d[:, 0], sizes[candidates]))]
+    keys = np.column_stack((sizes[order].astype(np.uint64), digests[order]))
+    starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)])
+    bounds = np.r_[starts, len(order)]
+    same_prefix = [order[a:b].tolist() for a, b in itertools.pairwise(bounds.tolist()) if b - a > 1]
+
+    groups: list[list[ImageRecord]] = []
+    to_hash: list[list[ImageRecord]] = []
+    for members in same_prefix:
+        group = [records[i] for i in members]
+        (to_hash if group[0].size_bytes > HEAD_BYTES else groups).append(group)
+    if to_hash:
+        flat = [r for group in to_hash for r in group]
+        full = _chunked_map(_hash_file, [str(r.path) for r in flat], progress, "Hashing same-size files")
+        by_digest: dict[tuple[int, str], list[ImageRecord]] = {}
+        for r, digest in zip(flat, full, strict=True):
+            if digest is not None:
+                by_digest.setdefault((r.size_bytes, digest), []).append(r)
+        groups += [rs for rs in by_digest.values() if len(rs) > 1]
+
+    result = [_duplicate_group(root, rs) for rs in groups]
+    result.sort(key=lambda g: g.paths)
+    return result
+
+
+def _hash_file(path: str) -> str | None:
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except OSError as exc:
+        logger.warning("cannot hash %s: %s", path, exc.strerror or exc)
+        return None
+    return digest.hexdigest()
+
+
+def _duplicate_group(root: Path, records: Iterable[ImageRecord]) -> DuplicateGroup:
+    records = list(records)
+    splits = sorted({r.split for r in records})
+    return DuplicateGroup(
+        paths=sorted(_relative(root, r.path) for r in records),
+        splits=splits,
+        classes=sorted({r.class_name for r in records}),
+        cross_split=len(splits) > 1,
+    )
+
+
+def _without_paths(groups: Sequence[DuplicateGroup], gone: set[str]) -> list[DuplicateGroup]:
+    """Duplicate groups after some files were dropped; a group left with one file is no group."""
+    out = []
+    for g in groups:
+        paths = [p for p in g.paths if p not in gone]
+        if len(paths) == len(g.paths):
+            out.append(g)
+        elif len(paths) > 1:
+            out.append(g.model_copy(update={"paths": paths}))
+    return out

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from tl_advise.advisor.backbones import Backbone
 from tl_advise.advisor.embed import BNStatistics, EmbeddingSet
 from tl_advise.advisor.logme import logme
-from tl_advise.advisor.models import BNLayerShift, BNShift, HeadSignals, Separability
+from tl_advise.schema.models import BNLayerShift, BNShift, HeadSignals, Separability
 
 logger = logging.getLogger(__name__)
 

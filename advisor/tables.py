@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tl_advise.advisor.errors import DatasetError
+from tl_advise.schema.errors import DatasetError
 
 READERS = (".csv", ".tsv", ".jsonl", ".parquet")
 

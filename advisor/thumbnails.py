@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from tl_advise.advisor.decode import open_rgb
-from tl_advise.advisor.models import printable
 from tl_advise.advisor.scan import DatasetScan, ImageRecord
+from tl_advise.schema.models import printable
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.schema.errors import ConfigError
 
 
 def resolved(path: str | Path) -> Path:

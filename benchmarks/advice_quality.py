@@ -55,11 +55,12 @@ from _quality_metrics import (
     tied_best,
 )
 
+from tl_advise.advisor.defaults import DEFAULT_BACKBONE  # what advise_session uses; the cases record it
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 LR_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
-DEFAULT_BACKBONE = "efficientnet_lite0"  # what advise_session uses; the cases record it
 
 # A person's label (../shared/README.md) and the training image size: the native size rounded up to 64
 # for the tiny-image sets (28 px X-rays, 25 px faces, 64 px satellite tiles), --image-size for photos,
@@ -865,7 +866,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     for noisy in ("tl_advise",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    import tl_advise.advisor  # noqa: F401  (first: importing tl_advise.rules first is a circular import)
     from tl_advise.rules import load_rules
 
     rules = load_rules(args.rules)

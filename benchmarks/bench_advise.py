@@ -2,7 +2,7 @@
 
 Every speed claim is a ratio against a baseline measured in the same run on the same machine:
 
-a. cold vs warm: ``python -m tl_advise.advisor.cli DATA --format json -q --cache-dir <fresh>`` in a fresh
+a. cold vs warm: ``python -m tl_advise.cli DATA --format json -q --cache-dir <fresh>`` in a fresh
    subprocess (the import time a user pays is included), then the same command again (warm).
 b. embedding throughput: the same images and the same efficientnet_lite0 through a plain torchvision
    ``ImageFolder`` + ``DataLoader(batch_size=32)`` + ``model(x)`` loop, and through ``embed()``.
@@ -232,7 +232,7 @@ def machine_facts() -> dict[str, Any]:
 
 
 def advise_command(data: Path, cache_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "tl_advise.advisor.cli", str(data), "--format", "json", "-q",
+    return [sys.executable, "-m", "tl_advise.cli", str(data), "--format", "json", "-q",
             "--cache-dir", str(cache_dir)]
 
 
@@ -661,7 +661,7 @@ def markdown(results: dict[str, Any]) -> str:
            f"{facts['date'][:10]}", ""]
     if results["cold_warm"]:
         out += ["### Cold vs warm advise", "",
-                "`python -m tl_advise.advisor.cli DATA --format json -q --cache-dir <fresh dir>` in a fresh "
+                "`python -m tl_advise.cli DATA --format json -q --cache-dir <fresh dir>` in a fresh "
                 "subprocess (wall includes interpreter start and imports), then the same command again (warm); "
                 f"fastest of {repeats}. In-process = the report's `timings.total`.",
                 "", *cold_warm_table(results["cold_warm"]), ""]

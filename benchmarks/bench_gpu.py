@@ -190,7 +190,7 @@ def plain_training(data: Path, device: Any, epochs: int, image_size: int) -> dic
 def tl_advise_training(data: Path, device_name: str, epochs: int, image_size: int, work: Path) -> dict[str, Any]:
     from tl_advise.advisor.api import advise_session
     from tl_advise.runners.api import run_advice
-    from tl_advise.runners.options import RunOptions
+    from tl_advise.schema.run_options import RunOptions
 
     session = advise_session(data, device=device_name, cache_dir=work / "cache")
     options = RunOptions(output_dir=work / "run", strategies=["full_finetune"], head_epochs=0,

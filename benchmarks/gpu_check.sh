@@ -60,7 +60,7 @@ step() {
     return 0
 }
 
-TL=("$PYTHON" -m tl_advise.advisor.cli)
+TL=("$PYTHON" -m tl_advise.cli)
 step advise_cold "${TL[@]}" "$DATA" --device cuda --format json --cache-dir "$WORK/cache"
 step advise_warm "${TL[@]}" "$DATA" --device cuda --format json --cache-dir "$WORK/cache"
 step run_compare "${TL[@]}" "$DATA" --device cuda --run --compare --budget 3ep --format json \

@@ -6,7 +6,6 @@
 """
 
 from tl_advise.rules.engine import (
-    WARNING_CHECKS,
     Decision,
     SimilarityVerdict,
     decide,
@@ -28,7 +27,6 @@ from tl_advise.rules.schema import (
 __all__ = [
     "DEFAULT_RULES_FILE",
     "SIGNAL_NAMES",
-    "WARNING_CHECKS",
     "Decision",
     "RuleSet",
     "SimilarityVerdict",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tl_advise.advisor.models import Confidence, ConfidenceLevel, DatasetSummary, SimilarityReport, StrategyId
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
+from tl_advise.schema.models import Confidence, ConfidenceLevel, DatasetSummary, SimilarityReport, StrategyId
 
 LEVELS: tuple[ConfidenceLevel, ...] = ("low", "medium", "high")
 

@@ -6,12 +6,28 @@ Pure functions: all numbers come from the rules, all facts from the typed inputs
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from tl_advise.advisor.models import (
-    AdviceWarning,
+from tl_advise.rules.confidence import assess
+from tl_advise.rules.schema import (
+    DEFAULT_PROFILE,
+    SIGNAL_NAMES,
+    BackboneSimilarity,
+    BatchRules,
+    CellEvidence,
+    DecisionRow,
+    LayerRules,
+    RuleSet,
+    ShiftLevel,
+    SizeBand,
+    SizeBands,
+    StrategyRule,
+    normalise_backbone_name,
+)
+from tl_advise.rules.warnings import AdviceContext, PixelsAsGoodWarning, evaluate_warnings
+from tl_advise.schema.models import (
     Alternative,
     BackboneInfo,
     BNShift,
@@ -26,34 +42,6 @@ from tl_advise.advisor.models import (
     SimilarityLabel,
     SimilarityReport,
     StrategyId,
-)
-from tl_advise.rules.confidence import assess
-from tl_advise.rules.schema import (
-    DEFAULT_PROFILE,
-    SIGNAL_NAMES,
-    BackboneSimilarity,
-    BatchRules,
-    CellEvidence,
-    ClassImbalanceWarning,
-    CrossSplitDuplicatesWarning,
-    DecisionRow,
-    EmptyClassesWarning,
-    FewImagesWarning,
-    GreyscaleWarning,
-    LabelConflictWarning,
-    LayerRules,
-    PixelsAsGoodWarning,
-    RuleSet,
-    ShiftLevel,
-    SizeBand,
-    SizeBands,
-    SkippedFilesWarning,
-    StrategyRule,
-    TinyImagesWarning,
-    UncalibratedBackboneWarning,
-    WarningRule,
-    WithinSplitDuplicatesWarning,
-    normalise_backbone_name,
 )
 
 SIGNAL_LABELS: dict[str, str] = {
@@ -301,151 +289,6 @@ def batch_size_for(batch: BatchRules, strategy: StrategyRule, n_train: int) -> i
     return 1 << max(0, cap.bit_length() - 1) if cap >= 1 else 1
 
 
-# --------------------------------------------------------------------------- warnings
-
-
-@dataclass(frozen=True)
-class AdviceContext:
-    """Everything a warning check may look at."""
-
-    rules: RuleSet
-    dataset: DatasetSummary
-    similarity: SimilarityReport
-    backbone: BackboneInfo
-    strategy_id: StrategyId
-    strategy: StrategyRule
-    unfreeze: list[str]
-
-
-Fields = dict[str, Any]
-WarningCheck = Callable[[AdviceContext, Any], Fields | None]
-
-
-def _train_class_counts(dataset: DatasetSummary) -> dict[str, int]:
-    return dataset.split_counts.get(dataset.train_split) or dataset.class_counts
-
-
-def check_few_images(ctx: AdviceContext, rule: FewImagesWarning) -> Fields | None:
-    ipc = ctx.dataset.images_per_class
-    if not ctx.unfreeze or ipc >= rule.below_images_per_class:
-        return None
-    return {"images_per_class": ipc, "strategy": ctx.strategy_id, "n_stages": len(ctx.unfreeze)}
-
-
-def check_class_imbalance(ctx: AdviceContext, rule: ClassImbalanceWarning) -> Fields | None:
-    if ctx.dataset.imbalance_ratio <= rule.max_ratio:
-        return None
-    counts = _train_class_counts(ctx.dataset)
-    largest = max(counts, key=lambda c: counts[c]) if counts else "?"
-    smallest = min(counts, key=lambda c: counts[c]) if counts else "?"
-    return {"ratio": ctx.dataset.imbalance_ratio, "largest_class": largest, "largest": counts.get(largest, 0),
-            "smallest_class": smallest, "smallest": counts.get(smallest, 0)}
-
-
-def check_greyscale(ctx: AdviceContext, rule: GreyscaleWarning) -> Fields | None:
-    modes = ctx.dataset.modes
-    n_images = sum(modes.values())
-    grey = {mode: n for mode, n in modes.items() if mode in rule.grey_modes and n > 0}
-    n_grey = sum(grey.values())
-    if n_images == 0 or n_grey / n_images <= rule.max_share:
-        return None
-    found = ", ".join(f"{mode}: {n}" for mode, n in sorted(grey.items()))
-    return {"share": n_grey / n_images, "n_grey": n_grey, "n_images": n_images, "found_modes": found}
-
-
-def check_tiny_images(ctx: AdviceContext, rule: TinyImagesWarning) -> Fields | None:
-    size = ctx.dataset.image_size
-    median_side = min(size.median_width, size.median_height)
-    if median_side <= 0 or median_side >= rule.min_side_px:
-        return None
-    input_size = ctx.backbone.preprocessing.input_size
-    return {"median_side": median_side, "input_size": input_size, "upscale": input_size / median_side}
-
-
-def _duplicate_fields(groups: list[Any]) -> Fields:
-    return {"n_groups": len(groups), "n_files": sum(len(g.paths) for g in groups),
-            "example": " = ".join(groups[0].paths[:2])}
-
-
-def check_cross_split_duplicates(ctx: AdviceContext, rule: CrossSplitDuplicatesWarning) -> Fields | None:
-    groups = [g for g in ctx.dataset.duplicates if g.cross_split]
-    return _duplicate_fields(groups) if groups else None
-
-
-def check_within_split_duplicates(ctx: AdviceContext, rule: WithinSplitDuplicatesWarning) -> Fields | None:
-    # Copies under different labels are a label conflict (their own warning), not copies to remove.
-    groups = [g for g in ctx.dataset.duplicates if not g.cross_split and not g.label_conflict]
-    return _duplicate_fields(groups) if len(groups) >= rule.min_groups else None
-
-
-def check_label_conflict(ctx: AdviceContext, rule: LabelConflictWarning) -> Fields | None:
-    groups = [g for g in ctx.dataset.duplicates if g.label_conflict]
-    if not groups:
-        return None
-    return {"n_groups": len(groups), "n_files": sum(len(g.paths) for g in groups),
-            "example": " = ".join(groups[0].paths[:2]) + f" (labelled {', '.join(groups[0].classes)})"}
-
-
-def check_empty_classes(ctx: AdviceContext, rule: EmptyClassesWarning) -> Fields | None:
-    folders = ctx.dataset.empty_class_folders
-    return {"n_folders": len(folders), "folders": ", ".join(folders)} if folders else None
-
-
-def check_skipped_files(ctx: AdviceContext, rule: SkippedFilesWarning) -> Fields | None:
-    skipped = ctx.dataset.skipped
-    if len(skipped) < rule.min_files:
-        return None
-    return {"n_files": len(skipped), "example": f"{skipped[0].path} ({skipped[0].reason})"}
-
-
-def check_uncalibrated_backbone(ctx: AdviceContext, rule: UncalibratedBackboneWarning) -> Fields | None:
-    name = ctx.backbone.profile_key
-    if ctx.backbone.calibrated and ctx.backbone.has_published_weights and ctx.rules.similarity.is_calibrated(name):
-        return None
-    if not ctx.backbone.has_published_weights:
-        name = f"{name} with the weights {ctx.backbone.weights}"
-    return {"backbone": name}
-
-
-def check_pixels_as_good(ctx: AdviceContext, rule: PixelsAsGoodWarning) -> Fields | None:
-    sep = ctx.similarity.separability
-    if sep is None or not pixels_as_good(ctx.rules, sep.logreg_gain):
-        return None
-    return {"logreg_gain": sep.logreg_gain, "logreg_accuracy": sep.logreg_accuracy,
-            "pixel_logreg_accuracy": sep.pixel_logreg_accuracy}
-
-
-# Conditions are code, keyed by the warning id of [warnings.<id>]; thresholds and messages are data.
-WARNING_CHECKS: dict[str, WarningCheck] = {
-    "few_images_for_finetuning": check_few_images,
-    "class_imbalance": check_class_imbalance,
-    "greyscale_input": check_greyscale,
-    "tiny_images": check_tiny_images,
-    "duplicates_across_splits": check_cross_split_duplicates,
-    "duplicates_within_split": check_within_split_duplicates,
-    "label_conflict": check_label_conflict,
-    "skipped_files": check_skipped_files,
-    "empty_classes": check_empty_classes,
-    "uncalibrated_backbone": check_uncalibrated_backbone,
-    "frozen_features_no_better_than_pixels": check_pixels_as_good,
-}
-
-
-def evaluate_warnings(ctx: AdviceContext) -> list[AdviceWarning]:
-    warnings = []
-    for warning_id, rule in ctx.rules.warnings.items():
-        if not rule.enabled:
-            continue
-        fields = WARNING_CHECKS[warning_id](ctx, rule)
-        if fields is not None:
-            warnings.append(AdviceWarning(id=warning_id, message=_render(rule, fields)))
-    return warnings
-
-
-def _render(rule: WarningRule, fields: Fields) -> str:
-    return rule.message.format(**{**rule.thresholds(), **fields})
-
-
 # --------------------------------------------------------------------------- why
 
 
@@ -606,8 +449,7 @@ class Decision:
 def pixels_as_good(rules: RuleSet, logreg_gain: float | None) -> bool:
     """Raw pixels do as well as frozen features (the logistic-regression gain of frozen features over raw
     pixels is at most the threshold of the warning that says so)."""
-    limit = rules.warnings.frozen_features_no_better_than_pixels.max_logreg_gain
-    return logreg_gain is not None and math.isfinite(logreg_gain) and logreg_gain <= limit
+    return rules.warnings.get(PixelsAsGoodWarning).holds(logreg_gain)
 
 
 def decide(rules: RuleSet, band: SizeBand, label: SimilarityLabel, logreg_gain: float | None) -> Decision:

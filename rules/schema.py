@@ -8,17 +8,26 @@ Every section forbids unknown keys, so a typo fails loudly instead of being igno
 from __future__ import annotations
 
 import math
-import string
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from tl_advise.advisor.errors import RulesError
-from tl_advise.advisor.models import (
+from tl_advise.rules.warnings import REGISTRY as WARNINGS
+from tl_advise.rules.warnings import WarningRule
+from tl_advise.schema.errors import RulesError
+from tl_advise.schema.models import (
     BATCHNORM_HELP,
     BatchNormMode,
     ConfidenceLevel,
@@ -322,109 +331,29 @@ class BatchRules(_Strict):
 # --------------------------------------------------------------------------- warnings
 
 
-def template_fields(template: str) -> set[str]:
-    """Top-level names a str.format template uses (``{a.b[0]:.2f}`` -> ``a``)."""
-    names = set()
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field is None:
-            continue
-        if field == "" or field.isdigit():
-            raise ValueError("message placeholders must be named, e.g. {ratio}")
-        names.add(field.split(".")[0].split("[")[0])
-    return names
+R = TypeVar("R", bound=WarningRule)
 
 
-class WarningRule(_Strict):
-    """Thresholds, on/off and a message template; the condition is code (engine.WARNING_CHECKS)."""
-
-    # Fields the engine's check supplies besides this table's own thresholds.
-    measured_fields: ClassVar[frozenset[str]] = frozenset()
-
-    enabled: bool = True
-    message: str = Field(min_length=1)
-
-    def thresholds(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"enabled", "message"})
-
-    @model_validator(mode="after")
-    def _message_uses_known_fields(self) -> WarningRule:
-        allowed = set(self.measured_fields) | set(self.thresholds())
-        unknown = template_fields(self.message) - allowed
-        if unknown:
-            raise ValueError(f"message uses unknown field(s) {sorted(unknown)}; available: {sorted(allowed)}")
-        return self
-
-
-class FewImagesWarning(WarningRule):
-    measured_fields = frozenset({"images_per_class", "strategy", "n_stages"})
-    below_images_per_class: float = Field(gt=0)
-
-
-class ClassImbalanceWarning(WarningRule):
-    measured_fields = frozenset({"ratio", "largest_class", "largest", "smallest_class", "smallest"})
-    max_ratio: float = Field(ge=1)
-
-
-class GreyscaleWarning(WarningRule):
-    measured_fields = frozenset({"share", "n_grey", "n_images", "found_modes"})
-    max_share: float = Field(ge=0, le=1)
-    grey_modes: list[str] = Field(min_length=1)
-
-
-class TinyImagesWarning(WarningRule):
-    measured_fields = frozenset({"median_side", "input_size", "upscale"})
-    min_side_px: int = Field(ge=1)
-
-
-class CrossSplitDuplicatesWarning(WarningRule):
-    measured_fields = frozenset({"n_groups", "n_files", "example"})
-
-
-class WithinSplitDuplicatesWarning(WarningRule):
-    measured_fields = frozenset({"n_groups", "n_files", "example"})
-    min_groups: int = Field(ge=1)
-
-
-class LabelConflictWarning(WarningRule):
-    measured_fields = frozenset({"n_groups", "n_files", "example"})
-
-
-class EmptyClassesWarning(WarningRule):
-    measured_fields = frozenset({"n_folders", "folders"})
-
-
-class SkippedFilesWarning(WarningRule):
-    measured_fields = frozenset({"n_files", "example"})
-    min_files: int = Field(ge=1)
-
-
-class UncalibratedBackboneWarning(WarningRule):
-    measured_fields = frozenset({"backbone"})
-
-
-class PixelsAsGoodWarning(WarningRule):
-    measured_fields = frozenset({"logreg_gain", "logreg_accuracy", "pixel_logreg_accuracy"})
-    max_logreg_gain: float = Field(ge=-1, le=1)
-
-
-class WarningRules(_Strict):
-    """One table per warning id; unknown ids are rejected (extra = forbid)."""
-
-    few_images_for_finetuning: FewImagesWarning
-    class_imbalance: ClassImbalanceWarning
-    greyscale_input: GreyscaleWarning
-    tiny_images: TinyImagesWarning
-    duplicates_across_splits: CrossSplitDuplicatesWarning
-    duplicates_within_split: WithinSplitDuplicatesWarning
-    label_conflict: LabelConflictWarning
-    skipped_files: SkippedFilesWarning
-    empty_classes: EmptyClassesWarning
-    uncalibrated_backbone: UncalibratedBackboneWarning
-    frozen_features_no_better_than_pixels: PixelsAsGoodWarning
+class _WarningTables(_Strict):
+    """One table per registered warning (tl_advise.rules.warnings), defaulting to its class's values;
+    an unknown id is rejected (extra = forbid)."""
 
     def items(self) -> list[tuple[str, WarningRule]]:
-        """(id, rule) in declaration order."""
+        """(id, rule) in registration order."""
         return [(name, getattr(self, name)) for name in type(self).model_fields]
+
+    def get(self, cls: type[R]) -> R:
+        rule = getattr(self, cls.id)
+        assert isinstance(rule, cls)  # each id's field has its own class
+        return rule
+
+
+# A model built from the registry, so a warning is declared once; type checkers see the base's methods.
+if TYPE_CHECKING:
+    WarningRules = _WarningTables
+else:
+    WarningRules = create_model("WarningRules", __base__=_WarningTables, __doc__=_WarningTables.__doc__,
+                                **{warning_id: (cls, cls()) for warning_id, cls in WARNINGS.items()})
 
 
 class PixelBaselineRule(_Strict):
@@ -471,7 +400,7 @@ class RuleSet(_Strict):
     strategies: dict[StrategyId, StrategyRule]
     layers: LayerRules
     batch: BatchRules
-    warnings: WarningRules
+    warnings: WarningRules = Field(default_factory=WarningRules)
     pixel_baseline: PixelBaselineRule
     confidence: ConfidenceRules
 

@@ -10,21 +10,22 @@ from typing import Any
 
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
-from tl_advise.advisor.errors import ConfigError, TLAdviseError
 from tl_advise.advisor.formats.html import render_html, write_html
-from tl_advise.advisor.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
 from tl_advise.advisor.thumbnails import class_thumbnails
 from tl_advise.runners import distributed, feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
 from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext
 from tl_advise.runners.data import make_splits
 from tl_advise.runners.distributed import BatchSplit
-from tl_advise.runners.options import RunOptions, check_output_dir
+from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.recipes import build_recipe
 from tl_advise.runners.report import markdown_report, plot_curves
 from tl_advise.runners.tracking import EndStatus, LoggerGroup, open_loggers
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import decide
+from tl_advise.schema.errors import ConfigError, TLAdviseError
+from tl_advise.schema.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
+from tl_advise.schema.run_options import RunOptions
 
 logger = logging.getLogger(__name__)
 

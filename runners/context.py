@@ -10,14 +10,14 @@ import torch
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.cache import digest
 from tl_advise.advisor.embed import backbone_key
-from tl_advise.advisor.models import Preprocessing, RunSettings
 from tl_advise.runners import distributed
 from tl_advise.runners.data import Splits, resized
 from tl_advise.runners.distributed import LR_SCALING, BatchSplit
-from tl_advise.runners.options import RunOptions
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.tracking import RunLogger
 from tl_advise.runners.train import EpochCallback
+from tl_advise.schema.models import Preprocessing, RunSettings
+from tl_advise.schema.run_options import RunOptions
 
 MODEL_FILE = "model.pt"
 STATE_FILE = "state.pt"

@@ -20,11 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.imaging import interpolation_mode, open_rgb
-from tl_advise.advisor.models import DuplicateGroup, Preprocessing
 from tl_advise.advisor.sampling import stratified_sample
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, display_name
+from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.models import DuplicateGroup, Preprocessing
 
 logger = logging.getLogger(__name__)
 

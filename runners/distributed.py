@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from tl_advise.advisor.errors import ConfigError, TLAdviseError
+from tl_advise.schema.errors import ConfigError, TLAdviseError
 
 logger = logging.getLogger(__name__)
 

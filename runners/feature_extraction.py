@@ -13,8 +13,6 @@ import torch
 
 from tl_advise.advisor.backbones import Backbone
 from tl_advise.advisor.embed import EmbeddingSet, embed, store_embeddings
-from tl_advise.advisor.errors import DatasetError
-from tl_advise.advisor.models import Metrics, StrategyRun
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.runners import distributed
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
@@ -25,6 +23,8 @@ from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
 from tl_advise.runners.train import Batch, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.runners.trained_model import save_model
+from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.models import Metrics, StrategyRun
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.models import Metrics, StrategyRun
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.runners import distributed
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
@@ -30,6 +29,7 @@ from tl_advise.runners.optim import make_optimizer
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.runners.trained_model import save_model
+from tl_advise.schema.models import Metrics, StrategyRun
 
 logger = logging.getLogger(__name__)
 

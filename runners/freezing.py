@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from torch import nn
 
 from tl_advise.advisor.backbones import Backbone
-from tl_advise.advisor.errors import ConfigError
-from tl_advise.advisor.models import BatchNormMode
+from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.models import BatchNormMode
 
 
 def check_stage_names(backbone: Backbone, names: Iterable[str]) -> list[str]:

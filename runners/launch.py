@@ -19,7 +19,7 @@ EXIT_INTERRUPTED = 130
 
 
 def launch_local(nproc: int, argv: list[str]) -> int:
-    """``python -m tl_advise.advisor.cli ARGV`` as ``nproc`` processes on this machine, each told its rank
+    """``python -m tl_advise.cli ARGV`` as ``nproc`` processes on this machine, each told its rank
     by torchrun's environment variables; the exit code is the workers' (130 when one was interrupted)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -31,7 +31,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
     logger.info("starting %d processes (OMP_NUM_THREADS=%s each)", nproc, os.environ["OMP_NUM_THREADS"])
     try:
-        elastic_launch(config, sys.executable)("-m", "tl_advise.advisor.cli", *argv)
+        elastic_launch(config, sys.executable)("-m", "tl_advise.cli", *argv)
     except ChildFailedError as exc:
         codes = [failure.exitcode for failure in exc.failures.values()]
         # A signal shows as a negative code; an interrupt anywhere makes the run an interrupted one.

@@ -23,9 +23,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from tl_advise.advisor.models import AdviceResult, StrategyRun
 from tl_advise.runners.checkpoint import atomic_write_text
 from tl_advise.runners.tracking import EndStatus, EpochRecord, RunLogger, epoch_scalars, final_scalars, flat_params
+from tl_advise.schema.models import AdviceResult, StrategyRun
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.schema.errors import ConfigError
 
 SGD_MOMENTUM = 0.9
 

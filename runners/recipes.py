@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field, replace
 
 from tl_advise.advisor.api import AdviceSession
-from tl_advise.advisor.models import BatchNormMode, Recommendation, StrategyId
 from tl_advise.rules import engine
-from tl_advise.runners.options import RunOptions
+from tl_advise.schema.models import BatchNormMode, Recommendation, StrategyId
+from tl_advise.schema.run_options import RunOptions
 
 DEFAULT_DROPOUT = 0.5  # the guide's head
 

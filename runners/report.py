@@ -7,7 +7,7 @@ from pathlib import Path
 from tl_advise.advisor.formats.common import margin_line, run_table
 from tl_advise.advisor.formats.common import pct as _pct
 from tl_advise.advisor.formats.figures import learning_curves, png_bytes
-from tl_advise.advisor.models import AdviceResult, RunReport, StrategyRun
+from tl_advise.schema.models import AdviceResult, RunReport, StrategyRun
 
 
 def _settings_lines(run: StrategyRun) -> list[str]:

@@ -12,8 +12,8 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from tl_advise.advisor.models import StrategyRun
 from tl_advise.runners.tracking import EndStatus, EpochRecord, RunLogger, epoch_scalars, final_scalars, flat_params
+from tl_advise.schema.models import StrategyRun
 
 
 class TensorBoardLogger(RunLogger):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tl_advise.advisor.errors import ConfigError
-from tl_advise.advisor.models import AdviceResult, EpochLog, StrategyRun
+from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.models import AdviceResult, EpochLog, StrategyRun
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from tl_advise.advisor.errors import ConfigError
-from tl_advise.advisor.models import EpochLog
 from tl_advise.runners import checkpoint, distributed
 from tl_advise.runners.freezing import set_train_mode
 from tl_advise.runners.tracking import EpochRecord, RunLogger
+from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.models import EpochLog
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from tqdm import tqdm
 from tl_advise.advisor.backbones import load_backbone
 from tl_advise.advisor.device import resolve_device
 from tl_advise.advisor.embed import default_workers
-from tl_advise.advisor.errors import ConfigError, DatasetError
 from tl_advise.advisor.imaging import open_rgb
-from tl_advise.advisor.models import Preprocessing
 from tl_advise.advisor.predictions import ImagePrediction, PredictionReport
 from tl_advise.runners import checkpoint
 from tl_advise.runners.context import MODEL_FILE
 from tl_advise.runners.data import eval_transform
 from tl_advise.runners.heads import ClassifierHead, TransferModel
+from tl_advise.schema.errors import ConfigError, DatasetError
+from tl_advise.schema.models import Preprocessing
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from tl_advise.advisor.models import StrategyId, StrategyRun, Verdict
+from tl_advise.schema.models import StrategyId, StrategyRun, Verdict
 
 _TOLERANCE = 1e-9  # float noise must not turn "exactly at the margin" into "refuted"
 

@@ -20,14 +20,14 @@ from corpus import add_entry, exif_rotated_jpeg, huge_header_png, tree_digest
 from PIL import Image
 
 from tl_advise.advisor.api import advise, advise_session
-from tl_advise.advisor.cli import main, parse_budget
-from tl_advise.advisor.errors import BackboneError, ConfigError
 from tl_advise.advisor.exif import upright
 from tl_advise.advisor.imaging import open_rgb
-from tl_advise.advisor.models import printable
 from tl_advise.advisor.scan import scan_dataset
+from tl_advise.cli.commands import main, parse_budget
 from tl_advise.runners import RunOptions, run_advice
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
+from tl_advise.schema.errors import BackboneError, ConfigError
+from tl_advise.schema.models import printable
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 

@@ -66,7 +66,6 @@ WEIGHTINGS: dict[str, qm.Weighting] = {"late": {"bn_shift_late": (1.0, 1.0, 0.0)
 
 
 def test_combined_score_matches_the_engine_ramp() -> None:
-    from tl_advise.advisor import advise  # noqa: F401  (import order: advisor before rules)
     from tl_advise.rules import ramp_score
 
     weighting = {"a": (0.5, 0.25, 0.55), "b": (0.5, 0.5, 0.15), "c": (0.0, 1.0, 0.0)}

@@ -15,11 +15,12 @@ from conftest import make_class_folder, snapshot_tree, truncated_png, write_imag
 
 from tl_advise.advisor import SCHEMA_VERSION, AdviceResult, advise
 from tl_advise.advisor.api import tool_version
-from tl_advise.advisor.cli import main, parse_budget
-from tl_advise.advisor.errors import ConfigError, DatasetError
 from tl_advise.advisor.formats import FORMATTERS, OutputFormat, render
 from tl_advise.advisor.scan import EXPECTED_LAYOUT
-from tl_advise.rules import WARNING_CHECKS, default_rules_text
+from tl_advise.cli.commands import main, parse_budget
+from tl_advise.rules import default_rules_text
+from tl_advise.rules.warnings import REGISTRY as WARNINGS
+from tl_advise.schema.errors import ConfigError, DatasetError
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
@@ -58,7 +59,7 @@ def advise_cli(capsys: pytest.CaptureFixture[str], data: Path, cache: Path, *arg
 def quiet_rules(path: Path) -> Path:
     """A rules file that extends the default and switches every warning off."""
     lines = ['extends = "default"']
-    lines += [f"[warnings.{warning_id}]\nenabled = false" for warning_id in WARNING_CHECKS]
+    lines += [f"[warnings.{warning_id}]\nenabled = false" for warning_id in WARNINGS]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -138,6 +139,34 @@ def test_advice_with_an_undecodable_file_is_never_trusted_from_the_cache(tmp_pat
         assert "skipped_files" in {w.id for w in result.recommendation.warnings}
         # The first run embeds all 7; the second reuses the 6 good rows and tries the bad file again.
         assert result.sample.forward_passes == (7 if run == 0 else 1)
+
+
+def test_advice_reads_the_headers_of_its_sample_and_says_how_many_it_read(
+        tmp_path: Path, session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With a 1-file audit share (a large dataset, in miniature) the sample is still read before it is
+    embedded: a cut file in it leaves the scan, the sample is drawn again, and every format says how many
+    headers were read."""
+    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 1)
+    data = make_class_folder(tmp_path / "data", {"a": 6, "b": 3}, seed=4)
+    good = write_image(tmp_path / "whole.png", seed=3).read_bytes()
+    (data / "b" / "cut.png").write_bytes(good[: len(good) // 2])  # b has 4 files: all of them are sampled
+
+    result = advise(data, cache_dir=session_cache_dir, device="cpu", per_class=4)
+
+    assert {s.path: s.reason for s in result.dataset.skipped} == {"b/cut.png": "truncated image data"}
+    assert result.sample.n_images == 7 and result.dataset.n_images == 9
+    audit = result.dataset.audit
+    assert audit is not None and audit.mode == "sample" and audit.n_unreadable == 1
+    assert audit.n_not_audited >= 1 and audit.n_audited + audit.n_not_audited == 10
+    text, markdown = render(result, "text"), render(result, "markdown")
+    assert f"Headers: {audit.n_audited} read (a seeded share, seed 0, and the sample)" in text
+    assert f"{audit.n_not_audited} counted from name and size only (--audit all reads every one)" in text
+    assert f"Image headers: {audit.n_audited} read" in markdown
+    assert json.loads(render(result, "json"))["dataset"]["audit"]["n_audited"] == audit.n_audited
+
+    code, out, _ = advise_cli(capsys, data, session_cache_dir, "--audit", "all", "--per-class", "4", "-q")
+    assert code == 0 and "Headers: all 10 read; 1 unreadable among them" in out
 
 
 def test_advice_on_missing_folder_raises_dataset_error(tmp_path: Path) -> None:
@@ -452,3 +481,18 @@ def test_sample_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     code, out, err = cli(capsys, "sample-data", other)
     assert code == 2 and str(other) in err and "not empty" in err
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_the_command_line_and_the_api_share_their_defaults() -> None:
+    import inspect
+
+    from tl_advise.advisor.api import advise
+    from tl_advise.advisor.backbones import built_in_backbones
+    from tl_advise.cli.commands import advise_command
+
+    api = inspect.signature(advise).parameters
+    options = {p.name: p.default for p in advise_command.params}
+    for option, parameter in {"backbone": "backbone", "device": "device", "seed": "seed", "per_class": "per_class",
+                              "max_images": "max_images", "embed_batch_size": "batch_size"}.items():
+        assert options[option] == api[parameter].default, option
+    assert options["backbone"] in built_in_backbones()

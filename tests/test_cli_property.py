@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tl_advise.advisor.api import advise
-from tl_advise.advisor.cli import main
+from tl_advise.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
 
@@ -207,7 +207,7 @@ def test_unreadable_files_and_folders_are_skipped_with_the_reason(tmp_path: Path
     locked.chmod(0)
     try:
         before = tree_digest(data)
-        proc = subprocess.run([*prefix, sys.executable, "-m", "tl_advise.advisor.cli", str(data), "--cache-dir",
+        proc = subprocess.run([*prefix, sys.executable, "-m", "tl_advise.cli", str(data), "--cache-dir",
                                str(cache), "--format", "json"], capture_output=True, text=True, check=False,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr

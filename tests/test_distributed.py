@@ -22,12 +22,12 @@ import pytest
 import torch
 
 from tests.conftest import shared_dataset
-from tl_advise.advisor.models import EpochLog
 from tl_advise.runners import checkpoint
 from tl_advise.runners.data import epoch_generator, make_loader
 from tl_advise.runners.distributed import BatchSplit, ShardedShuffle, shard, unshard
 from tl_advise.runners.finetune import one_process_order
 from tl_advise.runners.train import LoopState
+from tl_advise.schema.models import EpochLog
 
 # --------------------------------------------------------------------------- pieces, in one process
 
@@ -80,7 +80,7 @@ def test_loop_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_several_processes_without_run_are_refused(tmp_path: Path) -> None:
-    from tl_advise.advisor.cli import main
+    from tl_advise.cli import main
 
     assert main([str(tmp_path), "--nproc-per-node", "2"]) == 2
 
@@ -101,13 +101,13 @@ def _env() -> dict[str, str]:
 
 
 def _tl_advise(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "tl_advise.advisor.cli", *(str(a) for a in args)]
+    return [sys.executable, "-m", "tl_advise.cli", *(str(a) for a in args)]
 
 
 def _torchrun(*args: str | Path) -> list[str]:
     # The documented form: `--` keeps torchrun's parser off the script's options (--run vs --run-path).
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "-m", "tl_advise.advisor.cli", "--", *(str(a) for a in args)]
+            "-m", "tl_advise.cli", "--", *(str(a) for a in args)]
 
 
 def _files(folder: Path) -> list[str]:

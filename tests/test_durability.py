@@ -22,7 +22,7 @@ from conftest import make_class_folder
 from tl_advise.advisor import writable
 from tl_advise.advisor.api import advise
 from tl_advise.advisor.cache import ArrayCache
-from tl_advise.advisor.cli import main
+from tl_advise.cli.commands import main
 from tl_advise.runners.checkpoint import atomic_save, atomic_write_text, load
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
@@ -125,7 +125,7 @@ def test_full_disk_at_the_report_file_is_exit_2_and_keeps_the_old_report(
 
 
 def _cli(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "tl_advise.advisor.cli", *(str(a) for a in args)]
+    return [sys.executable, "-m", "tl_advise.cli", *(str(a) for a in args)]
 
 
 def _comparable(report: dict[str, Any]) -> list[Any]:

@@ -18,10 +18,10 @@ from PIL import Image
 
 from tl_advise.advisor import AdviceResult
 from tl_advise.advisor.api import AdviceSession, advise_session
-from tl_advise.advisor.cli import main
 from tl_advise.advisor.formats import common
 from tl_advise.advisor.formats.html import ADVICE_SECTIONS, RUN_SECTIONS, reference_band, render_html
 from tl_advise.advisor.thumbnails import class_thumbnails
+from tl_advise.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
 
@@ -238,7 +238,7 @@ def test_warm_advice_with_html_never_imports_torch(session: AdviceSession, sessi
     import sys
 
     target = tmp_path / "warm.html"
-    code = ("import sys; from tl_advise.advisor.cli import main; "
+    code = ("import sys; from tl_advise.cli.commands import main; "
             f"code = main([{str(session.scan.root)!r}, '--cache-dir', {str(session_cache_dir)!r}, "
             f"'--html', {str(target)!r}, '-q']); print(code, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,

@@ -1,15 +1,78 @@
-"""Each package imports on its own, in any order (a regression: ``import tl_advise.rules`` first was circular)."""
+"""The packages are layers: each imports only the ones below it, so the import graph has no cycle.
+
+    schema  <  rules  <  advisor  <  runners  <  cli
+
+Every import counts, at the top of a module or inside a function, since a function-level import is
+still a dependency (only ``if TYPE_CHECKING:`` blocks, which never run, are left out).
+"""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ["schema", "rules", "advisor", "runners", "cli"]
 
-@pytest.mark.parametrize("module", ["tl_advise.rules", "tl_advise.runners", "tl_advise.advisor",
-                                    "tl_advise.advisor.cli", "tl_advise.rules.engine"])
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imported_packages(path: Path) -> set[tuple[str, int]]:
+    """(tl_advise package, line) for every import in ``path`` outside ``if TYPE_CHECKING:`` blocks."""
+    found: set[tuple[str, int]] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _is_type_checking_block(node):
+            return
+        names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "tl_advise" and len(parts) > 1:
+                found.add((parts[1], node.lineno))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def layer_violations() -> list[str]:
+    problems = []
+    for layer in LAYERS:
+        for path in sorted((REPO / layer).rglob("*.py")):
+            for package, line in imported_packages(path):
+                if package in LAYERS and LAYERS.index(package) > LAYERS.index(layer):
+                    problems.append(f"{path.relative_to(REPO)}:{line} imports tl_advise.{package} (a layer above)")
+    return problems
+
+
+def test_every_package_imports_only_the_layers_below_it() -> None:
+    assert layer_violations() == []
+
+
+def test_the_check_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "rules" / "bad.py"
+    module.parent.mkdir()
+    module.write_text("def f():\n    from tl_advise.runners.api import run_advice\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert layer_violations() == ["rules/bad.py:2 imports tl_advise.runners (a layer above)"]
+
+
+@pytest.mark.parametrize("module", ["tl_advise.schema", "tl_advise.rules", "tl_advise.advisor", "tl_advise.runners",
+                                    "tl_advise.cli", "tl_advise.rules.engine"])
 def test_module_imports_first_in_a_fresh_interpreter(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    code = "import sys, tl_advise.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

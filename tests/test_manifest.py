@@ -15,11 +15,11 @@ import pytest
 from conftest import make_class_folder, shared_dataset, snapshot_tree, write_image
 
 from tl_advise.advisor import advise
-from tl_advise.advisor.cli import main
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.manifest import ManifestOptions, normalise
 from tl_advise.advisor.scan import DatasetScan, scan_dataset
+from tl_advise.cli.commands import main
 from tl_advise.runners.data import make_splits
+from tl_advise.schema.errors import DatasetError
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread", "clean_environment")
 
@@ -185,6 +185,30 @@ def test_split_column_that_is_not_splits(flat: Path, caplog: pytest.LogCaptureFi
     assert "column 'fold' holds '0', '1', '2', '3', '4', not split names" in caplog.text
     with pytest.raises(DatasetError, match=r"column 'fold' \(--split-column\) holds '0', '1'.*use train, val"):
         scan_dataset(manifest, manifest=ManifestOptions(split_column="fold"))
+
+
+def test_manifest_scan_reads_the_same_header_share_and_duplicates_as_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One pipeline after the Listing: with a 4-file audit share (as if the dataset were larger than
+    # AUDIT_FILES) the manifest reads the same seeded headers and finds the same duplicates as the walk.
+    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 4)
+    root = make_class_folder(tmp_path / "data", {"cat": 6, "dog": 6})
+    (root / "dog" / "copy.png").write_bytes((root / "cat" / "img_0002.png").read_bytes())
+    (root / "dog" / "scan.dat").write_text("no image")  # not an image's extension: always read
+    rows = [*folder_rows(root, tmp_path), (os.path.relpath(root / "dog" / "scan.dat", tmp_path), "dog")]
+    manifest = write_csv(tmp_path / "labels.csv", ["file_name", "label"], rows)
+
+    by_folder, by_manifest = scan_dataset(root, seed=3), scan_dataset(manifest, seed=3)
+
+    same_scan(by_folder, by_manifest)
+    audit = by_manifest.summary.audit
+    assert audit is not None and (audit.mode, audit.n_audited, audit.n_not_audited) == ("sample", 5, 9)
+    assert [(r.path, r.header_read) for r in by_folder.records] == \
+           [(r.path, r.header_read) for r in by_manifest.records]
+    assert [g.paths for g in by_manifest.summary.duplicates] == [["cat/img_0002.png", "dog/copy.png"]]
+    assert {s.path: s.reason for s in by_manifest.summary.skipped} == \
+           {"dog/scan.dat": "not an image (cannot identify image file)"}
+    assert by_manifest.summary.manifests == [str(manifest)] and "list" in by_manifest.step_timings
 
 
 def test_missing_unreadable_repeated_and_unlabelled_rows_are_skipped(flat: Path) -> None:

@@ -8,25 +8,8 @@ from typing import Any
 
 import pytest
 
-from tl_advise.advisor.errors import RulesError
-from tl_advise.advisor.models import (
-    STRATEGY_IDS,
-    BackboneInfo,
-    BNShift,
-    DatasetSummary,
-    DuplicateGroup,
-    ImageSizeSummary,
-    Preprocessing,
-    Recommendation,
-    Separability,
-    SkippedFile,
-)
-from tl_advise.advisor.models import (
-    SimilarityReport as Report,
-)
 from tl_advise.rules import (
     SIGNAL_NAMES,
-    WARNING_CHECKS,
     RuleSet,
     default_rules_text,
     dump_rules,
@@ -40,6 +23,24 @@ from tl_advise.rules import (
 )
 from tl_advise.rules.engine import fmt_against, fmt_lr
 from tl_advise.rules.schema import _parse_toml
+from tl_advise.rules.warnings import REGISTRY as WARNINGS
+from tl_advise.rules.warnings import ClassImbalanceWarning, FewImagesWarning, WarningRule, register
+from tl_advise.schema.errors import RulesError
+from tl_advise.schema.models import (
+    STRATEGY_IDS,
+    BackboneInfo,
+    BNShift,
+    DatasetSummary,
+    DuplicateGroup,
+    ImageSizeSummary,
+    Preprocessing,
+    Recommendation,
+    Separability,
+    SkippedFile,
+)
+from tl_advise.schema.models import (
+    SimilarityReport as Report,
+)
 
 STAGES = [f"stage{i}" for i in range(9)]
 
@@ -139,8 +140,22 @@ def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
     assert set(rules.similarity.profile_for("efficientnet_lite0").signals) == set(SIGNAL_NAMES)
 
 
-def test_warning_registry_matches_the_rules_tables(rules: RuleSet) -> None:
-    assert set(WARNING_CHECKS) == {warning_id for warning_id, _ in rules.warnings.items()}
+def test_every_registered_warning_is_in_the_rules_with_its_class_defaults(rules: RuleSet) -> None:
+    assert [warning_id for warning_id, _ in rules.warnings.items()] == list(WARNINGS)
+    for warning_id, rule in rules.warnings.items():
+        assert type(rule) is WARNINGS[warning_id] and rule == WARNINGS[warning_id]()
+
+
+def test_a_warning_id_registers_once() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        register("class_imbalance")(type("Again", (WarningRule,), {}))
+
+
+def test_a_rules_file_overrides_one_threshold_and_keeps_the_other_defaults() -> None:
+    rules = rules_from_mapping({"extends": "default", "warnings": {"class_imbalance": {"max_ratio": 7.5}}})
+    imbalance = rules.warnings.get(ClassImbalanceWarning)
+    assert imbalance.max_ratio == 7.5 and imbalance.message == ClassImbalanceWarning().message
+    assert rules.warnings.get(FewImagesWarning) == FewImagesWarning()
 
 
 def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
@@ -546,7 +561,7 @@ def test_frozen_features_no_better_than_pixels(rules: RuleSet, gain: float | Non
 
 def test_disabled_warning_does_not_fire() -> None:
     data = default_data()
-    data["warnings"]["class_imbalance"]["enabled"] = False
+    data["warnings"] = {"class_imbalance": {"enabled": False}}
     ds = make_dataset(2000, imbalance_ratio=10.0)
     assert "class_imbalance" not in warning_ids(advise(rules_from_mapping(data), dataset=ds))
 
@@ -588,7 +603,7 @@ def test_unknown_key_is_rejected_with_its_location() -> None:
 
 def test_unknown_warning_id_is_rejected() -> None:
     data = default_data()
-    data["warnings"]["blurry_images"] = {"enabled": True, "message": "blurry"}
+    data["warnings"] = {"blurry_images": {"enabled": True, "message": "blurry"}}
     assert "warnings.blurry_images: Extra inputs are not permitted" in error_for(data)
 
 
@@ -662,7 +677,7 @@ def test_referenced_strategy_needs_its_table() -> None:
 
 def test_unknown_message_field_is_rejected() -> None:
     data = default_data()
-    data["warnings"]["class_imbalance"]["message"] = "ratio {ratoi}"
+    data["warnings"] = {"class_imbalance": {"message": "ratio {ratoi}"}}
     assert "warnings.class_imbalance: message uses unknown field(s) ['ratoi']" in error_for(data)
 
 

@@ -13,8 +13,6 @@ import torch
 from conftest import make_class_folder
 from torchvision import transforms as T
 
-from tl_advise.advisor.errors import ConfigError
-from tl_advise.advisor.models import DuplicateGroup, Metrics, Preprocessing, StrategyRun
 from tl_advise.advisor.scan import ImageRecord, scan_dataset
 from tl_advise.runners import RunOptions
 from tl_advise.runners.api import strategies_to_run
@@ -26,6 +24,8 @@ from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.recipes import Recipe, apply_options
 from tl_advise.runners.train import sigterm_as_keyboard_interrupt
 from tl_advise.runners.verdict import decide
+from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.models import DuplicateGroup, Metrics, Preprocessing, StrategyRun
 
 ROOT = Path("/data")
 PRE = Preprocessing(input_size=64, crop_pct=0.875, interpolation="bilinear", mean=(0.5, 0.5, 0.5),

@@ -16,11 +16,11 @@ from torch import nn
 
 from tl_advise.advisor.api import AdviceSession, advise_session
 from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.errors import ConfigError
-from tl_advise.advisor.models import StrategyRun
 from tl_advise.runners import RunOptions, load_trained_model, predict, run_advice
 from tl_advise.runners.checkpoint import load
 from tl_advise.runners.data import make_splits
+from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.models import StrategyRun
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import make_class_folder, shared_dataset, write_image
 from PIL import Image, ImageFile
 
-from tl_advise.advisor.errors import DatasetError
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset
+from tl_advise.schema.errors import DatasetError
 
 ImageFolder = Callable[..., Path]
 
@@ -418,3 +418,117 @@ def test_eurosat_small_has_ten_classes_of_thirty() -> None:
     assert len(s.classes) == 10
     assert set(s.class_counts.values()) == {30}
     assert s.imbalance_ratio == 1.0
+
+
+# --------------------------------------------------------------------------- scale: order, records, audit share
+
+
+def test_records_follow_path_order_when_files_and_subfolders_interleave(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for rel in ("a/a1.png", "a/m/x.png", "a/m/n/y.png", "a/z9.png", "a/m.png", "b/0.png", "b/a b/1.png"):
+        write_image(root / rel, seed=len(rel) + hash(rel) % 100)
+    scan = scan_dataset(root)
+    paths = [r.path for r in scan.records]
+    assert paths == sorted(paths)
+    assert [p.relative_to(root).as_posix() for p in paths][:5] == [
+        "a/a1.png", "a/m/n/y.png", "a/m/x.png", "a/m.png", "a/z9.png"]
+
+
+def test_image_record_is_read_only_comparable_and_picklable(image_folder: ImageFolder) -> None:
+    import pickle
+
+    record = scan_dataset(image_folder({"a": 2, "b": 2})).records[0]
+    with pytest.raises(AttributeError, match="read-only"):
+        record.label = 5  # type: ignore[misc]
+    clone = pickle.loads(pickle.dumps(record))  # DataLoader workers receive records this way
+    assert clone == record and hash(clone) == hash(record) and clone.path == record.path
+    built = ImageRecord(path=record.path, class_name=record.class_name, label=record.label, split=record.split,
+                        width=record.width, height=record.height, mode=record.mode,
+                        size_bytes=record.size_bytes, mtime_ns=record.mtime_ns)
+    assert built == record and record.path_parts == record.path.parts
+
+
+def test_small_dataset_reads_every_header(image_folder: ImageFolder) -> None:
+    audit = scan_dataset(image_folder({"a": 3, "b": 3})).summary.audit
+    assert audit is not None
+    assert (audit.mode, audit.n_audited, audit.n_not_audited, audit.n_unreadable) == ("sample", 6, 0, 0)
+
+
+@pytest.fixture
+def small_audit_share(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Read 4 headers by default, as if the dataset were larger than scan.AUDIT_FILES."""
+    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 4)
+    return 4
+
+
+def test_audit_share_reads_a_seeded_share_of_headers(image_folder: ImageFolder, small_audit_share: int) -> None:
+    root = image_folder({"a": 6, "b": 6}, size=(40, 32))
+    (root / "b" / "notes.dat").write_text("no image")  # not an image extension: always read
+
+    scan = scan_dataset(root, seed=1)
+
+    audit = scan.summary.audit
+    assert audit is not None
+    assert (audit.mode, audit.n_audited, audit.n_not_audited) == ("sample", small_audit_share + 1, 8)
+    assert audit.n_unreadable == 1
+    assert _skip_reasons(scan) == {"b/notes.dat": "not an image (cannot identify image file)"}
+    read = [r for r in scan.records if r.header_read]
+    assert len(read) == small_audit_share and all((r.width, r.height, r.mode) == (40, 32, "RGB") for r in read)
+    assert all((r.width, r.height, r.mode) == (None, None, None) for r in scan.records if not r.header_read)
+    assert scan.summary.n_images == 12 and scan.summary.modes == {"RGB": small_audit_share}
+    again = {r.path for r in scan_dataset(root, seed=1).records if r.header_read}
+    assert again == {r.path for r in read}, "the share is seeded"
+    assert {r.path for r in scan_dataset(root, seed=2).records if r.header_read} != again
+
+    full = scan_dataset(root, audit="all").summary
+    assert full.audit is not None
+    assert (full.audit.mode, full.audit.n_audited, full.audit.n_not_audited) == ("all", 13, 0)
+    assert full.modes == {"RGB": 12}
+
+
+def test_audit_of_records_drops_the_unreadable_and_updates_the_summary(
+        image_folder: ImageFolder, small_audit_share: int) -> None:
+    root = image_folder({"a": 5, "b": 5})
+    _truncate(write_image(root / "a" / "zz_cut.png", size=(64, 64), seed=50))
+
+    scan = scan_dataset(root, seed=0)
+    cut = next(r for r in scan.records if r.path.name == "zz_cut.png")
+    assert not cut.header_read, "seed 0 leaves the cut file out of the 4-file share"
+    assert scan.summary.class_counts == {"a": 6, "b": 5}
+
+    assert scan.audit([cut, *scan.records[:3]]) == 1
+
+    assert cut not in scan.records and scan.summary.class_counts == {"a": 5, "b": 5}
+    assert _skip_reasons(scan) == {"a/zz_cut.png": "truncated image data"}
+    audit = scan.summary.audit
+    assert audit is not None and audit.n_unreadable == 1
+    assert audit.n_audited + audit.n_not_audited == 11  # 10 images + the cut file, each counted once
+    assert scan.audit(scan.records[:3]) == 0  # already read: nothing to do
+
+
+def test_duplicates_are_found_over_every_file_without_reading_every_header(
+        tmp_path: Path, small_audit_share: int) -> None:
+    root = tmp_path / "data"
+    make_class_folder(root / "train", {"a": 4, "b": 4})
+    make_class_folder(root / "val", {"a": 2, "b": 2}, seed=3)
+    # Larger than the hashed prefix: the whole file decides. Same size and prefix, different last byte.
+    big = write_image(root / "train" / "a" / "big.bmp", size=(128, 64), seed=9)
+    assert big.stat().st_size > 16 * 1024
+    shutil.copyfile(big, root / "val" / "b" / "big_copy.bmp")
+    near = bytearray(big.read_bytes())
+    near[-1] ^= 0xFF
+    (root / "train" / "b" / "big_near.bmp").write_bytes(bytes(near))
+    shutil.copyfile(root / "train" / "a" / "img_0001.png", root / "train" / "b" / "small_copy.png")
+
+    summary = scan_dataset(root).summary
+
+    assert summary.audit is not None and summary.audit.n_not_audited > 0
+    assert [(g.paths, g.cross_split) for g in summary.duplicates] == [
+        (["train/a/big.bmp", "val/b/big_copy.bmp"], True),
+        (["train/a/img_0001.png", "train/b/small_copy.png"], False),
+    ]
+
+
+def test_unknown_audit_mode_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"'audit' parameter must be one of sample, all. Got 'some' instead"):
+        scan_dataset(tmp_path / "does-not-matter", audit="some")  # type: ignore[arg-type]

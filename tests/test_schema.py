@@ -14,10 +14,10 @@ from schema_check import errors, validate
 from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.api import advise_session
-from tl_advise.advisor.cli import main
-from tl_advise.advisor.models import SCHEMA_VERSION, AdviceResult
 from tl_advise.advisor.predictions import FORMATTERS, ImagePrediction, PredictionFormat, PredictionReport, to_csv
+from tl_advise.cli.commands import main
 from tl_advise.runners import RunOptions, run_advice
+from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
 
@@ -109,7 +109,7 @@ def test_schema_needs_no_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from tl_advise.advisor.cli import main; main(['schema']); "
+    code = ("import sys; from tl_advise.cli.commands import main; main(['schema']); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

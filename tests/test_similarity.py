@@ -14,9 +14,9 @@ from threadpoolctl import threadpool_limits
 from tl_advise.advisor.backbones import Backbone, load_backbone
 from tl_advise.advisor.embed import BNStatistics, EmbeddingSet
 from tl_advise.advisor.logme import logme
-from tl_advise.advisor.models import AdviceResult
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.advisor.similarity import bn_shift, separability
+from tl_advise.schema.models import AdviceResult
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,8 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from tl_advise.advisor.cli import main
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.cli.commands import main
 from tl_advise.runners.tracking import (
     INSTALL_HINT,
     EpochRecord,
@@ -24,6 +23,7 @@ from tl_advise.runners.tracking import (
     open_loggers,
 )
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
+from tl_advise.schema.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tl_advise.advisor.models import BackboneInfo, Preprocessing
+from tl_advise.schema.models import BackboneInfo, Preprocessing
 
 
 @dataclass

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from tl_advise.advisor.backbones.base import Backbone, Stage
-from tl_advise.advisor.errors import BackboneError
-from tl_advise.advisor.models import BackboneInfo, Preprocessing
+from tl_advise.schema.errors import BackboneError
+from tl_advise.schema.models import BackboneInfo, Preprocessing
 
 NAME = "efficientnet_lite0"
 TIMM_ARCH = "tf_efficientnet_lite0"

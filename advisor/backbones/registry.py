@@ -19,11 +19,11 @@ from torch import nn
 
 from tl_advise.advisor.backbones import efficientnet_lite0, torchvision_models
 from tl_advise.advisor.backbones.base import Backbone
-from tl_advise.advisor.errors import BackboneError
+from tl_advise.advisor.defaults import DEFAULT_BACKBONE
+from tl_advise.schema.errors import BackboneError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = efficientnet_lite0.NAME
 
 
 @dataclass(frozen=True)

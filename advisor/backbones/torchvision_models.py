@@ -15,8 +15,8 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from tl_advise.advisor.backbones.base import Backbone, Stage, has_batchnorm, merge_lone_norms
-from tl_advise.advisor.errors import BackboneError
-from tl_advise.advisor.models import BackboneInfo, Preprocessing
+from tl_advise.schema.errors import BackboneError
+from tl_advise.schema.models import BackboneInfo, Preprocessing
 
 logger = logging.getLogger(__name__)
 

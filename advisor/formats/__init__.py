@@ -6,7 +6,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from tl_advise.advisor.formats import json_format, markdown, text
-from tl_advise.advisor.models import AdviceResult
+from tl_advise.schema.models import AdviceResult
 
 
 class OutputFormat(StrEnum):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tl_advise.advisor.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun
+from tl_advise.schema.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun
 
 STRATEGY_TITLES = {
     "feature_extraction": "freeze the backbone, train a new head",
@@ -53,6 +53,18 @@ def dataset_line(result: AdviceResult) -> str:
     line = (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
             f"median {ds.images_per_class:g} per class in {ds.train_split}, imbalance {ds.imbalance_ratio:.2f}")
     return line + (f"; labels from {', '.join(ds.manifests)}" if ds.manifests else "")
+
+
+def audit_line(result: AdviceResult) -> str | None:
+    """How many image headers the scan read, or None for a summary without that record."""
+    audit = result.dataset.audit
+    if audit is None:
+        return None
+    unreadable = f"; {audit.n_unreadable:,} unreadable among them" if audit.n_unreadable else ""
+    if audit.n_not_audited == 0:
+        return f"all {audit.n_audited:,} read{unreadable}"
+    return (f"{audit.n_audited:,} read (a seeded share, seed {audit.seed}, and the sample){unreadable}; "
+            f"{audit.n_not_audited:,} counted from name and size only (--audit all reads every one)")
 
 
 def modes_line(modes: dict[str, int]) -> str:

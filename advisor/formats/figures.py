@@ -15,7 +15,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tl_advise.advisor.models import BNShift, Metrics, SignalScore, SimilarityReport, StrategyRun
+from tl_advise.schema.models import BNShift, Metrics, SignalScore, SimilarityReport, StrategyRun
 
 SIMILAR, DIFFERENT, NEUTRAL = "#2e7d32", "#c62828", "#607d8b"
 _RAMP = LinearSegmentedColormap.from_list("ramp", [DIFFERENT, "#f9a825", SIMILAR])

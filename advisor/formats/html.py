@@ -18,8 +18,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from tl_advise.advisor.formats import common, figures
-from tl_advise.advisor.models import AdviceResult, RunReport, SimilarityReport
 from tl_advise.advisor.thumbnails import Thumbnail
+from tl_advise.schema.models import AdviceResult, RunReport, SimilarityReport
 
 # Section ids, in page order: the page's table of contents and what the tests look for.
 ADVICE_SECTIONS = {"recommendation": "Recommendation", "warnings": "Warnings", "similarity": "Similarity",
@@ -344,7 +344,7 @@ def write_html(text: str, path: Path, dataset_root: str | Path) -> Path:
 
     target = check_write_path(path, dataset_root, "The HTML report (--html)")
     if target.is_dir():
-        from tl_advise.advisor.errors import ConfigError
+        from tl_advise.schema.errors import ConfigError
 
         raise ConfigError(f"--html {path}: {target} is a folder; give a file name, e.g. {target / 'report.html'}")
     atomic_write_text(text, target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tl_advise.advisor.models import AdviceResult
+from tl_advise.schema.models import AdviceResult
 
 
 def render(result: AdviceResult) -> str:

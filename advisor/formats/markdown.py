@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tl_advise.advisor.formats import common
-from tl_advise.advisor.models import AdviceResult
+from tl_advise.schema.models import AdviceResult
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -63,6 +63,8 @@ def render(result: AdviceResult) -> str:
                   f"Device {run.device}; validation: {run.validation}; outputs in `{run.output_dir}`.", "",
                   *common.run_table(run, rec.strategy)]
     lines += ["", "## Dataset", "", f"{common.dataset_line(result)}; modes: {common.modes_line(ds.modes)}"]
+    if audit := common.audit_line(result):
+        lines += ["", f"Image headers: {audit}."]
     if ds.skipped:
         lines += ["", *_table(["skipped file", "reason"], [[f"`{s.path}`", s.reason] for s in ds.skipped])]
     lines += ["", f"_Sample of {result.sample.n_images} images on {result.device}; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tl_advise.advisor.formats import common
-from tl_advise.advisor.models import AdviceResult
+from tl_advise.schema.models import AdviceResult
 
 
 def _similarity_lines(result: AdviceResult) -> list[str]:
@@ -57,6 +57,7 @@ def render(result: AdviceResult) -> str:
     lines = [
         f"tl-advise {result.tool_version} · {ds.root}",
         f"Dataset: {common.dataset_line(result)}",
+        *([f"Headers: {audit}"] if (audit := common.audit_line(result)) else []),
         "",
         f"Recommendation: {rec.strategy} — {common.STRATEGY_TITLES[rec.strategy]} (rule {rec.rule_id})",
         f"  confidence:    {common.confidence_line(rec)}",

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from tl_advise.advisor.errors import ConfigError
+from tl_advise.schema.errors import ConfigError
 
 TABLE = "tl-advise"
 

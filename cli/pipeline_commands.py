@@ -1,6 +1,6 @@
 """``tl-advise predict`` and ``tl-advise schema``: the commands a pipeline runs around the advice.
 
-Registered on the ``tl-advise`` group in ``advisor/cli.py``; errors map onto its exit codes there
+Registered on the ``tl-advise`` group in ``cli/commands.py``; errors map onto its exit codes there
 (2 for a bad model file, no images or bad options).
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from tl_advise.advisor.errors import DatasetError
+from tl_advise.advisor.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEVICE_CHOICES
+from tl_advise.schema.errors import DatasetError
 
 logger = logging.getLogger("tl_advise")
 
@@ -26,8 +27,8 @@ logger = logging.getLogger("tl_advise")
               help="Report format: one row per image, or the typed report (`tl-advise schema predictions`).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the predictions to this file instead of stdout.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=DEFAULT_DEVICE, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), help="DataLoader workers for decoding [default: min(4, CPUs)].")
 @click.option("--progress/--no-progress", default=None, help="A progress bar on stderr [default: on a terminal].")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
@@ -44,8 +45,8 @@ def predict_command(model: Path, images: tuple[Path, ...], fmt: str, output: Pat
     \b
     Exit codes: 0 predictions written; 2 bad model file, no images, or none readable; 3 internal error.
     """
-    from tl_advise.advisor.cli import configure_logging
     from tl_advise.advisor.predictions import render_predictions
+    from tl_advise.cli.commands import configure_logging
     from tl_advise.runners.trained_model import image_files, predict_images
 
     configure_logging(verbose, quiet)
@@ -85,8 +86,8 @@ def report_schema(kind: str = "advice") -> dict[str, object]:
     every field required, because the output always holds every field (defaults and nulls included)."""
     from pydantic.json_schema import GenerateJsonSchema
 
-    from tl_advise.advisor.models import SCHEMA_VERSION, AdviceResult
     from tl_advise.advisor.predictions import PredictionReport
+    from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult
 
     class OutputSchema(GenerateJsonSchema):
         def field_is_required(self, field: Any, total: bool) -> bool:

@@ -111,6 +111,22 @@ class ImageSizeSummary(_Model):
     max_height: int
 
 
+AuditMode = Literal["sample", "all"]
+AUDIT_MODES: tuple[AuditMode, ...] = get_args(AuditMode)
+
+
+class HeaderAudit(_Model):
+    """Which image headers the scan read. Listing, byte sizes and duplicate detection always cover every
+    file; reading every header is what grows with a large dataset, so by default only a seeded share is."""
+
+    mode: AuditMode = Field(description="'all': every header was read; 'sample': a seeded share plus the "
+                                        "embedded sample (and every file whose extension is not an image's)")
+    n_audited: int = Field(description="files whose header was read (unreadable ones included)")
+    n_not_audited: int = Field(description="files counted as images from their name and size alone")
+    n_unreadable: int = Field(description="files the header read found unreadable, truncated or not images")
+    seed: int = Field(description="seed that drew the audit share")
+
+
 class DatasetSummary(_Model):
     root: str
     layout: Literal["flat", "splits"]
@@ -124,8 +140,9 @@ class DatasetSummary(_Model):
     images_per_class: float = Field(description="median images per class in the training split")
     min_images_per_class: int
     imbalance_ratio: float = Field(description="largest / smallest class in the training split")
-    modes: dict[str, int] = Field(description="PIL image mode -> images (L, RGB, RGBA, I;16, CMYK, ...)")
-    image_size: ImageSizeSummary
+    modes: dict[str, int] = Field(description="PIL image mode -> images whose header was read "
+                                              "(L, RGB, RGBA, I;16, CMYK, ...)")
+    image_size: ImageSizeSummary = Field(description="over the images whose header was read")
     duplicates: list[DuplicateGroup]
     skipped: list[SkippedFile] = Field(description="files left out, each with the reason")
     empty_class_folders: list[str] = Field(default_factory=list,
@@ -134,6 +151,7 @@ class DatasetSummary(_Model):
     manifests: list[str] = Field(
         default_factory=list, description="the label manifest(s) the labels came from; empty for class folders"
     )
+    audit: HeaderAudit | None = Field(default=None, description="how many image headers the scan read")
 
 
 # --------------------------------------------------------------------------- backbone

@@ -1,7 +1,7 @@
 """The ``tl-advise`` command line.
 
 ``tl-advise DATA`` is short for ``tl-advise advise DATA``; ``predict`` and ``schema`` live in
-``advisor/pipeline_commands.py``. The report goes to stdout (or ``-o``); logs and
+``cli/pipeline_commands.py``. The report goes to stdout (or ``-o``); logs and
 progress go to stderr. Exit codes: 0 advice given, 1 a ``--fail-on`` condition held, 2 bad usage or input
 (or missing weights), 3 an internal error (a bug), 130 interrupted.
 """
@@ -19,16 +19,28 @@ from typing import Any
 
 import click
 
-from tl_advise.advisor.errors import ConfigError, TLAdviseError
-from tl_advise.advisor.models import STRATEGY_IDS, printable
-from tl_advise.advisor.pipeline_commands import predict_command, schema_command
+from tl_advise.advisor.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_PER_CLASS,
+    DEFAULT_RUN_DIR,
+    DEFAULT_SEED,
+    DEFAULT_TOTAL,
+    DEVICE_CHOICES,
+)
+from tl_advise.advisor.formats import OutputFormat
+from tl_advise.cli.pipeline_commands import predict_command, schema_command
+from tl_advise.schema.errors import ConfigError, TLAdviseError
+from tl_advise.schema.models import AUDIT_MODES, STRATEGY_IDS, printable
+from tl_advise.schema.run_options import RunOptions
 
 logger = logging.getLogger("tl_advise")
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-FORMATS = ("text", "json", "markdown")
+FORMATS = tuple(OutputFormat)
 FAIL_ON = ("warning", "refuted")
-STRATEGY_CHOICES = STRATEGY_IDS
+RUN_DEFAULTS = {name: field.default for name, field in RunOptions.model_fields.items()}
 _BUDGET_PART = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ep|epochs?|s|sec|m|min|h)\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 
@@ -123,14 +135,14 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="For a label manifest: the column with the labels [default: detected].")
 @click.option("--split-column", envvar=env("SPLIT_COLUMN"),
               help="For a label manifest: the column with train/val/test [default: detected].")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True, envvar=env("BACKBONE"),
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, envvar=env("BACKBONE"),
               help="efficientnet_lite0 (embedded, offline) or any torchvision model, e.g. resnet50 or "
                    "mobilenet_v2:IMAGENET1K_V1.")
 @click.option("--weights", type=click.Path(path_type=Path), envvar=env("WEIGHTS"),
               help="A local checkpoint (state_dict) for --backbone, loaded with weights_only=True.")
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), envvar=env("RULES"),
               help="A rules file overriding the packaged decision table (see `tl-advise rules show --toml`).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=OutputFormat.TEXT.value, show_default=True,
               envvar=env("FORMAT"), help="Report format.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), envvar=env("OUTPUT"),
               help="Write the report to this file instead of stdout.")
@@ -138,20 +150,24 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="Also write a self-contained HTML report (charts, sample images) to this file.")
 @click.option("--fail-on", type=click.Choice(FAIL_ON), multiple=True, envvar=env("FAIL_ON"),
               help="Exit 1 when a warning fired / when --run refutes the advice. Repeatable.")
-@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=DEFAULT_DEVICE, show_default=True,
               envvar=env("DEVICE"))
-@click.option("--seed", type=int, default=0, show_default=True, envvar=env("SEED"),
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, envvar=env("SEED"),
               help="Seed for the sample, the cross-validation folds and training.")
-@click.option("--per-class", type=click.IntRange(min=2), default=64, show_default=True,
+@click.option("--per-class", type=click.IntRange(min=2), default=DEFAULT_PER_CLASS, show_default=True,
               envvar=env("PER_CLASS"), help="At most this many images per class are embedded.")
-@click.option("--max-images", type=click.IntRange(min=2), default=1024, show_default=True,
+@click.option("--max-images", type=click.IntRange(min=2), default=DEFAULT_TOTAL, show_default=True,
               envvar=env("MAX_IMAGES"), help="At most this many images are embedded in all.")
 @click.option("--all-images", is_flag=True, envvar=env("ALL_IMAGES"),
               help="Embed every image (no per-class or total cap).")
+@click.option("--audit", type=click.Choice(AUDIT_MODES), envvar=env("AUDIT"),
+              help="Image headers to read: 'all', or 'sample' (a seeded share of 10,000 files plus the embedded "
+                   "sample; every file in a smaller dataset). Listing, sizes and duplicates always cover every "
+                   "file. [default: sample; all with --run, which decodes every file anyway]")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), envvar=env("CACHE_DIR"),
               help="Where embeddings are cached [default: the user cache dir].")
 @click.option("--no-cache", is_flag=True, envvar=env("NO_CACHE"), help="Neither read nor write the cache.")
-@click.option("--embed-batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--embed-batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               envvar=env("EMBED_BATCH_SIZE"))
 @click.option("--workers", type=click.IntRange(min=0), envvar=env("WORKERS"),
               help="DataLoader workers for decoding [default: min(4, CPUs)].")
@@ -163,7 +179,7 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="With --run: train exactly these (comma-separated ids, or 'all').")
 @click.option("--budget", envvar=env("BUDGET"),
               help="With --run: per-strategy limits, e.g. '3ep' (epochs per phase), '10m', or '3ep,10m'.")
-@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("tl-advise-runs"),
+@click.option("--output-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_RUN_DIR,
               show_default=True, envvar=env("OUTPUT_DIR"), help="With --run: where models, metrics and reports go.")
 @click.option("--resume", is_flag=True, envvar=env("RESUME"), help="With --run: continue an interrupted run.")
 @click.option("--image-size", type=click.IntRange(min=16), envvar=env("IMAGE_SIZE"),
@@ -176,7 +192,7 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="With --run: training batch size instead of the recommended one.")
 @click.option("--max-train-per-class", type=click.IntRange(min=1), envvar=env("MAX_TRAIN_PER_CLASS"),
               help="With --run: train on at most this many images per class (seeded).")
-@click.option("--margin", default="auto", show_default=True, envvar=env("MARGIN"),
+@click.option("--margin", default=RUN_DEFAULTS["margin"], show_default=True, envvar=env("MARGIN"),
               help="With --run: within this accuracy of the best counts as confirmed; 'auto' is one binomial "
                    "standard error of the best val accuracy (at least one image).")
 @click.option("--tensorboard/--no-tensorboard", default=None, envvar=env("TENSORBOARD"),
@@ -184,7 +200,7 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 @click.option("--mlflow/--no-mlflow", default=None, envvar=env("MLFLOW"),
               help="With --run: track the run in MLflow (MLFLOW_TRACKING_URI, else MLflow's default store) "
                    "[default: when MLFLOW_TRACKING_URI is set].")
-@click.option("--mlflow-experiment", default="tl-advise", show_default=True,
+@click.option("--mlflow-experiment", default=RUN_DEFAULTS["mlflow_experiment"], show_default=True,
               envvar=[env("MLFLOW_EXPERIMENT"), "MLFLOW_EXPERIMENT_NAME"], help="With --run: the MLflow experiment.")
 @click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
               help="Progress bars on stderr [default: when stderr is a terminal].")
@@ -220,6 +236,7 @@ def advise_command(**opts: Any) -> int:
             max_images=None if opts["all_images"] else opts["max_images"],
             cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
             num_workers=opts["workers"], progress=progress and world.is_main, manifest=_manifest_options(opts),
+            audit=opts["audit"] or ("all" if run_options is not None else "sample"),
         )
 
     session = _shared_session(world, session_of_the_advice)
@@ -327,11 +344,11 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     strategies = None
     if opts["strategies"]:
         names = [s.strip() for s in opts["strategies"].split(",") if s.strip()]
-        strategies = list(STRATEGY_CHOICES) if names == ["all"] else names
-        unknown = sorted(set(strategies) - set(STRATEGY_CHOICES))
+        strategies = list(STRATEGY_IDS) if names == ["all"] else names
+        unknown = sorted(set(strategies) - set(STRATEGY_IDS))
         if unknown or not strategies:
             raise ConfigError(f"--strategies: unknown {', '.join(unknown) or 'empty list'}; choose from "
-                              f"{', '.join(STRATEGY_CHOICES)} or 'all'")
+                              f"{', '.join(STRATEGY_IDS)} or 'all'")
     options = run_options(dict(
         output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
         time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
@@ -447,7 +464,7 @@ def _another_process_stopped(exc: Exception) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
-    from tl_advise.advisor.config import pyproject_defaults
+    from tl_advise.cli.config import pyproject_defaults
 
     args = list(sys.argv[1:] if argv is None else argv)
     # Very large images are named in our own warning (scan); Pillow's bare one would only repeat it.

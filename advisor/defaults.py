@@ -1,0 +1,18 @@
+"""Defaults the Python API and the command line share, so `tl-advise --help` and ``advise()`` cannot disagree.
+
+Import-free on purpose: the command line reads it before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_BACKBONE = "efficientnet_lite0"  # embedded in the package: works offline
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEFAULT_DEVICE = "auto"
+DEFAULT_SEED = 0
+# Embedding sample caps: the similarity signals were stable from ~8 images per class (similarity notes, point 6).
+DEFAULT_PER_CLASS = 64
+DEFAULT_TOTAL = 1024
+DEFAULT_BATCH_SIZE = 32  # images per forward pass when embedding or predicting
+DEFAULT_RUN_DIR = Path("tl-advise-runs")  # where `--run` writes when no --output-dir is given
