@@ -38,7 +38,7 @@ from tl_advise.schema.run_options import RunOptions
 logger = logging.getLogger("tl_advise")
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-FORMATS = tuple(OutputFormat)
+FORMATS = tuple(f.value for f in OutputFormat)
 FAIL_ON = ("warning", "refuted")
 RUN_DEFAULTS = {name: field.default for name, field in RunOptions.model_fields.items()}
 _BUDGET_PART = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ep|epochs?|s|sec|m|min|h)\s*$", re.IGNORECASE)

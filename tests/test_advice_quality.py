@@ -324,3 +324,16 @@ def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
             evidence.cases, evidence.datasets, evidence.seeds, evidence.runner_up), rule_id
         for field in ("mean_regret_pp", "margin_pp", "se_pp"):
             assert getattr(evidence, field) == pytest.approx(measured[field], abs=0.006), (rule_id, field)
+
+
+def test_the_doc_s_generated_blocks_are_the_report_s_sections_and_nothing_else() -> None:
+    import advice_quality as aq
+
+    report = "# Report\n\n## Calibration\n\n- regret 1.0\n```toml\n# rule x\n```\n\n## Other\n\n- not this\n"
+    doc = "# Doc\n\nhand text\n\n<!-- generated: Calibration -->\nstale\n<!-- end generated -->\n\nmore hand text\n"
+    once = aq.write_doc(doc, report)
+    assert once == ("# Doc\n\nhand text\n\n<!-- generated: Calibration -->\n### Calibration\n\n- regret 1.0\n"
+                    "```toml\n# rule x\n```\n<!-- end generated -->\n\nmore hand text\n")
+    assert aq.write_doc(once, report) == once
+    with pytest.raises(ValueError, match="no section '## Missing'"):
+        aq.write_doc("<!-- generated: Missing --><!-- end generated -->", report)
