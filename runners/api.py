@@ -138,9 +138,9 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
                 run = _train_one(ctx)
             except TLAdviseError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison…
                 if here.distributed:
-                    raise  # one crashed strategy is a failure record, not a dead comparison
+                    raise  # …except in a distributed run: the other ranks cannot train on without this one
                 logger.exception("%s failed", strategy)
                 run = StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}")
             runs.append(run)

@@ -4,6 +4,11 @@ A runner describes *what* trains (a ``TrainingJob``: the module, its phases, how
 and builds its optimizer, the batches); ``fit`` does the rest. At the end of every epoch a resumable
 state (model, optimizer, scheduler, position, best-so-far, early-stopping counter, curves, RNG states)
 is written atomically, so an interrupt (Ctrl-C or SIGTERM) loses at most the epoch in progress.
+
+An epoch is a sequence of named steps — ``_train_epoch``, ``_evaluate``, ``_record_epoch``,
+``_decide_next`` (budget, early stop, phase end), ``_checkpoint``, ``_announce`` — over one
+``LoopState``. Under torchrun the same loop runs on every rank (``runners.distributed``): the model
+trains through DistributedDataParallel, validation is gathered, and rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
