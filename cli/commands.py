@@ -220,11 +220,15 @@ def advise_command(**opts: Any) -> int:
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     run_options = _checked_options(opts, progress)  # everything cheap, before the scan and the embedding
-    world = _distributed_world(opts, run_options is not None)
-    if world is None:  # --nproc-per-node N: this process launches N workers and waits for them
+    if _torchrun_processes(opts, run_options is not None) > 1:
+        world = _join_process_group(opts["device"])
+    elif opts["nproc_per_node"] > 1:  # this process launches the workers (torchrun's way) and waits for them
         from tl_advise.runners.launch import launch_local
 
         return launch_local(opts["nproc_per_node"], (click.get_current_context().obj or {}).get("argv", sys.argv[1:]))
+    else:
+        world = None
+    main_process = world is None or world.is_main
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 
@@ -235,18 +239,23 @@ def advise_command(**opts: Any) -> int:
             per_class=None if opts["all_images"] else opts["per_class"],
             max_images=None if opts["all_images"] else opts["max_images"],
             cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
-            num_workers=opts["workers"], progress=progress and world.is_main, manifest=_manifest_options(opts),
+            num_workers=opts["workers"], progress=progress and main_process, manifest=_manifest_options(opts),
             audit=opts["audit"] or ("all" if run_options is not None else "sample"),
         )
 
-    session = _shared_session(world, session_of_the_advice)
+    if world is not None:  # the advice once, on rank 0; every rank trains the same recommendation
+        from tl_advise.runners.launch import shared_session
+
+        session = shared_session(session_of_the_advice)
+    else:
+        session = session_of_the_advice()
     result = session.result
     if run_options is not None:
         from tl_advise.runners import run_advice
 
-        report_of_run = run_advice(session, run_options.model_copy(update={"progress": progress and world.is_main}))
+        report_of_run = run_advice(session, run_options.model_copy(update={"progress": progress and main_process}))
         result = session.result.model_copy(update={"run": report_of_run})
-    if not world.is_main:
+    if not main_process:
         return EXIT_OK  # rank 0 reports for the whole distributed run
     report = render(result, opts["fmt"])
     if opts["output"]:
@@ -264,30 +273,23 @@ def advise_command(**opts: Any) -> int:
     return _exit_code(result, set(opts["fail_on"]))
 
 
-def _distributed_world(opts: dict[str, Any], run: bool) -> Any:
-    """Under torchrun: join its process group (left when the command ends) and this process's place in it.
-    None when ``--nproc-per-node`` asks this process to launch the workers."""
-    from tl_advise.runners.distributed import World, launched_world
-
-    launched = launched_world()
-    if (launched.distributed or opts["nproc_per_node"] > 1) and not run:
+def _torchrun_processes(opts: dict[str, Any], run: bool) -> int:
+    """How many processes torchrun started this one among (1 outside torchrun), read from its environment
+    without importing torch; several processes (torchrun or --nproc-per-node) need --run."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if (launched > 1 or opts["nproc_per_node"] > 1) and not run:
         raise ConfigError("several processes (torchrun or --nproc-per-node) only help --run: add --run, or "
                           "advise in one process")
-    if not launched.distributed:
-        return None if opts["nproc_per_node"] > 1 else World()
-    from tl_advise.runners.distributed import process_group
+    return launched
+
+
+def _join_process_group(device: str) -> Any:
+    """Join torchrun's process group until the command ends; this process's ``World`` (rank, size)."""
+    from tl_advise.runners.distributed import launched_world, process_group
     from tl_advise.runners.launch import quiet_unless_main
 
-    quiet_unless_main(launched)
-    return click.get_current_context().with_resource(process_group(opts["device"]))
-
-
-def _shared_session(world: Any, make: Any) -> Any:
-    if not world.distributed:
-        return make()
-    from tl_advise.runners.launch import shared_session
-
-    return shared_session(make)
+    quiet_unless_main(launched_world())
+    return click.get_current_context().with_resource(process_group(device))
 
 
 def _manifest_options(opts: dict[str, Any]) -> Any:
