@@ -3,7 +3,8 @@
 The process tests train on the real ants-and-bees photos (capped at 40 per class, 64 px) in two
 processes and in one, and hold them against each other: the same validation accuracy (the feature
 head bit for bit: its batches, batch norm and dropout masks are the one-process ones), one set of
-files, and a resume after one rank is stopped mid-run.
+files, and a resume after one rank is stopped mid-run. Two spawned gloo processes check the
+collectives and hold the whole-batch batch norm and dropout to the one-process gradient.
 """
 
 from __future__ import annotations
@@ -83,6 +84,68 @@ def test_several_processes_without_run_are_refused(tmp_path: Path) -> None:
     from tl_advise.cli import main
 
     assert main([str(tmp_path), "--nproc-per-node", "2"]) == 2
+
+
+# --------------------------------------------------------------------------- two gloo processes, in-process checks
+
+
+def _two_rank_checks(rank: int, init_file: str, out_dir: str) -> None:
+    """Rank ``rank`` of 2: the collectives and the whole-batch layers against one-process arithmetic."""
+    import copy
+
+    import torch.distributed as dist
+
+    from tl_advise.runners import distributed
+    from tl_advise.schema.errors import ConfigError
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    results: dict[str, Any] = {}
+    try:
+        def refuse() -> int:
+            raise ConfigError("rank 0 says no")
+
+        try:
+            distributed.from_main(refuse)
+            results["error"] = None
+        except ConfigError as exc:
+            results["error"] = str(exc)
+        results["value"] = distributed.from_main(lambda: 40 + 2)
+        rows = torch.arange(7.0).unsqueeze(1) * 10
+        results["gathered"] = distributed.gather_rows(rows[rank::2]).squeeze(1).tolist()
+
+        # One process: a batch of 8 through BN and dropout (seeded), its loss gradient and BN statistics.
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Dropout(0.5),
+                                  torch.nn.Linear(5, 3))
+        x, y = torch.randn(8, 6), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+        reference = copy.deepcopy(net)
+        torch.manual_seed(1)
+        torch.nn.functional.cross_entropy(reference(x), y).backward()
+        # Two processes: rows rank::2 each, the whole-batch layers under DDP, the same seed.
+        ddp = torch.nn.parallel.DistributedDataParallel(distributed.whole_batch_layers(net))
+        torch.manual_seed(1)
+        torch.nn.functional.cross_entropy(ddp(x[rank::2]), y[rank::2]).backward()
+        results["grad_gap"] = max((a.grad - b.grad).abs().max().item()  # type: ignore[operator]
+                                  for a, b in zip(reference.parameters(), net.parameters(), strict=True))
+        results["stats_gap"] = max((reference[1].running_mean - net[1].running_mean).abs().max().item(),
+                                   (reference[1].running_var - net[1].running_var).abs().max().item())
+    finally:
+        dist.destroy_process_group()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+@pytest.mark.slow
+def test_collectives_and_whole_batch_layers_in_two_gloo_processes(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_checks, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        results = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert results["error"] == "rank 0 says no"  # raised on every rank, not only where it happened
+        assert results["value"] == 42
+        assert results["gathered"] == [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+        # The gradient DDP averages is the one-process batch's: batch statistics and dropout masks alike.
+        assert results["grad_gap"] < 1e-5 and results["stats_gap"] < 1e-5
 
 
 # --------------------------------------------------------------------------- processes
