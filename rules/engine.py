@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tl_advise.rules.confidence import assess
 from tl_advise.rules.schema import (
@@ -376,6 +376,39 @@ def why_learning_rate(
 # --------------------------------------------------------------------------- recommend
 
 
+@dataclass(frozen=True)
+class StrategyRecipe:
+    """What one strategy trains with on one dataset and backbone: the recipe the advice prints and ``--run``
+    trains (``runners.recipes.build_recipe`` starts from it), so the two cannot drift."""
+
+    strategy_id: StrategyId
+    rule: StrategyRule
+    top: list[str]  # the last stages, by the strategy's fraction and minimum
+    first: list[str]  # first stages added for an input-level shift
+    unfreeze: list[str]  # both, in stage order
+    unfreeze_summary: str
+    learning_rate: LearningRates
+    schedule: list[Phase]
+    batch_size: int
+
+
+def strategy_recipe(rules: RuleSet, strategy_id: StrategyId, dataset: DatasetSummary, similarity: SimilarityReport,
+                    backbone: BackboneInfo) -> StrategyRecipe:
+    """The rules' recipe for ``strategy_id`` on this dataset and backbone, whichever row picks it."""
+    strategy = rules.strategies[strategy_id]
+    stages = list(backbone.stages)
+    top = top_stages_to_unfreeze(strategy, stages)
+    first = surgical_stages(rules.layers, similarity.shift_level, stages, top) if strategy.pretrained else []
+    unfreeze = [s for s in stages if s in top or s in first]
+    rates = learning_rates(rules, strategy, similarity.label, top, first)
+    return StrategyRecipe(
+        strategy_id=strategy_id, rule=strategy, top=top, first=first, unfreeze=unfreeze,
+        unfreeze_summary=describe_unfreeze(strategy, stages, top, first), learning_rate=rates,
+        schedule=build_schedule(strategy, rates, unfreeze),
+        batch_size=batch_size_for(rules.batch, strategy, training_images(dataset)),
+    )
+
+
 def recommend(
     rules: RuleSet, dataset: DatasetSummary, similarity: SimilarityReport, backbone: BackboneInfo
 ) -> Recommendation:
@@ -384,18 +417,12 @@ def recommend(
     row = rules.row_for(band, similarity.label)
     sep = similarity.separability
     decision = decide(rules, band, similarity.label, sep.logreg_gain if sep else None)
-    strategy = rules.strategies[decision.strategy]
+    recipe = strategy_recipe(rules, decision.strategy, dataset, similarity, backbone)
+    strategy, top, first, rates = recipe.rule, recipe.top, recipe.first, recipe.learning_rate
     stages = list(backbone.stages)
-
-    top = top_stages_to_unfreeze(strategy, stages)
-    first = surgical_stages(rules.layers, similarity.shift_level, stages, top) if strategy.pretrained else []
-    unfreeze = [s for s in stages if s in top or s in first]
-    summary = describe_unfreeze(strategy, stages, top, first)
-    rates = learning_rates(rules, strategy, similarity.label, top, first)
     n_train = training_images(dataset)
-    batch_size = batch_size_for(rules.batch, strategy, n_train)
 
-    ctx = AdviceContext(rules, dataset, similarity, backbone, decision.strategy, strategy, unfreeze)
+    ctx = AdviceContext(rules, dataset, similarity, backbone, decision.strategy, strategy, recipe.unfreeze)
     profile = rules.similarity.profile_for(backbone.profile_key)
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
@@ -403,13 +430,13 @@ def recommend(
            f"rule {row.id} → {row.strategy}: {row.why}"]
     if decision.rule_id != row.id:
         why.append(f"rule {decision.rule_id} → {decision.strategy}: {rules.pixel_baseline.why}")
-    why.append(why_unfreeze(strategy, stages, top, summary))
+    why.append(why_unfreeze(strategy, stages, top, recipe.unfreeze_summary))
     if first:
         why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
                    f"({', '.join(first)}): {rules.layers.why}")
     why.append(why_learning_rate(rules, strategy, rates, similarity.label))
-    if batch_size < strategy.batch_size:
-        why.append(f"batch size {batch_size} instead of {strategy.batch_size}: {n_train} training images "
+    if recipe.batch_size < strategy.batch_size:
+        why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: {n_train} training images "
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
     alternatives = [a for a in alternatives_for(row, similarity.label) if a.strategy != decision.strategy]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
@@ -421,20 +448,23 @@ def recommend(
         confidence=confidence,
         pixel_baseline=pixel_baseline(rules, similarity),
         why=why,
-        unfreeze=unfreeze,
-        unfreeze_summary=summary,
-        learning_rate=rates,
-        optimizer=strategy.optimizer,
-        weight_decay=strategy.weight_decay,
-        batchnorm=strategy.batchnorm,
-        schedule=build_schedule(strategy, rates, unfreeze),
-        batch_size=batch_size,
-        augmentation=list(strategy.augmentation),
-        regularization=list(strategy.regularization),
-        gpu_advised=strategy.gpu_advised,
         warnings=evaluate_warnings(ctx),
         alternatives=alternatives,
+        **recommended_recipe(recipe),
     )
+
+
+def recommended_recipe(recipe: StrategyRecipe) -> dict[str, Any]:
+    """The recipe fields of a ``Recommendation`` (the same for the advised strategy and an alternative)."""
+    strategy = recipe.rule
+    return {
+        "unfreeze": recipe.unfreeze, "unfreeze_summary": recipe.unfreeze_summary,
+        "learning_rate": recipe.learning_rate, "optimizer": strategy.optimizer,
+        "weight_decay": strategy.weight_decay, "batchnorm": strategy.batchnorm, "schedule": recipe.schedule,
+        "batch_size": recipe.batch_size, "augmentation": strategy.augmentation,
+        "regularization": strategy.regularization, "lr_schedule": strategy.lr_schedule,
+        "gpu_advised": strategy.gpu_advised,
+    }
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,11 @@ from tl_advise.rules.warnings import WarningRule
 from tl_advise.schema.errors import RulesError
 from tl_advise.schema.models import (
     BATCHNORM_HELP,
+    Augmentation,
     BatchNormMode,
     ConfidenceLevel,
+    LRSchedule,
+    Regularization,
     SimilarityLabel,
     StrategyId,
 )
@@ -286,8 +289,9 @@ class StrategyRule(_Strict):
     head_epochs: int = Field(ge=0)
     finetune_epochs: int = Field(ge=0)
     batch_size: int = Field(ge=1)
-    augmentation: list[str]
-    regularization: list[str]
+    augmentation: Augmentation = Field(default_factory=Augmentation, description="every default is off")
+    regularization: Regularization = Field(default_factory=Regularization)
+    lr_schedule: LRSchedule = Field(default_factory=LRSchedule)
     gpu_advised: bool
 
     @property
@@ -308,6 +312,26 @@ class StrategyRule(_Strict):
         if not self.pretrained and self.batchnorm == "inference":
             raise ValueError('pretrained = false needs batchnorm = "train": a random backbone has no '
                              "statistics to keep")
+        return self
+
+    @model_validator(mode="after")
+    def _recipe_fits_what_trains(self) -> StrategyRule:
+        """Refuse what the runners cannot do rather than skip it: a frozen backbone's head trains on features
+        embedded once, so it has no images to augment, no blocks to drop and no fine-tuning to warm up."""
+        if not self.trains_backbone:
+            frozen = "the backbone stays frozen, so the head trains on features embedded once"
+            if self.augmentation != Augmentation():
+                raise ValueError(f"augmentation: {frozen} and no image is augmented; remove the augmentation "
+                                 "table (or unfreeze stages)")
+            if self.regularization.drop_path_rate > 0:
+                raise ValueError(f"regularization.drop_path_rate: {frozen}; stochastic depth needs a backbone "
+                                 "that trains")
+            if self.lr_schedule.warmup_epochs > 0:
+                raise ValueError(f"lr_schedule.warmup_epochs: {frozen}; warm-up applies to the phase that trains "
+                                 "the backbone")
+        if self.lr_schedule.warmup_epochs >= max(self.finetune_epochs, 1) and self.lr_schedule.warmup_epochs:
+            raise ValueError(f"lr_schedule.warmup_epochs ({self.lr_schedule.warmup_epochs}) must be below "
+                             f"finetune_epochs ({self.finetune_epochs}): cosine decay follows the warm-up")
         return self
 
 
@@ -407,6 +431,15 @@ class RuleSet(_Strict):
     @model_validator(mode="after")
     def _table_covers_every_cell_once(self) -> RuleSet:
         _check_table_coverage(self.decision, self.size_bands.bands)
+        return self
+
+    @model_validator(mode="after")
+    def _feature_extraction_stays_frozen(self) -> RuleSet:
+        rule = self.strategies.get("feature_extraction")
+        if rule is not None and rule.trains_backbone:
+            raise ValueError("strategies.feature_extraction: its runner trains a head on features embedded once, "
+                             "so unfreeze_top_fraction and unfreeze_min_stages must be 0 (the other strategies "
+                             "unfreeze stages)")
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +111,9 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
     logger.info("run: %s on %s; %d train / %d val / %d test images; validation: %s",
                 ", ".join(strategies), describe(device), len(splits.train), len(splits.val), len(splits.test),
                 splits.validation)
-    recipes = {strategy: build_recipe(session, strategy, options) for strategy in strategies}
+    result = session.result
+    recipes = {strategy: build_recipe(session.rules, strategy, dataset=result.dataset, similarity=result.similarity,
+                                      backbone=result.backbone, options=options) for strategy in strategies}
     for strategy, recipe in recipes.items():  # refused before anything trains, not after the first strategy
         if recipe.head_epochs + recipe.finetune_epochs <= 0:
             raise ConfigError(
@@ -188,8 +189,7 @@ def run_params(session: AdviceSession, options: RunOptions, strategies: list[Str
 
 def recipe_params(ctx: StrategyContext) -> dict[str, Any]:
     """A strategy's recipe as a tracker records it (before training: a crashed run keeps its settings)."""
-    recipe = {k: v for k, v in asdict(ctx.recipe).items() if k != "notes"}
-    return {**recipe, "n_train": len(ctx.splits.train), "n_val": len(ctx.splits.val)}
+    return {**ctx.recipe.model_dump(mode="json"), "n_train": len(ctx.splits.train), "n_val": len(ctx.splits.val)}
 
 
 def write_outputs(session: AdviceSession, report: RunReport, out: Path) -> RunReport:

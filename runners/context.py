@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,22 +64,21 @@ class StrategyContext:
         def files(records: list) -> list[tuple[str, int, int]]:
             return [(r.path.relative_to(root).as_posix(), r.size_bytes, r.mtime_ns) for r in records]
 
-        return digest(backbone_key(self.session.backbone), asdict(self.recipe), files(self.splits.train),
-                      files(self.splits.val), self.options.seed, self.options.patience)
+        return digest(backbone_key(self.session.backbone), self.recipe.model_dump(mode="json"),
+                      files(self.splits.train), files(self.splits.val), self.options.seed, self.options.patience)
 
-    def settings(self, *, augmentation: list[str], skipped: list[str]) -> RunSettings:
-        r = self.recipe
-        return RunSettings(
-            pretrained=r.pretrained, unfreeze=list(r.unfreeze), head_lr=r.head_lr, backbone_lr=r.backbone_lr,
-            per_stage_lr=dict(r.per_stage_lr), optimizer=r.optimizer, weight_decay=r.weight_decay,
-            batchnorm=r.batchnorm,
-            head_epochs=r.head_epochs, finetune_epochs=r.finetune_epochs, batch_size=r.batch_size,
-            image_size=r.image_size, augmentation=augmentation, augmentation_skipped=skipped,
-            label_smoothing=r.label_smoothing, dropout=r.dropout, n_train=len(self.splits.train),
-            n_val=len(self.splits.val), world_size=self.batch_split.world_size,
-            batch_size_per_rank=self.batch_split.per_rank, effective_batch_size=self.batch_split.effective,
-            lr_scaling=LR_SCALING,
-        )
+    @property
+    def patience(self) -> int | None:
+        """Epochs without a val-loss improvement before a phase stops; None when the recipe has no early stop."""
+        return self.options.patience if self.recipe.regularization.early_stopping else None
+
+    def settings(self, *, train_transform: list[str]) -> RunSettings:
+        """The run record: the recipe as trained (one field list, the recipe's own), what was built from it,
+        and how its batch was split over the processes."""
+        split = self.batch_split
+        return RunSettings(**dict(self.recipe), train_transform=train_transform, n_train=len(self.splits.train),
+                           n_val=len(self.splits.val), world_size=split.world_size, batch_size_per_rank=split.per_rank,
+                           effective_batch_size=split.effective, lr_scaling=LR_SCALING)
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.output_dir).as_posix()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from tl_advise.advisor.imaging import interpolation_mode, open_rgb
 from tl_advise.advisor.sampling import stratified_sample
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, display_name
 from tl_advise.schema.errors import DatasetError
-from tl_advise.schema.models import DuplicateGroup, Preprocessing
+from tl_advise.schema.models import Augmentation, DuplicateGroup, Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -126,53 +125,36 @@ def eval_transform(pre: Preprocessing) -> T.Compose:
     ])
 
 
-def train_transform(pre: Preprocessing, augmentation: Sequence[str]) -> tuple[T.Compose, list[str], list[str]]:
-    """The recommendation's augmentations as transforms: (transform, applied, skipped).
+def train_transform(pre: Preprocessing, augmentation: Augmentation) -> T.Compose:
+    """The recipe's per-image augmentation as torchvision transforms, in a fixed order: sizing, geometric,
+    photometric, then tensor and normalisation.
 
-    Without a random crop the image is resized and centre-cropped as for evaluation. No flip is added
-    unless one is listed (a flip can change the label of text, digits or oriented scans).
+    Without a crop scale the image is resized and centre-cropped as for evaluation. No flip is added unless
+    the recipe asks (a flip can change the label of text, digits or oriented scans). Batch mixing (mixup,
+    cutmix) is not a per-image transform: ``runners.mixing`` applies it to each batch.
     """
     interp = interpolation_mode(pre)
-    applied: list[str] = []
-    skipped: list[str] = []
-    geometric: list[torch.nn.Module] = []
-    photometric: list[torch.nn.Module] = []
-    crop: torch.nn.Module | None = None
-    for item in augmentation:
-        text = item.lower()
-        if "random resized crop" in text:
-            scale = re.search(r"scale\s*([0-9.]+)\s*-\s*([0-9.]+)", text)
-            bounds = (float(scale.group(1)), float(scale.group(2))) if scale else (0.08, 1.0)
-            crop = T.RandomResizedCrop(pre.input_size, scale=bounds, interpolation=interp)
-        elif "horizontal flip" in text:
-            geometric.append(T.RandomHorizontalFlip())
-        elif "vertical flip" in text:
-            geometric.append(T.RandomVerticalFlip())
-        elif "rotation" in text:
-            degrees = re.search(r"([0-9.]+)\s*°", text)
-            geometric.append(T.RandomRotation(float(degrees.group(1)) if degrees else 10.0,
-                                              interpolation=T.InterpolationMode.BILINEAR))
-        elif "jitter" in text:
-            strength = re.search(r"jitter\s*([0-9.]+)", text)
-            s = float(strength.group(1)) if strength else 0.2
-            photometric.append(T.ColorJitter(brightness=s, contrast=s, saturation=s))
-        elif "randaugment" in text:
-            ops = re.search(r"([0-9]+)\s*ops", text)
-            magnitude = re.search(r"magnitude\s*([0-9]+)", text)
-            photometric.append(T.RandAugment(num_ops=int(ops.group(1)) if ops else 2,
-                                             magnitude=int(magnitude.group(1)) if magnitude else 9,
-                                             interpolation=T.InterpolationMode.BILINEAR))
-        else:
-            # Batch-level mixing (mixup / cutmix) and unknown names are not per-image transforms.
-            skipped.append(item)
-            continue
-        applied.append(item)
     sizing: list[torch.nn.Module] = (
-        [crop] if crop is not None
+        [T.RandomResizedCrop(pre.input_size, scale=augmentation.crop_scale, interpolation=interp)]
+        if augmentation.crop_scale is not None
         else [T.Resize(pre.resize_size, interpolation=interp), T.CenterCrop(pre.input_size)]
     )
-    transform = T.Compose([*sizing, *geometric, *photometric, T.ToTensor(), T.Normalize(pre.mean, pre.std)])
-    return transform, applied, skipped
+    geometric: list[torch.nn.Module] = []
+    if augmentation.hflip:
+        geometric.append(T.RandomHorizontalFlip())
+    if augmentation.vflip:
+        geometric.append(T.RandomVerticalFlip())
+    if augmentation.rotation_degrees:
+        geometric.append(T.RandomRotation(augmentation.rotation_degrees, interpolation=T.InterpolationMode.BILINEAR))
+    photometric: list[torch.nn.Module] = []
+    if augmentation.color_jitter:
+        s = augmentation.color_jitter
+        photometric.append(T.ColorJitter(brightness=s, contrast=s, saturation=s))
+    if augmentation.rand_augment is not None:
+        photometric.append(T.RandAugment(num_ops=augmentation.rand_augment.ops,
+                                         magnitude=augmentation.rand_augment.magnitude,
+                                         interpolation=T.InterpolationMode.BILINEAR))
+    return T.Compose([*sizing, *geometric, *photometric, T.ToTensor(), T.Normalize(pre.mean, pre.std)])
 
 
 # --------------------------------------------------------------------------- datasets and loaders

@@ -23,8 +23,8 @@ from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
 from tl_advise.runners.train import Batch, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.runners.trained_model import save_model
-from tl_advise.schema.errors import DatasetError
-from tl_advise.schema.models import Metrics, StrategyRun
+from tl_advise.schema.errors import ConfigError, DatasetError
+from tl_advise.schema.models import Augmentation, Metrics, StrategyRun
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,11 @@ def _shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 def run(ctx: StrategyContext) -> StrategyRun:
     recipe, options = ctx.recipe, ctx.options
+    if (recipe.augmentation != Augmentation() or recipe.regularization.drop_path_rate or recipe.unfreeze
+            or recipe.lr_schedule.warmup_epochs):
+        # The rules refuse such a recipe for a frozen backbone; a hand-built one is refused here, never skipped.
+        raise ConfigError("feature_extraction trains a head on features embedded once: it cannot augment images, "
+                          "drop paths, warm up or unfreeze stages; use another strategy for that recipe")
     started = time.perf_counter()
     backbone = embedding_backbone(ctx)
     train_set = embed_split(ctx, backbone, ctx.splits.train)
@@ -127,7 +132,8 @@ def run(ctx: StrategyContext) -> StrategyRun:
     val_x, val_y = _tensors(val_set)
     # Seeded here, after embedding: a cold cache runs a DataLoader that draws from the global RNG.
     torch.manual_seed(options.seed)
-    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout).to(ctx.device)
+    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names),
+                          dropout=recipe.regularization.dropout).to(ctx.device)
     distributed.whole_batch_layers(head)
 
     def prepare(phase: PhasePlan) -> PreparedPhase:
@@ -142,9 +148,9 @@ def run(ctx: StrategyContext) -> StrategyRun:
         n_train_batches=max(1, len(train_y) // batch.effective),
         val_batches=lambda: feature_batches(*_shard(val_x, val_y), 256),
         device=ctx.device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
-        label_smoothing=recipe.label_smoothing, patience=options.patience, time_budget_s=options.time_budget_s,
-        resume=options.resume, progress=options.progress, epoch_callback=ctx.epoch_callback,
-        epoch_logger=ctx.epoch_logger,
+        label_smoothing=recipe.regularization.label_smoothing, patience=ctx.patience,
+        time_budget_s=options.time_budget_s, resume=options.resume, progress=options.progress,
+        epoch_callback=ctx.epoch_callback, epoch_logger=ctx.epoch_logger,
     )
     result = fit(job)
     head.load_state_dict(result.best_state)
@@ -162,7 +168,7 @@ def run(ctx: StrategyContext) -> StrategyRun:
     train_time = result.train_time_s + embed_seconds
     return StrategyRun(
         strategy=recipe.strategy, status="stopped_by_budget" if result.stopped_by_budget else "completed",
-        settings=ctx.settings(augmentation=[], skipped=list(recipe.augmentation)),
+        settings=ctx.settings(train_transform=[]),  # no images: the head trains on embedded features
         epochs_run=result.epochs_run, best_epoch=result.best_epoch,
         val=metrics_of(val_x, val_y), test=metrics_of(*_tensors(test_set)) if test_set else None,
         train_time_s=round(train_time, 3),

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tl_advise.advisor.backbones import Backbone, load_backbone
+from tl_advise.advisor.backbones.registry import with_drop_path
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.runners import distributed
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
@@ -25,7 +26,8 @@ from tl_advise.runners.distributed import BatchSplit
 from tl_advise.runners.freezing import check_stage_names, freeze_body, frozen_batchnorm
 from tl_advise.runners.heads import ClassifierHead, TransferModel
 from tl_advise.runners.metrics import classification_metrics
-from tl_advise.runners.optim import make_optimizer
+from tl_advise.runners.mixing import batch_mixer
+from tl_advise.runners.optim import make_optimizer, make_scheduler
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.runners.trained_model import save_model
@@ -36,10 +38,13 @@ logger = logging.getLogger(__name__)
 
 def backbone_for(ctx: StrategyContext) -> Backbone:
     """A private copy: training must never change the session's backbone (the advisor and the
-    feature-extraction runner use its pretrained weights)."""
+    feature-extraction runner use its pretrained weights). Stochastic depth, when the recipe has it, is
+    built in (timm sets it at creation)."""
     if ctx.recipe.pretrained:
-        return copy.deepcopy(ctx.session.backbone)
-    return load_backbone(ctx.session.backbone.name, pretrained=False)
+        backbone = copy.deepcopy(ctx.session.backbone)
+    else:
+        backbone = load_backbone(ctx.session.backbone.name, pretrained=False)
+    return with_drop_path(backbone, ctx.recipe.regularization.drop_path_rate)
 
 
 def phase_plans(recipe: Recipe, backbone: Backbone) -> list[PhasePlan]:
@@ -129,7 +134,7 @@ def run(ctx: StrategyContext) -> StrategyRun:
     recipe, options, device = ctx.recipe, ctx.options, ctx.device
     torch.manual_seed(options.seed)  # the random backbone of from_scratch and the head's initial weights
     backbone = backbone_for(ctx)
-    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.dropout)
+    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.regularization.dropout)
     model = distributed.whole_batch_layers(TransferModel(backbone.body, head).to(device))
     # The memory format is set explicitly, never inherited: the session's backbone is channels_last after a
     # cold advice embedded with it (and contiguous after a warm one), and the two round differently, so a
@@ -137,7 +142,7 @@ def run(ctx: StrategyContext) -> StrategyRun:
     model = model.to(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
 
     pre = ctx.preprocessing
-    augment, applied, skipped = train_transform(pre, recipe.augmentation)
+    augment = train_transform(pre, recipe.augmentation)
     train_data = ImageRecordDataset(ctx.splits.train, augment, draft_size=pre.resize_size)
 
     batch = ctx.batch_split
@@ -153,16 +158,21 @@ def run(ctx: StrategyContext) -> StrategyRun:
         training_modules = freeze_body(backbone, phase.train_stages)
         groups = param_groups(recipe, backbone, head, phase)
         optimizer = make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay)
-        return PreparedPhase(optimizer, frozen_batchnorm(backbone, training_modules, mode=recipe.batchnorm))
+        # The warm-up belongs to the phase that trains the backbone, not to a new head's phase.
+        warmup = 0 if phase.name == "head" else recipe.lr_schedule.warmup_epochs
+        return PreparedPhase(optimizer, frozen_batchnorm(backbone, training_modules, mode=recipe.batchnorm),
+                             make_scheduler(optimizer, epochs=phase.epochs, warmup_epochs=warmup))
 
     job = TrainingJob(
         strategy=recipe.strategy, model=model, phases=phase_plans(recipe, backbone), prepare_phase=prepare,
         train_batches=train_batches, n_train_batches=max(1, len(train_data) // batch.effective),
         val_batches=lambda: _image_loader(ctx, ctx.splits.val),
         device=device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
-        label_smoothing=recipe.label_smoothing, patience=options.patience, time_budget_s=options.time_budget_s,
-        resume=options.resume, progress=options.progress, epoch_callback=ctx.epoch_callback,
-        epoch_logger=ctx.epoch_logger,
+        label_smoothing=recipe.regularization.label_smoothing, patience=ctx.patience,
+        mix_batch=batch_mixer(recipe.augmentation, label_smoothing=recipe.regularization.label_smoothing,
+                              n_classes=len(ctx.class_names)),
+        time_budget_s=options.time_budget_s, resume=options.resume, progress=options.progress,
+        epoch_callback=ctx.epoch_callback, epoch_logger=ctx.epoch_logger,
     )
     result = fit(job)
     model.load_state_dict(result.best_state)
@@ -179,7 +189,7 @@ def run(ctx: StrategyContext) -> StrategyRun:
                    strategy=recipe.strategy)
     return StrategyRun(
         strategy=recipe.strategy, status="stopped_by_budget" if result.stopped_by_budget else "completed",
-        settings=ctx.settings(augmentation=applied, skipped=skipped),
+        settings=ctx.settings(train_transform=[repr(t) for t in augment.transforms]),
         epochs_run=result.epochs_run, best_epoch=result.best_epoch,
         val=metrics_of(ctx.splits.val), test=metrics_of(ctx.splits.test) if ctx.splits.test else None,
         train_time_s=result.train_time_s,

@@ -1,80 +1,65 @@
-"""The training recipe of each strategy: the recommendation's own, or the rules' for an alternative.
+"""The training recipe of each strategy: the rules' own, as ``rules.engine.strategy_recipe`` gives it (the same
+function the advice prints from), then the run options.
 
-The recommended strategy uses exactly what the advice says (stages, rates, epochs, batch size,
-augmentation). An alternative gets what the same rules engine would have recommended had its row
-picked that strategy, so that a comparison pits recipe against recipe. Run options override both.
+The recommended strategy and an alternative alike get what the rules engine gives that strategy on this
+dataset and backbone, so that a comparison pits recipe against recipe. Run options override both.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypeAlias
 
-from tl_advise.advisor.api import AdviceSession
+from tl_advise.advisor.backbones.registry import drop_path_support
 from tl_advise.rules import engine
-from tl_advise.schema.models import BatchNormMode, Recommendation, StrategyId
+from tl_advise.rules.schema import RuleSet
+from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.models import (
+    BackboneInfo,
+    DatasetSummary,
+    Recommendation,
+    SimilarityReport,
+    StrategyId,
+    TrainingRecipe,
+)
 from tl_advise.schema.run_options import RunOptions
 
-DEFAULT_DROPOUT = 0.5  # the guide's head
+if TYPE_CHECKING:
+    from tl_advise.advisor.api import AdviceSession
+
+Recipe: TypeAlias = TrainingRecipe  # the runners' name for it
 
 
-@dataclass(frozen=True)
-class Recipe:
-    strategy: StrategyId
-    pretrained: bool
-    unfreeze: list[str]
-    head_lr: float
-    backbone_lr: float | None
-    per_stage_lr: dict[str, float]
-    optimizer: str
-    weight_decay: float
-    batchnorm: BatchNormMode
-    head_epochs: int
-    finetune_epochs: int
-    batch_size: int
-    augmentation: list[str]
-    label_smoothing: float = 0.0
-    dropout: float = DEFAULT_DROPOUT
-    image_size: int = 224
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def trains_backbone(self) -> bool:
-        return bool(self.unfreeze) or not self.pretrained
-
-    def stage_lr(self, stage: str) -> float:
-        return self.per_stage_lr.get(stage, self.backbone_lr if self.backbone_lr is not None else self.head_lr)
-
-
-def _epochs_of(rec: Recommendation, phase_names: tuple[str, ...]) -> int:
-    return sum(p.epochs for p in rec.schedule if p.name in phase_names)
-
-
-def _number_after(pattern: str, texts: list[str], default: float) -> float:
-    for text in texts:
-        match = re.search(pattern, text, flags=re.IGNORECASE)
-        if match:
-            return float(match.group(1))
-    return default
-
-
-def recipe_from_recommendation(rec: Recommendation, *, pretrained: bool, image_size: int) -> Recipe:
-    # From scratch has one phase in which everything (head included) trains at the one LR.
-    finetune_epochs = _epochs_of(rec, ("finetune", "from_scratch"))
-    backbone_lr = rec.learning_rate.backbone
-    head_lr = rec.learning_rate.head
-    if not pretrained:
+def rules_recipe(rules: RuleSet, strategy_id: StrategyId, *, dataset: DatasetSummary,
+                 similarity: SimilarityReport, backbone: BackboneInfo) -> Recipe:
+    """The rules' recipe for ``strategy_id``, exactly as the advice states it, at the backbone's input size."""
+    plan = engine.strategy_recipe(rules, strategy_id, dataset, similarity, backbone)
+    rule, rates = plan.rule, plan.learning_rate
+    head_lr, backbone_lr = rates.head, rates.backbone
+    if not rule.pretrained:  # one phase in which everything, head included, trains at the one LR
         head_lr = backbone_lr if backbone_lr is not None else head_lr
     return Recipe(
-        strategy=rec.strategy, pretrained=pretrained, unfreeze=list(rec.unfreeze),
-        head_lr=head_lr, backbone_lr=backbone_lr, per_stage_lr=dict(rec.learning_rate.per_stage),
-        optimizer=rec.optimizer, weight_decay=rec.weight_decay, batchnorm=rec.batchnorm,
-        head_epochs=_epochs_of(rec, ("head",)), finetune_epochs=finetune_epochs,
-        batch_size=rec.batch_size, augmentation=list(rec.augmentation),
-        label_smoothing=_number_after(r"label smoothing\s*([0-9.]+)", rec.regularization, 0.0),
-        dropout=_number_after(r"dropout\s*([0-9.]+)", rec.regularization, DEFAULT_DROPOUT),
-        image_size=image_size,
+        strategy=strategy_id, pretrained=rule.pretrained, unfreeze=list(plan.unfreeze), head_lr=head_lr,
+        backbone_lr=backbone_lr, per_stage_lr=dict(rates.per_stage), optimizer=rule.optimizer,
+        weight_decay=rule.weight_decay, batchnorm=rule.batchnorm,
+        head_epochs=sum(p.epochs for p in plan.schedule if p.name == "head"),
+        finetune_epochs=sum(p.epochs for p in plan.schedule if p.name in ("finetune", "from_scratch")),
+        batch_size=plan.batch_size, image_size=backbone.preprocessing.input_size,
+        augmentation=rule.augmentation, regularization=rule.regularization, lr_schedule=rule.lr_schedule,
     )
+
+
+def build_recipe(rules: RuleSet, strategy_id: StrategyId, *, dataset: DatasetSummary,
+                 similarity: SimilarityReport, backbone: BackboneInfo, options: RunOptions) -> Recipe:
+    """What ``--run`` trains for ``strategy_id``: the rules' recipe, the options applied, checked against the
+    backbone before anything trains."""
+    recipe = apply_options(rules_recipe(rules, strategy_id, dataset=dataset, similarity=similarity,
+                                        backbone=backbone), options)
+    rate = recipe.regularization.drop_path_rate
+    if rate > 0 and (why_not := drop_path_support(backbone.name)) is not None:
+        raise ConfigError(f"{strategy_id}: the rules ask for stochastic depth (regularization.drop_path_rate = "
+                          f"{rate:g}) but {why_not}. Set drop_path_rate = 0 for [strategies.{strategy_id}] in "
+                          "your rules file, or train with a backbone that supports it.")
+    return recipe
 
 
 def recommendation_for(session: AdviceSession, strategy_id: StrategyId) -> Recommendation:
@@ -82,32 +67,10 @@ def recommendation_for(session: AdviceSession, strategy_id: StrategyId) -> Recom
     advised = session.result.recommendation
     if strategy_id == advised.strategy:
         return advised
-    rules = session.rules
-    strategy = rules.strategies[strategy_id]
-    similarity = session.result.similarity
-    stages = list(session.backbone.info.stages)
-    top = engine.top_stages_to_unfreeze(strategy, stages)
-    first = (engine.surgical_stages(rules.layers, similarity.shift_level, stages, top)
-             if strategy.pretrained else [])
-    unfreeze = [s for s in stages if s in top or s in first]
-    rates = engine.learning_rates(rules, strategy, similarity.label, top, first)
-    batch_size = engine.batch_size_for(rules.batch, strategy, engine.training_images(session.result.dataset))
-    return advised.model_copy(update={
-        "strategy": strategy_id, "unfreeze": unfreeze, "learning_rate": rates,
-        "optimizer": strategy.optimizer, "weight_decay": strategy.weight_decay, "batchnorm": strategy.batchnorm,
-        "schedule": engine.build_schedule(strategy, rates, unfreeze), "batch_size": batch_size,
-        "augmentation": list(strategy.augmentation), "regularization": list(strategy.regularization),
-        "alternatives": [],
-    })
-
-
-def build_recipe(session: AdviceSession, strategy_id: StrategyId, options: RunOptions) -> Recipe:
-    rec = recommendation_for(session, strategy_id)
-    pretrained = session.rules.strategies[strategy_id].pretrained if strategy_id in session.rules.strategies \
-        else strategy_id != "from_scratch"
-    base = recipe_from_recommendation(rec, pretrained=pretrained,
-                                      image_size=session.backbone.preprocessing.input_size)
-    return apply_options(base, options)
+    result = session.result
+    plan = engine.strategy_recipe(session.rules, strategy_id, result.dataset, result.similarity, result.backbone)
+    return advised.model_copy(update={"strategy": strategy_id, **engine.recommended_recipe(plan),
+                                      "alternatives": []})
 
 
 def apply_options(recipe: Recipe, options: RunOptions) -> Recipe:
@@ -130,9 +93,9 @@ def apply_options(recipe: Recipe, options: RunOptions) -> Recipe:
     head_lr = options.head_lr if options.head_lr is not None else recipe.head_lr
     if not recipe.pretrained and options.backbone_lr is not None and options.head_lr is None:
         head_lr = options.backbone_lr
-    return replace(
-        recipe, head_epochs=head_epochs, finetune_epochs=finetune_epochs, head_lr=head_lr,
-        backbone_lr=backbone_lr, per_stage_lr=per_stage,
-        batch_size=options.batch_size or recipe.batch_size,
-        image_size=options.image_size or recipe.image_size,
-    )
+    return recipe.model_copy(update={
+        "head_epochs": head_epochs, "finetune_epochs": finetune_epochs, "head_lr": head_lr,
+        "backbone_lr": backbone_lr, "per_stage_lr": per_stage,
+        "batch_size": options.batch_size or recipe.batch_size,
+        "image_size": options.image_size or recipe.image_size,
+    })

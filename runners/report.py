@@ -7,13 +7,14 @@ from pathlib import Path
 from tl_advise.advisor.formats.common import margin_line, run_table
 from tl_advise.advisor.formats.common import pct as _pct
 from tl_advise.advisor.formats.figures import learning_curves, png_bytes
-from tl_advise.schema.models import AdviceResult, RunReport, StrategyRun
+from tl_advise.schema.models import AdviceResult, RunReport, StrategyRun, recipe_lines
 
 
 def _settings_lines(run: StrategyRun) -> list[str]:
     s = run.settings
     if s is None:
         return []
+    recipe = recipe_lines(s)
     lines = [f"### {run.strategy}", "",
              f"- unfrozen stages: {', '.join(s.unfreeze) if s.unfreeze else 'none (backbone frozen)'}"
              + ("" if s.pretrained else " — random initialisation"),
@@ -23,8 +24,9 @@ def _settings_lines(run: StrategyRun) -> list[str]:
              + (f", backbone {s.backbone_lr:g}" if s.backbone_lr is not None else "")
              + (", per stage " + ", ".join(f"{k} {v:g}" for k, v in s.per_stage_lr.items())
                 if s.per_stage_lr else ""),
-             f"- augmentation: {', '.join(s.augmentation) if s.augmentation else 'none'}"
-             + (f" (not applied: {', '.join(s.augmentation_skipped)})" if s.augmentation_skipped else ""),
+             f"- augmentation: {', '.join(recipe.augmentation) or 'none'}",
+             f"- regularisation: {', '.join(recipe.regularization)}",
+             f"- learning-rate schedule: {recipe.lr_schedule}",
              f"- {s.n_train} training / {s.n_val} validation images"]
     if run.val is not None:
         lines.append("- per-class val accuracy: "

@@ -25,11 +25,14 @@ from types import FrameType
 from typing import Any
 
 import torch
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from tqdm import tqdm
 
 from tl_advise.runners import checkpoint, distributed
 from tl_advise.runners.freezing import set_train_mode
+from tl_advise.runners.mixing import BatchMixer
+from tl_advise.runners.optim import make_scheduler
 from tl_advise.runners.tracking import EpochRecord, RunLogger
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import EpochLog
@@ -54,6 +57,7 @@ class PhasePlan:
 class PreparedPhase:
     optimizer: torch.optim.Optimizer
     frozen_bn: list[nn.Module]  # kept in inference mode while the model trains
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # None: cosine over the phase
 
 
 @dataclass
@@ -69,7 +73,8 @@ class TrainingJob:
     state_path: Path
     fingerprint: str  # what the state must have been made with to be resumed
     label_smoothing: float = 0.0
-    patience: int = 3
+    patience: int | None = 3  # None: no early stopping
+    mix_batch: BatchMixer | None = None  # mixup / cutmix: soft targets, trained with SoftTargetCrossEntropy
     time_budget_s: float | None = None
     resume: bool = False
     progress: bool = True
@@ -276,7 +281,7 @@ def _start_phase(job: TrainingJob, loop: LoopState, resumed: dict[str, Any] | No
     resumed mid-way gets its optimizer and schedule back, a new one starts from the best weights so far."""
     plan = job.phases[loop.phase_index]
     prepared = job.prepare_phase(plan)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(prepared.optimizer, T_max=max(plan.epochs, 1))
+    scheduler = prepared.scheduler or make_scheduler(prepared.optimizer, epochs=plan.epochs)
     mid_phase_resume = resumed is not None and loop.epoch_in_phase > 0
     if mid_phase_resume and resumed is not None:
         prepared.optimizer.load_state_dict(resumed["optimizer"])
@@ -311,6 +316,8 @@ def _train_epoch(job: TrainingJob, phase: _ActivePhase, loss_fn: nn.Module, scal
             if len(y) < 2:
                 continue  # batch norm cannot train on a single image (equal shards: every rank skips it)
             x, y = to_device(x, job.device), y.to(job.device)
+            if job.mix_batch is not None:
+                x, y = job.mix_batch(x, y)  # in a distributed run: within this rank's share of the batch
             optimizer.zero_grad(set_to_none=True)
             with autocast(job.device):
                 loss = loss_fn(phase.trainable(x), y)
@@ -365,7 +372,7 @@ def _decide_next(job: TrainingJob, loop: LoopState, phase: _ActivePhase, out_of_
         loop.stopped_by_budget = loop.finished = True
         logger.info("%s: time budget of %.0fs spent; keeping the best epoch (%d)",
                     job.strategy, job.time_budget_s or 0.0, loop.best_epoch)
-    early_stop = not out_of_time and loop.bad_epochs >= job.patience
+    early_stop = not out_of_time and job.patience is not None and loop.bad_epochs >= job.patience
     if early_stop:
         logger.info("%s: early stop in phase %s, no val-loss improvement for %d epochs",
                     job.strategy, phase.plan.name, loop.bad_epochs)
@@ -409,7 +416,9 @@ def fit(job: TrainingJob) -> FitResult:
     loop = LoopState.from_checkpoint(resumed) if resumed is not None else LoopState()
     if resumed is not None:
         _restore(job, resumed)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
+    # Mixed batches carry soft targets with the label smoothing already in them (timm's Mixup).
+    loss_fn = SoftTargetCrossEntropy() if job.mix_batch is not None else \
+        nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(job.device))
 
     with sigterm_as_keyboard_interrupt():

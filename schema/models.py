@@ -7,11 +7,11 @@ field is renamed or removed (adding optional fields keeps it).
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 StrategyId = Literal[
     "feature_extraction",
@@ -264,6 +264,127 @@ class SimilarityReport(_Model):
 # --------------------------------------------------------------------------- recommendation
 
 
+# --------------------------------------------------------------------------- the training recipe
+# One typed field list: the rules file sets it ([strategies.<id>.augmentation] ...), the advice prints
+# it (the lines come from ``recipe_lines``), the runners build it and the run record keeps it.
+
+
+class _RecipeModel(_Model):
+    # Frozen and finite: a rules file's typo or an inf is a validation error naming the key.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class RandAugment(_RecipeModel):
+    """torchvision's ``RandAugment(num_ops, magnitude)``."""
+
+    ops: int = Field(ge=1, le=14, description="operations per image (torchvision has 14)")
+    magnitude: int = Field(ge=0, le=30, description="0-30 (torchvision's 31 magnitude bins)")
+
+
+class Augmentation(_RecipeModel):
+    """Per-image transforms (torchvision's own) and batch mixing (``timm.data.Mixup``); every default is off."""
+
+    crop_scale: tuple[float, float] | None = Field(
+        default=None, description="RandomResizedCrop area range (min, max); none: resize and centre-crop")
+    hflip: bool = Field(default=False, description="RandomHorizontalFlip (a flip can change the label of text)")
+    vflip: bool = Field(default=False, description="RandomVerticalFlip")
+    rotation_degrees: float = Field(default=0.0, ge=0, le=180, description="RandomRotation(±degrees)")
+    color_jitter: float = Field(default=0.0, ge=0, le=1,
+                                description="ColorJitter strength for brightness, contrast and saturation")
+    rand_augment: RandAugment | None = None
+    mixup_alpha: float = Field(default=0.0, ge=0, le=10, description="timm Mixup: Beta(alpha, alpha); 0 = off")
+    cutmix_alpha: float = Field(default=0.0, ge=0, le=10, description="timm Mixup's CutMix: 0 = off")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 < value[0] <= value[1] <= 1:
+            raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1. Got {list(value)}")
+        return value
+
+    @property
+    def mixes_batches(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+class Regularization(_RecipeModel):
+    dropout: float = Field(default=0.5, ge=0, lt=1, description="in the new head, before the classifier")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    drop_path_rate: float = Field(default=0.0, ge=0, lt=1,
+                                  description="stochastic depth, set when the backbone is built; 0 = off")
+    early_stopping: bool = Field(default=True, description="stop a phase when val loss stops improving")
+
+
+class LRSchedule(_RecipeModel):
+    kind: Literal["cosine"] = Field(default="cosine", description="cosine decay over each phase, per epoch")
+    warmup_epochs: int = Field(default=0, ge=0,
+                               description="linear warm-up at the start of the phase that trains the backbone")
+
+
+class RecipeLines(NamedTuple):
+    augmentation: list[str]
+    regularization: list[str]
+    lr_schedule: str
+
+
+class _RecipeParts(Protocol):
+    @property
+    def augmentation(self) -> Augmentation: ...
+    @property
+    def regularization(self) -> Regularization: ...
+    @property
+    def lr_schedule(self) -> LRSchedule: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def batchnorm(self) -> BatchNormMode: ...
+
+
+def _range(low: float, high: float) -> str:
+    return "-".join(f"{x:g}" if f"{x:g}" != f"{x:.0f}" else f"{x:.1f}" for x in (low, high))
+
+
+def recipe_lines(recipe: _RecipeParts) -> RecipeLines:
+    """The human-readable recipe, generated from the typed fields (the advice and the run record alike)."""
+    aug, reg, sched = recipe.augmentation, recipe.regularization, recipe.lr_schedule
+    augmentation = []
+    if aug.crop_scale is not None:
+        augmentation.append(f"random resized crop (scale {_range(*aug.crop_scale)})")
+    if aug.hflip:
+        augmentation.append("horizontal flip")
+    if aug.vflip:
+        augmentation.append("vertical flip")
+    if aug.rotation_degrees:
+        augmentation.append(f"rotation (±{aug.rotation_degrees:g}°)")
+    if aug.color_jitter:
+        augmentation.append(f"colour jitter {aug.color_jitter:g}")
+    if aug.rand_augment is not None:
+        augmentation.append(f"RandAugment ({aug.rand_augment.ops} ops, magnitude {aug.rand_augment.magnitude})")
+    if aug.mixup_alpha and aug.cutmix_alpha:
+        augmentation.append(f"mixup / cutmix (alpha {aug.mixup_alpha:g} / {aug.cutmix_alpha:g}), one per batch")
+    elif aug.mixup_alpha:
+        augmentation.append(f"mixup (alpha {aug.mixup_alpha:g})")
+    elif aug.cutmix_alpha:
+        augmentation.append(f"cutmix (alpha {aug.cutmix_alpha:g})")
+    regularization = []
+    if reg.dropout:
+        regularization.append(f"dropout {reg.dropout:g} before the classifier")
+    if recipe.weight_decay:
+        regularization.append(f"weight decay {recipe.weight_decay:g}")
+    if reg.label_smoothing:
+        regularization.append(f"label smoothing {reg.label_smoothing:g}")
+    if reg.drop_path_rate:
+        regularization.append(f"stochastic depth (drop path {reg.drop_path_rate:g})")
+    regularization.append("backbone batch norm in inference mode, unfrozen stages too"
+                          if recipe.batchnorm == "inference" else "batch norm statistics re-estimated from the batches")
+    if reg.early_stopping:
+        regularization.append("early stopping on validation loss")
+    schedule = "cosine decay within each phase"
+    if sched.warmup_epochs:
+        schedule = f"linear warm-up for {sched.warmup_epochs} epoch(s) at the start of fine-tuning, then {schedule}"
+    return RecipeLines(augmentation, regularization, schedule)
+
+
 class LearningRates(_Model):
     head: float
     backbone: float | None = Field(description="None when the backbone stays frozen")
@@ -324,8 +445,9 @@ class Recommendation(_Model):
     batchnorm: BatchNormMode = Field(description=BATCHNORM_HELP)
     schedule: list[Phase]
     batch_size: int
-    augmentation: list[str]
-    regularization: list[str]
+    augmentation: Augmentation
+    regularization: Regularization
+    lr_schedule: LRSchedule
     gpu_advised: bool
     warnings: list[AdviceWarning]
     alternatives: list[Alternative]
@@ -383,9 +505,13 @@ class EpochLog(_Model):
     seconds: float
 
 
-class RunSettings(_Model):
-    """The recipe a strategy was trained with, after the run options' overrides and budget."""
+class TrainingRecipe(_Model):
+    """What one strategy trains with: the rules' recipe for this dataset and backbone after the run options'
+    overrides and budget. The runners train from it and the run record (``RunSettings``) is it."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: StrategyId
     pretrained: bool
     unfreeze: list[str]
     head_lr: float
@@ -398,10 +524,23 @@ class RunSettings(_Model):
     finetune_epochs: int
     batch_size: int
     image_size: int
-    augmentation: list[str] = Field(description="the augmentations applied")
-    augmentation_skipped: list[str] = Field(default_factory=list, description="listed but not applied")
-    label_smoothing: float
-    dropout: float
+    augmentation: Augmentation
+    regularization: Regularization
+    lr_schedule: LRSchedule
+
+    @property
+    def trains_backbone(self) -> bool:
+        return bool(self.unfreeze) or not self.pretrained
+
+    def stage_lr(self, stage: str) -> float:
+        return self.per_stage_lr.get(stage, self.backbone_lr if self.backbone_lr is not None else self.head_lr)
+
+
+class RunSettings(TrainingRecipe):
+    """The recipe a strategy was trained with, and what the runner built from it."""
+
+    train_transform: list[str] = Field(
+        description="the per-image training transforms as built, in order; empty when the head trains on features")
     n_train: int
     n_val: int
     world_size: int = Field(default=1, description="processes that trained it (torchrun / --nproc-per-node)")

@@ -97,6 +97,7 @@ def test_printable_escapes_what_cannot_be_written_and_is_idempotent() -> None:
     assert printable(printable(NON_UTF8)) == printable(NON_UTF8)
 
 
+@pytest.mark.slow
 def test_non_utf8_and_newline_names_in_a_json_report_and_output_file(odd_json: tuple) -> None:
     report, _, text, out = odd_json
     assert out.is_file()  # -o with a non-UTF-8 name of its own
@@ -105,6 +106,7 @@ def test_non_utf8_and_newline_names_in_a_json_report_and_output_file(odd_json: t
     text.encode("utf-8")  # strict: no surrogate survived
 
 
+@pytest.mark.slow
 def test_every_format_keeps_one_line_per_skipped_file(odd_dataset: Path, odd_json: tuple,
                                                       session_cache_dir: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,6 +210,7 @@ def test_a_zero_epoch_phase_hands_over_instead_of_spinning(tmp_path: Path) -> No
     (["--budget", "0m,2ep"], "time limit must be more than 0"),
     (["--strategies", "from_scratch", "--finetune-epochs", "0"], "from_scratch has no epoch to train"),
 ])
+@pytest.mark.slow
 def test_zero_epochs_and_budgets_are_refused_before_training(capsys: pytest.CaptureFixture[str], warm_dataset: Path,
                                                            session_cache_dir: Path, tmp_path: Path,
                                                            args: list[str], message: str) -> None:
@@ -254,6 +257,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["nan", "inf"])
+@pytest.mark.slow
 def test_non_finite_weights_are_one_clear_message(capsys: pytest.CaptureFixture[str], warm_dataset: Path,
                                                   weight_files: dict[str, Path], tmp_path: Path, kind: str) -> None:
     code, out, err = cli(capsys, warm_dataset, "--cache-dir", tmp_path / "cache", "--weights", weight_files[kind])
@@ -262,6 +266,7 @@ def test_non_finite_weights_are_one_clear_message(capsys: pytest.CaptureFixture[
     assert "sklearn" not in err and len(err.strip().splitlines()) <= 3
 
 
+@pytest.mark.slow
 def test_non_finite_embeddings_are_refused_before_the_cache(synthetic_dataset: Path, tmp_path: Path) -> None:
     from tl_advise.advisor.backbones import load_backbone
     from tl_advise.advisor.cache import ArrayCache
@@ -289,6 +294,7 @@ def test_unsafe_weights_message_says_what_a_safe_checkpoint_is(capsys: pytest.Ca
 # --------------------------------------------------------------------------- 6. user weights are uncalibrated
 
 
+@pytest.mark.slow
 def test_user_weights_are_reported_uncalibrated(tmp_path: Path, weight_files: dict[str, Path]) -> None:
     data = make_class_folder(tmp_path / "data", {"a": 2, "b": 2}, seed=4)
     result = advise(data, weights=weight_files["random"], use_cache=False, device="cpu")
@@ -388,6 +394,7 @@ def test_seeded_run_is_identical_with_a_cold_cache_a_warm_cache_and_no_cache(tmp
     assert all(status == "completed" for _, status, _, _ in results[0])
 
 
+@pytest.mark.slow
 def test_embedding_leaves_the_global_rng_alone(synthetic_dataset: Path) -> None:
     from tl_advise.advisor.backbones import load_backbone
     from tl_advise.advisor.embed import embed

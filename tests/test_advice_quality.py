@@ -109,6 +109,7 @@ def test_fit_table_changes_a_cell_only_on_evidence() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     data = shared_dataset("lfw_faces_vs_nonfaces")
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))

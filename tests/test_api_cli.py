@@ -67,6 +67,7 @@ def quiet_rules(path: Path) -> Path:
 # --------------------------------------------------------------------------- advise()
 
 
+@pytest.mark.slow
 def test_advice_result_round_trips_and_has_every_part(cold: AdviceResult, synthetic_dataset: Path) -> None:
     again = AdviceResult.model_validate_json(cold.model_dump_json())
     assert again == cold
@@ -100,6 +101,7 @@ def test_second_advice_is_warm(cold: AdviceResult, warm: AdviceResult) -> None:
     assert warm.recommendation == cold.recommendation
 
 
+@pytest.mark.slow
 def test_warm_path_never_imports_torch(cold: AdviceResult, synthetic_dataset: Path, session_cache_dir: Path) -> None:
     code = (
         "import sys; from tl_advise.advisor import advise; "
@@ -111,6 +113,7 @@ def test_warm_path_never_imports_torch(cold: AdviceResult, synthetic_dataset: Pa
     assert done.stdout.split() == ["0", "False"], done.stdout
 
 
+@pytest.mark.slow
 def test_advice_reports_undecodable_and_unreadable_files(tmp_path: Path, session_cache_dir: Path) -> None:
     data = make_class_folder(tmp_path / "data", {"a": 3, "b": 3})
     (data / "a" / "empty.png").write_bytes(b"")
@@ -126,6 +129,7 @@ def test_advice_reports_undecodable_and_unreadable_files(tmp_path: Path, session
     assert {"path": "a/empty.png", "reason": skipped["a/empty.png"]} in rendered["dataset"]["skipped"]
 
 
+@pytest.mark.slow
 def test_advice_with_an_undecodable_file_is_never_trusted_from_the_cache(tmp_path: Path,
                                                                           session_cache_dir: Path) -> None:
     """A file whose header is fine but whose data is not: reported as skipped, and re-tried every run."""
@@ -141,6 +145,7 @@ def test_advice_with_an_undecodable_file_is_never_trusted_from_the_cache(tmp_pat
         assert result.sample.forward_passes == (7 if run == 0 else 1)
 
 
+@pytest.mark.slow
 def test_advice_reads_the_headers_of_its_sample_and_says_how_many_it_read(
         tmp_path: Path, session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,6 +179,7 @@ def test_advice_on_missing_folder_raises_dataset_error(tmp_path: Path) -> None:
         advise(tmp_path / "nowhere", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_advice_without_a_cache(tiny_dataset: Path) -> None:
     result = advise(tiny_dataset, use_cache=False, device="cpu")
     assert result.sample.forward_passes == 4
@@ -272,6 +278,7 @@ def test_cli_fail_on_warning(capsys: pytest.CaptureFixture[str], cold: AdviceRes
     assert advise_cli(capsys, synthetic_dataset, session_cache_dir, "--fail-on", "refuted", "-q")[0] == 0
 
 
+@pytest.mark.slow
 def test_cli_never_writes_into_the_dataset(capsys: pytest.CaptureFixture[str], tiny_dataset: Path,
                                            tmp_path: Path) -> None:
     before = snapshot_tree(tiny_dataset)
@@ -282,6 +289,7 @@ def test_cli_never_writes_into_the_dataset(capsys: pytest.CaptureFixture[str], t
     assert list(cache.rglob("*.json")) and list(cache.rglob("*.npz")), "the cache went to its own folder"
 
 
+@pytest.mark.slow
 def test_cli_no_cache(capsys: pytest.CaptureFixture[str], tiny_dataset: Path) -> None:
     code, out, _ = cli(capsys, tiny_dataset, "--no-cache", "-q")
     assert code == 0 and "Recommendation:" in out
@@ -466,6 +474,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and tool_version() in out and "tl-advise" in out
 
 
+@pytest.mark.slow
 def test_sample_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     target = tmp_path / "digits"
     code, out, _ = cli(capsys, "sample-data", target)

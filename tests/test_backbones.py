@@ -80,6 +80,7 @@ def empty_torch_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- the default's real weights
 
 
+@pytest.mark.slow
 def test_chelsea_is_a_cat(lite: Backbone, photos: dict[str, Path]) -> None:
     probs = probabilities(lite, photos["chelsea"])
     top3 = probs.topk(3).indices.tolist()
@@ -101,6 +102,7 @@ def test_rocket_is_a_rocket_like_class(lite: Backbone, photos: dict[str, Path]) 
     assert int(probs.argmax()) in {657, 744, 812}
 
 
+@pytest.mark.slow
 def test_random_weights_differ_from_pretrained(lite: Backbone, photos: dict[str, Path]) -> None:
     random = load_backbone(pretrained=False).eval()
     assert random.info.source == "random" and random.info.weights == "random"
@@ -151,6 +153,7 @@ def test_head_is_not_in_the_body(lite: Backbone) -> None:
 # --------------------------------------------------------------------------- remap_by_position
 
 
+@pytest.mark.slow
 def test_remap_by_position_renames_in_order() -> None:
     model = lite0.create_model()
     target = model.state_dict()
@@ -170,6 +173,7 @@ def test_remap_by_position_refuses_a_shape_mismatch() -> None:
         lite0.remap_by_position(source, model)
 
 
+@pytest.mark.slow
 def test_remap_by_position_refuses_a_count_mismatch() -> None:
     model = lite0.create_model()
     source = OrderedDict(list(model.state_dict().items())[:-1])
@@ -200,6 +204,8 @@ def test_unknown_torchvision_weights_name_lists_the_choices() -> None:
 # --------------------------------------------------------------------------- torchvision, offline
 
 
+@pytest.mark.slow
+@pytest.mark.shared
 def test_torchvision_backbone_from_the_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                  photos: dict[str, Path]) -> None:
     weights = shared_dir() / "weights" / MOBILENET_FILE
@@ -222,6 +228,7 @@ def test_torchvision_backbone_from_the_hub_cache(monkeypatch: pytest.MonkeyPatch
     assert set(stage_ids) == set(body_params(net))
 
 
+@pytest.mark.slow
 def test_missing_torchvision_weights_name_the_file_and_folder(monkeypatch: pytest.MonkeyPatch,
                                                                tmp_path: Path) -> None:
     checkpoints = empty_torch_home(monkeypatch, tmp_path)
@@ -237,6 +244,7 @@ def test_missing_torchvision_weights_name_the_file_and_folder(monkeypatch: pytes
 # --------------------------------------------------------------------------- weights_file
 
 
+@pytest.mark.slow
 def test_weights_file_with_a_plain_state_dict(tmp_path: Path) -> None:
     model = lite0.create_model()  # random init, so the loaded numbers are recognisably these
     path = tmp_path / "lite0.pth"
@@ -248,6 +256,7 @@ def test_weights_file_with_a_plain_state_dict(tmp_path: Path) -> None:
     assert net.head.out_features == 1000 and net.categories is not None
 
 
+@pytest.mark.slow
 def test_weights_file_wrapped_and_prefixed(tmp_path: Path) -> None:
     """Training scripts save {"state_dict": …} and DataParallel prefixes every key with "module."."""
     model = lite0.create_model()
@@ -257,6 +266,7 @@ def test_weights_file_wrapped_and_prefixed(tmp_path: Path) -> None:
     assert torch.equal(net.head.bias, model.classifier.bias)
 
 
+@pytest.mark.slow
 def test_weights_file_with_a_ten_class_head(tmp_path: Path) -> None:
     model = lite0.create_model()
     model.classifier = nn.Linear(1280, 10)
@@ -291,6 +301,7 @@ def test_weights_file_that_is_not_a_dict_is_refused(tmp_path: Path) -> None:
         load_backbone("efficientnet_lite0", weights_file=path)
 
 
+@pytest.mark.slow
 def test_weights_file_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "small.pth"
     torch.save({"w": torch.zeros(3)}, path)

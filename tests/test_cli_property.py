@@ -139,6 +139,7 @@ def dataset_entries(draw: st.DrawFn, kinds: tuple[str, ...]) -> list[tuple[str, 
     return draw(st.lists(st.tuples(st.sampled_from(kinds), st.sampled_from(["cat", "dog"])), max_size=4))
 
 
+@pytest.mark.slow
 def test_cli_never_crashes_or_writes_into_the_dataset(workspace: Workspace) -> None:
     odd = tuple(f"odd:{key}" for key in ODD_NAMES)
     exits: list[int] = []

@@ -46,6 +46,7 @@ def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 # --------------------------------------------------------------------------- results
 
 
+@pytest.mark.slow
 def test_embedding_shapes_and_ranges(lite: Backbone, image_folder: Callable[..., Path], tmp_path: Path) -> None:
     folder = image_folder(CLASSES)
     result = run_embed(lite, folder, ArrayCache(tmp_path / "cache"))
@@ -65,6 +66,7 @@ def test_embedding_shapes_and_ranges(lite: Backbone, image_folder: Callable[...,
         assert (var >= 0).all()
 
 
+@pytest.mark.slow
 def test_features_are_the_backbone_output(lite: Backbone, image_folder: Callable[..., Path], tmp_path: Path) -> None:
     """The batched, channels-last pass gives what one image through body() gives."""
     folder = image_folder(CLASSES)
@@ -81,6 +83,7 @@ def test_features_are_the_backbone_output(lite: Backbone, image_folder: Callable
     assert np.array_equal(result.pixels[4], expected_pixels)
 
 
+@pytest.mark.slow
 def test_warm_cache_does_no_forward_pass(lite: Backbone, image_folder: Callable[..., Path], tmp_path: Path) -> None:
     folder = image_folder(CLASSES)
     cache = ArrayCache(tmp_path / "cache")
@@ -102,6 +105,7 @@ def test_warm_cache_does_no_forward_pass(lite: Backbone, image_folder: Callable[
     assert touched.forward_passes == N_IMAGES and touched.bn is not None
 
 
+@pytest.mark.slow
 def test_touched_file_alone_is_recomputed(lite: Backbone, image_folder: Callable[..., Path], tmp_path: Path) -> None:
     folder = image_folder(CLASSES)
     cache = ArrayCache(tmp_path / "cache")
@@ -125,6 +129,7 @@ def test_touched_file_alone_is_recomputed(lite: Backbone, image_folder: Callable
 
 
 
+@pytest.mark.slow
 def test_embedding_without_a_cache(lite: Backbone, image_folder: Callable[..., Path]) -> None:
     folder = image_folder({"ants": 1, "bees": 1})
     for cache in (None, ArrayCache(None)):
@@ -132,6 +137,7 @@ def test_embedding_without_a_cache(lite: Backbone, image_folder: Callable[..., P
         assert result.features.shape == (2, 1280) and result.bn is not None
 
 
+@pytest.mark.slow
 def test_embedding_without_a_cache_and_without_bn(lite: Backbone, image_folder: Callable[..., Path]) -> None:
     folder = image_folder(CLASSES)
     result = run_embed(lite, folder, None, collect_bn=False)
@@ -142,6 +148,7 @@ def test_embedding_without_a_cache_and_without_bn(lite: Backbone, image_folder: 
 # --------------------------------------------------------------------------- a cache that misbehaves
 
 
+@pytest.mark.slow
 def test_corrupt_cache_entries_warn_once_and_recompute(lite: Backbone, image_folder: Callable[..., Path],
                                                         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = image_folder(CLASSES)
@@ -193,6 +200,7 @@ def test_unwritable_cache_folder_warns_and_still_embeds(lite: Backbone, image_fo
     assert len(cache_warnings(caplog)) == 1
 
 
+@pytest.mark.slow
 def test_cache_path_that_is_a_file_warns_and_still_embeds(lite: Backbone, image_folder: Callable[..., Path],
                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Writing is impossible even for root when the cache 'folder' is a file."""
@@ -210,6 +218,7 @@ def test_cache_path_that_is_a_file_warns_and_still_embeds(lite: Backbone, image_
 # --------------------------------------------------------------------------- files that do not decode
 
 
+@pytest.mark.slow
 def test_undecodable_image_is_reported_not_fatal(lite: Backbone, image_folder: Callable[..., Path],
                                                  tmp_path: Path) -> None:
     clean = image_folder({"ants": 3, "bees": 3}, name="clean")
@@ -327,6 +336,7 @@ def test_palette_without_transparency_keeps_its_colours() -> None:
 
 
 @pytest.mark.parametrize("size", [(1000, 800), (2048, 300), (513, 1100), (3000, 2000), (256, 256)])
+@pytest.mark.slow
 def test_jpeg_draft_never_goes_below_the_draft_size(tmp_path: Path, size: tuple[int, int]) -> None:
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]

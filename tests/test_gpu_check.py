@@ -26,6 +26,7 @@ def split_dataset(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_gpu_check_fails_fast_without_cuda(no_gpu_env: dict[str, str], split_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(["bash", str(REPO_ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
@@ -42,6 +43,7 @@ def test_gpu_check_names_a_missing_dataset(no_gpu_env: dict[str, str], tmp_path:
     assert f"{tmp_path / 'nowhere'} has no train/ and val/ folders" in done.stderr
 
 
+@pytest.mark.slow
 def test_bench_gpu_fails_fast_without_cuda(no_gpu_env: dict[str, str], split_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_gpu.py"), "--data", str(split_dataset),

@@ -77,6 +77,7 @@ def assert_self_contained(page: str) -> None:
 # --------------------------------------------------------------------------- the markup (no browser)
 
 
+@pytest.mark.slow
 def test_advice_page_has_every_section_and_its_numbers(session: AdviceSession) -> None:
     result = _advice_only(session)
     thumbnails = class_thumbnails(session.scan, per_class=4)
@@ -109,6 +110,7 @@ def test_advice_page_has_every_section_and_its_numbers(session: AdviceSession) -
     assert "Run" not in re.findall(r"<h2>([^<]+)</h2>", page)
 
 
+@pytest.mark.slow
 def test_the_depth_profile_names_the_natural_photo_band_of_its_backbone(session: AdviceSession) -> None:
     page = render_html(_advice_only(session))
     band = reference_band(session.result.backbone.profile_key)
@@ -120,6 +122,7 @@ def test_the_depth_profile_names_the_natural_photo_band_of_its_backbone(session:
     assert "No sample images in this report" in page
 
 
+@pytest.mark.slow
 def test_run_page_adds_curves_per_class_accuracy_and_confusion(run_result: AdviceResult) -> None:
     page = render_html(run_result)
     assert set(_section_ids(page)) == set(ADVICE_SECTIONS) | set(RUN_SECTIONS)
@@ -151,6 +154,7 @@ def test_run_writes_report_html_into_its_output_dir(run_result: AdviceResult) ->
     assert json.loads((out / "metrics.json").read_text())["run"]["files"]["html"] == "report.html"
 
 
+@pytest.mark.slow
 def test_cli_html_option_writes_the_page_and_never_into_the_dataset(
         session: AdviceSession, session_cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,6 +236,7 @@ def test_run_page_loads_in_chromium_without_console_errors(run_result: AdviceRes
     assert report["broken"] == [] and report["images"] == 4 + 6 * len(CLASSES)
 
 
+@pytest.mark.slow
 def test_warm_advice_with_html_never_imports_torch(session: AdviceSession, session_cache_dir: Path,
                                                    tmp_path: Path) -> None:
     """The page (charts, thumbnails) costs matplotlib and PIL, not the deep-learning stack."""
@@ -248,6 +253,7 @@ def test_warm_advice_with_html_never_imports_torch(session: AdviceSession, sessi
     assert set(_section_ids(target.read_text(encoding="utf-8"))) == set(ADVICE_SECTIONS)
 
 
+@pytest.mark.slow
 def test_thumbnails_stay_bounded_with_many_classes(tmp_path: Path) -> None:
     from tl_advise.advisor.scan import scan_dataset
     from tl_advise.advisor.thumbnails import MAX_THUMBNAILS
@@ -258,6 +264,7 @@ def test_thumbnails_stay_bounded_with_many_classes(tmp_path: Path) -> None:
     assert next(iter(thumbnails)) == "c000"
 
 
+@pytest.mark.slow
 def test_thumbnails_of_a_file_name_that_is_not_utf8_are_escaped(tmp_path: Path, session: AdviceSession) -> None:
     """Found by the property test: a non-UTF-8 name reached the page raw and its write failed (exit 3)."""
     import os

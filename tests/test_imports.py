@@ -67,11 +67,13 @@ def test_the_check_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("module", ["tl_advise.schema", "tl_advise.rules", "tl_advise.advisor", "tl_advise.runners",
                                     "tl_advise.cli", "tl_advise.rules.engine"])
+@pytest.mark.slow
 def test_module_imports_first_in_a_fresh_interpreter(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_the_command_line_starts_without_torch() -> None:
     code = "import sys, tl_advise.cli; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -309,6 +309,7 @@ def test_hugging_face_metadata_without_labels_keeps_the_class_folders(flat: Path
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_cli_on_a_manifest(flat: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = write_csv(tmp_path / "labels.csv", ["file_name", "label"], folder_rows(flat, tmp_path))
     assert main([str(manifest), "--format", "json", "--cache-dir", str(tmp_path / "cache")]) == 0
@@ -338,6 +339,7 @@ def test_manifest_of_a_shared_dataset_gives_the_folder_advice(tmp_path: Path, se
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_manifest_of_a_split_shared_dataset_scans_and_splits_like_the_folder(tmp_path: Path) -> None:
     source = shared_dataset("hymenoptera")
     rows = [(str(p), p.parent.name, p.parts[-3]) for p in sorted(source.rglob("*")) if p.is_file()]

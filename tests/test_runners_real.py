@@ -22,7 +22,7 @@ from tl_advise.runners.data import make_splits
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import StrategyRun
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 PER_CLASS = 20  # 5 classes → 80 train / 20 val with the 20 % hold-out
 SMALL = {"image_size": 64, "progress": False, "num_workers": 0, "patience": 10}

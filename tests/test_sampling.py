@@ -73,6 +73,7 @@ def test_no_caps_keeps_everything() -> None:
     assert paths(stratified_sample(POOL, per_class=None, total=None, seed=3)) == paths(POOL)
 
 
+@pytest.mark.slow
 def test_defaults() -> None:
     big = records({"a": 2000, "b": 30})
     sample = stratified_sample(big)

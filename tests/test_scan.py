@@ -402,6 +402,7 @@ def test_hymenoptera() -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_pneumoniamnist_is_greyscale_and_leaks_across_splits() -> None:
     s = scan_dataset(shared_dataset("pneumoniamnist")).summary
     assert set(s.modes) == {"L"}

@@ -56,6 +56,7 @@ def test_schema_is_draft_2020_12_and_every_output_field_is_required(capsys: pyte
     assert schema["$defs"]["DatasetSummary"]["additionalProperties"] is False
 
 
+@pytest.mark.slow
 def test_schema_validates_a_real_run_report(capsys: pytest.CaptureFixture[str], run_metrics: dict[str, Any]) -> None:
     schema = _printed_schema(capsys)
     assert run_metrics["run"]["runs"][0]["status"] == "completed"
@@ -63,6 +64,7 @@ def test_schema_validates_a_real_run_report(capsys: pytest.CaptureFixture[str], 
     assert AdviceResult.model_validate(run_metrics).model_dump(mode="json") == run_metrics  # round trip
 
 
+@pytest.mark.slow
 def test_schema_validates_the_json_format(capsys: pytest.CaptureFixture[str], synthetic_dataset: Path,
                                           session_cache_dir: Path) -> None:
     schema = _printed_schema(capsys)
@@ -72,6 +74,7 @@ def test_schema_validates_the_json_format(capsys: pytest.CaptureFixture[str], sy
     validate(report, schema)
 
 
+@pytest.mark.slow
 def test_schema_rejects_broken_reports(capsys: pytest.CaptureFixture[str], run_metrics: dict[str, Any]) -> None:
     schema = _printed_schema(capsys)
     missing = copy.deepcopy(run_metrics)
@@ -105,6 +108,7 @@ def test_every_prediction_format_is_mapped() -> None:
     assert set(FORMATTERS) == set(PredictionFormat)
 
 
+@pytest.mark.slow
 def test_schema_needs_no_torch() -> None:
     import subprocess
     import sys

@@ -80,6 +80,7 @@ def random_problem(n: int, d: int, k: int, seed: int, signal: float = 1.0) -> tu
 
 @pytest.mark.parametrize(("n", "d", "k", "seed"), [(200, 16, 3, 0), (300, 40, 4, 1), (120, 8, 2, 2),
                                                    (500, 64, 10, 3)])
+@pytest.mark.slow
 def test_logme_matches_the_paper_when_samples_exceed_dimensions(n: int, d: int, k: int, seed: int) -> None:
     features, labels = random_problem(n, d, k, seed)
     ours = logme(features, labels)
@@ -138,6 +139,7 @@ def running_statistics(backbone: Backbone) -> BNStatistics:
     )
 
 
+@pytest.mark.slow
 def test_bn_shift_is_zero_for_the_source_statistics(lite: Backbone) -> None:
     shift = bn_shift(lite, running_statistics(lite))
     assert shift.n_layers == 49 and len(shift.profile) == 49
@@ -197,6 +199,7 @@ def test_separability_needs_two_images_per_class() -> None:
     assert separability(lopsided) is None
 
 
+@pytest.mark.slow
 def test_separability_gain_when_features_separate_and_pixels_do_not() -> None:
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(3), 12)
@@ -213,6 +216,7 @@ def test_separability_gain_when_features_separate_and_pixels_do_not() -> None:
     assert sep.logme_gain == pytest.approx(sep.logme - sep.pixel_logme)
 
 
+@pytest.mark.slow
 def test_separability_no_gain_when_pixels_carry_the_label() -> None:
     rng = np.random.default_rng(2)
     labels = np.repeat(np.arange(2), 10)
@@ -227,6 +231,7 @@ def test_separability_no_gain_when_pixels_carry_the_label() -> None:
     assert sep.knn_gain < 0 and sep.logreg_gain < 0
 
 
+@pytest.mark.slow
 def test_separability_is_deterministic_per_seed() -> None:
     features, labels = random_problem(40, 64, 2, seed=9, signal=1.5)
     pixels = np.random.default_rng(3).integers(0, 256, (40, 1024), dtype=np.uint8)

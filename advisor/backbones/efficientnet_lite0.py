@@ -7,6 +7,7 @@ as timm's, one for one in the same order, so they are mapped by position after c
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from pathlib import Path
 from typing import cast
@@ -84,8 +85,18 @@ def build_from_model(model: nn.Module, *, weights: str, source: str, pretrained:
                     extra={"pretrained": pretrained})
 
 
-def create_model() -> nn.Module:
-    return timm.create_model(TIMM_ARCH, pretrained=False)
+def create_model(drop_path_rate: float = 0.0) -> nn.Module:
+    return timm.create_model(TIMM_ARCH, pretrained=False, drop_path_rate=drop_path_rate)
+
+
+def with_drop_path(backbone: Backbone, rate: float) -> Backbone:
+    """The same backbone (weights, head, stages) rebuilt by timm with stochastic depth: timm sets a block's
+    drop-path rate at creation (rising linearly with depth up to ``rate``), so the weights are copied into it."""
+    model = create_model(drop_path_rate=rate)
+    model.classifier = nn.Identity()
+    model.load_state_dict(backbone.body.state_dict())
+    return Backbone(info=backbone.info, body=model, head=copy.deepcopy(backbone.head), stages=_stages(model),
+                    categories=backbone.categories, extra={**backbone.extra, "drop_path_rate": rate})
 
 
 def build(pretrained: bool = True) -> Backbone:

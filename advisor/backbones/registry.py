@@ -65,6 +65,24 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, *, weights_file: str | Path | No
     return torchvision_models.build(name, weights_name, pretrained=pretrained, progress=progress)
 
 
+def drop_path_support(name: str) -> str | None:
+    """None when ``with_drop_path`` can rebuild this backbone with stochastic depth, else why not."""
+    if parse_spec(name)[0] == efficientnet_lite0.NAME:
+        return None
+    return (f"the backbone {name} cannot take it: stochastic depth is set when a timm model is built "
+            f"(drop_path_rate), which tl-advise does for {efficientnet_lite0.NAME} only")
+
+
+def with_drop_path(backbone: Backbone, rate: float) -> Backbone:
+    """``backbone`` with stochastic depth at ``rate`` (0: unchanged); refused for a backbone that cannot take it."""
+    if rate <= 0:
+        return backbone
+    why_not = drop_path_support(backbone.name)
+    if why_not is not None:
+        raise BackboneError(f"drop_path_rate {rate:g}: {why_not}")
+    return efficientnet_lite0.with_drop_path(backbone, rate)
+
+
 # --------------------------------------------------------------------------- local checkpoints
 
 

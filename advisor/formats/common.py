@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tl_advise.schema.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun
+from tl_advise.schema.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun, recipe_lines
 
 STRATEGY_TITLES = {
     "feature_extraction": "freeze the backbone, train a new head",
@@ -21,6 +21,19 @@ def lr(value: float | None) -> str:
 def schedule(phases: list[Phase]) -> str:
     return "; ".join(f"{p.name}: {p.epochs} epochs at {lr(p.learning_rate)} ({', '.join(p.trains)})"
                      for p in phases)
+
+
+def schedule_line(rec: Recommendation) -> str:
+    """The phases, then how the learning rate moves within them."""
+    return f"{schedule(rec.schedule)} · {recipe_lines(rec).lr_schedule}"
+
+
+def augmentation(rec: Recommendation) -> str:
+    return ", ".join(recipe_lines(rec).augmentation) or "none"
+
+
+def regularization(rec: Recommendation) -> str:
+    return ", ".join(recipe_lines(rec).regularization) or "none"
 
 
 def rates(rec: Recommendation) -> str:

@@ -103,10 +103,10 @@ def _recommendation(result: AdviceResult) -> str:
     rec = result.recommendation
     rows = [("backbone", f"{result.backbone.name} ({result.backbone.weights})"),
             ("unfreeze", rec.unfreeze_summary), ("learning rate", common.rates(rec)),
-            ("schedule", common.schedule(rec.schedule)),
+            ("schedule", common.schedule_line(rec)),
             ("batch size", f"{rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}"),
-            ("augmentation", ", ".join(rec.augmentation) or "none"),
-            ("regularisation", ", ".join(rec.regularization) or "none"),
+            ("augmentation", common.augmentation(rec)),
+            ("regularisation", common.regularization(rec)),
             ("confidence", common.confidence_line(rec))]
     if (bar := common.pixel_bar(rec)) is not None:
         rows.append(("bar to clear", bar))

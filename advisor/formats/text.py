@@ -64,10 +64,10 @@ def render(result: AdviceResult) -> str:
         f"  backbone:      {result.backbone.name} ({result.backbone.weights})",
         f"  unfreeze:      {rec.unfreeze_summary}",
         f"  learning rate: {common.rates(rec)}",
-        f"  schedule:      {common.schedule(rec.schedule)}",
+        f"  schedule:      {common.schedule_line(rec)}",
         f"  batch size:    {rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}",
-        f"  augmentation:  {', '.join(rec.augmentation) or 'none'}",
-        f"  regularise:    {', '.join(rec.regularization) or 'none'}",
+        f"  augmentation:  {common.augmentation(rec)}",
+        f"  regularise:    {common.regularization(rec)}",
     ]
     if rec.learning_rate.per_stage:
         per_stage = ", ".join(f"{s} {common.lr(v)}" for s, v in rec.learning_rate.per_stage.items())
