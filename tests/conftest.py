@@ -146,3 +146,17 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
+
+
+# --------------------------------------------------------------------------- the fast path
+
+# Fixtures that load the real backbone, embed with it or train: a test that uses one is slow whatever its own
+# duration (the fixture's cost lands on whichever test runs first), so `-m "not slow"` leaves it out.
+SLOW_FIXTURES = frozenset({"lite", "cold", "warm", "warm_dataset", "odd_json", "weight_files", "session",
+                           "run_result", "run_metrics"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

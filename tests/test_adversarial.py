@@ -155,6 +155,7 @@ def test_empty_class_folder_is_not_a_skipped_file(odd_json: tuple) -> None:
 # --------------------------------------------------------------------------- EXIF orientation
 
 
+@pytest.mark.slow
 def test_exif_orientation_is_honoured_when_decoding_and_scanning(tmp_path: Path) -> None:
     # Orientation 6: the viewer turns the stored pixels 90° clockwise. Store the upright picture turned
     # back, so that decoding upright must give the original.

@@ -164,6 +164,7 @@ def test_remap_by_position_renames_in_order() -> None:
     assert torch.equal(remapped[first], source["other.0"])
 
 
+@pytest.mark.slow
 def test_remap_by_position_refuses_a_shape_mismatch() -> None:
     model = lite0.create_model()
     source = OrderedDict(model.state_dict())
@@ -318,6 +319,7 @@ def test_missing_weights_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+@pytest.mark.slow
 def test_embedded_weights_are_the_packaged_file() -> None:
     path = lite0.embedded_weights_path()
     assert path.is_file() and path.suffix == ".pth"

@@ -106,6 +106,7 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: P
     assert _folder_names(tmp_path / "run") == ["metrics.json", "state.pt"]
 
 
+@pytest.mark.slow
 def test_full_disk_at_the_report_file_is_exit_2_and_keeps_the_old_report(
         tmp_path: Path, synthetic_dataset: Path, session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -388,6 +388,7 @@ def test_relative_root_is_made_absolute(image_folder: ImageFolder, monkeypatch: 
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_hymenoptera() -> None:
     scan = scan_dataset(shared_dataset("hymenoptera"))
     s = scan.summary
