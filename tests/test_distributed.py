@@ -200,6 +200,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_two_processes_measure_what_one_does(runs: dict[str, Any]) -> None:
     one = {r["strategy"]: r for r in runs["one"]["run"]["runs"]}
     two = {r["strategy"]: r for r in runs["two"]["run"]["runs"]}
@@ -219,6 +220,7 @@ def test_two_processes_measure_what_one_does(runs: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 def test_two_processes_write_one_set_of_files_and_fill_the_cache(runs: dict[str, Any]) -> None:
     assert _files(runs["base"] / "two") == ONE_SET == _files(runs["base"] / "one")
     # Rank 0 wrote rank 1's embeddings too: the one-process run after it embedded nothing.
@@ -241,6 +243,7 @@ def _rank_pid(parent: int, rank: int) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.shared
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
 def test_sigterm_to_one_rank_stops_both_and_resume_finishes_the_run(runs: dict[str, Any]) -> None:
     out = runs["base"] / "stopped"
