@@ -101,3 +101,13 @@ class ArrayCache:
             atomic_write(path, write)
         except OSError as exc:
             self._warn_once("cannot write the cache at %s (%s); results are not cached", path.parent, exc)
+
+    def read_only(self) -> ArrayCache:
+        """The same entries, never written: for the processes of a distributed run other than rank 0
+        (one writer per entry; the others' rows reach the cache through rank 0)."""
+        return _ReadOnlyCache(self.folder)
+
+
+class _ReadOnlyCache(ArrayCache):
+    def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        return None

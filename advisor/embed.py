@@ -245,6 +245,18 @@ def embed(backbone: Backbone, records: Sequence[ImageRecord], *, root: Path, dev
     )
 
 
+def store_embeddings(backbone: Backbone, embedded: EmbeddingSet, *, root: Path, cache: ArrayCache) -> None:
+    """Add ``embedded``'s per-image rows to the cache, as ``embed`` does after its forward pass: for a set
+    computed elsewhere (gathered from the processes of a distributed run)."""
+    shard_key = digest(backbone_key(backbone), str(root.resolve()))
+    rows = _cached_rows(cache, shard_key)
+    for i, record in enumerate(embedded.records):
+        rows[file_identity(record, root)] = {
+            "features": embedded.features[i], "max_prob": embedded.max_prob[i], "entropy": embedded.entropy[i],
+            "top1": embedded.top1[i], "pixels": embedded.pixels[i]}
+    _save_rows(cache, shard_key, rows)
+
+
 def _check_finite(backbone: Backbone, computed: dict[str, np.ndarray], decoded: list[int]) -> None:
     """NaN or infinite features (broken weights, an fp16 overflow) would fail deep inside the similarity
     measures; refuse them here, once, before they reach the cache."""

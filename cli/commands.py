@@ -204,6 +204,10 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               envvar=[env("MLFLOW_EXPERIMENT"), "MLFLOW_EXPERIMENT_NAME"], help="With --run: the MLflow experiment.")
 @click.option("--progress/--no-progress", default=None, envvar=env("PROGRESS"),
               help="Progress bars on stderr [default: when stderr is a terminal].")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar=env("NPROC_PER_NODE"),
+              help="With --run: train data-parallel in this many processes (one per GPU; gloo on the CPU), "
+                   "launched as torchrun would. Under torchrun itself, leave it out.")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
 @click.option("-q", "--quiet", is_flag=True, envvar=env("QUIET"), help="Only warnings and errors on stderr.")
 def advise_command(**opts: Any) -> int:
@@ -216,24 +220,43 @@ def advise_command(**opts: Any) -> int:
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
     run_options = _checked_options(opts, progress)  # everything cheap, before the scan and the embedding
+    if _torchrun_processes(opts, run_options is not None) > 1:
+        world = _join_process_group(opts["device"])
+    elif opts["nproc_per_node"] > 1:  # this process launches the workers (torchrun's way) and waits for them
+        from tl_advise.runners.launch import launch_local
+
+        return launch_local(opts["nproc_per_node"], (click.get_current_context().obj or {}).get("argv", sys.argv[1:]))
+    else:
+        world = None
+    main_process = world is None or world.is_main
     from tl_advise.advisor.api import advise_session
     from tl_advise.advisor.formats import render
 
-    session = advise_session(
-        opts["data"], backbone=opts["backbone"], weights=opts["weights"], rules=opts["rules_file"],
-        device=opts["device"], seed=opts["seed"],
-        per_class=None if opts["all_images"] else opts["per_class"],
-        max_images=None if opts["all_images"] else opts["max_images"],
-        cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
-        num_workers=opts["workers"], progress=progress, manifest=_manifest_options(opts),
-        audit=opts["audit"] or ("all" if run_options is not None else "sample"),
-    )
+    def session_of_the_advice() -> Any:
+        return advise_session(
+            opts["data"], backbone=opts["backbone"], weights=opts["weights"], rules=opts["rules_file"],
+            device=opts["device"], seed=opts["seed"],
+            per_class=None if opts["all_images"] else opts["per_class"],
+            max_images=None if opts["all_images"] else opts["max_images"],
+            cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
+            num_workers=opts["workers"], progress=progress and main_process, manifest=_manifest_options(opts),
+            audit=opts["audit"] or ("all" if run_options is not None else "sample"),
+        )
+
+    if world is not None:  # the advice once, on rank 0; every rank trains the same recommendation
+        from tl_advise.runners.launch import shared_session
+
+        session = shared_session(session_of_the_advice)
+    else:
+        session = session_of_the_advice()
     result = session.result
     if run_options is not None:
         from tl_advise.runners import run_advice
 
-        report_of_run = run_advice(session, run_options)
+        report_of_run = run_advice(session, run_options.model_copy(update={"progress": progress and main_process}))
         result = session.result.model_copy(update={"run": report_of_run})
+    if not main_process:
+        return EXIT_OK  # rank 0 reports for the whole distributed run
     report = render(result, opts["fmt"])
     if opts["output"]:
         from tl_advise.advisor.writable import atomic_write_text
@@ -250,6 +273,25 @@ def advise_command(**opts: Any) -> int:
     return _exit_code(result, set(opts["fail_on"]))
 
 
+def _torchrun_processes(opts: dict[str, Any], run: bool) -> int:
+    """How many processes torchrun started this one among (1 outside torchrun), read from its environment
+    without importing torch; several processes (torchrun or --nproc-per-node) need --run."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if (launched > 1 or opts["nproc_per_node"] > 1) and not run:
+        raise ConfigError("several processes (torchrun or --nproc-per-node) only help --run: add --run, or "
+                          "advise in one process")
+    return launched
+
+
+def _join_process_group(device: str) -> Any:
+    """Join torchrun's process group until the command ends; this process's ``World`` (rank, size)."""
+    from tl_advise.runners.distributed import launched_world, process_group
+    from tl_advise.runners.launch import quiet_unless_main
+
+    quiet_unless_main(launched_world())
+    return click.get_current_context().with_resource(process_group(device))
+
+
 def _manifest_options(opts: dict[str, Any]) -> Any:
     from tl_advise.advisor.manifest import ManifestOptions
 
@@ -261,7 +303,7 @@ def _manifest_options(opts: dict[str, Any]) -> Any:
 # click refuses conflicting options); from TL_ADVISE_* or pyproject.toml they are defaults for runs.
 RUN_ONLY_OPTIONS = ("compare", "strategies", "budget", "output_dir", "resume", "image_size", "head_epochs",
                     "finetune_epochs", "head_lr", "backbone_lr", "batch_size", "max_train_per_class", "margin",
-                    "tensorboard", "mlflow", "mlflow_experiment")
+                    "tensorboard", "mlflow", "mlflow_experiment", "nproc_per_node")
 # RunOptions field -> the option that sets it, for messages.
 RUN_OPTION_FLAGS = {
     "output_dir": "--output-dir", "strategies": "--strategies", "max_epochs": "--budget",
@@ -416,6 +458,12 @@ def _long_option_names() -> dict[str, str]:
     return names
 
 
+def _another_process_stopped(exc: Exception) -> bool:
+    from tl_advise.runners.launch import peer_stopped
+
+    return peer_stopped(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
     from tl_advise.cli.config import pyproject_defaults
@@ -427,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         default_map = {"advise": pyproject_defaults(_long_option_names())}
-        code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map)
+        code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map,
+                        obj={"argv": args})  # --nproc-per-node hands the same arguments to its workers
         return int(code or 0)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
@@ -450,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
                    err=True)
         return EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so plainly, the traceback only with -v
+        if os.environ.get("WORLD_SIZE") and _another_process_stopped(exc):
+            click.echo(f"tl-advise: stopped: another process of this distributed run stopped ({exc}); a --run "
+                       "keeps every finished epoch: run again with --resume", err=True)
+            return EXIT_INTERRUPTED
         click.echo(f"tl-advise: internal error: {exc.__class__.__name__}: {exc} "
                    "(run with -v for the traceback, and please report it)", err=True)
         logger.debug("traceback", exc_info=True)

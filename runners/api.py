@@ -11,14 +11,15 @@ from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.device import describe, resolve_device
 from tl_advise.advisor.formats.html import render_html, write_html
 from tl_advise.advisor.thumbnails import class_thumbnails
-from tl_advise.runners import feature_extraction, finetune
+from tl_advise.runners import distributed, feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
 from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext
 from tl_advise.runners.data import make_splits
+from tl_advise.runners.distributed import BatchSplit
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.recipes import build_recipe
 from tl_advise.runners.report import markdown_report, plot_curves
-from tl_advise.runners.tracking import EndStatus, open_loggers
+from tl_advise.runners.tracking import EndStatus, LoggerGroup, open_loggers
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import decide
 from tl_advise.schema.errors import ConfigError, TLAdviseError
@@ -70,18 +71,20 @@ def _completed_run(ctx: StrategyContext) -> StrategyRun | None:
 def _train_one(ctx: StrategyContext) -> StrategyRun:
     strategy = ctx.recipe.strategy
     if ctx.options.resume:
-        done = _completed_run(ctx)
+        done = distributed.from_main(lambda: _completed_run(ctx))
         if done is not None:
             logger.info("%s: already completed in %s, read back", strategy, ctx.folder)
             return done
-    # A fresh (non-resumed) run starts from nothing, whatever an earlier run left behind.
-    (ctx.folder / RESULT_FILE).unlink(missing_ok=True)
+    main = distributed.world().is_main  # in a distributed run rank 0 alone writes files
+    if main:  # a fresh (non-resumed) run starts from nothing, whatever an earlier run left behind
+        (ctx.folder / RESULT_FILE).unlink(missing_ok=True)
     r = ctx.recipe
     logger.info("%s: training %s; head %d + fine-tune %d epochs, head LR %g, backbone LR %s, batch %d, %d px",
                 strategy, ", ".join(r.unfreeze) if r.unfreeze else "the head only", r.head_epochs,
                 r.finetune_epochs, r.head_lr, r.backbone_lr, r.batch_size, r.image_size)
     run = RUNNERS[strategy](ctx)
-    atomic_write_text(run.model_dump_json(indent=2), ctx.folder / RESULT_FILE)
+    if main:
+        atomic_write_text(run.model_dump_json(indent=2), ctx.folder / RESULT_FILE)
     return run
 
 
@@ -92,9 +95,14 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
     ``epoch_callback(strategy, epochs_done)`` is called after each epoch's checkpoint is on disk.
     Raises ``TLAdviseError`` for bad options; a strategy that crashes is recorded as failed and the
     others still run. KeyboardInterrupt (or SIGTERM) stops the run, resumable with ``resume=True``.
+
+    Under torchrun (the process group joined, ``runners.distributed.process_group``) every rank calls
+    this with the same session: each trains on its shard, and rank 0 alone writes the files and tracks;
+    a strategy that crashes stops the whole run (the other ranks could not go on without it).
     """
     output_dir = check_output_dir(options.output_dir, session.scan.root)
-    device = resolve_device(options.device)
+    here = distributed.world()
+    device = distributed.training_device(resolve_device(options.device))
     recommendation = session.result.recommendation
     strategies = strategies_to_run(recommendation.strategy, options,
                                    [a.strategy for a in recommendation.alternatives])
@@ -112,9 +120,12 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
                 f"{strategy} has no epoch to train (head {recipe.head_epochs}, fine-tune "
                 f"{recipe.finetune_epochs} after the run options): give its phase at least one epoch"
                 + (" (--finetune-epochs)" if recipe.trains_backbone else " (it trains only a head: --head-epochs)"))
-    output_dir.mkdir(parents=True, exist_ok=True)
+        BatchSplit.of(recipe.batch_size, here.size)  # a batch too small for the processes: refused now
+    if here.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     trackers = open_loggers(output_dir=output_dir, tensorboard=options.tensorboard, mlflow=options.mlflow,
-                            mlflow_experiment=options.mlflow_experiment, resume=options.resume)
+                            mlflow_experiment=options.mlflow_experiment, resume=options.resume) \
+        if here.is_main else LoggerGroup([])
     end_status: EndStatus = "FAILED"
     try:
         trackers.start_run(session.result, run_params(session, options, strategies, splits.validation))
@@ -128,7 +139,9 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
                 run = _train_one(ctx)
             except TLAdviseError:
                 raise
-            except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
+            except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison…
+                if here.distributed:
+                    raise  # …except in a distributed run: the other ranks cannot train on without this one
                 logger.exception("%s failed", strategy)
                 run = StrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}")
             runs.append(run)
@@ -140,7 +153,7 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
                                                                 pixel_baseline=_pixel_bar(recommendation)),
             files={},
         )
-        report = write_outputs(session, report, output_dir)
+        report = distributed.from_main(lambda: write_outputs(session, report, output_dir))
         session.result.run = report
         trackers.finish(session.result, output_dir)
         end_status = "FINISHED"
@@ -170,7 +183,7 @@ def run_params(session: AdviceSession, options: RunOptions, strategies: list[Str
                     "images_per_class": ds.images_per_class},
         "backbone": {"name": result.backbone.name, "weights": result.backbone.weights},
         "run": {"strategies": strategies, "compare": options.compare, "margin": options.margin,
-                "validation": validation, **options.budget()},
+                "validation": validation, "world_size": distributed.world().size, **options.budget()},
     }
 
 

@@ -10,7 +10,9 @@ import torch
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.advisor.cache import digest
 from tl_advise.advisor.embed import backbone_key
+from tl_advise.runners import distributed
 from tl_advise.runners.data import Splits, resized
+from tl_advise.runners.distributed import LR_SCALING, BatchSplit
 from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.tracking import RunLogger
 from tl_advise.runners.train import EpochCallback
@@ -50,6 +52,11 @@ class StrategyContext:
 
         return default_workers()
 
+    @property
+    def batch_split(self) -> BatchSplit:
+        """The recipe's batch over the processes of this run (one: all of it)."""
+        return BatchSplit.of(self.recipe.batch_size, distributed.world().size)
+
     def fingerprint(self) -> str:
         """Everything that changes the numbers: backbone, recipe, the exact images, seed, patience."""
         root = self.session.scan.root
@@ -66,9 +73,12 @@ class StrategyContext:
         return self.options.patience if self.recipe.regularization.early_stopping else None
 
     def settings(self, *, train_transform: list[str]) -> RunSettings:
-        """The run record: the recipe as trained (one field list, the recipe's own) and what was built from it."""
+        """The run record: the recipe as trained (one field list, the recipe's own), what was built from it,
+        and how its batch was split over the processes."""
+        split = self.batch_split
         return RunSettings(**dict(self.recipe), train_transform=train_transform, n_train=len(self.splits.train),
-                           n_val=len(self.splits.val))
+                           n_val=len(self.splits.val), world_size=split.world_size, batch_size_per_rank=split.per_rank,
+                           effective_batch_size=split.effective, lr_scaling=LR_SCALING)
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.output_dir).as_posix()

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 
 from tl_advise.advisor.backbones import Backbone
-from tl_advise.advisor.embed import EmbeddingSet, embed
+from tl_advise.advisor.embed import EmbeddingSet, embed, store_embeddings
 from tl_advise.advisor.scan import ImageRecord
+from tl_advise.runners import distributed
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
 from tl_advise.runners.data import epoch_generator
+from tl_advise.runners.distributed import BatchSplit
 from tl_advise.runners.heads import ClassifierHead
 from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.optim import make_optimizer
@@ -36,17 +38,49 @@ def embedding_backbone(ctx: StrategyContext) -> Backbone:
 
 
 def embed_split(ctx: StrategyContext, backbone: Backbone, records: list[ImageRecord]) -> EmbeddingSet:
-    return embed(backbone, records, root=ctx.session.scan.root, device=ctx.device, cache=ctx.session.cache,
-                 collect_bn=False, num_workers=ctx.num_workers, progress=ctx.options.progress)
+    """Every record's embedding. In a distributed run each rank embeds its shard and all are gathered;
+    only rank 0 writes the cache (every rank reads it)."""
+    here = distributed.world()
+    root, cache = ctx.session.scan.root, ctx.session.cache
+    mine = distributed.shard(records)
+    part = embed(backbone, mine, root=root, device=ctx.device, cache=cache if here.is_main else cache.read_only(),
+                 collect_bn=False, num_workers=ctx.num_workers, progress=ctx.options.progress and here.is_main)
+    if not here.distributed:
+        return part
+    whole = merged_shards(records, distributed.gather(part))
+    if here.is_main:
+        store_embeddings(backbone, whole, root=root, cache=cache)
+    return whole
+
+
+def merged_shards(records: list[ImageRecord], parts: list[EmbeddingSet]) -> EmbeddingSet:
+    """One set in ``records``' order from every rank's set of its shard (``distributed.shard``)."""
+    position = {r.path: i for i, r in enumerate(records)}
+    rows = sorted((position[rec.path], p, j) for p, part in enumerate(parts) for j, rec in enumerate(part.records))
+
+    def stacked(name: str) -> np.ndarray:
+        arrays = [getattr(parts[p], name)[j] for _, p, j in rows]
+        return np.stack(arrays) if arrays else np.zeros((0,))
+
+    failed = sorted((f for part in parts for f in part.failed), key=lambda f: f.path)
+    return EmbeddingSet(
+        records=[parts[p].records[j] for _, p, j in rows], features=stacked("features"),
+        max_prob=stacked("max_prob"), entropy=stacked("entropy"), top1=stacked("top1"), pixels=stacked("pixels"),
+        bn=None, cache_hits=sum(p.cache_hits for p in parts), forward_passes=sum(p.forward_passes for p in parts),
+        failed=failed)
 
 
 def feature_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                    generator: torch.Generator | None = None) -> Iterator[Batch]:
-    order = torch.randperm(len(labels), generator=generator) if generator is not None else torch.arange(len(labels))
-    # A last batch of one cannot train batch norm: fold it into the previous one.
-    n = len(labels)
+                    generator: torch.Generator | None = None, *, order: torch.Tensor | None = None
+                    ) -> Iterator[Batch]:
+    """Batches in ``order`` (default: shuffled by ``generator``, else as stored). A training order (a
+    generator or an explicit ``order``) never ends on a batch of one: it is folded into the one before."""
+    training = generator is not None or order is not None
+    if order is None:
+        order = torch.randperm(len(labels), generator=generator) if generator is not None else torch.arange(len(labels))
+    n = len(order)
     starts = list(range(0, n, batch_size))
-    if generator is not None and len(starts) > 1 and n - starts[-1] == 1:
+    if training and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else n
@@ -54,8 +88,25 @@ def feature_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: in
         yield features[idx], labels[idx]
 
 
+def train_feature_batches(features: torch.Tensor, labels: torch.Tensor, batch: BatchSplit, seed: int,
+                          epoch: int) -> Iterator[Batch]:
+    """One epoch's shuffled batches; in a distributed run this rank's share of the one-process batches."""
+    if not distributed.world().distributed:
+        return feature_batches(features, labels, batch.per_rank, epoch_generator(seed, epoch))
+    n = len(labels)
+    sampler = distributed.ShardedShuffle(n, lambda e: torch.randperm(n, generator=epoch_generator(seed, e)).tolist())
+    sampler.set_epoch(epoch)
+    return feature_batches(features, labels, batch.per_rank, order=torch.tensor(list(sampler), dtype=torch.long))
+
+
 def _tensors(embedded: EmbeddingSet) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(embedded.features)), torch.from_numpy(embedded.labels)
+
+
+def _shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows (all of them in one process): what it evaluates before the gather."""
+    here = distributed.world()
+    return x[here.rank::here.size], y[here.rank::here.size]
 
 
 def run(ctx: StrategyContext) -> StrategyRun:
@@ -83,18 +134,19 @@ def run(ctx: StrategyContext) -> StrategyRun:
     torch.manual_seed(options.seed)
     head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names),
                           dropout=recipe.regularization.dropout).to(ctx.device)
+    distributed.whole_batch_layers(head)
 
     def prepare(phase: PhasePlan) -> PreparedPhase:
         groups = [{"params": list(head.parameters()), "lr": recipe.head_lr, "name": "head"}]
         return PreparedPhase(make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay), [])
 
+    batch = ctx.batch_split
     job = TrainingJob(
         strategy=recipe.strategy, model=head,
         phases=[PhasePlan("head", recipe.head_epochs, [])], prepare_phase=prepare,
-        train_batches=lambda epoch: feature_batches(train_x, train_y, recipe.batch_size,
-                                                    epoch_generator(options.seed, epoch)),
-        n_train_batches=max(1, len(train_y) // recipe.batch_size),
-        val_batches=lambda: feature_batches(val_x, val_y, 256),
+        train_batches=lambda epoch: train_feature_batches(train_x, train_y, batch, options.seed, epoch),
+        n_train_batches=max(1, len(train_y) // batch.effective),
+        val_batches=lambda: feature_batches(*_shard(val_x, val_y), 256),
         device=ctx.device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
         label_smoothing=recipe.regularization.label_smoothing, patience=ctx.patience,
         time_budget_s=options.time_budget_s, resume=options.resume, progress=options.progress,
@@ -104,14 +156,15 @@ def run(ctx: StrategyContext) -> StrategyRun:
     head.load_state_dict(result.best_state)
 
     def metrics_of(x: torch.Tensor, y: torch.Tensor) -> Metrics:
-        logits, labels = predict_batches(head, feature_batches(x, y, 256), ctx.device)
+        logits, labels = predict_batches(head, feature_batches(*_shard(x, y), 256), ctx.device, gather=True)
         loss = torch.nn.functional.cross_entropy(logits, labels).item()
         return classification_metrics(labels.numpy(), logits.argmax(1).numpy(), ctx.class_names, loss=loss)
 
     model_path = ctx.folder / MODEL_FILE
-    save_model(model_path, body=ctx.session.backbone.body, head=head, class_names=ctx.class_names,
-               backbone_name=backbone.name, weights=backbone.info.weights, preprocessing=ctx.preprocessing,
-               strategy=recipe.strategy)
+    if distributed.world().is_main:
+        save_model(model_path, body=ctx.session.backbone.body, head=head, class_names=ctx.class_names,
+                   backbone_name=backbone.name, weights=backbone.info.weights, preprocessing=ctx.preprocessing,
+                   strategy=recipe.strategy)
     train_time = result.train_time_s + embed_seconds
     return StrategyRun(
         strategy=recipe.strategy, status="stopped_by_budget" if result.stopped_by_budget else "completed",

@@ -4,6 +4,11 @@ A runner describes *what* trains (a ``TrainingJob``: the module, its phases, how
 and builds its optimizer, the batches); ``fit`` does the rest. At the end of every epoch a resumable
 state (model, optimizer, scheduler, position, best-so-far, early-stopping counter, curves, RNG states)
 is written atomically, so an interrupt (Ctrl-C or SIGTERM) loses at most the epoch in progress.
+
+An epoch is a sequence of named steps — ``_train_epoch``, ``_evaluate``, ``_record_epoch``,
+``_decide_next`` (budget, early stop, phase end), ``_checkpoint``, ``_announce`` — over one
+``LoopState``. Under torchrun the same loop runs on every rank (``runners.distributed``): the model
+trains through DistributedDataParallel, validation is gathered, and rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,7 +29,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from tqdm import tqdm
 
-from tl_advise.runners import checkpoint
+from tl_advise.runners import checkpoint, distributed
 from tl_advise.runners.freezing import set_train_mode
 from tl_advise.runners.mixing import BatchMixer
 from tl_advise.runners.optim import make_scheduler
@@ -89,8 +94,11 @@ class FitResult:
 
 
 @dataclass
-class _Progress:
-    """Where the run is: the next (phase, epoch in phase) to run and everything early stopping needs."""
+class LoopState:
+    """Where the run is: the next (phase, epoch in phase) to run and everything early stopping needs.
+
+    Saved whole into every checkpoint and read back whole (``to_checkpoint`` / ``from_checkpoint``).
+    """
 
     phase_index: int = 0
     epoch_in_phase: int = 0
@@ -103,6 +111,44 @@ class _Progress:
     elapsed_s: float = 0.0
     images_seen: int = 0
     stopped_by_budget: bool = False
+    finished: bool = False
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        # Shallow (no deep copy of the best weights); the curves as plain dicts for weights_only loading.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**values, "curves": [c.model_dump() for c in self.curves]}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> LoopState:
+        values = {f.name: state[f.name] for f in fields(cls) if f.name in state}
+        return cls(**{**values, "curves": [EpochLog.model_validate(c) for c in state["curves"]]})
+
+    def next_phase(self, n_phases: int) -> None:
+        self.phase_index += 1
+        self.epoch_in_phase = 0
+        self.finished = self.finished or self.phase_index >= n_phases
+
+
+@dataclass
+class _ActivePhase:
+    """A phase being trained: its plan, optimizer and schedule, and the module that trains (DDP or not)."""
+
+    index: int
+    plan: PhasePlan
+    prepared: PreparedPhase
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    trainable: nn.Module
+
+
+@dataclass
+class _EpochOutcome:
+    train_loss: float
+    n_images: int
+    out_of_time: bool
+    val_loss: float = float("nan")
+    val_accuracy: float = 0.0
+    seconds: float = 0.0
+    learning_rates: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- device helpers
@@ -147,9 +193,10 @@ def sigterm_as_keyboard_interrupt() -> Iterator[None]:
 # --------------------------------------------------------------------------- evaluation
 
 
-def predict_batches(model: nn.Module, batches: Iterable[Batch], device: torch.device
+def predict_batches(model: nn.Module, batches: Iterable[Batch], device: torch.device, *, gather: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) of every batch, in eval mode."""
+    """(logits, labels) of every batch, in eval mode. With ``gather``, ``batches`` are this rank's shard
+    (``distributed.shard``) and the result is every rank's, in the unsharded order."""
     model.eval()
     all_logits, all_labels = [], []
     with torch.inference_mode():
@@ -158,9 +205,11 @@ def predict_batches(model: nn.Module, batches: Iterable[Batch], device: torch.de
                 logits = model(to_device(x, device))
             all_logits.append(logits.float().cpu())
             all_labels.append(y)
-    if not all_logits:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(all_logits), torch.cat(all_labels)
+    logits = torch.cat(all_logits) if all_logits else torch.zeros(0, 0)
+    labels = torch.cat(all_labels) if all_labels else torch.zeros(0, dtype=torch.long)
+    if gather:
+        logits, labels = distributed.gather_rows(logits), distributed.gather_rows(labels)
+    return logits, labels
 
 
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -178,31 +227,26 @@ def _state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _save_state(job: TrainingJob, progress: _Progress, prepared: PreparedPhase,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, finished: bool) -> None:
-    checkpoint.atomic_save({
+def _checkpoint(job: TrainingJob, loop: LoopState, phase: _ActivePhase) -> None:
+    """The resumable state after an epoch, written atomically by rank 0 (with every rank's RNG states)."""
+    rng_by_rank = distributed.gather(checkpoint.rng_states())
+    if not distributed.world().is_main:
+        return
+    state: dict[str, Any] = {
         "format": STATE_FORMAT,
         "fingerprint": job.fingerprint,
-        "finished": finished,
         "model": _state_dict_copy(job.model),
-        "optimizer": prepared.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "phase_index": progress.phase_index,
-        "epoch_in_phase": progress.epoch_in_phase,
-        "epochs_run": progress.epochs_run,
-        "best_loss": progress.best_loss,
-        "best_epoch": progress.best_epoch,
-        "best_state": progress.best_state,
-        "bad_epochs": progress.bad_epochs,
-        "curves": [c.model_dump() for c in progress.curves],
-        "elapsed_s": progress.elapsed_s,
-        "images_seen": progress.images_seen,
-        "stopped_by_budget": progress.stopped_by_budget,
-        "rng": checkpoint.rng_states(),
-    }, job.state_path)
+        "optimizer": phase.prepared.optimizer.state_dict(),
+        "scheduler": phase.scheduler.state_dict(),
+        "rng": rng_by_rank[0],
+        **loop.to_checkpoint(),
+    }
+    if len(rng_by_rank) > 1:
+        state["rng_by_rank"] = rng_by_rank
+    checkpoint.atomic_save(state, job.state_path)
 
 
-def _load_state(job: TrainingJob) -> dict[str, Any] | None:
+def _read_state(job: TrainingJob) -> dict[str, Any] | None:
     if not (job.resume and job.state_path.is_file()):
         return None
     state = checkpoint.load(job.state_path)
@@ -216,146 +260,180 @@ def _load_state(job: TrainingJob) -> dict[str, Any] | None:
     return state
 
 
-def _progress_from(state: dict[str, Any]) -> _Progress:
-    return _Progress(
-        phase_index=state["phase_index"], epoch_in_phase=state["epoch_in_phase"],
-        epochs_run=state["epochs_run"], best_loss=state["best_loss"], best_epoch=state["best_epoch"],
-        best_state=state["best_state"], bad_epochs=state["bad_epochs"],
-        curves=[EpochLog.model_validate(c) for c in state["curves"]], elapsed_s=state["elapsed_s"],
-        images_seen=state["images_seen"], stopped_by_budget=state["stopped_by_budget"],
-    )
+def _restore(job: TrainingJob, state: dict[str, Any]) -> None:
+    """The saved weights, and this rank's RNG states (rank 0's when the run had another world size)."""
+    job.model.load_state_dict(state["model"])
+    here = distributed.world()
+    by_rank = state.get("rng_by_rank")
+    own = by_rank[here.rank] if by_rank is not None and len(by_rank) == here.size else state["rng"]
+    checkpoint.restore_rng_states(own)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the steps of an epoch
 
 
 def _group_learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {str(group.get("name", f"group{i}")): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
 
 
-def _train_epoch(job: TrainingJob, prepared: PreparedPhase, loss_fn: nn.Module,
-                 scaler: torch.amp.GradScaler, progress: _Progress, phase: PhasePlan, started: float
-                 ) -> tuple[float, int, bool]:
-    """One pass over the training batches: (mean loss, images, whether the time budget ran out)."""
-    set_train_mode(job.model, prepared.frozen_bn)
+def _start_phase(job: TrainingJob, loop: LoopState, resumed: dict[str, Any] | None) -> _ActivePhase:
+    """Freeze and build the optimizer from the plan (at every phase start, resumed or not); a phase
+    resumed mid-way gets its optimizer and schedule back, a new one starts from the best weights so far."""
+    plan = job.phases[loop.phase_index]
+    prepared = job.prepare_phase(plan)
+    scheduler = prepared.scheduler or make_scheduler(prepared.optimizer, epochs=plan.epochs)
+    mid_phase_resume = resumed is not None and loop.epoch_in_phase > 0
+    if mid_phase_resume and resumed is not None:
+        prepared.optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+    else:
+        loop.bad_epochs = 0
+        if loop.epoch_in_phase == 0 and loop.best_state is not None:
+            job.model.load_state_dict(loop.best_state)  # e.g. the fine-tuning starts from the best head
+    return _ActivePhase(loop.phase_index, plan, prepared, scheduler, _trainable(job))
+
+
+def _trainable(job: TrainingJob) -> nn.Module:
+    """The module the optimizer steps through: DistributedDataParallel over the model in a distributed run
+    (built after freezing, so it syncs exactly the parameters this phase trains)."""
+    if not distributed.world().distributed:
+        return job.model
+    device_ids = [job.device.index] if job.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(job.model, device_ids=device_ids)
+
+
+def _train_epoch(job: TrainingJob, phase: _ActivePhase, loss_fn: nn.Module, scaler: torch.amp.GradScaler,
+                 loop: LoopState, started: float) -> _EpochOutcome:
+    """One pass over the training batches (this rank's share of them): the mean loss over every rank's
+    images, their number, and whether the time budget ran out (decided for all ranks at once)."""
+    set_train_mode(job.model, phase.prepared.frozen_bn)
+    optimizer = phase.prepared.optimizer
     total_loss, n_images, out_of_time = 0.0, 0, False
-    desc = f"{job.strategy} {phase.name} epoch {progress.epochs_run + 1}"
+    desc = f"{job.strategy} {phase.plan.name} epoch {loop.epochs_run + 1}"
     with tqdm(total=job.n_train_batches, desc=desc, unit="batch", leave=False,
-              disable=not job.progress) as bar:
-        for x, y in job.train_batches(progress.epochs_run + 1):
+              disable=not (job.progress and distributed.world().is_main)) as bar:
+        for x, y in job.train_batches(loop.epochs_run + 1):
             if len(y) < 2:
-                continue  # batch norm cannot train on a single image
+                continue  # batch norm cannot train on a single image (equal shards: every rank skips it)
             x, y = to_device(x, job.device), y.to(job.device)
             if job.mix_batch is not None:
-                x, y = job.mix_batch(x, y)
-            prepared.optimizer.zero_grad(set_to_none=True)
+                x, y = job.mix_batch(x, y)  # in a distributed run: within this rank's share of the batch
+            optimizer.zero_grad(set_to_none=True)
             with autocast(job.device):
-                loss = loss_fn(job.model(x), y)
+                loss = loss_fn(phase.trainable(x), y)
             scaler.scale(loss).backward()
-            scaler.step(prepared.optimizer)
+            scaler.step(optimizer)
             scaler.update()
             total_loss += loss.item() * len(y)
             n_images += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / n_images:.3f}")
-            if job.time_budget_s is not None and \
-                    progress.elapsed_s + time.perf_counter() - started > job.time_budget_s:
+            if job.time_budget_s is not None and distributed.any_rank(
+                    loop.elapsed_s + time.perf_counter() - started > job.time_budget_s):
                 out_of_time = True
                 break
-    return (total_loss / n_images if n_images else float("nan")), n_images, out_of_time
+    totals = distributed.gather((total_loss, n_images))
+    total_loss, n_images = sum(t for t, _ in totals), sum(n for _, n in totals)
+    return _EpochOutcome(train_loss=total_loss / n_images if n_images else float("nan"), n_images=n_images,
+                         out_of_time=out_of_time, learning_rates=_group_learning_rates(optimizer))
+
+
+def _evaluate(job: TrainingJob) -> tuple[float, float]:
+    """Validation loss and accuracy over every validation image (each rank predicts its shard)."""
+    distributed.sync_buffers(job.model)  # batch-norm statistics as rank 0 has them, on every rank
+    return loss_and_accuracy(*predict_batches(job.model, job.val_batches(), job.device, gather=True))
+
+
+def _record_epoch(job: TrainingJob, loop: LoopState, phase: _ActivePhase, outcome: _EpochOutcome) -> None:
+    """The epoch into the curves and the position; a better validation loss becomes the best state."""
+    loop.elapsed_s += outcome.seconds
+    loop.images_seen += outcome.n_images
+    loop.epochs_run += 1
+    loop.epoch_in_phase += 1
+    loop.curves.append(EpochLog(
+        phase=phase.plan.name, epoch=loop.epochs_run, train_loss=round(outcome.train_loss, 6),
+        val_loss=round(outcome.val_loss, 6), val_accuracy=round(outcome.val_accuracy, 6),
+        seconds=round(outcome.seconds, 3)))
+    if outcome.val_loss < loop.best_loss - MIN_IMPROVEMENT or loop.best_state is None:
+        loop.best_loss, loop.best_epoch = outcome.val_loss, loop.epochs_run
+        loop.best_state = _state_dict_copy(job.model)
+        loop.bad_epochs = 0
+    else:
+        loop.bad_epochs += 1
+    logger.info("%s %s epoch %d (%d/%d): train loss %.4f, val loss %.4f, val accuracy %.3f, %.1fs%s",
+                job.strategy, phase.plan.name, loop.epochs_run, loop.epoch_in_phase, phase.plan.epochs,
+                outcome.train_loss, outcome.val_loss, outcome.val_accuracy, outcome.seconds,
+                " (best)" if loop.best_epoch == loop.epochs_run else "")
+
+
+def _decide_next(job: TrainingJob, loop: LoopState, phase: _ActivePhase, out_of_time: bool) -> None:
+    """After an epoch: the budget ends the run; patience or the phase's last epoch ends the phase."""
+    if out_of_time:
+        loop.stopped_by_budget = loop.finished = True
+        logger.info("%s: time budget of %.0fs spent; keeping the best epoch (%d)",
+                    job.strategy, job.time_budget_s or 0.0, loop.best_epoch)
+    early_stop = not out_of_time and job.patience is not None and loop.bad_epochs >= job.patience
+    if early_stop:
+        logger.info("%s: early stop in phase %s, no val-loss improvement for %d epochs",
+                    job.strategy, phase.plan.name, loop.bad_epochs)
+    if early_stop or loop.epoch_in_phase >= phase.plan.epochs:
+        loop.next_phase(len(job.phases))
+
+
+def _announce(job: TrainingJob, loop: LoopState, phase: _ActivePhase, outcome: _EpochOutcome) -> None:
+    """After the checkpoint is on disk: experiment tracking, then the caller's callback."""
+    if job.epoch_logger is not None:
+        job.epoch_logger.log_epoch(EpochRecord(job.strategy, loop.curves[-1], phase.index, outcome.learning_rates))
+    if job.epoch_callback is not None:
+        job.epoch_callback(job.strategy, loop.epochs_run)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _run_phase(job: TrainingJob, loop: LoopState, phase: _ActivePhase, loss_fn: nn.Module,
+               scaler: torch.amp.GradScaler) -> None:
+    while loop.phase_index == phase.index and not loop.finished:
+        started = time.perf_counter()
+        outcome = _train_epoch(job, phase, loss_fn, scaler, loop, started)
+        phase.scheduler.step()
+        outcome.val_loss, outcome.val_accuracy = _evaluate(job)
+        outcome.seconds = time.perf_counter() - started
+        _record_epoch(job, loop, phase, outcome)
+        _decide_next(job, loop, phase, outcome.out_of_time)
+        _checkpoint(job, loop, phase)
+        _announce(job, loop, phase, outcome)
 
 
 def fit(job: TrainingJob) -> FitResult:
-    """Train ``job`` phase by phase; resumes from ``job.state_path`` when asked and the state fits."""
-    state = _load_state(job)
-    progress = _progress_from(state) if state is not None else _Progress()
-    resumed_position = (progress.phase_index, progress.epoch_in_phase) if state is not None else None
-    if state is not None:
-        job.model.load_state_dict(state["model"])
-        checkpoint.restore_rng_states(state["rng"])
-    finished = state is not None and state["finished"]
+    """Train ``job`` phase by phase; resumes from ``job.state_path`` when asked and the state fits.
+
+    In a distributed run (``runners.distributed``) every rank calls ``fit`` with its own share of the
+    batches; rank 0 reads and writes the checkpoint, and every decision (early stopping, the budget)
+    is taken on numbers all ranks share.
+    """
+    resumed = distributed.from_main(lambda: _read_state(job))
+    loop = LoopState.from_checkpoint(resumed) if resumed is not None else LoopState()
+    if resumed is not None:
+        _restore(job, resumed)
     # Mixed batches carry soft targets with the label smoothing already in them (timm's Mixup).
     loss_fn = SoftTargetCrossEntropy() if job.mix_batch is not None else \
         nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(job.device))
 
     with sigterm_as_keyboard_interrupt():
-        while not finished and progress.phase_index < len(job.phases):
-            phase = job.phases[progress.phase_index]
-            if phase.epochs <= 0:  # a phase of 0 epochs hands over at once (it used to spin forever)
-                progress.phase_index += 1
-                progress.epoch_in_phase = 0
+        while not loop.finished and loop.phase_index < len(job.phases):
+            if job.phases[loop.phase_index].epochs <= 0:  # a phase of 0 epochs hands over at once
+                loop.next_phase(len(job.phases))
                 continue
-            # Freezing is re-applied from the plan at every phase start, resumed or not.
-            prepared = job.prepare_phase(phase)
-            scheduler = prepared.scheduler or make_scheduler(prepared.optimizer, epochs=phase.epochs)
-            mid_phase_resume = resumed_position == (progress.phase_index, progress.epoch_in_phase) \
-                and progress.epoch_in_phase > 0
-            if mid_phase_resume and state is not None:
-                prepared.optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-            elif progress.epoch_in_phase == 0 and progress.best_state is not None:
-                # A new phase starts from the best weights so far (e.g. the best head), not the last.
-                job.model.load_state_dict(progress.best_state)
-            if not mid_phase_resume:
-                progress.bad_epochs = 0
-            resumed_position = None
+            phase = _start_phase(job, loop, resumed)
+            resumed = None  # only the first phase started can be a resumed one
+            _run_phase(job, loop, phase, loss_fn, scaler)
 
-            end_phase = False
-            phase_index = progress.phase_index  # progress moves on at the phase's last epoch
-            while progress.epoch_in_phase < phase.epochs and not end_phase:
-                started = time.perf_counter()
-                train_loss, n_images, out_of_time = _train_epoch(job, prepared, loss_fn, scaler, progress,
-                                                                 phase, started)
-                learning_rates = _group_learning_rates(prepared.optimizer)  # what this epoch trained at
-                scheduler.step()
-                val_loss, val_accuracy = loss_and_accuracy(*predict_batches(job.model, job.val_batches(),
-                                                                            job.device))
-                seconds = time.perf_counter() - started
-                progress.elapsed_s += seconds
-                progress.images_seen += n_images
-                progress.epochs_run += 1
-                progress.epoch_in_phase += 1
-                progress.curves.append(EpochLog(
-                    phase=phase.name, epoch=progress.epochs_run, train_loss=round(train_loss, 6),
-                    val_loss=round(val_loss, 6), val_accuracy=round(val_accuracy, 6), seconds=round(seconds, 3)))
-                if val_loss < progress.best_loss - MIN_IMPROVEMENT or progress.best_state is None:
-                    progress.best_loss, progress.best_epoch = val_loss, progress.epochs_run
-                    progress.best_state = _state_dict_copy(job.model)
-                    progress.bad_epochs = 0
-                else:
-                    progress.bad_epochs += 1
-                logger.info("%s %s epoch %d (%d/%d): train loss %.4f, val loss %.4f, val accuracy %.3f, "
-                            "%.1fs%s", job.strategy, phase.name, progress.epochs_run, progress.epoch_in_phase,
-                            phase.epochs, train_loss, val_loss, val_accuracy, seconds,
-                            " (best)" if progress.best_epoch == progress.epochs_run else "")
-                if out_of_time:
-                    progress.stopped_by_budget = True
-                    finished = True
-                    logger.info("%s: time budget of %.0fs spent; keeping the best epoch (%d)",
-                                job.strategy, job.time_budget_s or 0.0, progress.best_epoch)
-                elif job.patience is not None and progress.bad_epochs >= job.patience:
-                    logger.info("%s: early stop in phase %s, no val-loss improvement for %d epochs",
-                                job.strategy, phase.name, progress.bad_epochs)
-                    end_phase = True
-                if end_phase or progress.epoch_in_phase >= phase.epochs:
-                    progress.phase_index += 1
-                    progress.epoch_in_phase = 0
-                    end_phase = True
-                finished = finished or progress.phase_index >= len(job.phases)
-                _save_state(job, progress, prepared, scheduler, finished)
-                if job.epoch_logger is not None:
-                    job.epoch_logger.log_epoch(EpochRecord(job.strategy, progress.curves[-1], phase_index,
-                                                           learning_rates))
-                if job.epoch_callback is not None:
-                    job.epoch_callback(job.strategy, progress.epochs_run)
-                if finished:
-                    break
-
-    if progress.best_state is None:
+    if loop.best_state is None:
         raise ConfigError(f"{job.strategy}: no epoch was trained (every phase has 0 epochs)")
     return FitResult(
-        best_state=progress.best_state, best_epoch=progress.best_epoch, epochs_run=progress.epochs_run,
-        curves=progress.curves, stopped_by_budget=progress.stopped_by_budget,
-        train_time_s=round(progress.elapsed_s, 3), images_seen=progress.images_seen,
+        best_state=loop.best_state, best_epoch=loop.best_epoch, epochs_run=loop.epochs_run,
+        curves=loop.curves, stopped_by_budget=loop.stopped_by_budget,
+        train_time_s=round(loop.elapsed_s, 3), images_seen=loop.images_seen,
     )

@@ -543,6 +543,11 @@ class RunSettings(TrainingRecipe):
         description="the per-image training transforms as built, in order; empty when the head trains on features")
     n_train: int
     n_val: int
+    world_size: int = Field(default=1, description="processes that trained it (torchrun / --nproc-per-node)")
+    batch_size_per_rank: int | None = Field(default=None, description="images per process per step")
+    effective_batch_size: int | None = Field(
+        default=None, description="images per optimizer step over all processes (per-rank batch × world size)")
+    lr_scaling: str = Field(default="none", description="how the learning rates follow the effective batch")
 
 
 class StrategyRun(_Model):
