@@ -142,11 +142,11 @@ def runner_build(monkeypatch: pytest.MonkeyPatch, session: AdviceSession, strate
 
     def probe(job: TrainingJob) -> Any:
         head_only = strategy == "feature_extraction"  # its model is the head alone
-        head = job.model if head_only else job.model.head  # type: ignore[union-attr]
+        head = job.model if head_only else job.model.head
         head_state = {k: v.clone() for k, v in head.state_dict().items()}
         phases = [record_phase(job.model, job.prepare_phase(phase), phase, prefix="head." if head_only else "")
                   for phase in job.phases]
-        transform = None if head_only else repr(job.train_batches(1).dataset.transform)  # type: ignore[attr-defined]
+        transform = None if head_only else repr(job.train_batches(1).dataset.transform)
         loss = training_loss(label_smoothing=job.label_smoothing, mixes_batches=job.mix_batch is not None)
         seen.append(RunnerBuild(phases, head_state, transform, repr(loss), mixed(job.mix_batch)))
         raise _Captured("captured")
