@@ -13,19 +13,20 @@ its loss from ``training_loss``. What you get is therefore exactly what ``tl-adv
   and ``train_mode`` (``model.train()`` that keeps the advised batch-norm layers in inference mode);
 - ``train_transform`` / ``eval_transform`` (torchvision), ``mixup`` (timm's ``Mixup``, or None) and ``loss``.
 
-Example, a plain PyTorch loop::
+Example, a plain PyTorch loop (more, and Lightning, in docs/building-blocks.md)::
 
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
     from tl_advise.advisor import advise_session
     from tl_advise.runners import blocks
 
-    session = advise_session("path/to/images")
-    advised = blocks.from_session(session)            # the recommended strategy; strategy="..." for another
-    train_data = ImageFolder("path/to/images", transform=advised.train_transform)
-    loader = DataLoader(train_data, batch_size=advised.recipe.batch_size, shuffle=True, drop_last=True)
-    for phase in advised.phases:
-        setup = advised.setup_phase(phase)
+    advised = blocks.from_session(advise_session("images"))  # the recommended strategy; strategy="..." for another
+    data = ImageFolder("images", transform=advised.train_transform)
+    loader = DataLoader(data, batch_size=advised.recipe.batch_size, shuffle=True)
+    for phase in advised.phases:                              # head, then finetune
+        setup = advised.setup_phase(phase)                    # freezes; optimizer + scheduler of the phase
         for epoch in range(phase.epochs):
-            setup.train_mode(advised.model)
+            setup.train_mode(advised.model)                   # frozen batch norm stays in inference mode
             for images, labels in loader:
                 if advised.mixup is not None:
                     images, labels = advised.mixup(images, labels)
@@ -33,7 +34,7 @@ Example, a plain PyTorch loop::
                 setup.optimizer.zero_grad()
                 loss.backward()
                 setup.optimizer.step()
-            setup.scheduler.step()
+            setup.scheduler.step()                            # once per epoch
 
 From a saved advice (``tl-advise DATA --format json -o advice.json``) instead of a session:
 ``blocks.from_advice(AdviceResult.model_validate_json(text), load_backbone("efficientnet_lite0"))``.

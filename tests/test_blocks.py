@@ -9,6 +9,7 @@ feature-extraction runner embeds before it trains.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -280,3 +281,22 @@ def test_an_advice_is_refused_with_other_rules_or_another_backbone(
     renamed = result.model_copy(update={"backbone": result.backbone.model_copy(update={"name": "resnet18"})})
     with pytest.raises(ConfigError, match=r"made with resnet18 but the backbone given is efficientnet_lite0"):
         blocks.from_advice(renamed, backbone)
+
+
+@pytest.mark.slow
+def test_the_plain_pytorch_loop_in_the_doc_trains(tmp_path: Path, backbone: Backbone) -> None:
+    """docs/building-blocks.md's plain loop, run as written on a tiny folder: both phases train."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "building-blocks.md").read_text(encoding="utf-8")
+    found = re.search(r"## A plain PyTorch loop\n\n```python\n(.*?)```", doc, re.DOTALL)
+    assert found is not None
+    data = make_class_folder(tmp_path / "images" / "train", {"a": 6, "b": 6}, size=(40, 32))
+    rules = load_rules()
+    advised = blocks.from_advice(advice_for(rules, backbone), backbone, strategy="finetune_last_layers",
+                                 options=RunOptions(output_dir=tmp_path, max_epochs=1, image_size=32, batch_size=4))
+    head_before = [p.detach().clone() for p in advised.head.parameters()]
+    top = advised.backbone.stages[-1]
+    top_before = [p.detach().clone() for p in top.parameters()]
+    exec(found.group(1).replace("path/to/images/train", str(data)), {"advised": advised})
+    assert all(not torch.equal(a, b) for a, b in zip(head_before, advised.head.parameters(), strict=True))
+    assert top.name in advised.recipe.unfreeze
+    assert any(not torch.equal(a, b) for a, b in zip(top_before, top.parameters(), strict=True))
