@@ -15,12 +15,11 @@ from tl_advise.advisor.backbones import Backbone
 from tl_advise.advisor.embed import EmbeddingSet, embed, store_embeddings
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.runners import distributed
+from tl_advise.runners.blocks import head_param_groups, new_head, phase_optimizer, phase_plans, phase_scheduler
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
 from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.distributed import BatchSplit
-from tl_advise.runners.heads import ClassifierHead
 from tl_advise.runners.metrics import classification_metrics
-from tl_advise.runners.optim import make_optimizer
 from tl_advise.runners.train import Batch, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.runners.trained_model import save_model
 from tl_advise.schema.errors import ConfigError, DatasetError
@@ -132,18 +131,18 @@ def run(ctx: StrategyContext) -> StrategyRun:
     val_x, val_y = _tensors(val_set)
     # Seeded here, after embedding: a cold cache runs a DataLoader that draws from the global RNG.
     torch.manual_seed(options.seed)
-    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names),
-                          dropout=recipe.regularization.dropout).to(ctx.device)
+    head = new_head(recipe, backbone.info.feature_dim, len(ctx.class_names)).to(ctx.device)
     distributed.whole_batch_layers(head)
 
     def prepare(phase: PhasePlan) -> PreparedPhase:
-        groups = [{"params": list(head.parameters()), "lr": recipe.head_lr, "name": "head"}]
-        return PreparedPhase(make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay), [])
+        # The blocks' head phase, on the head alone: the body never runs, so nothing in it to freeze.
+        optimizer = phase_optimizer(recipe, head_param_groups(recipe, head))
+        return PreparedPhase(optimizer, [], phase_scheduler(recipe, optimizer, phase))
 
     batch = ctx.batch_split
     job = TrainingJob(
         strategy=recipe.strategy, model=head,
-        phases=[PhasePlan("head", recipe.head_epochs, [])], prepare_phase=prepare,
+        phases=phase_plans(recipe, backbone), prepare_phase=prepare,
         train_batches=lambda epoch: train_feature_batches(train_x, train_y, batch, options.seed, epoch),
         n_train_batches=max(1, len(train_y) // batch.effective),
         val_batches=lambda: feature_batches(*_shard(val_x, val_y), 256),

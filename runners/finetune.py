@@ -1,85 +1,28 @@
 """Image-level training: two-phase fine-tuning (head first, then exactly the recommended stages) and
-training from scratch (same architecture, random weights, everything trains from the start)."""
+training from scratch (same architecture, random weights, everything trains from the start).
+
+The model, phases, optimizers, schedules, transforms and batch mixing come from ``runners.blocks``, the
+public building blocks, so a user's own loop built from them trains what this runner trains."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
 import torch
 
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.backbones.registry import with_drop_path
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.runners import distributed
+from tl_advise.runners.blocks import from_recipe
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext
-from tl_advise.runners.data import (
-    ImageRecordDataset,
-    epoch_generator,
-    eval_transform,
-    make_loader,
-    seed_worker,
-    train_transform,
-)
+from tl_advise.runners.data import ImageRecordDataset, epoch_generator, eval_transform, make_loader, seed_worker
 from tl_advise.runners.distributed import BatchSplit
-from tl_advise.runners.freezing import check_stage_names, freeze_body, frozen_batchnorm
-from tl_advise.runners.heads import ClassifierHead, TransferModel
 from tl_advise.runners.metrics import classification_metrics
-from tl_advise.runners.mixing import batch_mixer
-from tl_advise.runners.optim import make_optimizer, make_scheduler
-from tl_advise.runners.recipes import Recipe
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.runners.trained_model import save_model
 from tl_advise.schema.models import Metrics, StrategyRun
 
 logger = logging.getLogger(__name__)
-
-
-def backbone_for(ctx: StrategyContext) -> Backbone:
-    """A private copy: training must never change the session's backbone (the advisor and the
-    feature-extraction runner use its pretrained weights). Stochastic depth, when the recipe has it, is
-    built in (timm sets it at creation)."""
-    if ctx.recipe.pretrained:
-        backbone = copy.deepcopy(ctx.session.backbone)
-    else:
-        backbone = load_backbone(ctx.session.backbone.name, pretrained=False)
-    return with_drop_path(backbone, ctx.recipe.regularization.drop_path_rate)
-
-
-def phase_plans(recipe: Recipe, backbone: Backbone) -> list[PhasePlan]:
-    stage_names = [s.name for s in backbone.stages]
-    if not recipe.pretrained:
-        return [PhasePlan("from_scratch", recipe.finetune_epochs, stage_names)]
-    plans = [PhasePlan("head", recipe.head_epochs, [])]
-    if recipe.unfreeze:
-        plans.append(PhasePlan("finetune", recipe.finetune_epochs, check_stage_names(backbone, recipe.unfreeze)))
-    return [p for p in plans if p.epochs > 0]
-
-
-def param_groups(recipe: Recipe, backbone: Backbone, head: torch.nn.Module, phase: PhasePlan
-                 ) -> list[dict[str, Any]]:
-    """Head at its rate; each unfrozen stage at its discriminative rate (else the backbone rate).
-
-    Phase 2 trains the head at the fine-tuning rate too, as the recommendation's schedule says (the
-    guide's recipe: the whole second phase about 100× below the head phase); from scratch uses one rate.
-    """
-    if phase.name == "head":
-        return [{"params": list(head.parameters()), "lr": recipe.head_lr, "name": "head"}]
-    phase_lr = recipe.head_lr if not recipe.pretrained else (recipe.backbone_lr or recipe.head_lr)
-    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": phase_lr, "name": "head"}]
-    seen: set[int] = set()
-    for stage in backbone.stages:
-        if stage.name in phase.train_stages:
-            params = [p for p in stage.parameters() if id(p) not in seen]
-            seen.update(id(p) for p in params)
-            lr = recipe.head_lr if not recipe.pretrained else recipe.stage_lr(stage.name)
-            groups.append({"params": params, "lr": lr, "name": stage.name})
-    # Layers outside every stage train only when the whole body does (full fine-tune, from scratch).
-    rest = [p for p in backbone.body.parameters() if p.requires_grad and id(p) not in seen]
-    if rest:
-        groups.append({"params": rest, "lr": phase_lr, "name": "other"})
-    return groups
 
 
 def _image_loader(ctx: StrategyContext, records: list[ImageRecord], *, batch_size: int = 64
@@ -108,6 +51,11 @@ class SeededAugmentation(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     def __init__(self, dataset: ImageRecordDataset, seed: int, epoch: int) -> None:
         self.dataset, self.base = dataset, (seed * 1_000_003 + epoch) * 1_000_033
 
+    @property
+    def transform(self) -> Any:
+        """The wrapped dataset's augmentation (what each image goes through)."""
+        return self.dataset.transform
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -132,17 +80,17 @@ def sharded_train_loader(ctx: StrategyContext, dataset: SeededAugmentation, batc
 
 def run(ctx: StrategyContext) -> StrategyRun:
     recipe, options, device = ctx.recipe, ctx.options, ctx.device
-    torch.manual_seed(options.seed)  # the random backbone of from_scratch and the head's initial weights
-    backbone = backbone_for(ctx)
-    head = ClassifierHead(backbone.info.feature_dim, len(ctx.class_names), dropout=recipe.regularization.dropout)
-    model = distributed.whole_batch_layers(TransferModel(backbone.body, head).to(device))
+    # The runner is a client of the public building blocks: what it trains is what they give a user's loop.
+    parts = from_recipe(recipe, ctx.session.backbone, ctx.class_names, seed=options.seed)
+    backbone, head = parts.backbone, parts.head
+    model = distributed.whole_batch_layers(parts.model.to(device))
     # The memory format is set explicitly, never inherited: the session's backbone is channels_last after a
     # cold advice embedded with it (and contiguous after a warm one), and the two round differently, so a
     # seeded run would depend on whether the cache was warm.
     model = model.to(memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
 
-    pre = ctx.preprocessing
-    augment = train_transform(pre, recipe.augmentation)
+    pre = parts.preprocessing
+    augment = parts.train_transform
     train_data = ImageRecordDataset(ctx.splits.train, augment, draft_size=pre.resize_size)
 
     batch = ctx.batch_split
@@ -155,22 +103,15 @@ def run(ctx: StrategyContext) -> StrategyRun:
                            generator=epoch_generator(options.seed, epoch), pin_memory=device.type == "cuda")
 
     def prepare(phase: PhasePlan) -> PreparedPhase:
-        training_modules = freeze_body(backbone, phase.train_stages)
-        groups = param_groups(recipe, backbone, head, phase)
-        optimizer = make_optimizer(recipe.optimizer, groups, weight_decay=recipe.weight_decay)
-        # The warm-up belongs to the phase that trains the backbone, not to a new head's phase.
-        warmup = 0 if phase.name == "head" else recipe.lr_schedule.warmup_epochs
-        return PreparedPhase(optimizer, frozen_batchnorm(backbone, training_modules, mode=recipe.batchnorm),
-                             make_scheduler(optimizer, epochs=phase.epochs, warmup_epochs=warmup))
+        return parts.setup_phase(phase).prepared()
 
     job = TrainingJob(
-        strategy=recipe.strategy, model=model, phases=phase_plans(recipe, backbone), prepare_phase=prepare,
+        strategy=recipe.strategy, model=model, phases=parts.phases, prepare_phase=prepare,
         train_batches=train_batches, n_train_batches=max(1, len(train_data) // batch.effective),
         val_batches=lambda: _image_loader(ctx, ctx.splits.val),
         device=device, state_path=ctx.folder / STATE_FILE, fingerprint=ctx.fingerprint(),
         label_smoothing=recipe.regularization.label_smoothing, patience=ctx.patience,
-        mix_batch=batch_mixer(recipe.augmentation, label_smoothing=recipe.regularization.label_smoothing,
-                              n_classes=len(ctx.class_names)),
+        mix_batch=parts.mixup,
         time_budget_s=options.time_budget_s, resume=options.resume, progress=options.progress,
         epoch_callback=ctx.epoch_callback, epoch_logger=ctx.epoch_logger,
     )

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
 
 from tl_advise.schema.models import Augmentation
 
@@ -31,3 +33,11 @@ def batch_mixer(augmentation: Augmentation, *, label_smoothing: float, n_classes
         return mixed, targets
 
     return mix
+
+
+def training_loss(*, label_smoothing: float, mixes_batches: bool) -> nn.Module:
+    """The training loss: timm's ``SoftTargetCrossEntropy`` on mixed batches (their soft targets already carry
+    the label smoothing), else cross-entropy with the recipe's label smoothing."""
+    if mixes_batches:
+        return SoftTargetCrossEntropy()
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)

@@ -25,13 +25,12 @@ from types import FrameType
 from typing import Any
 
 import torch
-from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from tqdm import tqdm
 
 from tl_advise.runners import checkpoint, distributed
 from tl_advise.runners.freezing import set_train_mode
-from tl_advise.runners.mixing import BatchMixer
+from tl_advise.runners.mixing import BatchMixer, training_loss
 from tl_advise.runners.optim import make_scheduler
 from tl_advise.runners.tracking import EpochRecord, RunLogger
 from tl_advise.schema.errors import ConfigError
@@ -416,9 +415,7 @@ def fit(job: TrainingJob) -> FitResult:
     loop = LoopState.from_checkpoint(resumed) if resumed is not None else LoopState()
     if resumed is not None:
         _restore(job, resumed)
-    # Mixed batches carry soft targets with the label smoothing already in them (timm's Mixup).
-    loss_fn = SoftTargetCrossEntropy() if job.mix_batch is not None else \
-        nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
+    loss_fn = training_loss(label_smoothing=job.label_smoothing, mixes_batches=job.mix_batch is not None)
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(job.device))
 
     with sigterm_as_keyboard_interrupt():

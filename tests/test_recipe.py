@@ -20,7 +20,7 @@ from tl_advise.advisor.formats import text
 from tl_advise.cli import main
 from tl_advise.rules.engine import recommend
 from tl_advise.rules.schema import load_rules
-from tl_advise.runners import RunOptions, finetune, run_advice
+from tl_advise.runners import RunOptions, blocks, run_advice
 from tl_advise.runners.context import StrategyContext
 from tl_advise.runners.data import train_transform
 from tl_advise.runners.mixing import batch_mixer
@@ -258,15 +258,16 @@ def test_mixup_drop_path_warmup_and_no_early_stop_take_effect(synthetic_dataset:
         seen["schedulers"].append((kwargs, {g["name"]: g["lr"] for g in optimizer.param_groups}))
         return scheduler
 
-    def spy_backbone(ctx: Any) -> Any:
-        backbone = backbone_for(ctx)
+    def spy_backbone(*args: Any) -> Any:
+        backbone = training_backbone(*args)
         seen["bodies"].append(backbone.body)
         return backbone
 
-    backbone_for = finetune.backbone_for
-    monkeypatch.setattr(finetune, "batch_mixer", spy_mixer)
-    monkeypatch.setattr(finetune, "make_scheduler", spy_scheduler)
-    monkeypatch.setattr(finetune, "backbone_for", spy_backbone)
+    # The runner builds these through the public building blocks (runners/blocks.py).
+    training_backbone = blocks.training_backbone
+    monkeypatch.setattr(blocks, "batch_mixer", spy_mixer)
+    monkeypatch.setattr(blocks, "make_scheduler", spy_scheduler)
+    monkeypatch.setattr(blocks, "training_backbone", spy_backbone)
     options = RunOptions(output_dir=tmp_path / "run", strategies=["full_finetune"], head_epochs=1, finetune_epochs=3,
                          **TINY)
     run = run_advice(session, options).runs[0]
