@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,6 +28,7 @@ from tl_advise.advisor.device import check_device
 from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.sampling import stratified_sample, without_duplicates
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
+from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.writable import check_write_path
 from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
 from tl_advise.schema.errors import BackboneError, DatasetError
@@ -99,20 +98,6 @@ class AdviceSession:
         return self._backbone
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            # A step may run in pieces (imports): its time adds up.
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
-
-
 def advise(
     data: str | Path,
     *,
@@ -155,7 +140,7 @@ def advise_session(
     manifest: ManifestOptions | None = None,
 ) -> AdviceSession:
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
-    timer = _Timer()
+    timer = StepTimer()
     total_start = time.perf_counter()
     # Everything cheap is checked before the scan and the embedding, and whatever the cache holds.
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
@@ -235,7 +220,7 @@ def measurement_key(backbone: str, weights: str | Path | None, sample: list[Imag
 
 def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRecord], root: Path, *,
             device: object, cache: ArrayCache, seed: int, batch_size: int, num_workers: int | None,
-            progress: bool, timer: _Timer) -> tuple[Measurements, Backbone]:
+            progress: bool, timer: StepTimer) -> tuple[Measurements, Backbone]:
     """The cold path: load the backbone, one forward pass over the sample, every raw signal."""
     with timer.step("imports"):  # torch, torchvision, timm, scikit-learn: seconds on a small machine
         from tl_advise.advisor import similarity as signals

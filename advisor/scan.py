@@ -31,7 +31,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
@@ -41,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from tl_advise.advisor.exif import QUARTER_TURNS, exif_orientation
+from tl_advise.advisor.timing import StepTimer
 from tl_advise.schema.errors import DatasetError
 from tl_advise.schema.models import (
     AUDIT_MODES,
@@ -309,7 +309,7 @@ def scan_listing(listing: Listing, *, progress: bool = False, audit: AuditMode =
                        where=listing.where, declares=listing.declares, hint=listing.hint,
                        manifests=list(listing.manifests), skipped=list(listing.skipped), audit_mode=audit,
                        seed=seed)
-    timer = _StepTimer()
+    timer = StepTimer()
     timer.timings["list"] = listing.list_seconds
     with timer.step("read"):
         audit_mask = _audit_share(len(records), listing.must_audit, audit, seed)
@@ -412,19 +412,6 @@ class _ScanState:
     n_audited: int = 0
     n_unreadable: int = 0  # found by reading: header, truncation, I/O errors
     duplicates: list[DuplicateGroup] = field(default_factory=list)
-
-
-class _StepTimer:
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(time.perf_counter() - start, 3)
 
 
 def _check_root(root: str | Path) -> Path:
