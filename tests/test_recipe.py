@@ -81,7 +81,7 @@ def session(synthetic_dataset: Path, session_cache_dir: Path) -> AdviceSession:
 def _printed(session: AdviceSession, recommendation: Recommendation) -> dict[str, str]:
     """The text report's recipe rows, as a user reads them, for ``recommendation``."""
     result = session.result.model_copy(update={"recommendation": recommendation})
-    rows = {}
+    rows: dict[str, str] = {}
     for line in text.render(result).splitlines():
         key, sep, value = line.strip().partition(":")
         if sep and key in ("augmentation", "regularise", "schedule", "batch size", "unfreeze"):
@@ -315,7 +315,7 @@ def test_early_stopping_off_trains_every_epoch(tmp_path: Path) -> None:
     options = RunOptions(output_dir=tmp_path, patience=1)
     recipe = load_rules().strategies["full_finetune"]
     assert recipe.regularization.early_stopping  # the default: the runners pass options.patience
-    context = StrategyContext(session=None, recipe=None, splits=None, options=options,  # type: ignore[arg-type]
+    context = StrategyContext(session=None, recipe=None, splits=None, options=options,
                               device=torch.device("cpu"), folder=tmp_path, output_dir=tmp_path)
     for early_stopping, patience in ((True, 1), (False, None)):
         context.recipe = _any_recipe(early_stopping)
