@@ -31,13 +31,20 @@ from tl_advise.advisor.defaults import (
 )
 from tl_advise.advisor.formats import OutputFormat
 from tl_advise.cli.pipeline_commands import predict_command, schema_command
-from tl_advise.schema.errors import ConfigError, TLAdviseError
+from tl_advise.schema.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FINDING,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    TLAdviseError,
+)
 from tl_advise.schema.models import AUDIT_MODES, STRATEGY_IDS, printable
 from tl_advise.schema.run_options import RunOptions
 
 logger = logging.getLogger("tl_advise")
 
-EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FORMATS = tuple(f.value for f in OutputFormat)
 FAIL_ON = ("warning", "refuted")
 RUN_DEFAULTS = {name: field.default for name, field in RunOptions.model_fields.items()}

@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 from tl_advise.advisor.api import AdviceSession
 from tl_advise.runners import distributed
+from tl_advise.schema.errors import EXIT_INTERRUPTED
 
 logger = logging.getLogger(__name__)
-
-EXIT_INTERRUPTED = 130
 
 
 def launch_local(nproc: int, argv: list[str]) -> int:

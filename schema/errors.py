@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The documented exit codes: advice given; a --fail-on condition held; bad usage or input; an internal
+# error (a bug); interrupted (a --run keeps every finished epoch for --resume).
+EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 
 class TLAdviseError(Exception):
     """Base class: a problem with the user's input or environment, reported as one clear message.
