@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from tl_advise.schema.models import AdviceResult, Phase, Recommendation, RunReport, StrategyRun, recipe_lines
+from tl_advise.schema.models import (
+    AdviceResult,
+    HeadSignals,
+    Phase,
+    Recommendation,
+    RunReport,
+    SimilarityReport,
+    StrategyRun,
+    recipe_lines,
+)
 
 STRATEGY_TITLES = {
     "feature_extraction": "freeze the backbone, train a new head",
@@ -58,6 +67,16 @@ def pixel_bar(rec: Recommendation) -> str | None:
     verdict = "as good as" if bar.beats_features else "below"
     return (f"{bar.accuracy:.2f}: a linear model on raw 32x32 pixels (5-fold CV on the sample), {verdict} the "
             f"same model on frozen features ({bar.features_accuracy:.2f}); any strategy must beat it")
+
+
+def threshold_relation(sim: SimilarityReport) -> str:
+    """How the score stands to the threshold: "at or above" (similar) or "below" (different)."""
+    return "at or above" if sim.label == "similar" else "below"
+
+
+def top_classes(head: HeadSignals) -> str:
+    """The source head's most predicted classes with their shares, e.g. "ant 42%, bee 42%"."""
+    return ", ".join(f"{name} {share:.0%}" for name, share in head.top_classes)
 
 
 def dataset_line(result: AdviceResult) -> str:

@@ -137,14 +137,14 @@ def _warnings(result: AdviceResult) -> str:
 
 def _similarity(result: AdviceResult) -> str:
     sim: SimilarityReport = result.similarity
-    verb = "at or above" if sim.label == "similar" else "below"
+    verb = common.threshold_relation(sim)
     parts = [f"<p>Similarity to the backbone's source domain: <strong>{sim.score:.2f}</strong> "
              f"{_pill(sim.label)} ({verb} the threshold {sim.threshold:.2f}; shift level "
              f"<code>{escape(sim.shift_level)}</code>)"
              + ("" if result.backbone.calibrated else " — <strong>thresholds not calibrated for this backbone</strong>")
              + "</p>"]
     if sim.head:
-        top = ", ".join(f"{name} {share:.0%}" for name, share in sim.head.top_classes)
+        top = common.top_classes(sim.head)
         parts.append(f"<p>Source head: mean max probability {sim.head.mean_max_prob:.2f}, normalised entropy "
                      f"{sim.head.mean_entropy:.2f}; most predicted: {escape(top)}</p>")
     if sim.separability:

@@ -8,7 +8,7 @@ from tl_advise.schema.models import AdviceResult
 
 def _similarity_lines(result: AdviceResult) -> list[str]:
     sim = result.similarity
-    verb = "at or above" if sim.label == "similar" else "below"
+    verb = common.threshold_relation(sim)
     lines = [f"Similarity to the backbone's source domain: {sim.score:.2f} → {sim.label} "
              f"({verb} {sim.threshold:.2f}; shift level: {sim.shift_level})"]
     if sim.bn_shift:
@@ -16,7 +16,7 @@ def _similarity_lines(result: AdviceResult) -> list[str]:
         lines.append(f"  BN statistics shift (W2, {bn.n_layers} layers): early {bn.early:.2f} · "
                      f"middle {bn.middle:.2f} · late {bn.late:.2f}")
     if sim.head:
-        top = ", ".join(f"{name} {share:.0%}" for name, share in sim.head.top_classes)
+        top = common.top_classes(sim.head)
         lines.append(f"  source head: max prob {sim.head.mean_max_prob:.2f}, entropy "
                      f"{sim.head.mean_entropy:.2f} (most predicted: {top})")
     if sim.separability:
