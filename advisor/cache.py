@@ -58,6 +58,10 @@ class ArrayCache:
         assert self.folder is not None
         return self.folder / f"v{CACHE_FORMAT}" / kind / f"{key}.npz"
 
+    def path_of(self, kind: str, key: str, suffix: str) -> Path:
+        """Where an entry with its own file type (``.onnx``) lives."""
+        return self._path(kind, key).with_suffix(suffix)
+
     def load(self, kind: str, key: str) -> dict[str, np.ndarray] | None:
         if self.folder is None:
             return None
@@ -94,6 +98,11 @@ class ArrayCache:
             return
         payload = json.dumps(data).encode()
         self._write(self._path(kind, key).with_suffix(".json"), lambda fh: fh.write(payload))
+
+    def save_file(self, kind: str, key: str, suffix: str, source: Path) -> None:
+        if self.folder is None:
+            return
+        self._write(self.path_of(kind, key, suffix), lambda fh: fh.write(source.read_bytes()))
 
     def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
         """Atomic (see ``atomic_write``): a failed write keeps the previous entry and warns once."""

@@ -10,6 +10,9 @@ from pathlib import Path
 DEFAULT_BACKBONE = "efficientnet_lite0"  # embedded in the package: works offline
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULT_DEVICE = "auto"
+# What runs the advice's forward pass (advisor/engines): ONNX Runtime where it can, else PyTorch.
+ENGINE_CHOICES = ("auto", "onnx", "torch")
+DEFAULT_ENGINE = "auto"
 DEFAULT_SEED = 0
 # Embedding sample caps: the similarity signals were stable from ~8 images per class (similarity notes, point 6).
 DEFAULT_PER_CLASS = 64

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image
 from torchvision import transforms as T
 
 from tl_advise.advisor.decode import open_rgb, to_rgb  # re-exported: decoding lives where torch is not needed
+from tl_advise.advisor.preprocess import PIXEL_BASELINE_SIZE, pixel_baseline
 from tl_advise.schema.models import Preprocessing
-
-PIXEL_BASELINE_SIZE = 32  # raw-pixel baseline: 32×32 greyscale (similarity notes, point 5)
 
 _INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -28,12 +25,6 @@ def eval_transform(pre: Preprocessing) -> T.Compose:
         T.ToTensor(),
         T.Normalize(pre.mean, pre.std),
     ])
-
-
-def pixel_baseline(img: Image.Image) -> np.ndarray:
-    """The cheap label-aware baseline: the image as 32×32 greyscale pixels, flattened (uint8)."""
-    small = img.convert("L").resize((PIXEL_BASELINE_SIZE, PIXEL_BASELINE_SIZE), Image.Resampling.BILINEAR)
-    return np.array(small, dtype=np.uint8).reshape(-1)
 
 
 def interpolation_mode(pre: Preprocessing) -> T.InterpolationMode:

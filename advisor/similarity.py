@@ -28,8 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from tl_advise.advisor.backbones import Backbone
-from tl_advise.advisor.embed import BNStatistics, EmbeddingSet
+from tl_advise.advisor.embedding import BNReference, BNStatistics, EmbeddingSet
 from tl_advise.advisor.logme import logme
 from tl_advise.schema.models import BNLayerShift, BNShift, HeadSignals, Separability
 
@@ -42,16 +41,17 @@ KNN_NEIGHBOURS = 5
 LOGREG_COMPONENTS = 32
 
 
-def bn_shift(backbone: Backbone, stats: BNStatistics) -> BNShift:
-    layers = dict(backbone.batchnorm_layers())
+def bn_shift(reference: BNReference, stats: BNStatistics) -> BNShift:
+    """The target's BN-input statistics against the source's running statistics, layer by layer."""
+    index = {name: i for i, name in enumerate(reference.layers)}
     profile: list[BNLayerShift] = []
     n = len(stats.layers)
     for i, name in enumerate(stats.layers):
-        bn = layers[name]
-        assert bn.running_mean is not None and bn.running_var is not None
-        mu_s = bn.running_mean.detach().double().cpu().numpy()
-        sd_s = np.sqrt(bn.running_var.detach().double().cpu().numpy() + bn.eps)
-        mu_t, sd_t = stats.mean[i], np.sqrt(stats.var[i] + bn.eps)
+        j = index[name]
+        eps = reference.eps[j]
+        mu_s = reference.running_mean[j]
+        sd_s = np.sqrt(reference.running_var[j] + eps)
+        mu_t, sd_t = stats.mean[i], np.sqrt(stats.var[i] + eps)
         w2 = np.sqrt((mu_t - mu_s) ** 2 + (sd_t - sd_s) ** 2) / sd_s
         profile.append(BNLayerShift(layer=name, depth=i / max(n - 1, 1), w2=float(w2.mean())))
     values = np.array([p.w2 for p in profile])

@@ -23,11 +23,13 @@ from tl_advise.advisor.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
+    DEFAULT_ENGINE,
     DEFAULT_PER_CLASS,
     DEFAULT_RUN_DIR,
     DEFAULT_SEED,
     DEFAULT_TOTAL,
     DEVICE_CHOICES,
+    ENGINE_CHOICES,
 )
 from tl_advise.advisor.formats import OutputFormat
 from tl_advise.cli.pipeline_commands import predict_command, schema_command
@@ -159,6 +161,11 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="Exit 1 when a warning fired / when --run refutes the advice. Repeatable.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=DEFAULT_DEVICE, show_default=True,
               envvar=env("DEVICE"))
+@click.option("--engine", type=click.Choice(ENGINE_CHOICES), default=DEFAULT_ENGINE, show_default=True,
+              envvar=env("ENGINE"),
+              help="What runs the advice's forward pass: onnx (ONNX Runtime on the CPU; the backbone is exported "
+                   "once into the cache, and a cold advice then never imports torch), torch, or auto (onnx "
+                   "where it can, else torch with one log line). Training always uses torch.")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, envvar=env("SEED"),
               help="Seed for the sample, the cross-validation folds and training.")
 @click.option("--per-class", type=click.IntRange(min=2), default=DEFAULT_PER_CLASS, show_default=True,
@@ -242,7 +249,7 @@ def advise_command(**opts: Any) -> int:
     def session_of_the_advice() -> Any:
         return advise_session(
             opts["data"], backbone=opts["backbone"], weights=opts["weights"], rules=opts["rules_file"],
-            device=opts["device"], seed=opts["seed"],
+            device=opts["device"], engine=opts["engine"], seed=opts["seed"],
             per_class=None if opts["all_images"] else opts["per_class"],
             max_images=None if opts["all_images"] else opts["max_images"],
             cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],

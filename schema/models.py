@@ -461,6 +461,8 @@ class SampleInfo(_Model):
     per_class_cap: int | None
     total_cap: int | None
     seed: int
+    engine: str | None = Field(default=None, description="what ran the forward pass (torch, onnxruntime); "
+                               "None in reports from before there were two")
     cache_hits: int
     forward_passes: int
 

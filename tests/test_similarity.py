@@ -12,7 +12,8 @@ from conftest import shared_dataset, shared_dir
 from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.embed import BNStatistics, EmbeddingSet
+from tl_advise.advisor.embedding import BNReference, BNStatistics, EmbeddingSet
+from tl_advise.advisor.engines.torch_engine import bn_reference
 from tl_advise.advisor.logme import logme
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.advisor.similarity import bn_shift, separability
@@ -130,6 +131,13 @@ def lite() -> Backbone:
     return load_backbone()
 
 
+@pytest.fixture(scope="module")
+def reference(lite: Backbone) -> BNReference:
+    ref = bn_reference(lite)
+    assert ref is not None
+    return ref
+
+
 def running_statistics(backbone: Backbone) -> BNStatistics:
     layers = backbone.batchnorm_layers()
     return BNStatistics(
@@ -140,8 +148,8 @@ def running_statistics(backbone: Backbone) -> BNStatistics:
 
 
 @pytest.mark.slow
-def test_bn_shift_is_zero_for_the_source_statistics(lite: Backbone) -> None:
-    shift = bn_shift(lite, running_statistics(lite))
+def test_bn_shift_is_zero_for_the_source_statistics(lite: Backbone, reference: BNReference) -> None:
+    shift = bn_shift(reference, running_statistics(lite))
     assert shift.n_layers == 49 and len(shift.profile) == 49
     assert max(p.w2 for p in shift.profile) < 1e-9
     assert shift.early < 1e-9 and shift.middle < 1e-9 and shift.late < 1e-9
@@ -150,22 +158,23 @@ def test_bn_shift_is_zero_for_the_source_statistics(lite: Backbone) -> None:
 
 
 @pytest.mark.parametrize("k", [0.5, 1.0, 2.0])
-def test_bn_shift_of_a_mean_shift_is_its_size_in_standard_deviations(lite: Backbone, k: float) -> None:
+def test_bn_shift_of_a_mean_shift_is_its_size_in_standard_deviations(lite: Backbone, reference: BNReference,
+                                                                     k: float) -> None:
     stats = running_statistics(lite)
     eps = [bn.eps for _, bn in lite.batchnorm_layers()]
     stats.mean = [m + k * np.sqrt(v + e) for m, v, e in zip(stats.mean, stats.var, eps, strict=True)]
-    shift = bn_shift(lite, stats)
+    shift = bn_shift(reference, stats)
     assert shift.early == pytest.approx(k, rel=1e-6)
     assert shift.middle == pytest.approx(k, rel=1e-6)
     assert shift.late == pytest.approx(k, rel=1e-6)
 
 
-def test_bn_shift_grows_with_the_shift_and_locates_it(lite: Backbone) -> None:
+def test_bn_shift_grows_with_the_shift_and_locates_it(lite: Backbone, reference: BNReference) -> None:
     previous = -1.0
     for k in (0.0, 0.1, 0.5, 1.5):
         stats = running_statistics(lite)
         stats.mean = [m + k for m in stats.mean]
-        late = bn_shift(lite, stats).late
+        late = bn_shift(reference, stats).late
         assert late > previous
         previous = late
     # Doubling the spread of the last third only moves "late".
@@ -173,7 +182,7 @@ def test_bn_shift_grows_with_the_shift_and_locates_it(lite: Backbone) -> None:
     n = len(stats.layers)
     for i in range(n - n // 3, n):
         stats.var[i] = stats.var[i] * 4
-    shift = bn_shift(lite, stats)
+    shift = bn_shift(reference, stats)
     assert shift.early < 1e-9 and shift.middle < 1e-9 and shift.late > 0.5
 
 
