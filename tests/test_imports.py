@@ -78,3 +78,16 @@ def test_the_command_line_starts_without_torch() -> None:
     code = "import sys, tl_advise.cli; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.slow
+def test_the_advice_path_of_the_onnx_engine_imports_no_torch() -> None:
+    """Everything a cold advice runs when the exported graph is cached; torch only comes with the PyTorch
+    engine, the exporter, the backbones and the runners."""
+    modules = ["tl_advise.cli.commands", "tl_advise.advisor.api", "tl_advise.advisor.similarity",
+               "tl_advise.advisor.embedding", "tl_advise.advisor.engines", "tl_advise.advisor.engines.onnx_engine",
+               "tl_advise.advisor.preprocess", "tl_advise.advisor.formats"]
+    code = f"import sys; import {', '.join(modules)}; " \
+           "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr

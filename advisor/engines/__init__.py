@@ -60,6 +60,11 @@ def check_engine(choice: str, device: str) -> None:
         raise ConfigError(f"--engine onnx: {why_not}; use --engine torch or auto")
 
 
+# Graphs exported by this process, by graph key: a long-lived process (a notebook, a test session)
+# advising with several cache folders exports each backbone once, not once per folder.
+_EXPORTED: dict[str, tuple[GraphRecord, bytes, BNReference | None]] = {}
+
+
 class _Opened:
     """An engine and the PyTorch backbone loaded on the way, if any (``--run`` reuses it)."""
 
@@ -90,21 +95,28 @@ def open_engine(choice: str, backbone_spec: str, weights: str | Path | None, *, 
         return _onnx_engine(choice, backbone_spec, weights, device, progress, graphs.onnx_path(key) if graphs else
                             Path(), record, reference, None)
 
-    with timer.step("export"):
-        from tl_advise.advisor.backbones import load_backbone
-        from tl_advise.advisor.engines.export import ExportError, export_backbone
+    with tempfile.TemporaryDirectory(prefix="tl-advise-export-") as folder:
+        backbone = None
+        if key in _EXPORTED:
+            record, graph_bytes, reference = _EXPORTED[key]
+            path = Path(folder) / "graph.onnx"
+            path.write_bytes(graph_bytes)
+        else:
+            with timer.step("export"):
+                from tl_advise.advisor.backbones import load_backbone
+                from tl_advise.advisor.engines.export import ExportError, export_backbone
 
-        backbone = load_backbone(backbone_spec, weights_file=weights, progress=progress)
-        with tempfile.TemporaryDirectory(prefix="tl-advise-export-") as folder:
-            try:
-                record, path, reference = export_backbone(backbone, backbone_spec, Path(folder))
-            except ExportError as exc:
-                if graphs is not None:
-                    graphs.save(key, GraphRecord(backbone_spec=backbone_spec, error=str(exc)), None, None)
-                return _fall_back(choice, backbone_spec, weights, device, progress, backbone, str(exc))
-            if graphs is not None:
-                graphs.save(key, record, path, reference)
-            return _onnx_engine(choice, backbone_spec, weights, device, progress, path, record, reference, backbone)
+                backbone = load_backbone(backbone_spec, weights_file=weights, progress=progress)
+                try:
+                    record, path, reference = export_backbone(backbone, backbone_spec, Path(folder))
+                except ExportError as exc:
+                    if graphs is not None:
+                        graphs.save(key, GraphRecord(backbone_spec=backbone_spec, error=str(exc)), None, None)
+                    return _fall_back(choice, backbone_spec, weights, device, progress, backbone, str(exc))
+            _EXPORTED[key] = (record, path.read_bytes(), reference)
+        if graphs is not None:
+            graphs.save(key, record, path, reference)
+        return _onnx_engine(choice, backbone_spec, weights, device, progress, path, record, reference, backbone)
 
 
 def _onnx_engine(choice: str, backbone_spec: str, weights: str | Path | None, device: str, progress: bool,
