@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/advice_quality.py --quick              # one dataset, one level, tiny budget
     .venv/bin/python benchmarks/advice_quality.py --device cuda        # same command on a GPU
 
-For each dataset and images-per-class level (a seeded subsample built as a folder of symlinks, with a
+For each dataset and images-per-class level (a seeded subsample built as a folder of copies, with a
 fixed validation split), the advice runs cold (own cache folder, timed), then every strategy trains
 under one budget (same image size, epoch cap and seed for all) with the runners, each with the recipe
 the rules give it on that dataset; then a learning-rate sweep (advised ÷10 … ×10) on the recommended
@@ -95,10 +95,19 @@ def _classes(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir())
 
 
-def _link_all(files: Sequence[Path], dest: Path) -> None:
+# The copies' modification time: fixed, so that a case's file identities (path, size, mtime) and with them
+# the runners' checkpoint fingerprints survive a rebuild of the level folder — and a session whose shared
+# data were re-created with new mtimes, which made symlinks (following them to the source) useless for
+# resuming a case in the next session.
+COPY_MTIME_NS = 1_700_000_000 * 10**9
+
+
+def _copy_all(files: Sequence[Path], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for f in files:
-        (dest / f.name).symlink_to(f.resolve())
+        target = dest / f.name
+        shutil.copyfile(f, target)
+        os.utime(target, ns=(COPY_MTIME_NS, COPY_MTIME_NS))
 
 
 def split_layout(src: Path) -> tuple[Path, Path | None, Path | None]:
@@ -116,7 +125,7 @@ def split_layout(src: Path) -> tuple[Path, Path | None, Path | None]:
 
 
 def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fraction: float = 0.2) -> dict[str, int]:
-    """A train/ + val/ (+ test/) folder of symlinks: at most ``level`` train images per class (None: all), seeded.
+    """A train/ + val/ (+ test/) folder of copies: at most ``level`` train images per class (None: all), seeded.
 
     Validation is the dataset's own val/ split when it has one; otherwise a seeded ``val_fraction`` hold-out
     per class made once, the same at every level. A test/ split is linked as it is (a test score).
@@ -138,10 +147,10 @@ def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fractio
             val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
         if level is not None and len(train) > level:
             train = sorted(random.Random(f"{seed}:{cls.name}:{level}").sample(train, level))
-        _link_all(train, dest / "train" / cls.name)
-        _link_all(val, dest / "val" / cls.name)
+        _copy_all(train, dest / "train" / cls.name)
+        _copy_all(val, dest / "val" / cls.name)
         if test_root is not None and (test_root / cls.name).is_dir():
-            _link_all(_images(test_root / cls.name), dest / "test" / cls.name)
+            _copy_all(_images(test_root / cls.name), dest / "test" / cls.name)
         counts[cls.name] = len(train)
     return counts
 

@@ -165,12 +165,17 @@ def test_a_train_test_layout_holds_validation_out_of_train(tmp_path: Path) -> No
     assert sorted(p.name for p in level.iterdir()) == ["test", "train", "val"]
     assert counts == {"a": 5, "b": 5}
     for cls in ("a", "b"):
-        train = {p.resolve() for p in (level / "train" / cls).iterdir()}
-        val = {p.resolve() for p in (level / "val" / cls).iterdir()}
-        test = {p.resolve() for p in (level / "test" / cls).iterdir()}
+        train, val, test = ({p.name for p in (level / split / cls).iterdir()} for split in ("train", "val", "test"))
         assert len(val) == 2 and not train & val  # 20 % of train/ held out, never trained on
-        assert all(p.parent.parent.name == "train" for p in train | val)
-        assert len(test) == 3 and all(p.parent.parent.name == "test" for p in test)
+        assert train | val <= {p.name for p in (src / "train" / cls).iterdir()}
+        assert test == {p.name for p in (src / "test" / cls).iterdir()}
+        for name in train:  # copies of the source bytes
+            assert (level / "train" / cls / name).read_bytes() == (src / "train" / cls / name).read_bytes()
+    # A rebuild gives the same file identities (path, size, mtime): a case's checkpoints stay resumable.
+    identities = {(p.relative_to(level), p.stat().st_size, p.stat().st_mtime_ns) for p in level.rglob("*.png")}
+    assert {mtime for _, _, mtime in identities} == {advice_quality.COPY_MTIME_NS}
+    advice_quality.build_level(src, level, 5, seed=0)
+    assert {(p.relative_to(level), p.stat().st_size, p.stat().st_mtime_ns) for p in level.rglob("*.png")} == identities
     assert advice_quality.levels_for(src, [5, 100], seed=0) == [5, None]  # 8 train per class after hold-out
 
 
