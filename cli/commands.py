@@ -184,7 +184,8 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 @click.option("--embed-batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
               envvar=env("EMBED_BATCH_SIZE"))
 @click.option("--workers", type=click.IntRange(min=0), envvar=env("WORKERS"),
-              help="DataLoader workers for decoding [default: min(4, CPUs)].")
+              help="Images decoded in parallel while embedding: threads (ONNX Runtime engine) or DataLoader "
+                   "processes (PyTorch) [default: min(4, CPUs)].")
 @click.option("--run", "run_", is_flag=True, envvar=env("RUN"),
               help="Also train the recommended strategy and report whether the result confirms it.")
 @click.option("--compare", is_flag=True, envvar=env("COMPARE"),
