@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
 from tl_advise.advisor.defaults import (
     DEFAULT_BACKBONE,
-    DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_ENGINE,
     DEFAULT_PER_CLASS,
@@ -104,7 +103,7 @@ def advise(
     max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     progress: bool = False,
     audit: AuditMode = "sample",
@@ -115,6 +114,7 @@ def advise(
     ``per_class`` / ``max_images`` cap the embedded sample (None: no cap). ``audit="all"`` reads every
     image header; by default a seeded share and the sample are read (``DatasetSummary.audit``).
     ``manifest`` says how to read a label manifest (image root, column names; detected when None).
+    ``batch_size``: images per forward pass (None: the engine's own, 8 with ONNX Runtime, 32 with PyTorch).
     ``engine`` runs the forward pass: ``"auto"`` (ONNX Runtime on the CPU where it can, else PyTorch),
     ``"onnx"`` or ``"torch"`` (see ``tl_advise.advisor.engines``).
     Raises a subclass of
@@ -132,7 +132,7 @@ def advise_session(
     rules: str | Path | RuleSet | None = None, device: str = DEFAULT_DEVICE, engine: str = DEFAULT_ENGINE,
     seed: int = DEFAULT_SEED,
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
-    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int = DEFAULT_BATCH_SIZE,
+    cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int | None = None,
     num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None,
 ) -> AdviceSession:
@@ -210,7 +210,7 @@ def measurement_key(backbone: str, weights: str | Path | None, sample: list[Imag
 
 
 def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRecord], root: Path, *,
-            engine: str, device: str, cache: ArrayCache, seed: int, batch_size: int, num_workers: int | None,
+            engine: str, device: str, cache: ArrayCache, seed: int, batch_size: int | None, num_workers: int | None,
             progress: bool, timer: StepTimer) -> tuple[Measurements, Backbone | None, str]:
     """The cold path: one forward pass over the sample, every raw signal. Returns the measurements, the
     PyTorch backbone if one was loaded on the way, and where the pass ran."""

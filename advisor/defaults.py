@@ -17,5 +17,5 @@ DEFAULT_SEED = 0
 # Embedding sample caps: the similarity signals were stable from ~8 images per class (similarity notes, point 6).
 DEFAULT_PER_CLASS = 64
 DEFAULT_TOTAL = 1024
-DEFAULT_BATCH_SIZE = 32  # images per forward pass when embedding or predicting
+DEFAULT_BATCH_SIZE = 32  # images per forward pass when predicting (embedding: the engine's own, advisor/engines)
 DEFAULT_RUN_DIR = Path("tl-advise-runs")  # where `--run` writes when no --output-dir is given

@@ -103,6 +103,7 @@ class EmbeddingEngine(Protocol):
     """What runs the forward pass: PyTorch (``engines.torch_engine``) or ONNX Runtime (``engines.onnx_engine``)."""
 
     name: str  # "torch" or "onnxruntime"
+    default_batch_size: int
     info: BackboneInfo
     categories: list[str] | None
 
@@ -198,9 +199,10 @@ def _forward(engine: EmbeddingEngine, paths: list[Path], *, batch_size: int, num
 
 
 def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, root: Path,
-                 cache: ArrayCache | None = None, collect_bn: bool = True, batch_size: int = 32,
+                 cache: ArrayCache | None = None, collect_bn: bool = True, batch_size: int | None = None,
                  num_workers: int | None = None, progress: bool = False) -> EmbeddingSet:
-    """Embed ``records`` (in order) with ``engine``; with ``collect_bn`` also the sample's BN statistics."""
+    """Embed ``records`` (in order) with ``engine``; with ``collect_bn`` also the sample's BN statistics.
+    ``batch_size`` None: the engine's own."""
     cache = cache or ArrayCache(None)
     records = list(records)
     key = engine.cache_key
@@ -220,7 +222,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
                     engine.device)
         accumulator = _BNAccumulator(reference.layers) if needs_bn and reference is not None else None
         computed, failures = _forward(
-            engine, [records[i].path for i in todo], batch_size=batch_size,
+            engine, [records[i].path for i in todo], batch_size=batch_size or engine.default_batch_size,
             num_workers=default_workers() if num_workers is None else num_workers,
             bn=accumulator, progress=progress)
         if accumulator is not None:

@@ -96,6 +96,7 @@ class TorchEngine:
     """``EmbeddingEngine`` over an eager PyTorch backbone on ``device``."""
 
     name = "torch"
+    default_batch_size = 32
 
     def __init__(self, backbone: Backbone, device: torch.device) -> None:
         self.backbone = backbone
