@@ -9,15 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import re
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,35 +55,49 @@ class Child:
     peak_rss_mb: float  # ru_maxrss: the largest peak of the child or any one reaped descendant, not a sum
 
 
+# A small interpreter that starts the measured command and reaps it with wait4. Why not wait4 from here:
+# a process forked (or vforked) from this one and then exec'd inherits this process's memory high-water
+# mark in its ru_maxrss (Linux records the old address space's peak at exec), and this process holds
+# torch — every child would report ≥ 1.5 GB. Forked from this small launcher, the command's peak is its own.
+_LAUNCHER = r"""
+import json, os, signal, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[3:])
+signal.signal(signal.SIGALRM, lambda *_: proc.kill())  # the time limit
+signal.alarm(int(sys.argv[2]))
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - start
+proc.returncode = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"returncode": proc.returncode, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+               "maxrss_kib": usage.ru_maxrss}, fh)
+sys.exit(0)
+"""
+
+
 def run_child(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], timeout_s: float = 600.0) -> Child:
-    """Run ``cmd`` with stdout/stderr in temporary files and reap it with ``os.wait4`` for its own rusage.
+    """Run ``cmd`` with stdout/stderr in temporary files; its wall time, CPU and peak RSS from ``os.wait4``.
 
     Linux fills wait4's rusage with the child's usage *and* that of the descendants it reaped: CPU time
     is summed over them, but ``ru_maxrss`` is the maximum over the processes, never their sum. So for
     the PyTorch engine, whose DataLoader workers are separate (forked) processes, it is the peak of the
     CLI process or of the largest worker, whichever is larger — a lower bound of the total footprint.
+    The command runs under ``_LAUNCHER`` (see there why); wall time is measured around the command alone.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, cwd=cwd, env=env)
-        timer = threading.Timer(timeout_s, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as usage_file:
+        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, usage_file.name, str(int(timeout_s)), *cmd],
+                                stdout=out, stderr=err, cwd=cwd, env=env)
+        proc.wait()  # the launcher kills the command at timeout_s
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    rss_kib = usage.ru_maxrss  # kilobytes on Linux
-    return Child(returncode=proc.returncode, stdout=stdout, stderr=stderr, wall_s=round(wall, 3),
-                 cpu_s=round(usage.ru_utime + usage.ru_stime, 3), peak_rss_mb=round(rss_kib / 1024, 1))
-
-
-def own_peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        text = Path(usage_file.name).read_text()
+    if proc.returncode != 0 or not text:
+        raise RuntimeError(f"the launcher of {' '.join(cmd)} failed ({proc.returncode}): {stderr[-2000:]}")
+    usage = json.loads(text)
+    return Child(returncode=usage["returncode"], stdout=stdout, stderr=stderr, wall_s=round(usage["wall_s"], 3),
+                 cpu_s=round(usage["cpu_s"], 3), peak_rss_mb=round(usage["maxrss_kib"] / 1024, 1))  # KiB on Linux
 
 
 # --------------------------------------------------------------------------- the exported graph
@@ -219,12 +230,14 @@ repeats = int(sys.argv[6])
 import numpy as np
 x = np.load(batch_file)
 t0 = time.perf_counter()
-if runtime == "onnxruntime":
+if runtime.startswith("onnxruntime"):
     import onnxruntime as ort
     imported = time.perf_counter()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if runtime == "onnxruntime_no_arena":
+        options.enable_cpu_mem_arena = False
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     forward = lambda: session.run(names, {"images": x})
@@ -242,7 +255,7 @@ else:
     def forward():
         result = request.infer({"images": x})
         return [result[port] for port in compiled.outputs]
-    version = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+    version = (ov.__version__ if hasattr(ov, "__version__") else ov.get_version()).split("-")[0]
 created = time.perf_counter()
 outputs = forward()  # warm-up
 warm = time.perf_counter()
@@ -257,9 +270,20 @@ print(json.dumps({"version": str(version), "import_s": imported - t0, "create_s"
 '''
 
 
+# What each measured variant is; only those marked usable run the advice's batches as they come (the last
+# batch of a sample is smaller: a graph compiled for one batch shape would need a compile per shape).
+RUNTIME_VARIANTS = {
+    "onnxruntime": ("ONNX Runtime, as the engine opens it", True),
+    "onnxruntime_no_arena": ("ONNX Runtime, CPU memory arena off", True),
+    "openvino": ("OpenVINO, dynamic batch as exported", True),
+    "openvino_static": ("OpenVINO, reshaped to the batch shape", False),
+}
+ADVICE_IMAGES = 128  # hymenoptera's sample: the cold-advice estimate below runs this many images
+
+
 @dataclass
 class RuntimeTiming:
-    runtime: str  # onnxruntime, openvino (dynamic batch, as exported), openvino_static (reshaped to the batch)
+    runtime: str  # a key of RUNTIME_VARIANTS
     version: str
     import_s: float
     create_s: float  # session creation / read + compile
@@ -275,6 +299,17 @@ class RuntimeTiming:
     def images_per_s(self) -> float:
         return self.batch / min(self.forward_s)
 
+    @property
+    def usable(self) -> bool:
+        return RUNTIME_VARIANTS[self.runtime][1]
+
+    @property
+    def cold_advice_s(self) -> float:
+        """What a cold advice of ``ADVICE_IMAGES`` images pays this runtime: import, session, the first batch
+        (one-time setup included), then the other batches at the best measured rate."""
+        rest = max(ADVICE_IMAGES - self.batch, 0) / self.images_per_s
+        return self.import_s + self.create_s + self.warmup_s + rest
+
 
 @dataclass
 class RuntimeComparison:
@@ -284,9 +319,10 @@ class RuntimeComparison:
 
     @property
     def pick(self) -> str | None:
-        """The fastest runtime whose outputs match ONNX Runtime's (the reference) within 1e-3."""
-        ok = [r for r in self.runtimes if (r.max_rel_diff_vs_onnxruntime or 0.0) <= 1e-3]
-        return max(ok, key=lambda r: r.images_per_s).runtime if ok else None
+        """Of the variants usable as-is whose outputs match ONNX Runtime's within 1e-3: the lowest
+        estimated cold-advice time (``RuntimeTiming.cold_advice_s``)."""
+        ok = [r for r in self.runtimes if r.usable and (r.max_rel_diff_vs_onnxruntime or 0.0) <= 1e-3]
+        return min(ok, key=lambda r: r.cold_advice_s).runtime if ok else None
 
 
 def runtime_batch(records: Sequence[Any], pre: Any, out: Path, n: int = RUNTIME_BATCH) -> Path:
@@ -305,7 +341,7 @@ def compare_runtimes(graph: ExportedGraph, batch_file: Path, tmp: Path, *, env: 
     from tl_advise.advisor.engines.onnx_engine import cpu_threads
 
     comparison = RuntimeComparison(graph=graph.onnx_path.name, runtimes=[])
-    wanted = ["onnxruntime"]
+    wanted = ["onnxruntime", "onnxruntime_no_arena"]
     probe = subprocess.run([sys.executable, "-c", "import openvino"], env=env, capture_output=True, text=True,
                            check=False)
     if probe.returncode == 0:
@@ -332,7 +368,7 @@ def compare_runtimes(graph: ExportedGraph, batch_file: Path, tmp: Path, *, env: 
             create_s=round(facts["create_s"], 3), warmup_s=round(facts["warmup_s"], 3),
             forward_s=[round(t, 4) for t in facts["forward_s"]], batch=RUNTIME_BATCH, threads=threads,
             peak_rss_mb=child.peak_rss_mb, wall_s=child.wall_s)
-        if runtime != "onnxruntime" and "onnxruntime" in outputs:
+        if runtime != "onnxruntime" and "onnxruntime" in outputs:  # the reference
             timing.max_rel_diff_vs_onnxruntime = max_rel_diff(outputs[runtime], outputs["onnxruntime"])
         logger.info("%s %s: import %.2f s, create %.2f s, %.1f images/s, peak RSS %.0f MB", runtime,
                     timing.version, timing.import_s, timing.create_s, timing.images_per_s, timing.peak_rss_mb)
@@ -349,12 +385,14 @@ def max_rel_diff(outputs: list[np.ndarray], reference: list[np.ndarray]) -> floa
 
 def runtimes_table(c: RuntimeComparison) -> list[str]:
     lines = [f"| runtime | version | import (s) | session / compile (s) | first batch (s) | images/s (batch "
-             f"{RUNTIME_BATCH}, best of {RUNTIME_REPEATS}) | peak RSS (MB) | max rel. diff vs ORT |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"{RUNTIME_BATCH}, best of {RUNTIME_REPEATS}) | cold advice of {ADVICE_IMAGES} images, est. (s) "
+             "| peak RSS (MB) | max rel. diff vs ORT |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in c.runtimes:
         diff = "reference" if r.max_rel_diff_vs_onnxruntime is None else f"{r.max_rel_diff_vs_onnxruntime:.1e}"
-        lines.append(f"| {r.runtime} | {r.version} | {r.import_s:.2f} | {r.create_s:.2f} | {r.warmup_s:.2f} | "
-                     f"{r.images_per_s:.1f} | {r.peak_rss_mb:.0f} | {diff} |")
+        name = f"{r.runtime}: {RUNTIME_VARIANTS[r.runtime][0]}" + ("" if r.usable else " (not usable as-is)")
+        lines.append(f"| {name} | {r.version} | {r.import_s:.2f} | {r.create_s:.2f} | {r.warmup_s:.2f} | "
+                     f"{r.images_per_s:.1f} | {r.cold_advice_s:.2f} | {r.peak_rss_mb:.0f} | {diff} |")
     return lines
 
 
@@ -430,6 +468,15 @@ def decode_sample(data: Path, n: int, seed: int) -> list[str]:
     return [str(r.path) for r in chosen]
 
 
+def _decodes(load: Callable[[str], Any], path: str) -> bool:
+    try:
+        load(path)
+    except Exception as exc:  # a file the advice would skip as undecodable: not a decode-speed sample
+        logger.info("decode: %s does not decode (%s); left out", path, exc)
+        return False
+    return True
+
+
 def decode_options(datasets: Sequence[tuple[str, Path]], pre: Any, *, n: int, seed: int, rounds: int,
                    settle: Callable[[], float]) -> list[DecodeResult]:
     """Per dataset, serially in this process: ms/image of each variant (interleaved rounds, best kept)."""
@@ -438,7 +485,7 @@ def decode_options(datasets: Sequence[tuple[str, Path]], pre: Any, *, n: int, se
     variants = decode_variants(pre)
     results = []
     for name, data in datasets:
-        paths = decode_sample(data, n, seed)
+        paths = [p for p in decode_sample(data, n, seed) if _decodes(variants["current"], p)]
         sides = []
         for path in paths:
             with Image.open(path) as img:
@@ -446,9 +493,11 @@ def decode_options(datasets: Sequence[tuple[str, Path]], pre: Any, *, n: int, se
         reference = [variants["current"](p)[0] for p in paths]  # untimed: also warms the page cache
         best: dict[str, float] = {}
         outputs: dict[str, list[np.ndarray]] = {}
-        for _ in range(rounds):
+        keys = list(variants)
+        for round_ in range(rounds):
             settle()
-            for key, load in variants.items():
+            for key in keys[round_ % len(keys):] + keys[:round_ % len(keys)]:  # a new order each round
+                load = variants[key]
                 start = time.perf_counter()
                 outputs[key] = [load(p)[0] for p in paths]
                 ms = 1000 * (time.perf_counter() - start) / len(paths)
@@ -491,8 +540,8 @@ _IMPORT_LINE = re.compile(r"^import time:\s*(\d+)\s*\|\s*(\d+)\s*\|(\s*)(\S+)\s*
 class ImportReport:
     wall_s: float
     total_import_s: float  # sum of the cumulative times of the outermost imports
-    first_import_s: dict[str, float]  # package → cumulative seconds of its first import (its dependencies included)
-    outermost_s: dict[str, float]  # package → summed cumulative seconds of the outermost imports of its modules
+    package_s: dict[str, float]  # package → cumulative seconds of its imports entered from outside it
+    outermost_s: dict[str, float]  # package → summed cumulative seconds of its modules imported at top level
     nested_in: dict[str, str]  # package → the outermost import it was first loaded under ("" at top level)
     torch_loaded: list[str]  # of TORCH_PACKAGES, those imported at all
     engine: str
@@ -502,35 +551,37 @@ class ImportReport:
 @dataclass
 class _ImportLog:
     total: float = 0.0
-    first: dict[str, float] = field(default_factory=dict)
+    package: dict[str, float] = field(default_factory=dict)
     outermost: dict[str, float] = field(default_factory=dict)
     nested: dict[str, str] = field(default_factory=dict)
-    roots: set[str] = field(default_factory=set)
 
 
 def parse_importtime(stderr: str) -> _ImportLog:
-    """``-X importtime`` lines (written as each import finishes, innermost first) → per top-level package:
-    the cumulative time of its first import and the summed time of its outermost imports. The outermost
-    imports partition the total; a package first loaded inside another is counted in that one's sum."""
-    log = _ImportLog()
+    """``-X importtime`` lines → per top-level package: the cumulative time of every import of one of its
+    modules made from outside the package (so its dependencies loaded on the way are included, as is
+    usual for "the import time of numpy"), and the time of those made at the top level. The top-level
+    times partition the total; the package times overlap (sklearn's includes the scipy it loads).
+
+    The lines are written as each import finishes, so a parent follows its children; read in reverse
+    they are in pre-order, and a line's parent is the last one seen at the depth above it."""
+    entries = []
     for line in stderr.splitlines():
         match = _IMPORT_LINE.match(line)
-        if match is None:
-            continue
-        cumulative_s = int(match.group(2)) / 1e6
-        depth = (len(match.group(3)) - 1) // 2
-        module = match.group(4)
+        if match is not None:
+            entries.append(((len(match.group(3)) - 1) // 2, match.group(4), int(match.group(2)) / 1e6))
+    log = _ImportLog()
+    ancestors: list[str] = []  # module names by depth, along the current path
+    for depth, module, cumulative_s in reversed(entries):
+        del ancestors[depth:]
+        ancestors.append(module)
         root = module.split(".")[0]
-        log.roots.add(root)
-        if module == root and root not in log.first:
-            log.first[root] = cumulative_s
-            log.nested[root] = "" if depth == 0 else "?"
+        parent_root = ancestors[depth - 1].split(".")[0] if depth > 0 else None
         if depth == 0:
             log.total += cumulative_s
             log.outermost[root] = log.outermost.get(root, 0.0) + cumulative_s
-            for name, where in log.nested.items():
-                if where == "?":
-                    log.nested[name] = module
+        if parent_root != root:
+            log.package[root] = log.package.get(root, 0.0) + cumulative_s
+        log.nested.setdefault(root, "" if depth == 0 else ancestors[0])
     return log
 
 
@@ -546,17 +597,17 @@ def import_times(data: Path, graphs_dir: Path, tmp: Path, env: dict[str, str]) -
     report = json.loads(child.stdout)
     return ImportReport(
         wall_s=child.wall_s, total_import_s=round(log.total, 3),
-        first_import_s={p: round(log.first[p], 3) for p in IMPORT_PACKAGES if p in log.first},
-        outermost_s={p: round(log.outermost.get(p, 0.0), 3) for p in IMPORT_PACKAGES if p in log.first},
-        nested_in={p: log.nested[p] for p in IMPORT_PACKAGES if p in log.first},
-        torch_loaded=[p for p in TORCH_PACKAGES if p in log.roots],
+        package_s={p: round(log.package[p], 3) for p in IMPORT_PACKAGES if p in log.package},
+        outermost_s={p: round(log.outermost.get(p, 0.0), 3) for p in IMPORT_PACKAGES if p in log.package},
+        nested_in={p: log.nested[p] for p in IMPORT_PACKAGES if p in log.package},
+        torch_loaded=[p for p in TORCH_PACKAGES if p in log.package],
         engine=str(report["sample"]["engine"]), returncode=child.returncode)
 
 
 def imports_table(r: ImportReport) -> list[str]:
-    lines = ["| package | first import, cumulative (s) | first imported under | its outermost imports (s) |",
+    lines = ["| package | import time, cumulative (s) | first imported under | of which at the top level (s) |",
              "|---|---:|---|---:|"]
-    for name, seconds in sorted(r.first_import_s.items(), key=lambda kv: -kv[1]):
+    for name, seconds in sorted(r.package_s.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {seconds:.3f} | {r.nested_in.get(name) or '(top level)'} | "
                      f"{r.outermost_s.get(name, 0.0):.3f} |")
     return lines
@@ -657,10 +708,13 @@ def markdown_sections(results: dict[str, Any]) -> list[str]:
                 f"`{rc.graph}` (all outputs: features, logits, BN-input moments) on {RUNTIME_BATCH} real "
                 "hymenoptera images, each runtime in a fresh interpreter: import, session creation (OpenVINO: read "
                 "+ compile, f32 precision, latency hint, same thread count), one warm-up batch, then best of "
-                f"{RUNTIME_REPEATS}. `openvino_static` reshapes the graph to the batch first. Peak RSS from "
-                "`wait4`. Max rel. diff = max over outputs of |Δ| / (1 + max |ORT|).", "",
+                f"{RUNTIME_REPEATS}. Peak RSS from `wait4`. Max rel. diff = max over outputs of |Δ| / (1 + max "
+                f"|ORT|). Cold advice est. = import + session + first batch + the other "
+                f"{ADVICE_IMAGES - RUNTIME_BATCH} images at the measured rate: what a cold advice of hymenoptera's "
+                "sample pays the runtime.", "",
                 *runtimes_table(rc), "",
-                f"Pick by these numbers (fastest whose outputs match ORT within 1e-3): **{rc.pick or '—'}**."
+                "Pick (of the variants usable as-is whose outputs match ORT within 1e-3, the lowest cold-advice "
+                f"estimate): **{rc.pick or '—'}**."
                 + (" Not measured: " + "; ".join(rc.skipped) if rc.skipped else ""), ""]
     decode: list[DecodeResult] = results.get("decode") or []
     if decode:
@@ -691,7 +745,8 @@ def json_sections(results: dict[str, Any]) -> dict[str, Any]:
     rc: RuntimeComparison | None = results.get("runtimes")
     if rc is not None:
         out["runtimes"] = {**asdict(rc), "pick": rc.pick,
-                           "images_per_s": {r.runtime: round(r.images_per_s, 2) for r in rc.runtimes}}
+                           "images_per_s": {r.runtime: round(r.images_per_s, 2) for r in rc.runtimes},
+                           "cold_advice_s": {r.runtime: round(r.cold_advice_s, 2) for r in rc.runtimes}}
     if results.get("decode"):
         out["decode"] = [asdict(d) for d in results["decode"]]
     if results.get("imports") is not None:
