@@ -453,6 +453,7 @@ class DecodeResult:
     dataset: str
     n_images: int
     median_side: int  # median shorter side of the files as stored
+    median_side_decoded: int  # … as decoded by the current path (JPEG draft mode), what the options resize
     ms_per_image: dict[str, float]  # best of the rounds, per variant
     max_abs_diff: dict[str, float]  # network input vs the current path, normalised units
     changed_images: dict[str, int]  # images whose network input differs from the current path at all
@@ -482,14 +483,17 @@ def decode_options(datasets: Sequence[tuple[str, Path]], pre: Any, *, n: int, se
     """Per dataset, serially in this process: ms/image of each variant (interleaved rounds, best kept)."""
     from PIL import Image
 
+    from tl_advise.advisor.decode import open_rgb
+
     variants = decode_variants(pre)
     results = []
     for name, data in datasets:
         paths = [p for p in decode_sample(data, n, seed) if _decodes(variants["current"], p)]
-        sides = []
+        sides, decoded_sides = [], []
         for path in paths:
             with Image.open(path) as img:
                 sides.append(min(img.size))
+            decoded_sides.append(min(open_rgb(path, draft_size=pre.resize_size).size))
         reference = [variants["current"](p)[0] for p in paths]  # untimed: also warms the page cache
         best: dict[str, float] = {}
         outputs: dict[str, list[np.ndarray]] = {}
@@ -505,6 +509,7 @@ def decode_options(datasets: Sequence[tuple[str, Path]], pre: Any, *, n: int, se
         diffs = {key: [float(np.abs(o - r).max()) for o, r in zip(out, reference, strict=True)]
                  for key, out in outputs.items()}
         result = DecodeResult(dataset=name, n_images=len(paths), median_side=int(np.median(sides)),
+                              median_side_decoded=int(np.median(decoded_sides)),
                               ms_per_image={k: round(v, 2) for k, v in best.items()},
                               max_abs_diff={k: round(max(d), 4) for k, d in diffs.items()},
                               changed_images={k: sum(v > 0 for v in d) for k, d in diffs.items()})
@@ -519,7 +524,7 @@ def decode_table(results: Sequence[DecodeResult]) -> list[str]:
     keys = list(results[0].ms_per_image)
     head = " | ".join(f"{k} ms/img" for k in keys)
     diff_keys = [k for k in keys if k != "current"]
-    lines = [f"| dataset | images | median shorter side | {head} | "
+    lines = [f"| dataset | images | median shorter side: stored → decoded | {head} | "
              + " | ".join(f"{k} max \\|Δ\\| (changed)" for k in diff_keys) + " |",
              "|---|---:|---:|" + "---:|" * (len(keys) + len(diff_keys))]
     for r in results:
@@ -527,7 +532,8 @@ def decode_table(results: Sequence[DecodeResult]) -> list[str]:
         cells = [f"{r.ms_per_image[k]:.2f}" + ("" if k == "current" else f" ({r.ms_per_image[k] / cur:.2f}×)")
                  for k in keys]
         diffs = [f"{r.max_abs_diff[k]:.3f} ({r.changed_images[k]})" for k in diff_keys]
-        lines.append(f"| {r.dataset} | {r.n_images} | {r.median_side} | " + " | ".join(cells + diffs) + " |")
+        lines.append(f"| {r.dataset} | {r.n_images} | {r.median_side} → {r.median_side_decoded} | "
+                     + " | ".join(cells + diffs) + " |")
     return lines
 
 
