@@ -587,7 +587,8 @@ def parse_importtime(stderr: str) -> _ImportLog:
             log.outermost[root] = log.outermost.get(root, 0.0) + cumulative_s
         if parent_root != root:
             log.package[root] = log.package.get(root, 0.0) + cumulative_s
-        log.nested.setdefault(root, "" if depth == 0 else ancestors[0])
+        # Outermost imports run one after another, so the last seen here (in reverse) is the earliest.
+        log.nested[root] = "" if depth == 0 else ancestors[0]
     return log
 
 
