@@ -585,10 +585,10 @@ def parse_importtime(stderr: str) -> _ImportLog:
         if depth == 0:
             log.total += cumulative_s
             log.outermost[root] = log.outermost.get(root, 0.0) + cumulative_s
-        if parent_root != root:
+        if parent_root != root:  # an entry into the package
             log.package[root] = log.package.get(root, 0.0) + cumulative_s
-        # Outermost imports run one after another, so the last seen here (in reverse) is the earliest.
-        log.nested[root] = "" if depth == 0 else ancestors[0]
+            # Outermost imports run one after another, so the last entry seen here (in reverse) is the earliest.
+            log.nested[root] = "" if depth == 0 else ancestors[0]
     return log
 
 

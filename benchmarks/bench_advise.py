@@ -16,8 +16,8 @@ e. ONNX Runtime vs OpenVINO on the same exported graph (fresh interpreter each).
 f. decode: ``load_for_network`` vs Pillow's ``reducing_gap`` and ``Image.reduce`` on each shared dataset.
 g. imports of a cold advice with the graph cached (``python -X importtime``): torch must not load.
 
-Run ``.venv/bin/python benchmarks/bench_advise.py`` (about 20–25 min on 2 cores) or add ``--quick``
-(about 5 min). Results go to ``benchmarks/results/advise_speed{,_quick}.{json,md}``; the Markdown table
+Run ``.venv/bin/python benchmarks/bench_advise.py`` (about 20–25 min on 2 cores, estimated) or add ``--quick``
+(about 6 min). Results go to ``benchmarks/results/advise_speed{,_quick}.{json,md}``; the Markdown table
 is also printed on stdout. See benchmarks/README.md.
 """
 
@@ -786,7 +786,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--shared", help="folder holding data/ ($TL_ADVISE_SHARED, default ../shared)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results", help="results folder")
     parser.add_argument("--quick", action="store_true",
-                        help="~5 min: hymenoptera only (signals and decode: two datasets, 32 images), throughput on "
+                        help="~6 min: hymenoptera only (signals and decode: two datasets, 32 images), throughput on "
                              "the 128-image sample, sizes 1× and 4×")
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds per pipeline (best is kept)")
     parser.add_argument("--repeats", type=int,
