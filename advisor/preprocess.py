@@ -7,6 +7,8 @@ see bit-identical inputs without importing torch (``tests/test_preprocess.py`` h
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 
@@ -50,13 +52,21 @@ def _center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+@functools.lru_cache(maxsize=8)
+def _normalising_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256): every 8-bit value's normalised float32, computed as ToTensor + Normalize compute it
+    ((v / 255 − mean) / std in float32), so a lookup gives the same bits at a fifth of the cost."""
+    scaled = np.arange(256, dtype=np.float32) / np.float32(255)
+    return np.stack([(scaled - np.float32(m)) / np.float32(s) for m, s in zip(mean, std, strict=True)])
+
+
 def network_input(img: Image.Image, pre: Preprocessing) -> np.ndarray:
     """``img`` (RGB) as the backbone's float32 input, channels first (3, input_size, input_size)."""
     cropped = _center_crop(_resize_shorter_side(img, pre.resize_size, RESAMPLING[pre.interpolation]),
                            pre.input_size)
-    scaled = np.asarray(cropped, dtype=np.uint8).astype(np.float32) / np.float32(255)
-    normalised = (scaled - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    pixels = np.asarray(cropped, dtype=np.uint8)
+    table = _normalising_table(tuple(pre.mean), tuple(pre.std))
+    return np.stack([table[c][pixels[..., c]] for c in range(3)])
 
 
 def load_for_network(path: str, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
