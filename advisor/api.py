@@ -8,9 +8,7 @@ machine). Heavy modules are imported inside the functions that need them for tha
 
 from __future__ import annotations
 
-import importlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,14 +214,11 @@ def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRe
             progress: bool, timer: StepTimer) -> tuple[Measurements, Backbone | None, str]:
     """The cold path: one forward pass over the sample, every raw signal. Returns the measurements, the
     PyTorch backbone if one was loaded on the way, and where the pass ran."""
-    from tl_advise.advisor.embedding import embed_sample
-    from tl_advise.advisor.engines import open_engine
+    with timer.step("imports"):  # scikit-learn; torch, torchvision and timm only for the PyTorch engine
+        from tl_advise.advisor import similarity as signals
+        from tl_advise.advisor.embedding import embed_sample
+        from tl_advise.advisor.engines import open_engine
 
-    # scikit-learn (with SciPy) takes about a second to import on a small CPU: import it on the side
-    # while the forward pass, which mostly waits in native code, runs.
-    similarity_import = threading.Thread(target=importlib.import_module, args=("tl_advise.advisor.similarity",),
-                                         name="import-similarity", daemon=True)
-    similarity_import.start()
     with timer.step("load_backbone"):
         opened = open_engine(engine, backbone_spec, weights, device=device, cache=cache, progress=progress,
                              timer=timer)
@@ -231,9 +226,6 @@ def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRe
     with timer.step("embed"):
         embedded = embed_sample(net, sample, root=root, cache=cache, batch_size=batch_size,
                                 num_workers=num_workers, progress=progress)
-    with timer.step("imports"):  # what is left of it (an import error surfaces here, in this thread)
-        similarity_import.join()
-        from tl_advise.advisor import similarity as signals
     with timer.step("similarity"):
         reference = net.bn_reference()
         shift = signals.bn_shift(reference, embedded.bn) if embedded.bn is not None and reference else None
