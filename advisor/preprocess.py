@@ -60,13 +60,18 @@ def _normalising_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.nd
     return np.stack([(scaled - np.float32(m)) / np.float32(s) for m, s in zip(mean, std, strict=True)])
 
 
+def normalised(cropped: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """A cropped RGB image as normalised float32, channels first."""
+    pixels = np.asarray(cropped, dtype=np.uint8)
+    table = _normalising_table(tuple(pre.mean), tuple(pre.std))
+    return np.stack([table[c][pixels[..., c]] for c in range(3)])
+
+
 def network_input(img: Image.Image, pre: Preprocessing) -> np.ndarray:
     """``img`` (RGB) as the backbone's float32 input, channels first (3, input_size, input_size)."""
     cropped = _center_crop(_resize_shorter_side(img, pre.resize_size, RESAMPLING[pre.interpolation]),
                            pre.input_size)
-    pixels = np.asarray(cropped, dtype=np.uint8)
-    table = _normalising_table(tuple(pre.mean), tuple(pre.std))
-    return np.stack([table[c][pixels[..., c]] for c in range(3)])
+    return normalised(cropped, pre)
 
 
 def load_for_network(path: str, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:

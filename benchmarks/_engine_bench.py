@@ -421,12 +421,10 @@ def decode_variants(pre: Any) -> dict[str, Callable[[str], tuple[np.ndarray, np.
     from tl_advise.advisor.decode import open_rgb
 
     resample = pp.RESAMPLING[pre.interpolation]
-    mean, std = np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32)
 
     def finish(img: Any, resized: Any) -> tuple[np.ndarray, np.ndarray]:
         cropped = pp._center_crop(resized, pre.input_size)  # the same steps as pp.network_input
-        scaled = np.asarray(cropped, dtype=np.uint8).astype(np.float32) / np.float32(255)
-        return np.ascontiguousarray(((scaled - mean) / std).transpose(2, 0, 1)), pp.pixel_baseline(img)
+        return pp.normalised(cropped, pre), pp.pixel_baseline(img)
 
     def with_gap(gap: float) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
         def load(path: str) -> tuple[np.ndarray, np.ndarray]:
