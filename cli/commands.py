@@ -180,7 +180,7 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), envvar=env("CACHE_DIR"),
               help="Where embeddings are cached [default: the user cache dir].")
 @click.option("--no-cache", is_flag=True, envvar=env("NO_CACHE"), help="Neither read nor write the cache.")
-@click.option("--embed-batch-size", type=click.IntRange(min=1), envvar=env("EMBED_BATCH_SIZE"),
+@click.option("--embed-batch-size", type=click.IntRange(min=1), default=None, envvar=env("EMBED_BATCH_SIZE"),
               help="Images per forward pass while embedding [default: 8 with ONNX Runtime, whose memory grows "
                    "with it, 32 with PyTorch].")
 @click.option("--workers", type=click.IntRange(min=0), envvar=env("WORKERS"),

@@ -502,6 +502,6 @@ def test_the_command_line_and_the_api_share_their_defaults() -> None:
     api = inspect.signature(advise).parameters
     options = {p.name: p.default for p in advise_command.params}
     for option, parameter in {"backbone": "backbone", "device": "device", "seed": "seed", "per_class": "per_class",
-                              "max_images": "max_images", "embed_batch_size": "batch_size"}.items():
+                              "max_images": "max_images", "embed_batch_size": "batch_size", "engine": "engine"}.items():
         assert options[option] == api[parameter].default, option
     assert options["backbone"] in built_in_backbones()
