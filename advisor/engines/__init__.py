@@ -39,14 +39,14 @@ def _gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
-def _why_not_onnx(device: str, cache: ArrayCache, choice: str) -> str | None:
+def _why_not_onnx(device: str, cache_enabled: bool, choice: str) -> str | None:
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install onnxruntime)"
     if device.startswith("cuda"):
         return f"--device {device}: the ONNX Runtime engine runs on the CPU"
     if device == "auto" and _gpu_visible():
         return "a GPU is visible and PyTorch embeds on it (--device cpu keeps the advice on the CPU)"
-    if not cache.enabled and choice == "auto":
+    if not cache_enabled and choice == "auto":
         return "the cache is off, so an exported graph could not be kept for the next run"
     return None
 
@@ -55,7 +55,7 @@ def check_engine(choice: str, device: str) -> None:
     """Refuse an engine that cannot run here, before any work (a warm cache gives the same answer)."""
     if choice not in ENGINE_CHOICES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}. Got {choice!r} instead.")
-    why_not = _why_not_onnx(device, ArrayCache(Path()), choice) if choice == "onnx" else None
+    why_not = _why_not_onnx(device, True, choice) if choice == "onnx" else None
     if why_not is not None:
         raise ConfigError(f"--engine onnx: {why_not}; use --engine torch or auto")
 
@@ -77,7 +77,7 @@ def open_engine(choice: str, backbone_spec: str, weights: str | Path | None, *, 
     check_engine(choice, device)
     if choice == "torch":
         return _torch_engine(backbone_spec, weights, device, progress, None)
-    why_not = _why_not_onnx(device, cache, choice)
+    why_not = _why_not_onnx(device, cache.enabled, choice)
     if why_not is not None:
         if choice == "onnx":
             raise ConfigError(f"--engine onnx: {why_not}; use --engine torch or auto")
@@ -92,8 +92,9 @@ def open_engine(choice: str, backbone_spec: str, weights: str | Path | None, *, 
         if record.error is not None:
             return _fall_back(choice, backbone_spec, weights, device, progress, None,
                               f"{record.error} (as recorded in the cache at the last export)")
-        return _onnx_engine(choice, backbone_spec, weights, device, progress, graphs.onnx_path(key) if graphs else
-                            Path(), record, reference, None)
+        assert graphs is not None  # found in it
+        return _onnx_engine(choice, backbone_spec, weights, device, progress, graphs.onnx_path(key), record,
+                            reference, None)
 
     with tempfile.TemporaryDirectory(prefix="tl-advise-export-") as folder:
         backbone = None

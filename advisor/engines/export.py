@@ -25,7 +25,7 @@ from torch import nn
 
 from tl_advise.advisor.backbones import Backbone
 from tl_advise.advisor.embedding import SUBSAMPLE_FROM_PX, BNReference
-from tl_advise.advisor.engines.graph_cache import EXPORT_LIBRARIES, GraphRecord
+from tl_advise.advisor.engines.graph_cache import EXPORT_LIBRARIES, GraphRecord, file_sha256
 from tl_advise.advisor.engines.torch_engine import backbone_key, bn_reference, input_moments
 from tl_advise.advisor.versions import package_version
 
@@ -281,8 +281,6 @@ def export_backbone(backbone: Backbone, backbone_spec: str,
     if not errors[worst] <= TOLERANCE:  # also catches NaN
         raise ExportError(f"the exported graph differs from eager PyTorch ({worst}: relative error "
                           f"{errors[worst]:.2e} > {TOLERANCE:g})")
-    from tl_advise.advisor.engines.graph_cache import file_sha256
-
     record = GraphRecord(
         backbone_spec=backbone_spec, backbone=backbone.info, categories=backbone.categories,
         torch_key=backbone_key(backbone), bn_layers=reference.layers if reference else [], opset=OPSET,
