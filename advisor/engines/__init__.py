@@ -78,9 +78,7 @@ def open_engine(choice: str, backbone_spec: str, weights: str | Path | None, *, 
     if choice == "torch":
         return _torch_engine(backbone_spec, weights, device, progress, None)
     why_not = _why_not_onnx(device, cache.enabled, choice)
-    if why_not is not None:
-        if choice == "onnx":
-            raise ConfigError(f"--engine onnx: {why_not}; use --engine torch or auto")
+    if why_not is not None:  # auto only: check_engine has refused every such reason for onnx
         logger.info("embedding with PyTorch: %s", why_not)
         return _torch_engine(backbone_spec, weights, device, progress, None)
 
