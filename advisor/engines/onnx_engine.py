@@ -49,7 +49,7 @@ class OnnxEngine:
         import onnxruntime as ort
 
         assert record.backbone is not None and record.torch_key is not None
-        self.record = record
+        self.graph, self.record = graph, record
         self.info: BackboneInfo = record.backbone
         self.categories = record.categories
         self._reference = reference
