@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import shared_dataset
 
-from tests.conftest import shared_dataset
 from tl_advise.runners import checkpoint
 from tl_advise.runners.data import epoch_generator, make_loader
 from tl_advise.runners.distributed import BatchSplit, ShardedShuffle, shard, unshard

@@ -19,18 +19,15 @@ from tl_advise.advisor.cache import digest
 from tl_advise.advisor.device import describe
 from tl_advise.advisor.embedding import SUBSAMPLE_FROM_PX, Batch, BNReference
 from tl_advise.advisor.preprocess import PIXELS, load_for_network
+from tl_advise.advisor.versions import weights_identity
 from tl_advise.schema.models import BackboneInfo
 
 
 def backbone_key(backbone: Backbone) -> str:
     """Identity of what produces the numbers: architecture, weights and preprocessing."""
     info = backbone.info
-    weights_identity: object = info.weights
-    if info.source == "file":
-        path = Path(info.weights.removeprefix("file:"))
-        stat = path.stat()
-        weights_identity = (info.weights, stat.st_size, stat.st_mtime_ns)
-    return digest(info.name, weights_identity, info.preprocessing.model_dump(), info.feature_dim)
+    weights = weights_identity(info.weights.removeprefix("file:")) if info.source == "file" else info.weights
+    return digest(info.name, weights, info.preprocessing.model_dump(), info.feature_dim)
 
 
 def bn_reference(backbone: Backbone) -> BNReference | None:
