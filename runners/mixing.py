@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
@@ -27,10 +28,16 @@ def batch_mixer(augmentation: Augmentation, *, label_smoothing: float, n_classes
                   label_smoothing=label_smoothing, num_classes=n_classes)
 
     def mix(images: torch.Tensor, labels: torch.Tensor) -> Batch:
-        if len(labels) % 2:  # timm mixes a batch with its own reverse, which needs an even batch
-            images, labels = images[:-1], labels[:-1]
-        mixed, targets = mixup(images, labels)
-        return mixed, targets
+        if len(labels) % 2 == 0:
+            mixed, targets = mixup(images, labels)
+            return mixed, targets
+        # timm mixes a batch with its own reverse, which needs an even batch: the odd image out trains
+        # unmixed, with the same smoothed target, rather than being dropped.
+        last = mixup_target(labels[-1:], n_classes, lam=1.0, smoothing=label_smoothing)
+        if len(labels) == 1:
+            return images, last
+        mixed, targets = mixup(images[:-1], labels[:-1])
+        return torch.cat([mixed, images[-1:]]), torch.cat([targets, last])
 
     return mix
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from test_rules import make_backbone, make_dataset, make_similarity
@@ -208,13 +209,20 @@ def test_train_transform_builds_each_field_in_a_fixed_order() -> None:
 
 def test_mixup_gives_soft_targets_with_the_label_smoothing_folded_in() -> None:
     torch.manual_seed(0)
+    np.random.seed(0)  # timm draws the mixing weight with numpy
     mix = batch_mixer(Augmentation(mixup_alpha=0.4), label_smoothing=0.1, n_classes=3)
     assert mix is not None and batch_mixer(Augmentation(), label_smoothing=0.1, n_classes=3) is None
     images, labels = torch.rand(5, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1])
-    mixed, targets = mix(images, labels)
-    assert mixed.shape == (4, 3, 8, 8) and targets.shape == (4, 3)  # an odd batch loses one image
-    assert torch.allclose(targets.sum(1), torch.ones(4))
+    last = images[-1].clone()
+    mixed, targets = mix(images.clone(), labels)
+    assert mixed.shape == (5, 3, 8, 8) and targets.shape == (5, 3)  # an odd batch keeps every image
+    assert torch.allclose(targets.sum(1), torch.ones(5))
     assert targets.min() > 0  # smoothed, never one-hot
+    assert not torch.allclose(mixed[:4], images[:4])  # the even part is mixed …
+    assert torch.equal(mixed[4], last)  # … the odd image out is not, and keeps its own smoothed label
+    assert torch.allclose(targets[4], torch.tensor([0.1 / 3, 1 - 0.2 / 3, 0.1 / 3]))
+    one, target = mix(images[:1].clone(), labels[:1])
+    assert one.shape == (1, 3, 8, 8) and torch.allclose(target, torch.tensor([[1 - 0.2 / 3, 0.1 / 3, 0.1 / 3]]))
 
 
 def test_warmup_then_cosine_per_epoch() -> None:
