@@ -16,7 +16,7 @@ e. ONNX Runtime vs OpenVINO on the same exported graph (fresh interpreter each).
 f. decode: ``load_for_network`` vs Pillow's ``reducing_gap`` and ``Image.reduce`` on each shared dataset.
 g. imports of a cold advice with the graph cached (``python -X importtime``): torch must not load.
 
-Run ``.venv/bin/python benchmarks/bench_advise.py`` (about 20–25 min on 2 cores, estimated) or add ``--quick``
+Run ``.venv/bin/python benchmarks/bench_advise.py`` (about 10 min on 2 quiet cores) or add ``--quick``
 (about 6 min). Results go to ``benchmarks/results/advise_speed{,_quick}.{json,md}``; the Markdown table
 is also printed on stdout. See benchmarks/README.md.
 """

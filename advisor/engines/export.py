@@ -267,11 +267,11 @@ def _fold_pads(graph: onnx.GraphProto, constants: dict[str, np.ndarray]) -> int:
 
 
 def _split_shared_activations(graph: onnx.GraphProto, constants: dict[str, np.ndarray]) -> int:
-    """An identity depthwise 1×1 convolution before every activation whose input the moment taps also
-    read. ONNX Runtime fuses an activation into the convolution before it only when that convolution has
-    no other reader; otherwise the activation leaves the blocked (NCHWc) layout and comes back, two
-    reorders per layer. The identity convolution (weight 1, no bias: exact) takes the activation instead
-    and stays blocked — 12 % of the forward time measured here."""
+    """An identity depthwise 1×1 convolution before every activation whose convolution output something
+    else also reads (here: the moment taps). ONNX Runtime fuses an activation into the convolution before
+    it only when that convolution has no other reader; otherwise the activation leaves the blocked (NCHWc)
+    layout and comes back, two reorders per layer. The identity convolution (weight 1, no bias: exact)
+    takes the activation instead and stays blocked — 12 % of the forward time measured here."""
     from onnx import helper, numpy_helper
 
     consumers = _consumers(graph)
