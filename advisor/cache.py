@@ -7,10 +7,13 @@ run never leaves a half-written entry. The cache lives in the user cache dir, ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import re
+import shutil
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,10 +22,12 @@ import platformdirs
 
 from tl_advise.advisor.scan import ImageRecord
 from tl_advise.advisor.writable import atomic_write
+from tl_advise.schema.models import CacheGroup, CacheUsage
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2  # bump when what is stored changes meaning (2: images decoded upright, EXIF orientation)
+_VERSION_FOLDER = re.compile(r"v(\d+)")
 
 
 def default_cache_dir() -> Path:
@@ -120,3 +125,41 @@ class ArrayCache:
 class _ReadOnlyCache(ArrayCache):
     def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
         return None
+
+
+def _groups(folder: Path) -> list[tuple[CacheGroup, Path]]:
+    """Every ``v<N>/<kind>/`` folder under ``folder`` with what it holds. Only these are tl-advise's: a cache
+    folder shared with anything else keeps the rest untouched."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for version_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)):
+        version = int(version_dir.name[1:])
+        for kind_dir in sorted(p for p in version_dir.iterdir() if p.is_dir()):
+            files = [f for f in kind_dir.iterdir() if f.is_file()]
+            keys = {f.name.split(".", 1)[0] for f in files if not f.name.startswith(".")}  # not a write in flight
+            found.append((CacheGroup(version=version, kind=kind_dir.name, entries=len(keys),
+                                     bytes=sum(f.stat().st_size for f in files), current=version == CACHE_FORMAT),
+                          kind_dir))
+    return found
+
+
+def cache_usage(folder: Path) -> CacheUsage:
+    """What the cache folder holds, per format version and kind."""
+    return CacheUsage(folder=str(folder), groups=[group for group, _ in _groups(folder)])
+
+
+def clear_cache(folder: Path, *, kinds: Collection[str] = (), stale_only: bool = False) -> CacheUsage:
+    """Remove the entries of ``kinds`` (all when empty), or with ``stale_only`` those of older formats only;
+    returns what was removed. Safe beside a running advice: its next write recreates the folder, and an
+    entry it still needs is computed again."""
+    removed = []
+    for group, kind_dir in _groups(folder):
+        if (kinds and group.kind not in kinds) or (stale_only and group.current):
+            continue
+        shutil.rmtree(kind_dir, ignore_errors=True)
+        removed.append(group)
+        with contextlib.suppress(OSError):  # not empty: another kind, or a write that just arrived
+            kind_dir.parent.rmdir()
+    return CacheUsage(folder=str(folder), groups=removed)
+

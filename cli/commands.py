@@ -31,6 +31,7 @@ from tl_advise.advisor.defaults import (
     ENGINE_CHOICES,
 )
 from tl_advise.advisor.formats import OutputFormat
+from tl_advise.cli.cache_commands import cache_group
 from tl_advise.cli.pipeline_commands import predict_command, schema_command
 from tl_advise.schema.errors import (
     EXIT_BAD_INPUT,
@@ -126,6 +127,7 @@ Other commands:
   tl-advise sample-data DIR         write scikit-learn's digits as an image folder
   tl-advise predict MODEL IMAGES…   classify images with a model trained by --run
   tl-advise schema [predictions]    the JSON Schema of the report
+  tl-advise cache info|clear        what the cache holds (embeddings, exported graphs); remove it
 
 Every option can also be set with an environment variable TL_ADVISE_<OPTION> (e.g. TL_ADVISE_FORMAT=json)
 or in [tool.tl-advise] of a pyproject.toml; the command line wins.
@@ -460,6 +462,7 @@ def sample_data_command(target: Path, name: str) -> int:
 
 cli.add_command(predict_command)
 cli.add_command(schema_command)
+cli.add_command(cache_group)
 
 
 def _long_option_names() -> dict[str, str]:
@@ -489,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
-        default_map = {"advise": pyproject_defaults(_long_option_names())}
+        advise_defaults = pyproject_defaults(_long_option_names())
+        default_map: dict[str, Any] = {"advise": advise_defaults}
+        if "cache_dir" in advise_defaults:  # the cache commands look where the advice caches
+            folder = {"cache_dir": advise_defaults["cache_dir"]}
+            default_map["cache"] = {"info": folder, "clear": folder}
         code = cli.main(args=args, prog_name="tl-advise", standalone_mode=False, default_map=default_map,
                         obj={"argv": args})  # --nproc-per-node hands the same arguments to its workers
         return int(code or 0)

@@ -590,4 +590,26 @@ class RunReport(_Model):
     files: dict[str, str] = Field(description="what was written, relative to the output dir")
 
 
+# --------------------------------------------------------------------------- the cache folder
+
+
+class CacheGroup(_Model):
+    """The entries of one kind in one format version of the cache folder (``<folder>/v<version>/<kind>/``)."""
+
+    version: int
+    kind: str = Field(description="embeddings, bnstats, measurements, graphs …")
+    entries: int = Field(description="distinct keys (an exported graph is three files under one key)")
+    bytes: int
+    current: bool = Field(description="whether this tl-advise reads this format; older ones are never read")
+
+
+class CacheUsage(_Model):
+    folder: str
+    groups: list[CacheGroup] = Field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(g.bytes for g in self.groups)
+
+
 AdviceResult.model_rebuild()
