@@ -22,6 +22,7 @@ from tl_advise.advisor.defaults import (
     DEFAULT_PER_CLASS,
     DEFAULT_SEED,
     DEFAULT_TOTAL,
+    MEASUREMENTS_KIND,
 )
 from tl_advise.advisor.device import check_device
 from tl_advise.advisor.engines import check_engine
@@ -165,7 +166,7 @@ def advise_session(
                 batch_size=batch_size, num_workers=num_workers, progress=progress, timer=timer)
             measured_now = True
             if not measured.failed:  # a sample with undecodable files is re-measured, never trusted
-                cache.save_json("measurements", key, _measurements_to_json(measured))
+                cache.save_json(MEASUREMENTS_KIND, key, _measurements_to_json(measured))
     if measured.n_images == 0:
         raise DatasetError(f"{scan.root}: none of the sampled images could be decoded")
     scan = without_undecodable(scan, measured.failed)
@@ -268,7 +269,7 @@ def _measurements_to_json(m: Measurements) -> dict[str, object]:
 
 
 def _cached_measurements(cache: ArrayCache, key: str) -> Measurements | None:
-    data = cache.load_json("measurements", key)
+    data = cache.load_json(MEASUREMENTS_KIND, key)
     if data is None:
         return None
     try:

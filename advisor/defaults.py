@@ -19,3 +19,6 @@ DEFAULT_PER_CLASS = 64
 DEFAULT_TOTAL = 1024
 DEFAULT_BATCH_SIZE = 32  # images per forward pass when predicting (embedding: the engine's own, advisor/engines)
 DEFAULT_RUN_DIR = Path("tl-advise-runs")  # where `--run` writes when no --output-dir is given
+# What the cache stores, one folder per kind under v<format>/ (advisor/cache.py); `tl-advise cache` lists them.
+EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND = "embeddings", "bnstats", "measurements", "graphs"
+CACHE_KINDS = (EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND)

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tl_advise.advisor.cache import ArrayCache, digest, file_identity
+from tl_advise.advisor.defaults import BN_STATS_KIND, EMBEDDINGS_KIND
 from tl_advise.advisor.scan import ImageRecord, display_name
 from tl_advise.schema.errors import BackboneError
 from tl_advise.schema.models import BackboneInfo, SkippedFile
@@ -212,7 +213,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
     reference = engine.bn_reference() if collect_bn else None
     cached_rows = _cached_rows(cache, shard_key)
     bn_key = digest(key, sorted(ids))
-    bn_arrays = cache.load("bnstats", bn_key) if reference is not None else None
+    bn_arrays = cache.load(BN_STATS_KIND, bn_key) if reference is not None else None
     needs_bn = reference is not None and bn_arrays is None
     todo = list(range(len(records))) if needs_bn else [i for i, k in enumerate(ids) if k not in cached_rows]
 
@@ -227,7 +228,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
             bn=accumulator, progress=progress)
         if accumulator is not None:
             bn_arrays = accumulator.arrays()
-            cache.save("bnstats", bn_key, bn_arrays)
+            cache.save(BN_STATS_KIND, bn_key, bn_arrays)
         failures = [(todo[i], reason) for i, reason in failures]
         failed_local = {i for i, _ in failures}
         decoded = [j for j in range(len(todo)) if todo[j] not in failed_local]
@@ -277,7 +278,7 @@ def _check_finite(engine: EmbeddingEngine, computed: dict[str, np.ndarray], deco
 
 def _cached_rows(cache: ArrayCache, shard_key: str) -> dict[str, dict[str, np.ndarray]]:
     """All rows of the shard (so that saving keeps them), indexed by file identity."""
-    shard = cache.load("embeddings", shard_key)
+    shard = cache.load(EMBEDDINGS_KIND, shard_key)
     if shard is None:
         return {}
     names = [n for n in shard if n != "ids"]
@@ -290,4 +291,4 @@ def _save_rows(cache: ArrayCache, shard_key: str, rows: dict[str, dict[str, np.n
     ids = sorted(rows)
     names = list(next(iter(rows.values())))
     arrays = {n: np.stack([rows[k][n] for k in ids]) for n in names}
-    cache.save("embeddings", shard_key, {"ids": np.array(ids), **arrays})
+    cache.save(EMBEDDINGS_KIND, shard_key, {"ids": np.array(ids), **arrays})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from tl_advise.advisor.defaults import CACHE_KINDS
 from tl_advise.schema.models import CacheUsage
 
 CACHE_DIR_OPTION = click.option(
@@ -59,8 +60,8 @@ def cache_info(cache_dir: Path | None, fmt: str) -> int:
 
 @cache_group.command("clear")
 @CACHE_DIR_OPTION
-@click.option("--kind", "kinds", multiple=True, metavar="KIND",
-              help="Only this kind of entry (repeatable): embeddings, bnstats, measurements, graphs.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(CACHE_KINDS),
+              help="Only this kind of entry (repeatable).")
 @click.option("--stale", is_flag=True, help="Only the entries of older formats, which this version never reads.")
 def cache_clear(cache_dir: Path | None, kinds: tuple[str, ...], stale: bool) -> int:
     """Remove cached entries (all of them by default); the next advice computes what it needs again."""

