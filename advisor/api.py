@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from tl_advise.advisor.defaults import (
     DEFAULT_PER_CLASS,
     DEFAULT_SEED,
     DEFAULT_TOTAL,
+    MAX_SEED,
     MEASUREMENTS_KIND,
 )
 from tl_advise.advisor.device import check_device
@@ -33,7 +35,7 @@ from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.advisor.writable import check_write_path
 from tl_advise.rules import RuleSet, load_rules, recommend, score_similarity, signals_from_measurements
-from tl_advise.schema.errors import BackboneError, DatasetError
+from tl_advise.schema.errors import BackboneError, ConfigError, DatasetError
 from tl_advise.schema.models import (
     AdviceResult,
     AuditMode,
@@ -135,15 +137,23 @@ def advise_session(
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int | None = None,
     num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
-    manifest: ManifestOptions | None = None,
+    manifest: ManifestOptions | None = None, writes: Mapping[str, str | Path | None] | None = None,
 ) -> AdviceSession:
-    """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand."""
+    """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand.
+
+    ``writes`` names the other paths the caller will write (``{"The report file (-o)": path}``): like the
+    cache folder, each is refused when it falls inside the dataset, checked again against the images' own
+    folder as soon as the scan knows it (a manifest's images need not sit beside the manifest).
+    """
     timer = StepTimer()
     total_start = time.perf_counter()
     # Everything cheap is checked before the scan and the embedding, and whatever the cache holds.
     ruleset = rules if isinstance(rules, RuleSet) else load_rules(rules)
     check_device(device)
     check_engine(engine, device)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed {seed} is out of range: use 0 to {MAX_SEED} (NumPy's and scikit-learn's seeds "
+                          "are 32-bit)")
     if weights is not None and not Path(weights).is_file():
         raise BackboneError(f"weights file {weights} does not exist (or is not a file)")
     cache_folder = check_write_path(cache_dir or default_cache_dir(), data, "The cache folder") if use_cache else None
@@ -153,6 +163,9 @@ def advise_session(
         scan = scan_dataset(data, progress=progress, manifest=manifest, audit=audit, seed=seed)
         sample = _audited_sample(scan, per_class=per_class, max_images=max_images, seed=seed)
     logger.info("sampled %d of %d images (seed %d)", len(sample), len(scan.records), seed)
+    for what, path in {"The cache folder": cache_folder, **(writes or {})}.items():
+        if path is not None:
+            check_write_path(path, scan.root, what)
 
     key = measurement_key(backbone, weights, sample, scan.root, seed, engine)
     loaded: Backbone | None = None

@@ -14,6 +14,7 @@ DEFAULT_DEVICE = "auto"
 ENGINE_CHOICES = ("auto", "onnx", "torch")
 DEFAULT_ENGINE = "auto"
 DEFAULT_SEED = 0
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 # Embedding sample caps: the similarity signals were stable from ~8 images per class (similarity notes, point 6).
 DEFAULT_PER_CLASS = 64
 DEFAULT_TOTAL = 1024

@@ -33,6 +33,19 @@ def check_write_path(path: str | Path, dataset: str | Path, what: str) -> Path:
     return target
 
 
+def check_can_create(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a file or folder that could never be written: the nearest folder that exists
+    above it is a file, or is not writable. (The cache is exempt: a cache that cannot be written only warns.)"""
+    target = resolved(path)
+    above = next(p for p in target.parents if p.exists())
+    if not above.is_dir():
+        raise ConfigError(f"{what} {target} cannot be created: {above} is a file, not a folder. Choose another "
+                          "path.")
+    if not os.access(above, os.W_OK):
+        raise ConfigError(f"{what} {target} cannot be created: the folder {above} is not writable. Choose "
+                          "another path.")
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, durable: bool = False) -> None:
     """Write ``path`` through a temporary file in the same folder, then rename it over the old one: a crash,
     a kill or a full disk (``OSError``, re-raised) leaves the previous file as it was, never half a file.

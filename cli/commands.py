@@ -29,6 +29,7 @@ from tl_advise.advisor.defaults import (
     DEFAULT_TOTAL,
     DEVICE_CHOICES,
     ENGINE_CHOICES,
+    MAX_SEED,
 )
 from tl_advise.advisor.formats import OutputFormat
 from tl_advise.cli.cache_commands import cache_group
@@ -167,7 +168,7 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="What runs the advice's forward pass: onnx (ONNX Runtime on the CPU; the backbone is exported "
                    "once into the cache, and a cold advice then never imports torch), torch, or auto (onnx "
                    "where it can, else torch with one log line). Training always uses torch.")
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, envvar=env("SEED"),
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=DEFAULT_SEED, show_default=True, envvar=env("SEED"),
               help="Seed for the sample, the cross-validation folds and training.")
 @click.option("--per-class", type=click.IntRange(min=2), default=DEFAULT_PER_CLASS, show_default=True,
               envvar=env("PER_CLASS"), help="At most this many images per class are embedded.")
@@ -258,6 +259,8 @@ def advise_command(**opts: Any) -> int:
             cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
             num_workers=opts["workers"], progress=progress and main_process, manifest=_manifest_options(opts),
             audit=opts["audit"] or ("all" if run_options is not None else "sample"),
+            writes={"The report file (-o)": opts["output"], "The HTML report (--html)": opts["html_path"],
+                    "The output folder (--output-dir)": run_options.output_dir if run_options else None},
         )
 
     if world is not None:  # the advice once, on rank 0; every rank trains the same recommendation
@@ -293,7 +296,11 @@ def advise_command(**opts: Any) -> int:
 def _torchrun_processes(opts: dict[str, Any], run: bool) -> int:
     """How many processes torchrun started this one among (1 outside torchrun), read from its environment
     without importing torch; several processes (torchrun or --nproc-per-node) need --run."""
-    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world_size = os.environ.get("WORLD_SIZE", "1") or "1"
+    if not world_size.isdigit():
+        raise ConfigError(f"WORLD_SIZE={world_size!r} in the environment is not a number of processes: torchrun "
+                          "sets it; outside torchrun unset it")
+    launched = int(world_size)
     if (launched > 1 or opts["nproc_per_node"] > 1) and not run:
         raise ConfigError("several processes (torchrun or --nproc-per-node) only help --run: add --run, or "
                           "advise in one process")
@@ -340,7 +347,7 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     """Refuse bad options and write paths before any heavy work; the run's options when --run is given."""
     from click.core import ParameterSource
 
-    from tl_advise.advisor.writable import check_write_path
+    from tl_advise.advisor.writable import check_can_create, check_write_path
 
     ctx = click.get_current_context()
     typed = [name for name in RUN_ONLY_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
@@ -349,12 +356,12 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
         raise ConfigError(f"{', '.join(_flag(n) for n in typed)} only {'works' if one else 'work'} with --run: "
                           f"add --run, or leave {'it' if one else 'them'} out")
     data = opts["data"]
-    if opts["output"]:
-        check_write_path(opts["output"], data, "The report file (-o)")
+    for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):
+        if path:
+            check_write_path(path, data, what)
+            check_can_create(path, what)
     if opts["cache_dir"] and not opts["no_cache"]:
         check_write_path(opts["cache_dir"], data, "The cache folder (--cache-dir)")
-    if opts["html_path"]:
-        check_write_path(opts["html_path"], data, "The HTML report (--html)")
     if not opts["run_"]:
         return None
     from tl_advise.runners.options import check_output_dir, run_options
@@ -378,6 +385,7 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
         mlflow_experiment=opts["mlflow_experiment"],
     ), RUN_OPTION_FLAGS)
     check_output_dir(options.output_dir, data, "The output folder (--output-dir)")
+    check_can_create(options.output_dir, "The output folder (--output-dir)")
     from tl_advise.runners.tracking import check_available  # a tracker asked for but not installed fails now
 
     check_available(tensorboard=options.tensorboard, mlflow=options.mlflow)
@@ -476,6 +484,10 @@ def _long_option_names() -> dict[str, str]:
     return names
 
 
+def _multiple_value_options() -> set[str]:
+    return {param.name for param in advise_command.params if param.multiple and param.name}
+
+
 def _another_process_stopped(exc: Exception) -> bool:
     from tl_advise.runners.launch import peer_stopped
 
@@ -492,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
-        advise_defaults = pyproject_defaults(_long_option_names())
+        advise_defaults = pyproject_defaults(_long_option_names(), lists=_multiple_value_options())
         default_map: dict[str, Any] = {"advise": advise_defaults}
         if "cache_dir" in advise_defaults:  # the cache commands look where the advice caches
             folder = {"cache_dir": advise_defaults["cache_dir"]}

@@ -331,6 +331,51 @@ def test_every_write_path_inside_the_dataset_is_refused(capsys: pytest.CaptureFi
     assert tree_digest(warm_dataset) == before
 
 
+@pytest.mark.parametrize("flag", ["-o", "--html", "--cache-dir"])
+def test_a_manifest_datasets_image_folder_is_refused_as_a_write_path(capsys: pytest.CaptureFixture[str],
+                                                                      tmp_path: Path, flag: str) -> None:
+    """The dataset of a manifest is the folder its images are in, which the manifest need not share: known
+    only once the scan has read it, and refused then, before anything is embedded or written."""
+    images = make_class_folder(tmp_path / "images", {"a": 3, "b": 3})
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path).as_posix()},{p.parent.name}\n"
+                                                 for p in sorted(images.rglob("*.png"))))
+    target = images / ("cache" if flag == "--cache-dir" else "report.txt")
+    args: list[str | Path] = [flag, target] + ([] if flag == "--cache-dir" else ["--cache-dir", tmp_path / "cache"])
+    before = tree_digest(images)
+    code, out, err = cli(capsys, manifest, *args)
+    assert code == 2 and out == "" and "inside the dataset" in err and str(images) in err
+    assert "embedding" not in err and not (tmp_path / "cache").exists()
+    assert tree_digest(images) == before
+
+
+@pytest.mark.parametrize("target", ["file/report.txt", "file"])
+def test_a_report_path_that_cannot_be_created_is_refused_before_the_scan(
+        capsys: pytest.CaptureFixture[str], synthetic_dataset: Path, tmp_path: Path, target: str) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    code, out, err = cli(capsys, synthetic_dataset, "--html", tmp_path / "x.html", "-o", tmp_path / target / "r.txt")
+    assert code == 2 and out == "" and "The report file (-o)" in err and "is a file, not a folder" in err
+    assert "scanned" not in err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999"])
+def test_a_seed_out_of_numpys_range_is_refused(capsys: pytest.CaptureFixture[str], synthetic_dataset: Path,
+                                               seed: str) -> None:
+    code, out, err = cli(capsys, synthetic_dataset, "--seed", seed)
+    assert code == 2 and out == "" and "--seed" in err and "0<=x<=4294967295" in err
+    with pytest.raises(ConfigError, match="out of range"):
+        advise(synthetic_dataset, seed=int(seed))
+
+
+def test_a_torchrun_world_size_that_is_not_a_number_is_bad_input(capsys: pytest.CaptureFixture[str],
+                                                                 synthetic_dataset: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    code, out, err = cli(capsys, synthetic_dataset)
+    assert out == ""
+    assert code == 2 and "WORLD_SIZE='abc'" in err and "unset it" in err
+
+
 def test_the_api_refuses_a_cache_inside_the_dataset(synthetic_dataset: Path) -> None:
     with pytest.raises(ConfigError, match="inside the dataset"):
         advise(synthetic_dataset, cache_dir=synthetic_dataset / ".cache")

@@ -420,6 +420,37 @@ def test_pyproject_unknown_key_is_an_error(capsys: pytest.CaptureFixture[str], m
     assert "colour" in err and str(tmp_path / "pyproject.toml") in err
 
 
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"[tool.tl-advise]\n# \xff\n", "cannot read"),                # not UTF-8
+    (b'tool = "x"\n', "must be a table"),
+    (b"[tool.tl-advise]\nseed = [1, 2]\n", "seed = [1, 2]: expected one value"),
+    (b"[tool.tl-advise]\nseed = {a = 1}\n", "expected one value"),
+    (b"[tool.tl-advise]\nfail-on = [{a = 1}]\n", "expected a value or a list of values"),
+])
+def test_a_pyproject_value_of_the_wrong_shape_is_bad_input_for_every_command(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        synthetic_dataset: Path, content: bytes, expected: str) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    for args in ([synthetic_dataset, "--cache-dir", tmp_path / "cache"], ["--version"], ["cache", "info"]):
+        code, out, err = cli(capsys, *args)
+        assert code == 2 and out == "" and expected in err and str(tmp_path / "pyproject.toml") in err
+
+
+def test_pyproject_numbers_and_booleans_reach_click_as_the_command_line_would_give_them(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.tl-advise]\ndata = 5\nper-class = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys)
+    assert code == 2 and "per-class" in err and "'x' is not a valid integer" in err
+    (tmp_path / "pyproject.toml").write_text('[tool.tl-advise]\ndata = 5\n')
+    code, out, err = cli(capsys, "--cache-dir", tmp_path / "cache")
+    assert code == 2 and "5" in err and "does not exist" in err
+    (tmp_path / "pyproject.toml").write_text('[tool.tl-advise]\ncache-dir = 5\n')
+    code, out, err = cli(capsys, "cache", "info")
+    assert code == 0 and out == "5: empty\n"  # a folder named 5, as `--cache-dir 5` would be
+
+
 def test_pyproject_with_hyphenated_keys(capsys: pytest.CaptureFixture[str], cold: AdviceResult,
                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                         synthetic_dataset: Path, session_cache_dir: Path) -> None:
