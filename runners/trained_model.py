@@ -130,21 +130,57 @@ def resolve_model_file(path: str | Path) -> Path:
         return path
     if (path / MODEL_FILE).is_file():
         return path / MODEL_FILE
-    models: dict[str, str] = {}
-    recommended = None
+    metrics_file = path / METRICS_FILE
+    problem: str | None = None
     try:
-        metrics = json.loads((path / METRICS_FILE).read_text(encoding="utf-8"))
-        run = metrics.get("run") or {}
-        models = {k.removeprefix("model:"): v for k, v in (run.get("files") or {}).items() if k.startswith("model:")}
-        recommended = (run.get("verdict") or {}).get("recommended")
-    except (OSError, ValueError, AttributeError):
+        models, recommended = _recorded_models(metrics_file)
+    except (OSError, ValueError) as exc:
+        # The models on disk may still answer; an absent metrics.json (an interrupted run) is no problem.
+        problem = None if isinstance(exc, FileNotFoundError) else _short(exc)
         models = {p.parent.name: p.relative_to(path).as_posix() for p in sorted(path.glob(f"*/{MODEL_FILE}"))}
+        recommended = None
     if recommended in models:
         return path / models[recommended]
     if len(models) == 1:
+        if problem is not None:
+            logger.warning("%s is unusable (%s); using the one model in the folder", metrics_file, problem)
         return path / next(iter(models.values()))
     found = ", ".join(sorted(models.values())) or "none"
-    raise ConfigError(f"{path} is a folder; name one model file in it (models found: {found})")
+    unusable = f"; {metrics_file} is unusable: {problem}" if problem is not None else ""
+    raise ConfigError(f"{path} is a folder; name one model file in it (models found: {found}){unusable}")
+
+
+def _recorded_models(metrics_file: Path) -> tuple[dict[str, str], str | None]:
+    """What a ``--run``'s metrics.json records: strategy → model file (relative to its folder), and the
+    recommended strategy. Raises ValueError saying which entry has the wrong type."""
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    if not isinstance(metrics, dict):
+        raise ValueError(f"it holds {_json_kind(metrics)}, not an object")
+    run = _entry(metrics, "run", dict, "") or {}
+    files = _entry(run, "files", dict, "run.") or {}
+    verdict = _entry(run, "verdict", dict, "run.") or {}
+    recommended = _entry(verdict, "recommended", str, "run.verdict.")
+    models = {}
+    for key, value in files.items():
+        if key.startswith("model:"):
+            if not isinstance(value, str):
+                raise ValueError(f"run.files[{key!r}] should be a path, not {_json_kind(value)}")
+            models[key.removeprefix("model:")] = value
+    return models, recommended
+
+
+def _entry(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    """``obj[name]`` when absent, null or a ``kind``; anything else is a ValueError naming it."""
+    value = obj.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"{where}{name} should be {_json_kind(kind())}, not {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+             dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def load_trained_model(path: str | Path) -> tuple[TransferModel, list[str], T.Compose]:

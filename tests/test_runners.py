@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -27,7 +28,7 @@ from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.recipes import Recipe, apply_options
 from tl_advise.runners.train import sigterm_as_keyboard_interrupt
-from tl_advise.runners.trained_model import load_trained_model, save_model
+from tl_advise.runners.trained_model import load_trained_model, resolve_model_file, save_model
 from tl_advise.runners.verdict import decide
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import (
@@ -285,3 +286,24 @@ def test_a_damaged_model_file_is_exit_2_naming_it(saved_model: dict[str, Any], t
         assert f"{model} is not a model tl-advise can load: {reason}" in err, err
         assert "train one with tl-advise DATA --run" in err
         assert "Traceback" not in err and "internal error" not in err and len(err) < 500
+
+
+@pytest.mark.parametrize(("metrics", "reason"), [
+    ({"run": {"files": {"model:x": 5}}}, "run.files['model:x'] should be a path, not a number"),
+    ({"run": {"verdict": {"recommended": [1]}}}, "run.verdict.recommended should be a string, not a list"),
+    ({"run": "x"}, "run should be an object, not a string"),
+    ([1], "it holds a list, not an object"),
+])
+def test_a_malformed_metrics_json_is_exit_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      metrics: Any, reason: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["predict", str(run), str(write_image(tmp_path / "cat.png"))]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.json'} is unusable: ValueError: {reason}" in err, err
+    assert "models found: none" in err and "Traceback" not in err and "internal error" not in err
+    # The one model in the folder still answers.
+    (run / "feature_extraction").mkdir()
+    (run / "feature_extraction" / "model.pt").write_bytes(b"")
+    assert resolve_model_file(run) == run / "feature_extraction" / "model.pt"
