@@ -15,7 +15,7 @@ import re
 import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import platformdirs
@@ -25,6 +25,8 @@ from tl_advise.advisor.writable import atomic_write
 from tl_advise.schema.models import CacheGroup, CacheUsage
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CACHE_FORMAT = 2  # bump when what is stored changes meaning (2: images decoded upright, EXIF orientation)
 _VERSION_FOLDER = re.compile(r"v(\d+)")
@@ -79,6 +81,23 @@ class ArrayCache:
         except Exception as exc:  # truncated file, bad zip, permissions …
             self._warn_once("cache entry %s is unreadable (%s); recomputing it", path, exc)
             return None
+
+    def read(self, kind: str, key: str, reader: Callable[[dict[str, np.ndarray]], T]) -> T | None:
+        """The entry as ``reader`` turns it into what the caller needs, or None (then the caller recomputes
+        and overwrites it). A valid ``.npz`` need not hold what ``reader`` needs (another version wrote it, or
+        something replaced it): a missing name or arrays that do not line up are a miss with one warning, the
+        same for every reader instead of a KeyError deep in each."""
+        arrays = self.load(kind, key)
+        if arrays is None:
+            return None
+        try:
+            return reader(arrays)
+        except KeyError as exc:
+            self._warn_once("cache entry %s lacks the array %s; recomputing it", self._path(kind, key), exc)
+        except (IndexError, TypeError, ValueError) as exc:
+            self._warn_once("cache entry %s does not fit this version (%s: %s); recomputing it",
+                            self._path(kind, key), type(exc).__name__, exc)
+        return None
 
     def save(self, kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
         if self.folder is None:

@@ -213,8 +213,8 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
     reference = engine.bn_reference() if collect_bn else None
     cached_rows = _cached_rows(cache, shard_key)
     bn_key = digest(key, sorted(ids))
-    bn_arrays = cache.load(BN_STATS_KIND, bn_key) if reference is not None else None
-    needs_bn = reference is not None and bn_arrays is None
+    bn = cache.read(BN_STATS_KIND, bn_key, bn_statistics_from) if reference is not None else None
+    needs_bn = reference is not None and bn is None
     todo = list(range(len(records))) if needs_bn else [i for i, k in enumerate(ids) if k not in cached_rows]
 
     failures: list[tuple[int, str]] = []
@@ -229,6 +229,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
         if accumulator is not None:
             bn_arrays = accumulator.arrays()
             cache.save(BN_STATS_KIND, bn_key, bn_arrays)
+            bn = bn_statistics_from(bn_arrays)
         failures = [(todo[i], reason) for i, reason in failures]
         failed_local = {i for i, _ in failures}
         decoded = [j for j in range(len(todo)) if todo[j] not in failed_local]
@@ -244,7 +245,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
         records=[records[i] for i in keep],
         features=stacked["features"], max_prob=stacked["max_prob"], entropy=stacked["entropy"],
         top1=stacked["top1"], pixels=stacked["pixels"],
-        bn=bn_statistics_from(bn_arrays) if bn_arrays is not None else None,
+        bn=bn,
         cache_hits=len(records) - len(todo), forward_passes=len(todo),
         failed=[SkippedFile(path=display_name(records[i].path, root), reason=reason)
                 for i, reason in failures],
@@ -278,11 +279,16 @@ def _check_finite(engine: EmbeddingEngine, computed: dict[str, np.ndarray], deco
 
 def _cached_rows(cache: ArrayCache, shard_key: str) -> dict[str, dict[str, np.ndarray]]:
     """All rows of the shard (so that saving keeps them), indexed by file identity."""
-    shard = cache.load(EMBEDDINGS_KIND, shard_key)
-    if shard is None:
-        return {}
-    names = [n for n in shard if n != "ids"]
-    return {str(k): {n: shard[n][i] for n in names} for i, k in enumerate(shard["ids"])}
+    return cache.read(EMBEDDINGS_KIND, shard_key, _rows_of) or {}
+
+
+def _rows_of(shard: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    # Exactly the fields a row has now: a shard without one of them is a miss (KeyError, see
+    # ArrayCache.read), and a field no longer computed would make the next save's rows uneven.
+    ids = shard["ids"]
+    if any(len(shard[n]) != len(ids) for n in ROW_FIELDS):
+        raise ValueError(f"{len(ids)} ids but arrays of other lengths")
+    return {str(k): {n: shard[n][i] for n in ROW_FIELDS} for i, k in enumerate(ids)}
 
 
 def _save_rows(cache: ArrayCache, shard_key: str, rows: dict[str, dict[str, np.ndarray]]) -> None:

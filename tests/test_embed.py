@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from PIL import Image
 from tl_advise.advisor.backbones import Backbone, load_backbone
 from tl_advise.advisor.cache import ArrayCache
 from tl_advise.advisor.embed import EmbeddingSet, embed
+from tl_advise.advisor.embedding import Batch, BNReference, embed_sample
 from tl_advise.advisor.imaging import PIXEL_BASELINE_SIZE, eval_transform, open_rgb, pixel_baseline, to_rgb
 from tl_advise.advisor.scan import scan_dataset
 
@@ -181,6 +183,59 @@ def test_corrupt_json_entry_warns_and_reads_as_missing(tmp_path: Path, caplog: p
         assert cache.load_json("measurements", "k") is None
     assert len(cache_warnings(caplog)) == 1
     assert not list((tmp_path / "cache").rglob(".tmp-*")), "no temporary files are left behind"
+
+
+class _FakeEngine:
+    """An ``EmbeddingEngine`` without a network: one BN layer, features that number the images, and a count
+    of the images it was asked to embed."""
+
+    name = "fake"
+    default_batch_size = 4
+    categories = None
+    cache_key = "fake-engine"
+    device = "cpu"
+    info = SimpleNamespace(name="fake")
+
+    def __init__(self) -> None:
+        self.embedded = 0
+
+    def bn_reference(self) -> BNReference:
+        return BNReference(["bn1"], [np.zeros(2)], [np.ones(2)], [1e-5])
+
+    def batches(self, paths: Sequence[Path], *, batch_size: int, num_workers: int,
+                collect_bn: bool) -> Iterator[Batch]:
+        n = len(paths)
+        self.embedded += n
+        yield Batch(index=np.arange(n), errors=[""] * n, features=np.repeat(np.arange(n, dtype=np.float32), 3)
+                    .reshape(n, 3), logits=np.zeros((n, 4), np.float32), pixels=np.zeros((n, 1024), np.uint8),
+                    bn_mean=[np.ones((n, 2), np.float32)], bn_sq=[np.full((n, 2), 2.0, np.float32)])
+
+
+@pytest.mark.parametrize("kind", ["embeddings", "bnstats"])
+def test_cache_entry_without_the_arrays_it_needs_warns_once_and_is_recomputed(
+        kind: str, image_folder: Callable[..., Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    scan = scan_dataset(image_folder(CLASSES))
+    cache_dir = tmp_path / "cache"
+
+    def run() -> tuple[EmbeddingSet, int]:
+        engine = _FakeEngine()
+        result = embed_sample(engine, scan.records, root=scan.root, cache=ArrayCache(cache_dir),  # type: ignore[arg-type]
+                              num_workers=0)
+        return result, engine.embedded
+
+    cold, _ = run()
+    (entry,) = cache_dir.rglob(f"{kind}/*.npz")
+    np.savez(entry, x=np.zeros(3))  # still a valid .npz, as by another tool or version
+    with caplog.at_level(logging.WARNING, logger="tl_advise"):
+        again, embedded = run()
+    assert embedded == N_IMAGES
+    np.testing.assert_array_equal(again.features, cold.features)
+    assert again.bn is not None and cold.bn is not None
+    np.testing.assert_array_equal(again.bn.var[0], cold.bn.var[0])
+    warnings = cache_warnings(caplog)
+    assert len(warnings) == 1 and "lacks the array" in warnings[0].getMessage()
+    caplog.clear()  # ... and the rewritten entry is good again
+    assert run()[1] == 0 and not cache_warnings(caplog)
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,

@@ -20,9 +20,10 @@ from tl_advise.advisor import engines
 from tl_advise.advisor.api import advise
 from tl_advise.advisor.backbones import Backbone, load_backbone
 from tl_advise.advisor.cache import ArrayCache
-from tl_advise.advisor.embedding import embed_sample
+from tl_advise.advisor.defaults import GRAPHS_KIND
+from tl_advise.advisor.embedding import BNReference, embed_sample
 from tl_advise.advisor.engines import export as export_module
-from tl_advise.advisor.engines.graph_cache import GraphCache, graph_key
+from tl_advise.advisor.engines.graph_cache import GraphCache, GraphRecord, file_sha256, graph_key
 from tl_advise.advisor.engines.onnx_engine import OnnxEngine
 from tl_advise.advisor.engines.torch_engine import TorchEngine, bn_reference
 from tl_advise.advisor.scan import scan_dataset
@@ -158,6 +159,26 @@ def test_an_altered_graph_file_is_exported_again(fresh_exports: None, tmp_path: 
                        engine="onnx")
     assert again.sample.engine == "onnxruntime" and "export" in again.timings
     assert any("missing or altered" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("arrays", "warning"), [
+    ({"x": np.zeros(3)}, "lacks the array 'layers'"),  # a valid .npz, but not BN statistics
+    (BNReference(["other"], [np.zeros(2)], [np.ones(2)], [1e-5]).to_arrays(), "BN statistics of other layers"),
+])
+def test_graph_entry_whose_bn_statistics_do_not_fit_is_exported_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, arrays: dict[str, np.ndarray], warning: str) -> None:
+    cache = ArrayCache(tmp_path / "cache")
+    graphs = GraphCache(cache)
+    onnx_file = tmp_path / "graph.onnx"
+    onnx_file.write_bytes(b"a graph")
+    record = GraphRecord(backbone_spec=SPEC, bn_layers=["bn1"], onnx_sha256=file_sha256(onnx_file))
+    graphs.save("k", record, onnx_file, BNReference(["bn1"], [np.zeros(2)], [np.ones(2)], [1e-5]))
+    assert graphs.load("k") is not None
+    np.savez(cache.path_of(GRAPHS_KIND, "k", ".npz"), **arrays)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="tl_advise"):
+        assert graphs.load("k") is None  # a miss: the caller exports again and overwrites it
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 1 and warning in messages[0], messages
 
 
 def _failing_export(calls: list[str]):

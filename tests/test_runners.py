@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from conftest import make_class_folder
+from conftest import make_class_folder, write_image
 from torchvision import transforms as T
 
+from tl_advise.advisor.backbones import load_backbone
 from tl_advise.advisor.scan import ImageRecord, scan_dataset
+from tl_advise.cli.commands import main
 from tl_advise.runners import RunOptions
 from tl_advise.runners.api import strategies_to_run
 from tl_advise.runners.checkpoint import atomic_save, load
 from tl_advise.runners.data import make_splits, stratified_holdout, subsample_per_class, train_transform
 from tl_advise.runners.feature_extraction import feature_batches
+from tl_advise.runners.heads import ClassifierHead
 from tl_advise.runners.metrics import classification_metrics
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.recipes import Recipe, apply_options
 from tl_advise.runners.train import sigterm_as_keyboard_interrupt
+from tl_advise.runners.trained_model import load_trained_model, resolve_model_file, save_model
 from tl_advise.runners.verdict import decide
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import (
@@ -240,3 +246,64 @@ def test_sigterm_interrupts_training_and_the_old_handler_comes_back() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts the sleep at once
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+# --------------------------------------------------------------------------- damaged model files and run folders
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What save_model writes for an untrained two-class model on the default backbone (random weights)."""
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    body = load_backbone("efficientnet_lite0", pretrained=False).body
+    save_model(path, body=body, head=ClassifierHead(1280, 2), class_names=["cat", "dog"],
+               backbone_name="efficientnet_lite0", weights="random", preprocessing=PRE, strategy="feature_extraction")
+    assert load_trained_model(path)[1] == ["cat", "dog"]  # the file as written loads
+    return load(path)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"body": {}}, "RuntimeError: Error(s) in loading state_dict for EfficientNet: Missing key(s)"),
+    ({"backbone": 5}, "its 'backbone' should be str, not int"),
+    ({"backbone": "nosuchnet"}, "unknown backbone 'nosuchnet'"),
+    ({"head_config": {}}, "its 'head_config.in_features': Field required"),
+    ({"head_config": "x"}, "its 'head_config' should be dict, not str"),
+    ({"head_config": {"in_features": 10, "n_classes": 2, "dropout": 0.5, "hidden": 256}},
+     "its head takes 10 features but efficientnet_lite0 gives 1280"),
+    ({"head": {"0.weight": "x"}}, "its 'head' is not a state dict"),
+    ({"class_names": ["cat"]}, "its head predicts 2 classes but it names 1"),
+    ({"preprocessing": {}}, "its 'preprocessing.input_size': Field required"),
+], ids=lambda v: "-".join(v) if isinstance(v, dict) else None)
+def test_a_damaged_model_file_is_exit_2_naming_it(saved_model: dict[str, Any], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str], change: dict[str, Any],
+                                                  reason: str) -> None:
+    model = tmp_path / "model.pt"
+    torch.save({**saved_model, **change}, model)
+    image = write_image(tmp_path / "cat.png")
+    for images in (image, tmp_path / "absent.png"):  # the model is read first, whatever the images
+        assert main(["predict", str(model), str(images)]) == 2
+        err = capsys.readouterr().err
+        assert f"{model} is not a model tl-advise can load: {reason}" in err, err
+        assert "train one with tl-advise DATA --run" in err
+        assert "Traceback" not in err and "internal error" not in err and len(err) < 500
+
+
+@pytest.mark.parametrize(("metrics", "reason"), [
+    ({"run": {"files": {"model:x": 5}}}, "run.files['model:x'] should be a path, not a number"),
+    ({"run": {"verdict": {"recommended": [1]}}}, "run.verdict.recommended should be a string, not a list"),
+    ({"run": "x"}, "run should be an object, not a string"),
+    ([1], "it holds a list, not an object"),
+])
+def test_a_malformed_metrics_json_is_exit_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      metrics: Any, reason: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["predict", str(run), str(write_image(tmp_path / "cat.png"))]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.json'} is unusable: ValueError: {reason}" in err, err
+    assert "models found: none" in err and "Traceback" not in err and "internal error" not in err
+    # The one model in the folder still answers.
+    (run / "feature_extraction").mkdir()
+    (run / "feature_extraction" / "model.pt").write_bytes(b"")
+    assert resolve_model_file(run) == run / "feature_extraction" / "model.pt"

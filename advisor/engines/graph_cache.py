@@ -65,7 +65,8 @@ class GraphCache:
         return self.cache.path_of(GRAPHS_KIND, key, ".onnx")
 
     def load(self, key: str) -> tuple[GraphRecord, BNReference | None] | None:
-        """The complete entry under ``key``, or None (absent, unreadable, or its ONNX file changed)."""
+        """The complete entry under ``key``, or None (absent, unreadable, its ONNX file changed, or its BN
+        statistics missing or not those of its layers)."""
         data = self.cache.load_json(GRAPHS_KIND, key)
         if data is None:
             return None
@@ -80,10 +81,15 @@ class GraphCache:
         if not path.is_file() or file_sha256(path) != record.onnx_sha256:
             logger.warning("exported graph %s is missing or altered; exporting again", path)
             return None
-        arrays = self.cache.load(GRAPHS_KIND, key) if record.bn_layers else None
-        if record.bn_layers and arrays is None:
+        if not record.bn_layers:
+            return record, None
+        reference = self.cache.read(GRAPHS_KIND, key, BNReference.from_arrays)
+        if reference is None:
             return None
-        return record, BNReference.from_arrays(arrays) if arrays is not None else None
+        if reference.layers != record.bn_layers:  # the statistics of another graph: the taps would not match
+            logger.warning("exported graph %s has BN statistics of other layers; exporting again", path)
+            return None
+        return record, reference
 
     def save(self, key: str, record: GraphRecord, onnx_file: Path | None, reference: BNReference | None) -> None:
         """Graph, then BN statistics, then the record: the record is what makes an entry visible."""
