@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
 from tl_advise.advisor.defaults import (
@@ -282,7 +282,7 @@ def _measurements_to_json(m: Measurements) -> dict[str, object]:
 
 
 def _cached_measurements(cache: ArrayCache, key: str) -> Measurements | None:
-    data = cache.load_json(MEASUREMENTS_KIND, key)
+    data: dict[str, Any] | None = cache.load_json(MEASUREMENTS_KIND, key)  # checked field by field below
     if data is None:
         return None
     try:

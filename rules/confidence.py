@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
-from tl_advise.schema.models import Confidence, ConfidenceLevel, DatasetSummary, SimilarityReport, StrategyId
+from tl_advise.schema.models import (
+    Confidence,
+    ConfidenceLevel,
+    DatasetSummary,
+    SimilarityLabel,
+    SimilarityReport,
+    StrategyId,
+)
 
 LEVELS: tuple[ConfidenceLevel, ...] = ("low", "medium", "high")
 
@@ -28,7 +35,7 @@ def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
 
 def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
                          strategy: StrategyId) -> Component:
-    other_label = "different" if similarity.label == "similar" else "similar"
+    other_label: SimilarityLabel = "different" if similarity.label == "similar" else "similar"
     other = rules.row_for(band, other_label).strategy
     if other == strategy:
         return Component("high", f"the similarity label does not matter here: the {band} band advises "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from tl_advise.rules.confidence import assess
 from tl_advise.rules.schema import (
@@ -90,7 +90,7 @@ def fmt_against(value: float, threshold: float, digits: int = 2) -> tuple[str, s
 @dataclass(frozen=True)
 class SimilarityVerdict:
     score: float
-    label: Literal["similar", "different"]
+    label: SimilarityLabel
     threshold: float
     components: list[SignalScore]
     shift_level: ShiftLevel

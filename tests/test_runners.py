@@ -262,6 +262,7 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return load(path)
 
 
+@pytest.mark.usefixtures("restore_tl_logging")  # main() sets up logging on the captured stderr
 @pytest.mark.parametrize(("change", "reason"), [
     ({"body": {}}, "RuntimeError: Error(s) in loading state_dict for EfficientNet: Missing key(s)"),
     ({"backbone": 5}, "its 'backbone' should be str, not int"),
@@ -288,6 +289,7 @@ def test_a_damaged_model_file_is_exit_2_naming_it(saved_model: dict[str, Any], t
         assert "Traceback" not in err and "internal error" not in err and len(err) < 500
 
 
+@pytest.mark.usefixtures("restore_tl_logging")  # main() sets up logging on the captured stderr
 @pytest.mark.parametrize(("metrics", "reason"), [
     ({"run": {"files": {"model:x": 5}}}, "run.files['model:x'] should be a path, not a number"),
     ({"run": {"verdict": {"recommended": [1]}}}, "run.verdict.recommended should be a string, not a list"),

@@ -58,9 +58,9 @@ def remap_by_position(source: OrderedDict[str, torch.Tensor], model: nn.Module) 
 def _stages(model: nn.Module) -> list[Stage]:
     blocks = cast(nn.Sequential, model.blocks)
     return [
-        Stage("stem", [model.conv_stem, model.bn1]),
+        Stage("stem", [model.get_submodule("conv_stem"), model.get_submodule("bn1")]),
         *(Stage(f"blocks.{i}", [block]) for i, block in enumerate(blocks)),
-        Stage("conv_head", [model.conv_head, model.bn2]),
+        Stage("conv_head", [model.get_submodule("conv_head"), model.get_submodule("bn2")]),
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -30,14 +31,19 @@ def backbone_key(backbone: Backbone) -> str:
     return digest(info.name, weights, info.preprocessing.model_dump(), info.feature_dim)
 
 
+def _statistic(value: torch.Tensor | None) -> np.ndarray:
+    # batchnorm_layers() keeps only the layers with running statistics: never None here.
+    return cast(torch.Tensor, value).detach().double().cpu().numpy()
+
+
 def bn_reference(backbone: Backbone) -> BNReference | None:
     layers = backbone.batchnorm_layers()
     if not layers:
         return None
     return BNReference(
         layers=[name for name, _ in layers],
-        running_mean=[m.running_mean.detach().double().cpu().numpy() for _, m in layers],
-        running_var=[m.running_var.detach().double().cpu().numpy() for _, m in layers],
+        running_mean=[_statistic(m.running_mean) for _, m in layers],
+        running_var=[_statistic(m.running_var) for _, m in layers],
         eps=[float(m.eps) for _, m in layers],
     )
 
