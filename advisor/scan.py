@@ -833,8 +833,9 @@ def _summarise(root: Path, state: _ScanState, classes: Sequence[str], records: S
         train_split=train_split,
         images_per_class=float(statistics.median(train_counts)),
         min_images_per_class=min(train_counts),
-        # A class absent from train would make this infinite, which JSON cannot hold.
-        imbalance_ratio=float(max(train_counts)) / max(min(train_counts), 1),
+        # Among the classes that have training images: one with none is its own warning
+        # (classes_without_training_images), and would make this infinite, which JSON cannot hold.
+        imbalance_ratio=float(max(train_counts)) / max(min((n for n in train_counts if n), default=1), 1),
         modes=dict(sorted(modes.items(), key=lambda kv: (-kv[1], kv[0]))),
         image_size=_size_summary(read),
         duplicates=state.duplicates,

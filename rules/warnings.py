@@ -145,11 +145,27 @@ class ClassImbalanceWarning(WarningRule):
     def check(self, ctx: AdviceContext) -> Fields | None:
         if ctx.dataset.imbalance_ratio <= self.max_ratio:
             return None
-        counts = _train_class_counts(ctx.dataset)
+        counts = {c: n for c, n in _train_class_counts(ctx.dataset).items() if n}
         largest = max(counts, key=lambda c: counts[c]) if counts else "?"
         smallest = min(counts, key=lambda c: counts[c]) if counts else "?"
         return {"ratio": ctx.dataset.imbalance_ratio, "largest_class": largest, "largest": counts.get(largest, 0),
                 "smallest_class": smallest, "smallest": counts.get(smallest, 0)}
+
+
+@register("classes_without_training_images")
+class ClassesWithoutTrainingImagesWarning(WarningRule):
+    measured_fields = frozenset({"n_classes", "classes", "train_split"})
+    message: str = Field(
+        "{n_classes} class(es) have no image in the '{train_split}' split but appear in the others ({classes}): "
+        "no strategy can learn them, and their validation images count as errors; add training images or "
+        "remove them from the other splits", min_length=1)
+
+    def check(self, ctx: AdviceContext) -> Fields | None:
+        missing = sorted(c for c, n in _train_class_counts(ctx.dataset).items() if n == 0)
+        if not missing or ctx.dataset.train_split not in ctx.dataset.split_counts:
+            return None
+        shown = ", ".join(f"'{c}'" for c in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        return {"n_classes": len(missing), "classes": shown, "train_split": ctx.dataset.train_split}
 
 
 @register("greyscale_input")

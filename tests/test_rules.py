@@ -509,6 +509,17 @@ def test_class_imbalance(rules: RuleSet, ratio: float, fires: bool) -> None:
         assert "'a' has 3500" in rec.warnings[0].message and "'b' 1000" in rec.warnings[0].message
 
 
+def test_a_class_without_training_images_is_named_and_left_out_of_the_imbalance(rules: RuleSet) -> None:
+    ds = make_dataset(2000, min_images_per_class=0, imbalance_ratio=1.0,
+                      split_counts={"train": {"a": 2000, "b": 2000, "c": 0}, "val": {"a": 10, "b": 10, "c": 10}},
+                      classes=["a", "b", "c"], class_counts={"a": 2010, "b": 2010, "c": 10})
+    rec = advise(rules, dataset=ds)
+    assert "class_imbalance" not in warning_ids(rec)
+    (msg,) = [w.message for w in rec.warnings if w.id == "classes_without_training_images"]
+    assert msg.startswith("1 class(es) have no image in the 'train' split") and "('c')" in msg
+    assert "classes_without_training_images" not in warning_ids(advise(rules, dataset=make_dataset(2000)))
+
+
 @pytest.mark.parametrize(("modes", "fires"), [
     ({"L": 60, "RGB": 40}, True), ({"I;16": 51, "RGB": 49}, True), ({"L": 50, "RGB": 50}, False),
     ({"RGB": 100}, False)])

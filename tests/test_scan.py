@@ -80,9 +80,9 @@ def test_split_layout_normalises_valid_and_unions_classes(tmp_path: Path) -> Non
     assert {r.split for r in scan.records} == {"train", "val", "test"}
     assert [r.path.name for r in scan.split_records("val")] == ["img_0000.png", "img_0000.png"]
     assert scan.split_records("val")[0].path.parent.parent.name == "valid"  # the path keeps the real folder
-    # "c" has no training images: min is 0, and the ratio stays finite (JSON friendly).
+    # "c" has no training images: min is 0, and the ratio, among the classes that have some, stays finite.
     assert scan.summary.min_images_per_class == 0
-    assert scan.summary.imbalance_ratio == 3.0
+    assert scan.summary.imbalance_ratio == 1.5
     assert scan.summary.images_per_class == 2.0
     json.loads(scan.summary.model_dump_json())
     # records sorted by (split, class, path)
@@ -106,6 +106,15 @@ def test_split_layout_without_train_judges_all_splits(tmp_path: Path) -> None:
     assert len(scan.split_records(scan.train_split)) == 6
     assert scan.summary.images_per_class == 3.0
     assert scan.summary.imbalance_ratio == 2.0
+
+
+def test_a_class_only_in_val_has_no_training_images_and_no_say_in_the_imbalance(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    make_class_folder(root / "train", {"a": 4, "b": 2})
+    make_class_folder(root / "val", {"a": 1, "b": 1, "c": 2}, seed=1)
+    summary = scan_dataset(root).summary
+    assert summary.split_counts["train"] == {"a": 4, "b": 2, "c": 0} and summary.min_images_per_class == 0
+    assert summary.imbalance_ratio == 2.0  # a against b; c is the classes_without_training_images warning
 
 
 def test_unlabelled_images_in_a_split_folder_are_ignored(
