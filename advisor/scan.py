@@ -835,7 +835,7 @@ def _summarise(root: Path, state: _ScanState, classes: Sequence[str], records: S
         min_images_per_class=min(train_counts),
         # Among the classes that have training images: one with none is its own warning
         # (classes_without_training_images), and would make this infinite, which JSON cannot hold.
-        imbalance_ratio=float(max(train_counts)) / max(min((n for n in train_counts if n), default=1), 1),
+        imbalance_ratio=float(max(train_counts)) / min((n for n in train_counts if n), default=1),
         modes=dict(sorted(modes.items(), key=lambda kv: (-kv[1], kv[0]))),
         image_size=_size_summary(read),
         duplicates=state.duplicates,
