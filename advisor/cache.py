@@ -50,16 +50,20 @@ class ArrayCache:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
-        self._warned = False
+        self._warned: set[str] = set()
 
     @property
     def enabled(self) -> bool:
         return self.folder is not None
 
     def _warn_once(self, message: str, *args: object) -> None:
-        if not self._warned:
+        """One warning per kind of problem: an unwritable folder fails every entry alike, but an unreadable
+        entry and a missing array are two things to hear about."""
+        if message in self._warned:
+            logger.debug(message, *args)
+        else:
             logger.warning(message, *args)
-            self._warned = True
+            self._warned.add(message)
 
     def _path(self, kind: str, key: str) -> Path:
         assert self.folder is not None

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -165,6 +165,9 @@ def _recorded_models(metrics_file: Path) -> tuple[dict[str, str], str | None]:
         if key.startswith("model:"):
             if not isinstance(value, str):
                 raise ValueError(f"run.files[{key!r}] should be a path, not {_json_kind(value)}")
+            # A run writes its models inside its folder; anything else would load a file from elsewhere.
+            if PurePosixPath(value).is_absolute() or ".." in PurePosixPath(value).parts:
+                raise ValueError(f"run.files[{key!r}] should be a path inside the run folder, not {value!r}")
             models[key.removeprefix("model:")] = value
     return models, recommended
 

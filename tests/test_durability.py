@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -88,6 +89,20 @@ def test_full_disk_while_writing_the_cache_keeps_the_previous_entry(tmp_path: Pa
     assert np.array_equal(cache.load("embeddings", "k")["x"], np.arange(1000))  # type: ignore[index]
     assert cache.load_json("measurements", "k") == {"n_images": 3}
     assert "cannot write the cache" in caplog.text and "No space left on device" in caplog.text
+
+
+def test_each_kind_of_cache_problem_warns_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    cache = ArrayCache(tmp_path / "cache")
+    cache.save("embeddings", "old", {"x": np.arange(3)})
+    fill_the_disk(monkeypatch)
+    for key in ("a", "b", "c"):  # a full disk fails every write alike: one warning, not one per entry
+        cache.save("embeddings", key, {"x": np.arange(5000)})
+    # A second, different problem in the same run is still heard.
+    assert cache.read("embeddings", "old", lambda arrays: arrays["features"]) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("cannot write the cache") and "lacks the array 'features'" in warnings[1]
 
 
 def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Path,

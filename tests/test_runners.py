@@ -292,6 +292,10 @@ def test_a_damaged_model_file_is_exit_2_naming_it(saved_model: dict[str, Any], t
 @pytest.mark.usefixtures("restore_tl_logging")  # main() sets up logging on the captured stderr
 @pytest.mark.parametrize(("metrics", "reason"), [
     ({"run": {"files": {"model:x": 5}}}, "run.files['model:x'] should be a path, not a number"),
+    ({"run": {"files": {"model:x": "../x/model.pt"}}},
+     "run.files['model:x'] should be a path inside the run folder, not '../x/model.pt'"),
+    ({"run": {"files": {"model:x": "/tmp/model.pt"}}},
+     "run.files['model:x'] should be a path inside the run folder, not '/tmp/model.pt'"),
     ({"run": {"verdict": {"recommended": [1]}}}, "run.verdict.recommended should be a string, not a list"),
     ({"run": "x"}, "run should be an object, not a string"),
     ([1], "it holds a list, not an object"),
