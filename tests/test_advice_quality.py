@@ -13,7 +13,10 @@ from conftest import REPO_ROOT, make_class_folder, shared_dataset
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+import _quality_judgement as qj
+import _quality_levels as ql
 import _quality_metrics as qm
+import _quality_report as qr
 
 
 def test_std_error_and_regret() -> None:
@@ -144,23 +147,21 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
 
 
 def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
-    import advice_quality
 
     flat = make_class_folder(tmp_path / "flat", {"a": 10, "b": 12})  # 8 / 10 train after the 20 % hold-out
-    assert advice_quality.levels_for(flat, [4], seed=0) == [4]
-    assert advice_quality.levels_for(flat, [4], seed=0, full=True) == [4, None]
+    assert ql.levels_for(flat, [4], seed=0) == [4]
+    assert ql.levels_for(flat, [4], seed=0, full=True) == [4, None]
     # A level the dataset cannot reach is replaced by the whole dataset, once.
-    assert advice_quality.levels_for(flat, [4, 8, 50], seed=0) == [4, None]
-    assert advice_quality.level_name(None) == "full" and advice_quality.level_name(4) == "4/class"
+    assert ql.levels_for(flat, [4, 8, 50], seed=0) == [4, None]
+    assert ql.level_name(None) == "full" and ql.level_name(4) == "4/class"
 
 
 def test_a_train_test_layout_holds_validation_out_of_train(tmp_path: Path) -> None:
-    import advice_quality
 
     src = tmp_path / "src"
     make_class_folder(src / "train", {"a": 10, "b": 10})
     make_class_folder(src / "test", {"a": 3, "b": 3}, seed=1)
-    counts = advice_quality.build_level(src, tmp_path / "level", 5, seed=0)
+    counts = ql.build_level(src, tmp_path / "level", 5, seed=0)
     level = tmp_path / "level"
     assert sorted(p.name for p in level.iterdir()) == ["test", "train", "val"]
     assert counts == {"a": 5, "b": 5}
@@ -173,10 +174,10 @@ def test_a_train_test_layout_holds_validation_out_of_train(tmp_path: Path) -> No
             assert (level / "train" / cls / name).read_bytes() == (src / "train" / cls / name).read_bytes()
     # A rebuild gives the same file identities (path, size, mtime): a case's checkpoints stay resumable.
     identities = {(p.relative_to(level), p.stat().st_size, p.stat().st_mtime_ns) for p in level.rglob("*.png")}
-    assert {mtime for _, _, mtime in identities} == {advice_quality.COPY_MTIME_NS}
-    advice_quality.build_level(src, level, 5, seed=0)
+    assert {mtime for _, _, mtime in identities} == {ql.COPY_MTIME_NS}
+    ql.build_level(src, level, 5, seed=0)
     assert {(p.relative_to(level), p.stat().st_size, p.stat().st_mtime_ns) for p in level.rglob("*.png")} == identities
-    assert advice_quality.levels_for(src, [5, 100], seed=0) == [5, None]  # 8 train per class after hold-out
+    assert ql.levels_for(src, [5, 100], seed=0) == [5, None]  # 8 train per class after hold-out
 
 
 def test_seeds_are_separate_cases_and_old_files_keep_their_seed(tmp_path: Path) -> None:
@@ -190,11 +191,11 @@ def test_seeds_are_separate_cases_and_old_files_keep_their_seed(tmp_path: Path) 
     path = tmp_path / "r.json"
     path.write_text(json.dumps(old))
     loaded = advice_quality.load_results(path, budget)
-    assert [advice_quality.case_key(c) for c in loaded["cases"]] == [("d", "full", 1)]
+    assert [ql.case_key(c) for c in loaded["cases"]] == [("d", "full", 1)]
     merged = dict(loaded)
     advice_quality.merge_case(merged, {"dataset": "d", "level": "full", "seed": 0, "runs": {}})
     advice_quality.merge_case(merged, {"dataset": "d", "level": "full", "seed": 1, "runs": {"x": 1}})
-    assert sorted(advice_quality.case_key(c) for c in merged["cases"]) == [("d", "full", 0), ("d", "full", 1)]
+    assert sorted(ql.case_key(c) for c in merged["cases"]) == [("d", "full", 0), ("d", "full", 1)]
     other = advice_quality.budget_of(advice_quality.parse_args(["--max-epochs", "2", str(tmp_path)]))
     assert advice_quality.load_results(path, other)["cases"] == []  # another budget starts over
 
@@ -256,21 +257,19 @@ def test_rescore_refuses_a_case_whose_similarity_label_moves(tmp_path: Path) -> 
 
 
 def test_cases_are_listed_by_dataset_then_size() -> None:
-    import advice_quality
 
     cases = [{"dataset": d, "level": lv} for d, lv in [("pneumoniamnist", "full"), ("mine", "10/class"),
                                                        ("pneumoniamnist", "600/class"), ("hymenoptera", "full"),
                                                        ("pneumoniamnist", "40/class")]]
-    ordered = [(c["dataset"], c["level"]) for c in sorted(cases, key=advice_quality.case_order)]
+    ordered = [(c["dataset"], c["level"]) for c in sorted(cases, key=ql.case_order)]
     assert ordered == [("hymenoptera", "full"), ("pneumoniamnist", "40/class"), ("pneumoniamnist", "600/class"),
                        ("pneumoniamnist", "full"), ("mine", "10/class")]
 
 
 def test_level_names_round_trip() -> None:
-    import advice_quality
 
     for level in (None, 10, 600):
-        assert advice_quality.level_from_name(advice_quality.level_name(level)) == level
+        assert ql.level_from_name(ql.level_name(level)) == level
 
 
 def _seed_case(seed: int, accuracy: dict[str, float], n_val: int = 100, level: str = "full") -> dict:
@@ -315,7 +314,6 @@ def test_cell_evidence_separates_only_beyond_noise() -> None:
 
 def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
     """Every `evidence` table in the default rules is the benchmark's own output for its source file."""
-    import advice_quality
 
     from tl_advise.rules import load_rules
 
@@ -325,7 +323,7 @@ def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
     assert recorded, "the default rules carry no benchmark evidence"
     for rule_id, evidence in recorded:
         results = json.loads((REPO_ROOT / evidence.source).read_text(encoding="utf-8"))
-        measured = advice_quality.seed_judgement(results["cases"], rules)["rule_evidence"][rule_id]
+        measured = qj.seed_judgement(results["cases"], rules)["rule_evidence"][rule_id]
         assert (measured["cases"], measured["datasets"], measured["seeds"], measured["runner_up"]) == (
             evidence.cases, evidence.datasets, evidence.seeds, evidence.runner_up), rule_id
         for field in ("mean_regret_pp", "margin_pp", "se_pp"):
@@ -333,13 +331,12 @@ def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
 
 
 def test_the_doc_s_generated_blocks_are_the_report_s_sections_and_nothing_else() -> None:
-    import advice_quality as aq
 
     report = "# Report\n\n## Calibration\n\n- regret 1.0\n```toml\n# rule x\n```\n\n## Other\n\n- not this\n"
     doc = "# Doc\n\nhand text\n\n<!-- generated: Calibration -->\nstale\n<!-- end generated -->\n\nmore hand text\n"
-    once = aq.write_doc(doc, report)
+    once = qr.write_doc(doc, report)
     assert once == ("# Doc\n\nhand text\n\n<!-- generated: Calibration -->\n### Calibration\n\n- regret 1.0\n"
                     "```toml\n# rule x\n```\n<!-- end generated -->\n\nmore hand text\n")
-    assert aq.write_doc(once, report) == once
+    assert qr.write_doc(once, report) == once
     with pytest.raises(ValueError, match="no section '## Missing'"):
-        aq.write_doc("<!-- generated: Missing --><!-- end generated -->", report)
+        qr.write_doc("<!-- generated: Missing --><!-- end generated -->", report)

@@ -1,0 +1,164 @@
+"""Judging the advice-quality cases: the summary over cases, the seed-averaged judgement with each rule's
+evidence, and the calibration of the similarity threshold and the decision table's cells (in-sample and
+leave-one-dataset-out)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from _quality_levels import case_key, case_order
+from _quality_metrics import (
+    Case,
+    SeedAverage,
+    Weighting,
+    case_regret,
+    cell_evidence,
+    combined_score,
+    fit_table,
+    fit_threshold,
+    judge,
+    leave_one_dataset_out,
+    mean,
+    regret_pp,
+    seed_averages,
+)
+
+from tl_advise.advisor.defaults import DEFAULT_BACKBONE  # what advise_session uses; the cases record it
+
+
+def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[str, Weighting]:
+    """The current weighting first, then a few candidate weightings built from the same anchors."""
+    profile = rules.similarity.profile_for(backbone)
+    anchors = {n: (r.similar_at, r.different_at) for n, r in profile.signals.items()}
+
+    def only(weights: dict[str, float]) -> Weighting:
+        return {n: (weights.get(n, 0.0), *anchors[n]) for n in anchors}
+
+    current = {n: (r.weight, r.similar_at, r.different_at) for n, r in profile.signals.items()}
+    return {
+        "current (bn_late .5, head .25/.25)": current,
+        "bn_shift_late only": only({"bn_shift_late": 1.0}),
+        "head signals only": only({"head_max_prob": 0.5, "head_entropy": 0.5}),
+        "current + logreg_gain .25": only({"bn_shift_late": 0.5, "head_max_prob": 0.25, "head_entropy": 0.25,
+                                           "logreg_gain": 0.25}),
+        "logreg_gain only": only({"logreg_gain": 1.0}),
+    }
+
+
+def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+    """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells, on the
+    seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample)."""
+    bands = rules.size_bands.bands
+    table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
+    first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
+    cases = [Case(dataset=a.dataset, level=a.level, band=a.band, accuracy=a.accuracy, n_val=a.n_val * len(a.seeds),
+                  signals=first[(a.dataset, a.level)]["advice"]["signals"])
+             for a in seed_averages(cases_json)
+             if all(table[(a.band, lab)] in a.accuracy for lab in ("similar", "different"))]
+    if not cases:
+        return {}
+    weightings = weightings_from_rules(rules)
+    prior = rules.similarity.threshold_for(DEFAULT_BACKBONE)
+    current_name = next(iter(weightings))
+    current_scores = [combined_score(c.signals, weightings[current_name]) for c in cases]
+    current = [case_regret(c, s, prior, table) for c, s in zip(cases, current_scores, strict=True)]
+    in_sample = fit_threshold(cases, weightings, table, prior)
+    lodo = leave_one_dataset_out(cases, weightings, table, prior)
+    lodo_regrets = [r for res in lodo for r in res.held_out_regret_pp.values()]
+
+    labels = ["similar" if s >= prior else "different" for s in current_scores]
+    table_in = fit_table(cases, table, labels)
+    table_lodo: dict[str, dict[str, float]] = {}
+    for dataset in sorted({c.dataset for c in cases}):
+        idx_train = [i for i, c in enumerate(cases) if c.dataset != dataset]
+        fitted = fit_table([cases[i] for i in idx_train], table, [labels[i] for i in idx_train])
+        table_lodo[dataset] = {c.level: regret_pp(c.accuracy, fitted[(c.band, labels[i])])
+                               for i, c in enumerate(cases) if c.dataset == dataset}
+    fmt = {f"{b}-{lab}": s for (b, lab), s in table.items()}
+    return {
+        "n_cases": len(cases), "datasets": sorted({c.dataset for c in cases}),
+        "current": {"threshold": prior, "weighting": current_name, "mean_regret_pp": mean(current),
+                    "scores": {f"{c.dataset}@{c.level}": s for c, s in zip(cases, current_scores, strict=True)}},
+        "threshold_fit": {
+            "in_sample": {"weighting": in_sample.weighting_name, "threshold": in_sample.threshold,
+                          "mean_regret_pp": in_sample.mean_regret_pp},
+            "lodo": {"mean_regret_pp": mean(lodo_regrets), "max_regret_pp": max(lodo_regrets),
+                     "per_dataset": [{"held_out": r.dataset, "weighting": r.fit.weighting_name,
+                                      "threshold": r.fit.threshold, "held_out_regret_pp": r.held_out_regret_pp}
+                                     for r in lodo]},
+        },
+        "table_fit": {
+            "current": fmt,
+            "in_sample": {f"{b}-{lab}": s for (b, lab), s in table_in.items()},
+            "in_sample_mean_regret_pp": mean([regret_pp(c.accuracy, table_in[(c.band, lab)])
+                                              for c, lab in zip(cases, labels, strict=True)]),
+            "lodo_mean_regret_pp": mean([v for d in table_lodo.values() for v in d.values()]),
+            "lodo_max_regret_pp": max(v for d in table_lodo.values() for v in d.values()),
+            "lodo_per_dataset": table_lodo,
+        },
+    }
+
+
+def _deciding_rule(avg: SeedAverage, first_case: dict[str, Any], rules: Any) -> Any:
+    from tl_advise.rules import decide
+
+    return decide(rules, avg.band, avg.label, first_case["advice"]["signals"].get("logreg_gain"))
+
+
+def seed_judgement(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+    """Every dataset x level judged on its seed-averaged accuracies, the targets over them, and the evidence
+    for each rule of the current rules (generated: it is what the rules file's ``evidence`` tables hold)."""
+    first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
+    averages = seed_averages(sorted(cases_json, key=case_order))
+    rows, by_rule = [], {}
+    for a in averages:
+        decision = _deciding_rule(a, first[(a.dataset, a.level)], rules)
+        j = judge(a, decision.strategy)
+        by_rule.setdefault(decision.rule_id, (decision.strategy, []))[1].append(a)
+        rows.append({"dataset": a.dataset, "level": a.level, "band": a.band, "label": a.label, "seeds": list(a.seeds),
+                     "n_val": a.n_val, "recommended": decision.strategy, "rule_id": decision.rule_id,
+                     "best": j.best, "regret_pp": j.regret_pp, "se_pp": j.se_pp, "tie": j.tie,
+                     "accuracy": a.accuracy, "spread": {s: list(v) for s, v in a.spread.items()}})
+    sweeps = [c["lr_sweep"] for c in cases_json if c.get("lr_sweep")]
+    by_dataset: dict[str, list[float]] = {}
+    for r in rows:
+        by_dataset.setdefault(r["dataset"], []).append(r["regret_pp"])
+    repeated = [r for r in rows if len(r["seeds"]) >= 2]
+    targets = {
+        "n_cases": len(rows), "mean_regret_pp": mean([r["regret_pp"] for r in rows]),
+        "max_dataset_mean_regret_pp": max((mean(v) for v in by_dataset.values()), default=float("nan")),
+        "worst_dataset": max(by_dataset, key=lambda d: mean(by_dataset[d])) if by_dataset else None,
+        "within_se": sum(r["tie"] for r in rows), "lr_checked": len(sweeps),
+        "lr_within_3x": sum(s["within_3x"] for s in sweeps),
+        "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps),
+        "cases_with_2_seeds": len(repeated),
+        "repeated_small_medium": sorted({f"{r['band']}/{r['label']}" for r in repeated
+                                         if r["band"] in ("small", "medium")}),
+    }
+    evidence = {}
+    for rule_id, (strategy, members) in by_rule.items():
+        e = cell_evidence(members, strategy)
+        if e is not None:
+            evidence[rule_id] = {"strategy": strategy, **e.__dict__}
+    return {"cases": rows, "targets": targets, "rule_evidence": evidence}
+
+
+def summary(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    regrets = [c["regret_pp"] for c in cases if c["regret_pp"] is not None]
+    by_dataset: dict[str, list[float]] = {}
+    for c in cases:
+        by_dataset.setdefault(c["dataset"], []).append(c["regret_pp"])
+    sweeps = [c["lr_sweep"] for c in cases if c.get("lr_sweep")]
+    ratios = [c["cost_ratio"] for c in cases]
+    return {
+        "n_cases": len(cases), "mean_regret_pp": mean(regrets), "max_regret_pp": max(regrets, default=0.0),
+        "max_dataset_mean_regret_pp": max((mean(v) for v in by_dataset.values()), default=0.0),
+        "per_dataset_mean_regret_pp": {d: mean(v) for d, v in by_dataset.items()},
+        "agree_raw": sum(c["agree_raw"] for c in cases), "agree_within_se": sum(c["agree_within_se"] for c in cases),
+        "lr_checked": len(sweeps), "lr_within_3x": sum(s["within_3x"] for s in sweeps),
+        "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps),
+        "mean_cost_ratio": mean(ratios), "max_cost_ratio": max(ratios, default=0.0),
+        "mean_projected_cost_ratio": mean([c["projected_cost_ratio"] for c in cases]),
+        "max_projected_cost_ratio": max((c["projected_cost_ratio"] for c in cases), default=0.0),
+    }
