@@ -26,7 +26,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from tl_advise.advisor.scan import FLAT_SPLIT, SPLIT_ALIASES, SPLIT_ORDER, Listing, list_files
+from tl_advise.advisor.layout import FLAT_SPLIT, SPLIT_ALIASES, SPLIT_ORDER
+from tl_advise.advisor.scan import Listing, list_files
 from tl_advise.advisor.tables import EXPECTED_COLUMNS, READERS, Table, read_table
 from tl_advise.schema.errors import DatasetError
 from tl_advise.schema.models import SkippedFile

@@ -1,12 +1,8 @@
 """Scan an image-classification folder: classes, counts, sizes, modes, duplicates, unreadable files.
 
-Two layouts are understood::
-
-    root/<class>/<images>                      flat: one split, "all"
-    root/{train,val,test}/<class>/<images>     splits ("valid" and "validation" read as "val")
-
-A label manifest (``advisor/manifest.py``) names the same things in a table; both become a
-:class:`Listing`, and from there on the scan is one code path.
+A folder's layout (``advisor/layout.py``: ``root/<class>/…`` or ``root/{train,val,test}/<class>/…``) and a
+label manifest (``advisor/manifest.py``), which names the same things in a table, both become a
+:class:`Listing`; from there on the scan is one code path.
 
 The scan is cheap and grows gently with the number of files: one ``os.scandir`` walk with a ``stat`` per
 file, then at most one open per file. Byte-identical files are found over every file: only files that
@@ -40,6 +36,16 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from tl_advise.advisor.exif import QUARTER_TURNS, exif_orientation
+from tl_advise.advisor.layout import (
+    EXPECTED_LAYOUT,
+    FLAT_SPLIT,
+    ClassDir,
+    check_root,
+    find_class_dirs,
+    find_containers,
+    is_ignored,
+    split_names,
+)
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.schema.errors import DatasetError
 from tl_advise.schema.models import (
@@ -58,20 +64,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPECTED_LAYOUT = "expected root/<class>/<images> or root/{train,val,test}/<class>/<images>"
-
-FLAT_SPLIT = "all"
-SPLIT_ALIASES: dict[str, str] = {
-    "train": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-}
-SPLIT_ORDER: tuple[str, ...] = ("train", "val", "test")
-
-# Junk that file managers and notebooks leave behind; names starting with "." are hidden too.
-IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 
 # Extensions that are certainly not images. Anything else is opened: PIL decides by content,
 # so an image with an odd or missing extension still counts.
@@ -285,14 +277,14 @@ def scan_dataset(root: str | Path, *, progress: bool = False, audit: AuditMode =
 def list_folders(root: str | Path) -> Listing:
     """The folder layout: ``root/<class>/…`` or ``root/{train,val,test}/<class>/…``."""
     start = time.perf_counter()
-    root = _check_root(root)
-    layout, containers = _find_containers(root)
-    class_dirs = _find_class_dirs(root, containers)
+    root = check_root(root)
+    layout, containers = find_containers(root)
+    class_dirs = find_class_dirs(root, containers)
     records, skipped, must_audit = _list_files(root, class_dirs)
     declared: dict[str, list[str]] = {}
     for cd in class_dirs:
         declared.setdefault(cd.class_name, []).append(_relative(root, cd.folder) + "/")
-    return Listing(root=root, layout=layout, splits=_split_names(layout, containers), records=records,
+    return Listing(root=root, layout=layout, splits=split_names(layout, containers), records=records,
                    must_audit=must_audit, skipped=skipped, declared=declared, where=str(root),
                    declares="has class folders", hint=EXPECTED_LAYOUT,
                    list_seconds=round(time.perf_counter() - start, 3))
@@ -385,16 +377,6 @@ def without_undecodable(scan: DatasetScan, failed: Sequence[SkippedFile]) -> Dat
                        step_timings=dict(scan.step_timings), _state=state)
 
 
-# --------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class _ClassDir:
-    split: str
-    class_name: str
-    folder: Path
-
-
 @dataclass
 class _ScanState:
     """What the scan keeps so that a later :meth:`DatasetScan.audit` can redo the summary."""
@@ -414,90 +396,6 @@ class _ScanState:
     duplicates: list[DuplicateGroup] = field(default_factory=list)
 
 
-def _check_root(root: str | Path) -> Path:
-    # abspath, not resolve(): keep the user's spelling of symlinked folders in the output.
-    path = Path(os.path.abspath(Path(root).expanduser()))
-    if not path.exists():
-        raise DatasetError(f"dataset folder {path} does not exist; {EXPECTED_LAYOUT}")
-    if not path.is_dir():
-        raise DatasetError(f"{path} is a file, not a folder or a label manifest (.csv, .tsv, .jsonl, .parquet); "
-                           f"{EXPECTED_LAYOUT}")
-    return path
-
-
-def _is_ignored(name: str) -> bool:
-    return name.startswith(".") or name in IGNORED_NAMES
-
-
-def _visible_entries(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(sub-folders, files) of ``folder``, hidden ones left out, sorted by name."""
-    try:
-        entries = sorted(p for p in folder.iterdir() if not _is_ignored(p.name))
-    except OSError as exc:
-        raise DatasetError(f"cannot list {folder}: {exc.strerror or exc}") from exc
-    dirs = [p for p in entries if p.is_dir()]
-    files = [p for p in entries if not p.is_dir()]
-    return dirs, files
-
-
-def _find_containers(root: Path) -> tuple[Literal["flat", "splits"], list[tuple[str, Path]]]:
-    """The folders that hold class folders, each with its split name."""
-    dirs, _ = _visible_entries(root)
-    split_dirs = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
-    if not split_dirs:
-        return "flat", [(FLAT_SPLIT, root)]
-    others = [d.name for d in dirs if d not in split_dirs]
-    if others:
-        logger.warning(
-            "%s has split folders (%s); ignoring the other top-level folders: %s",
-            root, ", ".join(d.name for d in split_dirs), ", ".join(others),
-        )
-    containers = [(SPLIT_ALIASES[d.name.lower()], d) for d in split_dirs]
-    seen = Counter(split for split, _ in containers)
-    for split, n in seen.items():
-        if n > 1:
-            logger.warning("%s has %d folders for the split %r; their images are merged", root, n, split)
-    containers.sort(key=lambda sc: (SPLIT_ORDER.index(sc[0]), sc[1].name))
-    return "splits", containers
-
-
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in Image.registered_extensions()
-
-
-def _find_class_dirs(root: Path, containers: Sequence[tuple[str, Path]]) -> list[_ClassDir]:
-    class_dirs: list[_ClassDir] = []
-    saw_files = False
-    for split, container in containers:
-        dirs, files = _visible_entries(container)
-        loose_images = [f for f in files if _is_image_name(f)]
-        where = "the root" if container == root else f"split folder {container.name}/"
-        saw_files = saw_files or bool(files)
-        if files:
-            logger.debug("ignoring %d loose files in %s: %s", len(files), where, [f.name for f in files])
-        if loose_images and not dirs:
-            if container == root:
-                raise DatasetError(
-                    f"{root} holds {len(loose_images)} image files but no class folders; "
-                    f"{EXPECTED_LAYOUT} (one sub-folder per class)"
-                )
-            logger.warning(
-                "%s holds %d unlabelled images and no class folders; they are ignored",
-                where, len(loose_images),
-            )
-        class_dirs.extend(_ClassDir(split, d.name, d) for d in dirs)
-    if not class_dirs:
-        found = "only loose files" if saw_files else "nothing"
-        raise DatasetError(f"{root} holds no class folders (found {found}); {EXPECTED_LAYOUT}")
-    return class_dirs
-
-
-def _split_names(layout: str, containers: Sequence[tuple[str, Path]]) -> list[str]:
-    if layout == "flat":
-        return [FLAT_SPLIT]
-    return sorted({split for split, _ in containers}, key=SPLIT_ORDER.index)
-
-
 # --------------------------------------------------------------------------- files
 
 
@@ -515,7 +413,7 @@ def _image_extensions() -> frozenset[str]:
     return frozenset(Image.registered_extensions())
 
 
-def _list_files(root: Path, class_dirs: Sequence[_ClassDir]
+def _list_files(root: Path, class_dirs: Sequence[ClassDir]
                 ) -> tuple[list[ImageRecord], list[SkippedFile], list[int]]:
     """Every visible file under each class folder (recursive), in path order, with its size and mtime.
 
@@ -610,7 +508,7 @@ def _walk(root: Path, top: Path, skipped: list[SkippedFile]
         rel = _relative(root, folder)
         try:
             with os.scandir(folder) as it:
-                entries = sorted((e for e in it if not _is_ignored(e.name)), key=lambda e: e.name)
+                entries = sorted((e for e in it if not is_ignored(e.name)), key=lambda e: e.name)
         except OSError as exc:
             skipped.append(SkippedFile(path=rel, reason=f"cannot list folder ({exc.strerror or exc})"))
             return

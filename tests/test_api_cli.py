@@ -16,7 +16,7 @@ from conftest import make_class_folder, snapshot_tree, truncated_png, write_imag
 from tl_advise.advisor import SCHEMA_VERSION, AdviceResult, advise
 from tl_advise.advisor.api import tool_version
 from tl_advise.advisor.formats import FORMATTERS, OutputFormat, render
-from tl_advise.advisor.scan import EXPECTED_LAYOUT
+from tl_advise.advisor.layout import EXPECTED_LAYOUT
 from tl_advise.cli.commands import main, parse_budget
 from tl_advise.rules import default_rules_text
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
