@@ -67,13 +67,22 @@ class LRCheck:
     within_3x_tied: bool  # the advised rate within x3 of SOME rate whose accuracy ties the best (one s.e.)
 
 
+# The sweep trains rates rounded to this many significant digits (advised ÷3 = 1e-3 / 3 is run as 0.000333).
+LR_DIGITS = 3
+
+
+def sweep_rate(advised: float, factor: float) -> float:
+    """The rate the sweep trains for ``advised`` x ``factor``: rounded to ``LR_DIGITS`` significant digits."""
+    return float(f"{advised * factor:.{LR_DIGITS}g}")
+
+
 def lr_check(advised: float, sweep: Mapping[float, float], n_val: int, factor: float = 3.0) -> LRCheck:
     """Is ``advised`` within ``factor`` of the sweep's best rate? ``sweep`` maps rate -> accuracy.
 
     The raw best is the highest accuracy (ties: the rate closest to the advised one); the tie-aware check
     accepts the advised rate when any rate within one s.e. of the best is within the factor of it.
     """
-    tol = 1.0 + 1e-6
+    tol = 1.0 + 0.5 * 10 ** (1 - LR_DIGITS)  # the rounding of sweep_rate: the ÷3 point is 3.003x away
 
     def close(rate: float) -> bool:
         return max(rate / advised, advised / rate) <= factor * tol

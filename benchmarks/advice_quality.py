@@ -53,6 +53,7 @@ from _quality_metrics import (
     lr_check,
     regret_pp,
     std_error,
+    sweep_rate,
     tied_best,
 )
 from _quality_report import markdown, plot, write_doc, write_evidence
@@ -142,7 +143,7 @@ def lr_sweep(session: Any, strategy: str, main: dict[str, Any], out: Path, args:
     advised = float(main[param])
     points = []
     for factor in LR_FACTORS:
-        rate = float(f"{advised * factor:.3g}")
+        rate = sweep_rate(advised, factor)
         if factor == 1.0:
             acc, n = main["accuracy"], main["n_val"]
         else:
@@ -153,9 +154,15 @@ def lr_sweep(session: Any, strategy: str, main: dict[str, Any], out: Path, args:
                 continue
             acc, n = got[strategy]["accuracy"], got[strategy]["n_val"]
         points.append({"factor": factor, "lr": rate, "accuracy": acc, "n_val": n})
-    check = lr_check(advised, {p["lr"]: p["accuracy"] for p in points}, main["n_val"])
-    return {"param": param, "advised": advised, "points": points, "best_lr": check.best_lr,
-            "ratio": check.ratio, "within_3x": check.within_3x, "within_3x_tied": check.within_3x_tied}
+    return judged_sweep({"param": param, "advised": advised, "points": points}, main["n_val"])
+
+
+def judged_sweep(sweep: dict[str, Any], n_val: int) -> dict[str, Any]:
+    """``sweep`` (param, advised rate, points) with the LR check's verdict; recorded sweeps are judged again
+    whenever the outputs are written, so the verdicts always follow the current check."""
+    check = lr_check(sweep["advised"], {p["lr"]: p["accuracy"] for p in sweep["points"]}, n_val)
+    return {**sweep, "best_lr": check.best_lr, "ratio": check.ratio, "within_3x": check.within_3x,
+            "within_3x_tied": check.within_3x_tied}
 
 
 def case_session(src: Path, level: int | None, args: argparse.Namespace, *, cold: bool) -> tuple[Any, dict, float]:
@@ -285,6 +292,9 @@ def sweep_case(case: dict[str, Any], src: Path, args: argparse.Namespace, strate
 
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
     results["cases"].sort(key=case_order)  # re-run cases land in place, not at the end
+    for case in results["cases"]:
+        if case.get("lr_sweep"):
+            case["lr_sweep"] = judged_sweep(case["lr_sweep"], case["n_val"])
     results["summary"] = summary(results["cases"])
     results["seed_judgement"] = seed_judgement(results["cases"], rules)
     path = prefix.with_suffix(".json").resolve()

@@ -59,6 +59,15 @@ def test_lr_check_within_factor_three() -> None:
     assert not tied.within_3x and tied.within_3x_tied
 
 
+def test_the_sweeps_third_steps_are_within_factor_three() -> None:
+    """The sweep trains rates rounded to three digits: advised ÷3 runs as 0.000333, 3.003x away, and counts."""
+    for factor in (1 / 3, 3.0):
+        rate = qm.sweep_rate(1e-3, factor)
+        check = qm.lr_check(1e-3, {rate: 0.80, 1e-3: 0.70, qm.sweep_rate(1e-3, 10.0): 0.60}, n_val=10000)
+        assert check.best_lr == rate and check.within_3x, (factor, check)
+    assert not qm.lr_check(1e-3, {qm.sweep_rate(1e-3, 0.1): 0.80, 1e-3: 0.70}, n_val=10000).within_3x
+
+
 def _case(dataset: str, score_signal: float, fe: float, top: float, level: str = "10/class") -> qm.Case:
     return qm.Case(dataset=dataset, level=level, band="small", signals={"bn_shift_late": score_signal},
                    accuracy={"feature_extraction": fe, "feature_extraction_top_layers": top}, n_val=100)
