@@ -86,15 +86,16 @@ def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | No
     where = (f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
              f"({evidence.seeds}+ seed(s) each, {evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
-    if evidence.separated:
-        return Component("high", f"{where}: {strategy} beat the runner-up beyond noise ({diff})",
+    if evidence.margin_pp < -evidence.se_pp:
+        return Component("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more "
+                                "datasets judge it out of sample",
                          evidence.runner_up)
-    if evidence.margin_pp >= -evidence.se_pp:
-        return Component(c.tied, f"{where}: {strategy} tied the runner-up within noise ({diff})",
-                         evidence.runner_up)
-    return Component("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more "
-                            "datasets judge it out of sample",
-                     evidence.runner_up)
+    level: ConfidenceLevel = "high" if evidence.separated else c.tied
+    found = (f"{strategy} beat the runner-up beyond noise ({diff})" if evidence.separated
+             else f"{strategy} tied the runner-up within noise ({diff})")
+    if len(evidence.datasets) < 2 and LEVELS.index(c.single_dataset) < LEVELS.index(level):
+        level, found = c.single_dataset, f"{found}, on one dataset only: not yet judged on another"
+    return Component(level, f"{where}: {found}", evidence.runner_up)
 
 
 def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,

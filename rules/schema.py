@@ -402,6 +402,9 @@ class ConfidenceRules(_Strict):
     size_ratio_high: float = Field(gt=1, description="at or beyond this factor: high (between: medium)")
     unmeasured: ConfidenceLevel = Field(description="the best a rule without benchmark evidence can be")
     tied: ConfidenceLevel = Field(description="the best a rule whose strategy tied its runner-up can be")
+    single_dataset: ConfidenceLevel = Field(
+        "medium", description="the best a rule measured on one dataset only can be: nothing has judged it out of "
+                              "sample (leave-one-dataset-out needs a second dataset in its cell)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ConfidenceRules:

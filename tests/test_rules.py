@@ -783,6 +783,23 @@ def test_confidence_follows_the_weakest_margin() -> None:
     assert advise(separated, 1000 * 1.7, "different", score=0.1).confidence.level == "high"  # x1.70 from 1,000
 
 
+def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row["evidence"] = {"source": "test", "cases": 3, "datasets": ["only"], "seeds": 2, "mean_regret_pp": 0.0,
+                       "runner_up": "finetune_last_layers", "margin_pp": 3.0, "se_pp": 1.0}
+    one = advise(rules_from_mapping(data), 40, "different")
+    assert one.confidence.level == "medium"
+    assert any("on one dataset only" in r for r in one.confidence.reasons), one.confidence.reasons
+    row["evidence"]["datasets"] = ["only", "another"]
+    assert advise(rules_from_mapping(data), 40, "different").confidence.level == "high"
+    # The shipped rules: the pixel rule and small-different rest on the X-rays alone.
+    rules = load_rules()
+    assert rules.pixel_baseline.evidence is not None and len(rules.pixel_baseline.evidence.datasets) == 1
+    pixels = advise(rules, 180, "different", separability=make_separability(-0.25))
+    assert (pixels.rule_id, pixels.confidence.level) == (rules.pixel_baseline.id, "medium")
+
+
 def test_the_pixel_rule_decides_in_its_band_and_the_bar_is_always_shown(rules: RuleSet) -> None:
     pixels_win = make_separability(-0.25)
     tiny = advise(rules, 180, "different", separability=pixels_win)
