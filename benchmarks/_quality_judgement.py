@@ -49,12 +49,23 @@ def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[
 def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
     """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells, on the
     seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample)."""
+    from tl_advise.rules.engine import pixels_as_good
+
     bands = rules.size_bands.bands
     table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
+    pixel = rules.pixel_baseline
+    if pixel.enabled:  # the pixel-baseline rule is a cell of its own, across the bands it applies in
+        table.update({(pixel.id, lab): pixel.strategy for lab in ("similar", "different")})
+
+    def cell_band(band: str, signals: dict[str, Any]) -> str:
+        pixels = pixel.enabled and band in pixel.bands and pixels_as_good(rules, signals.get("logreg_gain"))
+        return pixel.id if pixels else band
+
     first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
-    cases = [Case(dataset=a.dataset, level=a.level, band=a.band, accuracy=a.accuracy, n_val=a.n_val * len(a.seeds),
-                  signals=first[(a.dataset, a.level)]["advice"]["signals"])
+    cases = [Case(dataset=a.dataset, level=a.level, band=cell_band(a.band, signals), accuracy=a.accuracy,
+                  n_val=a.n_val * len(a.seeds), signals=signals)
              for a in seed_averages(cases_json)
+             for signals in [first[(a.dataset, a.level)]["advice"]["signals"]]
              if all(table[(a.band, lab)] in a.accuracy for lab in ("similar", "different"))]
     if not cases:
         return {}

@@ -272,8 +272,12 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
               "backbone_lr": recommended["backbone_lr"]}
     sweep = case.get("lr_sweep")
     if row.strategy != old["strategy"] and sweep is not None:
-        log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
-        sweep = sweep_case(case, src, args, row.strategy)
+        if args.no_lr_sweep:  # it swept another strategy: dropped, so that a later run with sweeps resumes it
+            log.info("%s: %s -> %s: LR sweep deferred", key, old["strategy"], row.strategy)
+            sweep = None
+        else:
+            log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
+            sweep = sweep_case(case, src, args, row.strategy)
     return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy, case["n_val"]),
             "lr_sweep": sweep}
 
@@ -339,7 +343,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="redo the requested cases even if the results file has them (others are kept)")
     p.add_argument("--rescore", action="store_true",
                    help="judge the recorded cases with the current rules without training them again (the LR "
-                   "sweep re-runs where the recommendation changed); for a rules edit that moves no similarity label")
+                   "sweep re-runs where the recommendation changed, or is dropped with --no-lr-sweep, for a later run to "
+                   "resume); for a rules edit that moves no similarity label")
     p.add_argument("--import-from", type=Path, action="append", default=[],
                    help="merge the cases of another results file with the same budget (e.g. an older seed's file)")
     p.add_argument("--write-evidence", type=Path, default=None, metavar="RULES_TOML",

@@ -48,21 +48,11 @@ def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityR
                             f"threshold ({closeness} it); as '{other_label}' the advice would be {other}", other)
 
 
-def _edges(rules: RuleSet) -> list[tuple[float, SizeBand, SizeBand]]:
-    """(images per class at the edge, band below, band above) for every edge the rules define."""
-    b = rules.size_bands
-    edges: list[tuple[float, SizeBand, SizeBand]] = [(float(b.small_below), "small", "medium"),
-                                                     (float(b.large_above), "medium", "large")]
-    if b.tiny_below > 0:
-        edges.insert(0, (float(b.tiny_below), "tiny", "small"))
-    return edges
-
-
 def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
                    strategy: StrategyId) -> Component:
     ipc = dataset.images_per_class
     relevant = []
-    for edge, below, above in _edges(rules):
+    for edge, below, above in rules.size_bands.edges():
         if band not in (below, above):
             continue
         neighbour = above if band == below else below

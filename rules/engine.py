@@ -296,15 +296,12 @@ def why_size(bands: SizeBands, dataset: DatasetSummary, band: SizeBand) -> str:
     ipc = dataset.images_per_class
     where = "all images" if dataset.layout == "flat" else f"{dataset.train_split} split"
     measured = f"images per class {fmt_count(ipc)} (median, {where})"
-    if band == "tiny":
-        return f"{measured} is below {fmt_count(bands.tiny_below)} → tiny"
-    if band == "small" and bands.tiny_below > 0:
-        return f"{measured} is within {fmt_count(bands.tiny_below)}–{fmt_count(bands.small_below)} → small"
-    if band == "small":
-        return f"{measured} is below {fmt_count(bands.small_below)} → small"
-    if band == "large":
-        return f"{measured} is above {fmt_count(bands.large_above)} → large"
-    return f"{measured} is within {fmt_count(bands.small_below)}–{fmt_count(bands.large_above)} → medium"
+    lower, upper = bands.range_of(band)
+    if lower is None:
+        return f"{measured} is below {fmt_count(upper or 0)} → {band}"
+    if upper is None:
+        return f"{measured} is above {fmt_count(lower)} → {band}"
+    return f"{measured} is within {fmt_count(lower)}–{fmt_count(upper)} → {band}"
 
 
 def why_similarity(similarity: SimilarityReport) -> str:

@@ -7,6 +7,7 @@ Every section forbids unknown keys, so a typo fails loudly instead of being igno
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from collections.abc import Mapping
@@ -41,8 +42,8 @@ from tl_advise.schema.models import (
 DEFAULT_RULES_FILE = "default_rules.toml"
 _PACKAGE = __name__.rpartition(".")[0]
 
-SizeBand = Literal["tiny", "small", "medium", "large"]
-SIZE_BANDS: tuple[SizeBand, ...] = ("tiny", "small", "medium", "large")
+SizeBand = Literal["few", "tiny", "small", "medium", "large"]
+SIZE_BANDS: tuple[SizeBand, ...] = ("few", "tiny", "small", "medium", "large")
 SIMILARITY_LABELS: tuple[SimilarityLabel, ...] = ("similar", "different")
 SimilarityMatch = Literal["similar", "different", "any"]
 ShiftLevel = Literal["none", "input", "semantic", "input_and_semantic", "unknown"]
@@ -147,11 +148,13 @@ class SimilarityRules(_Strict):
 
 class SizeBands(_Strict):
     """Images per class (median, training split):
-    tiny < tiny_below <= small < small_below <= medium <= large_above < large.
+    few < few_below <= tiny < tiny_below <= small < small_below <= medium <= large_above < large.
 
-    ``tiny_below = 0`` (the default for files that do not name it) means there is no tiny band.
+    ``few_below = 0`` or ``tiny_below = 0`` (the defaults for files that do not name them) means there is
+    no such band.
     """
 
+    few_below: float = Field(default=0.0, ge=0)
     tiny_below: float = Field(default=0.0, ge=0)
     small_below: float = Field(gt=0)
     large_above: float = Field(gt=0)
@@ -162,14 +165,33 @@ class SizeBands(_Strict):
             raise ValueError("small_below must not exceed large_above")
         if self.tiny_below > self.small_below:
             raise ValueError("tiny_below must not exceed small_below")
+        if self.few_below > (self.tiny_below or self.small_below):
+            raise ValueError("few_below must not exceed tiny_below (or small_below without a tiny band)")
         return self
 
     @property
     def bands(self) -> tuple[SizeBand, ...]:
-        """The bands in use: a tiny band only when ``tiny_below`` is set."""
-        return SIZE_BANDS if self.tiny_below > 0 else SIZE_BANDS[1:]
+        """The bands in use: a few or tiny band only when its upper edge is set."""
+        edges = {"few": self.few_below, "tiny": self.tiny_below}
+        return tuple(b for b in SIZE_BANDS if edges.get(b, 1.0) > 0)
+
+    def edges(self) -> list[tuple[float, SizeBand, SizeBand]]:
+        """(images per class at the edge, band below it, band above it) for every edge in use, ascending."""
+        bands = self.bands
+        values = {"few": self.few_below, "tiny": self.tiny_below, "small": self.small_below,
+                  "medium": self.large_above}
+        return [(float(values[below]), below, above) for below, above in itertools.pairwise(bands)]
+
+    def range_of(self, band: SizeBand) -> tuple[float | None, float | None]:
+        """The band's (lower, upper) edge in images per class; None where it is open."""
+        edges = self.edges()
+        lower = next((e for e, _, above in edges if above == band), None)
+        upper = next((e for e, below, _ in edges if below == band), None)
+        return lower, upper
 
     def band_for(self, images_per_class: float) -> SizeBand:
+        if images_per_class < self.few_below:
+            return "few"
         if images_per_class < self.tiny_below:
             return "tiny"
         if images_per_class < self.small_below:
@@ -241,7 +263,7 @@ def _check_table_coverage(rows: list[DecisionRow], bands: tuple[SizeBand, ...]) 
     unused = sorted({row.id for row in rows if row.size not in bands})
     if unused:
         problems.append(f"row(s) {', '.join(unused)} use a size band this file does not define "
-                        "(set size_bands.tiny_below)")
+                        "(set size_bands.few_below or tiny_below)")
     for band in bands:
         for label in SIMILARITY_LABELS:
             matching = [row.id for row in rows if row.matches(band, label)]

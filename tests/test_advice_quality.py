@@ -254,6 +254,21 @@ def test_rescore_judges_recorded_runs_with_the_current_rules(tmp_path: Path) -> 
     assert new["advice"]["backbone_lr"] == old["runs"][expected.strategy]["backbone_lr"]
 
 
+def test_rescore_defers_the_sweep_of_another_strategy_with_no_lr_sweep(tmp_path: Path) -> None:
+    import advice_quality
+
+    from tl_advise.rules import load_rules
+
+    rules = load_rules(None)
+    args = advice_quality.parse_args(["--work-dir", str(tmp_path), "--no-lr-sweep", str(tmp_path)])
+    old = {**_recorded_case("feature_extraction_top_layers", 600, "different", FAR), "lr_sweep": {"rates": []}}
+    new = advice_quality.rescore_case(old, tmp_path, args, rules)
+    assert new["advice"]["strategy"] != old["advice"]["strategy"]
+    assert new["lr_sweep"] is None  # it judged the old recommendation: a later run with sweeps redoes it
+    kept = {**old, "advice": {**old["advice"], "strategy": rules.row_for("small", "different").strategy}}
+    assert advice_quality.rescore_case(kept, tmp_path, args, rules)["lr_sweep"] == {"rates": []}
+
+
 def test_rescore_refuses_a_case_whose_similarity_label_moves(tmp_path: Path) -> None:
     import advice_quality
 
