@@ -49,7 +49,7 @@ def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[
 def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
     """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells, on the
     seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample)."""
-    from tl_advise.rules.engine import pixels_as_good
+    from tl_advise.rules.decision import pixels_as_good
 
     bands = rules.size_bands.bands
     table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}

@@ -343,8 +343,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="redo the requested cases even if the results file has them (others are kept)")
     p.add_argument("--rescore", action="store_true",
                    help="judge the recorded cases with the current rules without training them again (the LR "
-                   "sweep re-runs where the recommendation changed, or is dropped with --no-lr-sweep, for a later run to "
-                   "resume); for a rules edit that moves no similarity label")
+                   "sweep re-runs where the recommendation changed, or is dropped with --no-lr-sweep, for a later "
+                   "run to resume); for a rules edit that moves no similarity label")
     p.add_argument("--import-from", type=Path, action="append", default=[],
                    help="merge the cases of another results file with the same budget (e.g. an older seed's file)")
     p.add_argument("--write-evidence", type=Path, default=None, metavar="RULES_TOML",

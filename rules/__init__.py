@@ -5,10 +5,9 @@
 ``recommend`` turns a dataset summary, a similarity report and a backbone into a ``Recommendation``.
 """
 
+from tl_advise.rules.decision import Decision, decide
 from tl_advise.rules.engine import (
-    Decision,
     SimilarityVerdict,
-    decide,
     ramp_score,
     recommend,
     score_similarity,

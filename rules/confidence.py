@@ -1,7 +1,8 @@
 """How sure a recommendation is: the weakest of three measured margins (``[confidence]`` in the rules).
 
-- similarity: how far the score is from the threshold, when the other label's cell advises otherwise;
-- size: how far images per class are from the nearest band edge whose neighbouring cell advises otherwise;
+- similarity: how far the score is from the threshold, when the advice for the other label differs;
+- size: how far images per class are from the nearest band edge whose neighbouring band advises otherwise
+  (what would advise is ``decide``'s answer there: the table's cell or the pixel-baseline rule);
 - evidence: what the benchmark measured for the rule that decided (``evidence`` of its table row).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tl_advise.rules.decision import decide
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
 from tl_advise.schema.models import (
     Confidence,
@@ -33,10 +35,14 @@ def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
     return "low" if value < low else "medium" if value < high else "high"
 
 
+def _logreg_gain(similarity: SimilarityReport) -> float | None:
+    return similarity.separability.logreg_gain if similarity.separability else None
+
+
 def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
                          strategy: StrategyId) -> Component:
     other_label: SimilarityLabel = "different" if similarity.label == "similar" else "similar"
-    other = rules.row_for(band, other_label).strategy
+    other = decide(rules, band, other_label, _logreg_gain(similarity)).strategy
     if other == strategy:
         return Component("high", f"the similarity label does not matter here: the {band} band advises "
                                  f"{strategy} for similar and different data alike")
@@ -56,7 +62,7 @@ def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, simi
         if band not in (below, above):
             continue
         neighbour = above if band == below else below
-        other = rules.row_for(neighbour, similarity.label).strategy
+        other = decide(rules, neighbour, similarity.label, _logreg_gain(similarity)).strategy
         if other != strategy:
             relevant.append((max(ipc / edge, edge / ipc) if ipc > 0 else float("inf"), edge, neighbour, other))
     if not relevant:

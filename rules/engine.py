@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tl_advise.rules.confidence import assess
+from tl_advise.rules.decision import decide, pixels_as_good
 from tl_advise.rules.schema import (
     DEFAULT_PROFILE,
     SIGNAL_NAMES,
     BackboneSimilarity,
     BatchRules,
-    CellEvidence,
     DecisionRow,
     LayerRules,
     RuleSet,
@@ -26,7 +26,7 @@ from tl_advise.rules.schema import (
     StrategyRule,
     normalise_backbone_name,
 )
-from tl_advise.rules.warnings import AdviceContext, PixelsAsGoodWarning, evaluate_warnings
+from tl_advise.rules.warnings import AdviceContext, evaluate_warnings
 from tl_advise.schema.models import (
     Alternative,
     BackboneInfo,
@@ -436,6 +436,10 @@ def recommend(
         why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: {n_train} training images "
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
     alternatives = [a for a in alternatives_for(row, similarity.label) if a.strategy != decision.strategy]
+    if decision.rule_id != row.id and row.strategy != decision.strategy:  # the pixel rule replaced the table's cell
+        overridden = Alternative(strategy=row.strategy, rule_id=row.id,
+                                 reason=rules.pixel_baseline.table_reason.format(rule_id=row.id))
+        alternatives = [overridden, *(a for a in alternatives if a.strategy != row.strategy)]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
                         alternatives[0].strategy if alternatives else None)
 
@@ -462,30 +466,6 @@ def recommended_recipe(recipe: StrategyRecipe) -> dict[str, Any]:
         "regularization": strategy.regularization, "lr_schedule": strategy.lr_schedule,
         "gpu_advised": strategy.gpu_advised,
     }
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The strategy and the rule that chose it, with that rule's benchmark evidence."""
-
-    strategy: StrategyId
-    rule_id: str
-    evidence: CellEvidence | None
-
-
-def pixels_as_good(rules: RuleSet, logreg_gain: float | None) -> bool:
-    """Raw pixels do as well as frozen features (the logistic-regression gain of frozen features over raw
-    pixels is at most the threshold of the warning that says so)."""
-    return rules.warnings.get(PixelsAsGoodWarning).holds(logreg_gain)
-
-
-def decide(rules: RuleSet, band: SizeBand, label: SimilarityLabel, logreg_gain: float | None) -> Decision:
-    """The table's cell, unless the pixel-baseline rule applies in this band."""
-    pixel = rules.pixel_baseline
-    if pixel.enabled and band in pixel.bands and pixels_as_good(rules, logreg_gain):
-        return Decision(pixel.strategy, pixel.id, pixel.evidence)
-    row = rules.row_for(band, label)
-    return Decision(row.strategy, row.id, row.evidence)
 
 
 def pixel_baseline(rules: RuleSet, similarity: SimilarityReport) -> PixelBaseline | None:

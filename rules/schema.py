@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
-from tl_advise.rules.warnings import WarningRule
+from tl_advise.rules.warnings import WarningRule, template_fields
 from tl_advise.schema.errors import RulesError
 from tl_advise.schema.models import (
     BATCHNORM_HELP,
@@ -412,7 +412,19 @@ class PixelBaselineRule(_Strict):
     bands: list[SizeBand]
     strategy: StrategyId
     why: str = Field(min_length=1)
+    table_reason: str = Field(
+        "the size band's own choice (rule {rule_id}) where frozen features carry the task better than raw pixels",
+        min_length=1, description="the reason shown for the table's strategy, listed first among the alternatives "
+                                  "when this rule replaces it; {rule_id} is the table's row")
     evidence: CellEvidence | None = None
+
+    @field_validator("table_reason")
+    @classmethod
+    def _only_the_row_id(cls, template: str) -> str:
+        unknown = template_fields(template) - {"rule_id"}
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join(sorted(unknown))}: only {{rule_id}} is filled in")
+        return template
 
 
 class ConfidenceRules(_Strict):

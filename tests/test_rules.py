@@ -21,10 +21,11 @@ from tl_advise.rules import (
     score_similarity,
     signals_from_measurements,
 )
+from tl_advise.rules.confidence import size_component
 from tl_advise.rules.engine import fmt_against, fmt_lr
-from tl_advise.rules.schema import _parse_toml
+from tl_advise.rules.schema import SIZE_BANDS, _parse_toml
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
-from tl_advise.rules.warnings import ClassImbalanceWarning, FewImagesWarning, WarningRule, register
+from tl_advise.rules.warnings import AdviceContext, ClassImbalanceWarning, FewImagesWarning, WarningRule, register
 from tl_advise.schema.errors import RulesError
 from tl_advise.schema.models import (
     STRATEGY_IDS,
@@ -133,7 +134,7 @@ def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
     assert rules.schema_version == 1
     assert set(rules.strategies) == set(STRATEGY_IDS)
     assert {row.id for row in rules.decision} == {
-        "tiny-any", "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
+        "few-any", "tiny-any", "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
     assert rules.similarity.is_calibrated("efficientnet_lite0")
     assert not rules.similarity.is_calibrated("mobilenet_v2")
     assert rules.similarity.is_calibrated("mobilenet_v2:IMAGENET1K_V1")
@@ -160,17 +161,19 @@ def test_a_rules_file_overrides_one_threshold_and_keeps_the_other_defaults() -> 
 
 def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
     dumped = json.loads(dump_rules(rules))
-    assert dumped["size_bands"] == {"tiny_below": 500, "small_below": 1000, "large_above": 10000}
-    assert dumped["decision"][0]["id"] == "tiny-any"
+    assert dumped["size_bands"] == {"few_below": 16, "tiny_below": 500, "small_below": 1000, "large_above": 10000}
+    assert [row["id"] for row in dumped["decision"][:2]] == ["few-any", "tiny-any"]
 
 
 # --------------------------------------------------------------------------- the decision table
 
 
 @pytest.mark.parametrize(("ipc", "label", "rule_id", "strategy"), [
-    (300, "similar", "tiny-any", "feature_extraction"),
-    (300, "different", "tiny-any", "feature_extraction"),  # measured: see default_rules.toml, tiny_below
-    (700, "similar", "small-similar", "feature_extraction"),
+    (10, "similar", "few-any", "feature_extraction"),
+    (10, "different", "few-any", "feature_extraction"),  # measured: see default_rules.toml, few_below
+    (300, "similar", "tiny-any", "finetune_last_layers"),
+    (300, "different", "tiny-any", "finetune_last_layers"),  # measured: default_rules.toml, tiny-any
+    (700, "similar", "small-similar", "finetune_last_layers"),  # measured: default_rules.toml, small-similar
     (700, "different", "small-different", "finetune_last_layers"),  # measured: default_rules.toml, small-different
     (3000, "similar", "medium-similar", "finetune_last_layers"),
     (3000, "different", "medium-different", "finetune_last_layers"),  # measured: medium-different
@@ -185,6 +188,7 @@ def test_each_cell_maps_to_the_guides_strategy(rules: RuleSet, ipc: int, label: 
 
 
 @pytest.mark.parametrize(("ipc", "band"), [
+    (15, "few"), (15.5, "few"), (16, "tiny"), (499, "tiny"), (500, "small"),
     (999, "small"), (999.5, "small"), (1000, "medium"),
     (10000, "medium"), (10000.5, "large"), (10001, "large"),
 ])
@@ -205,9 +209,10 @@ def test_large_alternatives_offer_from_scratch_only_when_different(rules: RuleSe
 
 
 @pytest.mark.parametrize(("ipc", "label", "expected"), [
-    (300, "similar", []),                       # feature extraction: frozen
-    (300, "different", []),                     # tiny: feature extraction whatever the domain
-    (700, "different", STAGES[-3:]),            # finetune_last_layers: ceil(0.25 x 9) = 3
+    (10, "similar", []),                        # feature extraction: frozen
+    (10, "different", []),                      # few: feature extraction whatever the domain
+    (300, "different", STAGES[-3:]),            # tiny: finetune_last_layers, ceil(0.25 x 9) = 3
+    (700, "different", STAGES[-3:]),
     (3000, "similar", STAGES[-3:]),
     (3000, "different", STAGES[-3:]),
     (20000, "similar", STAGES),                 # everything
@@ -253,7 +258,7 @@ def test_input_level_shift_also_unfreezes_the_first_stage(rules: RuleSet, shift_
 
 @pytest.mark.parametrize(("ipc", "shift_level"), [
     (3000, "semantic"), (3000, "none"), (3000, "unknown"),
-    (300, "input"),      # feature extraction unfreezes nothing: nothing to refine
+    (10, "input"),       # feature extraction unfreezes nothing: nothing to refine
     (20000, "input"),    # full fine-tuning already trains the first stage
 ])
 def test_surgical_rule_stays_out_otherwise(rules: RuleSet, ipc: int, shift_level: str) -> None:
@@ -301,7 +306,8 @@ def test_two_phase_schedule(rules: RuleSet) -> None:
 
 
 def test_feature_extraction_has_one_phase_and_a_frozen_backbone(rules: RuleSet) -> None:
-    rec = advise(rules, 300, "similar")
+    rec = advise(rules, 10, "similar")
+    assert rec.strategy == "feature_extraction"
     assert [p.name for p in rec.schedule] == ["head"]
     assert rec.learning_rate.backbone is None and rec.learning_rate.per_stage == {}
     assert rec.gpu_advised is False
@@ -309,7 +315,7 @@ def test_feature_extraction_has_one_phase_and_a_frozen_backbone(rules: RuleSet) 
 
 
 def test_from_scratch_trains_everything_in_one_phase_at_a_normal_lr(tmp_path: Path) -> None:
-    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\ntiny_below = 0\n'
+    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\nfew_below = 0\ntiny_below = 0\n'
                        '[[decision]]\nid = "small-any"\nsize = "small"\n'
                        'similarity = "any"\nstrategy = "feature_extraction"\nwhy = "w"\n'
                        '[[decision]]\nid = "medium-any"\nsize = "medium"\nsimilarity = "any"\n'
@@ -327,8 +333,11 @@ def test_batch_size_is_capped_by_the_training_set(rules: RuleSet) -> None:
     assert advise(rules, 3000, "similar").batch_size == 32
     tiny = make_dataset(20)  # 40 training images, at least 4 batches per epoch: at most 10, a power of two
     rec = advise(rules, dataset=tiny)
-    assert rec.batch_size == 8
-    assert any("batch size 8 instead of 64" in s for s in rec.why)
+    assert (rec.strategy, rec.batch_size) == ("finetune_last_layers", 8)
+    assert any("batch size 8 instead of 32" in s for s in rec.why)
+    few = advise(rules, dataset=make_dataset(10))  # 20 images: at most 5 per batch
+    assert (few.strategy, few.batch_size) == ("feature_extraction", 4)
+    assert any("batch size 4 instead of 64" in s for s in few.why)
 
 
 # --------------------------------------------------------------------------- why
@@ -487,17 +496,67 @@ def test_clean_dataset_on_a_calibrated_backbone_has_no_warnings(rules: RuleSet) 
 @pytest.mark.parametrize(("ipc", "label", "fires"), [
     (499, "different", True),    # trains the top stages with < 500 per class
     (500, "different", False),
-    (300, "similar", False),     # feature extraction trains no backbone stage
+    (300, "similar", True),
+    (10, "similar", False),      # few: feature extraction trains no backbone stage
 ])
 def test_few_images_for_finetuning(rules: RuleSet, ipc: int, label: str, fires: bool, tmp_path: Path) -> None:
-    # Without the tiny band, small + different tunes the top stages even below 500 per class.
+    # Without the tiny band, the small rows tune the top stages even below 500 per class; the rows written
+    # here carry no evidence, so the guide's warning is not outranked.
     rules = load_rules(write_rules(tmp_path, 'extends = "default"\n[size_bands]\ntiny_below = 0\n'
                                    + "".join(_rows_without_tiny())))
     rec = advise(rules, ipc, label)
     assert ("few_images_for_finetuning" in warning_ids(rec)) is fires
     if fires:
         (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
-        assert "499 images per class" in msg and "500" in msg
+        assert f"{ipc} images per class" in msg and "500" in msg
+
+
+def _few_images_fields(rules: RuleSet, ipc: float, strategy_id: str, label: str = "similar") -> Any:
+    """What few_images_for_finetuning measures when ``strategy_id`` is trained (as --run trains any strategy)."""
+    ds, sim, bb = make_dataset(ipc), make_similarity(label), make_backbone()
+    recipe = engine.strategy_recipe(rules, strategy_id, ds, sim, bb)
+    ctx = AdviceContext(rules, ds, sim, bb, recipe.strategy_id, recipe.rule, recipe.unfreeze)
+    return rules.warnings.get(FewImagesWarning).check(ctx)
+
+
+def test_few_images_warning_is_silent_for_the_measured_cell_only(rules: RuleSet) -> None:
+    # The tiny row's measured strategy outranks the guide's rule of thumb...
+    for label in ("similar", "different"):
+        rec = advise(rules, 300, label)
+        assert (rec.strategy, rec.rule_id) == ("finetune_last_layers", "tiny-any")
+        assert rules.row_for("tiny", label).evidence is not None
+        assert "few_images_for_finetuning" not in warning_ids(rec)
+    assert _few_images_fields(rules, 300, "finetune_last_layers") is None
+    # ...not for another strategy that tunes backbone stages at the same size,
+    assert _few_images_fields(rules, 300, "finetune_more_layers") == {
+        "images_per_class": 300, "strategy": "finetune_more_layers", "n_stages": 5}
+    assert _few_images_fields(rules, 300, "feature_extraction_top_layers")["n_stages"] == 2
+    assert _few_images_fields(rules, 300, "feature_extraction") is None  # nothing unfrozen
+    # nor for the tiny row's strategy in the few band, where the table picks feature extraction.
+    assert _few_images_fields(rules, 10, "finetune_last_layers") == {
+        "images_per_class": 10, "strategy": "finetune_last_layers", "n_stages": 3}
+
+
+def test_few_images_warning_fires_for_a_table_cell_without_evidence() -> None:
+    data = default_data()
+    _set_cell(data, "tiny-any", "finetune_more_layers")
+    del next(r for r in data["decision"] if r["id"] == "tiny-any")["evidence"]
+    rec = advise(rules_from_mapping(data), 300, "different")
+    assert (rec.rule_id, rec.strategy) == ("tiny-any", "finetune_more_layers")
+    (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
+    assert "only 300 images per class" in msg and "finetune_more_layers trains 5 backbone stage(s)" in msg
+    # The default tiny cell, stripped of its evidence: the guide's warning is back.
+    data = default_data()
+    del next(r for r in data["decision"] if r["id"] == "tiny-any")["evidence"]
+    assert "few_images_for_finetuning" in warning_ids(advise(rules_from_mapping(data), 300, "similar"))
+    # A few row tuning the last stages, unmeasured: it warns at 10 per class.
+    data = default_data()
+    _set_cell(data, "few-any", "finetune_last_layers")
+    del next(r for r in data["decision"] if r["id"] == "few-any")["evidence"]
+    rec = advise(rules_from_mapping(data), 10, "similar")
+    assert (rec.rule_id, rec.strategy) == ("few-any", "finetune_last_layers")
+    (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
+    assert "only 10 images per class" in msg and "finetune_last_layers trains 3 backbone stage(s)" in msg
 
 
 @pytest.mark.parametrize(("ratio", "fires"), [(3.0, False), (3.5, True)])
@@ -581,13 +640,15 @@ def test_disabled_warning_does_not_fire() -> None:
 
 
 def test_user_override_file_changes_the_outcome(tmp_path: Path, rules: RuleSet) -> None:
-    assert advise(rules, 800, "similar").strategy == "feature_extraction"
-    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\nsmall_below = 500\n')
+    assert advise(rules, 300, "similar").strategy == "finetune_last_layers"
+    path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\nfew_below = 400\n')
     custom = load_rules(path)
-    assert custom.size_bands.large_above == 10000  # untouched keys come from the default
-    rec = advise(custom, 800, "similar")
-    assert (rec.rule_id, rec.strategy) == ("medium-similar", "finetune_last_layers")
-    assert rec.why[0].endswith("is within 500–10000 → medium")
+    # untouched keys come from the default
+    assert (custom.size_bands.tiny_below, custom.size_bands.large_above) == (500, 10000)
+    rec = advise(custom, 300, "similar")
+    assert (rec.rule_id, rec.strategy) == ("few-any", "feature_extraction")
+    assert rec.why[0].endswith("is below 400 → few")
+    assert advise(custom, 400, "similar").why[0].endswith("is within 400–500 → tiny")
 
 
 def test_complete_user_file_without_extends(tmp_path: Path) -> None:
@@ -620,9 +681,9 @@ def test_unknown_warning_id_is_rejected() -> None:
 
 def test_bad_strategy_id_names_the_row_and_the_value() -> None:
     data = default_data()
-    data["decision"][3]["strategy"] = "finetune_all"
+    data["decision"][4]["strategy"] = "finetune_all"
     message = error_for(data)
-    where = "rules.toml: decision.3.strategy (row id 'medium-similar'): "
+    where = "rules.toml: decision.4.strategy (row id 'medium-similar'): "
     assert where + "Input should be 'feature_extraction'" in message
     assert "Got 'finetune_all'" in message
 
@@ -682,7 +743,7 @@ def test_doubly_covered_cell_is_rejected() -> None:
 def test_referenced_strategy_needs_its_table() -> None:
     data = default_data()
     del data["strategies"]["from_scratch"]
-    expected = "decision.5.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
+    expected = "decision.6.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
     assert expected in error_for(data)
 
 
@@ -728,18 +789,76 @@ def _rows_without_tiny() -> list[str]:
             f'strategy = "{r["strategy"]}"\nwhy = "w"\n' for r in rows]
 
 
-def test_tiny_band_is_feature_extraction_whatever_the_domain(rules: RuleSet) -> None:
+def _set_cell(data: dict[str, Any], row_id: str, strategy: str) -> dict[str, Any]:
+    """``data`` with row ``row_id`` advising ``strategy``; its old strategy takes that alternative's place."""
+    row = next(r for r in data["decision"] if r["id"] == row_id)
+    row["alternatives"] = [{**a, "strategy": row["strategy"]} if a["strategy"] == strategy else a
+                           for a in row.get("alternatives", [])]
+    row["strategy"] = strategy
+    return data
+
+
+def _data_without_bands(*bands: str) -> dict[str, Any]:
+    """The default rules without the given lower bands (``few``, ``tiny``): edge 0, rows dropped."""
+    data = default_data()
+    for band in bands:
+        data["size_bands"][f"{band}_below"] = 0
+    data["decision"] = [row for row in data["decision"] if row["size"] not in bands]
+    return data
+
+
+def test_few_band_is_feature_extraction_whatever_the_domain(rules: RuleSet) -> None:
     for label in ("similar", "different"):
-        rec = advise(rules, 499, label)
-        assert (rec.rule_id, rec.strategy, rec.unfreeze) == ("tiny-any", "feature_extraction", [])
-        assert rec.why[0] == "images per class 499 (median, train split) is below 500 → tiny"
+        rec = advise(rules, 15, label)
+        assert (rec.rule_id, rec.strategy, rec.unfreeze) == ("few-any", "feature_extraction", [])
+        assert rec.why[0] == "images per class 15 (median, train split) is below 16 → few"
+    assert advise(rules, 16, "different").rule_id == "tiny-any"
+
+
+def test_tiny_band_tunes_the_last_stages_whatever_the_domain(rules: RuleSet) -> None:
+    for label in ("similar", "different"):
+        rec = advise(rules, 300, label)
+        assert (rec.rule_id, rec.strategy, rec.unfreeze) == ("tiny-any", "finetune_last_layers", STAGES[-3:])
+        assert rec.why[0] == "images per class 300 (median, train split) is within 16–500 → tiny"
+    assert advise(rules, 499, "similar").rule_id == "tiny-any"
     assert advise(rules, 500, "different").rule_id == "small-different"
 
 
-def test_a_row_for_an_undefined_tiny_band_is_rejected() -> None:
+def test_size_bands_edges_and_ranges(rules: RuleSet) -> None:
+    bands = rules.size_bands
+    assert bands.bands == SIZE_BANDS
+    assert bands.edges() == [(16, "few", "tiny"), (500, "tiny", "small"), (1000, "small", "medium"),
+                             (10000, "medium", "large")]
+    assert [bands.range_of(b) for b in SIZE_BANDS] == [
+        (None, 16), (16, 500), (500, 1000), (1000, 10000), (10000, None)]
+    # No few band: the tiny band opens at 0 images per class.
+    no_few = rules_from_mapping(_data_without_bands("few")).size_bands
+    assert no_few.bands == ("tiny", "small", "medium", "large")
+    assert no_few.edges()[0] == (500, "tiny", "small") and len(no_few.edges()) == 3
+    assert (no_few.range_of("tiny"), no_few.band_for(10)) == ((None, 500), "tiny")
+    # Neither: the guide's three-band table, small from 0.
+    neither = rules_from_mapping(_data_without_bands("few", "tiny"))
+    assert neither.size_bands.edges() == [(1000, "small", "medium"), (10000, "medium", "large")]
+    assert (neither.size_bands.range_of("small"), neither.size_bands.band_for(10)) == ((None, 1000), "small")
+    assert advise(neither, 10).why[0] == "images per class 10 (median, train split) is below 1000 → small"
+
+
+def test_few_edge_above_the_tiny_edge_is_rejected() -> None:
     data = default_data()
-    data["size_bands"]["tiny_below"] = 0
-    assert "row(s) tiny-any use a size band this file does not define" in error_for(data)
+    data["size_bands"]["few_below"] = 600
+    assert "size_bands: few_below must not exceed tiny_below" in error_for(data)
+    data = _data_without_bands("tiny")
+    data["size_bands"]["few_below"] = 1200  # without a tiny band, small_below is the bound
+    assert "size_bands: few_below must not exceed tiny_below (or small_below" in error_for(data)
+    data["size_bands"]["few_below"] = 1000
+    assert rules_from_mapping(data).size_bands.range_of("small") == (1000, 1000)
+
+
+@pytest.mark.parametrize("band", ["few", "tiny"])
+def test_a_row_for_an_undefined_lower_band_is_rejected(band: str) -> None:
+    data = default_data()
+    data["size_bands"][f"{band}_below"] = 0
+    assert f"row(s) {band}-any use a size band this file does not define" in error_for(data)
 
 
 # --------------------------------------------------------------------------- confidence and the pixel bar
@@ -754,9 +873,15 @@ def test_confidence_is_low_for_an_unmeasured_cell_and_names_the_runner_up(rules:
     assert f"--run --strategies {rec.strategy},{rec.confidence.runner_up}" in (rec.confidence.suggestion or "")
 
 
-def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0) -> RuleSet:
-    """The default rules with evidence on every row: the row's strategy ahead of a runner-up by margin_pp."""
+def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0,
+              cells: dict[str, str] | None = None) -> RuleSet:
+    """The default rules with evidence on every row: the row's strategy ahead of a runner-up by margin_pp.
+
+    ``cells`` (row id -> strategy) changes those rows' strategies first.
+    """
     data = default_data()
+    for row_id, strategy in (cells or {}).items():
+        _set_cell(data, row_id, strategy)
     for row in data["decision"]:
         runner_up = next(s for s in STRATEGY_IDS if s != row["strategy"])
         row["evidence"] = {"source": "test", "cases": 3, "datasets": ["a", "b"], "seeds": 2,
@@ -766,28 +891,56 @@ def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0) -> RuleSet:
 
 def test_confidence_follows_the_weakest_margin() -> None:
     separated, tied = _measured(load_rules(), 3.0), _measured(load_rules(), 0.5)
-    # Tiny band: both labels advise the same, far below the 500 edge: only the evidence counts.
+    # Tiny band: both labels advise the same, x2.5 from the few edge and the small band advises the same at
+    # 500: only the evidence counts.
     assert advise(separated, 40, "different", score=0.49).confidence.level == "high"
     assert advise(tied, 40, "different").confidence.level == "medium"
-    # Small band, where the label changes the strategy: a score near the threshold is low confidence,
+    # No default band's label changes the strategy any more: the guide's medium-different cell brings one back.
+    guide = _measured(load_rules(), 3.0, cells={"medium-different": "finetune_more_layers"})
+    # Medium band, where the label changes the strategy: a score near the threshold is low confidence,
     # and the runner-up is what the other label's cell advises.
-    near = advise(separated, 600, "similar", score=0.52)
-    other = separated.row_for("small", "different").strategy
+    near = advise(guide, 3000, "similar", score=0.52)
+    other = guide.row_for("medium", "different").strategy
     assert near.strategy != other
     assert (near.confidence.level, near.confidence.runner_up) == ("low", other)
-    assert advise(separated, 600, "similar", score=0.60).confidence.level == "medium"
-    assert advise(separated, 600, "similar", score=0.90).confidence.level == "high"
-    # Close to a band edge whose neighbour advises otherwise (tiny below 500): low, then medium, then high.
-    assert advise(separated, 550, "different", score=0.1).confidence.level == "low"  # x1.10
-    assert advise(separated, 700, "different", score=0.1).confidence.level == "medium"  # x1.40
-    assert advise(separated, 1000 * 1.7, "different", score=0.1).confidence.level == "high"  # x1.70 from 1,000
+    assert advise(guide, 3000, "similar", score=0.60).confidence.level == "medium"
+    assert advise(guide, 3000, "similar", score=0.90).confidence.level == "high"
+    # Close to a band edge whose neighbour advises otherwise (small below 1,000): low, then medium, then high.
+    assert advise(guide, 1100, "different", score=0.1).confidence.level == "low"  # x1.10
+    assert advise(guide, 1400, "different", score=0.1).confidence.level == "medium"  # x1.40
+    assert advise(guide, 1000 * 1.7, "different", score=0.1).confidence.level == "high"  # x1.70 from 1,000
+
+
+@pytest.mark.parametrize(("ipc", "level"), [(18, "low"), (22, "medium"), (30, "high")])
+def test_size_confidence_near_the_few_edge(rules: RuleSet, ipc: int, level: str) -> None:
+    # [confidence] size ratios 1.25 / 1.6: 18/16 = x1.125, 22/16 = x1.375, 30/16 = x1.875
+    size = size_component(rules, "tiny", make_dataset(ipc), make_similarity("different"), "finetune_last_layers")
+    assert size.level == level
+    assert size.runner_up == "feature_extraction" and "edge of the few band" in size.reason
+
+
+def test_confidence_near_the_few_edge_names_feature_extraction(rules: RuleSet) -> None:
+    near = advise(rules, 18, "different")
+    assert (near.strategy, near.confidence.level, near.confidence.runner_up) == (
+        "finetune_last_layers", "low", "feature_extraction")
+    assert "--run --strategies finetune_last_layers,feature_extraction" in (near.confidence.suggestion or "")
+    # Just below the edge the other way round: x1.23 from 16, the tiny band's strategy is the runner-up.
+    below = advise(rules, 13, "similar")
+    assert (below.strategy, below.confidence.level, below.confidence.runner_up) == (
+        "feature_extraction", "low", "finetune_last_layers")
+    # At 100 per class the size is not what limits the confidence: the tiny row's tied evidence is.
+    far = advise(rules, 100, "different")
+    assert far.confidence.level == rules.confidence.tied
+    assert far.confidence.runner_up == rules.row_for("tiny", "different").evidence.runner_up
+    size = size_component(rules, "tiny", make_dataset(100), make_similarity("different"), "finetune_last_layers")
+    assert size.level == "high"
 
 
 def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
     data = default_data()
     row = next(r for r in data["decision"] if r["id"] == "tiny-any")
     row["evidence"] = {"source": "test", "cases": 3, "datasets": ["only"], "seeds": 2, "mean_regret_pp": 0.0,
-                       "runner_up": "finetune_last_layers", "margin_pp": 3.0, "se_pp": 1.0}
+                       "runner_up": "feature_extraction", "margin_pp": 3.0, "se_pp": 1.0}
     one = advise(rules_from_mapping(data), 40, "different")
     assert one.confidence.level == "medium"
     assert any("on one dataset only" in r for r in one.confidence.reasons), one.confidence.reasons
@@ -808,6 +961,7 @@ def test_the_pixel_rule_decides_in_its_band_and_the_bar_is_always_shown(rules: R
     assert tiny.pixel_baseline is not None and tiny.pixel_baseline.beats_features
     assert tiny.pixel_baseline.accuracy == pytest.approx(0.6)
     assert all(a.strategy != tiny.strategy for a in tiny.alternatives)
+    assert advise(rules, 10, "different", separability=pixels_win).rule_id == rules.pixel_baseline.id  # few too
     # Outside the measured bands the table decides; the bar is still reported.
     medium = advise(rules, 2000, "different", separability=pixels_win)
     assert medium.rule_id == rules.row_for("medium", "different").id
@@ -816,6 +970,35 @@ def test_the_pixel_rule_decides_in_its_band_and_the_bar_is_always_shown(rules: R
     assert features_win.rule_id == rules.row_for("tiny", "different").id
     assert features_win.pixel_baseline is not None and not features_win.pixel_baseline.beats_features
     assert advise(rules, 180, "different").pixel_baseline is None  # not measured: no bar
+
+
+def test_when_the_pixel_rule_replaces_the_table_its_cell_is_the_first_alternative(rules: RuleSet) -> None:
+    rec = advise(rules, 180, "different", separability=make_separability(-0.25))
+    row = rules.row_for("tiny", "different")
+    assert rec.strategy != row.strategy
+    first = rec.alternatives[0]
+    assert (first.strategy, first.rule_id) == (row.strategy, row.id)
+    assert first.reason == rules.pixel_baseline.table_reason.format(rule_id=row.id) and "{" not in first.reason
+    assert [a.strategy for a in rec.alternatives].count(row.strategy) == 1
+
+
+def test_confidence_asks_the_pixel_rule_what_the_other_side_would_advise(rules: RuleSet) -> None:
+    pixels_win = make_separability(-0.25)
+    # Both labels go to the pixel rule at 180 per class: the label does not matter, whatever the score.
+    rec = advise(rules, 180, "different", separability=pixels_win, score=0.48)
+    assert rec.confidence.reasons[0].startswith("the similarity label does not matter here")
+    # Near the small band's edge the pixel rule stops applying: that edge is the size margin.
+    near = advise(rules, 450, "different", separability=pixels_win)
+    assert near.confidence.level == "low" and near.confidence.runner_up == rules.row_for("small", "different").strategy
+    assert "from the 500 edge of the small band" in near.confidence.reasons[1]
+    # The few band's edge is no margin for it: the pixel rule decides on both sides of 16.
+    assert "edge of the few band" not in advise(rules, 18, "different", separability=pixels_win).confidence.reasons[1]
+
+
+def test_the_pixel_rules_table_reason_fills_only_the_row_id() -> None:
+    data = default_data()
+    data["pixel_baseline"]["table_reason"] = "rule {rule_id} at {images_per_class}"
+    assert "unknown placeholder(s) images_per_class" in error_for(data)
 
 
 def test_confidence_rules_are_validated() -> None:
