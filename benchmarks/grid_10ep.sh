@@ -19,6 +19,9 @@ measured (advice_quality_10ep.json, seeds 0 and 1: 6-16 pp behind at 600 and 1,2
 as much as the other five strategies together")
 step() { echo "== $(date -u +%FT%TZ) $*"; "$PY" benchmarks/advice_quality.py "$@" "${COMMON[@]}"; }
 
+# 0. The in-between set's seed 0 at every level first (seventh session): a dataset no rule was fitted on,
+#    the first out-of-sample judge of the few/tiny split.
+step "$DATA/sign_digits" --levels 10,40,100,full --seeds 0 --no-lr-sweep "${SKIP[@]}"
 # 1. Small and medium bands on both sides of the threshold, two seeds, LR sweeps deferred.
 step "$DATA/flowers5" --levels full --seeds 0 --no-lr-sweep "${SKIP[@]}"                 # small, close
 step "$DATA/eurosat_medium" --levels 1000 --seeds 0 --no-lr-sweep "${SKIP[@]}"           # medium, far
@@ -30,11 +33,9 @@ step "$DATA/flowers5" --levels full --seeds 1 --no-lr-sweep "${SKIP[@]}"
 step "$DATA/eurosat_medium" --levels 1000 --seeds 1 --no-lr-sweep "${SKIP[@]}"
 step "$DATA/eurosat_medium" --levels full --seeds 0,1 --no-lr-sweep "${SKIP[@]}"          # medium, far, 1,500
 # 1c. The sweeps that the few band's rescore deferred (seventh session: the tiny band's recommendation moved
-#     to tuning the last stages), then the in-between set seed 0 at every level: a dataset no rule was fitted
-#     on, minutes per level.
+#     to tuning the last stages), minutes per case.
 step "$DATA/hymenoptera" "$DATA/flowers5_small" "$DATA/lfw_faces_vs_nonfaces" "$DATA/eurosat_small" \
   --levels 10,40,100,full --seeds 0
-step "$DATA/sign_digits" --levels 10,40,100,full --seeds 0 --no-lr-sweep
 # 2. The deferred LR sweeps (seed 0 only).
 step "$DATA/flowers5" "$DATA/eurosat_medium" --levels 1000,full --seeds 0
 # 3. A third seed where it is affordable.
@@ -42,7 +43,7 @@ step "$DATA/flowers5" --levels full --seeds 2 --no-lr-sweep "${SKIP[@]}"
 step "$DATA/pneumoniamnist" --levels 600,full --seeds 2 --no-lr-sweep "${SKIP[@]}"
 step "$DATA/eurosat_medium" --levels 1000,full --seeds 2 --no-lr-sweep "${SKIP[@]}"
 # 4. The tiny band: the new in-between set at every level, then repeat seeds for the small sets (cheap).
-step "$DATA/sign_digits" --levels 10,40,100,full --seeds 1,2
+step "$DATA/sign_digits" --levels 10,40,100,full --seeds 1,2 --no-lr-sweep "${SKIP[@]}"
 step "$DATA/hymenoptera" "$DATA/flowers5_small" "$DATA/lfw_faces_vs_nonfaces" "$DATA/eurosat_small" \
   "$DATA/pneumoniamnist" --levels 10,40,100,full --seeds 1,2 --no-lr-sweep
 echo "== $(date -u +%FT%TZ) grid done"
