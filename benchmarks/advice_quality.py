@@ -86,6 +86,7 @@ def train_strategies(session: Any, strategies: Sequence[str], out: Path, args: a
                      image_size: int, **overrides: float) -> dict[str, dict[str, Any]]:
     """Train ``strategies`` with the runners under the budget; strategy -> measured numbers."""
     from tl_advise.runners import RunOptions, run_advice
+    from tl_advise.schema.errors import StaleCheckpointError
 
     runs = []
     for cap in dict.fromkeys(epoch_cap(s, args) for s in strategies):
@@ -96,7 +97,14 @@ def train_strategies(session: Any, strategies: Sequence[str], out: Path, args: a
                              # A case cut short (a session ends mid-case) resumes from the runners' own
                              # epoch checkpoints and keeps every strategy it finished.
                              resume=True, **overrides)
-        runs.extend(run_advice(session, options).runs)
+        try:
+            result = run_advice(session, options)
+        except StaleCheckpointError as error:  # a folder left by another budget or recipe: keep it, start over
+            stale = options.output_dir.with_name(f"{options.output_dir.name}.stale-{time.strftime('%Y%m%dT%H%M%S')}")
+            options.output_dir.rename(stale)
+            log.warning("%s\n  moved to %s; training this case's strategies again", error, stale)
+            result = run_advice(session, options)
+        runs.extend(result.runs)
     measured: dict[str, dict[str, Any]] = {}
     for run in runs:
         if run.val is None:

@@ -33,7 +33,7 @@ from tl_advise.runners.freezing import set_train_mode
 from tl_advise.runners.mixing import BatchMixer, training_loss
 from tl_advise.runners.optim import make_scheduler
 from tl_advise.runners.tracking import EpochRecord, RunLogger
-from tl_advise.schema.errors import ConfigError
+from tl_advise.schema.errors import ConfigError, StaleCheckpointError
 from tl_advise.schema.models import EpochLog
 
 logger = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def _read_state(job: TrainingJob) -> dict[str, Any] | None:
         return None
     state = checkpoint.load(job.state_path)
     if state.get("format") != STATE_FORMAT or state.get("fingerprint") != job.fingerprint:
-        raise ConfigError(
+        raise StaleCheckpointError(
             f"{job.state_path} was written by a run with other settings (data, recipe or options), so it "
             "cannot be resumed. Run again without --resume, or with the original settings, or use "
             "another output folder."

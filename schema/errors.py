@@ -31,3 +31,7 @@ class RulesError(TLAdviseError):
 
 class ConfigError(TLAdviseError):
     """An option (flag, environment variable or pyproject entry) has a bad value."""
+
+
+class StaleCheckpointError(ConfigError):
+    """A checkpoint to resume from was written with other settings (data, recipe or options)."""

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO_ROOT, make_class_folder, shared_dataset
@@ -267,6 +268,52 @@ def test_rescore_defers_the_sweep_of_another_strategy_with_no_lr_sweep(tmp_path:
     assert new["lr_sweep"] is None  # it judged the old recommendation: a later run with sweeps redoes it
     kept = {**old, "advice": {**old["advice"], "strategy": rules.row_for("small", "different").strategy}}
     assert advice_quality.rescore_case(kept, tmp_path, args, rules)["lr_sweep"] == {"rates": []}
+
+
+def test_calibration_judges_the_pixel_rule_as_a_cell_of_its_own() -> None:
+    from tl_advise.rules import load_rules
+
+    rules = load_rules(None)
+    pixels = {**FAR, "logreg_gain": -0.1}  # raw pixels as good as frozen features: the pixel rule decides
+    features = {**FAR, "logreg_gain": 0.3}
+    cases = []
+    for dataset, signals in (("xray", pixels), ("sat", features)):
+        case = _recorded_case("feature_extraction", 100, "different", signals)
+        cases.append({**case, "dataset": dataset, "level": "100/class", "size_band": "tiny", "seed": 0})
+    fit = qj.calibrate(cases, rules)["table_fit"]
+    assert fit["current"][f"{rules.pixel_baseline.id}-different"] == rules.pixel_baseline.strategy
+    # Each cell is refit from its own case: the X-rays' fit moves the pixel cell, not the tiny band's.
+    best = max(cases[0]["runs"], key=lambda s: cases[0]["runs"][s]["accuracy"])
+    assert fit["in_sample"][f"{rules.pixel_baseline.id}-different"] == best
+    assert fit["in_sample"]["tiny-different"] == best and fit["in_sample_mean_regret_pp"] == 0.0
+    # Held out, each dataset's cell has no other case to learn from: the current strategy is its answer.
+    assert fit["lodo_per_dataset"]["xray"]["100/class"] == pytest.approx(
+        qm.regret_pp({s: v["accuracy"] for s, v in cases[0]["runs"].items()}, rules.pixel_baseline.strategy))
+
+
+def test_a_case_folder_from_another_recipe_is_set_aside_and_trained_again(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import advice_quality
+
+    from tl_advise import runners
+    from tl_advise.schema.errors import StaleCheckpointError
+
+    calls: list[Path] = []
+
+    def run_advice(session: object, options: Any) -> Any:
+        calls.append(options.output_dir)
+        if len(calls) == 1:
+            raise StaleCheckpointError(f"{options.output_dir}/x/state.pt was written by a run with other settings")
+        return type("Result", (), {"runs": []})()
+
+    monkeypatch.setattr(runners, "run_advice", run_advice)
+    out = tmp_path / "runs"
+    (out / "capped" / "finetune_last_layers").mkdir(parents=True)
+    args = advice_quality.parse_args(["--work-dir", str(tmp_path), str(tmp_path)])
+    assert advice_quality.train_strategies(None, ["finetune_last_layers"], out, args, 64) == {}
+    assert calls == [out / "capped", out / "capped"]
+    (stale,) = [p for p in out.iterdir() if p.name.startswith("capped.stale-")]
+    assert (stale / "finetune_last_layers").is_dir() and not (out / "capped").exists()
 
 
 def test_rescore_refuses_a_case_whose_similarity_label_moves(tmp_path: Path) -> None:

@@ -122,6 +122,22 @@ def test_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: P
 
 
 @pytest.mark.slow
+def test_a_checkpoint_from_other_settings_is_refused_as_stale(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tl_advise.runners import train
+    from tl_advise.schema.errors import ConfigError, StaleCheckpointError
+
+    path = tmp_path / "state.pt"
+    atomic_save({"format": train.STATE_FORMAT, "fingerprint": "old recipe", "epochs_run": 2}, path)
+    job = SimpleNamespace(resume=True, state_path=path, fingerprint="new recipe", strategy="finetune_last_layers")
+    with pytest.raises(StaleCheckpointError, match="other settings") as info:
+        train._read_state(job)  # type: ignore[arg-type]
+    assert isinstance(info.value, ConfigError)  # still exit 2 for a user's --resume
+    same = SimpleNamespace(**{**vars(job), "fingerprint": "old recipe"})
+    assert train._read_state(same)["epochs_run"] == 2  # type: ignore[arg-type, index]
+
+
 def test_full_disk_at_the_report_file_is_exit_2_and_keeps_the_old_report(
         tmp_path: Path, synthetic_dataset: Path, session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
