@@ -537,26 +537,26 @@ def test_few_images_warning_is_silent_for_the_measured_cell_only(rules: RuleSet)
         "images_per_class": 10, "strategy": "finetune_last_layers", "n_stages": 3}
 
 
-def test_few_images_warning_fires_for_a_table_cell_without_evidence() -> None:
+def _unmeasured(row_id: str, strategy: str | None = None) -> RuleSet:
+    """The default rules with one row's evidence removed (and its strategy replaced, if given)."""
     data = default_data()
-    _set_cell(data, "tiny-any", "finetune_more_layers")
-    del next(r for r in data["decision"] if r["id"] == "tiny-any")["evidence"]
-    rec = advise(rules_from_mapping(data), 300, "different")
-    assert (rec.rule_id, rec.strategy) == ("tiny-any", "finetune_more_layers")
+    if strategy is not None:
+        _set_cell(data, row_id, strategy)
+    del next(r for r in data["decision"] if r["id"] == row_id)["evidence"]
+    return rules_from_mapping(data)
+
+
+@pytest.mark.parametrize(("row_id", "strategy", "ipc", "stages"), [
+    ("tiny-any", "finetune_more_layers", 300, 5),
+    ("tiny-any", None, 300, 3),                    # the default tiny cell, stripped of its evidence
+    ("few-any", "finetune_last_layers", 10, 3),    # a few row tuning the last stages, unmeasured
+])
+def test_few_images_warning_fires_for_a_table_cell_without_evidence(row_id: str, strategy: str | None, ipc: int,
+                                                                     stages: int) -> None:
+    rec = advise(_unmeasured(row_id, strategy), ipc, "similar")
+    assert rec.rule_id == row_id and rec.strategy == (strategy or "finetune_last_layers")
     (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
-    assert "only 300 images per class" in msg and "finetune_more_layers trains 5 backbone stage(s)" in msg
-    # The default tiny cell, stripped of its evidence: the guide's warning is back.
-    data = default_data()
-    del next(r for r in data["decision"] if r["id"] == "tiny-any")["evidence"]
-    assert "few_images_for_finetuning" in warning_ids(advise(rules_from_mapping(data), 300, "similar"))
-    # A few row tuning the last stages, unmeasured: it warns at 10 per class.
-    data = default_data()
-    _set_cell(data, "few-any", "finetune_last_layers")
-    del next(r for r in data["decision"] if r["id"] == "few-any")["evidence"]
-    rec = advise(rules_from_mapping(data), 10, "similar")
-    assert (rec.rule_id, rec.strategy) == ("few-any", "finetune_last_layers")
-    (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
-    assert "only 10 images per class" in msg and "finetune_last_layers trains 3 backbone stage(s)" in msg
+    assert f"only {ipc} images per class" in msg and f"{rec.strategy} trains {stages} backbone stage(s)" in msg
 
 
 @pytest.mark.parametrize(("ratio", "fires"), [(3.0, False), (3.5, True)])
