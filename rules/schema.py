@@ -170,17 +170,19 @@ class SizeBands(_Strict):
         return self
 
     @property
+    def _upper_edges(self) -> dict[SizeBand, float]:
+        return {"few": self.few_below, "tiny": self.tiny_below, "small": self.small_below,
+                "medium": self.large_above}
+
+    @property
     def bands(self) -> tuple[SizeBand, ...]:
-        """The bands in use: a few or tiny band only when its upper edge is set."""
-        edges = {"few": self.few_below, "tiny": self.tiny_below}
-        return tuple(b for b in SIZE_BANDS if edges.get(b, 1.0) > 0)
+        """The bands in use: a few or tiny band only when its upper edge is set (the large band is open)."""
+        return tuple(b for b in SIZE_BANDS if self._upper_edges.get(b, math.inf) > 0)
 
     def edges(self) -> list[tuple[float, SizeBand, SizeBand]]:
         """(images per class at the edge, band below it, band above it) for every edge in use, ascending."""
-        bands = self.bands
-        values = {"few": self.few_below, "tiny": self.tiny_below, "small": self.small_below,
-                  "medium": self.large_above}
-        return [(float(values[below]), below, above) for below, above in itertools.pairwise(bands)]
+        upper = self._upper_edges
+        return [(float(upper[below]), below, above) for below, above in itertools.pairwise(self.bands)]
 
     def range_of(self, band: SizeBand) -> tuple[float | None, float | None]:
         """The band's (lower, upper) edge in images per class; None where it is open."""
