@@ -49,7 +49,7 @@ def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[
 def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
     """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells, on the
     seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample)."""
-    from tl_advise.rules.decision import pixels_as_good
+    from tl_advise.rules import decide
 
     bands = rules.size_bands.bands
     table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
@@ -58,8 +58,8 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
         table.update({(pixel.id, lab): pixel.strategy for lab in ("similar", "different")})
 
     def cell_band(band: str, signals: dict[str, Any]) -> str:
-        pixels = pixel.enabled and band in pixel.bands and pixels_as_good(rules, signals.get("logreg_gain"))
-        return pixel.id if pixels else band
+        deciding = decide(rules, band, "different", signals.get("logreg_gain")).rule_id  # the pixel rule: any label
+        return pixel.id if deciding == pixel.id else band
 
     first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
     cases = [Case(dataset=a.dataset, level=a.level, band=cell_band(a.band, signals), accuracy=a.accuracy,
