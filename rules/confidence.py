@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tl_advise.rules.decision import decide
+from tl_advise.rules.decision import decide, logreg_gain
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
 from tl_advise.schema.models import (
     Confidence,
@@ -35,14 +35,10 @@ def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
     return "low" if value < low else "medium" if value < high else "high"
 
 
-def _logreg_gain(similarity: SimilarityReport) -> float | None:
-    return similarity.separability.logreg_gain if similarity.separability else None
-
-
 def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
                          strategy: StrategyId) -> Component:
     other_label: SimilarityLabel = "different" if similarity.label == "similar" else "similar"
-    other = decide(rules, band, other_label, _logreg_gain(similarity)).strategy
+    other = decide(rules, band, other_label, logreg_gain(similarity)).strategy
     if other == strategy:
         return Component("high", f"the similarity label does not matter here: the {band} band advises "
                                  f"{strategy} for similar and different data alike")
@@ -62,7 +58,7 @@ def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, simi
         if band not in (below, above):
             continue
         neighbour = above if band == below else below
-        other = decide(rules, neighbour, similarity.label, _logreg_gain(similarity)).strategy
+        other = decide(rules, neighbour, similarity.label, logreg_gain(similarity)).strategy
         if other != strategy:
             relevant.append((max(ipc / edge, edge / ipc) if ipc > 0 else float("inf"), edge, neighbour, other))
     if not relevant:

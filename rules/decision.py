@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
-from tl_advise.schema.models import SimilarityLabel, StrategyId
+from tl_advise.schema.models import SimilarityLabel, SimilarityReport, StrategyId
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ def pixels_as_good(rules: RuleSet, logreg_gain: float | None) -> bool:
     """Raw pixels do as well as frozen features (the logistic-regression gain of frozen features over raw
     pixels is at most the threshold of the warning that says so)."""
     return rules.warnings.get(PixelsAsGoodWarning).holds(logreg_gain)
+
+
+def logreg_gain(similarity: SimilarityReport) -> float | None:
+    """The frozen features' logistic-regression gain over raw pixels, where separability was measured."""
+    return similarity.separability.logreg_gain if similarity.separability else None
 
 
 def decide(rules: RuleSet, band: SizeBand, label: SimilarityLabel, logreg_gain: float | None) -> Decision:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tl_advise.rules.confidence import assess
-from tl_advise.rules.decision import decide, pixels_as_good
+from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
 from tl_advise.rules.schema import (
     DEFAULT_PROFILE,
     SIGNAL_NAMES,
@@ -412,8 +412,7 @@ def recommend(
     """Apply the decision table and the strategy's recipe to one dataset/backbone pair."""
     band = rules.size_bands.band_for(dataset.images_per_class)
     row = rules.row_for(band, similarity.label)
-    sep = similarity.separability
-    decision = decide(rules, band, similarity.label, sep.logreg_gain if sep else None)
+    decision = decide(rules, band, similarity.label, logreg_gain(similarity))
     recipe = strategy_recipe(rules, decision.strategy, dataset, similarity, backbone)
     strategy, top, first, rates = recipe.rule, recipe.top, recipe.first, recipe.learning_rate
     stages = list(backbone.stages)
