@@ -63,7 +63,7 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
 
     first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
     cases = [Case(dataset=a.dataset, level=a.level, band=cell_band(a.band, signals), accuracy=a.accuracy,
-                  n_val=a.n_val * len(a.seeds), signals=signals)
+                  n_judged=a.n_judged * len(a.seeds), signals=signals)
              for a in seed_averages(cases_json)
              for signals in [first[(a.dataset, a.level)]["advice"]["signals"]]
              if all(table[(a.band, lab)] in a.accuracy for lab in ("similar", "different"))]
@@ -128,7 +128,7 @@ def seed_judgement(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str
         j = judge(a, decision.strategy)
         by_rule.setdefault(decision.rule_id, (decision.strategy, []))[1].append(a)
         rows.append({"dataset": a.dataset, "level": a.level, "band": a.band, "label": a.label, "seeds": list(a.seeds),
-                     "n_val": a.n_val, "recommended": decision.strategy, "rule_id": decision.rule_id,
+                     "n_judged": a.n_judged, "recommended": decision.strategy, "rule_id": decision.rule_id,
                      "best": j.best, "regret_pp": j.regret_pp, "se_pp": j.se_pp, "tie": j.tie,
                      "accuracy": a.accuracy, "spread": {s: list(v) for s, v in a.spread.items()}})
     sweeps = [c["lr_sweep"] for c in cases_json if c.get("lr_sweep")]

@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,43 +74,85 @@ def split_layout(src: Path) -> tuple[Path, Path | None, Path | None]:
     return src / "train", val, test
 
 
-def build_level(src: Path, dest: Path, level: int | None, seed: int, val_fraction: float = 0.2) -> dict[str, int]:
-    """A train/ + val/ (+ test/) folder of copies: at most ``level`` train images per class (None: all), seeded.
+# Judging on held-out data (issue #23): the largest split a dataset has judges every strategy, and early
+# stopping reads a smaller one held out of train. A dataset without a test/ split gets one carved out per
+# seed (independent draws: a seed's test images are its own), capped so that the tiny levels keep a pool.
+TEST_FRACTION, TEST_CAP = 0.4, 100  # carved test images per class: min(40 %, 100)
+VAL_FRACTION, VAL_CAP = 0.2, 50  # early-stopping images per class held out of train: min(20 %, 50)
 
-    Validation is the dataset's own val/ split when it has one; otherwise a seeded ``val_fraction`` hold-out
-    per class made once, the same at every level. A test/ split is linked as it is (a test score).
-    Returns the per-class train counts.
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """One class of a case: the train pool (levels subsample it), early-stopping and judging images."""
+
+    pool: list[Path]
+    val: list[Path]
+    test: list[Path]
+    test_is_source_split: bool  # the dataset's own split (the same images at every seed), else carved per seed
+
+
+def _held_out(files: Sequence[Path], fraction: float, cap: int, rng: random.Random) -> tuple[list[Path], list[Path]]:
+    """(held out, rest): a seeded min(fraction, cap) share of ``files``, at least one, never all."""
+    shuffled = sorted(files)
+    rng.shuffle(shuffled)
+    n = min(cap, max(1, round(fraction * len(shuffled)))) if len(shuffled) > 1 else 0
+    return sorted(shuffled[:n]), sorted(shuffled[n:])
+
+
+def split_plan(src: Path, seed: int, judge: str = "test") -> dict[str, ClassSplit]:
+    """Class name -> its split, seeded. ``judge="val"``: the layout of the grids before issue #23 (the
+    dataset's val/, else a 20 % hold-out, judges; a test/ split is kept beside it but judges nothing).
+
+    ``judge="test"``: the dataset's test/ judges; without one its val/ does, and early stopping reads a
+    hold-out of train/; a dataset without splits has a test split carved out per seed.
     """
-    if dest.exists():
-        shutil.rmtree(dest)
     rng = random.Random(seed)
-    counts: dict[str, int] = {}
     train_root, val_root, test_root = split_layout(src)
+    plan = {}
     for cls in _classes(train_root):
         files = _images(cls)
-        if val_root is not None:
-            train, val = files, (_images(val_root / cls.name) if (val_root / cls.name).is_dir() else [])
+        own_val = _images(val_root / cls.name) if val_root is not None and (val_root / cls.name).is_dir() else None
+        own_test = _images(test_root / cls.name) if test_root is not None and (test_root / cls.name).is_dir() else None
+        if judge == "val":
+            val, pool = (own_val, files) if own_val is not None else _held_out(files, 0.2, len(files), rng)
+            plan[cls.name] = ClassSplit(pool, val, own_test or [], True)
+            continue
+        source_split = own_test is not None or own_val is not None
+        if own_test is not None:
+            test, rest = own_test, files
+        elif own_val is not None:
+            test, rest = own_val, files
         else:
-            shuffled = files[:]
-            rng.shuffle(shuffled)
-            n_val = max(1, round(val_fraction * len(files)))
-            val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+            test, rest = _held_out(files, TEST_FRACTION, TEST_CAP, rng)
+        val, pool = (own_val, rest) if own_test is not None and own_val is not None else \
+            _held_out(rest, VAL_FRACTION, VAL_CAP, rng)
+        plan[cls.name] = ClassSplit(pool, val, test, source_split)
+    return plan
+
+
+def build_level(src: Path, dest: Path, level: int | None, seed: int, judge: str = "test") -> dict[str, int]:
+    """A train/ + val/ + test/ folder of copies (:func:`split_plan`): at most ``level`` train images per class
+    from the pool (None: all), seeded. Returns the per-class train counts."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    counts: dict[str, int] = {}
+    for name, split in split_plan(src, seed, judge).items():
+        train = split.pool
         if level is not None and len(train) > level:
-            train = sorted(random.Random(f"{seed}:{cls.name}:{level}").sample(train, level))
-        _copy_all(train, dest / "train" / cls.name)
-        _copy_all(val, dest / "val" / cls.name)
-        if test_root is not None and (test_root / cls.name).is_dir():
-            _copy_all(_images(test_root / cls.name), dest / "test" / cls.name)
-        counts[cls.name] = len(train)
+            train = sorted(random.Random(f"{seed}:{name}:{level}").sample(train, level))
+        _copy_all(train, dest / "train" / name)
+        _copy_all(split.val, dest / "val" / name)
+        if split.test:
+            _copy_all(split.test, dest / "test" / name)
+        counts[name] = len(train)
     return counts
 
 
-def levels_for(src: Path, wanted: Sequence[int], seed: int, full: bool = False) -> list[int | None]:
-    """The wanted levels below the dataset's train size per class, then None (all) if a level reached it
+def levels_for(src: Path, wanted: Sequence[int], seed: int, full: bool = False,
+               judge: str = "test") -> list[int | None]:
+    """The wanted levels below the dataset's train pool per class, then None (all) if a level reached it
     or ``full`` asks for the whole dataset."""
-    train_root, val_root, _ = split_layout(src)
-    per_class = [len(_images(c)) for c in _classes(train_root)]
-    available = min(per_class) if val_root is not None else min(n - max(1, round(0.2 * n)) for n in per_class)
+    available = min(len(s.pool) for s in split_plan(src, seed, judge).values())
     levels: list[int | None] = [lv for lv in sorted(set(wanted)) if lv < available]
     if full or len(levels) < len(set(wanted)):
         levels.append(None)

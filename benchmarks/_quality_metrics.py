@@ -1,7 +1,7 @@
 """Pure scoring and calibration helpers of ``advice_quality.py`` (no torch, no I/O): unit-tested on numbers.
 
 Vocabulary: a *case* is one dataset at one images-per-class level. ``accuracy`` maps strategy -> validation
-accuracy in [0, 1]; ``n_val`` is the number of validation images, which sets the standard error.
+accuracy in [0, 1]; ``n_judged`` is the number of validation images, which sets the standard error.
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ def regret_pp(accuracy: Mapping[str, float], recommended: str) -> float:
     return 100.0 * (max(accuracy.values()) - accuracy[recommended])
 
 
-def agrees(accuracy: Mapping[str, float], recommended: str, n_val: int) -> bool:
+def agrees(accuracy: Mapping[str, float], recommended: str, n_judged: int) -> bool:
     """The recommendation counts as right when it is within one s.e. (of the best score) of the best."""
     best = max(accuracy.values())
-    return best - accuracy[recommended] <= tie_se(best, n_val) + 1e-12
+    return best - accuracy[recommended] <= tie_se(best, n_judged) + 1e-12
 
 
-def tied_best(accuracy: Mapping[str, float], n_val: int) -> list[str]:
+def tied_best(accuracy: Mapping[str, float], n_judged: int) -> list[str]:
     """Every strategy within one s.e. of the best (in ``STRATEGIES`` order)."""
-    return [s for s in STRATEGIES if s in accuracy and agrees(accuracy, s, n_val)]
+    return [s for s in STRATEGIES if s in accuracy and agrees(accuracy, s, n_judged)]
 
 
 def cost_ratio(advice_s: float, train_s: Sequence[float]) -> float:
@@ -76,7 +76,7 @@ def sweep_rate(advised: float, factor: float) -> float:
     return float(f"{advised * factor:.{LR_DIGITS}g}")
 
 
-def lr_check(advised: float, sweep: Mapping[float, float], n_val: int, factor: float = 3.0) -> LRCheck:
+def lr_check(advised: float, sweep: Mapping[float, float], n_judged: int, factor: float = 3.0) -> LRCheck:
     """Is ``advised`` within ``factor`` of the sweep's best rate? ``sweep`` maps rate -> accuracy.
 
     The raw best is the highest accuracy (ties: the rate closest to the advised one); the tie-aware check
@@ -89,7 +89,7 @@ def lr_check(advised: float, sweep: Mapping[float, float], n_val: int, factor: f
 
     top = max(sweep.values())
     best_lr = min((r for r, a in sweep.items() if a == top), key=lambda r: abs(math.log(r / advised)))
-    tied = [r for r, a in sweep.items() if top - a <= tie_se(top, n_val) + 1e-12]
+    tied = [r for r, a in sweep.items() if top - a <= tie_se(top, n_judged) + 1e-12]
     return LRCheck(best_lr=best_lr, best_accuracy=top, ratio=advised / best_lr, within_3x=close(best_lr),
                    within_3x_tied=any(close(r) for r in tied))
 
@@ -126,7 +126,7 @@ class Case:
     band: str  # size band of the advice
     signals: Mapping[str, float | None]
     accuracy: Mapping[str, float]
-    n_val: int
+    n_judged: int
 
 
 # (band, label) -> strategy: the decision table's cells.
@@ -236,7 +236,7 @@ class SeedAverage:
     label: str
     recommended: str
     seeds: tuple[int, ...]
-    n_val: int  # validation images per seed (the smallest)
+    n_judged: int  # validation images per seed (the smallest)
     accuracy: dict[str, float]  # strategy -> mean over the seeds that trained it
     spread: dict[str, tuple[float, float]]  # strategy -> (min, max) over seeds
     per_seed: dict[int, dict[str, float]]  # seed -> strategy -> accuracy
@@ -245,20 +245,20 @@ class SeedAverage:
         """Mean of ``a - b`` over the seeds that trained both, and one s.e. of that mean (see :func:`paired_se`)."""
         diffs = [acc[a] - acc[b] for acc in self.per_seed.values() if a in acc and b in acc]
         p = (self.accuracy.get(a, 0.0) + self.accuracy.get(b, 0.0)) / 2
-        return (sum(diffs) / len(diffs) if diffs else float("nan"), paired_se(diffs, p, self.n_val))
+        return (sum(diffs) / len(diffs) if diffs else float("nan"), paired_se(diffs, p, self.n_judged))
 
 
-def paired_se(diffs: Sequence[float], p: float, n_val: int) -> float:
+def paired_se(diffs: Sequence[float], p: float, n_judged: int) -> float:
     """One s.e. of the mean of paired accuracy differences over seeds.
 
     The spread across seeds when there are several (sd / sqrt(k)), never below what binomial noise alone
-    gives for the difference of two accuracies near ``p`` on k x ``n_val`` images (sqrt(2p(1-p)/(k n))),
+    gives for the difference of two accuracies near ``p`` on k x ``n_judged`` images (sqrt(2p(1-p)/(k n))),
     nor below one image: two seeds cannot show a spread smaller than the validation set's resolution.
     """
     k = len(diffs)
-    if k == 0 or n_val <= 0:
+    if k == 0 or n_judged <= 0:
         return float("nan")
-    binomial = max(math.sqrt(2 * p * (1 - p) / (k * n_val)), 1.0 / (k * n_val))
+    binomial = max(math.sqrt(2 * p * (1 - p) / (k * n_judged)), 1.0 / (k * n_judged))
     if k == 1:
         return binomial
     m = sum(diffs) / k
@@ -282,7 +282,7 @@ def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
         first = members[0]
         out.append(SeedAverage(dataset=dataset, level=level, band=first["size_band"], label=first["advice"]["label"],
                                recommended=first["advice"]["strategy"], seeds=tuple(sorted(per_seed)),
-                               n_val=min(c["n_val"] for c in members), accuracy=accuracy, spread=spread,
+                               n_judged=min(c["n_judged"] for c in members), accuracy=accuracy, spread=spread,
                                per_seed=per_seed))
     return out
 

@@ -108,7 +108,7 @@ def markdown(results: dict[str, Any]) -> str:
     for c in cases:
         acc = {s: v["accuracy"] for s, v in c["runs"].items()}
         rec = c["advice"]["strategy"]
-        se = std_error(acc[c["best"]], c["n_val"])
+        se = std_error(acc[c["best"]], c["n_judged"])
         sw = c.get("lr_sweep")
         lr = (f"{sw['param'].replace('_lr', '')} {sw['advised']:.3g} → {sw['best_lr']:.3g} "
               f"({'yes' if sw['within_3x'] else 'no'} / tied {'yes' if sw['within_3x_tied'] else 'no'})"
@@ -117,7 +117,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {c['dataset']} | {c['level']} | {c['person_label']} | {c['advice']['score']:.2f} → "
             f"{c['advice']['label']} | {rec} | {c['best']} {_pct(acc[c['best']])}±{100 * se:.1f} | "
             f"{_pct(acc.get(rec))} | {c['regret_pp']:.1f} | {'yes' if c['agree_raw'] else 'no'} / "
-            f"{'yes' if c['agree_within_se'] else 'no'} | {c['n_val']} | {c['advice']['time_s']:.1f} | "
+            f"{'yes' if c['agree_within_se'] else 'no'} | {c['n_judged']} | {c['advice']['time_s']:.1f} | "
             f"{c['all_strategies_s']:.0f} | {100 * c['cost_ratio']:.1f} % / {100 * c['projected_cost_ratio']:.1f} % "
             f"| {lr} |")
     lines += ["", "Every strategy's validation accuracy (%) and training time (s):", "",
@@ -175,7 +175,8 @@ def seed_markdown(judged: dict[str, Any], source: str) -> list[str]:
             spread = f" ({100 * lo:.1f}–{100 * hi:.1f})" if len(r["seeds"]) > 1 else ""
             return f"{100 * r['accuracy'][strategy]:.1f}{spread}"
         lines.append(f"| {r['dataset']} | {r['level']} | {r['band']} | {r['label']} | {','.join(map(str, r['seeds']))} "
-                     f"| {r['n_val']} | {r['recommended']} ({r['rule_id']}) | {r['best']} | {cell(r['recommended'])} "
+                     f"| {r['n_judged']} | {r['recommended']} ({r['rule_id']}) | {r['best']} "
+                     f"| {cell(r['recommended'])} "
                      f"| {cell(r['best'])} | {r['regret_pp']:.1f} ± {r['se_pp']:.1f} | {'yes' if r['tie'] else 'no'} |")
     lines += ["", "Every strategy, mean % (range over seeds):", "",
               "| dataset | level | seeds | " + " | ".join(STRATEGIES) + " |", "|" + "---|" * (3 + len(STRATEGIES))]

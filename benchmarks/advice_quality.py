@@ -44,6 +44,7 @@ from _quality_levels import (
     level_from_name,
     level_name,
     levels_for,
+    split_plan,
 )
 from _quality_metrics import (
     STRATEGIES,
@@ -111,9 +112,16 @@ def train_strategies(session: Any, strategies: Sequence[str], out: Path, args: a
             log.warning("%s failed: %s", run.strategy, run.error)
             continue
         s = run.settings
+        # The largest held-out split judges (issue #23): test when the level has one; early stopping read val.
+        judged, split = (run.test, "test") if args.judge == "test" and run.test is not None else (run.val, "val")
         measured[run.strategy] = {
-            "accuracy": run.val.accuracy, "balanced_accuracy": run.val.balanced_accuracy,
-            "n_val": run.val.n_images, "se": std_error(run.val.accuracy, run.val.n_images),
+            "accuracy": judged.accuracy, "balanced_accuracy": judged.balanced_accuracy, "judged_on": split,
+            "n_judged": judged.n_images, "se": std_error(judged.accuracy, judged.n_images),
+            # Per judged image, in the split's order: what paired comparisons of two strategies read.
+            "correct": judged.correct,
+            "val_accuracy": run.val.accuracy, "n_val": run.val.n_images,
+            "test_accuracy": run.test.accuracy if run.test else None,
+            "n_test": run.test.n_images if run.test else 0,
             "train_time_s": run.train_time_s, "epochs_run": run.epochs_run, "status": run.status,
             "head_lr": s.head_lr if s else None, "backbone_lr": s.backbone_lr if s else None,
             "image_size": s.image_size if s else None, "unfreeze": list(s.unfreeze) if s else [],
@@ -153,22 +161,22 @@ def lr_sweep(session: Any, strategy: str, main: dict[str, Any], out: Path, args:
     for factor in LR_FACTORS:
         rate = sweep_rate(advised, factor)
         if factor == 1.0:
-            acc, n = main["accuracy"], main["n_val"]
+            acc, n = main["accuracy"], main["n_judged"]
         else:
             log.info("  LR sweep %s %s=%g", strategy, param, rate)
             got = train_strategies(session, [strategy], out / f"lr_{factor:.3g}", args, image_size,
                                    **{param: rate})
             if strategy not in got:
                 continue
-            acc, n = got[strategy]["accuracy"], got[strategy]["n_val"]
-        points.append({"factor": factor, "lr": rate, "accuracy": acc, "n_val": n})
-    return judged_sweep({"param": param, "advised": advised, "points": points}, main["n_val"])
+            acc, n = got[strategy]["accuracy"], got[strategy]["n_judged"]
+        points.append({"factor": factor, "lr": rate, "accuracy": acc, "n_judged": n})
+    return judged_sweep({"param": param, "advised": advised, "points": points}, main["n_judged"])
 
 
-def judged_sweep(sweep: dict[str, Any], n_val: int) -> dict[str, Any]:
+def judged_sweep(sweep: dict[str, Any], n_judged: int) -> dict[str, Any]:
     """``sweep`` (param, advised rate, points) with the LR check's verdict; recorded sweeps are judged again
     whenever the outputs are written, so the verdicts always follow the current check."""
-    check = lr_check(sweep["advised"], {p["lr"]: p["accuracy"] for p in sweep["points"]}, n_val)
+    check = lr_check(sweep["advised"], {p["lr"]: p["accuracy"] for p in sweep["points"]}, n_judged)
     return {**sweep, "best_lr": check.best_lr, "ratio": check.ratio, "within_3x": check.within_3x,
             "within_3x_tied": check.within_3x_tied}
 
@@ -178,7 +186,7 @@ def case_session(src: Path, level: int | None, args: argparse.Namespace, *, cold
     from tl_advise.advisor import advise_session
 
     work = case_work_dir(args, src.name, level_name(level), args.seed)
-    counts = build_level(src, work / "data", level, args.seed)
+    counts = build_level(src, work / "data", level, args.seed, args.judge)
     if cold:  # a cold advice: its time is what a user pays the first time
         shutil.rmtree(work / "cache", ignore_errors=True)
     started = time.perf_counter()
@@ -207,7 +215,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
 
     strategies = [s for s in STRATEGIES if s not in args.skip]
     runs = train_strategies(session, strategies, work / "runs", args, image_size)
-    n_val = min(v["n_val"] for v in runs.values())
+    n_judged = min(v["n_judged"] for v in runs.values())
     sweep = lr_sweep(session, rec.strategy, runs[rec.strategy], work / "lr", args, image_size) \
         if rec.strategy in runs and sweep_wanted(args) else None
     return {
@@ -215,7 +223,9 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         "person_label": DATASETS.get(name, {}).get("person"),
         "train_per_class": counts, "images_per_class": r.dataset.images_per_class,
         "size_band": session.rules.size_bands.band_for(r.dataset.images_per_class),
-        "n_val": n_val, "image_size": image_size,
+        "n_judged": n_judged, "judged_on": runs[next(iter(runs))]["judged_on"] if runs else None,
+        "test_is_source_split": all(c.test_is_source_split for c in split_plan(src, args.seed, args.judge).values()),
+        "image_size": image_size,
         "advice": {
             "backbone": r.backbone.name, "strategy": rec.strategy, "rule_id": rec.rule_id, "score": sim.score,
             "label": sim.label, "threshold": sim.threshold, "shift_level": sim.shift_level,
@@ -228,7 +238,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         },
         "runs": runs,
         "skipped": {s: args.skip_why for s in STRATEGIES if s in args.skip},
-        **judgement(runs, rec.strategy, n_val),
+        **judgement(runs, rec.strategy, n_judged),
         "all_strategies_s": sum(v["train_time_s"] for v in runs.values()),
         "cost_ratio": cost_ratio(advice_wall, [v["train_time_s"] for v in runs.values()]),
         "projected_all_strategies_s": projected_all_s(runs),
@@ -237,16 +247,16 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
     }
 
 
-def judgement(runs: dict[str, dict[str, Any]], recommended: str, n_val: int) -> dict[str, Any]:
+def judgement(runs: dict[str, dict[str, Any]], recommended: str, n_judged: int) -> dict[str, Any]:
     """Best strategy, regret and agreement of ``recommended`` among the measured ``runs``."""
     accuracy = {s: v["accuracy"] for s, v in runs.items()}
     best = best_strategy(accuracy)
     measured = recommended in accuracy
     return {
-        "best": best, "tied_best": tied_best(accuracy, n_val),
+        "best": best, "tied_best": tied_best(accuracy, n_judged),
         "regret_pp": regret_pp(accuracy, recommended) if measured else None,
         "agree_raw": best == recommended,
-        "agree_within_se": agrees(accuracy, recommended, n_val) if measured else False,
+        "agree_within_se": agrees(accuracy, recommended, n_judged) if measured else False,
     }
 
 
@@ -286,7 +296,7 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
         else:
             log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
             sweep = sweep_case(case, src, args, row.strategy)
-    return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy, case["n_val"]),
+    return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy, case["n_judged"]),
             "lr_sweep": sweep}
 
 
@@ -306,7 +316,7 @@ def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
     results["cases"].sort(key=case_order)  # re-run cases land in place, not at the end
     for case in results["cases"]:
         if case.get("lr_sweep"):
-            case["lr_sweep"] = judged_sweep(case["lr_sweep"], case["n_val"])
+            case["lr_sweep"] = judged_sweep(case["lr_sweep"], case["n_judged"])
     results["summary"] = summary(results["cases"])
     results["seed_judgement"] = seed_judgement(results["cases"], rules)
     path = prefix.with_suffix(".json").resolve()
@@ -347,6 +357,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS / "advice_quality", help="output prefix (no suffix)")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-advice-quality"))
     p.add_argument("--no-lr-sweep", action="store_true")
+    p.add_argument("--judge", choices=("test", "val"), default="test",
+                   help="the split that judges every strategy: 'test' (issue #23) = the dataset's test/, else its "
+                   "val/ with early stopping on a hold-out of train/, else a test split carved out per seed; "
+                   "'val' = the layout of the grids before it (early stopping and judging on one split)")
     p.add_argument("--force", action="store_true",
                    help="redo the requested cases even if the results file has them (others are kept)")
     p.add_argument("--rescore", action="store_true",
@@ -383,7 +397,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def budget_of(args: argparse.Namespace) -> dict[str, Any]:
     """What makes two cases comparable. Seeds, the LR sweep and skipped strategies are recorded per case."""
-    return {"image_size": args.image_size, "max_epochs": args.max_epochs, "patience": args.patience,
+    judged = {} if args.judge == "val" else {"judge": args.judge}  # files from before --judge judged on val
+    return {**judged, "image_size": args.image_size, "max_epochs": args.max_epochs, "patience": args.patience,
             "device": args.device, "lr_factors": list(LR_FACTORS),
             "rules": str(args.rules) if args.rules else "default",
             "feature_extraction_epochs": "the rules' own (head on cached embeddings: not capped)"}
@@ -403,9 +418,22 @@ def load_results(path: Path, budget: dict[str, Any]) -> dict[str, Any]:
     seed = old.get("budget", {}).get("seed")
     for case in old.get("cases", []):
         case.setdefault("seed", seed if seed is not None else 0)
+        _judged_on_val(case)
     results["cases"] = old.get("cases", [])
     results["commands"] = old.get("commands", [old["command"]] if "command" in old else [])
     return results
+
+
+def _judged_on_val(case: dict[str, Any]) -> None:
+    """A case recorded before ``--judge`` was judged on its validation split: say so in today's keys."""
+    if "n_val" in case and "n_judged" not in case:
+        case["n_judged"] = case.pop("n_val")
+        case["judged_on"] = "val"
+        for run in case["runs"].values():
+            run.setdefault("n_judged", run.get("n_val"))
+            run.setdefault("judged_on", "val")
+        for point in (case.get("lr_sweep") or {}).get("points", []):
+            point.setdefault("n_judged", point.pop("n_val", None))
 
 
 def merge_case(results: dict[str, Any], case: dict[str, Any]) -> None:
@@ -459,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in args.seeds:
         args.seed = seed
         for src in args.datasets:
-            for level in levels_for(src, wanted, seed, full="full" in tokens) if wanted else [None]:
+            for level in levels_for(src, wanted, seed, "full" in tokens, args.judge) if wanted else [None]:
                 key = (src.name, level_name(level), seed)
                 name = f"{src.name}@{level_name(level)} seed {seed}"
                 t0 = time.perf_counter()

@@ -31,5 +31,6 @@ def classification_metrics(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[
         confusion_matrix=matrix.astype(int).tolist(),
         n_images=int(true.size),
         loss=round(float(loss), 6),
+        correct="".join("1" if ok else "0" for ok in (true == pred).tolist()),
     )
 

@@ -496,6 +496,9 @@ class Metrics(_Model):
     confusion_matrix: list[list[int]] = Field(description="rows = true class, columns = predicted")
     n_images: int
     loss: float = Field(description="mean cross-entropy (no label smoothing)")
+    correct: str | None = Field(
+        default=None, description="one character per evaluated image, in the split's order: '1' right, '0' wrong. "
+        "Two strategies evaluated on the same split are compared image by image (tl_advise.rules.statistics)")
 
 
 class EpochLog(_Model):

@@ -51,12 +51,12 @@ def test_cost_ratio() -> None:
 
 def test_lr_check_within_factor_three() -> None:
     sweep = {1e-5: 0.70, 3e-5: 0.75, 1e-4: 0.80, 3e-4: 0.85, 1e-3: 0.60}
-    far = qm.lr_check(1e-5, sweep, n_val=10000)
+    far = qm.lr_check(1e-5, sweep, n_judged=10000)
     assert far.best_lr == 3e-4 and not far.within_3x and not far.within_3x_tied
-    near = qm.lr_check(1e-4, sweep, n_val=10000)
+    near = qm.lr_check(1e-4, sweep, n_judged=10000)
     assert near.within_3x and near.ratio == pytest.approx(1 / 3)
     # With 20 validation images (s.e. 8 pp) 0.80 ties 0.85, so 4e-5 (x2.5 from 1e-4) is accepted tie-aware only.
-    tied = qm.lr_check(4e-5, sweep, n_val=20)
+    tied = qm.lr_check(4e-5, sweep, n_judged=20)
     assert not tied.within_3x and tied.within_3x_tied
 
 
@@ -64,14 +64,14 @@ def test_the_sweeps_third_steps_are_within_factor_three() -> None:
     """The sweep trains rates rounded to three digits: advised ÷3 runs as 0.000333, 3.003x away, and counts."""
     for factor in (1 / 3, 3.0):
         rate = qm.sweep_rate(1e-3, factor)
-        check = qm.lr_check(1e-3, {rate: 0.80, 1e-3: 0.70, qm.sweep_rate(1e-3, 10.0): 0.60}, n_val=10000)
+        check = qm.lr_check(1e-3, {rate: 0.80, 1e-3: 0.70, qm.sweep_rate(1e-3, 10.0): 0.60}, n_judged=10000)
         assert check.best_lr == rate and check.within_3x, (factor, check)
-    assert not qm.lr_check(1e-3, {qm.sweep_rate(1e-3, 0.1): 0.80, 1e-3: 0.70}, n_val=10000).within_3x
+    assert not qm.lr_check(1e-3, {qm.sweep_rate(1e-3, 0.1): 0.80, 1e-3: 0.70}, n_judged=10000).within_3x
 
 
 def _case(dataset: str, score_signal: float, fe: float, top: float, level: str = "10/class") -> qm.Case:
     return qm.Case(dataset=dataset, level=level, band="small", signals={"bn_shift_late": score_signal},
-                   accuracy={"feature_extraction": fe, "feature_extraction_top_layers": top}, n_val=100)
+                   accuracy={"feature_extraction": fe, "feature_extraction_top_layers": top}, n_judged=100)
 
 
 TABLE = {("small", "similar"): "feature_extraction", ("small", "different"): "feature_extraction_top_layers"}
@@ -225,10 +225,10 @@ def _recorded_case(strategy: str, images_per_class: float, label: str, signals: 
     """A case as advice_quality.json records it, with every strategy's run (no LR sweep)."""
     accuracy = {"feature_extraction": 0.93, "feature_extraction_top_layers": 0.90, "finetune_last_layers": 0.95,
                 "finetune_more_layers": 0.89, "full_finetune": 0.88, "from_scratch": 0.78}
-    runs = {s: {"accuracy": a, "n_val": 270, "head_lr": 1e-3, "backbone_lr": None if s == "feature_extraction"
+    runs = {s: {"accuracy": a, "n_judged": 270, "head_lr": 1e-3, "backbone_lr": None if s == "feature_extraction"
                 else 1e-4} for s, a in accuracy.items()}
     return {"dataset": "x", "level": "600/class", "images_per_class": images_per_class, "size_band": "small",
-            "n_val": 270, "image_size": 64, "runs": runs, "lr_sweep": None,
+            "n_judged": 270, "image_size": 64, "runs": runs, "lr_sweep": None,
             "advice": {"strategy": strategy, "rule_id": "old", "label": label, "score": 0.0, "signals": signals},
             "regret_pp": 5.0, "agree_raw": False, "agree_within_se": False, "best": "finetune_last_layers"}
 
@@ -343,8 +343,8 @@ def test_level_names_round_trip() -> None:
         assert ql.level_from_name(ql.level_name(level)) == level
 
 
-def _seed_case(seed: int, accuracy: dict[str, float], n_val: int = 100, level: str = "full") -> dict:
-    return {"dataset": "d", "level": level, "seed": seed, "size_band": "small", "n_val": n_val,
+def _seed_case(seed: int, accuracy: dict[str, float], n_judged: int = 100, level: str = "full") -> dict:
+    return {"dataset": "d", "level": level, "seed": seed, "size_band": "small", "n_judged": n_judged,
             "advice": {"strategy": "feature_extraction", "label": "different", "signals": {}},
             "runs": {s: {"accuracy": a} for s, a in accuracy.items()}}
 
@@ -367,18 +367,18 @@ def test_seed_averages_judge_ties_across_seeds() -> None:
     j = qm.judge(avg)
     assert j.best == "finetune_last_layers" and j.regret_pp == pytest.approx(1.0) and j.tie  # 1 pp < 3 pp s.e.
     # The same gap on both seeds, and a large validation set: not a tie.
-    steady = [_seed_case(s, {"feature_extraction": 0.90, "finetune_last_layers": 0.95}, n_val=2000) for s in (0, 1)]
+    steady = [_seed_case(s, {"feature_extraction": 0.90, "finetune_last_layers": 0.95}, n_judged=2000) for s in (0, 1)]
     j = qm.judge(qm.seed_averages(steady)[0])
     assert j.regret_pp == pytest.approx(5.0) and not j.tie
 
 
 def test_cell_evidence_separates_only_beyond_noise() -> None:
     strong = qm.seed_averages([_seed_case(s, {"feature_extraction": 0.95, "finetune_last_layers": 0.90},
-                                          n_val=1000, level=lv) for s in (0, 1) for lv in ("40/class", "full")])
+                                          n_judged=1000, level=lv) for s in (0, 1) for lv in ("40/class", "full")])
     e = qm.cell_evidence(strong, "feature_extraction")
     assert e is not None and (e.cases, e.seeds, e.runner_up) == (2, 2, "finetune_last_layers")
     assert e.margin_pp == pytest.approx(5.0) and e.margin_pp > e.se_pp and e.mean_regret_pp == 0.0
-    weak = qm.seed_averages([_seed_case(0, {"feature_extraction": 0.91, "finetune_last_layers": 0.90}, n_val=50)])
+    weak = qm.seed_averages([_seed_case(0, {"feature_extraction": 0.91, "finetune_last_layers": 0.90}, n_judged=50)])
     e = qm.cell_evidence(weak, "feature_extraction")
     assert e is not None and e.margin_pp == pytest.approx(1.0) and e.margin_pp < e.se_pp
 
