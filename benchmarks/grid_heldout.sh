@@ -20,7 +20,7 @@ step() { echo "== $(date -u +%FT%TZ) $*"; "$PY" benchmarks/advice_quality.py "$@
 
 # scikit-learn's 8x8 digits (`tl-advise sample-data digits`): a third dataset where raw pixels rival frozen features.
 DIGITS="$WORK/sources/digits"
-[ -d "$DIGITS" ] || "$PY" -m tl_advise.cli sample-data digits "$DIGITS"
+[ -d "$DIGITS" ] || "$PY" -m tl_advise.cli sample-data "$DIGITS"
 
 # 1. The pixel-baseline rule's datasets (raw pixels as good as frozen features), three seeds.
 step "$DATA/pneumoniamnist" "$DATA/lfw_faces_vs_nonfaces" "$DIGITS" --levels 10,40,100 --seeds 0,1,2
