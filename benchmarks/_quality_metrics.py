@@ -10,6 +10,9 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from tl_advise.rules import statistics
 
 STRATEGIES: tuple[str, ...] = (
     "feature_extraction", "feature_extraction_top_layers", "finetune_last_layers",
@@ -25,11 +28,6 @@ def std_error(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / n)
 
 
-def tie_se(p: float, n: int) -> float:
-    """The s.e. used for ties, never below one image (1/n): a perfect score would otherwise have s.e. 0."""
-    return max(std_error(p, n), 1.0 / n) if n > 0 else float("nan")
-
-
 def best_strategy(accuracy: Mapping[str, float]) -> str:
     """The empirically best strategy; ties go to the earlier (cheaper) one in ``STRATEGIES`` order."""
     order = {s: i for i, s in enumerate(STRATEGIES)}
@@ -41,15 +39,23 @@ def regret_pp(accuracy: Mapping[str, float], recommended: str) -> float:
     return 100.0 * (max(accuracy.values()) - accuracy[recommended])
 
 
-def agrees(accuracy: Mapping[str, float], recommended: str, n_judged: int) -> bool:
-    """The recommendation counts as right when it is within one s.e. (of the best score) of the best."""
-    best = max(accuracy.values())
-    return best - accuracy[recommended] <= tie_se(best, n_judged) + 1e-12
+Runs = Mapping[str, Mapping[str, Any]]  # strategy -> recorded run (accuracy, n_judged, correct where recorded)
 
 
-def tied_best(accuracy: Mapping[str, float], n_judged: int) -> list[str]:
-    """Every strategy within one s.e. of the best (in ``STRATEGIES`` order)."""
-    return [s for s in STRATEGIES if s in accuracy and agrees(accuracy, s, n_judged)]
+def _accuracy(runs: Runs) -> dict[str, float]:
+    return {s: float(v["accuracy"]) for s, v in runs.items()}
+
+
+def agrees(runs: Runs, recommended: str) -> bool:
+    """The recommendation counts as right when the best strategy is not ahead of it beyond noise: the gap is
+    a "tie" of :mod:`tl_advise.rules.statistics` (paired image by image where per-image results exist)."""
+    best = best_strategy(_accuracy(runs))
+    return best == recommended or statistics.between(runs[best], runs[recommended]).outcome != "ahead"
+
+
+def tied_best(runs: Runs) -> list[str]:
+    """Every strategy tied with the best (in ``STRATEGIES`` order)."""
+    return [s for s in STRATEGIES if s in runs and agrees(runs, s)]
 
 
 def cost_ratio(advice_s: float, train_s: Sequence[float]) -> float:
@@ -80,7 +86,8 @@ def lr_check(advised: float, sweep: Mapping[float, float], n_judged: int, factor
     """Is ``advised`` within ``factor`` of the sweep's best rate? ``sweep`` maps rate -> accuracy.
 
     The raw best is the highest accuracy (ties: the rate closest to the advised one); the tie-aware check
-    accepts the advised rate when any rate within one s.e. of the best is within the factor of it.
+    accepts the advised rate when any rate tied with the best (unpaired: the sweep keeps no per-image results)
+    is within the factor of it.
     """
     tol = 1.0 + 0.5 * 10 ** (1 - LR_DIGITS)  # the rounding of sweep_rate: the ÷3 point is 3.003x away
 
@@ -89,7 +96,7 @@ def lr_check(advised: float, sweep: Mapping[float, float], n_judged: int, factor
 
     top = max(sweep.values())
     best_lr = min((r for r, a in sweep.items() if a == top), key=lambda r: abs(math.log(r / advised)))
-    tied = [r for r, a in sweep.items() if top - a <= tie_se(top, n_judged) + 1e-12]
+    tied = [r for r, a in sweep.items() if statistics.unpaired(top, a, n_judged).outcome != "ahead"]
     return LRCheck(best_lr=best_lr, best_accuracy=top, ratio=advised / best_lr, within_3x=close(best_lr),
                    within_3x_tied=any(close(r) for r in tied))
 
@@ -236,34 +243,24 @@ class SeedAverage:
     label: str
     recommended: str
     seeds: tuple[int, ...]
-    n_judged: int  # validation images per seed (the smallest)
+    n_judged: int  # judging images per seed (the smallest)
     accuracy: dict[str, float]  # strategy -> mean over the seeds that trained it
     spread: dict[str, tuple[float, float]]  # strategy -> (min, max) over seeds
     per_seed: dict[int, dict[str, float]]  # seed -> strategy -> accuracy
+    runs: dict[int, dict[str, Mapping[str, Any]]]  # seed -> strategy -> recorded run
+    same_images: bool  # every seed judged on the same images (the dataset's own split)
 
-    def difference(self, a: str, b: str) -> tuple[float, float]:
-        """Mean of ``a - b`` over the seeds that trained both, and one s.e. of that mean (see :func:`paired_se`)."""
-        diffs = [acc[a] - acc[b] for acc in self.per_seed.values() if a in acc and b in acc]
-        p = (self.accuracy.get(a, 0.0) + self.accuracy.get(b, 0.0)) / 2
-        return (sum(diffs) / len(diffs) if diffs else float("nan"), paired_se(diffs, p, self.n_judged))
+    def difference(self, a: str, b: str) -> statistics.Difference:
+        """``a - b`` over the seeds that trained both (:func:`tl_advise.rules.statistics.over_seeds`)."""
+        per_seed = [statistics.between(r[a], r[b]) for r in self.runs.values() if a in r and b in r]
+        return statistics.over_seeds(per_seed, same_images=self.same_images)
 
 
-def paired_se(diffs: Sequence[float], p: float, n_judged: int) -> float:
-    """One s.e. of the mean of paired accuracy differences over seeds.
-
-    The spread across seeds when there are several (sd / sqrt(k)), never below what binomial noise alone
-    gives for the difference of two accuracies near ``p`` on k x ``n_judged`` images (sqrt(2p(1-p)/(k n))),
-    nor below one image: two seeds cannot show a spread smaller than the validation set's resolution.
-    """
-    k = len(diffs)
-    if k == 0 or n_judged <= 0:
-        return float("nan")
-    binomial = max(math.sqrt(2 * p * (1 - p) / (k * n_judged)), 1.0 / (k * n_judged))
-    if k == 1:
-        return binomial
-    m = sum(diffs) / k
-    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (k - 1))
-    return max(sd / math.sqrt(k), binomial)
+def _same_images(case: Mapping[str, Any]) -> bool:
+    """Whether a case's seeds share their judging images: a dataset's own split does; a seeded hold-out does not.
+    Cases recorded before the flag judged on the dataset's own val/ where it had one (not recorded: assumed
+    not, the wider s.e.)."""
+    return bool(case.get("test_is_source_split", False))
 
 
 def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
@@ -273,7 +270,8 @@ def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
         groups.setdefault((c["dataset"], c["level"]), []).append(c)
     out = []
     for (dataset, level), members in groups.items():
-        per_seed = {int(c.get("seed", 0)): {s: v["accuracy"] for s, v in c["runs"].items()} for c in members}
+        runs = {int(c.get("seed", 0)): dict(c["runs"]) for c in members}
+        per_seed = {seed: {s: v["accuracy"] for s, v in r.items()} for seed, r in runs.items()}
         strategies = [s for s in STRATEGIES if any(s in acc for acc in per_seed.values())]
         accuracy = {s: sum(a[s] for a in per_seed.values() if s in a) / sum(s in a for a in per_seed.values())
                     for s in strategies}
@@ -283,7 +281,7 @@ def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
         out.append(SeedAverage(dataset=dataset, level=level, band=first["size_band"], label=first["advice"]["label"],
                                recommended=first["advice"]["strategy"], seeds=tuple(sorted(per_seed)),
                                n_judged=min(c["n_judged"] for c in members), accuracy=accuracy, spread=spread,
-                               per_seed=per_seed))
+                               per_seed=per_seed, runs=runs, same_images=all(_same_images(c) for c in members)))
     return out
 
 
@@ -292,7 +290,7 @@ class Judgement:
     best: str
     regret_pp: float
     se_pp: float  # one s.e. of best - recommended
-    tie: bool  # the recommendation is within one s.e. of the best
+    tie: bool  # the best is not ahead of the recommendation beyond noise
 
 
 def judge(avg: SeedAverage, recommended: str | None = None) -> Judgement:
@@ -301,41 +299,66 @@ def judge(avg: SeedAverage, recommended: str | None = None) -> Judgement:
     best = best_strategy(avg.accuracy)
     if rec not in avg.accuracy:
         return Judgement(best, float("nan"), float("nan"), False)
-    _, se = avg.difference(best, rec) if best != rec else (0.0, 0.0)
     regret = 100.0 * (avg.accuracy[best] - avg.accuracy[rec])
-    return Judgement(best, regret, 100.0 * se, regret <= 100.0 * se + 1e-9)
+    if best == rec:
+        return Judgement(best, regret, 0.0, True)
+    gap = avg.difference(best, rec)
+    return Judgement(best, regret, 100.0 * gap.se, gap.outcome != "ahead")
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the grid says of one rule: its strategy against the best other one, over the rule's cases."""
+    """What the grid says of one rule: its strategy against the best other one, over the rule's cases, and
+    whether the rule's choice holds when each dataset is left out of choosing it."""
 
     cases: int
     datasets: list[str]
     seeds: int
     mean_regret_pp: float
     runner_up: str
-    margin_pp: float
+    margin_pp: float  # clustered by dataset (each dataset counts once)
     se_pp: float
+    held_out_folds: int  # datasets left out in turn (0: one dataset, nothing to hold out)
+    held_out_agree: int  # folds in which the other datasets chose the rule's strategy too
+    held_out_regret_pp: float  # mean regret, on each left-out dataset, of what the others chose
+
+
+def _choice(members: Sequence[SeedAverage], options: Sequence[str], strategy: str) -> str:
+    """The option with the least mean regret over ``members`` (ties: the rule's own strategy, then the cheaper):
+    what the cell would advise if it were chosen on these cases alone."""
+    order = {s: i for i, s in enumerate(STRATEGIES)}
+    return min(options, key=lambda s: (round(sum(judge(m, s).regret_pp for m in members) / len(members), 9),
+                                       s != strategy, order[s]))
 
 
 def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | None:
     """The rule's strategy against the runner-up (the other strategy with the best mean over ``members``).
 
-    The margin is the mean over cases of the seed-averaged difference; its s.e. combines the cases' s.e.s
-    as for a mean of independent differences (sqrt(sum se^2) / number of cases).
+    The margin is the mean seed-averaged difference with each dataset counted once
+    (:func:`tl_advise.rules.statistics.clustered`). Held out: each dataset in turn is left out, the cell's
+    strategy is chosen on the others' cases, and that choice is judged on the left-out dataset.
     """
     members = [m for m in members if strategy in m.accuracy]
     if not members:
         return None
-    others = [s for s in STRATEGIES if s != strategy and all(s in m.accuracy for m in members)]
+    options = [s for s in STRATEGIES if all(s in m.accuracy for m in members)]
+    others = [s for s in options if s != strategy]
     if not others:
         return None
     runner_up = max(others, key=lambda s: sum(m.accuracy[s] for m in members))
-    diffs = [m.difference(strategy, runner_up) for m in members]
-    margin = sum(d for d, _ in diffs) / len(diffs)
-    se = math.sqrt(sum(e ** 2 for _, e in diffs)) / len(diffs)
-    return Evidence(cases=len(members), datasets=sorted({m.dataset for m in members}),
-                    seeds=min(len(m.seeds) for m in members),
+    by_dataset: dict[str, list[statistics.Difference]] = {}
+    for m in members:
+        by_dataset.setdefault(m.dataset, []).append(m.difference(strategy, runner_up))
+    gap = statistics.clustered(by_dataset)
+    datasets = sorted(by_dataset)
+    folds = []
+    if len(datasets) > 1:
+        for left_out in datasets:
+            chosen = _choice([m for m in members if m.dataset != left_out], options, strategy)
+            held = [judge(m, chosen).regret_pp for m in members if m.dataset == left_out]
+            folds.append((chosen == strategy, sum(held) / len(held)))
+    return Evidence(cases=len(members), datasets=datasets, seeds=min(len(m.seeds) for m in members),
                     mean_regret_pp=sum(judge(m, strategy).regret_pp for m in members) / len(members),
-                    runner_up=runner_up, margin_pp=100.0 * margin, se_pp=100.0 * se)
+                    runner_up=runner_up, margin_pp=100.0 * gap.mean, se_pp=100.0 * gap.se,
+                    held_out_folds=len(folds), held_out_agree=sum(agree for agree, _ in folds),
+                    held_out_regret_pp=sum(r for _, r in folds) / len(folds) if folds else float("nan"))

@@ -24,7 +24,9 @@ def evidence_toml(evidence: dict[str, Any], source: str) -> str:
                   f'source = "{source}"', f"cases = {e['cases']}", f"datasets = {json.dumps(e['datasets'])}",
                   f"seeds = {e['seeds']}", f"mean_regret_pp = {e['mean_regret_pp']:.2f}",
                   f'runner_up = "{e["runner_up"]}"', f"margin_pp = {e['margin_pp']:.2f}",
-                  f"se_pp = {e['se_pp']:.2f}", ""]
+                  f"se_pp = {e['se_pp']:.2f}", f"held_out_folds = {e['held_out_folds']}",
+                  f"held_out_agree = {e['held_out_agree']}",
+                  *([f"held_out_regret_pp = {e['held_out_regret_pp']:.2f}"] if e["held_out_folds"] else []), ""]
     return "\n".join(lines)
 
 

@@ -238,7 +238,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         },
         "runs": runs,
         "skipped": {s: args.skip_why for s in STRATEGIES if s in args.skip},
-        **judgement(runs, rec.strategy, n_judged),
+        **judgement(runs, rec.strategy),
         "all_strategies_s": sum(v["train_time_s"] for v in runs.values()),
         "cost_ratio": cost_ratio(advice_wall, [v["train_time_s"] for v in runs.values()]),
         "projected_all_strategies_s": projected_all_s(runs),
@@ -247,16 +247,17 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
     }
 
 
-def judgement(runs: dict[str, dict[str, Any]], recommended: str, n_judged: int) -> dict[str, Any]:
-    """Best strategy, regret and agreement of ``recommended`` among the measured ``runs``."""
+def judgement(runs: dict[str, dict[str, Any]], recommended: str) -> dict[str, Any]:
+    """Best strategy, regret and agreement of ``recommended`` among the measured ``runs`` (ties: one s.e. of the
+    paired difference, :mod:`tl_advise.rules.statistics`)."""
     accuracy = {s: v["accuracy"] for s, v in runs.items()}
     best = best_strategy(accuracy)
     measured = recommended in accuracy
     return {
-        "best": best, "tied_best": tied_best(accuracy, n_judged),
+        "best": best, "tied_best": tied_best(runs),
         "regret_pp": regret_pp(accuracy, recommended) if measured else None,
         "agree_raw": best == recommended,
-        "agree_within_se": agrees(accuracy, recommended, n_judged) if measured else False,
+        "agree_within_se": agrees(runs, recommended) if measured else False,
     }
 
 
@@ -296,7 +297,7 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
         else:
             log.info("%s: %s -> %s: LR sweep of the new recommendation", key, old["strategy"], row.strategy)
             sweep = sweep_case(case, src, args, row.strategy)
-    return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy, case["n_judged"]),
+    return {**case, "size_band": band, "advice": advice, **judgement(case["runs"], row.strategy),
             "lr_sweep": sweep}
 
 

@@ -1,17 +1,23 @@
-"""How sure a recommendation is: the weakest of three measured margins (``[confidence]`` in the rules).
+"""How sure a recommendation is: the weakest of its measured margins (``[confidence]`` in the rules).
 
-- similarity: how far the score is from the threshold, when the advice for the other label differs;
+- similarity: how far the score is from the threshold, when the advice for the other label differs (absent
+  where the label decides nothing);
 - size: how far images per class are from the nearest band edge whose neighbouring band advises otherwise
   (what would advise is ``decide``'s answer there: the table's cell or the pixel-baseline rule);
-- evidence: what the benchmark measured for the rule that decided (``evidence`` of its table row).
+- pixels: how far the frozen features' gain over raw pixels is from the pixel-baseline rule's cut-off, in
+  standard errors, when the advice on the other side differs (absent where the rule cannot change it);
+- evidence: what the benchmark measured for the rule that decided (``evidence`` of its table row); only a
+  choice that holds with each dataset left out counts as out of sample.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tl_advise.rules.decision import decide, logreg_gain
+from tl_advise.rules import statistics
+from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
+from tl_advise.rules.warnings import PixelsAsGoodWarning
 from tl_advise.schema.models import (
     Confidence,
     ConfidenceLevel,
@@ -36,12 +42,12 @@ def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
 
 
 def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
-                         strategy: StrategyId) -> Component:
+                         strategy: StrategyId) -> Component | None:
+    """None where the label decides nothing: a margin that cannot change the advice is no reason."""
     other_label: SimilarityLabel = "different" if similarity.label == "similar" else "similar"
     other = decide(rules, band, other_label, logreg_gain(similarity)).strategy
     if other == strategy:
-        return Component("high", f"the similarity label does not matter here: the {band} band advises "
-                                 f"{strategy} for similar and different data alike")
+        return None
     margin = abs(similarity.score - similarity.threshold)
     c = rules.confidence
     level = _graded(margin, c.similarity_margin_low, c.similarity_margin_high)
@@ -70,6 +76,37 @@ def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, simi
                             f"{neighbour} band, which advises {other}", other)
 
 
+def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
+                    strategy: StrategyId) -> Component | None:
+    """The pixel-baseline rule's cut-off as a margin. In its bands: the gain's distance from the cut-off in
+    standard errors (the gain is a difference of two cross-validated accuracies on the sample), when the
+    advice across it differs. Outside them, where raw pixels do as well: low, as nothing measured the table
+    on such data."""
+    pixel, sep = rules.pixel_baseline, similarity.separability
+    if not pixel.enabled or sep is None:
+        return None
+    fires = pixels_as_good(rules, sep.logreg_gain)
+    if band not in pixel.bands:
+        if not fires:
+            return None
+        return Component("low", f"raw pixels do as well as frozen features here (gain {sep.logreg_gain:+.3f}), "
+                                f"and rule {pixel.id} was measured in the {', '.join(pixel.bands)} bands only: "
+                                f"the {band} band's cell was never judged on such data",
+                         pixel.strategy if pixel.strategy != strategy else None)
+    other = rules.row_for(band, similarity.label).strategy if fires else pixel.strategy
+    if other == strategy:
+        return None
+    cutoff = rules.warnings.get(PixelsAsGoodWarning).max_logreg_gain
+    se = statistics.unpaired(sep.logreg_accuracy, sep.pixel_logreg_accuracy, sep.n_images).se
+    distance = abs(sep.logreg_gain - cutoff) / se
+    c = rules.confidence
+    level = _graded(distance, c.pixel_gain_se_low, c.pixel_gain_se_high)
+    side = "at or below" if fires else "above"
+    return Component(level, f"frozen features gain {sep.logreg_gain:+.3f} over raw pixels, {side} rule {pixel.id}'s "
+                            f"{cutoff:.2f} cut-off by {distance:.1f} s.e. ({se:.3f} on {sep.n_images} sample "
+                            f"images); on the other side the advice would be {other}", other)
+
+
 def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | None,
                        strategy: StrategyId) -> Component:
     c = rules.confidence
@@ -82,11 +119,17 @@ def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | No
         return Component("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more "
                                 "datasets judge it out of sample",
                          evidence.runner_up)
-    level: ConfidenceLevel = "high" if evidence.separated else c.tied
-    found = (f"{strategy} beat the runner-up beyond noise ({diff})" if evidence.separated
+    level: ConfidenceLevel = "high" if evidence.beyond_noise else c.tied
+    found = (f"{strategy} beat the runner-up beyond noise ({diff})" if evidence.beyond_noise
              else f"{strategy} tied the runner-up within noise ({diff})")
     if len(evidence.datasets) < 2 and LEVELS.index(c.single_dataset) < LEVELS.index(level):
         level, found = c.single_dataset, f"{found}, on one dataset only: not yet judged on another"
+    elif not evidence.held_out and LEVELS.index(c.in_sample) < LEVELS.index(level):
+        regret = (f", {evidence.held_out_regret_pp:.1f} pp mean regret on the dataset left out"
+                  if evidence.held_out_regret_pp is not None else "")
+        level, found = c.in_sample, (f"{found}, in-sample: chosen on these cases; with each dataset left out in "
+                                     f"turn the others chose it in {evidence.held_out_agree} of "
+                                     f"{evidence.held_out_folds} folds{regret}")
     return Component(level, f"{where}: {found}", evidence.runner_up)
 
 
@@ -94,9 +137,11 @@ def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: 
            strategy: StrategyId, rule_id: str, evidence: CellEvidence | None,
            fallback_runner_up: StrategyId | None) -> Confidence:
     """The recommendation's confidence: the weakest component decides, and names the runner-up."""
-    parts = [similarity_component(rules, band, similarity, strategy),
-             size_component(rules, band, dataset, similarity, strategy),
-             evidence_component(rules, rule_id, evidence, strategy)]
+    measured = [similarity_component(rules, band, similarity, strategy),
+                size_component(rules, band, dataset, similarity, strategy),
+                pixel_component(rules, band, similarity, strategy),
+                evidence_component(rules, rule_id, evidence, strategy)]
+    parts = [p for p in measured if p is not None]
     level = min((p.level for p in parts), key=LEVELS.index)
     weakest = [p for p in parts if p.level == level]
     # The runner-up of the weakest margin; else the rule's first alternative.

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from tl_advise.rules import statistics
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
 from tl_advise.rules.warnings import WarningRule, template_fields
 from tl_advise.schema.errors import RulesError
@@ -222,13 +223,29 @@ class CellEvidence(_Strict):
     seeds: int = Field(ge=1, description="the fewest seeds any of those cases has")
     mean_regret_pp: float = Field(ge=0, description="seed-averaged regret of the rule's strategy")
     runner_up: StrategyId = Field(description="the best other strategy, seed- and case-averaged")
-    margin_pp: float = Field(description="the rule's strategy minus the runner-up (negative: runner-up higher)")
-    se_pp: float = Field(ge=0, description="one standard error of that margin")
+    margin_pp: float = Field(description="the rule's strategy minus the runner-up (negative: runner-up higher), "
+                                         "each dataset counted once")
+    se_pp: float = Field(ge=0, description="one standard error of that margin (tl_advise.rules.statistics)")
+    held_out_folds: int = Field(0, ge=0, description="datasets left out in turn when choosing the cell's strategy "
+                                                     "on the others (0: one dataset, nothing to hold out)")
+    held_out_agree: int = Field(0, ge=0, description="folds in which the other datasets chose this strategy too")
+    held_out_regret_pp: float | None = Field(
+        None, description="mean regret, on each left-out dataset, of what the other datasets chose")
+
+    @property
+    def beyond_noise(self) -> bool:
+        """The rule's strategy beat the runner-up by more than the noise, on the cases it was chosen on."""
+        return statistics.compare(self.margin_pp, self.se_pp) == "ahead"
+
+    @property
+    def held_out(self) -> bool:
+        """Chosen again whichever dataset is left out: the choice does not rest on any one dataset."""
+        return self.held_out_folds >= 2 and self.held_out_agree == self.held_out_folds
 
     @property
     def separated(self) -> bool:
-        """The rule's strategy beat the runner-up by more than the noise."""
-        return self.margin_pp > self.se_pp
+        """Beyond noise and held out: the only evidence that counts as out of sample."""
+        return self.beyond_noise and self.held_out
 
 
 class DecisionRow(_Strict):
@@ -438,6 +455,12 @@ class ConfidenceRules(_Strict):
     size_ratio_high: float = Field(gt=1, description="at or beyond this factor: high (between: medium)")
     unmeasured: ConfidenceLevel = Field(description="the best a rule without benchmark evidence can be")
     tied: ConfidenceLevel = Field(description="the best a rule whose strategy tied its runner-up can be")
+    in_sample: ConfidenceLevel = Field(
+        "medium", description="the best a rule can be whose choice was not made again with each dataset left out: "
+                              "its margin was measured on the cases it was chosen on")
+    pixel_gain_se_low: float = Field(1.0, ge=0, description="the frozen features' gain over raw pixels within this "
+                                     "many standard errors of the pixel-baseline rule's cut-off: low")
+    pixel_gain_se_high: float = Field(2.0, ge=0, description="at or beyond this many: high (between: medium)")
     single_dataset: ConfidenceLevel = Field(
         "medium", description="the best a rule measured on one dataset only can be: nothing has judged it out of "
                               "sample (leave-one-dataset-out needs a second dataset in its cell)")

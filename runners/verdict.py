@@ -1,40 +1,50 @@
-"""Does the measurement confirm the advice? The recommended strategy against the best one that ran."""
+"""Does the measurement confirm the advice? The recommended strategy against the best one that ran, on the
+largest held-out split there is, with the noise of :mod:`tl_advise.rules.statistics` (what the benchmark and
+the advice's confidence use too)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
-from tl_advise.schema.models import StrategyId, StrategyRun, Verdict
-
-_TOLERANCE = 1e-9  # float noise must not turn "exactly at the margin" into "refuted"
+from tl_advise.rules import statistics
+from tl_advise.schema.models import Metrics, StrategyId, StrategyRun, Verdict
 
 Margin = float | Literal["auto"]
+Split = Literal["test", "val"]
 
 
 def _points(x: float) -> str:
     return f"{100 * x:.1f} pts"
 
 
-def noise_margin(accuracy: float, n_images: int) -> float:
-    """One binomial standard error of ``accuracy`` measured on ``n_images``, never below one image (1/n):
-    a gap smaller than this is within the noise of the validation set."""
-    if n_images <= 0:
-        return 0.0
-    p = min(1.0, max(0.0, accuracy))
-    return max(math.sqrt(p * (1.0 - p) / n_images), 1.0 / n_images)
+def judging_split(runs: Sequence[StrategyRun]) -> Split:
+    """``test`` when every scored run was evaluated on a test split, else ``val`` (which also chose each run's
+    best epoch: an optimistic judge)."""
+    scored = [r for r in runs if r.status != "failed" and r.val is not None]
+    return "test" if scored and all(r.test is not None and r.test.n_images > 0 for r in scored) else "val"
+
+
+def _judged(run: StrategyRun, split: Split) -> Metrics | None:
+    return run.test if split == "test" else run.val
+
+
+def difference(a: Metrics, b: Metrics) -> statistics.Difference:
+    """``a - b`` on the same split: image by image when both carry per-image results, else unpaired."""
+    return statistics.between({"accuracy": a.accuracy, "n_judged": a.n_images, "correct": a.correct},
+                              {"accuracy": b.accuracy, "n_judged": b.n_images, "correct": b.correct})
 
 
 def decide(recommended: StrategyId, runs: Sequence[StrategyRun], margin: Margin,
            pixel_baseline: float | None = None) -> Verdict:
-    """Confirmed when the recommended strategy's val accuracy is the best or within ``margin`` of it.
+    """Confirmed when the recommended strategy is the best on the judging split or its gap to the best is within
+    ``margin``; ``"auto"``: one standard error of that gap, paired image by image (the benchmark's "tie").
 
-    ``margin="auto"``: one binomial s.e. of the best strategy's val accuracy (:func:`noise_margin`).
     ``pixel_baseline``: the raw-pixel model's accuracy; the verdict says when no strategy beat it.
     """
     verdict = _decide(recommended, runs, margin)
-    scored = [r.val.accuracy for r in runs if r.status != "failed" and r.val is not None]
+    split = judging_split(runs)
+    scored = [m.accuracy for r in runs if r.status != "failed" and (m := _judged(r, split)) is not None]
     if pixel_baseline is None or not scored:
         return verdict
     beaten = max(scored) > pixel_baseline
@@ -45,49 +55,62 @@ def decide(recommended: StrategyId, runs: Sequence[StrategyRun], margin: Margin,
 
 
 def _decide(recommended: StrategyId, runs: Sequence[StrategyRun], margin: Margin) -> Verdict:
-    scored = [r for r in runs if r.status != "failed" and r.val is not None]
-    mine = next((r for r in scored if r.strategy == recommended), None)
-    if mine is None or mine.val is None:
+    split = judging_split(runs)
+    scored = {r.strategy: m for r in runs if r.status != "failed" and r.val is not None
+              and (m := _judged(r, split)) is not None}
+    where = _where(split, scored)
+    mine = scored.get(recommended)
+    if mine is None:
         return Verdict(status="not_compared", recommended=recommended, best=None, margin=0.0 if margin == "auto"
-                       else margin, margin_rule=_margin_rule(margin, None), gap=None,
+                       else margin, margin_rule=_margin_rule(margin, None), gap=None, judged_on=split,
                        message=f"the recommended strategy {recommended} was not trained (or failed): no verdict")
     # Ties go to the recommended strategy: it needs no evidence to keep its place.
-    best = max(scored, key=lambda r: (r.val.accuracy if r.val else 0.0, r.strategy == recommended))
-    assert best.val is not None
-    rule = _margin_rule(margin, best)
-    allowed = round(noise_margin(best.val.accuracy, best.val.n_images), 6) if margin == "auto" else margin
-    gap = round(best.val.accuracy - mine.val.accuracy, 6)
+    best = max(scored, key=lambda s: (scored[s].accuracy, s == recommended))
     if len(scored) == 1:
-        return Verdict(status="not_compared", recommended=recommended, best=recommended, margin=allowed,
-                       margin_rule=rule, gap=0.0,
-                       message=f"only {recommended} ran: val accuracy {mine.val.accuracy:.3f}; "
+        return Verdict(status="not_compared", recommended=recommended, best=recommended, margin=0.0 if margin ==
+                       "auto" else margin, margin_rule=_margin_rule(margin, None), gap=0.0, judged_on=split,
+                       n_judged=mine.n_images,
+                       message=f"only {recommended} ran: {split} accuracy {mine.accuracy:.3f}; "
                                "nothing to compare it with (use --compare)")
+    gap = difference(scored[best], mine)
+    allowed = round(statistics.NOISE_SE * gap.se, 6) if margin == "auto" else margin
+    common = {"recommended": recommended, "best": best, "margin": allowed, "margin_rule": _margin_rule(margin, gap),
+              "gap": round(gap.mean, 6), "judged_on": split, "n_judged": mine.n_images, "se": round(gap.se, 6),
+              "p_value": gap.p_value}
     others = len(scored) - 1
-    if best.strategy == recommended:
-        return Verdict(status="confirmed", recommended=recommended, best=recommended, margin=allowed,
-                       margin_rule=rule, gap=0.0,
-                       message=f"{recommended} has the best val accuracy ({mine.val.accuracy:.3f}) "
-                               f"of the {others + 1} strategies trained")
-    if gap <= allowed + _TOLERANCE:
-        return Verdict(status="confirmed", recommended=recommended, best=best.strategy, margin=allowed,
-                       margin_rule=rule, gap=gap,
-                       message=f"{recommended} ({mine.val.accuracy:.3f}) is within the "
-                               f"{_points(allowed)} margin of the best, {best.strategy} ({best.val.accuracy:.3f})")
-    return Verdict(status="refuted", recommended=recommended, best=best.strategy, margin=allowed,
-                   margin_rule=rule, gap=gap,
-                   message=f"{best.strategy} beat the recommended {recommended} by {_points(gap)} of "
-                           f"val accuracy ({best.val.accuracy:.3f} vs {mine.val.accuracy:.3f}), more than "
-                           f"the {_points(allowed)} margin{_resolution(mine)}")
+    if best == recommended:
+        return Verdict(status="confirmed", **common,
+                       message=f"{recommended} has the best {split} accuracy ({mine.accuracy:.3f}) of the "
+                               f"{others + 1} strategies trained{where}")
+    if gap.mean <= allowed + 1e-9:
+        return Verdict(status="confirmed", **common,
+                       message=f"{recommended} ({mine.accuracy:.3f}) is within the {_points(allowed)} margin of the "
+                               f"best, {best} ({scored[best].accuracy:.3f}){where}")
+    return Verdict(status="refuted", **common,
+                   message=f"{best} beat the recommended {recommended} by {_points(gap.mean)} of {split} accuracy "
+                           f"({scored[best].accuracy:.3f} vs {mine.accuracy:.3f}), more than the {_points(allowed)} "
+                           f"margin{where}{_discordant(gap)}")
 
 
-def _resolution(run: StrategyRun) -> str:
-    """How coarse the evidence is: on a small validation set one image is worth several points."""
-    n = run.val.n_images if run.val else 0
-    return f" (with {n} validation images one image is {_points(1 / n)})" if n else ""
+def _where(split: Split, scored: dict[StrategyId, Metrics]) -> str:
+    n = min((m.n_images for m in scored.values()), default=0)
+    if split == "test":
+        return f", judged on the test split ({n} images)"
+    return (f", judged on the validation split ({n} images), which also chose each strategy's best epoch: "
+            "no test split, so the figures are optimistic")
 
 
-def _margin_rule(margin: Margin, best: StrategyRun | None) -> str:
+def _discordant(gap: statistics.Difference) -> str:
+    if gap.a_only is None or gap.b_only is None or gap.p_value is None:
+        return ""
+    return (f"; the two disagree on {gap.a_only + gap.b_only} images ({gap.a_only} vs {gap.b_only}, "
+            f"McNemar p = {gap.p_value:.2g})")
+
+
+def _margin_rule(margin: Margin, gap: statistics.Difference | None) -> str:
     if margin != "auto":
         return "fixed (--margin)"
-    n = best.val.n_images if best is not None and best.val is not None else 0
-    return f"auto: one binomial s.e. of the best val accuracy ({n} validation images), at least one image"
+    if gap is None:
+        return "auto: one standard error of the gap to the best"
+    how = "paired image by image" if gap.paired else "unpaired: no per-image results"
+    return f"auto: one standard error of the gap to the best ({how}, {gap.n_images} images), at least one image"

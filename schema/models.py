@@ -574,10 +574,17 @@ class Verdict(_Model):
     status: VerdictStatus
     recommended: StrategyId
     best: StrategyId | None
-    margin: float = Field(description="a gap up to this much val accuracy still counts as confirmed")
+    margin: float = Field(description="a gap up to this much accuracy still counts as confirmed")
     margin_rule: str = Field(default="fixed (--margin)", description="how the margin was set")
-    gap: float | None = Field(description="best val accuracy minus the recommended strategy's")
+    gap: float | None = Field(description="best accuracy minus the recommended strategy's, on the judging split")
     message: str
+    judged_on: Literal["test", "val"] = Field(
+        default="val", description="the split that judged: test when every strategy has one, else the validation "
+        "split that also chose each strategy's best epoch")
+    n_judged: int | None = Field(default=None, description="images in the judging split")
+    se: float | None = Field(default=None, description="one standard error of the gap (paired image by image where "
+                             "per-image results exist); 'auto' margins are this")
+    p_value: float | None = Field(default=None, description="exact McNemar p-value of the gap (paired results)")
     pixel_baseline: float | None = Field(
         default=None, description="the raw-pixel baseline's accuracy (5-fold CV on the advice sample), a reference")
     beat_pixel_baseline: bool | None = Field(default=None, description="did any strategy beat that baseline?")

@@ -32,16 +32,27 @@ def test_std_error_and_regret() -> None:
     assert qm.best_strategy({"full_finetune": 0.9, "feature_extraction": 0.9}) == "feature_extraction"
 
 
+def _runs(accuracy: dict[str, float], n: int) -> dict[str, dict]:
+    return {s: {"accuracy": a, "n_judged": n} for s, a in accuracy.items()}
+
+
 def test_agreement_counts_ties_within_one_standard_error() -> None:
     acc = {"feature_extraction": 0.80, "finetune_last_layers": 0.85, "from_scratch": 0.50}
-    # n=40: s.e. of 0.85 is ~0.056 -> 5 pp behind is a tie.
-    assert qm.agrees(acc, "feature_extraction", 40)
-    assert not qm.agrees(acc, "from_scratch", 40)
-    # n=10000: s.e. ~0.0036 -> 5 pp behind is a real loss.
-    assert not qm.agrees(acc, "feature_extraction", 10000)
-    assert qm.tied_best(acc, 40) == ["feature_extraction", "finetune_last_layers"]
+    # n=40, no per-image results: s.e. of 0.85 - 0.80 is sqrt((.1275 + .16) / 40) = 0.085 -> a tie.
+    assert qm.agrees(_runs(acc, 40), "feature_extraction")
+    assert not qm.agrees(_runs(acc, 40), "from_scratch")
+    # n=10000: s.e. ~0.0055 -> 5 pp behind is a real loss.
+    assert not qm.agrees(_runs(acc, 10000), "feature_extraction")
+    assert qm.tied_best(_runs(acc, 40)) == ["feature_extraction", "finetune_last_layers"]
     # A perfect best score still allows one image's worth of noise.
-    assert qm.agrees({"feature_extraction": 1.0, "full_finetune": 0.99}, "full_finetune", 100)
+    assert qm.agrees(_runs({"feature_extraction": 1.0, "full_finetune": 0.99}, 100), "full_finetune")
+    # Per-image results pair the comparison: the same 5-point gap on 100 images, every differing image going
+    # to the best, is beyond noise (paired s.e. 0.022), where the unpaired s.e. (0.054) calls it a tie.
+    runs = _runs({"feature_extraction": 0.80, "finetune_last_layers": 0.85}, 100)
+    assert qm.agrees(runs, "feature_extraction")
+    runs["feature_extraction"]["correct"] = "0" * 5 + "1" * 80 + "0" * 15
+    runs["finetune_last_layers"]["correct"] = "1" * 5 + "1" * 80 + "0" * 15
+    assert not qm.agrees(runs, "feature_extraction")
 
 
 def test_cost_ratio() -> None:
@@ -346,16 +357,7 @@ def test_level_names_round_trip() -> None:
 def _seed_case(seed: int, accuracy: dict[str, float], n_judged: int = 100, level: str = "full") -> dict:
     return {"dataset": "d", "level": level, "seed": seed, "size_band": "small", "n_judged": n_judged,
             "advice": {"strategy": "feature_extraction", "label": "different", "signals": {}},
-            "runs": {s: {"accuracy": a} for s, a in accuracy.items()}}
-
-
-def test_paired_standard_error_never_below_binomial_noise() -> None:
-    # Two seeds that agree exactly: the spread is 0, so binomial noise on 2 x 100 images sets the s.e.
-    assert qm.paired_se([0.02, 0.02], 0.9, 100) == pytest.approx(math.sqrt(2 * 0.9 * 0.1 / 200))
-    # Seeds that disagree: the spread over seeds (sd / sqrt(k)) when it is larger.
-    assert qm.paired_se([0.10, -0.10], 0.9, 100) == pytest.approx(0.2 / math.sqrt(2) / math.sqrt(2))
-    # Never below one image, even at p = 1.
-    assert qm.paired_se([0.0], 1.0, 40) == pytest.approx(1 / 40)
+            "runs": {s: {"accuracy": a, "n_judged": n_judged} for s, a in accuracy.items()}}
 
 
 def test_seed_averages_judge_ties_across_seeds() -> None:
@@ -378,9 +380,28 @@ def test_cell_evidence_separates_only_beyond_noise() -> None:
     e = qm.cell_evidence(strong, "feature_extraction")
     assert e is not None and (e.cases, e.seeds, e.runner_up) == (2, 2, "finetune_last_layers")
     assert e.margin_pp == pytest.approx(5.0) and e.margin_pp > e.se_pp and e.mean_regret_pp == 0.0
+    assert e.held_out_folds == 0  # one dataset: nothing to hold out
     weak = qm.seed_averages([_seed_case(0, {"feature_extraction": 0.91, "finetune_last_layers": 0.90}, n_judged=50)])
     e = qm.cell_evidence(weak, "feature_extraction")
     assert e is not None and e.margin_pp == pytest.approx(1.0) and e.margin_pp < e.se_pp
+
+
+def _dataset_case(dataset: str, level: str, accuracy: dict[str, float]) -> dict:
+    return {**_seed_case(0, accuracy, n_judged=1000, level=level), "dataset": dataset}
+
+
+def test_cell_evidence_counts_each_dataset_once_and_holds_out_each_in_turn() -> None:
+    a, b = "feature_extraction", "finetune_last_layers"
+    # Dataset x: three levels, a ahead by 6 pp; dataset y: one level, b ahead by 2 pp.
+    cases = [_dataset_case("x", lv, {a: 0.96, b: 0.90}) for lv in ("10/class", "40/class", "100/class")]
+    cases.append(_dataset_case("y", "10/class", {a: 0.88, b: 0.90}))
+    e = qm.cell_evidence(qm.seed_averages(cases), a)
+    assert e is not None and e.datasets == ["x", "y"] and e.cases == 4
+    # Clustered: (6 + -2) / 2 = 2 pp, not the case mean (6 * 3 - 2) / 4 = 4 pp.
+    assert e.margin_pp == pytest.approx(2.0)
+    # Held out: without x the cell would choose b (x's regret 6 pp); without y it chooses a (y's regret 2 pp).
+    assert (e.held_out_folds, e.held_out_agree) == (2, 1)
+    assert e.held_out_regret_pp == pytest.approx((6.0 + 2.0) / 2)
 
 
 def test_the_rules_evidence_is_what_the_results_file_gives() -> None:

@@ -885,7 +885,8 @@ def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0,
     for row in data["decision"]:
         runner_up = next(s for s in STRATEGY_IDS if s != row["strategy"])
         row["evidence"] = {"source": "test", "cases": 3, "datasets": ["a", "b"], "seeds": 2,
-                           "mean_regret_pp": 0.0, "runner_up": runner_up, "margin_pp": margin_pp, "se_pp": se_pp}
+                           "mean_regret_pp": 0.0, "runner_up": runner_up, "margin_pp": margin_pp, "se_pp": se_pp,
+                           "held_out_folds": 2, "held_out_agree": 2, "held_out_regret_pp": 0.0}
     return rules_from_mapping(data)
 
 
@@ -948,13 +949,55 @@ def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
     one = advise(rules_from_mapping(data), 40, "different")
     assert one.confidence.level == "medium"
     assert any("on one dataset only" in r for r in one.confidence.reasons), one.confidence.reasons
-    row["evidence"]["datasets"] = ["only", "another"]
+    row["evidence"].update(datasets=["only", "another"], held_out_folds=2, held_out_agree=2)
     assert advise(rules_from_mapping(data), 40, "different").confidence.level == "high"
     # The shipped rules: the pixel rule and small-different rest on the X-rays alone.
     rules = load_rules()
     assert rules.pixel_baseline.evidence is not None and len(rules.pixel_baseline.evidence.datasets) == 1
     pixels = advise(rules, 180, "different", separability=make_separability(-0.25))
     assert (pixels.rule_id, pixels.confidence.level) == (rules.pixel_baseline.id, "medium")
+
+
+def test_evidence_chosen_in_sample_is_at_most_medium() -> None:
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row["evidence"] = {"source": "test", "cases": 4, "datasets": ["a", "b"], "seeds": 3, "mean_regret_pp": 0.0,
+                       "runner_up": "feature_extraction", "margin_pp": 3.0, "se_pp": 1.0,
+                       "held_out_folds": 2, "held_out_agree": 1, "held_out_regret_pp": 2.5}
+    in_sample = advise(rules_from_mapping(data), 40, "different")
+    assert in_sample.confidence.level == "medium"
+    assert any("in-sample" in r and "1 of 2 folds" in r and "2.5 pp" in r for r in in_sample.confidence.reasons)
+    # Evidence from before the held-out fields (no folds recorded) is in-sample too.
+    for key in ("held_out_folds", "held_out_agree", "held_out_regret_pp"):
+        del row["evidence"][key]
+    assert advise(rules_from_mapping(data), 40, "different").confidence.level == "medium"
+
+
+def test_a_label_that_decides_nothing_gives_no_similarity_reason() -> None:
+    rules = _measured(load_rules(), 3.0)
+    tiny = advise(rules, 40, "different", score=0.49)
+    assert not any("similarity" in r for r in tiny.confidence.reasons), tiny.confidence.reasons
+
+
+@pytest.mark.parametrize(("gain", "level"), [(0.03, "low"), (0.10, "medium"), (0.25, "high")])
+def test_the_pixel_rules_cut_off_is_a_margin_in_standard_errors(gain: float, level: str) -> None:
+    # 128 sample images, pixels 0.60, features 0.60 + gain: s.e. of the gain sqrt((p(1-p) + 0.24) / 128);
+    # 0.03: 0.01 / 0.061 = 0.2 s.e. from the 0.02 cut-off; 0.10: 0.08 / 0.059 = 1.3; 0.25: 0.23 / 0.054 = 4.3.
+    rules = _measured(load_rules(), 3.0)
+    advice = advise(rules, 40, "different", separability=make_separability(gain))
+    assert advice.strategy == "finetune_last_layers" and advice.confidence.level == level
+    reason = next(r for r in advice.confidence.reasons if "cut-off" in r)
+    assert "on the other side the advice would be feature_extraction" in reason
+    if level == "low":
+        assert advice.confidence.runner_up == "feature_extraction"
+
+
+def test_pixels_as_good_outside_the_pixel_rules_bands_is_low_confidence() -> None:
+    rules = _measured(load_rules(), 3.0)
+    assert "medium" not in rules.pixel_baseline.bands
+    advice = advise(rules, 3000, "different", separability=make_separability(-0.25))
+    assert advice.rule_id != rules.pixel_baseline.id and advice.confidence.level == "low"
+    assert any("was measured in the" in r and "never judged on such data" in r for r in advice.confidence.reasons)
 
 
 def test_the_pixel_rule_decides_in_its_band_and_the_bar_is_always_shown(rules: RuleSet) -> None:
@@ -990,13 +1033,14 @@ def test_confidence_asks_the_pixel_rule_what_the_other_side_would_advise(rules: 
     pixels_win = make_separability(-0.25)
     # Both labels go to the pixel rule at 180 per class: the label does not matter, whatever the score.
     rec = advise(rules, 180, "different", separability=pixels_win, score=0.48)
-    assert rec.confidence.reasons[0].startswith("the similarity label does not matter here")
+    assert not any("similarity" in r for r in rec.confidence.reasons)
     # Near the small band's edge the pixel rule stops applying: that edge is the size margin.
     near = advise(rules, 450, "different", separability=pixels_win)
     assert near.confidence.level == "low" and near.confidence.runner_up == rules.row_for("small", "different").strategy
-    assert "from the 500 edge of the small band" in near.confidence.reasons[1]
+    assert "from the 500 edge of the small band" in near.confidence.reasons[0]
     # The few band's edge is no margin for it: the pixel rule decides on both sides of 16.
-    assert "edge of the few band" not in advise(rules, 18, "different", separability=pixels_win).confidence.reasons[1]
+    assert not any("edge of the few band" in r
+                   for r in advise(rules, 18, "different", separability=pixels_win).confidence.reasons)
 
 
 def test_the_pixel_rules_table_reason_fills_only_the_row_id() -> None:

@@ -94,10 +94,15 @@ def test_flat_folder_gets_a_holdout(image_folder: Callable[..., Path]) -> None:
 # --------------------------------------------------------------------------- verdict
 
 
-def _run(strategy: str, accuracy: float | None, status: str = "completed", n: int = 10) -> StrategyRun:
-    val = None if accuracy is None else Metrics(accuracy=accuracy, balanced_accuracy=accuracy, macro_f1=accuracy,
-                                                per_class_accuracy={}, confusion_matrix=[], n_images=n, loss=1.0)
-    return StrategyRun(strategy=strategy, status=status, val=val)
+def _metrics(accuracy: float, n: int, correct: str | None = None) -> Metrics:
+    return Metrics(accuracy=accuracy, balanced_accuracy=accuracy, macro_f1=accuracy, per_class_accuracy={},
+                   confusion_matrix=[], n_images=n, loss=1.0, correct=correct)
+
+
+def _run(strategy: str, accuracy: float | None, status: str = "completed", n: int = 10,
+         test: Metrics | None = None) -> StrategyRun:
+    val = None if accuracy is None else _metrics(accuracy, n)
+    return StrategyRun(strategy=strategy, status=status, val=val, test=test)
 
 
 def test_verdict_confirmed_when_best_or_within_margin() -> None:
@@ -109,6 +114,8 @@ def test_verdict_confirmed_when_best_or_within_margin() -> None:
     assert tie.status == "confirmed" and tie.best == "feature_extraction"
     # The status is its own field, which every format prints beside the message: not repeated in it.
     assert close.message.startswith("feature_extraction (0.900) is within the 1.0 pts margin")
+    # No test split: the validation split judged, and the message says it is optimistic.
+    assert close.judged_on == "val" and "no test split" in close.message
 
 
 def test_verdict_refuted_names_the_winner_and_the_gap() -> None:
@@ -118,18 +125,49 @@ def test_verdict_refuted_names_the_winner_and_the_gap() -> None:
     assert verdict.message.startswith("full_finetune beat the recommended feature_extraction by 15.0 pts")
 
 
-def test_auto_margin_is_one_standard_error_of_the_best_accuracy() -> None:
-    # Best 0.90 on 100 validation images: s.e. = sqrt(0.9 * 0.1 / 100) = 0.03.
-    runs = [_run("feature_extraction", 0.88, n=100), _run("full_finetune", 0.90, n=100)]
-    within = decide("feature_extraction", runs, "auto")
-    assert within.status == "confirmed" and within.margin == pytest.approx(0.03)
-    assert within.margin_rule.startswith("auto") and "100 validation images" in within.margin_rule
-    runs = [_run("feature_extraction", 0.86, n=100), _run("full_finetune", 0.90, n=100)]
-    assert decide("feature_extraction", runs, "auto").status == "refuted"  # 4 pts > 3 pts
-    # A perfect best score has s.e. 0: the margin never falls below one image.
+# Two strategies on the same 100 test images: full_finetune right on 8 images where feature_extraction is wrong,
+# feature_extraction right on 2 where full_finetune is wrong, both right on 80.
+_FE = "0" * 8 + "1" * 2 + "1" * 80 + "0" * 10
+_FT = "1" * 8 + "0" * 2 + "1" * 80 + "0" * 10
+
+
+def test_a_test_split_judges_when_every_strategy_has_one() -> None:
+    # On validation feature_extraction is ahead; on the test split full_finetune is.
+    runs = [_run("feature_extraction", 0.95, test=_metrics(0.82, 100, _FE)),
+            _run("full_finetune", 0.90, test=_metrics(0.88, 100, _FT))]
+    verdict = decide("feature_extraction", runs, 0.01)
+    assert (verdict.judged_on, verdict.n_judged, verdict.best) == ("test", 100, "full_finetune")
+    assert verdict.status == "refuted" and "judged on the test split (100 images)" in verdict.message
+    # One strategy without a test score: every strategy is judged on validation instead.
+    mixed = [_run("feature_extraction", 0.95, test=_metrics(0.82, 100, _FE)), _run("full_finetune", 0.90)]
+    assert decide("feature_extraction", mixed, 0.01).judged_on == "val"
+
+
+def test_auto_margin_is_one_standard_error_of_the_paired_gap() -> None:
+    runs = [_run("feature_extraction", 0.9, test=_metrics(0.82, 100, _FE)),
+            _run("full_finetune", 0.9, test=_metrics(0.88, 100, _FT))]
+    verdict = decide("feature_extraction", runs, "auto")
+    # Gap 0.06; per-image differences: eight +1, two -1: variance 0.10 - 0.0036, x 100/99, s.e. sqrt(./100)
+    se = (0.0964 * 100 / 99 / 100) ** 0.5  # 0.0312
+    assert verdict.margin == pytest.approx(se, abs=1e-6) and verdict.se == pytest.approx(se, abs=1e-6)
+    assert verdict.status == "refuted" and "paired image by image" in verdict.margin_rule
+    assert verdict.p_value == pytest.approx(2 * (1 + 10 + 45) / 2**10)  # exact McNemar, 2 of 10 discordant
+    assert "disagree on 10 images (8 vs 2" in verdict.message
+    # 0.80 vs 0.85 without per-image results: the unpaired s.e. (0.054) makes the 5-point gap a tie; paired,
+    # with the five images on which they differ all going to full_finetune, the same gap is beyond noise.
+    loose = [_run("feature_extraction", 0.9, test=_metrics(0.80, 100)), _run("full_finetune", 0.9,
+                                                                           test=_metrics(0.85, 100))]
+    unpaired = decide("feature_extraction", loose, "auto")
+    assert unpaired.margin == pytest.approx((0.80 * 0.20 / 100 + 0.85 * 0.15 / 100) ** 0.5, abs=1e-6)
+    assert unpaired.status == "confirmed" and "unpaired" in unpaired.margin_rule
+    a, b = "0" * 5 + "1" * 80 + "0" * 15, "1" * 5 + "1" * 80 + "0" * 15
+    tight = [_run("feature_extraction", 0.9, test=_metrics(0.80, 100, a)),
+             _run("full_finetune", 0.9, test=_metrics(0.85, 100, b))]
+    assert decide("feature_extraction", tight, "auto").status == "refuted"
+    # One image apart is never beyond noise, whatever the s.e. formula gives.
     perfect = decide("feature_extraction", [_run("feature_extraction", 0.95, n=20), _run("full_finetune", 1.0, n=20)],
                      "auto")
-    assert perfect.margin == pytest.approx(0.05) and perfect.status == "confirmed"
+    assert perfect.margin >= 0.05 and perfect.status == "confirmed"
     assert decide("feature_extraction", runs, 0.05).margin_rule == "fixed (--margin)"
 
 

@@ -136,4 +136,5 @@ def run_table(report: RunReport, recommended: str) -> list[str]:
 
 def margin_line(report: RunReport) -> str:
     verdict = report.verdict
-    return f"margin for 'confirmed': {100 * verdict.margin:.1f} pts of val accuracy ({verdict.margin_rule})"
+    return (f"margin for 'confirmed': {100 * verdict.margin:.1f} pts of {verdict.judged_on} accuracy "
+            f"({verdict.margin_rule})")
