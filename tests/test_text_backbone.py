@@ -32,9 +32,11 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TextBackbone]:
     yield load_text_backbone(cache_dir=tmp_path_factory.mktemp("text-cache"))
 
 
-# --------------------------------------------------------------------------- fast: no weights
+# --------------------------------------------------------------------------- no weights (slow all the same: the
+# first import of torch, transformers' helpers and scikit-learn costs seconds on 2 cores)
 
 
+@pytest.mark.slow
 def test_a_weights_path_that_is_not_a_folder(tmp_path: Path) -> None:
     from tl_advise.advisor.text.backbone import load_text_backbone
 
@@ -42,6 +44,7 @@ def test_a_weights_path_that_is_not_a_folder(tmp_path: Path) -> None:
         load_text_backbone("mine", weights=tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_stratified_and_distinct() -> None:
     from tl_advise.advisor.text.similarity import sample_examples
 
