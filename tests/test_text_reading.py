@@ -1,0 +1,211 @@
+"""Reading and scanning text datasets: tiny synthetic tables and folders written here, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tl_advise.advisor.text import TextReadOptions, read_text_dataset, scan_texts
+from tl_advise.advisor.text.scan import script_summary
+from tl_advise.schema.errors import DatasetError, TLAdviseError
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+REVIEWS = ['"great phone, love it",pos', "battery died in a day,neg", '"works well",pos', "broke at once,neg"]
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_a_csv_manifest_is_read_with_its_columns_detected(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "reviews.csv", "review,sentiment", REVIEWS)
+    dataset = read_text_dataset(path)
+    assert dataset.source.kind == "manifest"
+    assert (dataset.source.text_column, dataset.source.label_column) == ("review", "sentiment")
+    assert dataset.classes == ["neg", "pos"]
+    assert dataset.splits == ["all"] and dataset.train_split == "all"
+    assert dataset.texts()[0] == "great phone, love it"
+    assert dataset.examples[1].where == "reviews.csv line 3"
+
+
+def test_a_split_column_and_explicit_column_names(tmp_path: Path) -> None:
+    rows = ["hello there,a,train,x", "good bye,b,train,y", "hi again,a,test,z", "bye now,b,validation,w"]
+    path = write_csv(tmp_path / "d.csv", "body_text,target,subset,other", rows)
+    dataset = read_text_dataset(path, TextReadOptions(text_column="body_text"))
+    assert dataset.splits == ["train", "val", "test"]
+    assert dataset.labels("train") == ["a", "b"]
+    assert dataset.source.split_column == "subset"
+
+
+def test_the_only_column_beside_the_label_is_the_text(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", "utterance_raw,label", ["turn on the light,on", "switch it off,off"])
+    assert read_text_dataset(path).source.text_column == "utterance_raw"
+
+
+def test_jsonl_tsv_and_parquet(tmp_path: Path) -> None:
+    records = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}, {"text": "fine", "label": 1.0}]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert read_text_dataset(jsonl).labels() == ["1", "0", "1"]
+    tsv = write_csv(tmp_path / "d.tsv", "text\tlabel", ["a, b, c\tx", "d; e\ty"])
+    assert read_text_dataset(tsv).texts() == ["a, b, c", "d; e"]
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"sentence": ["one", "two"], "label": ["a", "b"]}), tmp_path / "d.parquet")
+    assert read_text_dataset(tmp_path / "d.parquet").texts() == ["one", "two"]
+
+
+def test_a_folder_of_split_files_in_the_hugging_face_layout(tmp_path: Path) -> None:
+    write_csv(tmp_path / "data" / "train.csv", "text,label", REVIEWS)
+    write_csv(tmp_path / "data" / "validation.csv", "text,label", ["ok,pos", "meh,neg"])
+    write_csv(tmp_path / "data" / "test.csv", "text,label", ["fine,pos", "awful,neg"])
+    dataset = read_text_dataset(tmp_path / "data")
+    assert dataset.source.kind == "split_files"
+    assert dataset.splits == ["train", "val", "test"]
+    assert len(dataset.subset("train")) == 4 and dataset.train_split == "train"
+
+
+def test_multi_line_quoted_texts(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\n"first line\nsecond line",a\nplain,b\n', encoding="utf-8")
+    dataset = read_text_dataset(path)
+    assert dataset.texts() == ["first line\nsecond line", "plain"]
+    assert dataset.examples[1].where == "d.csv line 4"
+
+
+def test_class_folders_of_text_files(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        for label, text in (("pos", "lovely"), ("neg", "dreadful")):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            (folder / "0001.txt").write_text(f"{text} {split}", encoding="utf-8")
+    (tmp_path / "data" / "train" / "pos" / "photo.png").write_bytes(b"\x89PNG")
+    dataset = read_text_dataset(tmp_path / "data")
+    assert dataset.source.kind == "class_folders"
+    assert dataset.splits == ["train", "test"]
+    assert sorted(dataset.texts("train")) == ["dreadful train", "lovely train"]
+    assert [s.path for s in dataset.skipped] == ["train/pos/photo.png"]
+
+
+def test_flat_class_folders_without_extensions(tmp_path: Path) -> None:
+    for label in ("sci.space", "rec.autos"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "51060").write_text(f"a post in {label}")
+    dataset = read_text_dataset(tmp_path)
+    assert dataset.classes == ["rec.autos", "sci.space"] and dataset.splits == ["all"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("", "is empty"),
+    ("text,label\n", "no rows"),
+    ("words,more_words,label\na,b,c\n", "no text column"),
+    ("text,stars_given\nnice,5\n", "no label column"),
+])
+def test_bad_tables_name_the_file_and_the_fix(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=expected) as info:
+        read_text_dataset(path)
+    assert str(path) in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_a_named_column_that_is_not_there(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", "text,label", REVIEWS)
+    with pytest.raises(DatasetError, match=r"no column 'body'.*its columns are: 'text', 'label'"):
+        read_text_dataset(path, TextReadOptions(text_column="body"))
+
+
+def test_a_single_class_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", "text,label", ["a,x", "b,x"])
+    with pytest.raises(DatasetError, match=r"1 class.*'x'.*at least 2"):
+        read_text_dataset(path)
+
+
+def test_a_file_in_another_encoding_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("text,label\ncafé crème,a\nnaïve,b\nrésumé,a\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"not UTF-8.*save it as UTF-8"):
+        read_text_dataset(path)
+
+
+def test_a_few_undecodable_bytes_are_a_finding_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"text,label\ngood \xff text,a\nfine,b\nok,a\nnice,b\n")
+    dataset = read_text_dataset(path)
+    assert dataset.examples[0].undecodable == 1
+    scan = scan_texts(dataset)
+    assert scan.n_undecodable == 1
+    assert "undecodable" in {f.code for f in scan.findings}
+
+
+def test_missing_paths_and_other_files(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        read_text_dataset(tmp_path / "nope.csv")
+    (tmp_path / "notes.md").write_text("x")
+    with pytest.raises(DatasetError, match="not a table"):
+        read_text_dataset(tmp_path / "notes.md")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TLAdviseError, match="holds no table and no class folder"):
+        read_text_dataset(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def test_scan_counts_and_findings(tmp_path: Path) -> None:
+    rows = ["good one,pos,train", "bad one,neg,train", "good one,neg,train", '"  ",pos,train',
+            "bad one,neg,test", "ctrl\x07char,pos,train", "fine,pos,train"]
+    dataset = read_text_dataset(write_csv(tmp_path / "d.csv", "text,label,split", rows))
+    scan = scan_texts(dataset)
+    assert scan.summary.split_counts == {"train": {"neg": 2, "pos": 4}, "test": {"neg": 1, "pos": 0}}
+    assert scan.summary.train_split == "train" and scan.summary.texts_per_class == 3.0
+    assert scan.n_empty == 1 and scan.n_control == 1
+    assert scan.n_duplicate_texts == 2
+    codes = {f.code for f in scan.findings}
+    assert {"empty", "duplicates", "duplicate_conflict", "cross_split_duplicates", "control_characters",
+            "few_texts"} <= codes
+    assert scan.lengths.unit == "words" and scan.lengths.max == 2
+    conflict = next(g for g in scan.duplicates if g.text == "good one")
+    assert conflict.label_conflict and not conflict.cross_split
+
+
+def test_script_summary() -> None:
+    summary = script_summary(["hello world", "привет мир", "नमस्ते"])
+    assert summary.shares["LATIN"] == pytest.approx(10 / summary.n_letters, abs=1e-4)
+    assert {"CYRILLIC", "DEVANAGARI"} <= set(summary.shares)
+    assert summary.non_latin_share > 0.4
+
+
+def test_non_latin_text_is_a_finding(tmp_path: Path) -> None:
+    rows = ["Это хороший телефон,pos", "Очень плохой,neg", "great,pos", "bad,neg"]
+    scan = scan_texts(read_text_dataset(write_csv(tmp_path / "d.csv", "text,label", rows)))
+    assert "non_latin_script" in {f.code for f in scan.findings}
+
+
+class _FakeTokenizer:
+    """Characters as tokens, plus two special tokens: enough to check the length accounting."""
+
+    def __call__(self, texts: list[str], **_: object) -> dict[str, list[list[int]]]:
+        return {"input_ids": [[0, *range(len(t)), 1] for t in texts]}
+
+
+def test_lengths_in_tokens_and_too_long_texts(tmp_path: Path) -> None:
+    rows = ["short,a", "a much longer text here,b", "mid size,a", "tiny,b"]
+    dataset = read_text_dataset(write_csv(tmp_path / "d.csv", "text,label", rows))
+    scan = scan_texts(dataset, tokenizer=_FakeTokenizer(), tokenizer_name="chars", max_length=10)
+    assert scan.lengths.unit == "tokens" and scan.lengths.max == len("a much longer text here") + 2
+    assert scan.lengths.n_over_max == 1 and scan.lengths.share_over_max == 0.25
+    too_long = next(f for f in scan.findings if f.code == "too_long")
+    assert too_long.examples == ["d.csv line 3"]
