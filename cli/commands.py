@@ -386,9 +386,11 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     ), RUN_OPTION_FLAGS)
     check_output_dir(options.output_dir, data, "The output folder (--output-dir)")
     check_can_create(options.output_dir, "The output folder (--output-dir)")
-    from tl_advise.runners.tracking import check_available  # a tracker asked for but not installed fails now
+    # A tracker asked for but not installed, or a tracking store MLflow refuses, fails now: before the advice.
+    from tl_advise.runners.tracking import check_available, check_tracking_store
 
     check_available(tensorboard=options.tensorboard, mlflow=options.mlflow)
+    check_tracking_store(mlflow=options.mlflow)
     return options
 
 
