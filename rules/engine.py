@@ -17,6 +17,7 @@ from tl_advise.rules.schema import (
     SIGNAL_NAMES,
     BackboneSimilarity,
     BatchRules,
+    CellEvidence,
     DecisionRow,
     LayerRules,
     RuleSet,
@@ -27,6 +28,7 @@ from tl_advise.rules.schema import (
     normalise_backbone_name,
 )
 from tl_advise.rules.warnings import AdviceContext, evaluate_warnings
+from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import (
     Alternative,
     BackboneInfo,
@@ -66,13 +68,6 @@ def fmt_number(value: float, digits: int = 2) -> str:
 def fmt_count(value: float) -> str:
     """Counts: ``122`` or ``122.5`` (a median of an even number of classes)."""
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-
-
-def fmt_lr(value: float) -> str:
-    """``1e-05`` -> ``1e-5``, ``0.00025`` -> ``2.5e-4``."""
-    mantissa, exponent = f"{value:.3e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def fmt_against(value: float, threshold: float, digits: int = 2) -> tuple[str, str]:
