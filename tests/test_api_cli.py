@@ -458,10 +458,10 @@ def test_pyproject_with_hyphenated_keys(capsys: pytest.CaptureFixture[str], cold
                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                         synthetic_dataset: Path, session_cache_dir: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
-        f'[tool.tl-advise]\ncache-dir = "{session_cache_dir}"\nfail-on = ["warning"]\nquiet = true\n')
+        f'[tool.tl-advise]\ncache-dir = "{session_cache_dir}"\nfail-on = ["warning"]\nquiet = true\nexplain = true\n')
     monkeypatch.chdir(tmp_path)
     code, out, _ = cli(capsys, synthetic_dataset)
-    assert "no forward pass" in out  # the cache dir came from the file
+    assert "no forward pass" in out  # the cache dir came from the file (the sample line: explain from it too)
     assert code == 1  # and so did --fail-on warning
 
 
