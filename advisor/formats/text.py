@@ -88,6 +88,7 @@ def render(result: AdviceResult, *, explain: bool = False) -> str:
              *([f"Image files: {audit}"] if explain and (audit := common.audit_line(result)) else []),
              "", *_recipe_lines(result), *_warning_lines(result), *_confidence_lines(result)]
     if not explain:
+        lines.append("")
         lines.append(f"Similarity to the source domain: {sim.score:.2f} → {sim.label} "
                      f"({common.threshold_relation(sim)} {sim.threshold:.2f}; shift level: {sim.shift_level})")
         if rec.alternatives:
