@@ -226,7 +226,10 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               envvar=env("NPROC_PER_NODE"),
               help="With --run: train data-parallel in this many processes (one per GPU; gloo on the CPU), "
                    "launched as torchrun would. Under torchrun itself, leave it out.")
-@click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
+@click.option("--explain", is_flag=True, envvar=env("EXPLAIN"),
+              help="The text report with its evidence: the similarity signals, every rule that fired, each "
+                   "alternative's reason, the sample and timings (-v too). Other formats always carry it.")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug) and --explain.")
 @click.option("-q", "--quiet", is_flag=True, envvar=env("QUIET"), help="Only warnings and errors on stderr.")
 def advise_command(**opts: Any) -> int:
     """Recommend how to transfer a pretrained backbone to the dataset DATA.
@@ -277,7 +280,7 @@ def advise_command(**opts: Any) -> int:
         result = session.result.model_copy(update={"run": report_of_run})
     if not main_process:
         return EXIT_OK  # rank 0 reports for the whole distributed run
-    report = render(result, opts["fmt"])
+    report = render(result, opts["fmt"], explain=opts["explain"] or opts["verbose"] > 0)
     if opts["output"]:
         from tl_advise.advisor.writable import atomic_write_text
 
@@ -386,9 +389,11 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     ), RUN_OPTION_FLAGS)
     check_output_dir(options.output_dir, data, "The output folder (--output-dir)")
     check_can_create(options.output_dir, "The output folder (--output-dir)")
-    from tl_advise.runners.tracking import check_available  # a tracker asked for but not installed fails now
+    # A tracker asked for but not installed, or a tracking store MLflow refuses, fails now: before the advice.
+    from tl_advise.runners.tracking import check_available, check_tracking_store
 
     check_available(tensorboard=options.tensorboard, mlflow=options.mlflow)
+    check_tracking_store(mlflow=options.mlflow)
     return options
 
 

@@ -17,6 +17,7 @@ from tl_advise.rules.schema import (
     SIGNAL_NAMES,
     BackboneSimilarity,
     BatchRules,
+    CellEvidence,
     DecisionRow,
     LayerRules,
     RuleSet,
@@ -27,6 +28,7 @@ from tl_advise.rules.schema import (
     normalise_backbone_name,
 )
 from tl_advise.rules.warnings import AdviceContext, evaluate_warnings
+from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import (
     Alternative,
     BackboneInfo,
@@ -66,13 +68,6 @@ def fmt_number(value: float, digits: int = 2) -> str:
 def fmt_count(value: float) -> str:
     """Counts: ``122`` or ``122.5`` (a median of an even number of classes)."""
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
-
-
-def fmt_lr(value: float) -> str:
-    """``1e-05`` -> ``1e-5``, ``0.00025`` -> ``2.5e-4``."""
-    mantissa, exponent = f"{value:.3e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def fmt_against(value: float, threshold: float, digits: int = 2) -> tuple[str, str]:
@@ -441,9 +436,12 @@ def recommend(
         alternatives = [overridden, *(a for a in alternatives if a.strategy != row.strategy)]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
                         alternatives[0].strategy if alternatives else None)
+    alternatives = with_runners_up(alternatives, decision.strategy, decision.rule_id, decision.evidence,
+                                   confidence.runner_up)
 
     return Recommendation(
         strategy=decision.strategy,
+        title=strategy.title,
         rule_id=decision.rule_id,
         confidence=confidence,
         pixel_baseline=pixel_baseline(rules, similarity),
@@ -452,6 +450,29 @@ def recommend(
         alternatives=alternatives,
         **recommended_recipe(recipe),
     )
+
+
+def with_runners_up(alternatives: list[Alternative], strategy: StrategyId, rule_id: str,
+                    evidence: CellEvidence | None, runner_up: StrategyId | None) -> list[Alternative]:
+    """The alternatives with every runner-up the confidence names, the confidence's own first: the report names
+    one runner-up and ``--compare`` (which trains the alternatives) must train it, and the benchmark's
+    runner-up that the evidence line is measured against too."""
+    named: list[Alternative] = []
+    if evidence is not None and evidence.runner_up != strategy:
+        behind = "behind" if evidence.margin_pp >= 0 else "ahead of"
+        named.append(Alternative(
+            strategy=evidence.runner_up, rule_id=rule_id,
+            reason=f"the benchmark's runner-up for rule {rule_id}: {abs(evidence.margin_pp):.1f} ± "
+                   f"{evidence.se_pp:.1f} pp {behind} {strategy} over {evidence.cases} case(s) ({evidence.source})"))
+    if runner_up is not None and runner_up != strategy:
+        named.append(Alternative(strategy=runner_up, rule_id=rule_id,
+                                 reason="the confidence's runner-up: the advice across its weakest margin"))
+    out = list(alternatives)
+    for alt in named:
+        if all(a.strategy != alt.strategy for a in out):
+            out.append(alt)
+    first = [a for a in out if a.strategy == runner_up]
+    return [*first, *(a for a in out if a.strategy != runner_up)]
 
 
 def recommended_recipe(recipe: StrategyRecipe) -> dict[str, Any]:

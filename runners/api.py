@@ -23,6 +23,7 @@ from tl_advise.runners.tracking import EndStatus, LoggerGroup, open_loggers
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import decide
 from tl_advise.schema.errors import ConfigError, TLAdviseError
+from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import STRATEGY_IDS, Recommendation, RunReport, StrategyId, StrategyRun
 from tl_advise.schema.run_options import RunOptions
 
@@ -79,9 +80,10 @@ def _train_one(ctx: StrategyContext) -> StrategyRun:
     if main:  # a fresh (non-resumed) run starts from nothing, whatever an earlier run left behind
         (ctx.folder / RESULT_FILE).unlink(missing_ok=True)
     r = ctx.recipe
-    logger.info("%s: training %s; head %d + fine-tune %d epochs, head LR %g, backbone LR %s, batch %d, %d px",
+    logger.info("%s: training %s; head %d + fine-tune %d epochs, head LR %s, backbone LR %s, batch %d, %d px",
                 strategy, ", ".join(r.unfreeze) if r.unfreeze else "the head only", r.head_epochs,
-                r.finetune_epochs, r.head_lr, r.backbone_lr, r.batch_size, r.image_size)
+                r.finetune_epochs, fmt_lr(r.head_lr), "frozen" if r.backbone_lr is None else fmt_lr(r.backbone_lr),
+                r.batch_size, r.image_size)
     run = RUNNERS[strategy](ctx)
     if main:
         atomic_write_text(run.model_dump_json(indent=2), ctx.folder / RESULT_FILE)

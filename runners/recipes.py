@@ -69,8 +69,8 @@ def recommendation_for(session: AdviceSession, strategy_id: StrategyId) -> Recom
         return advised
     result = session.result
     plan = engine.strategy_recipe(session.rules, strategy_id, result.dataset, result.similarity, result.backbone)
-    return advised.model_copy(update={"strategy": strategy_id, **engine.recommended_recipe(plan),
-                                      "alternatives": []})
+    return advised.model_copy(update={"strategy": strategy_id, "title": plan.rule.title,
+                                      **engine.recommended_recipe(plan), "alternatives": []})
 
 
 def apply_options(recipe: Recipe, options: RunOptions) -> Recipe:

@@ -7,6 +7,7 @@ from pathlib import Path
 from tl_advise.advisor.formats.common import margin_line, run_table
 from tl_advise.advisor.formats.common import pct as _pct
 from tl_advise.advisor.formats.figures import learning_curves, png_bytes
+from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import AdviceResult, RunReport, StrategyRun, recipe_lines
 
 
@@ -20,9 +21,9 @@ def _settings_lines(run: StrategyRun) -> list[str]:
              + ("" if s.pretrained else " — random initialisation"),
              f"- epochs: head {s.head_epochs}, fine-tune {s.finetune_epochs}; batch {s.batch_size}; "
              f"input {s.image_size} px; {s.optimizer}, weight decay {s.weight_decay:g}",
-             f"- learning rates: head {s.head_lr:g}"
-             + (f", backbone {s.backbone_lr:g}" if s.backbone_lr is not None else "")
-             + (", per stage " + ", ".join(f"{k} {v:g}" for k, v in s.per_stage_lr.items())
+             f"- learning rates: head {fmt_lr(s.head_lr)}"
+             + (f", backbone {fmt_lr(s.backbone_lr)}" if s.backbone_lr is not None else "")
+             + (", per stage " + ", ".join(f"{k} {fmt_lr(v)}" for k, v in s.per_stage_lr.items())
                 if s.per_stage_lr else ""),
              f"- augmentation: {', '.join(recipe.augmentation) or 'none'}",
              f"- regularisation: {', '.join(recipe.regularization)}",

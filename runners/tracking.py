@@ -135,12 +135,43 @@ def check_available(*, tensorboard: bool | None, mlflow: bool | None) -> None:
                               f"{INSTALL_HINT[package]} (or leave --{package} out)")
 
 
+FILE_STORE_FIXES = ("set MLFLOW_TRACKING_URI=sqlite:///mlflow.db (a local database; `mlflow migrate-filestore` "
+                    "moves existing runs into it), or MLFLOW_ALLOW_FILE_STORE=true to keep the file store, or "
+                    "--no-mlflow to train without tracking")
+
+
+def check_tracking_store(*, mlflow: bool | None) -> None:
+    """Raise ``ConfigError`` (exit 2) when MLflow is asked for and refuses its tracking store.
+
+    Opens the store as the run will (``MlflowClient()``, which reads ``MLFLOW_TRACKING_URI``), before anything
+    trains: MLflow 3 refuses the file store (``file:./mlruns``, a bare path) unless ``MLFLOW_ALLOW_FILE_STORE``
+    is true, and any scheme it does not know. A remote server is not contacted here; if it fails later, the
+    run goes on untracked with one warning.
+    """
+    if not mlflow_requested(mlflow) or not installed("mlflow"):
+        return
+    from mlflow import MlflowClient
+
+    uri = os.environ.get(MLFLOW_URI_ENV)
+    shown = f"{MLFLOW_URI_ENV}={uri}" if uri else "MLflow's default tracking store"
+    try:
+        MlflowClient()
+    except Exception as exc:  # MlflowException and whatever a store's constructor raises: never exit 3
+        reason = " ".join(str(exc).split())
+        if "filesystem tracking backend" in reason or "MLFLOW_ALLOW_FILE_STORE" in reason:
+            raise ConfigError(f"{shown}: MLflow refuses its file store (it is in maintenance mode): "
+                              f"{FILE_STORE_FIXES}") from None
+        raise ConfigError(f"{shown}: MLflow cannot open this tracking store ({type(exc).__name__}: "
+                          f"{reason[:300]}); use sqlite:///mlflow.db or an http(s):// server, or --no-mlflow") from None
+
+
 def open_loggers(*, output_dir: Path, tensorboard: bool | None, mlflow: bool | None,
                  mlflow_experiment: str, resume: bool) -> LoggerGroup:
     """The loggers this run asked for: TensorBoard when installed (unless switched off), MLflow when
     ``--mlflow`` or ``MLFLOW_TRACKING_URI`` says so. A missing package asked for explicitly is an
     error; one only implied (installed-or-not, the environment variable) is a log line."""
     check_available(tensorboard=tensorboard, mlflow=mlflow)
+    check_tracking_store(mlflow=mlflow)
     loggers: list[RunLogger] = []
     if tensorboard is not False:
         if installed("tensorboard"):

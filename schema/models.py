@@ -433,6 +433,7 @@ class PixelBaseline(_Model):
 
 class Recommendation(_Model):
     strategy: StrategyId
+    title: str = Field(default="", description="the strategy's title in the rules (empty in reports before 0.2)")
     rule_id: str
     confidence: Confidence
     pixel_baseline: PixelBaseline | None = Field(default=None, description="the raw-pixel bar, when measured")

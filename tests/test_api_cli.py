@@ -165,13 +165,16 @@ def test_advice_reads_the_headers_of_its_sample_and_says_how_many_it_read(
     assert audit is not None and audit.mode == "sample" and audit.n_unreadable == 1
     assert audit.n_not_audited >= 1 and audit.n_audited + audit.n_not_audited == 10
     text, markdown = render(result, "text"), render(result, "markdown")
-    assert f"Headers: {audit.n_audited} read (a seeded share, seed 0, and the sample)" in text
-    assert f"{audit.n_not_audited} counted from name and size only (--audit all reads every one)" in text
-    assert f"Image headers: {audit.n_audited} read" in markdown
+    assert "Image files:" not in text  # the evidence: under --explain, in markdown and JSON
+    text = render(result, "text", explain=True)
+    assert f"Image files: {audit.n_audited} opened and checked (a seeded share, seed 0, and the sample)" in text
+    assert f"{audit.n_not_audited} counted from name and size only (--audit all opens every one)" in text
+    assert f"Image files: {audit.n_audited} opened and checked" in markdown
     assert json.loads(render(result, "json"))["dataset"]["audit"]["n_audited"] == audit.n_audited
 
-    code, out, _ = advise_cli(capsys, data, session_cache_dir, "--audit", "all", "--per-class", "4", "-q")
-    assert code == 0 and "Headers: all 10 read; 1 unreadable among them" in out
+    code, out, _ = advise_cli(capsys, data, session_cache_dir, "--audit", "all", "--per-class", "4", "-q",
+                              "--explain")
+    assert code == 0 and "Image files: all 10 opened and checked; 1 of them unreadable" in out
 
 
 def test_advice_on_missing_folder_raises_dataset_error(tmp_path: Path) -> None:
@@ -455,10 +458,10 @@ def test_pyproject_with_hyphenated_keys(capsys: pytest.CaptureFixture[str], cold
                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                         synthetic_dataset: Path, session_cache_dir: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
-        f'[tool.tl-advise]\ncache-dir = "{session_cache_dir}"\nfail-on = ["warning"]\nquiet = true\n')
+        f'[tool.tl-advise]\ncache-dir = "{session_cache_dir}"\nfail-on = ["warning"]\nquiet = true\nexplain = true\n')
     monkeypatch.chdir(tmp_path)
     code, out, _ = cli(capsys, synthetic_dataset)
-    assert "no forward pass" in out  # the cache dir came from the file
+    assert "no forward pass" in out  # the cache dir came from the file (the sample line: explain from it too)
     assert code == 1  # and so did --fail-on warning
 
 

@@ -9,6 +9,7 @@ feature-extraction runner embeds before it trains.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -300,3 +301,100 @@ def test_the_plain_pytorch_loop_in_the_doc_trains(tmp_path: Path, backbone: Back
     assert all(not torch.equal(a, b) for a, b in zip(head_before, advised.head.parameters(), strict=True))
     assert top.name in advised.recipe.unfreeze
     assert any(not torch.equal(a, b) for a, b in zip(top_before, top.parameters(), strict=True))
+
+
+# --------------------------------------------------------------------------- held to numbers written out by hand
+
+HAND_RULES = """
+extends = "default"
+[learning_rate.backbone_factor]
+similar = 0.01
+[strategies.finetune_last_layers]
+head_lr = 1e-3
+unfreeze_top_fraction = 0.25
+unfreeze_min_stages = 2
+discriminative = true
+discriminative_decay = 0.5
+discriminative_floor = 0.1
+optimizer = "adamw"
+weight_decay = 0.01
+batchnorm = "inference"
+lr_schedule = { kind = "cosine", warmup_epochs = 0 }
+[strategies.finetune_last_layers.augmentation]
+crop_scale = [0.5, 1.0]
+hflip = true
+vflip = false
+rotation_degrees = 0.0
+color_jitter = 0.2
+"""
+
+
+def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
+
+
+def tiny_backbone() -> Backbone:
+    """Four stages of conv + batch norm, 8 features: small enough to know every parameter by name."""
+    from collections import OrderedDict
+
+    from test_rules import make_backbone
+
+    from tl_advise.advisor.backbones.base import Stage
+
+    body = nn.Sequential(OrderedDict(stem=_conv_bn(3, 4), s1=_conv_bn(4, 4), s2=_conv_bn(4, 4), s3=_conv_bn(4, 8),
+                                     pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten()))
+    info = make_backbone(["stem", "s1", "s2", "s3"], name="tiny", input_size=32).model_copy(
+        update={"feature_dim": 8})
+    stages = [Stage(name, [getattr(body, name)]) for name in ("stem", "s1", "s2", "s3")]
+    return Backbone(info=info, body=body, head=nn.Linear(8, 10), stages=stages)
+
+
+def _cosine(base: float, epochs: int) -> list[float]:
+    return [base * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+
+
+def test_the_blocks_train_what_the_rules_say_written_out_by_hand(tmp_path: Path) -> None:
+    """finetune_last_layers on a four-stage model, every number derived by hand from HAND_RULES, not from the
+    code under test: 4 stages x 0.25 = 1, at least 2 -> s2, s3; backbone rate 1e-3 x 0.01 = 1e-5 for the top
+    stage, x0.5 per stage below (5e-6 for s2); the head trains at 1e-3 in phase 1 and at 1e-5 in phase 2;
+    cosine per phase, stepped per epoch; AdamW with weight decay 0.01 on every group; every body batch norm
+    in inference mode; crop 0.5-1.0 at 32 px, horizontal flip, colour jitter 0.2."""
+    path = tmp_path / "rules.toml"
+    path.write_text(HAND_RULES, encoding="utf-8")
+    rules = load_rules(path)
+    backbone = tiny_backbone()
+    dataset, similarity = make_dataset(2000), make_similarity("similar")
+    result = AdviceResult(
+        tool_version="test", device="cpu", dataset=dataset, backbone=backbone.info,
+        sample=SampleInfo(n_images=0, per_class_cap=None, total_cap=None, seed=0, cache_hits=0, forward_passes=0),
+        similarity=similarity, recommendation=recommend(rules, dataset, similarity, backbone.info), timings={})
+    advised = blocks.from_advice(result, backbone, strategy="finetune_last_layers", rules=rules,
+                                 options=RunOptions(output_dir=tmp_path, head_epochs=2, finetune_epochs=4,
+                                                    image_size=32))
+    head_params = sorted(f"head.{n}" for n, _ in advised.head.named_parameters())
+    stage_params = {s: [f"body.{s}.0.weight", f"body.{s}.1.weight", f"body.{s}.1.bias"] for s in ("s2", "s3")}
+
+    records = {p.name: record_phase(advised.model, advised.setup_phase(p).prepared(), p) for p in advised.phases}
+    assert [(p.name, p.epochs, p.train_stages) for p in advised.phases] == [("head", 2, []),
+                                                                          ("finetune", 4, ["s2", "s3"])]
+    head, finetune = records["head"], records["finetune"]
+    assert head.trainable == head_params
+    assert finetune.trainable == sorted([*head_params, *stage_params["s2"], *stage_params["s3"]])
+    assert [(name, lr, wd) for name, lr, wd, _ in head.groups] == [("head", 1e-3, 0.01)]
+    assert [(name, lr, wd) for name, lr, wd, _ in finetune.groups] == [
+        ("head", 1e-5, 0.01), ("s2", 5e-6, 0.01), ("s3", 1e-5, 0.01)]
+    assert sorted(finetune.groups[1][3]) == sorted(stage_params["s2"])
+    assert head.optimizer.startswith("AdamW ")
+    assert [e[0] for e in head.lr_by_epoch] == pytest.approx([1e-3, 5e-4])
+    for group, base in enumerate([1e-5, 5e-6, 1e-5]):  # head, s2, s3
+        assert [e[group] for e in finetune.lr_by_epoch] == pytest.approx(_cosine(base, 4)), group
+    assert finetune.lr_by_epoch[1][1] == pytest.approx(5e-6 * 0.8535534)  # one number by hand: (1 + cos 45°) / 2
+    every_bn = sorted(f"body.{s}.1" for s in ("stem", "s1", "s2", "s3"))
+    assert head.frozen_batchnorm == every_bn and finetune.frozen_batchnorm == every_bn
+
+    steps = advised.train_transform.transforms
+    assert [type(t).__name__ for t in steps] == ["RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter",
+                                                  "ToTensor", "Normalize"]
+    assert steps[0].size == (32, 32) and steps[0].scale == (0.5, 1.0)
+    assert steps[2].brightness == (0.8, 1.2) and steps[2].contrast == (0.8, 1.2) and steps[2].hue is None
+    assert tuple(steps[4].mean) == (0.485, 0.456, 0.406) and tuple(steps[4].std) == (0.229, 0.224, 0.225)

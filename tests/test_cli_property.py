@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,26 @@ def cli_arguments(draw: st.DrawFn, workspace: Workspace, *, trains: bool) -> lis
     args += option("--output-dir", [str(workspace.outside / "runs")] if run_good else [], [inside, dataset])
     args += option("--head-lr", ["0.01"] if run_good else [], ["0", "-1", "nan", "inf"])
     args += option("--batch-size", ["2", "4"] if run_good else [], ["0", "1"])
+    # Output and tracking options: the HTML page, TensorBoard, MLflow (its store drawn in tracking_environment).
+    args += option("--html", [str(workspace.outside / "report.html")], [inside, dataset, str(workspace.outside)])
+    args += option("--mlflow-experiment", ["tl-prop", "tl advise/\u00e9"] if run_good else [], [""])
+    for flags in (["--tensorboard", "--no-tensorboard"], ["--mlflow", "--no-mlflow"]):
+        if draw(st.integers(0, 3)) == 0 and (run_good or wild):
+            args.append(draw(st.sampled_from(flags)))
     return args
+
+
+@st.composite
+def tracking_environment(draw: st.DrawFn, workspace: Workspace) -> dict[str, str]:
+    """MLFLOW_TRACKING_URI (and MLFLOW_ALLOW_FILE_STORE): a store MLflow opens, refuses or does not know."""
+    if draw(st.integers(0, 2)) != 0:
+        return {}
+    uri = draw(st.sampled_from([f"sqlite:///{workspace.outside}/mlflow.db", f"file:{workspace.outside}/mlruns",
+                                f"{workspace.outside}/mlruns", "bogus://nowhere", ""]))
+    env = {"MLFLOW_TRACKING_URI": uri}
+    if draw(st.booleans()):
+        env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    return env
 
 
 def _run_cli(args: list[str]) -> tuple[int, str, str]:
@@ -120,11 +140,27 @@ def _run_cli(args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _check(workspace: Workspace, args: list[str]) -> int:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _check(workspace: Workspace, args: list[str], env: dict[str, str] | None = None, *, drawn: bool = True) -> int:
     before = tree_digest(workspace.data)
-    code, out, err = _run_cli(args)
-    event(f"exit {code}")
-    assert code in ALLOWED_EXITS, (code, args, err)
+    with _environment(env or {}):
+        code, out, err = _run_cli(args)
+    if drawn:
+        event(f"exit {code}")
+    assert code in ALLOWED_EXITS, (code, args, env, err)
     assert "Traceback" not in err and "Traceback" not in out, (args, err)
     assert "internal error" not in err, (args, err)
     assert tree_digest(workspace.data) == before, args
@@ -140,7 +176,10 @@ def dataset_entries(draw: st.DrawFn, kinds: tuple[str, ...]) -> list[tuple[str, 
 
 
 @pytest.mark.slow
-def test_cli_never_crashes_or_writes_into_the_dataset(workspace: Workspace) -> None:
+def test_cli_never_crashes_or_writes_into_the_dataset(workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace.outside.parent)  # MLflow's default artifact root is relative to the working folder
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD"):
+        monkeypatch.delenv(name, raising=False)
     odd = tuple(f"odd:{key}" for key in ODD_NAMES)
     exits: list[int] = []
 
@@ -154,7 +193,8 @@ def test_cli_never_crashes_or_writes_into_the_dataset(workspace: Workspace) -> N
                 _odd_junk(workspace.data, kind.removeprefix("odd:"), class_name)
             else:
                 add_entry(workspace.data, kind, class_name, seed=100 + i)
-        exits.append(_check(workspace, data.draw(cli_arguments(workspace, trains=False))))
+        exits.append(_check(workspace, data.draw(cli_arguments(workspace, trains=False)),
+                            data.draw(tracking_environment(workspace))))
 
     trial()
     # Not vacuous: the draws reach advice given (0 or 1) as well as refusals (2).
@@ -163,7 +203,11 @@ def test_cli_never_crashes_or_writes_into_the_dataset(workspace: Workspace) -> N
 
 
 @pytest.mark.slow
-def test_cli_never_crashes_on_images_that_need_decoding_and_short_runs(workspace: Workspace) -> None:
+def test_cli_never_crashes_on_images_that_need_decoding_and_short_runs(workspace: Workspace,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workspace.outside.parent)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD"):
+        monkeypatch.delenv(name, raising=False)
     @settings(max_examples=6, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(entries=dataset_entries(KINDS), data=st.data())
@@ -171,7 +215,7 @@ def test_cli_never_crashes_on_images_that_need_decoding_and_short_runs(workspace
         workspace.reset()
         for i, (kind, class_name) in enumerate(entries):
             add_entry(workspace.data, kind, class_name, seed=200 + i)
-        _check(workspace, data.draw(cli_arguments(workspace, trains=True)))
+        _check(workspace, data.draw(cli_arguments(workspace, trains=True)), data.draw(tracking_environment(workspace)))
 
     trial()
 
@@ -220,3 +264,34 @@ def test_unreadable_files_and_folders_are_skipped_with_the_reason(tmp_path: Path
     finally:
         secret.chmod(0o644)
         locked.chmod(0o755)
+
+
+@pytest.mark.slow
+def test_every_tracking_store_and_output_option_value_is_a_clear_exit(workspace: Workspace,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each MLflow store, tracking flag and output option once with a short --run (the drawn trials above
+    reach a --run only now and then): exit 0, 1 or 2, never 3, and never a half-run refusal."""
+    monkeypatch.chdir(workspace.outside.parent)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD"):
+        monkeypatch.delenv(name, raising=False)
+    run = [str(workspace.data), "--cache-dir", str(workspace.cache), "--run", "--strategies", "feature_extraction",
+           "--head-epochs", "1", "--image-size", "16", "--workers", "0", "-q"]
+    outside = workspace.outside
+    trials: list[tuple[list[str], dict[str, str], int]] = [
+        (["--mlflow"], {"MLFLOW_TRACKING_URI": f"file:{outside}/mlruns"}, 2),
+        ([], {"MLFLOW_TRACKING_URI": f"{outside}/mlruns"}, 2),
+        ([], {"MLFLOW_TRACKING_URI": f"file:{outside}/mlruns", "MLFLOW_ALLOW_FILE_STORE": "true"}, 0),
+        ([], {"MLFLOW_TRACKING_URI": "bogus://nowhere"}, 2),
+        (["--no-mlflow"], {"MLFLOW_TRACKING_URI": "bogus://nowhere"}, 0),
+        (["--mlflow-experiment", "tl-prop"], {"MLFLOW_TRACKING_URI": f"sqlite:///{outside}/mlflow.db"}, 0),
+        (["--mlflow-experiment", ""], {"MLFLOW_TRACKING_URI": f"sqlite:///{outside}/mlflow.db"}, 2),
+        (["--tensorboard", "--html", str(outside / "r.html"), "--format", "markdown"], {}, 0),
+        (["--html", str(workspace.data / "cat" / "r.html")], {}, 2),
+        (["--html", str(outside)], {}, 2),
+    ]
+    for extra, env, expected in trials:
+        workspace.reset()
+        code = _check(workspace, [*run, "--output-dir", str(workspace.outside / "runs"), *extra], env, drawn=False)
+        assert code == expected, (extra, env, code)
+        if expected == 2:  # refused before anything trained
+            assert not (workspace.outside / "runs").exists(), (extra, env)

@@ -22,11 +22,12 @@ from tl_advise.rules import (
     signals_from_measurements,
 )
 from tl_advise.rules.confidence import size_component
-from tl_advise.rules.engine import fmt_against, fmt_lr
+from tl_advise.rules.engine import fmt_against
 from tl_advise.rules.schema import SIZE_BANDS, _parse_toml
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
 from tl_advise.rules.warnings import AdviceContext, ClassImbalanceWarning, FewImagesWarning, WarningRule, register
 from tl_advise.schema.errors import RulesError
+from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import (
     STRATEGY_IDS,
     BackboneInfo,

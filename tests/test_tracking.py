@@ -20,6 +20,7 @@ from tl_advise.runners.tracking import (
     LoggerGroup,
     RunLogger,
     check_available,
+    check_tracking_store,
     open_loggers,
 )
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
@@ -32,7 +33,8 @@ HEAD_LR, STAGE_LR = 0.1, 0.01
 
 @pytest.fixture(autouse=True)
 def _no_tracking_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD"):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD",
+                 "MLFLOW_ALLOW_FILE_STORE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -262,3 +264,62 @@ def test_mlflow_run_leaves_recipe_metrics_and_artifacts_in_a_local_store(
     again = client.search_runs([experiment.experiment_id])
     assert {r.info.run_id for r in again} == {r.info.run_id for r in runs}
     assert all(r.info.status == "FINISHED" for r in again)
+
+
+# --------------------------------------------------------------------------- MLflow's tracking store, checked first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["file:{tmp}/mlruns", "{tmp}/mlruns"])
+def test_a_file_store_mlflow_refuses_is_exit_2_before_the_advice_naming_the_fixes(
+        store: str, synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """MLflow's classic default, ``file:./mlruns``: MLflow 3 refuses it. That used to be exit 3 after the advice
+    and the run had started; now it is exit 2 before the scan, with the two fixes MLflow itself offers."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'")
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.format(tmp=tmp_path))
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    from mlflow import MlflowClient
+
+    with pytest.raises(MlflowException, match="maintenance mode"):  # the premise: this MLflow refuses it
+        MlflowClient()
+    scanned: list[object] = []
+    monkeypatch.setattr("tl_advise.advisor.api.scan_dataset", lambda *a, **k: scanned.append(a) or 1 / 0)
+    out = tmp_path / "runs"
+    code = main([str(synthetic_dataset), "--cache-dir", str(tmp_path / "cache"), "--run", "--strategies",
+                 "feature_extraction", "--output-dir", str(out), "--no-tensorboard"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert f"MLFLOW_TRACKING_URI={store.format(tmp=tmp_path)}" in err
+    assert "sqlite:///mlflow.db" in err and "MLFLOW_ALLOW_FILE_STORE=true" in err
+    assert scanned == [] and not out.exists()  # refused before the scan: nothing measured, nothing trained
+
+
+@pytest.mark.slow
+def test_the_file_store_is_used_where_mlflow_allows_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path}/mlruns")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_tracking_store(mlflow=None)  # MLflow allows it: no error
+    group = open_loggers(output_dir=tmp_path / "out", tensorboard=False, mlflow=None, mlflow_experiment="x",
+                         resume=False)
+    assert [t.name for t in group.loggers] == ["MLflow"]
+
+
+@pytest.mark.slow
+def test_an_unknown_tracking_scheme_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+    with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_URI=bogus://nowhere: MLflow cannot open"):
+        check_tracking_store(mlflow=None)
+    check_tracking_store(mlflow=False)  # --no-mlflow: the store is not looked at
+
+
+def test_no_store_is_opened_unless_mlflow_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m.split(".")[0] == "mlflow"]:
+        monkeypatch.delitem(sys.modules, name)
+    check_tracking_store(mlflow=None)  # no MLFLOW_TRACKING_URI, no --mlflow
+    assert not [m for m in sys.modules if m.split(".")[0] == "mlflow"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
+from typing import Protocol
 
 from tl_advise.advisor.formats import json_format, markdown, text
 from tl_advise.schema.models import AdviceResult
@@ -15,15 +15,20 @@ class OutputFormat(StrEnum):
     MARKDOWN = "markdown"
 
 
-FORMATTERS: dict[OutputFormat, Callable[[AdviceResult], str]] = {
+class Formatter(Protocol):
+    def __call__(self, result: AdviceResult, *, explain: bool = ...) -> str: ...
+
+
+# ``explain``: the evidence too. The text format leaves it out by default (one screen); the others always carry it.
+FORMATTERS: dict[OutputFormat, Formatter] = {
     OutputFormat.TEXT: text.render,
     OutputFormat.JSON: json_format.render,
     OutputFormat.MARKDOWN: markdown.render,
 }
 
 
-def render(result: AdviceResult, fmt: OutputFormat | str = OutputFormat.TEXT) -> str:
-    return FORMATTERS[OutputFormat(fmt)](result)
+def render(result: AdviceResult, fmt: OutputFormat | str = OutputFormat.TEXT, *, explain: bool = False) -> str:
+    return FORMATTERS[OutputFormat(fmt)](result, explain=explain)
 
 
 __all__ = ["FORMATTERS", "OutputFormat", "render"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tl_advise.advisor.timing import nested_timings
+from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import (
     AdviceResult,
     HeadSignals,
@@ -13,18 +15,10 @@ from tl_advise.schema.models import (
     recipe_lines,
 )
 
-STRATEGY_TITLES = {
-    "feature_extraction": "freeze the backbone, train a new head",
-    "feature_extraction_top_layers": "freeze most of the backbone, train the head and the top stages",
-    "finetune_last_layers": "fine-tune the last stages after training the head",
-    "finetune_more_layers": "fine-tune more stages after training the head",
-    "full_finetune": "fine-tune the whole network after training the head",
-    "from_scratch": "train the architecture from random weights",
-}
-
 
 def lr(value: float | None) -> str:
-    return "frozen" if value is None else f"{value:.0e}".replace("e-0", "e-")
+    """A learning rate as it trains (``fmt_lr``: exact, ``2.5e-6``), or "frozen"."""
+    return "frozen" if value is None else fmt_lr(value)
 
 
 def schedule(phases: list[Phase]) -> str:
@@ -49,6 +43,38 @@ def rates(rec: Recommendation) -> str:
     out = f"head {lr(rec.learning_rate.head)}, backbone {lr(rec.learning_rate.backbone)} ({rec.optimizer}"
     out += f", weight decay {rec.weight_decay:g})" if rec.weight_decay else ")"
     return out
+
+
+def title(rec: Recommendation) -> str:
+    """The strategy's title from the rules (a report from before titles were recorded: its id)."""
+    return rec.title or rec.strategy.replace("_", " ")
+
+
+def per_stage(rec: Recommendation) -> str | None:
+    """The discriminative rates, stage by stage, exactly as they train; None when there are none."""
+    rates = rec.learning_rate.per_stage
+    return ", ".join(f"{stage} {lr(rate)}" for stage, rate in rates.items()) if rates else None
+
+
+def recipe_rows(result: AdviceResult) -> list[tuple[str, str]]:
+    """The recommendation's recipe as (label, value) rows: the same rows, in the same order, in every format."""
+    rec = result.recommendation
+    rows = [("unfreeze", rec.unfreeze_summary), ("learning rate", rates(rec))]
+    if (stages := per_stage(rec)) is not None:
+        rows.append(("per stage", stages))
+    rows += [("schedule", schedule_line(rec)),
+             ("batch size", f"{rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}"),
+             ("augmentation", augmentation(rec)), ("regularise", regularization(rec)),
+             ("backbone", f"{result.backbone.name} ({result.backbone.weights})")]
+    if (bar := pixel_bar(rec)) is not None:
+        rows.append(("bar to clear", bar))
+    return rows
+
+
+def alternatives_line(rec: Recommendation) -> str:
+    """The alternatives by name, the confidence's runner-up marked: what ``--run --compare`` trains."""
+    runner_up = rec.confidence.runner_up
+    return ", ".join(a.strategy + (" (runner-up)" if a.strategy == runner_up else "") for a in rec.alternatives)
 
 
 def confidence_line(rec: Recommendation) -> str:
@@ -83,20 +109,30 @@ def dataset_line(result: AdviceResult) -> str:
     ds = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in ds.split_counts.items())
     line = (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
-            f"median {ds.images_per_class:g} per class in {ds.train_split}, imbalance {ds.imbalance_ratio:.2f}")
+            f"median {ds.images_per_class:g} images per class in {ds.train_split}, imbalance {ds.imbalance_ratio:.2f}")
     return line + (f"; labels from {', '.join(ds.manifests)}" if ds.manifests else "")
 
 
 def audit_line(result: AdviceResult) -> str | None:
-    """How many image headers the scan read, or None for a summary without that record."""
+    """How many image files were opened and checked (format, size, truncation), or None for a summary
+    without that record."""
     audit = result.dataset.audit
     if audit is None:
         return None
-    unreadable = f"; {audit.n_unreadable:,} unreadable among them" if audit.n_unreadable else ""
+    unreadable = f"; {audit.n_unreadable:,} of them unreadable" if audit.n_unreadable else ""
     if audit.n_not_audited == 0:
-        return f"all {audit.n_audited:,} read{unreadable}"
-    return (f"{audit.n_audited:,} read (a seeded share, seed {audit.seed}, and the sample){unreadable}; "
-            f"{audit.n_not_audited:,} counted from name and size only (--audit all reads every one)")
+        return f"all {audit.n_audited:,} opened and checked{unreadable}"
+    return (f"{audit.n_audited:,} opened and checked (a seeded share, seed {audit.seed}, and the "
+            f"sample){unreadable}; {audit.n_not_audited:,} counted from name and size only (--audit all opens "
+            "every one)")
+
+
+def sample_line(result: AdviceResult) -> str:
+    """The embedded sample and where its forward passes ran (or that the measurements came from the cache)."""
+    sample = result.sample
+    where = (f"{sample.forward_passes} forward passes on {result.device}" if sample.forward_passes
+             else "no forward pass: measurements from the cache")
+    return f"{sample.n_images} images (seed {sample.seed}), {sample.cache_hits} from cache, {where}"
 
 
 def modes_line(modes: dict[str, int]) -> str:
@@ -104,7 +140,8 @@ def modes_line(modes: dict[str, int]) -> str:
 
 
 def timings_line(timings: dict[str, float]) -> str:
-    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items())
+    """Each step inside the step that contains it (``advisor.timing.PARENT``): parts never sit beside their whole."""
+    return nested_timings(timings)
 
 
 def pct(x: float | None) -> str:

@@ -101,27 +101,20 @@ def reference_band(profile_key: str) -> tuple[tuple[float, float], str] | None:
 
 def _recommendation(result: AdviceResult) -> str:
     rec = result.recommendation
-    rows = [("backbone", f"{result.backbone.name} ({result.backbone.weights})"),
-            ("unfreeze", rec.unfreeze_summary), ("learning rate", common.rates(rec)),
-            ("schedule", common.schedule_line(rec)),
-            ("batch size", f"{rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}"),
-            ("augmentation", common.augmentation(rec)),
-            ("regularisation", common.regularization(rec)),
-            ("confidence", common.confidence_line(rec))]
-    if (bar := common.pixel_bar(rec)) is not None:
-        rows.append(("bar to clear", bar))
-    if rec.learning_rate.per_stage:
-        rows.append(("per stage", ", ".join(f"{s} {common.lr(v)}" for s, v in rec.learning_rate.per_stage.items())))
+    rows = [*common.recipe_rows(result), ("confidence", common.confidence_line(rec))]
     parts = [f'<p><span class="strategy">{escape(rec.strategy)}</span> — '
-             f"{escape(common.STRATEGY_TITLES[rec.strategy])} <span class=\"muted\">(rule "
+             f"{escape(common.title(rec))} <span class=\"muted\">(rule "
              f"<code>{escape(rec.rule_id)}</code>)</span></p>", _kv(rows),
              "<h3>Why (the evidence)</h3>", '<ul class="why">',
              *(f"<li>{escape(reason)}</li>" for reason in rec.why), "</ul>",
              f"<h3>Confidence: {escape(rec.confidence.level)}</h3>", "<ul>",
              *(f"<li>{escape(reason)}</li>" for reason in rec.confidence.reasons), "</ul>"]
     if rec.alternatives:
-        parts += ["<h3>Alternatives</h3>", "<ul>",
-                  *(f"<li><code>{escape(a.strategy)}</code>: {escape(a.reason)}</li>" for a in rec.alternatives),
+        parts += ["<h3>Alternatives</h3>", '<p class="muted">--run --compare trains them beside the '
+                  "recommendation.</p>", "<ul>",
+                  *(f"<li><code>{escape(a.strategy)}</code>"
+                    f"{' (runner-up)' if a.strategy == rec.confidence.runner_up else ''}: {escape(a.reason)}</li>"
+                    for a in rec.alternatives),
                   "</ul>"]
     return _section("recommendation", "".join(parts))
 
@@ -310,12 +303,6 @@ def _section(section_id: str, body: str, *, title: str | None = None) -> str:
 # --------------------------------------------------------------------------- the page
 
 
-def _measured_on(result: AdviceResult) -> str:
-    if result.sample.forward_passes:
-        return f"{result.sample.forward_passes} forward passes on {result.device}"
-    return "measurements from the cache"
-
-
 def render_html(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None = None) -> str:
     """The whole page. ``thumbnails``: class -> a few images (``advisor.thumbnails.class_thumbnails``)."""
     rec, ds = result.recommendation, result.dataset
@@ -330,8 +317,7 @@ def render_html(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnai
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{escape(title)}</h1><p>{escape(ds.root)} · tl-advise {escape(result.tool_version)} · "
-        f"backbone {escape(result.backbone.name)} · sample of {result.sample.n_images} images (seed "
-        f"{result.sample.seed}), {escape(_measured_on(result))}</p></header>",
+        f"backbone {escape(result.backbone.name)} · sample: {escape(common.sample_line(result))}</p></header>",
         "<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in nav) + "</nav>",
         "<main>", *body,
         f'<p class="muted small">Timings: {escape(common.timings_line(result.timings))}</p>',

@@ -5,5 +5,6 @@ from __future__ import annotations
 from tl_advise.schema.models import AdviceResult
 
 
-def render(result: AdviceResult) -> str:
+def render(result: AdviceResult, *, explain: bool = True) -> str:
+    """Every field, evidence included, whatever ``explain`` says."""
     return result.model_dump_json(indent=2) + "\n"

@@ -11,24 +11,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
-def render(result: AdviceResult) -> str:
+def render(result: AdviceResult, *, explain: bool = True) -> str:
+    """The whole report, evidence included (``explain`` is for the text format's sake: Markdown always explains)."""
     rec, sim, ds = result.recommendation, result.similarity, result.dataset
     lines = [
         f"# tl-advise: `{rec.strategy}` for `{ds.root}`",
         "",
-        f"**{common.STRATEGY_TITLES[rec.strategy]}** (rule `{rec.rule_id}`, backbone `{result.backbone.name}`)",
+        f"**{common.title(rec)}** (rule `{rec.rule_id}`, backbone `{result.backbone.name}`)",
         "",
-        *_table(["", ""], [
-            ["unfreeze", rec.unfreeze_summary],
-            ["learning rate", common.rates(rec)],
-            ["schedule", common.schedule_line(rec)],
-            ["batch size", str(rec.batch_size)],
-            ["GPU", "advised" if rec.gpu_advised else "not needed"],
-            ["augmentation", common.augmentation(rec)],
-            ["regularisation", common.regularization(rec)],
-            ["confidence", common.confidence_line(rec)],
-            *([["bar to clear", bar]] if (bar := common.pixel_bar(rec)) else []),
-        ]),
+        *_table(["", ""], [[label, value] for label, value in common.recipe_rows(result)]
+                + [["confidence", common.confidence_line(rec)]]),
         "",
         "## Why",
         "",
@@ -56,7 +48,9 @@ def render(result: AdviceResult) -> str:
     if rec.warnings:
         lines += ["", "## Warnings", "", *(f"- **{w.id}**: {w.message}" for w in rec.warnings)]
     if rec.alternatives:
-        lines += ["", "## Alternatives", "", *(f"- `{a.strategy}`: {a.reason}" for a in rec.alternatives)]
+        lines += ["", "## Alternatives", "", "`--run --compare` trains them beside the recommendation.", "",
+                  *(f"- `{a.strategy}`{' (runner-up)' if a.strategy == rec.confidence.runner_up else ''}: {a.reason}"
+                    for a in rec.alternatives)]
     if result.run is not None:
         run = result.run
         lines += ["", f"## Run: {run.verdict.status}", "", run.verdict.message, "", common.margin_line(run), "",
@@ -64,9 +58,8 @@ def render(result: AdviceResult) -> str:
                   *common.run_table(run, rec.strategy)]
     lines += ["", "## Dataset", "", f"{common.dataset_line(result)}; modes: {common.modes_line(ds.modes)}"]
     if audit := common.audit_line(result):
-        lines += ["", f"Image headers: {audit}."]
+        lines += ["", f"Image files: {audit}."]
     if ds.skipped:
         lines += ["", *_table(["skipped file", "reason"], [[f"`{s.path}`", s.reason] for s in ds.skipped])]
-    lines += ["", f"_Sample of {result.sample.n_images} images on {result.device}; "
-              f"timings: {common.timings_line(result.timings)}_", ""]
+    lines += ["", f"_Sample: {common.sample_line(result)}. Timings: {common.timings_line(result.timings)}._", ""]
     return "\n".join(lines)

@@ -51,49 +51,60 @@ def _run_lines(result: AdviceResult) -> list[str]:
     return lines
 
 
-def render(result: AdviceResult) -> str:
+def _recipe_lines(result: AdviceResult) -> list[str]:
+    rec = result.recommendation
+    return [f"Recommendation: {rec.strategy} — {common.title(rec)} (rule {rec.rule_id})",
+            *(f"  {label + ':':14s} {value}" for label, value in common.recipe_rows(result))]
+
+
+def _warning_lines(result: AdviceResult) -> list[str]:
+    warnings = result.recommendation.warnings
+    return ["", f"Warnings ({len(warnings)}):", *(f"  ! [{w.id}] {w.message}" for w in warnings)] if warnings else []
+
+
+def _confidence_lines(result: AdviceResult) -> list[str]:
+    rec = result.recommendation
+    return ["", f"Confidence: {common.confidence_line(rec)}", *(f"  - {r}" for r in rec.confidence.reasons)]
+
+
+def _skipped_lines(result: AdviceResult, limit: int) -> list[str]:
+    skipped = result.dataset.skipped
+    if not skipped:
+        return []
+    lines = ["", f"Skipped {len(skipped)} file(s):", *(f"  - {s.path}: {s.reason}" for s in skipped[:limit])]
+    if len(skipped) > limit:
+        lines.append(f"  … and {len(skipped) - limit} more (see --format json)")
+    return lines
+
+
+def render(result: AdviceResult, *, explain: bool = False) -> str:
+    """One screen by default: the decision, the recipe, warnings, confidence and what to compare it with.
+    ``explain`` (``-v``/``--explain``) adds the evidence: the similarity signals, every rule that fired, each
+    alternative's reason, the skipped files, the sample and the timings."""
     rec = result.recommendation
     ds = result.dataset
-    lines = [
-        f"tl-advise {result.tool_version} · {ds.root}",
-        f"Dataset: {common.dataset_line(result)}",
-        *([f"Headers: {audit}"] if (audit := common.audit_line(result)) else []),
-        "",
-        f"Recommendation: {rec.strategy} — {common.STRATEGY_TITLES[rec.strategy]} (rule {rec.rule_id})",
-        f"  confidence:    {common.confidence_line(rec)}",
-        f"  backbone:      {result.backbone.name} ({result.backbone.weights})",
-        f"  unfreeze:      {rec.unfreeze_summary}",
-        f"  learning rate: {common.rates(rec)}",
-        f"  schedule:      {common.schedule_line(rec)}",
-        f"  batch size:    {rec.batch_size} · GPU {'advised' if rec.gpu_advised else 'not needed'}",
-        f"  augmentation:  {common.augmentation(rec)}",
-        f"  regularise:    {common.regularization(rec)}",
-    ]
-    if rec.learning_rate.per_stage:
-        per_stage = ", ".join(f"{s} {common.lr(v)}" for s, v in rec.learning_rate.per_stage.items())
-        lines.append(f"  per stage:     {per_stage}")
-    bar = common.pixel_bar(rec)
-    if bar:
-        lines.append(f"  bar to clear:  {bar}")
-    lines += ["", *_similarity_lines(result), "", "Why:"]
-    lines += [f"  - {reason}" for reason in rec.why]
-    lines += ["", f"Confidence: {rec.confidence.level}"] + [f"  - {r}" for r in rec.confidence.reasons]
-    if rec.warnings:
-        lines += ["", "Warnings:"] + [f"  ! [{w.id}] {w.message}" for w in rec.warnings]
+    sim = result.similarity
+    lines = [f"tl-advise {result.tool_version} · {ds.root}", f"Dataset: {common.dataset_line(result)}",
+             *([f"Image files: {audit}"] if explain and (audit := common.audit_line(result)) else []),
+             "", *_recipe_lines(result), *_warning_lines(result), *_confidence_lines(result)]
+    if not explain:
+        lines.append("")
+        lines.append(f"Similarity to the source domain: {sim.score:.2f} → {sim.label} "
+                     f"({common.threshold_relation(sim)} {sim.threshold:.2f}; shift level: {sim.shift_level})")
+        if rec.alternatives:
+            lines.append(f"Alternatives (--run --compare trains them): {common.alternatives_line(rec)}")
+        if ds.skipped:
+            lines.append(f"Skipped {len(ds.skipped)} file(s) (-v lists them)")
+        lines += _run_lines(result)
+        lines += ["", "Why, the similarity signals, the sample and timings: -v or --explain "
+                      "(or --format markdown, --format json, --html FILE)"]
+        return "\n".join(lines) + "\n"
+    lines += ["", *_similarity_lines(result), "", "Why:", *(f"  - {reason}" for reason in rec.why)]
     if rec.alternatives:
-        lines += ["", "Alternatives:"] + [f"  - {a.strategy}: {a.reason}" for a in rec.alternatives]
-    if ds.skipped:
-        lines += ["", f"Skipped {len(ds.skipped)} file(s):"]
-        lines += [f"  - {s.path}: {s.reason}" for s in ds.skipped[:20]]
-        if len(ds.skipped) > 20:
-            lines.append(f"  … and {len(ds.skipped) - 20} more (see --format json)")
+        lines += ["", "Alternatives (--run --compare trains them):"]
+        lines += [f"  - {a.strategy}{' (runner-up)' if a.strategy == rec.confidence.runner_up else ''}: {a.reason}"
+                  for a in rec.alternatives]
+    lines += _skipped_lines(result, limit=20)
     lines += _run_lines(result)
-    sample = result.sample
-    lines += [
-        "",
-        f"Sample: {sample.n_images} images (seed {sample.seed}), {sample.cache_hits} from cache, "
-        + (f"{sample.forward_passes} forward passes on {result.device}" if sample.forward_passes
-           else "no forward pass (measurements from the cache)"),
-        f"Timings: {common.timings_line(result.timings)}",
-    ]
+    lines += ["", f"Sample: {common.sample_line(result)}", f"Timings: {common.timings_line(result.timings)}"]
     return "\n".join(lines) + "\n"

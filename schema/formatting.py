@@ -1,0 +1,23 @@
+"""How numbers read in every report: one formatter per kind of number, shared by all formats and layers."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt_lr(value: float) -> str:
+    """A learning rate exactly as it trains: the fewest significant digits that read back as the same float.
+
+    ``2.5e-06`` -> ``2.5e-6``, ``0.001`` -> ``1e-3``, ``0.000333`` -> ``3.33e-4``; never rounded to one digit, so
+    ``float(fmt_lr(x)) == x`` for every finite ``x``.
+    """
+    if value == 0 or not math.isfinite(value):
+        return repr(float(value))
+    for digits in range(17):
+        text = f"{value:.{digits}e}"
+        if float(text) == value:
+            break
+    mantissa, exponent = text.split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
