@@ -18,6 +18,7 @@ from tl_advise.rules import statistics
 from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
+from tl_advise.schema.formatting import fmt_count
 from tl_advise.schema.models import (
     Confidence,
     ConfidenceLevel,
@@ -68,11 +69,11 @@ def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, simi
         if other != strategy:
             relevant.append((max(ipc / edge, edge / ipc) if ipc > 0 else float("inf"), edge, neighbour, other))
     if not relevant:
-        return Component("high", f"{ipc:.0f} images per class: the neighbouring size bands advise the same")
+        return Component("high", f"{fmt_count(ipc)} images per class: the neighbouring size bands advise the same")
     ratio, edge, neighbour, other = min(relevant)
     c = rules.confidence
     level = _graded(ratio, c.size_ratio_low, c.size_ratio_high)
-    return Component(level, f"{ipc:.0f} images per class is x{ratio:.2f} from the {edge:.0f} edge of the "
+    return Component(level, f"{fmt_count(ipc)} images per class is x{ratio:.2f} from the {edge:.0f} edge of the "
                             f"{neighbour} band, which advises {other}", other)
 
 
@@ -143,8 +144,9 @@ def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: 
                 evidence_component(rules, rule_id, evidence, strategy)]
     parts = [p for p in measured if p is not None]
     level = min((p.level for p in parts), key=LEVELS.index)
-    weakest = [p for p in parts if p.level == level]
-    # The runner-up of the weakest margin; else the rule's first alternative.
+    # The runner-up of the weakest margin; among equally weak ones the evidence's, which was measured (the
+    # evidence component comes last in ``parts``); else the rule's first alternative.
+    weakest = [p for p in reversed(parts) if p.level == level]
     runner_up = next((p.runner_up for p in weakest if p.runner_up and p.runner_up != strategy), fallback_runner_up)
     suggestion = None
     if level == "low" and runner_up is not None:

@@ -28,7 +28,7 @@ from tl_advise.rules.schema import (
     normalise_backbone_name,
 )
 from tl_advise.rules.warnings import AdviceContext, evaluate_warnings
-from tl_advise.schema.formatting import fmt_lr
+from tl_advise.schema.formatting import fmt_count, fmt_lr
 from tl_advise.schema.models import (
     Alternative,
     BackboneInfo,
@@ -63,11 +63,6 @@ SIGNAL_LABELS: dict[str, str] = {
 
 def fmt_number(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
-
-
-def fmt_count(value: float) -> str:
-    """Counts: ``122`` or ``122.5`` (a median of an even number of classes)."""
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def fmt_against(value: float, threshold: float, digits: int = 2) -> tuple[str, str]:

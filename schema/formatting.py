@@ -21,3 +21,8 @@ def fmt_lr(value: float) -> str:
     if "." in mantissa:
         mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_count(value: float) -> str:
+    """Counts: ``122`` or ``122.5`` (a median of an even number of classes)."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

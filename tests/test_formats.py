@@ -86,13 +86,14 @@ def test_every_format_prints_the_per_stage_rates_that_train(advice: AdviceResult
 def test_the_runner_up_the_report_names_is_among_what_compare_trains(advice: AdviceResult) -> None:
     rec = advice.recommendation
     runner_up = rec.confidence.runner_up
-    assert runner_up == "feature_extraction"  # 122.5 per class is x7.66 from the few band's edge
-    evidence = "finetune_more_layers"  # the benchmark's runner-up for rule tiny-any, named in the evidence line
-    assert any(f"against {evidence}" in r for r in rec.confidence.reasons)
+    # Every margin is high (122.5 per class is x7.66 from the few band's edge): the runner-up is the one the
+    # evidence measured, the benchmark's runner-up for rule tiny-any, named in the evidence line.
+    assert rec.confidence.level == "high" and runner_up == "finetune_more_layers"
+    assert any(f"against {runner_up}" in r for r in rec.confidence.reasons)
     alternatives = [a.strategy for a in rec.alternatives]
-    assert alternatives[0] == runner_up and evidence in alternatives
+    assert alternatives[0] == runner_up
     trained = strategies_to_run(rec.strategy, RunOptions(output_dir=Path("unused"), compare=True), alternatives)
-    assert {runner_up, evidence} <= set(trained)
+    assert runner_up in trained
     for fmt, mark in (("text", f"{runner_up} (runner-up)"), ("markdown", f"`{runner_up}` (runner-up)")):
         shown = render(advice, fmt, explain=True)
         assert f"(runner-up: {runner_up})" in shown
