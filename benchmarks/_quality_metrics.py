@@ -249,6 +249,7 @@ class SeedAverage:
     per_seed: dict[int, dict[str, float]]  # seed -> strategy -> accuracy
     runs: dict[int, dict[str, Mapping[str, Any]]]  # seed -> strategy -> recorded run
     same_images: bool  # every seed judged on the same images (the dataset's own split)
+    judged_on: str  # the split that judged: "test", "val", or "mixed" across seeds
 
     def difference(self, a: str, b: str) -> statistics.Difference:
         """``a - b`` over the seeds that trained both (:func:`tl_advise.rules.statistics.over_seeds`)."""
@@ -261,6 +262,10 @@ def _same_images(case: Mapping[str, Any]) -> bool:
     Cases recorded before the flag judged on the dataset's own val/ where it had one (not recorded: assumed
     not, the wider s.e.)."""
     return bool(case.get("test_is_source_split", False))
+
+
+def _one(splits: set[str]) -> str:
+    return next(iter(splits)) if len(splits) == 1 else "mixed"
 
 
 def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
@@ -281,7 +286,8 @@ def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
         out.append(SeedAverage(dataset=dataset, level=level, band=first["size_band"], label=first["advice"]["label"],
                                recommended=first["advice"]["strategy"], seeds=tuple(sorted(per_seed)),
                                n_judged=min(c["n_judged"] for c in members), accuracy=accuracy, spread=spread,
-                               per_seed=per_seed, runs=runs, same_images=all(_same_images(c) for c in members)))
+                               per_seed=per_seed, runs=runs, same_images=all(_same_images(c) for c in members),
+                               judged_on=_one({c.get("judged_on", "val") for c in members})))
     return out
 
 
@@ -321,6 +327,8 @@ class Evidence:
     held_out_folds: int  # datasets left out in turn (0: one dataset, nothing to hold out)
     held_out_agree: int  # folds in which the other datasets chose the rule's strategy too
     held_out_regret_pp: float  # mean regret, on each left-out dataset, of what the others chose
+    gaps_pp: dict[str, float]  # the rule's strategy minus each other strategy, clustered by dataset
+    judged_on: str  # "test", "val" or "mixed"
 
 
 def _choice(members: Sequence[SeedAverage], options: Sequence[str], strategy: str) -> str:
@@ -346,11 +354,14 @@ def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | N
     if not others:
         return None
     runner_up = max(others, key=lambda s: sum(m.accuracy[s] for m in members))
-    by_dataset: dict[str, list[statistics.Difference]] = {}
-    for m in members:
-        by_dataset.setdefault(m.dataset, []).append(m.difference(strategy, runner_up))
-    gap = statistics.clustered(by_dataset)
-    datasets = sorted(by_dataset)
+    def clustered_gap(other: str) -> statistics.Difference:
+        by_dataset: dict[str, list[statistics.Difference]] = {}
+        for m in members:
+            by_dataset.setdefault(m.dataset, []).append(m.difference(strategy, other))
+        return statistics.clustered(by_dataset)
+
+    gap = clustered_gap(runner_up)
+    datasets = sorted({m.dataset for m in members})
     folds = []
     if len(datasets) > 1:
         for left_out in datasets:
@@ -361,4 +372,6 @@ def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | N
                     mean_regret_pp=sum(judge(m, strategy).regret_pp for m in members) / len(members),
                     runner_up=runner_up, margin_pp=100.0 * gap.mean, se_pp=100.0 * gap.se,
                     held_out_folds=len(folds), held_out_agree=sum(agree for agree, _ in folds),
-                    held_out_regret_pp=sum(r for _, r in folds) / len(folds) if folds else float("nan"))
+                    held_out_regret_pp=sum(r for _, r in folds) / len(folds) if folds else float("nan"),
+                    gaps_pp={s: 100.0 * clustered_gap(s).mean for s in others},
+                    judged_on=_one({m.judged_on for m in members}))

@@ -26,7 +26,9 @@ def evidence_toml(evidence: dict[str, Any], source: str) -> str:
                   f'runner_up = "{e["runner_up"]}"', f"margin_pp = {e['margin_pp']:.2f}",
                   f"se_pp = {e['se_pp']:.2f}", f"held_out_folds = {e['held_out_folds']}",
                   f"held_out_agree = {e['held_out_agree']}",
-                  *([f"held_out_regret_pp = {e['held_out_regret_pp']:.2f}"] if e["held_out_folds"] else []), ""]
+                  *([f"held_out_regret_pp = {e['held_out_regret_pp']:.2f}"] if e["held_out_folds"] else []),
+                  f'judged_on = "{e["judged_on"]}"',
+                  "gaps_pp = { " + ", ".join(f"{s} = {g:.2f}" for s, g in e["gaps_pp"].items()) + " }", ""]
     return "\n".join(lines)
 
 

@@ -413,9 +413,11 @@ def recommend(
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
            *why_components(similarity.components), *why_shift_level(profile, similarity),
-           f"rule {row.id} → {row.strategy}: {row.why}"]
+           f"rule {row.id} → {row.strategy}: {with_evidence(row.why, row.strategy, row.evidence)}"]
     if decision.rule_id != row.id:
-        why.append(f"rule {decision.rule_id} → {decision.strategy}: {rules.pixel_baseline.why}")
+        pixel = rules.pixel_baseline
+        why.append(f"rule {decision.rule_id} → {decision.strategy}: "
+                   f"{with_evidence(pixel.why, pixel.strategy, pixel.evidence)}")
     why.append(why_unfreeze(strategy, stages, top, recipe.unfreeze_summary))
     if first:
         why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
@@ -426,8 +428,9 @@ def recommend(
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
     alternatives = [a for a in alternatives_for(row, similarity.label) if a.strategy != decision.strategy]
     if decision.rule_id != row.id and row.strategy != decision.strategy:  # the pixel rule replaced the table's cell
-        overridden = Alternative(strategy=row.strategy, rule_id=row.id,
-                                 reason=rules.pixel_baseline.table_reason.format(rule_id=row.id))
+        pixel = rules.pixel_baseline
+        overridden = Alternative(strategy=row.strategy, rule_id=row.id, reason=with_gap(
+            pixel.table_reason.format(rule_id=row.id), pixel.evidence, pixel.strategy, row.strategy))
         alternatives = [overridden, *(a for a in alternatives if a.strategy != row.strategy)]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
                         alternatives[0].strategy if alternatives else None)
@@ -492,7 +495,19 @@ def pixel_baseline(rules: RuleSet, similarity: SimilarityReport) -> PixelBaselin
                          beats_features=pixels_as_good(rules, sep.logreg_gain))
 
 
+def with_evidence(why: str, strategy: StrategyId, evidence: CellEvidence | None) -> str:
+    """A rule's why, ending with its evidence in words (every figure from the evidence table)."""
+    return f"{why}; {evidence.summary(strategy)}" if evidence is not None else why
+
+
+def with_gap(reason: str, evidence: CellEvidence | None, strategy: StrategyId, other: StrategyId) -> str:
+    """An alternative's reason, with how it fared against the rule's strategy where the evidence measured it."""
+    note = evidence.gap_note(strategy, other) if evidence is not None else None
+    return f"{reason} ({note})" if note else reason
+
+
 def alternatives_for(row: DecisionRow, label: SimilarityLabel) -> list[Alternative]:
     """The row's runners-up that apply to this similarity label; ``rule_id`` is the row that lists them."""
-    return [Alternative(strategy=alt.strategy, rule_id=row.id, reason=alt.reason)
+    return [Alternative(strategy=alt.strategy, rule_id=row.id,
+                        reason=with_gap(alt.reason, row.evidence, row.strategy, alt.strategy))
             for alt in row.alternatives if alt.when in ("any", label)]

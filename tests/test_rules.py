@@ -1026,7 +1026,11 @@ def test_when_the_pixel_rule_replaces_the_table_its_cell_is_the_first_alternativ
     assert rec.strategy != row.strategy
     first = rec.alternatives[0]
     assert (first.strategy, first.rule_id) == (row.strategy, row.id)
-    assert first.reason == rules.pixel_baseline.table_reason.format(rule_id=row.id) and "{" not in first.reason
+    assert first.reason.startswith(rules.pixel_baseline.table_reason.format(rule_id=row.id)) and "{" not in first.reason
+    evidence = rules.pixel_baseline.evidence
+    assert evidence is not None and row.strategy in evidence.gaps_pp  # the measured gap follows, from the table
+    assert first.reason.endswith(f"({evidence.gaps_pp[row.strategy]:.1f} pp behind feature_extraction over the "
+                                 f"rule's {evidence.cases} measured case(s))")
     assert [a.strategy for a in rec.alternatives].count(row.strategy) == 1
 
 
@@ -1057,3 +1061,35 @@ def test_confidence_rules_are_validated() -> None:
     data = default_data()
     data["pixel_baseline"]["strategy"] = "nope"
     assert "pixel_baseline" in error_for(data)
+
+
+def test_a_figure_typed_into_a_rules_prose_is_refused() -> None:
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row["why"] = "it won by 2.3 pp on the flowers"
+    assert "'2.3 pp' is a measured figure typed by hand" in error_for(data)
+    data = default_data()
+    data["pixel_baseline"]["why"] = "fine-tuning fell 22 points behind"
+    assert "'22 points'" in error_for(data)
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row["alternatives"][0]["reason"] = "reached 94.6 % on the X-rays"
+    assert "'94.6 %'" in error_for(data)
+
+
+def test_the_rules_why_ends_with_its_evidence_in_words() -> None:
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row["evidence"] = {"source": "test", "cases": 4, "datasets": ["a", "b", "c"], "seeds": 3, "mean_regret_pp": 0.4,
+                       "runner_up": "finetune_more_layers", "margin_pp": 2.26, "se_pp": 0.9, "held_out_folds": 3,
+                       "held_out_agree": 3, "held_out_regret_pp": 0.5, "judged_on": "test",
+                       "gaps_pp": {"feature_extraction": 3.14, "full_finetune": -0.42}}
+    advice = advise(rules_from_mapping(data), 40, "different")
+    why = next(w for w in advice.why if w.startswith("rule tiny-any"))
+    assert why.endswith("measured on 4 case(s) from 3 dataset(s) (3+ seed(s), judged on held-out test splits): "
+                        "finetune_last_layers ahead of the runner-up, finetune_more_layers, by +2.3 ± 0.9 pp (each "
+                        "dataset counted once), mean regret 0.4 pp; with each dataset left out in turn the others "
+                        "chose it in 3 of 3 folds")
+    reasons = {a.strategy: a.reason for a in advice.alternatives}
+    assert reasons["feature_extraction"].endswith(
+        "(3.1 pp behind finetune_last_layers over the rule's 4 measured case(s))")
