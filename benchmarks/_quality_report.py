@@ -102,10 +102,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"at most {b['max_epochs']} "
         f"epochs per image-level phase (feature_extraction: {b.get('feature_extraction_epochs', 'capped too')}), "
         f"patience {b['patience']}, seeds {sorted({case_key(c)[2] for c in cases})}, device {b['device']}. "
-        "Accuracy = validation accuracy in %; ± = one binomial s.e. sqrt(p(1-p)/n); "
-        "'agree' = the recommended strategy is within one s.e. of the best.", "",
-        "| dataset | level | a person says | score → label | recommended | best (val %) | recommended (val %) "
-        "| regret pp | agree (raw / ±s.e.) | n val | advice s | all 6 s | cost ratio (budget / rules' epochs) "
+        "Accuracy = % on the judging split ('judged on': test = held out from early stopping, val = the split "
+        "that also chose the best epoch); ± = one binomial s.e. sqrt(p(1-p)/n); 'agree' = the best is not ahead "
+        "of the recommendation by more than one s.e. of their difference, paired image by image where recorded "
+        "(tl_advise.rules.statistics).", "",
+        "| dataset | level | a person says | score → label | recommended | best (%) | recommended (%) "
+        "| regret pp | agree (raw / ±s.e.) | judged on (n) | advice s | all 6 s | cost ratio (budget / rules' epochs) "
         "| LR advised → best (×3? raw / tied) |",
         "|" + "---|" * 14,
     ]
@@ -121,14 +123,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {c['dataset']} | {c['level']} | {c['person_label']} | {c['advice']['score']:.2f} → "
             f"{c['advice']['label']} | {rec} | {c['best']} {_pct(acc[c['best']])}±{100 * se:.1f} | "
             f"{_pct(acc.get(rec))} | {c['regret_pp']:.1f} | {'yes' if c['agree_raw'] else 'no'} / "
-            f"{'yes' if c['agree_within_se'] else 'no'} | {c['n_judged']} | {c['advice']['time_s']:.1f} | "
+            f"{'yes' if c['agree_within_se'] else 'no'} | {c.get('judged_on', 'val')} ({c['n_judged']}) | "
+            f"{c['advice']['time_s']:.1f} | "
             f"{c['all_strategies_s']:.0f} | {100 * c['cost_ratio']:.1f} % / {100 * c['projected_cost_ratio']:.1f} % "
             f"| {lr} |")
-    lines += ["", "Every strategy's validation accuracy (%) and training time (s):", "",
+    lines += ["", "Every strategy's accuracy on the judging split (%) and training time (s):", "",
               "| dataset | level | " + " | ".join(STRATEGIES) + " |", "|" + "---|" * (2 + len(STRATEGIES))]
     for c in cases:
         cells = [f"{_pct(c['runs'][s]['accuracy'])} ({c['runs'][s]['train_time_s']:.0f}s)" if s in c["runs"]
-                 else "failed" for s in STRATEGIES]
+                 else "skipped" if s in c.get("skipped", {}) else "failed" for s in STRATEGIES]
         lines.append(f"| {c['dataset']} | {c['level']} | " + " | ".join(cells) + " |")
     lines += seed_markdown(results.get("seed_judgement", {}), results.get("source", "this file"))
     s = results.get("summary", {})
@@ -168,10 +171,11 @@ def seed_markdown(judged: dict[str, Any], source: str) -> list[str]:
     if not judged:
         return []
     lines = ["", "## Seed-averaged judgement (current rules)", "",
-             "Each dataset x level over its seeds: mean validation accuracy (%) and, after it, the range over seeds. "
-             "The recommendation comes from the current rules; regret = best mean - recommended mean; "
-             "'tie' = within one s.e. of that difference (the spread over seeds, never below binomial noise).", "",
-             "| dataset | level | band | label | seeds | n val | recommended (rule) | best | recommended % | best % "
+             "Each dataset x level over its seeds: mean accuracy on the judging split (%) and, after it, the range "
+             "over seeds. The recommendation comes from the current rules; regret = best mean - recommended mean; "
+             "'tie' = within one s.e. of that difference (tl_advise.rules.statistics: paired image by image where "
+             "recorded; over seeds, their spread and the image noise they share).", "",
+             "| dataset | level | band | label | seeds | n judged | recommended (rule) | best | recommended % | best % "
              "| regret pp ± s.e. | tie |", "|" + "---|" * 12]
     for r in judged["cases"]:
         def cell(strategy: str, r: dict[str, Any] = r) -> str:

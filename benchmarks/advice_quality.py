@@ -315,7 +315,9 @@ def sweep_case(case: dict[str, Any], src: Path, args: argparse.Namespace, strate
 
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
     results["cases"].sort(key=case_order)  # re-run cases land in place, not at the end
-    for case in results["cases"]:
+    for case in results["cases"]:  # judged again with the current statistics, as the sweeps are
+        if case["advice"]["strategy"] in case["runs"]:
+            case.update(judgement(case["runs"], case["advice"]["strategy"]))
         if case.get("lr_sweep"):
             case["lr_sweep"] = judged_sweep(case["lr_sweep"], case["n_judged"])
     results["summary"] = summary(results["cases"])
