@@ -228,9 +228,15 @@ def advise_session(
 def _audited_sample(scan: DatasetScan, *, per_class: int | None, max_images: int | None,
                     seed: int) -> list[ImageRecord]:
     """The seeded sample, every header in it read: a file found unreadable leaves the scan and the
-    sample is drawn again (rare: each round drops at least one file)."""
+    sample is drawn again (rare: each round drops at least one file).
+
+    The test split is never sampled when the dataset has another: it is what ``--run`` judges on, and an
+    advice measured on its labels would have seen the answer it is graded against.
+    """
     while True:
         pool = without_duplicates(scan.records, scan.root, scan.summary.duplicates)
+        if any(r.split != "test" for r in pool):
+            pool = [r for r in pool if r.split != "test"]
         sample = stratified_sample(pool, per_class=per_class, total=max_images, seed=seed)
         if not scan.audit(sample):
             return sample

@@ -201,8 +201,6 @@ def sweep_wanted(args: argparse.Namespace) -> bool:
 
 
 def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) -> dict[str, Any]:
-    from tl_advise.rules import signals_from_measurements
-
     key = f"{name}@{level_name(level)} seed {args.seed}"
     work = case_work_dir(args, name, level_name(level), args.seed)
     image_size = image_size_for(name, args.image_size)
@@ -226,16 +224,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         "n_judged": n_judged, "judged_on": runs[next(iter(runs))]["judged_on"] if runs else None,
         "test_is_source_split": all(c.test_is_source_split for c in split_plan(src, args.seed, args.judge).values()),
         "image_size": image_size,
-        "advice": {
-            "backbone": r.backbone.name, "strategy": rec.strategy, "rule_id": rec.rule_id, "score": sim.score,
-            "label": sim.label, "threshold": sim.threshold, "shift_level": sim.shift_level,
-            "signals": signals_from_measurements(sim.bn_shift, sim.head, sim.separability),
-            "head_lr": rec.learning_rate.head, "backbone_lr": rec.learning_rate.backbone,
-            "time_s": round(advice_wall, 3), "timings": r.timings, "sample_images": r.sample.n_images,
-            # The raw-pixel bar (linear model on 32x32 pixels, cross-validated on the sample).
-            "pixel_logreg_accuracy": sim.separability.pixel_logreg_accuracy if sim.separability else None,
-            "feature_logreg_accuracy": sim.separability.logreg_accuracy if sim.separability else None,
-        },
+        "advice": advice_record(session, advice_wall),
         "runs": runs,
         "skipped": {s: args.skip_why for s in STRATEGIES if s in args.skip},
         **judgement(runs, rec.strategy),
@@ -245,6 +234,45 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         "projected_cost_ratio": cost_ratio(advice_wall, [projected_all_s(runs)]),
         "lr_sweep": sweep,
     }
+
+
+def advice_record(session: Any, advice_wall: float) -> dict[str, Any]:
+    """What a case records of its advice: the decision, its signals and its cost."""
+    from tl_advise.rules import signals_from_measurements
+
+    r = session.result
+    rec, sim = r.recommendation, r.similarity
+    return {
+        "backbone": r.backbone.name, "strategy": rec.strategy, "rule_id": rec.rule_id, "score": sim.score,
+        "label": sim.label, "threshold": sim.threshold, "shift_level": sim.shift_level,
+        "signals": signals_from_measurements(sim.bn_shift, sim.head, sim.separability),
+        "head_lr": rec.learning_rate.head, "backbone_lr": rec.learning_rate.backbone,
+        "time_s": round(advice_wall, 3), "timings": r.timings, "sample_images": r.sample.n_images,
+        # The raw-pixel bar (linear model on 32x32 pixels, cross-validated on the sample).
+        "pixel_logreg_accuracy": sim.separability.pixel_logreg_accuracy if sim.separability else None,
+        "feature_logreg_accuracy": sim.separability.logreg_accuracy if sim.separability else None,
+    }
+
+
+def readvise_case(case: dict[str, Any], src: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``case`` with its advice measured again on its rebuilt level folder (cold), its runs kept: for a change
+    in what the advice measures (e.g. its sample no longer reads the test split). A moved similarity label
+    changes every recipe's backbone LR, so such a case has to be trained again (``--force``)."""
+    key = f"{case['dataset']}@{case['level']} seed {case_key(case)[2]}"
+    args = argparse.Namespace(**{**vars(args), "seed": case_key(case)[2]})
+    session, _, advice_wall = case_session(src, level_from_name(case["level"]), args, cold=True)
+    advice = advice_record(session, advice_wall)
+    if advice["label"] != case["advice"]["label"]:
+        raise RescoreError(f"{key}: the similarity label moves ({case['advice']['label']} -> {advice['label']}), "
+                           "and every recipe's backbone LR with it: train it again with --force")
+    if advice["strategy"] not in case["runs"]:
+        raise RescoreError(f"{key}: {advice['strategy']} has no recorded run: train it again with --force")
+    sweep = case.get("lr_sweep") if advice["strategy"] == case["advice"]["strategy"] else None
+    log.info("%s: advice measured again: %s (%s) -> %s (%s)", key, case["advice"]["strategy"],
+             case["advice"]["rule_id"], advice["strategy"], advice["rule_id"])
+    return {**case, "advice": advice, "lr_sweep": sweep,
+            "size_band": session.rules.size_bands.band_for(session.result.dataset.images_per_class),
+            **judgement(case["runs"], advice["strategy"])}
 
 
 def judgement(runs: dict[str, dict[str, Any]], recommended: str) -> dict[str, Any]:
@@ -370,6 +398,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="judge the recorded cases with the current rules without training them again (the LR "
                    "sweep re-runs where the recommendation changed, or is dropped with --no-lr-sweep, for a later "
                    "run to resume); for a rules edit that moves no similarity label")
+    p.add_argument("--readvise", action="store_true",
+                   help="measure the advice of the recorded cases again on their rebuilt level folders (cold), "
+                   "keeping every run: for a change in what the advice measures; a case whose similarity label "
+                   "moves needs --force")
     p.add_argument("--import-from", type=Path, action="append", default=[],
                    help="merge the cases of another results file with the same budget (e.g. an older seed's file)")
     p.add_argument("--write-evidence", type=Path, default=None, metavar="RULES_TOML",
@@ -495,12 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name = f"{src.name}@{level_name(level)} seed {seed}"
                 t0 = time.perf_counter()
                 old = recorded.get(key)
-                if args.rescore:
+                if args.rescore or args.readvise:
                     if old is None:
-                        log.info("%s: not in %s, nothing to rescore", name, results_path)
+                        log.info("%s: not in %s, nothing to judge again", name, results_path)
                         continue
                     try:
-                        case = rescore_case(old, src, args, rules)
+                        case = readvise_case(old, src, args) if args.readvise else rescore_case(old, src, args, rules)
                     except RescoreError as error:
                         log.error("%s", error)
                         return 2

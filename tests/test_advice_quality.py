@@ -166,6 +166,17 @@ def test_quick_benchmark_end_to_end(tmp_path: Path) -> None:
     assert [c["command"] for c in rescored["commands"]] == expected
     assert all(len(c["commit"]) == 40 and c["machine"]["cpu_count"] for c in rescored["commands"])
 
+    # As if its advice had been measured on another sample: --readvise measures it again, cold, on the rebuilt
+    # level folder, and keeps every run.
+    stale = {**again, "advice": {**again["advice"], "sample_images": 1, "time_s": -1.0}}
+    out.with_suffix(".json").write_text(json.dumps({**rescored, "cases": [stale]}))
+    args = ["--quick", "--readvise", str(data), "--out", str(out), "--work-dir", str(tmp_path / "work")]
+    assert advice_quality.main(args) == 0
+    (readvised,) = json.loads(out.with_suffix(".json").read_text())["cases"]
+    assert readvised["runs"] == case["runs"] and readvised["advice"]["strategy"] == case["advice"]["strategy"]
+    assert readvised["advice"]["sample_images"] == case["advice"]["sample_images"]
+    assert readvised["advice"]["time_s"] > 0
+
 
 def test_levels_below_the_dataset_size_then_full(tmp_path: Path) -> None:
 

@@ -146,6 +146,19 @@ def test_advice_with_an_undecodable_file_is_never_trusted_from_the_cache(tmp_pat
 
 
 @pytest.mark.slow
+def test_the_advice_never_samples_the_test_split(tmp_path: Path, session_cache_dir: Path) -> None:
+    """The test split is what --run judges on: an advice measured on its labels would have seen the answer."""
+    make_class_folder(tmp_path / "data" / "train", {"a": 3, "b": 3}, seed=1)
+    make_class_folder(tmp_path / "data" / "test", {"a": 20, "b": 20}, seed=2)
+    result = advise(tmp_path / "data", cache_dir=session_cache_dir, device="cpu", per_class=16)
+    assert result.dataset.n_images == 46
+    assert result.sample.n_images == 6  # every training image, none of the 40 test images
+    # A folder that is nothing but a test split is still advised on (there is nothing else to sample).
+    result = advise(tmp_path / "data" / "test", cache_dir=session_cache_dir, device="cpu", per_class=4)
+    assert result.sample.n_images == 8
+
+
+@pytest.mark.slow
 def test_advice_reads_the_headers_of_its_sample_and_says_how_many_it_read(
         tmp_path: Path, session_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
