@@ -413,6 +413,8 @@ class TextRunOptions(BaseModel):
     compare: bool = False
     strategies: list[TextStrategyId] | None = None
     max_epochs: int | None = Field(default=None, ge=1, description="caps each phase's epochs")
+    max_finetune_epochs: int | None = Field(default=None, ge=1, description="caps the fine-tuning phase only (the "
+                                            "head phases train on cached embeddings: cheap)")
     time_budget_s: float | None = Field(default=None, gt=0, description="per strategy")
     head_epochs: int | None = Field(default=None, ge=0)
     finetune_epochs: int | None = Field(default=None, ge=0)

@@ -133,6 +133,8 @@ def apply_options(recipe: TextRecipe, options: TextRunOptions) -> TextRecipe:
         finetune = options.finetune_epochs
     if options.max_epochs is not None:
         head, finetune = min(head, options.max_epochs), min(finetune, options.max_epochs)
+    if options.max_finetune_epochs is not None:
+        finetune = min(finetune, options.max_finetune_epochs)
     update.update(head_epochs=head, finetune_epochs=finetune)
     out = recipe.model_copy(update=update)
     if out.kind == "embedding_head" and out.head_epochs == 0:
