@@ -180,7 +180,7 @@ def similarity_component(rules: TextRuleSet, band: SizeBand, similarity: TextSim
     c = rules.confidence
     level = _graded(margin, c.similarity_margin_low, c.similarity_margin_high)
     closeness = {"low": "close to", "medium": "near", "high": "clear of"}[level]
-    calibrated = "" if similarity.calibrated else " (an uncalibrated profile)"
+    calibrated = "" if similarity.calibrated else "; the profile is not calibrated"
     return Component("similarity", level, f"similarity {similarity.score:.2f} is {margin:.2f} from the "
                      f"{similarity.threshold:.2f} threshold ({closeness} it{calibrated}); as '{other_label}' the "
                      f"advice would be {other}", other)

@@ -152,6 +152,31 @@ def test_a_seeded_run_repeats_and_resume_reads_finished_strategies_back(tmp_path
     assert resumed.runs[0] == again.runs[0]  # the last run's record, read back
 
 
+def test_an_interrupted_fine_tuning_resumes_to_the_same_metrics(tmp_path: Path, backbone: Any) -> None:
+    """Ctrl-C during the first fine-tuning epoch's callback (its checkpoint is on disk), then resume: the same
+    metrics as a run that was never interrupted (the loop's checkpoint holds the weights, AdamW's moments, the
+    per-step schedule and the RNG states)."""
+    from tl_advise.runners.text import run_text_advice
+
+    s = session(tmp_path, backbone)
+    budget = {"strategies": ["text_full_finetune"], "max_epochs": None, "head_epochs": 2, "finetune_epochs": 3,
+              "max_length": 32}
+    whole = run_text_advice(s, options(tmp_path / "whole", **budget)).runs[0]
+    calls: list[int] = []
+
+    def interrupt(strategy: str, epochs: int) -> None:
+        calls.append(epochs)
+        if len(calls) == 3:  # two head epochs, then the first fine-tuning epoch
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_text_advice(s, options(tmp_path / "cut", **budget), epoch_callback=interrupt)
+    resumed = run_text_advice(s, options(tmp_path / "cut", resume=True, **budget)).runs[0]
+    assert resumed.status == whole.status == "completed"
+    assert resumed.val == whole.val and resumed.test == whole.test
+    assert [c.val_loss for c in resumed.curves] == [c.val_loss for c in whole.curves]
+
+
 def test_without_a_val_split_one_is_held_out_of_train(tmp_path: Path) -> None:
     from tl_advise.runners.text import make_text_splits
 
