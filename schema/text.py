@@ -8,15 +8,17 @@ few short, escaped examples.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, get_args
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from tl_advise.schema.models import SkippedFile, _Model
+from tl_advise.schema.models import AdviceWarning, EpochLog, Metrics, RunStatus, SkippedFile, VerdictStatus, _Model
 
 TextSourceKind = Literal["manifest", "split_files", "class_folders"]
 LengthUnit = Literal["tokens", "words"]
 TextBackboneSource = Literal["embedded", "huggingface", "folder"]
+TEXT_SCHEMA_VERSION = "text-1.0"
 
 
 # --------------------------------------------------------------------------- input
@@ -195,3 +197,241 @@ class TextSimilaritySignals(_Model):
     separability: TextSeparability | None = Field(default=None, description="None when a class has fewer "
                                                                             "than 2 texts in the sample")
     seconds: dict[str, float] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- advice
+# The text advice (``advisor.text.advice.advise_text``) and what ``--run`` trains for it
+# (``runners.text.run_text_advice``). Text strategies are their own ids: they train other things than the
+# image strategies (an encoder's transformer layers, or TF-IDF features) and never mix with them.
+
+TextStrategyId = Literal["text_feature_extraction", "text_finetune_top", "text_full_finetune", "tfidf_linear"]
+TEXT_STRATEGY_IDS: tuple[TextStrategyId, ...] = get_args(TextStrategyId)
+TextSimilarityLabel = Literal["close", "far"]
+TextStrategyKind = Literal["embedding_head", "encoder", "tfidf"]
+TextSignalName = Literal["centroid_cosine", "knn_gain", "logreg_gain", "logreg_accuracy", "hidden_early_w2",
+                         "hidden_middle_w2", "hidden_late_w2", "fertility", "split_share"]
+TEXT_SIGNAL_NAMES: tuple[TextSignalName, ...] = get_args(TextSignalName)
+
+
+class TextSignalScore(_Model):
+    """One signal's raw value, its score on the rules' ramp (1 close, 0 far) and its vote."""
+
+    name: TextSignalName
+    value: float
+    score: float = Field(description="1 at the ramp's close anchor, 0 at its far anchor, clipped to [0, 1]")
+    weight: float = Field(description="its share of the vote (0: reported, not voting)")
+    close_at: float
+    far_at: float
+
+
+class TextSimilarity(_Model):
+    """How close the texts are to the backbone's source domain: the raw signals, each one's score, and the
+    weighted score against the profile's threshold."""
+
+    signals: TextSimilaritySignals
+    scores: list[TextSignalScore]
+    score: float = Field(description="weighted mean of the voting signals' scores, in [0, 1]")
+    threshold: float
+    label: TextSimilarityLabel
+    profile: str = Field(description="the rules' profile that scored it ('default' for an unknown backbone)")
+    calibrated: bool = Field(description="whether the profile's anchors were fitted against measured regret; "
+                                         "false: set from a few datasets labelled close/far by a person")
+
+
+class TfidfBar(_Model):
+    """The bar every strategy must clear: word and bigram TF-IDF with a logistic regression, cross-validated
+    on the advice sample, beside the same folds' logistic regression on the frozen embeddings."""
+
+    accuracy: float
+    embedding_accuracy: float
+    gain: float = Field(description="embedding_accuracy - accuracy: what the frozen encoder adds")
+    n_texts: int
+    n_folds: int
+    embeddings_clear_it: bool = Field(description="the frozen embeddings beat the bar by more than the rules' "
+                                                  "min_gain")
+
+
+class TextRecipe(_Model):
+    """What one text strategy trains with, every number as it trains (the advice prints it, ``--run`` trains
+    it, the run record is it). Layer groups are named ``embeddings``, ``layer.0`` … ``layer.{n-1}`` (the
+    transformer layers, bottom to top) and ``head``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: TextStrategyId
+    kind: TextStrategyKind = Field(description="'embedding_head': a head on cached frozen embeddings; 'encoder': "
+                                               "the head first, then encoder layers; 'tfidf': TF-IDF + logistic "
+                                               "regression, no encoder")
+    max_length: int = Field(description="texts are truncated to this many tokens (special tokens included)")
+    tuned_layers: list[str] = Field(description="encoder layer groups that train in the fine-tuning phase")
+    frozen_layers: list[str] = Field(description="encoder layer groups that never train")
+    head_lr: float | None = Field(description="the head's rate in the head phase (AdamW); None for tfidf")
+    encoder_lr: float | None = Field(description="the top tuned layer's rate; None when the encoder is frozen")
+    layer_decay: float | None = Field(description="layer-wise LR decay: each group below the top gets this "
+                                                  "factor more (Sun et al. 2019)")
+    per_group_lr: dict[str, float] = Field(default_factory=dict, description="fine-tuning phase: layer group -> LR "
+                                           "(the head at the top layer's rate), exactly the optimizer's groups")
+    warmup_share: float = Field(description="share of the fine-tuning steps with a linear warm-up, then linear "
+                                            "decay to 0")
+    weight_decay: float
+    dropout: float = Field(description="before the head (and the encoder's own dropout while it trains)")
+    head_epochs: int
+    finetune_epochs: int
+    batch_size: int
+    patience: int | None = Field(description="epochs without a validation-loss improvement before a phase stops")
+    optimizer: Literal["adamw"] = "adamw"
+    tfidf_ngram_max: int | None = Field(default=None, description="tfidf: words up to n-grams of this length")
+    tfidf_c: float | None = Field(default=None, description="tfidf: inverse L2 penalty of the logistic regression")
+
+    @property
+    def trains_encoder(self) -> bool:
+        return bool(self.tuned_layers)
+
+
+class TextPhase(_Model):
+    name: Literal["head", "finetune", "fit"]
+    epochs: int
+    trains: list[str] = Field(description="'head' and/or layer groups; 'tfidf' for the TF-IDF model")
+    learning_rate: float | None = Field(description="the top rate in this phase (None: a closed-form fit)")
+
+
+class TextAlternative(_Model):
+    strategy: TextStrategyId
+    rule_id: str
+    reason: str
+
+
+class TextConfidence(_Model):
+    level: Literal["high", "medium", "low"]
+    reasons: list[str]
+    weakest: str = Field(description="the margin that set the level")
+    runner_up: TextStrategyId | None
+    suggestion: str | None = None
+
+
+class TextRecommendation(_Model):
+    strategy: TextStrategyId
+    title: str
+    rule_id: str
+    why: list[str]
+    confidence: TextConfidence
+    recipe: TextRecipe
+    schedule: list[TextPhase]
+    sources: list[str] = Field(description="where the recipe's numbers come from")
+    tfidf_bar: TfidfBar | None = Field(description="the reference every strategy must clear")
+    warnings: list[AdviceWarning]
+    alternatives: list[TextAlternative]
+
+
+class TextSampleInfo(_Model):
+    n_texts: int
+    seed: int
+    cache_hits: int = 0
+
+
+class TextAdviceResult(_Model):
+    schema_version: str = TEXT_SCHEMA_VERSION
+    modality: Literal["text"] = "text"
+    tool_version: str
+    device: str
+    dataset: TextDatasetSummary
+    source: TextSource
+    lengths: LengthSummary
+    findings: list[TextFinding] = Field(description="what the scan found in the data (never fatal)")
+    backbone: TextBackboneInfo
+    sample: TextSampleInfo
+    similarity: TextSimilarity
+    recommendation: TextRecommendation
+    timings: dict[str, float]
+    run: TextRunReport | None = None
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class TextRunSettings(TextRecipe):
+    """The recipe a strategy trained with, and what the runner built from it (read off the model and optimizer)."""
+
+    n_train: int
+    n_val: int
+    trainable_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="phase -> the layer groups whose parameters had requires_grad")
+    optimizer_groups: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="phase -> layer group -> peak LR, from the optimizer's param groups")
+
+
+class TextStrategyRun(_Model):
+    strategy: TextStrategyId
+    status: RunStatus
+    error: str | None = None
+    settings: TextRunSettings | None = None
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    val: Metrics | None = None
+    test: Metrics | None = None
+    train_time_s: float = 0.0
+    texts_per_s: float = 0.0
+    checkpoint: str | None = None
+    curves: list[EpochLog] = Field(default_factory=list)
+
+
+class TextVerdict(_Model):
+    """``runners.verdict.decide``'s judgement of text strategies, with the TF-IDF bar beside it."""
+
+    status: VerdictStatus
+    recommended: TextStrategyId
+    best: TextStrategyId | None
+    margin: float
+    margin_rule: str
+    gap: float | None
+    message: str
+    judged_on: Literal["test", "val"]
+    n_judged: int | None = None
+    se: float | None = None
+    p_value: float | None = None
+    tfidf_bar: float | None = Field(default=None, description="the TF-IDF model's accuracy on the judging split "
+                                    "when it trained, else its cross-validated accuracy on the advice sample")
+    beat_tfidf_bar: bool | None = None
+
+
+class TextRunReport(_Model):
+    output_dir: str
+    device: str
+    validation: str
+    budget: dict[str, float | int | bool | str | None]
+    runs: list[TextStrategyRun]
+    verdict: TextVerdict
+    files: dict[str, str]
+
+
+class TextRunOptions(BaseModel):
+    """What ``run_text_advice`` trains and under which budget; None means: as the recipe says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: Path
+    compare: bool = False
+    strategies: list[TextStrategyId] | None = None
+    max_epochs: int | None = Field(default=None, ge=1, description="caps each phase's epochs")
+    max_finetune_epochs: int | None = Field(default=None, ge=1, description="caps the fine-tuning phase only (the "
+                                            "head phases train on cached embeddings: cheap)")
+    time_budget_s: float | None = Field(default=None, gt=0, description="per strategy")
+    head_epochs: int | None = Field(default=None, ge=0)
+    finetune_epochs: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=8)
+    batch_size: int | None = Field(default=None, ge=2)
+    max_train_per_class: int | None = Field(default=None, ge=1)
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    patience: int | None = Field(default=None, ge=1, description="None: the recipe's")
+    margin: float | Literal["auto"] = "auto"
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    progress: bool = False
+
+    def budget(self) -> dict[str, float | int | bool | str | None]:
+        return {k: v for k, v in self.model_dump(mode="json").items()
+                if k not in ("output_dir", "compare", "strategies", "device", "resume", "progress")}
+
+
+TextAdviceResult.model_rebuild()

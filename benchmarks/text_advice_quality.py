@@ -1,0 +1,365 @@
+"""Text advice quality: does the recommended text strategy train best? Regret of the advice, case by case.
+
+    .venv/bin/python benchmarks/text_advice_quality.py              # every set in $TL_ADVISE_SHARED/text,
+                                                                   # levels 16,64,256,1000,full, seed 0
+    .venv/bin/python benchmarks/text_advice_quality.py --quick      # sst2 at 16/class, tiny budget (~1-2 min)
+    .venv/bin/python benchmarks/text_advice_quality.py --device cuda --seeds 0,1,2
+
+For each dataset, level (texts per class in the training split) and seed: a seeded, stratified subsample of
+the training split (the level; ``full`` is all of it), validated on the dataset's own validation split (a
+seeded, stratified sample of at most ``--max-val`` texts) or, without one, on 20% held out of the level by the
+runner; judged on the dataset's test split (at most ``--max-test`` texts, seeded and stratified), or, without
+one, on a seeded, stratified test split carved out of the training split before any level is drawn (20%, at
+least 200 texts), the same for every level and seed. The advice runs cold (an empty cache folder, timed), then
+every text strategy trains under one budget, each with the recipe the rules give it on that subsample; the
+per-text correctness on the test split is recorded, so strategies are compared text by text
+(``tl_advise.rules.statistics``). Results go to ``benchmarks/results/text_advice_quality.{json,md}``, written
+after every case; a re-run skips the cases already there with the same budget (``--force`` redoes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import statistics as stats
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _provenance import provenance
+
+log = logging.getLogger("text_advice_quality")
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_LEVELS = "16,64,256,1000,full"
+MIN_CARVED_TEST = 200
+CARVED_TEST_SHARE = 0.2
+STRATEGIES = ("text_feature_extraction", "text_finetune_top", "text_full_finetune", "tfidf_linear")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _stratified(examples: Sequence[Any], per_class: int | None, rng: random.Random) -> list[Any]:
+    """At most ``per_class`` of each class (None: all), in reading order."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        by_class[e.label].append(i)
+    chosen = [i for members in by_class.values()
+              for i in (members if per_class is None or len(members) <= per_class else rng.sample(members, per_class))]
+    return [examples[i] for i in sorted(chosen)]
+
+
+def _share(examples: Sequence[Any], share: float, minimum: int, rng: random.Random, *,
+           keep_half: bool = True) -> set[int]:
+    """Indices of a stratified ``share`` of ``examples`` (at least ``minimum`` in all; with ``keep_half`` at most
+    half of each class, so that a carved-out split leaves the other half to train on)."""
+    by_class: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(examples):
+        by_class[e.label].append(i)
+    wanted = max(share, minimum / max(len(examples), 1))
+    return {i for members in by_class.values()
+            for i in rng.sample(members, min(len(members) // 2 if keep_half else len(members),
+                                             max(1, round(wanted * len(members)))))}
+
+
+def judged_splits(dataset: Any, args: argparse.Namespace) -> tuple[list[Any], list[Any], list[Any], str]:
+    """(training pool, validation texts, test texts, how the test split was made): the same for every level
+    and seed of a dataset (seeded by --split-seed)."""
+    rng = random.Random(args.split_seed)
+    train = dataset.subset(dataset.train_split)
+    if "test" in dataset.splits and dataset.train_split != "test":
+        test_all = dataset.subset("test")
+        test = _stratified_total(test_all, args.max_test, rng)
+        how = f"the dataset's test split ({len(test)} of {len(test_all)} texts)"
+    else:
+        carved = _share(train, CARVED_TEST_SHARE, MIN_CARVED_TEST, rng)
+        test = [e for i, e in enumerate(train) if i in carved]
+        test = _stratified_total(test, args.max_test, rng)
+        train = [e for i, e in enumerate(train) if i not in carved]
+        how = f"carved out of {dataset.train_split} (seed {args.split_seed}, {len(test)} texts)"
+    val = _stratified_total(dataset.subset("val"), args.max_val, rng) if "val" in dataset.splits else []
+    return train, val, test, how
+
+
+def _stratified_total(examples: Sequence[Any], total: int | None, rng: random.Random) -> list[Any]:
+    """A stratified sample of at most ``total`` texts (each class its share), in reading order."""
+    if total is None or len(examples) <= total:
+        return list(examples)
+    picked = _share(examples, total / len(examples), 0, rng, keep_half=False)
+    return [e for i, e in enumerate(examples) if i in picked]
+
+
+def levels_for(pool: Sequence[Any], wanted: list[int], full: bool) -> list[int | None]:
+    """The levels that differ from ``full``: a level at or above the largest class's count is the full set."""
+    largest = max(Counter(e.label for e in pool).values())
+    levels: list[int | None] = [n for n in sorted(set(wanted)) if n < largest]
+    return [*levels, None] if full else levels
+
+
+def level_name(level: int | None) -> str:
+    return "full" if level is None else str(level)
+
+
+def case_dataset(dataset: Any, pool: list[Any], val: list[Any], test: list[Any], level: int | None,
+                 seed: int) -> Any:
+    from tl_advise.advisor.text.reading import TextDataset
+
+    train = _stratified(pool, level, random.Random(seed * 7919 + (level or 0)))
+    examples = [*(_as(e, "train") for e in train), *(_as(e, "val") for e in val), *(_as(e, "test") for e in test)]
+    return TextDataset(source=dataset.source, examples=examples)
+
+
+def _as(example: Any, split: str) -> Any:
+    import dataclasses
+
+    return example if example.split == split else dataclasses.replace(example, split=split)
+
+
+# --------------------------------------------------------------------------- a case
+
+
+def budget_of(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two cases comparable (seeds are part of each case's key)."""
+    return {"max_length": args.max_length, "max_epochs": args.max_epochs,
+            "max_finetune_epochs": args.max_finetune_epochs, "time_budget_s": args.time_budget,
+            "patience": args.patience, "max_val": args.max_val, "max_test": args.max_test,
+            "split_seed": args.split_seed, "sample_size": args.sample_size, "device": args.device,
+            "rules": str(args.rules) if args.rules else "default"}
+
+
+def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str], level: int | None,
+             seed: int, backbone: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.rules import statistics
+    from tl_advise.runners.text import run_text_advice
+    from tl_advise.schema.text import TextRunOptions
+
+    pool, val, test, test_how = splits
+    data = case_dataset(dataset, pool, val, test, level, seed)
+    work = args.work_dir / f"{name}@{level_name(level)}-seed{seed}"
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.perf_counter()
+    session = advise_text_session(data, backbone=backbone, seed=seed, sample_size=args.sample_size,
+                                  cache_dir=work / "cache", rules=args.rules)  # an empty cache: a cold advice
+    advice_s = time.perf_counter() - started
+    result, rec = session.result, session.result.recommendation
+    options = TextRunOptions(output_dir=work / "run", strategies=list(STRATEGIES), max_length=args.max_length,
+                             max_epochs=args.max_epochs, max_finetune_epochs=args.max_finetune_epochs,
+                             time_budget_s=args.time_budget, patience=args.patience, device=args.device, seed=seed)
+    report = run_text_advice(session, options)
+    runs: dict[str, dict[str, Any]] = {}
+    for r in report.runs:
+        judged = r.test if r.test is not None else r.val
+        runs[r.strategy] = {
+            "status": r.status, "error": r.error,
+            "accuracy": judged.accuracy if judged else None, "n_judged": judged.n_images if judged else 0,
+            "correct": judged.correct if judged else None, "macro_f1": judged.macro_f1 if judged else None,
+            "val_accuracy": r.val.accuracy if r.val else None, "epochs_run": r.epochs_run,
+            "train_time_s": r.train_time_s,
+            "max_length": r.settings.max_length if r.settings else None,
+            "finetune_epochs": r.settings.finetune_epochs if r.settings else None}
+    scored = {s: v for s, v in runs.items() if v["accuracy"] is not None}
+    best = max(scored, key=lambda s: (scored[s]["accuracy"], s == rec.strategy)) if scored else None
+    advised = scored.get(rec.strategy)
+    case: dict[str, Any] = {
+        "dataset": name, "level": level_name(level), "seed": seed,
+        "n_train": sum(result.dataset.split_counts.get("train", {}).values()),
+        "texts_per_class": result.dataset.texts_per_class, "n_val": len(val) or None, "n_test": len(test),
+        "test_split": test_how, "validation": report.validation, "judged_on": report.verdict.judged_on,
+        "advice": {"strategy": rec.strategy, "rule": rec.rule_id, "label": result.similarity.label,
+                   "score": result.similarity.score, "confidence": rec.confidence.level,
+                   "runner_up": rec.confidence.runner_up, "seconds": round(advice_s, 2),
+                   "signals": {s.name: s.value for s in result.similarity.scores},
+                   "tfidf_bar_cv": rec.tfidf_bar.accuracy if rec.tfidf_bar else None,
+                   "max_length": rec.recipe.max_length},
+        "runs": runs, "best": best, "verdict": report.verdict.status,
+    }
+    if best is not None and advised is not None:
+        case["regret_pp"] = round(100 * (scored[best]["accuracy"] - advised["accuracy"]), 3)
+        gap = statistics.between(scored[best], advised)
+        case["gap_se_pp"] = round(100 * gap.se, 3)
+        case["advice_within_noise"] = statistics.compare(gap.mean, gap.se) != "ahead"
+    else:
+        case["regret_pp"] = None
+    case["seconds"] = round(time.perf_counter() - started, 1)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return case
+
+
+# --------------------------------------------------------------------------- results
+
+
+def case_key(case: dict[str, Any]) -> tuple[str, str, int]:
+    return case["dataset"], case["level"], int(case["seed"])
+
+
+def load_results(path: Path, budget: dict[str, Any]) -> dict[str, Any]:
+    results: dict[str, Any] = {"budget": budget, "commands": [], "cases": []}
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("budget") == budget:
+            results["cases"], results["commands"] = old.get("cases", []), old.get("commands", [])
+        else:
+            log.warning("%s has another budget: starting over", path)
+    return results
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    judged = [c for c in cases if c.get("regret_pp") is not None]
+    cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for c in judged:
+        cell = f"{c['advice']['rule']}"
+        for s, run in c["runs"].items():
+            if run["accuracy"] is not None:
+                cells[cell][s].append(run["accuracy"])
+    return {
+        "cases": len(judged),
+        "mean_regret_pp": round(stats.fmean(c["regret_pp"] for c in judged), 3) if judged else None,
+        "best_or_within_noise": sum(1 for c in judged if c.get("advice_within_noise")),
+        "per_rule": {rule: {s: round(stats.fmean(v), 4) for s, v in by.items()} for rule, by in sorted(cells.items())},
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cases = sorted(results["cases"], key=case_key)
+    s = results.get("summary") or summary(cases)
+    lines = ["# Text advice quality (all-minilm-l6-v2)", ""]
+    for cmd in results["commands"]:
+        lines.append(f"- `{cmd['command']}` at commit `{cmd['commit'][:10]}`{' (dirty)' if cmd.get('dirty') else ''}, "
+                     f"{cmd['date']}")
+    lines += ["", "Budget: " + ", ".join(f"{k} {v}" for k, v in results["budget"].items()), "",
+              f"**{s['cases']} case(s): mean regret {s['mean_regret_pp']} pp; the advice was best or within one "
+              f"s.e. of the best in {s['best_or_within_noise']}.**", "",
+              "Accuracy on the judging split (test: the dataset's, or carved out); regret = best - advised, in "
+              "points; ± one s.e. of that gap, text by text.", "",
+              "| dataset | level | seed | per class | label (score) | advised (rule) | "
+              + " | ".join(STRATEGIES) + " | best | regret pp | advice s | case s |",
+              "|---|---|---|---|---|---|" + "---|" * len(STRATEGIES) + "---|---|---|---|"]
+    for c in cases:
+        a = c["advice"]
+        accs = [f"{c['runs'][st]['accuracy']:.3f}" if c["runs"].get(st, {}).get("accuracy") is not None
+                else c["runs"].get(st, {}).get("status", "-") for st in STRATEGIES]
+        regret = "-" if c.get("regret_pp") is None else f"{c['regret_pp']:.1f} ± {c.get('gap_se_pp', 0):.1f}"
+        lines.append(f"| {c['dataset']} | {c['level']} | {c['seed']} | {c['texts_per_class']:.0f} | {a['label']} "
+                     f"({a['score']:.2f}) | {a['strategy']} ({a['rule']}) | " + " | ".join(accs)
+                     + f" | {c['best']} | {regret} | {a['seconds']:.1f} | {c['seconds']:.0f} |")
+    if s["per_rule"]:
+        lines += ["", "## Mean accuracy per rule that fired", "",
+                  "| rule | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
+        for rule, by in s["per_rule"].items():
+            lines.append(f"| {rule} | " + " | ".join(f"{by[st]:.3f}" if st in by else "-" for st in STRATEGIES) + " |")
+    return "\n".join([*lines, ""])
+
+
+def write_outputs(results: dict[str, Any], prefix: Path) -> None:
+    results["summary"] = summary(results["cases"])
+    _atomic_text(prefix.with_suffix(".json"), json.dumps(results, indent=1))
+    _atomic_text(prefix.with_suffix(".md"), markdown(results))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    shared = Path(os.environ.get("TL_ADVISE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("datasets", nargs="*", type=Path, help="text dataset folders (default: every one in <shared>/text)")
+    p.add_argument("--shared", type=Path, default=shared)
+    p.add_argument("--levels", default=DEFAULT_LEVELS, help="training texts per class, comma-separated; 'full'")
+    p.add_argument("--seeds", default="0", help="comma-separated; each seed is a case of its own")
+    p.add_argument("--max-length", type=int, default=None, help="tokens (default: each recipe's own)")
+    p.add_argument("--max-epochs", type=int, default=None, help="cap on every phase (default: the recipes')")
+    p.add_argument("--max-finetune-epochs", type=int, default=None,
+                   help="cap on the fine-tuning phase only (the heads train on cached embeddings: cheap)")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds per strategy")
+    p.add_argument("--patience", type=int, default=None, help="default: each recipe's")
+    p.add_argument("--max-val", type=int, default=200, help="validation texts (a seeded, stratified sample)")
+    p.add_argument("--max-test", type=int, default=None, help="judging texts (default: the whole test split)")
+    p.add_argument("--split-seed", type=int, default=1000, help="seeds the test carving and val/test sampling")
+    p.add_argument("--sample-size", type=int, default=256, help="texts the advice embeds")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rules", type=Path, default=None, help="text rules file (default: packaged)")
+    p.add_argument("--out", type=Path, default=None, help="output prefix (default: results/text_advice_quality)")
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-text-advice-quality"))
+    p.add_argument("--keep", action="store_true", help="keep each case's run folder (models, checkpoints)")
+    p.add_argument("--force", action="store_true", help="redo cases already recorded")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: sst2 at 16/class, max length 32, 1 epoch per phase, 64 val / 200 test texts")
+    args = p.parse_args(argv)
+    args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    if args.quick:
+        args.levels, args.max_length, args.max_epochs = "16", 32, 1
+        args.max_val, args.max_test, args.sample_size = 64, 200, 64
+        if not args.datasets:
+            args.datasets = [args.shared / "text" / "sst2"]
+        args.out = args.out or RESULTS / "text_advice_quality_quick"
+    args.out = args.out or RESULTS / "text_advice_quality"
+    if not args.datasets:
+        root = args.shared / "text"
+        args.datasets = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("tl_advise", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.datasets:
+        log.error("no text datasets: give folders or set TL_ADVISE_SHARED to the folder holding text/")
+        return 2
+    from tl_advise.advisor.text.backbone import load_text_backbone
+    from tl_advise.advisor.text.reading import read_text_dataset
+
+    results_path = args.out.with_suffix(".json")
+    results = load_results(results_path, budget_of(args))
+    results["commands"].append(provenance(__file__, argv))
+    recorded = {case_key(c): c for c in results["cases"]}
+    tokens = [x.strip() for x in args.levels.split(",") if x.strip()]
+    wanted = [int(x) for x in tokens if x != "full"]
+    backbone = load_text_backbone(device=args.device)  # loaded once; the advice of each case is cold all the same
+    started = time.perf_counter()
+    for src in args.datasets:
+        if not src.is_dir():
+            log.error("no dataset folder %s", src)
+            return 2
+        dataset = read_text_dataset(src)
+        splits = judged_splits(dataset, args)
+        for seed in args.seeds:
+            for level in levels_for(splits[0], wanted, "full" in tokens):
+                key = (src.name, level_name(level), seed)
+                label = f"{src.name}@{level_name(level)} seed {seed}"
+                if key in recorded and not args.force:
+                    log.info("%s: already in %s, skipped", label, results_path)
+                    continue
+                case = run_case(src.name, dataset, splits, level, seed, backbone, args)
+                results["cases"] = [c for c in results["cases"] if case_key(c) != key] + [case]
+                write_outputs(results, args.out)
+                log.info("%s done in %.0fs: best %s, advised %s, regret %s pp", label, case["seconds"], case["best"],
+                         case["advice"]["strategy"], case["regret_pp"])
+    write_outputs(results, args.out)
+    log.info("all done in %.0fs", time.perf_counter() - started)
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
