@@ -32,6 +32,7 @@ from tl_advise.advisor.defaults import (
     MAX_SEED,
 )
 from tl_advise.advisor.formats import OutputFormat
+from tl_advise.advisor.modality import MODALITIES, detect_modality
 from tl_advise.cli.cache_commands import cache_group
 from tl_advise.cli.pipeline_commands import predict_command, schema_command
 from tl_advise.schema.errors import (
@@ -146,6 +147,10 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
               help="For a label manifest: the column with the labels [default: detected].")
 @click.option("--split-column", envvar=env("SPLIT_COLUMN"),
               help="For a label manifest: the column with train/val/test [default: detected].")
+@click.option("--modality", type=click.Choice(MODALITIES), default="auto", show_default=True, envvar=env("MODALITY"),
+              help="Read DATA as images or as texts; auto: from its layout (tables' columns, files' suffixes).")
+@click.option("--text-column", envvar=env("TEXT_COLUMN"),
+              help="Texts: the table's text column (default: detected, e.g. text, sentence, review).")
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, envvar=env("BACKBONE"),
               help="efficientnet_lite0 (embedded, offline) or any torchvision model, e.g. resnet50 or "
                    "mobilenet_v2:IMAGENET1K_V1.")
@@ -243,6 +248,15 @@ def advise_command(**opts: Any) -> int:
     """
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
+    modality = opts["modality"] if opts["modality"] != "auto" else detect_modality(
+        opts["data"], text_column=opts["text_column"], path_column=opts["path_column"])
+    if modality == "text":
+        from tl_advise.cli.text import advise_text_command
+
+        return advise_text_command(opts, progress)
+    if opts["text_column"]:
+        raise ConfigError(f"--text-column applies to text datasets, and {opts['data']} is read as images: leave it "
+                          "out (or say --modality text)")
     run_options = _checked_options(opts, progress)  # everything cheap, before the scan and the embedding
     if _torchrun_processes(opts, run_options is not None) > 1:
         world = _join_process_group(opts["device"])

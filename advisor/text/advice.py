@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tl_advise.advisor.cache import ArrayCache, default_cache_dir
 from tl_advise.advisor.defaults import MAX_SEED
+from tl_advise.advisor.device import resolve_device
 from tl_advise.advisor.text.backbone import DEFAULT_TEXT_BACKBONE, TextBackbone, load_text_backbone
 from tl_advise.advisor.text.reading import TextDataset, TextReadOptions, read_text_dataset
 from tl_advise.advisor.text.scan import scan_texts
@@ -86,7 +87,7 @@ def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextB
         dataset = data if isinstance(data, TextDataset) else read_text_dataset(data, read_options)
     with timer.step("load_backbone"):
         loaded = backbone if isinstance(backbone, TextBackbone) else load_text_backbone(
-            backbone, weights=weights, cache_dir=cache_folder, device=device)
+            backbone, weights=weights, cache_dir=cache_folder, device=str(resolve_device(device)))
     with timer.step("scan"):
         scan = scan_texts(dataset, tokenizer=loaded.tokenizer, tokenizer_name=loaded.name,
                           max_length=loaded.max_length)

@@ -14,8 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
+from tl_advise.advisor.device import resolve_device
 from tl_advise.advisor.text.advice import TextAdviceSession
 from tl_advise.advisor.text.reading import TextDataset, TextExample
 from tl_advise.rules.text_engine import text_recipe
@@ -214,7 +213,7 @@ def run_text_advice(session: TextAdviceSession, options: TextRunOptions, *,
     recipes = recipes_for(session, strategies, options)  # refused before anything trains
     splits = make_text_splits(session.dataset, val_fraction=options.val_fraction, seed=options.seed,
                               max_train_per_class=options.max_train_per_class)
-    device = torch.device(options.device)
+    device = resolve_device(options.device)
     backbone = session.backbone.to(device)
     logger.info("text run: %s; %d train / %d val / %d test texts; validation: %s", ", ".join(strategies),
                 len(splits.train), len(splits.val), len(splits.test) if splits.test else 0, splits.validation)

@@ -1,0 +1,94 @@
+"""``tl-advise DATA`` for a text dataset: the advice (and with ``--run`` the measurement) of the text modality,
+reached from the advise command once DATA is read as text (``--modality``, or detected)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, get_args
+
+import click
+from click.core import ParameterSource
+from pydantic import ValidationError
+
+from tl_advise.advisor.defaults import DEFAULT_BACKBONE
+from tl_advise.schema.errors import EXIT_FINDING, EXIT_OK, ConfigError
+
+logger = logging.getLogger("tl_advise.cli")
+
+# Options of the image modality: typed for a text dataset they would be silently ignored, so they are refused.
+IMAGE_ONLY = ("image_root", "path_column", "target", "engine", "per_class", "max_images", "all_images", "audit",
+              "embed_batch_size", "workers", "image_size", "head_lr", "backbone_lr", "tensorboard", "mlflow",
+              "mlflow_experiment", "html_path", "nproc_per_node")
+
+
+def _flag(name: str) -> str:
+    return "--" + {"html_path": "html", "target": "for"}.get(name, name).replace("_", "-")
+
+
+def check_text_options(opts: dict[str, Any]) -> None:
+    ctx = click.get_current_context()
+    typed = [n for n in IMAGE_ONLY if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+    if typed:
+        raise ConfigError(f"{', '.join(_flag(n) for n in typed)} apply to image datasets, and {opts['data']} is read "
+                          "as text: leave them out (or say --modality image)")
+
+
+def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
+    """The text advice of ``opts['data']``, rendered; with ``--run``, trained and judged."""
+    from tl_advise.advisor.formats.text_advice import render_text_advice
+    from tl_advise.advisor.text.advice import DEFAULT_TEXT_BACKBONE, advise_text_session
+    from tl_advise.advisor.text.reading import TextReadOptions
+    from tl_advise.advisor.writable import atomic_write_text
+    from tl_advise.cli.commands import parse_budget, parse_margin
+
+    check_text_options(opts)
+    from tl_advise.advisor.writable import check_can_create, check_write_path
+
+    if opts["output"]:  # nothing is ever written inside the dataset
+        check_write_path(opts["output"], opts["data"], "The report file (-o)")
+        check_can_create(opts["output"], "The report file (-o)")
+    if opts["cache_dir"] and not opts["no_cache"]:
+        check_write_path(opts["cache_dir"], opts["data"], "The cache folder (--cache-dir)")
+    backbone = DEFAULT_TEXT_BACKBONE if opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
+    session = advise_text_session(
+        opts["data"], backbone=backbone, weights=opts["weights"], device=opts["device"], seed=opts["seed"],
+        cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"],
+        read_options=TextReadOptions(text_column=opts["text_column"], label_column=opts["label_column"],
+                                     split_column=opts["split_column"]))
+    result = session.result
+    if opts["run_"]:
+        from tl_advise.runners.text import run_text_advice
+        from tl_advise.schema.text import TextRunOptions, TextStrategyId
+
+        TEXT_STRATEGIES = get_args(TextStrategyId)
+
+        epochs, seconds = parse_budget(opts["budget"])
+        strategies = [s.strip() for s in opts["strategies"].split(",") if s.strip()] if opts["strategies"] else None
+        try:
+            options = TextRunOptions(
+                output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
+                time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
+                batch_size=opts["batch_size"], max_train_per_class=opts["max_train_per_class"],
+                margin=parse_margin(opts["margin"]), device=opts["device"], seed=opts["seed"], resume=opts["resume"],
+                progress=progress)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise ConfigError(f"text run options: {problems} (text strategies: {', '.join(TEXT_STRATEGIES)})") \
+                from None
+        run = run_text_advice(session, options)
+        result = result.model_copy(update={"run": run})
+    report = render_text_advice(result, opts["fmt"], explain=opts["explain"] or opts["verbose"] > 0)
+    if opts["output"]:
+        atomic_write_text(report, opts["output"])
+        logger.info("report written to %s", opts["output"])
+    else:
+        click.echo(report, nl=False)
+    rec = result.recommendation
+    logger.info("%s (rule %s, similarity %.2f %s)", rec.strategy, rec.rule_id, result.similarity.score,
+                result.similarity.label)
+    fail_on = set(opts["fail_on"])
+    if "warning" in fail_on and (rec.warnings or result.findings):
+        return EXIT_FINDING
+    if "refuted" in fail_on and result.run is not None and result.run.verdict.status == "refuted":
+        return EXIT_FINDING
+    return EXIT_OK

@@ -1,0 +1,101 @@
+"""`tl-advise DATA` for texts: the modality read from the layout, options of the other modality refused, and the
+whole command on a small CSV of real sentences."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_class_folder
+from tl_advise.advisor.modality import detect_modality
+from tl_advise.cli.commands import main
+from tl_advise.schema.errors import DatasetError
+
+REVIEWS = [
+    ("The battery lasts all day and the screen is bright.", "positive"),
+    ("Great sound, comfortable to hold, works as described.", "positive"),
+    ("I would buy this phone again without a second thought.", "positive"),
+    ("Fast delivery and the case fits perfectly.", "positive"),
+    ("Excellent value: clear calls and a long battery life.", "positive"),
+    ("The charger stopped working after two days.", "negative"),
+    ("Terrible reception, calls drop every few minutes.", "negative"),
+    ("The screen cracked the first week and support never answered.", "negative"),
+    ("Waste of money, the buttons stick and it overheats.", "negative"),
+    ("Poor quality: the headset broke as soon as I used it.", "negative"),
+]
+
+
+def _csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _reviews_csv(path: Path) -> Path:
+    return _csv(path, "text,label", [f'"{t}",{label}' for t, label in REVIEWS])
+
+
+def test_a_table_of_texts_is_text_and_a_table_of_image_paths_is_images(tmp_path: Path) -> None:
+    assert detect_modality(_reviews_csv(tmp_path / "reviews.csv")) == "text"
+    assert detect_modality(_csv(tmp_path / "images.csv", "path,label", ["a/1.jpg,cat", "a/2.jpg,dog"])) == "image"
+    # Headerless image manifests name no column: the values say it.
+    assert detect_modality(_csv(tmp_path / "bare.csv", "x1.png,cat", ["x2.png,dog"])) == "image"
+    both = _csv(tmp_path / "both.csv", "image,text,label", ["a.jpg,a cat on a mat,cat"])
+    with pytest.raises(DatasetError, match=r"cannot tell whether .*both\.csv lists images or texts.*--modality"):
+        detect_modality(both)
+    # A column named on the command line decides.
+    assert detect_modality(both, text_column="text") == "text"
+    assert detect_modality(both, path_column="image") == "image"
+
+
+def test_folders_are_read_by_their_split_tables_or_their_files(tmp_path: Path) -> None:
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    _reviews_csv(hf / "train.csv")
+    assert detect_modality(hf) == "text"
+    texts = tmp_path / "texts"
+    for i, (text, label) in enumerate(REVIEWS):
+        (texts / label).mkdir(parents=True, exist_ok=True)
+        (texts / label / f"{i}.txt").write_text(text, encoding="utf-8")
+    assert detect_modality(texts) == "text"
+    images = make_class_folder(tmp_path / "images", {"a": 3, "b": 3})
+    assert detect_modality(images) == "image"
+    for i in range(6):
+        (images / "a" / f"note{i}.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"both text files \(6\) and images \(6\).*--modality"):
+        detect_modality(images)
+
+
+def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data = _reviews_csv(tmp_path / "reviews.csv")
+    assert main([str(data), "--image-size", "64", "--for", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "--for, --image-size apply to image datasets" in err and "Traceback" not in err
+    assert main([str(data), "--html", str(tmp_path / "report.html")]) == 2  # the HTML report shows images
+    assert "--html apply to image datasets" in capsys.readouterr().err
+    images = make_class_folder(tmp_path / "images", {"a": 3, "b": 3})
+    assert main([str(images), "--text-column", "text"]) == 2  # a text column: read as text, and it is no table
+    assert "apply to a table" in capsys.readouterr().err
+    assert main([str(images), "--modality", "image", "--text-column", "text"]) == 2
+    assert "--text-column applies to text datasets" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_text_advice_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _reviews_csv(tmp_path / "reviews.csv")
+    cache = tmp_path / "cache"
+    assert main([str(data), "--cache-dir", str(cache), "--format", "json", "-q"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["modality"] == "text" and advice["dataset"]["n_texts"] == 10
+    assert advice["recommendation"]["strategy"] in ("text_feature_extraction", "text_finetune_top",
+                                                    "text_full_finetune", "tfidf_linear")
+    assert main([str(data), "--cache-dir", str(cache), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("tl-advise (text) · ") and "Recommendation: " in text and "Confidence: " in text
+    # Nothing is written inside the dataset's folder.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "reviews.csv"]
+    assert main([str(data), "--cache-dir", str(cache), "-o", str(tmp_path / "report.md"), "--format", "markdown",
+                 "-q"]) == 0
+    assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith("# tl-advise (text)")
