@@ -232,7 +232,7 @@ def _split_column(table: Table, options: ManifestOptions, columns: _Columns) -> 
         name = _find(rest, SPLIT_COLUMNS) or _find(rest, tuple(FLAG_COLUMNS))
     if name is None:
         return
-    values = {v.lower() for _, row in table.rows if (v := _cell(row.get(name))) is not None}
+    values = {v.lower() for _, row in table.rows if (v := cell_text(row.get(name))) is not None}
     if not values:
         if options.split_column:
             raise DatasetError(f"{table.path}: column {name!r} (--split-column) is empty")
@@ -256,7 +256,7 @@ def _split_column(table: Table, options: ManifestOptions, columns: _Columns) -> 
                    shown)
 
 
-def _cell(value: object) -> str | None:
+def cell_text(value: object) -> str | None:
     """A cell as text; None when empty. Integral floats (Parquet/JSON numbers) lose their '.0'."""
     if value is None or isinstance(value, list | tuple | dict | set | bytes):
         return None
@@ -274,7 +274,7 @@ def _split_of(row: dict[str, object], columns: _Columns, fixed_split: str | None
         return fixed_split
     if columns.split is None:
         return FLAT_SPLIT
-    value = _cell(row.get(columns.split))
+    value = cell_text(row.get(columns.split))
     if value is None:
         return None
     if columns.flag_split is not None:
@@ -320,9 +320,9 @@ def _collect(table: Table, columns: _Columns, base: Path, fixed_split: str | Non
              out: _Collected) -> None:
     name = table.path.name
     for where, row in table.rows:
-        written = _cell(row.get(columns.path))
+        written = cell_text(row.get(columns.path))
         raw_label = row.get(columns.label)
-        label = _cell(raw_label)
+        label = cell_text(raw_label)
         shown = written or f"{name} {where}"
         if written is None:
             out.skipped.append(SkippedFile(path=shown, reason=f"no image path ({name} {where})"))

@@ -35,6 +35,7 @@ from tl_advise.advisor.manifest import (
     SPLIT_COLUMNS,
     SPLIT_VALUES,
     TRUE_VALUES,
+    cell_text,
     normalise,
 )
 from tl_advise.schema.errors import DatasetError
@@ -364,7 +365,7 @@ def _split_column(table: _Table, options: TextReadOptions, columns: _Columns) ->
         name = _find(rest, SPLIT_COLUMNS) or _find(rest, tuple(FLAG_COLUMNS))
     if name is None:
         return
-    values = {v.lower() for _, row in table.rows if (v := _cell(row.get(name))) is not None}
+    values = {v.lower() for _, row in table.rows if (v := cell_text(row.get(name))) is not None}
     booleans = bool(values) and values <= TRUE_VALUES | FALSE_VALUES
     flag = FLAG_COLUMNS.get(normalise(name))
     if flag is None and options.split_column and booleans:
@@ -379,19 +380,6 @@ def _split_column(table: _Table, options: TextReadOptions, columns: _Columns) ->
                            "train, val (valid, validation, dev) and test")
     else:
         logger.warning("%s: column %r does not hold split names (train, val, test); it is ignored", table.path, name)
-
-
-def _cell(value: object) -> str | None:
-    """A label or split cell as text; None when empty. Integral floats (Parquet/JSON numbers) lose '.0'."""
-    if value is None or isinstance(value, list | tuple | dict | set | bytes):
-        return None
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            value = int(value)
-    text = str(value).strip()
-    return text or None
 
 
 def _text_cell(value: object) -> str | None:
@@ -411,7 +399,7 @@ def _split_of(row: dict[str, object], columns: _Columns, fixed_split: str | None
         return fixed_split
     if columns.split is None:
         return FLAT_SPLIT
-    value = _cell(row.get(columns.split))
+    value = cell_text(row.get(columns.split))
     if value is None:
         return None
     if columns.flag_split is not None:
@@ -433,7 +421,7 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
         for where, row in table.rows:
             at = f"{path.name} {where}"
             text = _text_cell(row.get(columns.text))
-            label = _cell(row.get(columns.label))
+            label = cell_text(row.get(columns.label))
             split = _split_of(row, columns, fixed_split)
             if text is None:
                 skipped.append(SkippedFile(path=at, reason=f"no value in the text column {columns.text!r}"))
