@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from tl_advise.rules import statistics
 from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
+from tl_advise.rules.margins import graded, nearest_edge_that_matters
 from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
 from tl_advise.schema.formatting import fmt_count
@@ -38,10 +39,6 @@ class Component:
     runner_up: StrategyId | None = None  # what the advice would be on the other side of this margin
 
 
-def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
-    return "low" if value < low else "medium" if value < high else "high"
-
-
 def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
                          strategy: StrategyId) -> Component | None:
     """None where the label decides nothing: a margin that cannot change the advice is no reason."""
@@ -51,7 +48,7 @@ def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityR
         return None
     margin = abs(similarity.score - similarity.threshold)
     c = rules.confidence
-    level = _graded(margin, c.similarity_margin_low, c.similarity_margin_high)
+    level = graded(margin, c.similarity_margin_low, c.similarity_margin_high)
     closeness = {"low": "close to", "medium": "near", "high": "clear of"}[level]
     return Component(level, f"similarity {similarity.score:.2f} is {margin:.2f} from the {similarity.threshold:.2f} "
                             f"threshold ({closeness} it); as '{other_label}' the advice would be {other}", other)
@@ -60,21 +57,15 @@ def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityR
 def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
                    strategy: StrategyId) -> Component:
     ipc = dataset.images_per_class
-    relevant = []
-    for edge, below, above in rules.size_bands.edges():
-        if band not in (below, above):
-            continue
-        neighbour = above if band == below else below
-        other = decide(rules, neighbour, similarity.label, logreg_gain(similarity)).strategy
-        if other != strategy:
-            relevant.append((max(ipc / edge, edge / ipc) if ipc > 0 else float("inf"), edge, neighbour, other))
-    if not relevant:
+    nearest = nearest_edge_that_matters(
+        rules.size_bands.edges(), band, ipc, strategy=strategy,
+        advice_in=lambda neighbour: decide(rules, neighbour, similarity.label, logreg_gain(similarity)).strategy)
+    if nearest is None:
         return Component("high", f"{fmt_count(ipc)} images per class: the neighbouring size bands advise the same")
-    ratio, edge, neighbour, other = min(relevant)
     c = rules.confidence
-    level = _graded(ratio, c.size_ratio_low, c.size_ratio_high)
-    return Component(level, f"{fmt_count(ipc)} images per class is x{ratio:.2f} from the {edge:.0f} edge of the "
-                            f"{neighbour} band, which advises {other}", other)
+    level = graded(nearest.ratio, c.size_ratio_low, c.size_ratio_high)
+    return Component(level, f"{fmt_count(ipc)} images per class is x{nearest.ratio:.2f} from the {nearest.edge:.0f} "
+                            f"edge of the {nearest.neighbour} band, which advises {nearest.advice}", nearest.advice)
 
 
 def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
@@ -101,7 +92,7 @@ def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport
     se = statistics.unpaired(sep.logreg_accuracy, sep.pixel_logreg_accuracy, sep.n_images).se
     distance = abs(sep.logreg_gain - cutoff) / se
     c = rules.confidence
-    level = _graded(distance, c.pixel_gain_se_low, c.pixel_gain_se_high)
+    level = graded(distance, c.pixel_gain_se_low, c.pixel_gain_se_high)
     side = "at or below" if fires else "above"
     return Component(level, f"frozen features gain {sep.logreg_gain:+.3f} over raw pixels, {side} rule {pixel.id}'s "
                             f"{cutoff:.2f} cut-off by {distance:.1f} s.e. ({se:.3f} on {sep.n_images} sample "

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tl_advise.rules.margins import graded, nearest_edge_that_matters
 from tl_advise.rules.schema import SizeBand
 from tl_advise.rules.text_schema import TextCellEvidence, TextRuleSet, TextStrategyRule
+from tl_advise.schema.formatting import fmt_count
 from tl_advise.schema.models import AdviceWarning, ConfidenceLevel
 from tl_advise.schema.text import (
     LengthSummary,
@@ -166,10 +168,6 @@ class Component:
     runner_up: TextStrategyId | None = None
 
 
-def _graded(value: float, low: float, high: float) -> ConfidenceLevel:
-    return "low" if value < low else "medium" if value < high else "high"
-
-
 def similarity_component(rules: TextRuleSet, band: SizeBand, similarity: TextSimilarity,
                          strategy: TextStrategyId) -> Component | None:
     other_label: TextSimilarityLabel = "far" if similarity.label == "close" else "close"
@@ -178,7 +176,7 @@ def similarity_component(rules: TextRuleSet, band: SizeBand, similarity: TextSim
         return None
     margin = abs(similarity.score - similarity.threshold)
     c = rules.confidence
-    level = _graded(margin, c.similarity_margin_low, c.similarity_margin_high)
+    level = graded(margin, c.similarity_margin_low, c.similarity_margin_high)
     closeness = {"low": "close to", "medium": "near", "high": "clear of"}[level]
     calibrated = "" if similarity.calibrated else "; the profile is not calibrated"
     return Component("similarity", level, f"similarity {similarity.score:.2f} is {margin:.2f} from the "
@@ -189,21 +187,16 @@ def similarity_component(rules: TextRuleSet, band: SizeBand, similarity: TextSim
 def size_component(rules: TextRuleSet, band: SizeBand, summary: TextDatasetSummary, label: TextSimilarityLabel,
                    strategy: TextStrategyId) -> Component:
     tpc = summary.texts_per_class
-    relevant = []
-    for edge, below, above in rules.size_bands.edges():
-        if band not in (below, above):
-            continue
-        neighbour = above if band == below else below
-        other = rules.row_for(neighbour, label).strategy
-        if other != strategy:
-            relevant.append((max(tpc / edge, edge / tpc) if tpc > 0 else math.inf, edge, neighbour, other))
-    if not relevant:
-        return Component("size", "high", f"{tpc:.0f} texts per class: the neighbouring size bands advise the same")
-    ratio, edge, neighbour, other = min(relevant)
+    nearest = nearest_edge_that_matters(rules.size_bands.edges(), band, tpc, strategy=strategy,
+                                        advice_in=lambda neighbour: rules.row_for(neighbour, label).strategy)
+    if nearest is None:
+        return Component("size", "high", f"{fmt_count(tpc)} texts per class: the neighbouring size bands advise "
+                                         "the same")
     c = rules.confidence
-    level = _graded(ratio, c.size_ratio_low, c.size_ratio_high)
-    return Component("size", level, f"{tpc:.0f} texts per class is x{ratio:.2f} from the {edge:.0f} edge of the "
-                     f"{neighbour} band, which advises {other}", other)
+    level = graded(nearest.ratio, c.size_ratio_low, c.size_ratio_high)
+    return Component("size", level, f"{fmt_count(tpc)} texts per class is x{nearest.ratio:.2f} from the "
+                     f"{nearest.edge:.0f} edge of the {nearest.neighbour} band, which advises {nearest.advice}",
+                     nearest.advice)
 
 
 def bar_component(bar: TfidfBar | None, recipe: TextRecipe, min_gain: float) -> Component | None:
