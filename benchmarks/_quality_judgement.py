@@ -4,7 +4,7 @@ leave-one-dataset-out)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from _quality_levels import case_key, case_order
@@ -122,37 +122,55 @@ def seed_judgement(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str
     for each rule of the current rules (generated: it is what the rules file's ``evidence`` tables hold)."""
     first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
     averages = seed_averages(sorted(cases_json, key=case_order))
+
+    def decision(a: SeedAverage) -> tuple[str, str]:
+        d = _deciding_rule(a, first[(a.dataset, a.level)], rules)
+        return d.rule_id, d.strategy
+
+    rows, evidence = judge_by_rule(averages, decision)
+    sweeps = [c["lr_sweep"] for c in cases_json if c.get("lr_sweep")]
+    targets = {**regret_targets(rows), "lr_checked": len(sweeps), "lr_within_3x": sum(s["within_3x"] for s in sweeps),
+               "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps)}
+    return {"cases": rows, "targets": targets, "rule_evidence": evidence}
+
+
+def judge_by_rule(averages: Sequence[SeedAverage], decision: Callable[[SeedAverage], tuple[str, str]]
+                  ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(rows, rule evidence): each seed average judged against the strategy of the rule that decides it
+    (``decision``: seed average -> (rule id, strategy), the current rules' decision on the recorded signals and
+    size), and each rule's evidence over the cases it decides (:func:`cell_evidence`). Image and text alike."""
     rows, by_rule = [], {}
     for a in averages:
-        decision = _deciding_rule(a, first[(a.dataset, a.level)], rules)
-        j = judge(a, decision.strategy)
-        by_rule.setdefault(decision.rule_id, (decision.strategy, []))[1].append(a)
+        rule_id, strategy = decision(a)
+        j = judge(a, strategy)
+        by_rule.setdefault(rule_id, (strategy, []))[1].append(a)
         rows.append({"dataset": a.dataset, "level": a.level, "band": a.band, "label": a.label, "seeds": list(a.seeds),
-                     "n_judged": a.n_judged, "recommended": decision.strategy, "rule_id": decision.rule_id,
+                     "n_judged": a.n_judged, "recommended": strategy, "rule_id": rule_id,
                      "best": j.best, "regret_pp": j.regret_pp, "se_pp": j.se_pp, "tie": j.tie,
                      "accuracy": a.accuracy, "spread": {s: list(v) for s, v in a.spread.items()}})
-    sweeps = [c["lr_sweep"] for c in cases_json if c.get("lr_sweep")]
-    by_dataset: dict[str, list[float]] = {}
-    for r in rows:
-        by_dataset.setdefault(r["dataset"], []).append(r["regret_pp"])
-    repeated = [r for r in rows if len(r["seeds"]) >= 2]
-    targets = {
-        "n_cases": len(rows), "mean_regret_pp": mean([r["regret_pp"] for r in rows]),
-        "max_dataset_mean_regret_pp": max((mean(v) for v in by_dataset.values()), default=float("nan")),
-        "worst_dataset": max(by_dataset, key=lambda d: mean(by_dataset[d])) if by_dataset else None,
-        "within_se": sum(r["tie"] for r in rows), "lr_checked": len(sweeps),
-        "lr_within_3x": sum(s["within_3x"] for s in sweeps),
-        "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps),
-        "cases_with_2_seeds": len(repeated),
-        "repeated_small_medium": sorted({f"{r['band']}/{r['label']}" for r in repeated
-                                         if r["band"] in ("small", "medium")}),
-    }
     evidence = {}
     for rule_id, (strategy, members) in by_rule.items():
         e = cell_evidence(members, strategy)
         if e is not None:
             evidence[rule_id] = {"strategy": strategy, **e.__dict__}
-    return {"cases": rows, "targets": targets, "rule_evidence": evidence}
+    return rows, evidence
+
+
+def regret_targets(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The seed-averaged targets over judged rows: mean regret, the worst dataset, ties, repeated cases."""
+    by_dataset: dict[str, list[float]] = {}
+    for r in rows:
+        by_dataset.setdefault(r["dataset"], []).append(r["regret_pp"])
+    repeated = [r for r in rows if len(r["seeds"]) >= 2]
+    return {
+        "n_cases": len(rows), "mean_regret_pp": mean([r["regret_pp"] for r in rows]),
+        "max_dataset_mean_regret_pp": max((mean(v) for v in by_dataset.values()), default=float("nan")),
+        "worst_dataset": max(by_dataset, key=lambda d: mean(by_dataset[d])) if by_dataset else None,
+        "within_se": sum(r["tie"] for r in rows),
+        "cases_with_2_seeds": len(repeated),
+        "repeated_small_medium": sorted({f"{r['band']}/{r['label']}" for r in repeated
+                                         if r["band"] in ("small", "medium")}),
+    }
 
 
 def summary(cases: Sequence[dict[str, Any]]) -> dict[str, Any]:

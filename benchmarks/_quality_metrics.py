@@ -28,9 +28,10 @@ def std_error(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / n)
 
 
-def best_strategy(accuracy: Mapping[str, float]) -> str:
-    """The empirically best strategy; ties go to the earlier (cheaper) one in ``STRATEGIES`` order."""
-    order = {s: i for i, s in enumerate(STRATEGIES)}
+def best_strategy(accuracy: Mapping[str, float], strategies: Sequence[str] = STRATEGIES) -> str:
+    """The empirically best strategy; ties go to the earlier (cheaper) one in ``strategies`` order (the image
+    ``STRATEGIES`` by default; the text benchmark passes its own)."""
+    order = {s: i for i, s in enumerate(strategies)}
     return min(accuracy, key=lambda s: (-accuracy[s], order.get(s, len(order))))
 
 
@@ -250,6 +251,7 @@ class SeedAverage:
     runs: dict[int, dict[str, Mapping[str, Any]]]  # seed -> strategy -> recorded run
     same_images: bool  # every seed judged on the same images (the dataset's own split)
     judged_on: str  # the split that judged: "test", "val", or "mixed" across seeds
+    strategies: tuple[str, ...] = STRATEGIES  # the modality's strategies, cheapest first: ties go to the earlier
 
     def difference(self, a: str, b: str) -> statistics.Difference:
         """``a - b`` over the seeds that trained both (:func:`tl_advise.rules.statistics.over_seeds`)."""
@@ -268,8 +270,14 @@ def _one(splits: set[str]) -> str:
     return next(iter(splits)) if len(splits) == 1 else "mixed"
 
 
-def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
-    """Group recorded cases (one per dataset x level x seed) into seed averages, in the given order."""
+def seed_averages(cases: Sequence[Mapping], strategies: Sequence[str] = STRATEGIES,
+                  same_images: Callable[[Mapping[str, Any]], bool] = _same_images) -> list[SeedAverage]:
+    """Group recorded cases (one per dataset x level x seed) into seed averages, in the given order.
+
+    A case needs ``dataset``, ``level``, ``seed``, ``size_band``, ``advice`` (``label``, ``strategy``),
+    ``n_judged`` and ``runs`` (strategy -> ``accuracy``, ``n_judged``, ``correct`` where recorded);
+    ``strategies`` orders them (ties go to the earlier); ``same_images`` says whether a case's seeds share their
+    judging images."""
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for c in cases:
         groups.setdefault((c["dataset"], c["level"]), []).append(c)
@@ -277,17 +285,18 @@ def seed_averages(cases: Sequence[Mapping]) -> list[SeedAverage]:
     for (dataset, level), members in groups.items():
         runs = {int(c.get("seed", 0)): dict(c["runs"]) for c in members}
         per_seed = {seed: {s: v["accuracy"] for s, v in r.items()} for seed, r in runs.items()}
-        strategies = [s for s in STRATEGIES if any(s in acc for acc in per_seed.values())]
+        trained = [s for s in strategies if any(s in acc for acc in per_seed.values())]
         accuracy = {s: sum(a[s] for a in per_seed.values() if s in a) / sum(s in a for a in per_seed.values())
-                    for s in strategies}
+                    for s in trained}
         spread = {s: (min(a[s] for a in per_seed.values() if s in a), max(a[s] for a in per_seed.values() if s in a))
-                  for s in strategies}
+                  for s in trained}
         first = members[0]
         out.append(SeedAverage(dataset=dataset, level=level, band=first["size_band"], label=first["advice"]["label"],
                                recommended=first["advice"]["strategy"], seeds=tuple(sorted(per_seed)),
                                n_judged=min(c["n_judged"] for c in members), accuracy=accuracy, spread=spread,
-                               per_seed=per_seed, runs=runs, same_images=all(_same_images(c) for c in members),
-                               judged_on=_one({c.get("judged_on", "val") for c in members})))
+                               per_seed=per_seed, runs=runs, same_images=all(same_images(c) for c in members),
+                               judged_on=_one({c.get("judged_on", "val") for c in members}),
+                               strategies=tuple(strategies)))
     return out
 
 
@@ -302,7 +311,7 @@ class Judgement:
 def judge(avg: SeedAverage, recommended: str | None = None) -> Judgement:
     """Seed-averaged regret of ``recommended`` (default: the recorded advice), and whether it ties the best."""
     rec = recommended or avg.recommended
-    best = best_strategy(avg.accuracy)
+    best = best_strategy(avg.accuracy, avg.strategies)
     if rec not in avg.accuracy:
         return Judgement(best, float("nan"), float("nan"), False)
     regret = 100.0 * (avg.accuracy[best] - avg.accuracy[rec])
@@ -333,8 +342,9 @@ class Evidence:
 
 def _choice(members: Sequence[SeedAverage], options: Sequence[str], strategy: str) -> str:
     """The option with the least mean regret over ``members`` (ties: the rule's own strategy, then the cheaper):
-    what the cell would advise if it were chosen on these cases alone."""
-    order = {s: i for i, s in enumerate(STRATEGIES)}
+    what the cell would advise if it were chosen on these cases alone. The order of ``options`` breaks the
+    remaining ties (cheapest first)."""
+    order = {s: i for i, s in enumerate(options)}
     return min(options, key=lambda s: (round(sum(judge(m, s).regret_pp for m in members) / len(members), 9),
                                        s != strategy, order[s]))
 
@@ -349,7 +359,7 @@ def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | N
     members = [m for m in members if strategy in m.accuracy]
     if not members:
         return None
-    options = [s for s in STRATEGIES if all(s in m.accuracy for m in members)]
+    options = [s for s in members[0].strategies if all(s in m.accuracy for m in members)]
     others = [s for s in options if s != strategy]
     if not others:
         return None

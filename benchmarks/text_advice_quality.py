@@ -15,6 +15,15 @@ every text strategy trains under one budget, each with the recipe the rules give
 per-text correctness on the test split is recorded, so strategies are compared text by text
 (``tl_advise.rules.statistics``). Results go to ``benchmarks/results/text_advice_quality.{json,md}``, written
 after every case; a re-run skips the cases already there with the same budget (``--force`` redoes them).
+
+    .venv/bin/python benchmarks/text_advice_quality.py --report --write-evidence rules/text_rules.toml
+
+``--report`` trains nothing: it re-renders the report from the .json, judging each dataset x level over its
+seeds with the current text rules (the rule that decides is re-run on the recorded signals and size, as the
+image benchmark's ``--rescore`` does; a text recipe does not depend on the cell that picks it, so every recorded
+run stands) and each rule's evidence (``_quality_metrics.cell_evidence``: margin against the runner-up with each
+dataset counted once, leave-one-dataset-out folds, gaps); ``--write-evidence`` writes that evidence into the
+text rules file's ``evidence`` tables, which the text advice's why, alternatives and confidence read.
 """
 
 from __future__ import annotations
@@ -36,13 +45,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _provenance import provenance
+from _quality_judgement import judge_by_rule, regret_targets
+from _quality_metrics import SeedAverage, seed_averages
+from _quality_report import TEXT_EVIDENCE_NOTE, seed_markdown, write_evidence
 
 log = logging.getLogger("text_advice_quality")
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_LEVELS = "16,64,256,1000,full"
 MIN_CARVED_TEST = 200
 CARVED_TEST_SHARE = 0.2
 STRATEGIES = ("text_feature_extraction", "text_finetune_top", "text_full_finetune", "tfidf_linear")
+# Cheapest first: a tie in the seed judgement and the evidence goes to the earlier (no encoder at all, then a frozen
+# one, then more of it tuned).
+COST_ORDER = ("tfidf_linear", "text_feature_extraction", "text_finetune_top", "text_full_finetune")
+DEFAULT_BACKBONE = "all-minilm-l6-v2"  # advisor.text.backbone.DEFAULT_TEXT_BACKBONE (importing it loads torch)
 
 
 # --------------------------------------------------------------------------- data
@@ -140,6 +157,7 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
              seed: int, backbone: Any, args: argparse.Namespace) -> dict[str, Any]:
     from tl_advise.advisor.text.advice import advise_text_session
     from tl_advise.rules import statistics
+    from tl_advise.rules.text_engine import signal_values
     from tl_advise.runners.text import run_text_advice
     from tl_advise.schema.text import TextRunOptions
 
@@ -178,7 +196,9 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
         "advice": {"strategy": rec.strategy, "rule": rec.rule_id, "label": result.similarity.label,
                    "score": result.similarity.score, "confidence": rec.confidence.level,
                    "runner_up": rec.confidence.runner_up, "seconds": round(advice_s, 2),
-                   "signals": {s.name: s.value for s in result.similarity.scores},
+                   "backbone": result.backbone.name,
+                   # every measured signal, scored or not: --report re-scores them with the current rules
+                   "signals": signal_values(result.similarity.signals),
                    "tfidf_bar_cv": rec.tfidf_bar.accuracy if rec.tfidf_bar else None,
                    "max_length": rec.recipe.max_length},
         "runs": runs, "best": best, "verdict": report.verdict.status,
@@ -237,6 +257,56 @@ def summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- judgement and evidence
+
+
+def rescored(case: dict[str, Any], rules: Any) -> dict[str, Any] | None:
+    """``case`` as the current text rules decide it, in the shape ``_quality_metrics.seed_averages`` reads: the
+    close/far label re-scored from the recorded signal values, the size band from the texts per class, the row
+    of the table for both (``advice.strategy``/``rule``), ``n_judged`` (the fewest judged texts of a run) and
+    only the runs that were judged. None when no run was."""
+    from tl_advise.rules.text_engine import judge_signal_values
+
+    runs = {s: r for s, r in case["runs"].items() if r.get("accuracy") is not None}
+    if not runs:
+        return None
+    advice = case["advice"]
+    values = {k: float(v) for k, v in advice.get("signals", {}).items() if v is not None}
+    verdict = judge_signal_values(rules, advice.get("backbone", DEFAULT_BACKBONE), values)
+    band = rules.size_bands.band_for(case["texts_per_class"])
+    row = rules.row_for(band, verdict.label)
+    return {**case, "size_band": band, "runs": runs, "n_judged": min(int(r["n_judged"]) for r in runs.values()),
+            "advice": {**advice, "label": verdict.label, "score": verdict.score, "strategy": row.strategy,
+                       "rule": row.id}}
+
+
+def _same_test_texts(case: dict[str, Any]) -> bool:
+    """Every seed of a dataset is judged on the same texts: ``judged_splits`` draws the test split with
+    ``--split-seed`` only (part of the budget), whatever the level and seed."""
+    return True
+
+
+def seed_judgement(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+    """Each dataset x level over its seeds, judged against what the current text rules advise (decided on the
+    lowest seed's signals, as the image benchmark does), the targets, and each rule's evidence: what
+    ``--write-evidence`` writes into the text rules file."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for c in sorted(cases, key=case_key):
+        judged = rescored(c, rules)
+        if judged is not None:
+            first.setdefault((c["dataset"], c["level"]), judged)
+    judged_cases = [{**j, "size_band": f["size_band"], "advice": f["advice"]}
+                    for c in sorted(cases, key=case_key) for j in [rescored(c, rules)] if j is not None
+                    for f in [first[(c["dataset"], c["level"])]]]
+    averages = seed_averages(judged_cases, COST_ORDER, _same_test_texts)
+
+    def decision(a: SeedAverage) -> tuple[str, str]:
+        return first[(a.dataset, a.level)]["advice"]["rule"], a.recommended
+
+    rows, evidence = judge_by_rule(averages, decision)
+    return {"cases": rows, "targets": regret_targets(rows), "rule_evidence": evidence}
+
+
 def markdown(results: dict[str, Any]) -> str:
     cases = sorted(results["cases"], key=case_key)
     s = results.get("summary") or summary(cases)
@@ -265,11 +335,15 @@ def markdown(results: dict[str, Any]) -> str:
                   "| rule | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
         for rule, by in s["per_rule"].items():
             lines.append(f"| {rule} | " + " | ".join(f"{by[st]:.3f}" if st in by else "-" for st in STRATEGIES) + " |")
+    lines += seed_markdown(results.get("seed_judgement") or {}, results.get("source", "this file"), STRATEGIES)
     return "\n".join([*lines, ""])
 
 
-def write_outputs(results: dict[str, Any], prefix: Path) -> None:
+def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
     results["summary"] = summary(results["cases"])
+    path = prefix.with_suffix(".json").resolve()
+    results["source"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+    results["seed_judgement"] = seed_judgement(results["cases"], rules)
     _atomic_text(prefix.with_suffix(".json"), json.dumps(results, indent=1))
     _atomic_text(prefix.with_suffix(".md"), markdown(results))
 
@@ -300,9 +374,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-text-advice-quality"))
     p.add_argument("--keep", action="store_true", help="keep each case's run folder (models, checkpoints)")
     p.add_argument("--force", action="store_true", help="redo cases already recorded")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: re-render the .md (and the seed judgement with each rule's evidence, by the "
+                   "current text rules) from the .json only")
+    p.add_argument("--write-evidence", type=Path, default=None, metavar="TEXT_RULES_TOML",
+                   help="with --report: write each rule's measured evidence into this text rules file")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: sst2 at 16/class, max length 32, 1 epoch per phase, 64 val / 200 test texts")
     args = p.parse_args(argv)
+    if args.write_evidence and not args.report:
+        p.error("--write-evidence needs --report")
     args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.quick:
         args.levels, args.max_length, args.max_epochs = "16", 32, 1
@@ -323,6 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         stream=sys.stderr)
     for noisy in ("tl_advise", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from tl_advise.rules.text_schema import load_text_rules
+
+    rules = load_text_rules(args.rules)
+    if args.report:
+        return report(args, rules)
     if not args.datasets:
         log.error("no text datasets: give folders or set TL_ADVISE_SHARED to the folder holding text/")
         return 2
@@ -352,11 +438,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 case = run_case(src.name, dataset, splits, level, seed, backbone, args)
                 results["cases"] = [c for c in results["cases"] if case_key(c) != key] + [case]
-                write_outputs(results, args.out)
+                write_outputs(results, args.out, rules)
                 log.info("%s done in %.0fs: best %s, advised %s, regret %s pp", label, case["seconds"], case["best"],
                          case["advice"]["strategy"], case["regret_pp"])
-    write_outputs(results, args.out)
+    write_outputs(results, args.out, rules)
     log.info("all done in %.0fs", time.perf_counter() - started)
+    print(markdown(results))
+    return 0
+
+
+def report(args: argparse.Namespace, rules: Any) -> int:
+    """``--report``: the .md (and the .json's summary and seed judgement) from the recorded cases, whatever budget
+    they were trained under; with ``--write-evidence`` each rule's evidence goes into that text rules file."""
+    path = args.out.with_suffix(".json")
+    if not path.is_file():
+        log.error("%s: no results to report on", path)
+        return 2
+    results = json.loads(path.read_text(encoding="utf-8"))
+    write_outputs(results, args.out, rules)
+    if args.write_evidence:
+        evidence = results["seed_judgement"]["rule_evidence"]
+        text = args.write_evidence.read_text(encoding="utf-8")
+        _atomic_text(args.write_evidence, write_evidence(text, evidence, results["source"], TEXT_EVIDENCE_NOTE))
+        log.info("evidence of %d rule(s) written to %s", len(evidence), args.write_evidence)
     print(markdown(results))
     return 0
 

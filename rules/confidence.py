@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from tl_advise.rules import statistics
 from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
 from tl_advise.rules.margins import graded, nearest_edge_that_matters
-from tl_advise.rules.schema import CellEvidence, RuleSet, SizeBand
+from tl_advise.rules.schema import CellEvidence, MeasuredEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
 from tl_advise.schema.formatting import fmt_count
 from tl_advise.schema.models import (
@@ -99,30 +100,53 @@ def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport
                             f"images); on the other side the advice would be {other}", other)
 
 
-def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | None,
-                       strategy: StrategyId) -> Component:
-    c = rules.confidence
+class EvidenceLevels(Protocol):
+    """The ``[confidence]`` levels the evidence component reads (the image and the text rules have them all)."""
+
+    @property
+    def unmeasured(self) -> ConfidenceLevel: ...
+    @property
+    def tied(self) -> ConfidenceLevel: ...
+    @property
+    def in_sample(self) -> ConfidenceLevel: ...
+    @property
+    def single_dataset(self) -> ConfidenceLevel: ...
+
+
+S = TypeVar("S", bound=str)
+
+
+def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvidence[S] | None,
+                     strategy: S) -> tuple[ConfidenceLevel, str, S | None]:
+    """(level, reason, runner-up) of a rule's benchmark evidence, for images and text alike: unmeasured at
+    ``levels.unmeasured``; the runner-up ahead beyond noise: low; otherwise high when beyond noise (else
+    ``tied``), capped at ``single_dataset`` on one dataset and at ``in_sample`` unless the choice holds with
+    each dataset left out."""
     if evidence is None:
-        return Component(c.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured")
+        return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
     where = (f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
              f"({evidence.seeds}+ seed(s) each, {evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:
-        return Component("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more "
-                                "datasets judge it out of sample",
-                         evidence.runner_up)
-    level: ConfidenceLevel = "high" if evidence.beyond_noise else c.tied
+        return ("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge "
+                       "it out of sample", evidence.runner_up)
+    level: ConfidenceLevel = "high" if evidence.beyond_noise else levels.tied
     found = (f"{strategy} beat the runner-up beyond noise ({diff})" if evidence.beyond_noise
              else f"{strategy} tied the runner-up within noise ({diff})")
-    if len(evidence.datasets) < 2 and LEVELS.index(c.single_dataset) < LEVELS.index(level):
-        level, found = c.single_dataset, f"{found}, on one dataset only: not yet judged on another"
-    elif not evidence.held_out and LEVELS.index(c.in_sample) < LEVELS.index(level):
+    if len(evidence.datasets) < 2 and LEVELS.index(levels.single_dataset) < LEVELS.index(level):
+        level, found = levels.single_dataset, f"{found}, on one dataset only: not yet judged on another"
+    elif not evidence.held_out and LEVELS.index(levels.in_sample) < LEVELS.index(level):
         regret = (f", {evidence.held_out_regret_pp:.1f} pp mean regret on the dataset left out"
                   if evidence.held_out_regret_pp is not None else "")
-        level, found = c.in_sample, (f"{found}, in-sample: chosen on these cases; with each dataset left out in "
-                                     f"turn the others chose it in {evidence.held_out_agree} of "
-                                     f"{evidence.held_out_folds} folds{regret}")
-    return Component(level, f"{where}: {found}", evidence.runner_up)
+        level, found = levels.in_sample, (f"{found}, in-sample: chosen on these cases; with each dataset left out "
+                                          f"in turn the others chose it in {evidence.held_out_agree} of "
+                                          f"{evidence.held_out_folds} folds{regret}")
+    return level, f"{where}: {found}", evidence.runner_up
+
+
+def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | None,
+                       strategy: StrategyId) -> Component:
+    return Component(*evidence_verdict(rules.confidence, rule_id, evidence, strategy))
 
 
 def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,

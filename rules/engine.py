@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tl_advise.rules.confidence import assess
 from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
@@ -20,6 +20,7 @@ from tl_advise.rules.schema import (
     CellEvidence,
     DecisionRow,
     LayerRules,
+    MeasuredEvidence,
     RuleSet,
     ShiftLevel,
     SizeBand,
@@ -45,6 +46,8 @@ from tl_advise.schema.models import (
     SimilarityReport,
     StrategyId,
 )
+
+S = TypeVar("S", bound=str)  # a strategy id, image or text
 
 SIGNAL_LABELS: dict[str, str] = {
     "bn_shift_early": "early-layer BN shift",
@@ -457,11 +460,8 @@ def with_runners_up(alternatives: list[Alternative], strategy: StrategyId, rule_
     runner-up that the evidence line is measured against too."""
     named: list[Alternative] = []
     if evidence is not None and evidence.runner_up != strategy:
-        behind = "behind" if evidence.margin_pp >= 0 else "ahead of"
-        named.append(Alternative(
-            strategy=evidence.runner_up, rule_id=rule_id,
-            reason=f"the benchmark's runner-up for rule {rule_id}: {abs(evidence.margin_pp):.1f} ± "
-                   f"{evidence.se_pp:.1f} pp {behind} {strategy} over {evidence.cases} case(s) ({evidence.source})"))
+        named.append(Alternative(strategy=evidence.runner_up, rule_id=rule_id,
+                                 reason=runner_up_reason(rule_id, evidence, strategy)))
     if runner_up is not None and runner_up != strategy:
         named.append(Alternative(strategy=runner_up, rule_id=rule_id,
                                  reason="the confidence's runner-up: the advice across its weakest margin"))
@@ -471,6 +471,13 @@ def with_runners_up(alternatives: list[Alternative], strategy: StrategyId, rule_
             out.append(alt)
     first = [a for a in out if a.strategy == runner_up]
     return [*first, *(a for a in out if a.strategy != runner_up)]
+
+
+def runner_up_reason(rule_id: str, evidence: MeasuredEvidence[S], strategy: S) -> str:
+    """Why the benchmark's runner-up is an alternative (image and text rules alike)."""
+    behind = "behind" if evidence.margin_pp >= 0 else "ahead of"
+    return (f"the benchmark's runner-up for rule {rule_id}: {abs(evidence.margin_pp):.1f} ± {evidence.se_pp:.1f} pp "
+            f"{behind} {strategy} over {evidence.cases} case(s) ({evidence.source})")
 
 
 def recommended_recipe(recipe: StrategyRecipe) -> dict[str, Any]:
@@ -495,12 +502,13 @@ def pixel_baseline(rules: RuleSet, similarity: SimilarityReport) -> PixelBaselin
                          beats_features=pixels_as_good(rules, sep.logreg_gain))
 
 
-def with_evidence(why: str, strategy: StrategyId, evidence: CellEvidence | None) -> str:
-    """A rule's why, ending with its evidence in words (every figure from the evidence table)."""
+def with_evidence(why: str, strategy: S, evidence: MeasuredEvidence[S] | None) -> str:
+    """A rule's why, ending with its evidence in words (every figure from the evidence table); image and text
+    rules alike."""
     return f"{why}; {evidence.summary(strategy)}" if evidence is not None else why
 
 
-def with_gap(reason: str, evidence: CellEvidence | None, strategy: StrategyId, other: StrategyId) -> str:
+def with_gap(reason: str, evidence: MeasuredEvidence[S] | None, strategy: S, other: S) -> str:
     """An alternative's reason, with how it fared against the rule's strategy where the evidence measured it."""
     note = evidence.gap_note(strategy, other) if evidence is not None else None
     return f"{reason} ({note})" if note else reason

@@ -8,8 +8,11 @@ text runners train from :func:`text_recipe`, the same function the advice prints
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tl_advise.rules.confidence import evidence_verdict
+from tl_advise.rules.engine import runner_up_reason, with_evidence, with_gap
 from tl_advise.rules.margins import graded, nearest_edge_that_matters
 from tl_advise.rules.schema import SizeBand
 from tl_advise.rules.text_schema import TextCellEvidence, TextRuleSet, TextStrategyRule
@@ -131,21 +134,40 @@ def signal_values(signals: TextSimilaritySignals) -> dict[TextSignalName, float]
     return values
 
 
-def score_text_similarity(rules: TextRuleSet, signals: TextSimilaritySignals) -> TextSimilarity:
+@dataclass(frozen=True)
+class TextVerdict:
+    """The close/far verdict of measured signal values under one profile."""
+
+    profile: str
+    scores: list[TextSignalScore]
+    score: float
+    threshold: float
+    label: TextSimilarityLabel
+
+
+def judge_signal_values(rules: TextRuleSet, backbone: str, values: Mapping[TextSignalName, float]) -> TextVerdict:
+    """Score signal values (by their rules names; absent ones drop out, the weights renormalised) with the
+    backbone's profile: what the advice does, and what the benchmark's ``--report`` re-runs on recorded cases."""
     sim = rules.similarity
-    profile_name = sim.profile_name_for(signals.backbone)
+    profile_name = sim.profile_name_for(backbone)
     profile = sim.backbones[profile_name]
-    values = signal_values(signals)
     scores = [TextSignalScore(name=name, value=values[name], score=round(rule.score(values[name]), 4),
                               weight=rule.weight, close_at=rule.close_at, far_at=rule.far_at)
               for name, rule in profile.signals.items() if name in values]
     voting = [s for s in scores if s.weight > 0]
     total = sum(s.weight for s in voting)
     score = sum(s.weight * s.score for s in voting) / total if total > 0 else sim.score_when_no_signals
-    threshold = sim.threshold_for(signals.backbone)
-    return TextSimilarity(signals=signals, scores=scores, score=round(score, 4), threshold=threshold,
-                          label="close" if score >= threshold else "far", profile=profile_name,
-                          calibrated=profile.calibrated and profile_name != "default")
+    threshold = sim.threshold_for(backbone)
+    return TextVerdict(profile=profile_name, scores=scores, score=round(score, 4), threshold=threshold,
+                       label="close" if score >= threshold else "far")
+
+
+def score_text_similarity(rules: TextRuleSet, signals: TextSimilaritySignals) -> TextSimilarity:
+    verdict = judge_signal_values(rules, signals.backbone, signal_values(signals))
+    profile = rules.similarity.backbones[verdict.profile]
+    return TextSimilarity(signals=signals, scores=verdict.scores, score=verdict.score, threshold=verdict.threshold,
+                          label=verdict.label, profile=verdict.profile,
+                          calibrated=profile.calibrated and verdict.profile != "default")
 
 
 def tfidf_bar(rules: TextRuleSet, signals: TextSimilaritySignals) -> TfidfBar | None:
@@ -209,21 +231,9 @@ def bar_component(bar: TfidfBar | None, recipe: TextRecipe, min_gain: float) -> 
 
 def evidence_component(rules: TextRuleSet, rule_id: str, evidence: TextCellEvidence | None,
                        strategy: TextStrategyId) -> Component:
-    c = rules.confidence
-    if evidence is None:
-        return Component("evidence", c.unmeasured,
-                         f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured")
-    diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
-    where = f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} ({evidence.source})"
-    if evidence.margin_pp < -evidence.se_pp:
-        return Component("evidence", "low", f"{where}: the runner-up scored higher ({diff})", evidence.runner_up)
-    level: ConfidenceLevel = "high" if evidence.beyond_noise else c.tied
-    if len(evidence.datasets) < 2:
-        level = min(level, c.single_dataset, key=LEVELS.index)
-    elif not evidence.held_out:
-        level = min(level, c.in_sample, key=LEVELS.index)
-    return Component("evidence", level, f"{where}: {strategy} {'beat' if evidence.beyond_noise else 'tied'} the "
-                     f"runner-up ({diff})", evidence.runner_up)
+    """The image confidence's evidence component (:func:`tl_advise.rules.confidence.evidence_verdict`): not
+    measured, runner-up ahead (low), in-sample, one dataset, or held out."""
+    return Component("evidence", *evidence_verdict(rules.confidence, rule_id, evidence, strategy))
 
 
 def assess(rules: TextRuleSet, band: SizeBand, summary: TextDatasetSummary, similarity: TextSimilarity,
@@ -265,7 +275,7 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
            f"similarity {similarity.score:.2f} {'>=' if similarity.label == 'close' else '<'} "
            f"{similarity.threshold:.2f} -> {similarity.label} (profile {similarity.profile}"
            f"{'' if similarity.calibrated else ', not calibrated'})",
-           f"rule {row.id}: {row.why}"]
+           f"rule {row.id}: {with_evidence(row.why, row.strategy, row.evidence)}"]
     if recipe.kind == "encoder" and recipe.finetune_epochs != rule.finetune_epochs:
         why.append(f"fewer than {rules.small_data.max_train_texts} training texts: {recipe.finetune_epochs} "
                    f"fine-tuning epochs in batches of {recipe.batch_size} (small data needs longer, Mosbach et al. "
@@ -286,9 +296,17 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
             id="similarity_not_calibrated",
             message=f"the close/far label comes from the {similarity.profile} profile, set on five text sets "
                     "labelled by a person and not yet calibrated against measured regret"))
-    alternatives = [TextAlternative(strategy=a.strategy, rule_id=row.id, reason=a.reason) for a in row.alternatives]
+    alternatives = [TextAlternative(strategy=a.strategy, rule_id=row.id,
+                                    reason=with_gap(a.reason, row.evidence, row.strategy, a.strategy))
+                    for a in row.alternatives]
     if recipe.kind != "tfidf" and "tfidf_linear" not in {a.strategy for a in alternatives}:
-        alternatives.append(TextAlternative(strategy="tfidf_linear", rule_id=row.id, reason="the bar"))
+        alternatives.append(TextAlternative(strategy="tfidf_linear", rule_id=row.id,
+                                            reason=with_gap("the bar", row.evidence, row.strategy, "tfidf_linear")))
+    evidence = row.evidence
+    if evidence is not None and evidence.runner_up != row.strategy \
+            and all(a.strategy != evidence.runner_up for a in alternatives):  # --compare must train it too
+        alternatives.append(TextAlternative(strategy=evidence.runner_up, rule_id=row.id,
+                                            reason=runner_up_reason(row.id, evidence, row.strategy)))
     confidence = assess(rules, band, summary, similarity, recipe, row.id, row.evidence, bar,
                         alternatives[0].strategy if alternatives else None)
     if confidence.runner_up is not None:  # the runner-up first, as the image advice lists them

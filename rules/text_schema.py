@@ -15,8 +15,14 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from tl_advise.rules import statistics
-from tl_advise.rules.schema import DEFAULT_PROFILE, SizeBand, SizeBands, _format_validation_error, _Strict
+from tl_advise.rules.schema import (
+    DEFAULT_PROFILE,
+    MeasuredEvidence,
+    SizeBand,
+    SizeBands,
+    _format_validation_error,
+    _Strict,
+)
 from tl_advise.rules.schema import normalise_backbone_name as _normalise
 from tl_advise.schema.errors import RulesError
 from tl_advise.schema.models import ConfidenceLevel
@@ -91,27 +97,8 @@ class TextAlternativeRule(_Strict):
     reason: str = Field(min_length=1)
 
 
-class TextCellEvidence(_Strict):
-    """What benchmarks/text_advice_quality.py measured for a row (the image ``CellEvidence``, text ids)."""
-
-    source: str = Field(min_length=1)
-    cases: int = Field(ge=1)
-    datasets: list[str] = Field(min_length=1)
-    seeds: int = Field(ge=1)
-    mean_regret_pp: float = Field(ge=0)
-    runner_up: TextStrategyId
-    margin_pp: float
-    se_pp: float = Field(ge=0)
-    held_out_folds: int = Field(0, ge=0)
-    held_out_agree: int = Field(0, ge=0)
-
-    @property
-    def beyond_noise(self) -> bool:
-        return statistics.compare(self.margin_pp, self.se_pp) == "ahead"
-
-    @property
-    def held_out(self) -> bool:
-        return self.held_out_folds >= 2 and self.held_out_agree == self.held_out_folds
+class TextCellEvidence(MeasuredEvidence[TextStrategyId]):
+    """What benchmarks/text_advice_quality.py measured for a text rule (:class:`MeasuredEvidence`, text ids)."""
 
 
 class TextDecisionRow(_Strict):
