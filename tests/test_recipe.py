@@ -4,6 +4,7 @@ the runners (or refused), and a typo in a rules file's recipe is an error naming
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,8 @@ def _printed(session: AdviceSession, recommendation: Recommendation) -> dict[str
     rows: dict[str, str] = {}
     for line in text.render(result).splitlines():
         key, sep, value = line.strip().partition(":")
-        if sep and key in ("augmentation", "regularise", "schedule", "batch size", "unfreeze"):
+        if sep and key in ("augmentation", "regularise", "schedule", "batch size", "unfreeze", "learning rate",
+                           "per stage"):
             rows.setdefault(key, value.strip())
     return rows
 
@@ -113,7 +115,23 @@ def _expected_transforms(augmentation: Augmentation, size: int) -> list[str]:
     return expected
 
 
+def _printed_rates(printed: dict[str, str]) -> dict[str, float]:
+    """The rates a user reads in the report, parsed back into numbers: 'head', 'backbone' and each stage."""
+    rates = {name: float(value) for name, value in re.findall(r"\b(head|backbone) ([0-9.e+-]+)",
+                                                                 printed["learning rate"])}
+    for part in printed.get("per stage", "").split(", "):
+        if part:
+            stage, value = part.rsplit(" ", 1)
+            rates[f"stage {stage}"] = float(value)
+    return rates
+
+
 def _assert_built_as_printed(settings: RunSettings, recommendation: Recommendation, printed: dict[str, str]) -> None:
+    # The rates as printed, read back as numbers, are the rates the runner trained with (independent of the
+    # formatter: a rounded 2.5e-6 printed as 3e-6 fails here).
+    expected = {"head": settings.head_lr, **({"backbone": settings.backbone_lr} if settings.backbone_lr else {}),
+                **{f"stage {stage}": rate for stage, rate in settings.per_stage_lr.items()}}
+    assert _printed_rates(printed) == expected, settings.strategy
     lines = recipe_lines(settings)
     assert printed["augmentation"] == (", ".join(lines.augmentation) or "none")
     assert printed["regularise"] == ", ".join(lines.regularization)
