@@ -24,17 +24,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.cache import ArrayCache, digest
 from tl_advise.advisor.logme import logme
@@ -54,6 +46,9 @@ from tl_advise.schema.text import (
     TextSimilaritySignals,
     TokenizerStats,
 )
+
+if TYPE_CHECKING:
+    from sklearn.model_selection import StratifiedKFold
 
 TEXT_MOMENTS_KIND = "text_moments"  # cache kind: hidden-state moments per backbone and sample
 REFERENCES = Path(__file__).resolve().parent / "references"
@@ -209,6 +204,9 @@ def hidden_shift(moments: Moments, embeddings: np.ndarray, reference: ReferenceM
 
 
 def _cv(model: object, x: object, y: np.ndarray, folds: StratifiedKFold) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import cross_val_score
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return float(cross_val_score(model, x, y, cv=folds, scoring="accuracy").mean())
@@ -218,6 +216,15 @@ def text_separability(embeddings: np.ndarray, texts: Sequence[str], labels: Sequ
                       seed: int = 0) -> TextSeparability | None:
     """Cross-validated accuracy of a logistic regression and a k-NN on the frozen embeddings, LogME, and the
     TF-IDF bar on the same folds; None when a class has fewer than 2 texts."""
+    # scikit-learn is imported here, not with the module: a warm advice reads the signals from the cache
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     counts = np.bincount(y)
     n_folds = int(min(MAX_FOLDS, counts.min())) if len(classes) >= 2 else 0
