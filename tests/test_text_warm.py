@@ -157,3 +157,17 @@ def test_importing_the_text_advice_imports_no_deep_learning_stack() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_console_entry_ends_without_teardown_but_flushes_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    """With torch loaded, ``tl-advise`` ends by ``os._exit`` (torch's teardown raised the peak memory): its output
+    and exit code must be those of ``main()``."""
+    code = ("import sys, atexit, torch; atexit.register(lambda: print('atexit ran', file=sys.stderr)); "
+            "from tl_advise.cli.commands import console_main; console_main()")
+    version = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=120,
+                             check=False, cwd=tmp_path)
+    assert version.returncode == 0 and "tl-advise" in version.stdout and "atexit ran" in version.stderr
+    missing = subprocess.run([sys.executable, "-c", code, str(tmp_path / "absent")], capture_output=True, text=True,
+                             timeout=120, check=False, cwd=tmp_path)
+    assert missing.returncode == 2 and "error" in missing.stderr and "atexit ran" in missing.stderr

@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 # A few hundred texts: the signals were measured on 400 (benchmarks/results/text_similarity.md); 256 keeps a
 # cold advice well under 30 s on 2 CPU cores (about 5 s of embedding for short texts).
 DEFAULT_TEXT_SAMPLE = 256
+# The advice's forward pass (hidden states of every layer kept for the moments) in batches of 16, not the
+# runners' 64: less peak memory, no slower on a CPU.
+ADVICE_TEXT_BATCH = 16
 TEXT_MEASUREMENTS_KIND = "text_measurements"  # cache kind: one entry per backbone, dataset content and sample
 # Bump when what the cached measurements mean changes: the signals' code (similarity.py), the token counting
 # (scan.token_counts) or what an entry holds. The shipped reference moments are in the key by their content.
@@ -91,15 +94,19 @@ def advise_text(data: str | Path | TextDataset, *, backbone: str | TextBackbone 
     """
     return advise_text_session(data, backbone=backbone, weights=weights, rules=rules, device=device, seed=seed,
                                sample_size=sample_size, cache_dir=cache_dir, use_cache=use_cache,
-                               read_options=read_options).result
+                               read_options=read_options, keep_backbone=False).result
 
 
 def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextBackbone = DEFAULT_TEXT_BACKBONE,
                         weights: str | Path | None = None, rules: str | Path | TextRuleSet | None = None,
                         device: str = "cpu", seed: int = 0, sample_size: int = DEFAULT_TEXT_SAMPLE,
                         cache_dir: str | Path | None = None, use_cache: bool = True,
-                        read_options: TextReadOptions | None = None) -> TextAdviceSession:
+                        read_options: TextReadOptions | None = None, keep_backbone: bool = True,
+                        ) -> TextAdviceSession:
     """``advise_text`` that also hands back the dataset, rules, backbone and cache it used.
+
+    ``keep_backbone`` False: a model the advice loads is freed once its forward pass is done (a lower peak
+    memory: scikit-learn's separability runs after it); the session's ``backbone`` loads it again if asked.
 
     What the advice measures (the token counts, the signals, the backbone's description) is cached under the
     backbone's identity, the dataset's content, the sample, the seed, the sample size and the device asked for
@@ -146,9 +153,19 @@ def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextB
         with timer.step("scan"):
             counts = token_counts([e.text for e in dataset.examples], loaded.tokenizer)
             scan = scan_texts(dataset, counts=counts, tokenizer_name=loaded.name, max_length=loaded.max_length)
+        info, device_used = loaded.info, str(loaded.device)
+        owned = loaded is not backbone and not keep_backbone
+
+        def free_model() -> None:  # the model, not the caller's: the session loads it again when asked
+            nonlocal loaded
+            if owned and loaded is not None:
+                loaded.model = None
+                loaded = None
+
         with timer.step("similarity"):
-            signals = text_similarity_signals(loaded, sample, seed=seed, cache=cache, namespace=namespace)
-        measured = TextMeasurements(info=loaded.info, device=str(loaded.device), counts=counts, signals=signals)
+            signals = text_similarity_signals(loaded, sample, seed=seed, cache=cache, namespace=namespace,
+                                              batch_size=ADVICE_TEXT_BATCH, after_forward=free_model)
+        measured = TextMeasurements(info=info, device=device_used, counts=counts, signals=signals)
         if key is not None:
             cache.save(TEXT_MEASUREMENTS_KIND, key, measured.to_arrays())
     else:

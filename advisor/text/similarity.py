@@ -15,13 +15,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import random
 import time
 import unicodedata
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,12 +253,22 @@ def text_separability(embeddings: np.ndarray, texts: Sequence[str], labels: Sequ
 # --------------------------------------------------------------------------- all signals
 
 
+def release_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it otherwise): the peak memory of a cold advice is the
+    forward pass's buffers plus scikit-learn's, unless the first are returned before the second arrive."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def text_similarity_signals(backbone: TextBackbone, examples: Sequence[TextExample], *, seed: int = 0,
                             reference: ReferenceMoments | None = None, cache: ArrayCache | None = None,
-                            namespace: str = "", batch_size: int = DEFAULT_TEXT_BATCH) -> TextSimilaritySignals:
+                            namespace: str = "", batch_size: int = DEFAULT_TEXT_BATCH,
+                            after_forward: Callable[[], None] | None = None) -> TextSimilaritySignals:
     """Every candidate signal on ``examples`` (a sample: see :func:`sample_examples`). ``reference`` None: the
     moments shipped for the backbone, if any. One forward pass gives the embeddings and the moments; both are
-    cached, so a second call runs none."""
+    cached, so a second call runs none. ``after_forward`` is called once the model is no longer needed (the
+    advice frees it there when nobody will train with it)."""
     cache = cache or ArrayCache(None)
     texts = [e.text for e in examples]
     labels = [e.label for e in examples]
@@ -276,6 +289,10 @@ def text_similarity_signals(backbone: TextBackbone, examples: Sequence[TextExamp
         assert moments is not None
         cache.save(TEXT_MOMENTS_KIND, key, moments.to_arrays())
         store_embeddings(backbone, texts, embeddings, cache=cache, namespace=namespace)
+        del encoded
+    if after_forward is not None:
+        after_forward()
+    release_memory()  # the forward pass's buffers (and the model, if freed), before scikit-learn adds its own
     seconds["embed"] = time.perf_counter() - start
 
     reference = reference or load_reference(backbone.name)
