@@ -566,5 +566,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def console_main() -> None:  # pragma: no cover (what the installed `tl-advise` script runs)
+    """``main()`` as a process: with torch loaded, the process ends without the interpreter's teardown. Unloading
+    torch's libraries (their static destructors touch pages never touched before) raised the peak memory of a
+    cold advice by about 120 MB, above everything it measured, and took a tenth of a second. Output is flushed
+    and the ``atexit`` functions run first; a worker of a distributed run (``WORLD_SIZE``) ends normally."""
+    code = main()
+    if "torch" not in sys.modules or os.environ.get("WORLD_SIZE"):
+        sys.exit(code)
+    import atexit
+
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if run_exitfuncs is None:  # not CPython: the normal ending
+        sys.exit(code)
+    run_exitfuncs()  # logging.shutdown is one of them
+    import contextlib
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (tl-advise ... | head): nothing to add
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -26,15 +26,16 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest
 from tl_advise.schema.errors import BackboneError
 from tl_advise.schema.text import TextBackboneInfo
+
+if TYPE_CHECKING:  # torch is imported where a model runs: a warm advice never imports it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,12 @@ OFFLINE_ALTERNATIVES = (f"the embedded {DEFAULT_TEXT_BACKBONE} (the default, off
 def embedded_entry(spec: str) -> EmbeddedModel | None:
     wanted = spec.strip().lower()
     return next((e for e in EMBEDDED.values() if wanted == e.name or wanted in (a.lower() for a in e.aliases)), None)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
 
 
 def text_hash(text: str) -> str:
@@ -124,7 +131,7 @@ class TextBackbone:
     info: TextBackboneInfo
     tokenizer: Any  # a transformers PreTrainedTokenizerFast
     model: Any  # a transformers PreTrainedModel (the encoder, no task head)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device = field(default_factory=lambda: _torch().device("cpu"))
     folder: Path | None = None  # where its files were read from
     _keep: object | None = field(default=None, repr=False)  # a temporary folder that must outlive the model
 
@@ -143,7 +150,7 @@ class TextBackbone:
         return digest("text", info.name, info.weights, info.max_length, info.pooling, info.normalize)
 
     def to(self, device: torch.device | str) -> TextBackbone:
-        self.device = torch.device(device)
+        self.device = _torch().device(device)
         self.model.to(self.device)
         return self
 
@@ -175,7 +182,7 @@ class TextBackbone:
             mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
             pooled = (last_hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         if self.info.normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            pooled = _torch().nn.functional.normalize(pooled, p=2, dim=1)
         return pooled
 
     def encode(self, texts: Sequence[str], *, batch_size: int = DEFAULT_TEXT_BATCH, moments: bool = False,
@@ -187,6 +194,9 @@ class TextBackbone:
         sums = np.zeros((layers, self.info.hidden_size))
         squares = np.zeros((layers, self.info.hidden_size))
         count = 0
+        import torch
+        from tqdm import tqdm
+
         special = set(self.tokenizer.all_special_ids)
         self.model.eval()
         with torch.inference_mode(), tqdm(total=n, desc="embedding", unit="text", disable=not progress,
@@ -287,6 +297,28 @@ def load_text_backbone(spec: str = DEFAULT_TEXT_BACKBONE, *, weights: str | Path
     else:
         backbone = _from_hub(spec)
     return backbone.to(device)
+
+
+def backbone_identity(spec: str = DEFAULT_TEXT_BACKBONE, *, weights: str | Path | None = None) -> str | None:
+    """What ``load_text_backbone(spec, weights=weights)`` would load, without loading it (no torch, no
+    transformers): the embedded model's distribution and version, or a folder's path and its files' sizes and
+    modification times. None for a Hugging Face id (what it resolves to is only known by loading it): such a
+    backbone is always loaded."""
+    folder = Path(weights).expanduser() if weights is not None else None
+    if folder is None and (Path(spec).expanduser().is_dir() or spec.startswith((".", "/", "~"))):
+        folder = Path(spec).expanduser()
+    if folder is not None:
+        if not folder.is_dir():
+            return None  # loading it raises the error
+        root = folder.resolve()
+        files = sorted((f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in root.rglob("*") if f.is_file() and len(f.relative_to(root).parts) <= 2)
+        return digest("folder", spec if weights is not None else folder.name, str(root), files)
+    entry = embedded_entry(spec)
+    if entry is None:
+        return None
+    zip_path, version = _embedded_zip(entry)
+    return digest("embedded", entry.name, entry.distribution, version, entry.member, zip_path.stat().st_size)
 
 
 def _load_embedded(entry: EmbeddedModel, cache_dir: Path | None) -> TextBackbone:

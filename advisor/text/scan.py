@@ -56,12 +56,15 @@ def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
 
 
 def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokenizer_name: str | None = None,
-               max_length: int | None = None) -> TextScan:
-    """What ``dataset`` holds; with ``tokenizer`` (a Hugging Face tokenizer) lengths in its tokens."""
+               max_length: int | None = None, counts: Sequence[int] | None = None) -> TextScan:
+    """What ``dataset`` holds; with ``tokenizer`` (a Hugging Face tokenizer) lengths in its tokens, or with
+    ``counts`` (its tokens per text, counted before: :func:`token_counts`) those."""
     start = time.perf_counter()
     examples = dataset.examples
     summary = summarise(dataset)
-    lengths, counts = _lengths([e.text for e in examples], tokenizer, tokenizer_name, max_length)
+    if counts is not None and len(counts) != len(examples):
+        raise ValueError(f"{len(counts)} token counts for {len(examples)} texts")
+    lengths, counts = _lengths([e.text for e in examples], tokenizer, tokenizer_name, max_length, counts)
     empty = [e for e in examples if not e.text.strip()]
     undecodable = [e for e in examples if e.undecodable]
     control = [e for e in examples if _CONTROL.search(e.text)]
@@ -170,10 +173,12 @@ def token_counts(texts: Sequence[str], tokenizer: object) -> list[int]:
 
 
 def _lengths(texts: list[str], tokenizer: object | None, tokenizer_name: str | None,
-             max_length: int | None) -> tuple[LengthSummary, list[int]]:
+             max_length: int | None, known: Sequence[int] | None = None) -> tuple[LengthSummary, list[int]]:
     """The summary and each text's length."""
     unit: LengthUnit
-    if tokenizer is not None:
+    if known is not None:
+        counts, unit = [int(n) for n in known], "tokens"
+    elif tokenizer is not None:
         counts, unit = token_counts(texts, tokenizer), "tokens"
     else:
         counts, unit, max_length, tokenizer_name = [len(t.split()) for t in texts], "words", None, None

@@ -15,26 +15,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
 import random
 import time
 import unicodedata
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.cache import ArrayCache, digest
 from tl_advise.advisor.logme import logme
@@ -54,6 +49,9 @@ from tl_advise.schema.text import (
     TextSimilaritySignals,
     TokenizerStats,
 )
+
+if TYPE_CHECKING:
+    from sklearn.model_selection import StratifiedKFold
 
 TEXT_MOMENTS_KIND = "text_moments"  # cache kind: hidden-state moments per backbone and sample
 REFERENCES = Path(__file__).resolve().parent / "references"
@@ -209,6 +207,9 @@ def hidden_shift(moments: Moments, embeddings: np.ndarray, reference: ReferenceM
 
 
 def _cv(model: object, x: object, y: np.ndarray, folds: StratifiedKFold) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import cross_val_score
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return float(cross_val_score(model, x, y, cv=folds, scoring="accuracy").mean())
@@ -218,6 +219,15 @@ def text_separability(embeddings: np.ndarray, texts: Sequence[str], labels: Sequ
                       seed: int = 0) -> TextSeparability | None:
     """Cross-validated accuracy of a logistic regression and a k-NN on the frozen embeddings, LogME, and the
     TF-IDF bar on the same folds; None when a class has fewer than 2 texts."""
+    # scikit-learn is imported here, not with the module: a warm advice reads the signals from the cache
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
     classes, y = np.unique(np.asarray(labels), return_inverse=True)
     counts = np.bincount(y)
     n_folds = int(min(MAX_FOLDS, counts.min())) if len(classes) >= 2 else 0
@@ -243,12 +253,22 @@ def text_separability(embeddings: np.ndarray, texts: Sequence[str], labels: Sequ
 # --------------------------------------------------------------------------- all signals
 
 
+def release_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it otherwise): the peak memory of a cold advice is the
+    forward pass's buffers plus scikit-learn's, unless the first are returned before the second arrive."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def text_similarity_signals(backbone: TextBackbone, examples: Sequence[TextExample], *, seed: int = 0,
                             reference: ReferenceMoments | None = None, cache: ArrayCache | None = None,
-                            namespace: str = "", batch_size: int = DEFAULT_TEXT_BATCH) -> TextSimilaritySignals:
+                            namespace: str = "", batch_size: int = DEFAULT_TEXT_BATCH,
+                            after_forward: Callable[[], None] | None = None) -> TextSimilaritySignals:
     """Every candidate signal on ``examples`` (a sample: see :func:`sample_examples`). ``reference`` None: the
     moments shipped for the backbone, if any. One forward pass gives the embeddings and the moments; both are
-    cached, so a second call runs none."""
+    cached, so a second call runs none. ``after_forward`` is called once the model is no longer needed (the
+    advice frees it there when nobody will train with it)."""
     cache = cache or ArrayCache(None)
     texts = [e.text for e in examples]
     labels = [e.label for e in examples]
@@ -269,6 +289,10 @@ def text_similarity_signals(backbone: TextBackbone, examples: Sequence[TextExamp
         assert moments is not None
         cache.save(TEXT_MOMENTS_KIND, key, moments.to_arrays())
         store_embeddings(backbone, texts, embeddings, cache=cache, namespace=namespace)
+        del encoded
+    if after_forward is not None:
+        after_forward()
+    release_memory()  # the forward pass's buffers (and the model, if freed), before scikit-learn adds its own
     seconds["embed"] = time.perf_counter() - start
 
     reference = reference or load_reference(backbone.name)
