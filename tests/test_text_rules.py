@@ -73,7 +73,7 @@ def signals(*, cosine: float | None = 0.3, knn_gain: float = 0.0, logreg_gain: f
 # --------------------------------------------------------------------------- the data
 
 
-def test_the_table_covers_every_cell_once_and_nothing_is_measured_yet(rules: TextRuleSet) -> None:
+def test_the_table_covers_every_cell_once_and_only_the_tiny_band_is_measured(rules: TextRuleSet) -> None:
     assert rules.size_bands.bands == ("tiny", "small", "medium", "large")
     cells = {(band, label): rules.row_for(band, label).strategy for band in rules.size_bands.bands
              for label in TEXT_LABELS}
@@ -83,7 +83,12 @@ def test_the_table_covers_every_cell_once_and_nothing_is_measured_yet(rules: Tex
         ("medium", "close"): "text_finetune_top", ("medium", "far"): "text_full_finetune",
         ("large", "close"): "text_full_finetune", ("large", "far"): "text_full_finetune",
     }
-    assert all(row.evidence is None for row in rules.decision)
+    # The text benchmark has run at 16 and 64 texts per class (the tiny band) only: every other cell is the
+    # guide's, and what was measured comes from the results file, judged on test splits.
+    measured = {row.id: row.evidence for row in rules.decision if row.evidence is not None}
+    assert set(measured) <= {"text-tiny-close", "text-tiny-far"} and measured
+    assert all(e.source == "benchmarks/results/text_advice_quality.json" and e.judged_on == "test"
+               for e in measured.values())
     assert set(rules.strategies) == set(TEXT_STRATEGY_IDS)
 
 
@@ -200,12 +205,18 @@ def test_an_unknown_backbone_uses_the_default_profile(rules: TextRuleSet) -> Non
     assert score_text_similarity(rules, signals(backbone="roberta-base")).profile == "default"
 
 
-def test_tiny_and_close_advises_a_frozen_head_unmeasured(rules: TextRuleSet) -> None:
+def test_tiny_and_close_advises_a_frozen_head_on_in_sample_evidence(rules: TextRuleSet) -> None:
     sim = score_text_similarity(rules, signals(cosine=0.3, knn_gain=0.0))
     rec = recommend_text(rules, summary=summary(40), lengths=lengths(30), similarity=sim, backbone=minilm())
     assert (rec.strategy, rec.rule_id) == ("text_feature_extraction", "text-tiny-close")
+    evidence = rules.row_for("tiny", "close").evidence
+    assert evidence is not None and not evidence.separated  # measured, but not held out beyond noise
     assert rec.confidence.level == "medium" and rec.confidence.weakest == "evidence"
-    assert any("the guide's cell, not measured" in r for r in rec.confidence.reasons)
+    assert any(r.startswith(f"measured on {evidence.cases} case(s)") for r in rec.confidence.reasons)
+    # A cell the benchmark has not reached still says so.
+    small = recommend_text(rules, summary=summary(400), lengths=lengths(30), similarity=sim, backbone=minilm())
+    assert small.rule_id == "text-small-close"
+    assert any("the guide's cell, not measured" in r for r in small.confidence.reasons)
     assert rec.alternatives[0].strategy == rec.confidence.runner_up
     assert [p.name for p in rec.schedule] == ["head"] and rec.tfidf_bar is not None
     assert rec.tfidf_bar.embeddings_clear_it
