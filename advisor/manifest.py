@@ -269,16 +269,19 @@ def cell_text(value: object) -> str | None:
     return text or None
 
 
-def _split_of(row: dict[str, object], columns: _Columns, fixed_split: str | None) -> str | None:
+def split_of(row: dict[str, object], split_column: str | None, flag_split: str | None,
+             fixed_split: str | None) -> str | None:
+    """A row's split: the folder's (``fixed_split``), else its split column's value (a split name, or a flag
+    that marks ``flag_split``), else the flat split; None when its cell is empty. Image and text tables alike."""
     if fixed_split is not None:
         return fixed_split
-    if columns.split is None:
+    if split_column is None:
         return FLAT_SPLIT
-    value = cell_text(row.get(columns.split))
+    value = cell_text(row.get(split_column))
     if value is None:
         return None
-    if columns.flag_split is not None:
-        return columns.flag_split if value.lower() in TRUE_VALUES else "train"
+    if flag_split is not None:
+        return flag_split if value.lower() in TRUE_VALUES else "train"
     return SPLIT_VALUES[value.lower()]
 
 
@@ -331,7 +334,7 @@ def _collect(table: Table, columns: _Columns, base: Path, fixed_split: str | Non
             kind = "a list: multi-label manifests are not supported" if isinstance(raw_label, list) else "empty"
             out.skipped.append(SkippedFile(path=shown, reason=f"the label is {kind} ({name} {where})"))
             continue
-        split = _split_of(row, columns, fixed_split)
+        split = split_of(row, columns.split, columns.flag_split, fixed_split)
         if split is None:
             out.skipped.append(SkippedFile(path=shown, reason=f"no split value ({name} {where})"))
             continue

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from tl_advise.rules import statistics
 from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
-from tl_advise.rules.margins import graded, nearest_edge_that_matters
+from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import CellEvidence, MeasuredEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
 from tl_advise.schema.formatting import fmt_count
@@ -47,12 +47,11 @@ def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityR
     other = decide(rules, band, other_label, logreg_gain(similarity)).strategy
     if other == strategy:
         return None
-    margin = abs(similarity.score - similarity.threshold)
     c = rules.confidence
-    level = graded(margin, c.similarity_margin_low, c.similarity_margin_high)
-    closeness = {"low": "close to", "medium": "near", "high": "clear of"}[level]
-    return Component(level, f"similarity {similarity.score:.2f} is {margin:.2f} from the {similarity.threshold:.2f} "
-                            f"threshold ({closeness} it); as '{other_label}' the advice would be {other}", other)
+    m = threshold_margin(similarity.score, similarity.threshold, c.similarity_margin_low, c.similarity_margin_high)
+    return Component(m.level, f"similarity {similarity.score:.2f} is {m.distance:.2f} from the "
+                              f"{similarity.threshold:.2f} threshold ({m.closeness} it); as '{other_label}' the "
+                              f"advice would be {other}", other)
 
 
 def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,

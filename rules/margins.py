@@ -43,3 +43,17 @@ def nearest_edge_that_matters(edges: Iterable[tuple[float, Band, Band]], band: B
             ratio = max(count / edge, edge / count) if count > 0 else math.inf
             relevant.append(BandEdge(ratio, edge, neighbour, other))
     return min(relevant, key=lambda e: (e.ratio, e.edge), default=None)
+
+
+@dataclass(frozen=True)
+class ThresholdMargin:
+    distance: float  # |score - threshold|
+    level: ConfidenceLevel
+    closeness: str  # "close to", "near" or "clear of"
+
+
+def threshold_margin(score: float, threshold: float, low: float, high: float) -> ThresholdMargin:
+    """How far a similarity score sits from the threshold that changes its label, graded and in words."""
+    distance = abs(score - threshold)
+    level = graded(distance, low, high)
+    return ThresholdMargin(distance, level, {"low": "close to", "medium": "near", "high": "clear of"}[level])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tl_advise.rules.confidence import evidence_verdict
 from tl_advise.rules.engine import runner_up_reason, with_evidence, with_gap
-from tl_advise.rules.margins import graded, nearest_edge_that_matters
+from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import SizeBand
 from tl_advise.rules.text_schema import TextCellEvidence, TextRuleSet, TextStrategyRule
 from tl_advise.schema.formatting import fmt_count
@@ -196,13 +196,11 @@ def similarity_component(rules: TextRuleSet, band: SizeBand, similarity: TextSim
     other = rules.row_for(band, other_label).strategy
     if other == strategy:
         return None
-    margin = abs(similarity.score - similarity.threshold)
     c = rules.confidence
-    level = graded(margin, c.similarity_margin_low, c.similarity_margin_high)
-    closeness = {"low": "close to", "medium": "near", "high": "clear of"}[level]
+    m = threshold_margin(similarity.score, similarity.threshold, c.similarity_margin_low, c.similarity_margin_high)
     calibrated = "" if similarity.calibrated else "; the profile is not calibrated"
-    return Component("similarity", level, f"similarity {similarity.score:.2f} is {margin:.2f} from the "
-                     f"{similarity.threshold:.2f} threshold ({closeness} it{calibrated}); as '{other_label}' the "
+    return Component("similarity", m.level, f"similarity {similarity.score:.2f} is {m.distance:.2f} from the "
+                     f"{similarity.threshold:.2f} threshold ({m.closeness} it{calibrated}); as '{other_label}' the "
                      f"advice would be {other}", other)
 
 

@@ -37,6 +37,7 @@ from tl_advise.advisor.manifest import (
     TRUE_VALUES,
     cell_text,
     normalise,
+    split_of,
 )
 from tl_advise.schema.errors import DatasetError
 from tl_advise.schema.models import SkippedFile
@@ -394,19 +395,6 @@ def _text_cell(value: object) -> str | None:
     return str(value)
 
 
-def _split_of(row: dict[str, object], columns: _Columns, fixed_split: str | None) -> str | None:
-    if fixed_split is not None:
-        return fixed_split
-    if columns.split is None:
-        return FLAT_SPLIT
-    value = cell_text(row.get(columns.split))
-    if value is None:
-        return None
-    if columns.flag_split is not None:
-        return columns.flag_split if value.lower() in TRUE_VALUES else "train"
-    return SPLIT_VALUES[value.lower()]
-
-
 def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: TextReadOptions, *,
                  kind: TextSourceKind) -> TextDataset:
     examples: list[TextExample] = []
@@ -422,7 +410,7 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
             at = f"{path.name} {where}"
             text = _text_cell(row.get(columns.text))
             label = cell_text(row.get(columns.label))
-            split = _split_of(row, columns, fixed_split)
+            split = split_of(row, columns.split, columns.flag_split, fixed_split)
             if text is None:
                 skipped.append(SkippedFile(path=at, reason=f"no value in the text column {columns.text!r}"))
             elif label is None:
