@@ -142,7 +142,7 @@ def _metadata_file(folder: Path) -> Path | None:
 
 def _hf_listing(folder: Path, metadata: list[tuple[Path, str | None]], options: ManifestOptions) -> Listing | None:
     tables = [(read_table(path), split) for path, split in metadata]
-    labelled = options.label_column is not None or all(_find(t.columns, LABEL_COLUMNS) for t, _ in tables)
+    labelled = options.label_column is not None or all(find_column(t.columns, LABEL_COLUMNS) for t, _ in tables)
     has_class_folders = any(p.is_dir() and not p.name.startswith(".") and p.name.lower() not in SPLIT_ALIASES
                             for p in folder.iterdir())
     if not labelled and (has_class_folders or any(split for _, split in tables)) and not options.given:
@@ -162,22 +162,23 @@ def normalise(name: str) -> str:
     return re.sub(r"[\s\-.]+", "_", spaced).lower()
 
 
-def _find(columns: Sequence[str], names: Sequence[str]) -> str | None:
+def find_column(columns: Sequence[str], names: Sequence[str]) -> str | None:
+    """The first of ``names`` (normalised) among ``columns``; image and text tables alike."""
     by_name = {normalise(c): c for c in reversed(columns)}  # the first column wins a tie
     return next((by_name[n] for n in names if n in by_name), None)
 
 
-def _named(table: Table, given: str, flag: str) -> str:
-    if given in table.columns:
+def named_column(path: Path, columns: Sequence[str], given: str, flag: str) -> str:
+    """The column a user named (exactly, else after normalising), or an error naming the file's columns."""
+    if given in columns:
         return given
-    match = _find(table.columns, [normalise(given)])
+    match = find_column(columns, [normalise(given)])
     if match is None:
-        raise DatasetError(f"{table.path} has no column {given!r} ({flag}); its columns are: "
-                           f"{_column_list(table.columns)}")
+        raise DatasetError(f"{path} has no column {given!r} ({flag}); its columns are: {column_list(columns)}")
     return match
 
 
-def _column_list(columns: Sequence[str]) -> str:
+def column_list(columns: Sequence[str]) -> str:
     return ", ".join(repr(c) for c in columns) if columns else "none"
 
 
@@ -197,20 +198,20 @@ def _headerless(table: Table) -> Table:
 def _columns(table: Table, options: ManifestOptions, fixed_split: str | None) -> tuple[Table, _Columns]:
     explicit = options.path_column or options.label_column
     if (not explicit and table.path.suffix.lower() in (".csv", ".tsv") and len(table.columns) >= 2
-            and _find(table.columns, PATH_COLUMNS) is None and _looks_like_image_file(table.columns[0])):
+            and find_column(table.columns, PATH_COLUMNS) is None and _looks_like_image_file(table.columns[0])):
         table = _headerless(table)
         return table, _Columns(path="column1", label="column2", split=None)
 
-    path_col = (_named(table, options.path_column, "--path-column") if options.path_column
-                else _find(table.columns, PATH_COLUMNS))
+    path_col = (named_column(table.path, table.columns, options.path_column, "--path-column") if options.path_column
+                else find_column(table.columns, PATH_COLUMNS))
     if path_col is None:
-        raise DatasetError(f"{table.path} has no image path column; its columns are: {_column_list(table.columns)}; "
+        raise DatasetError(f"{table.path} has no image path column; its columns are: {column_list(table.columns)}; "
                            f"name it with --path-column (recognised: {', '.join(PATH_COLUMNS[:8])}, …)")
     rest = [c for c in table.columns if c != path_col]
-    label_col = (_named(table, options.label_column, "--label-column") if options.label_column
-                 else _find(rest, LABEL_COLUMNS))
+    label_col = (named_column(table.path, table.columns, options.label_column, "--label-column") if options.label_column
+                 else find_column(rest, LABEL_COLUMNS))
     if label_col is None:
-        raise DatasetError(f"{table.path} has no label column; its columns are: {_column_list(table.columns)}; "
+        raise DatasetError(f"{table.path} has no label column; its columns are: {column_list(table.columns)}; "
                            f"name it with --label-column (recognised: {', '.join(LABEL_COLUMNS[:8])}, …)")
     if label_col == path_col:
         raise DatasetError(f"{table.path}: the path and label columns are both {path_col!r}")
@@ -226,10 +227,10 @@ def _split_column(table: Table, options: ManifestOptions, columns: _Columns) -> 
     """Sets ``columns.split`` (and ``flag_split`` for a boolean column) when the table has a usable one."""
     taken = {columns.path, columns.label}
     if options.split_column:
-        name: str | None = _named(table, options.split_column, "--split-column")
+        name: str | None = named_column(table.path, table.columns, options.split_column, "--split-column")
     else:
         rest = [c for c in table.columns if c not in taken]
-        name = _find(rest, SPLIT_COLUMNS) or _find(rest, tuple(FLAG_COLUMNS))
+        name = find_column(rest, SPLIT_COLUMNS) or find_column(rest, tuple(FLAG_COLUMNS))
     if name is None:
         return
     values = {v.lower() for _, row in table.rows if (v := cell_text(row.get(name))) is not None}

@@ -36,6 +36,9 @@ from tl_advise.advisor.manifest import (
     SPLIT_VALUES,
     TRUE_VALUES,
     cell_text,
+    column_list,
+    find_column,
+    named_column,
     normalise,
     split_of,
 )
@@ -310,41 +313,22 @@ class _Columns:
     flag_split: str | None = None  # the split a true value in a boolean column means
 
 
-def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
-    by_name = {normalise(c): c for c in reversed(columns)}  # the first column wins a tie
-    return next((by_name[n] for n in names if n in by_name), None)
-
-
-def _named(table: _Table, given: str, option: str) -> str:
-    if given in table.columns:
-        return given
-    match = _find(table.columns, (normalise(given),))
-    if match is None:
-        raise DatasetError(f"{table.path} has no column {given!r} ({option}); its columns are: "
-                           f"{_column_list(table.columns)}")
-    return match
-
-
-def _column_list(columns: list[str]) -> str:
-    return ", ".join(repr(c) for c in columns) if columns else "none"
-
-
 def _columns(table: _Table, options: TextReadOptions, fixed_split: str | None) -> _Columns:
-    label = (_named(table, options.label_column, "label_column") if options.label_column
-             else _find(table.columns, TEXT_LABEL_COLUMNS))
+    label = (named_column(table.path, table.columns, options.label_column, "label_column") if options.label_column
+             else find_column(table.columns, TEXT_LABEL_COLUMNS))
     rest = [c for c in table.columns if c != label]
-    text = (_named(table, options.text_column, "text_column") if options.text_column
-            else _find(rest, TEXT_COLUMNS))
+    text = (named_column(table.path, table.columns, options.text_column, "text_column") if options.text_column
+            else find_column(rest, TEXT_COLUMNS))
     if text is None:
         others = [c for c in rest if normalise(c) not in SPLIT_COLUMNS and normalise(c) not in FLAG_COLUMNS]
         if label is not None and len(others) == 1:
             text = others[0]
             logger.info("%s: reading the column %r as the text (the only one beside the label)", table.path, text)
     if text is None:
-        raise DatasetError(f"{table.path} has no text column; its columns are: {_column_list(table.columns)}; name it "
+        raise DatasetError(f"{table.path} has no text column; its columns are: {column_list(table.columns)}; name it "
                            f"with text_column (--text-column; recognised: {', '.join(TEXT_COLUMNS[:8])}, …)")
     if label is None:
-        raise DatasetError(f"{table.path} has no label column; its columns are: {_column_list(table.columns)}; "
+        raise DatasetError(f"{table.path} has no label column; its columns are: {column_list(table.columns)}; "
                            f"name it with label_column (--label-column; recognised: "
                            f"{', '.join(TEXT_LABEL_COLUMNS[:8])}, …)")
     if label == text:
@@ -360,10 +344,10 @@ def _columns(table: _Table, options: TextReadOptions, fixed_split: str | None) -
 
 def _split_column(table: _Table, options: TextReadOptions, columns: _Columns) -> None:
     if options.split_column:
-        name: str | None = _named(table, options.split_column, "split_column")
+        name: str | None = named_column(table.path, table.columns, options.split_column, "split_column")
     else:
         rest = [c for c in table.columns if c not in (columns.text, columns.label)]
-        name = _find(rest, SPLIT_COLUMNS) or _find(rest, tuple(FLAG_COLUMNS))
+        name = find_column(rest, SPLIT_COLUMNS) or find_column(rest, tuple(FLAG_COLUMNS))
     if name is None:
         return
     values = {v.lower() for _, row in table.rows if (v := cell_text(row.get(name))) is not None}
