@@ -30,7 +30,7 @@ from tl_advise.advisor.device import check_device
 from tl_advise.advisor.engines import check_engine
 from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.sampling import stratified_sample, without_duplicates
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset, without_undecodable
+from tl_advise.advisor.scan import DatasetScan, ImageRecord, capped_for_training, scan_dataset, without_undecodable
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.advisor.writable import check_write_path
@@ -112,6 +112,7 @@ def advise(
     audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None,
     target: str | None = None,
+    max_train_per_class: int | None = None,
 ) -> AdviceResult:
     """Recommend a transfer-learning strategy for ``data``: an image folder or a label manifest.
 
@@ -123,6 +124,8 @@ def advise(
     ``"onnx"`` or ``"torch"`` (see ``tl_advise.advisor.engines``).
     ``target``: advice for another backbone (``--for``): ``backbone`` (the calibrated probe) measures the
     similarity, the recipe is mapped onto the target's stages and preprocessing, ``weights`` is the target's.
+    ``max_train_per_class``: the runs will train at most this many images per class (``--max-train-per-class``):
+    the size axis counts that many, so that the advice is for what trains.
     Raises a subclass of
     ``TLAdviseError`` for bad input (missing folder, unknown backbone, invalid rules file).
     """
@@ -130,7 +133,7 @@ def advise(
         data, backbone=backbone, weights=weights, rules=rules, device=device, engine=engine, seed=seed,
         per_class=per_class, max_images=max_images, cache_dir=cache_dir, use_cache=use_cache,
         batch_size=batch_size, num_workers=num_workers, progress=progress, audit=audit, manifest=manifest,
-        target=target,
+        target=target, max_train_per_class=max_train_per_class,
     ).result
 
 
@@ -142,7 +145,7 @@ def advise_session(
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int | None = None,
     num_workers: int | None = None, progress: bool = False, audit: AuditMode = "sample",
     manifest: ManifestOptions | None = None, writes: Mapping[str, str | Path | None] | None = None,
-    target: str | None = None,
+    target: str | None = None, max_train_per_class: int | None = None,
 ) -> AdviceSession:
     """``advise`` that also hands back the scan, rules and cache it used, and the backbone on demand.
 
@@ -194,13 +197,14 @@ def advise_session(
     if measured.n_images == 0:
         raise DatasetError(f"{scan.root}: none of the sampled images could be decoded")
     scan = without_undecodable(scan, measured.failed)
+    dataset = capped_for_training(scan.summary, max_train_per_class)
 
     # A profile is calibrated for the weights it was measured with: never for a user's checkpoint.
     info = measured.backbone.model_copy(update={"calibrated": measured.backbone.has_published_weights
                                                 and ruleset.similarity.is_calibrated(measured.backbone.profile_key)})
     with timer.step("rules"):
         similarity = similarity_report(ruleset, info, measured)
-        recommendation = recommend(ruleset, scan.summary, similarity, info)
+        recommendation = recommend(ruleset, dataset, similarity, info)
     probe: BackboneInfo | None = None
     if target is not None:
         from tl_advise.advisor.target import describe, for_target
@@ -208,12 +212,12 @@ def advise_session(
         with timer.step("target"):
             target_info, loaded = describe(target, target_weights, cache, progress=progress)
             probe = info
-            similarity, recommendation, info = for_target(ruleset, scan.summary, similarity, probe, recommendation,
+            similarity, recommendation, info = for_target(ruleset, dataset, similarity, probe, recommendation,
                                                           target_info)
     timer.timings["total"] = round(time.perf_counter() - total_start, 3)
 
     result = AdviceResult(
-        tool_version=tool_version(), device=device_used, dataset=scan.summary, backbone=info,
+        tool_version=tool_version(), device=device_used, dataset=dataset, backbone=info,
         sample=SampleInfo(n_images=measured.n_images, per_class_cap=per_class, total_cap=max_images,
                           seed=seed, engine=measured.engine,
                           cache_hits=measured.cache_hits if measured_now else measured.n_images,

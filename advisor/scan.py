@@ -352,6 +352,26 @@ def display_name(path: Path, root: Path) -> str:
     return printable(path.relative_to(root).as_posix())
 
 
+def _size_axis(train_counts: Sequence[int]) -> dict[str, Any]:
+    """The summary's fields that the decision table's size axis reads, from the training counts per class."""
+    return dict(
+        images_per_class=float(statistics.median(train_counts)),
+        min_images_per_class=min(train_counts),
+        # Among the classes that have training images: one with none is its own warning
+        # (classes_without_training_images), and would make this infinite, which JSON cannot hold.
+        imbalance_ratio=float(max(train_counts)) / min((n for n in train_counts if n), default=1),
+    )
+
+
+def capped_for_training(summary: DatasetSummary, cap: int | None) -> DatasetSummary:
+    """The summary as runs under --max-train-per-class see it: at most ``cap`` training images per class on
+    the size axis, so that the advice is for the images that train."""
+    if cap is None:
+        return summary
+    counts = [min(n, cap) for n in summary.split_counts.get(summary.train_split, summary.class_counts).values()]
+    return summary.model_copy(update={"train_cap": cap, **_size_axis(counts)})
+
+
 def without_undecodable(scan: DatasetScan, failed: Sequence[SkippedFile]) -> DatasetScan:
     """The scan minus files whose header read fine but whose data did not decode (found while embedding):
     they join the skipped files and leave every count, so a class is never counted with images it lacks.
@@ -729,11 +749,7 @@ def _summarise(root: Path, state: _ScanState, classes: Sequence[str], records: S
         class_counts=class_counts,
         split_counts=split_counts,
         train_split=train_split,
-        images_per_class=float(statistics.median(train_counts)),
-        min_images_per_class=min(train_counts),
-        # Among the classes that have training images: one with none is its own warning
-        # (classes_without_training_images), and would make this infinite, which JSON cannot hold.
-        imbalance_ratio=float(max(train_counts)) / min((n for n in train_counts if n), default=1),
+        **_size_axis(train_counts),
         modes=dict(sorted(modes.items(), key=lambda kv: (-kv[1], kv[0]))),
         image_size=_size_summary(read),
         duplicates=state.duplicates,

@@ -280,6 +280,7 @@ def advise_command(**opts: Any) -> int:
             num_workers=opts["workers"], progress=progress and main_process, manifest=_manifest_options(opts),
             audit=opts["audit"] or ("all" if run_options is not None else "sample"),
             target=opts["target"],
+            max_train_per_class=run_options.max_train_images_per_class if run_options else None,
             writes={"The report file (-o)": opts["output"], "The HTML report (--html)": opts["html_path"],
                     "The output folder (--output-dir)": run_options.output_dir if run_options else None},
         )

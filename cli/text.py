@@ -53,6 +53,7 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     session = advise_text_session(
         opts["data"], backbone=backbone, weights=opts["weights"], device=opts["device"], seed=opts["seed"],
         cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], keep_backbone=opts["run_"],
+        max_train_per_class=opts["max_train_per_class"] if opts["run_"] else None,
         read_options=TextReadOptions(text_column=opts["text_column"], label_column=opts["label_column"],
                                      split_column=opts["split_column"]))
     result = session.result

@@ -152,6 +152,10 @@ class DatasetSummary(_Model):
         default_factory=list, description="the label manifest(s) the labels came from; empty for class folders"
     )
     audit: HeaderAudit | None = Field(default=None, description="how many image headers the scan read")
+    train_cap: int | None = Field(
+        default=None, description="--max-train-per-class: runs train at most this many images per class, so the "
+                                  "size axis (images_per_class, min, imbalance) counts at most this many; "
+                                  "class_counts and split_counts stay the dataset's own")
 
 
 # --------------------------------------------------------------------------- backbone

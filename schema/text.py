@@ -51,6 +51,9 @@ class TextDatasetSummary(_Model):
     texts_per_class: float = Field(description="median texts per class in the training split")
     min_texts_per_class: int
     imbalance_ratio: float = Field(description="largest / smallest class in the training split")
+    train_cap: int | None = Field(
+        default=None, description="--max-train-per-class: runs train at most this many texts per class, so the "
+                                  "size axis (texts_per_class, min, imbalance) counts at most this many")
 
 
 class LengthSummary(_Model):

@@ -552,3 +552,26 @@ def test_the_command_line_and_the_api_share_their_defaults() -> None:
                               "max_images": "max_images", "embed_batch_size": "batch_size", "engine": "engine"}.items():
         assert options[option] == api[parameter].default, option
     assert options["backbone"] in built_in_backbones()
+
+
+def test_the_advice_under_a_training_cap_is_for_what_trains(tmp_path: Path, session_cache_dir: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--run --max-train-per-class 6 trains 6 images per class: the size axis must say so (few band), not
+    the 20 per class on disk (tiny band)."""
+    data = make_class_folder(tmp_path / "data", {"cat": 20, "dog": 20}, seed=4)
+    # Mean-colour images: raw pixels carry them, so the pixel rule would decide; the table's row is wanted here.
+    rules = tmp_path / "rules.toml"
+    rules.write_text('extends = "default"\n[pixel_baseline]\nenabled = false\n', encoding="utf-8")
+    whole = advise(data, cache_dir=session_cache_dir, rules=rules)
+    capped = advise(data, cache_dir=session_cache_dir, rules=rules, max_train_per_class=6)
+    assert (whole.dataset.images_per_class, whole.dataset.train_cap) == (20, None)
+    assert (capped.dataset.images_per_class, capped.dataset.min_images_per_class) == (6, 6)
+    assert capped.dataset.class_counts == whole.dataset.class_counts == {"cat": 20, "dog": 20}
+    assert whole.recommendation.rule_id == "tiny-any"
+    assert capped.recommendation.rule_id == "few-any"
+    code, out, _ = advise_cli(capsys, data, session_cache_dir, "--rules", rules, "--run", "--max-train-per-class", "6",
+                              "--budget", "1ep", "--image-size", "32", "--strategies", "feature_extraction",
+                              "--output-dir", tmp_path / "runs", "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and report["recommendation"]["rule_id"] == "few-any"
+    assert report["dataset"]["train_cap"] == 6

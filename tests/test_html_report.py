@@ -144,6 +144,23 @@ def test_run_page_adds_curves_per_class_accuracy_and_confusion(run_result: Advic
     assert len(_images(page)) == 4
 
 
+def test_per_class_accuracy_and_confusion_show_the_split_the_verdict_reads(run_result: AdviceResult) -> None:
+    run = run_result.run
+    assert run is not None and run.verdict.judged_on == "val" and run.runs[0].val is not None
+    val = run.runs[0].val
+    assert "best model on the validation split, the one the verdict reads" in render_html(run_result)
+    # The same run judged on a test split whose per-class figures differ from validation's: the page shows test's.
+    test = val.model_copy(update={"per_class_accuracy": {c: 0.125 for c in val.per_class_accuracy}})
+    judged_on_test = run.model_copy(update={
+        "runs": [run.runs[0].model_copy(update={"test": test}), *run.runs[1:]],
+        "verdict": run.verdict.model_copy(update={"judged_on": "test"})})
+    page = render_html(run_result.model_copy(update={"run": judged_on_test}))
+    assert "best model on the test split, the one the verdict reads" in page
+    assert "The test split, the one the verdict reads" in page
+    for name in val.per_class_accuracy:
+        assert f'<td>{name}</td><td><div class="num small">12.5 %' in page
+
+
 def test_run_writes_report_html_into_its_output_dir(run_result: AdviceResult) -> None:
     assert run_result.run is not None
     out = Path(run_result.run.output_dir)

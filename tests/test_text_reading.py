@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tl_advise.advisor.text import TextReadOptions, read_text_dataset, scan_texts
-from tl_advise.advisor.text.scan import script_summary
+from tl_advise.advisor.text.scan import capped_for_training, script_summary
 from tl_advise.schema.errors import DatasetError, TLAdviseError
 
 
@@ -179,6 +179,18 @@ def test_scan_counts_and_findings(tmp_path: Path) -> None:
     assert scan.lengths.unit == "words" and scan.lengths.max == 2
     conflict = next(g for g in scan.duplicates if g.text == "good one")
     assert conflict.label_conflict and not conflict.cross_split
+
+
+def test_the_size_axis_counts_what_trains_under_a_cap(tmp_path: Path) -> None:
+    rows = [f"text {i},pos,train" for i in range(9)] + [f"text {i},neg,train" for i in range(3)] + \
+           ["held out,neg,test"]
+    summary = scan_texts(read_text_dataset(write_csv(tmp_path / "d.csv", "text,label,split", rows))).summary
+    assert capped_for_training(summary, None) is summary
+    capped = capped_for_training(summary, 4)
+    # train counts pos 9, neg 3 -> at most 4 each: 4 and 3, median 3.5, smallest 3, imbalance 4/3
+    assert (capped.texts_per_class, capped.min_texts_per_class, capped.imbalance_ratio) == (3.5, 3, 1.333)
+    assert capped.train_cap == 4 and capped.split_counts == summary.split_counts
+    assert (summary.texts_per_class, summary.imbalance_ratio, summary.train_cap) == (6.0, 3.0, None)
 
 
 def test_script_summary() -> None:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from tl_advise.advisor.formats import common, figures
 from tl_advise.advisor.thumbnails import Thumbnail
-from tl_advise.schema.models import AdviceResult, RunReport, SimilarityReport
+from tl_advise.schema.models import AdviceResult, Metrics, RunReport, SimilarityReport
 
 # Section ids, in page order: the page's table of contents and what the tests look for.
 ADVICE_SECTIONS = {"recommendation": "Recommendation", "warnings": "Warnings", "similarity": "Similarity",
@@ -266,31 +266,40 @@ def _learning_curves(run: RunReport) -> str:
     return _section("learning-curves", text + _chart(fig, "learning curves"))
 
 
+def _judged(run: RunReport) -> tuple[str, list[tuple[str, Metrics]]]:
+    """The split the verdict reads ("test" or "validation") and each measured strategy's metrics on it: the
+    per-class table and the confusion matrices show what the verdict judged."""
+    on_test = run.verdict.judged_on == "test"
+    measured = [(r.strategy, r.test if on_test else r.val) for r in run.runs]
+    return ("test" if on_test else "validation"), [(name, m) for name, m in measured if m is not None]
+
+
 def _per_class(result: AdviceResult, run: RunReport) -> str:
-    measured = [r for r in run.runs if r.val is not None]
+    split, measured = _judged(run)
     if not measured:
         return _section("per-class-accuracy", '<p class="muted">Nothing was measured.</p>')
-    header = "".join(f"<th>{escape(r.strategy)}</th>" for r in measured)
+    header = "".join(f"<th>{escape(name)}</th>" for name, _ in measured)
     rows = []
     for name in result.dataset.classes:
         cells = []
-        for r in measured:
-            assert r.val is not None
-            value = r.val.per_class_accuracy.get(name)
+        for _, metrics in measured:
+            value = metrics.per_class_accuracy.get(name)
             cells.append("<td>–</td>" if value is None else
                          f'<td><div class="num small">{common.pct(value)}</div>{_bar(value)}</td>')
         rows.append(f"<tr><td>{escape(name)}</td>{''.join(cells)}</tr>")
-    return _section("per-class-accuracy", f'<p class="small muted">Validation accuracy per class (recall) of each '
-                    f"strategy's best model.</p><table><tr><th>class</th>{header}</tr>{''.join(rows)}</table>")
+    return _section("per-class-accuracy", f'<p class="small muted">Accuracy per class (recall) of each strategy\'s '
+                    f"best model on the {split} split, the one the verdict reads.</p>"
+                    f"<table><tr><th>class</th>{header}</tr>{''.join(rows)}</table>")
 
 
 def _confusion(result: AdviceResult, run: RunReport) -> str:
-    charts = [_chart(figures.confusion_matrix(r.val, result.dataset.classes, r.strategy), f"confusion {r.strategy}")
-              for r in run.runs if r.val is not None]
+    split, measured = _judged(run)
+    charts = [_chart(figures.confusion_matrix(metrics, result.dataset.classes, name), f"confusion {name}")
+              for name, metrics in measured]
     if not charts:
         return _section("confusion-matrix", '<p class="muted">Nothing was measured.</p>')
-    return _section("confusion-matrix", '<p class="small muted">Validation set; rows are the true class, columns the '
-                    "prediction, colour the share of the row.</p>"
+    return _section("confusion-matrix", f'<p class="small muted">The {split} split, the one the verdict reads; rows '
+                    "are the true class, columns the prediction, colour the share of the row.</p>"
                     f'<div class="grid">{"".join(f"<div>{c}</div>" for c in charts)}</div>')
 
 

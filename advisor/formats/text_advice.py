@@ -21,7 +21,9 @@ def _dataset_line(result: TextAdviceResult) -> str:
     d = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in d.split_counts.items())
     return (f"{d.n_texts} texts, {len(d.classes)} classes ({splits}); median {fmt_count(d.texts_per_class)} texts "
-            f"per class in {d.train_split}, imbalance {d.imbalance_ratio:.2f}")
+            f"per class in {d.train_split}"
+            f"{f' as trained (--max-train-per-class {d.train_cap})' if d.train_cap else ''}, "
+            f"imbalance {d.imbalance_ratio:.2f}")
 
 
 def _length_line(result: TextAdviceResult) -> str:

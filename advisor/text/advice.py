@@ -30,7 +30,7 @@ from tl_advise.advisor.text.backbone import (
     text_hash,
 )
 from tl_advise.advisor.text.reading import TextDataset, TextExample, TextReadOptions, read_text_dataset
-from tl_advise.advisor.text.scan import scan_texts, token_counts
+from tl_advise.advisor.text.scan import capped_for_training, scan_texts, token_counts
 from tl_advise.advisor.text.similarity import REFERENCES, sample_examples, text_similarity_signals
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.versions import tool_version
@@ -102,11 +102,13 @@ def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextB
                         device: str = "cpu", seed: int = 0, sample_size: int = DEFAULT_TEXT_SAMPLE,
                         cache_dir: str | Path | None = None, use_cache: bool = True,
                         read_options: TextReadOptions | None = None, keep_backbone: bool = True,
-                        ) -> TextAdviceSession:
+                        max_train_per_class: int | None = None) -> TextAdviceSession:
     """``advise_text`` that also hands back the dataset, rules, backbone and cache it used.
 
     ``keep_backbone`` False: a model the advice loads is freed once its forward pass is done (a lower peak
     memory: scikit-learn's separability runs after it); the session's ``backbone`` loads it again if asked.
+    ``max_train_per_class``: the runs will train at most this many texts per class (``--max-train-per-class``):
+    the size axis counts that many, so that the advice is for what trains.
 
     What the advice measures (the token counts, the signals, the backbone's description) is cached under the
     backbone's identity, the dataset's content, the sample, the seed, the sample size and the device asked for
@@ -175,13 +177,14 @@ def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextB
                               max_length=measured.info.max_length)
         timer.timings["similarity"] = 0.0
     info = measured.info
+    summary = capped_for_training(scan.summary, max_train_per_class)
     with timer.step("rules"):
         similarity = score_text_similarity(ruleset, measured.signals)
-        recommendation = recommend_text(ruleset, summary=scan.summary, lengths=scan.lengths, similarity=similarity,
+        recommendation = recommend_text(ruleset, summary=summary, lengths=scan.lengths, similarity=similarity,
                                         backbone=info)
     timer.timings["total"] = round(time.perf_counter() - start, 3)
     result = TextAdviceResult(
-        tool_version=tool_version(), device=measured.device, dataset=scan.summary, source=scan.source,
+        tool_version=tool_version(), device=measured.device, dataset=summary, source=scan.source,
         lengths=scan.lengths, findings=scan.findings, backbone=info,
         sample=TextSampleInfo(n_texts=len(sample), seed=seed), similarity=similarity,
         recommendation=recommendation, timings=timer.timings)

@@ -148,14 +148,26 @@ def summarise(dataset: TextDataset) -> TextDatasetSummary:
         counts = Counter(dataset.labels(split))
         split_counts[split] = {c: counts.get(c, 0) for c in classes}
     train = dataset.train_split
-    train_counts = [n for n in split_counts[train].values() if n > 0] or [0]
     totals = Counter(e.label for e in dataset.examples)
     return TextDatasetSummary(
         n_texts=len(dataset), classes=classes, class_counts={c: totals[c] for c in classes},
-        split_counts=split_counts, train_split=train,
-        texts_per_class=float(statistics.median(split_counts[train].values())),
-        min_texts_per_class=min(split_counts[train].values()),
-        imbalance_ratio=round(max(train_counts) / max(min(train_counts), 1), 3))
+        split_counts=split_counts, train_split=train, **_size_axis(list(split_counts[train].values())))
+
+
+def _size_axis(train_counts: list[int]) -> dict[str, float | int]:
+    """The summary's fields that the text table's size axis reads, from the training counts per class."""
+    present = [n for n in train_counts if n > 0] or [0]
+    return dict(texts_per_class=float(statistics.median(train_counts)), min_texts_per_class=min(train_counts),
+                imbalance_ratio=round(max(present) / max(min(present), 1), 3))
+
+
+def capped_for_training(summary: TextDatasetSummary, cap: int | None) -> TextDatasetSummary:
+    """The summary as runs under --max-train-per-class see it: at most ``cap`` training texts per class on the
+    size axis, so that the advice is for the texts that train."""
+    if cap is None:
+        return summary
+    counts = [min(n, cap) for n in summary.split_counts[summary.train_split].values()]
+    return summary.model_copy(update={"train_cap": cap, **_size_axis(counts)})
 
 
 # --------------------------------------------------------------------------- lengths
