@@ -78,10 +78,15 @@ def normalise_backbone_name(name: str) -> str:
 # --------------------------------------------------------------------------- similarity
 
 
-class SignalRule(_Strict):
-    """A linear ramp: score 1 at ``similar_at``, 0 at ``different_at``, clipped to [0, 1]."""
+class WeightedSignal(_Strict):
+    """A signal's vote in a similarity profile; the ramp's anchors are the modality's own."""
 
     weight: float = Field(ge=0)
+
+
+class SignalRule(WeightedSignal):
+    """A linear ramp: score 1 at ``similar_at``, 0 at ``different_at``, clipped to [0, 1]."""
+
     similar_at: float
     different_at: float
 
@@ -92,28 +97,43 @@ class SignalRule(_Strict):
         return self
 
 
-class BackboneSimilarity(_Strict):
+SignalT = TypeVar("SignalT", bound=str)
+SignalRuleT = TypeVar("SignalRuleT", bound=WeightedSignal)
+
+
+class SimilarityProfile(_Strict, Generic[SignalT, SignalRuleT]):
+    """One backbone's similarity signals (image or text): their ramps and weights, calibrated or not."""
+
     calibrated: bool
     threshold: float | None = Field(default=None, ge=0, le=1, description="overrides [similarity].threshold")
-    early_shift_at: float = Field(ge=0, description="bn_shift_early above this -> input-level shift")
-    late_shift_at: float = Field(ge=0, description="bn_shift_late above this -> semantic shift")
-    signals: dict[SignalName, SignalRule]
+    signals: dict[SignalT, SignalRuleT]
 
     @model_validator(mode="after")
-    def _some_signal_votes(self) -> BackboneSimilarity:
+    def _some_signal_votes(self) -> SimilarityProfile[SignalT, SignalRuleT]:
         if not any(rule.weight > 0 for rule in self.signals.values()):
             raise ValueError("at least one signal needs a weight above 0")
         return self
 
 
-class SimilarityRules(_Strict):
+class BackboneSimilarity(SimilarityProfile[SignalName, SignalRule]):
+    early_shift_at: float = Field(ge=0, description="bn_shift_early above this -> input-level shift")
+    late_shift_at: float = Field(ge=0, description="bn_shift_late above this -> semantic shift")
+
+
+ProfileT = TypeVar("ProfileT", bound=SimilarityProfile[Any, Any])
+
+
+class SimilarityProfiles(_Strict, Generic[ProfileT]):
+    """The similarity section of a rules file (image or text): the threshold and a profile per backbone, with an
+    uncalibrated ``default`` for every other backbone."""
+
     threshold: float = Field(ge=0, le=1)
     score_when_no_signals: float = Field(ge=0, le=1)
-    backbones: dict[str, BackboneSimilarity]
+    backbones: dict[str, ProfileT]
 
     @field_validator("backbones")
     @classmethod
-    def _has_uncalibrated_default(cls, value: dict[str, BackboneSimilarity]) -> dict[str, BackboneSimilarity]:
+    def _has_uncalibrated_default(cls, value: dict[str, ProfileT]) -> dict[str, ProfileT]:
         if DEFAULT_PROFILE not in value:
             raise ValueError(f"a '{DEFAULT_PROFILE}' profile is required (the fallback for other backbones)")
         if value[DEFAULT_PROFILE].calibrated:
@@ -132,7 +152,7 @@ class SimilarityRules(_Strict):
                 return found
         return DEFAULT_PROFILE
 
-    def profile_for(self, backbone_name: str) -> BackboneSimilarity:
+    def profile_for(self, backbone_name: str) -> ProfileT:
         return self.backbones[self.profile_name_for(backbone_name)]
 
     def is_calibrated(self, backbone_name: str) -> bool:
@@ -143,6 +163,10 @@ class SimilarityRules(_Strict):
     def threshold_for(self, backbone_name: str) -> float:
         own = self.profile_for(backbone_name).threshold
         return self.threshold if own is None else own
+
+
+class SimilarityRules(SimilarityProfiles[BackboneSimilarity]):
+    """The image rules' similarity section."""
 
 
 # --------------------------------------------------------------------------- size and table

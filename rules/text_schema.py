@@ -13,17 +13,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from tl_advise.rules.schema import (
-    DEFAULT_PROFILE,
     MeasuredEvidence,
+    SimilarityProfile,
+    SimilarityProfiles,
     SizeBand,
     SizeBands,
+    WeightedSignal,
     _format_validation_error,
     _Strict,
 )
-from tl_advise.rules.schema import normalise_backbone_name as _normalise
 from tl_advise.schema.errors import RulesError
 from tl_advise.schema.models import ConfidenceLevel
 from tl_advise.schema.text import TextSignalName, TextSimilarityLabel, TextStrategyId, TextStrategyKind
@@ -37,10 +38,9 @@ TextSimilarityMatch = Literal["close", "far", "any"]
 # --------------------------------------------------------------------------- similarity
 
 
-class TextSignalRule(_Strict):
+class TextSignalRule(WeightedSignal):
     """A linear ramp: score 1 at ``close_at``, 0 at ``far_at``, clipped to [0, 1]."""
 
-    weight: float = Field(ge=0)
     close_at: float
     far_at: float
 
@@ -54,39 +54,13 @@ class TextSignalRule(_Strict):
         return min(1.0, max(0.0, (value - self.far_at) / (self.close_at - self.far_at)))
 
 
-class TextBackboneProfile(_Strict):
-    calibrated: bool
-    threshold: float | None = Field(default=None, ge=0, le=1, description="overrides [similarity].threshold")
-    signals: dict[TextSignalName, TextSignalRule]
-
-    @model_validator(mode="after")
-    def _some_signal_votes(self) -> TextBackboneProfile:
-        if not any(rule.weight > 0 for rule in self.signals.values()):
-            raise ValueError("at least one signal needs a weight above 0")
-        return self
+class TextBackboneProfile(SimilarityProfile[TextSignalName, TextSignalRule]):
+    """A text backbone's similarity signals."""
 
 
-class TextSimilarityRules(_Strict):
-    threshold: float = Field(ge=0, le=1)
-    score_when_no_signals: float = Field(ge=0, le=1)
-    backbones: dict[str, TextBackboneProfile]
+class TextSimilarityRules(SimilarityProfiles[TextBackboneProfile]):
+    """The text rules' similarity section."""
 
-    @field_validator("backbones")
-    @classmethod
-    def _has_uncalibrated_default(cls, value: dict[str, TextBackboneProfile]) -> dict[str, TextBackboneProfile]:
-        if DEFAULT_PROFILE not in value:
-            raise ValueError(f"a '{DEFAULT_PROFILE}' profile is required (the fallback for other backbones)")
-        if value[DEFAULT_PROFILE].calibrated:
-            raise ValueError(f"the '{DEFAULT_PROFILE}' fallback profile cannot be calibrated = true")
-        return value
-
-    def profile_name_for(self, backbone_name: str) -> str:
-        by_name = {_normalise(name): name for name in self.backbones}
-        return by_name.get(_normalise(backbone_name), DEFAULT_PROFILE)
-
-    def threshold_for(self, backbone_name: str) -> float:
-        own = self.backbones[self.profile_name_for(backbone_name)].threshold
-        return self.threshold if own is None else own
 
 
 # --------------------------------------------------------------------------- table
