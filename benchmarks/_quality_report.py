@@ -36,13 +36,21 @@ def evidence_toml(evidence: dict[str, Any], source: str) -> str:
     return "\n".join(lines)
 
 
-def write_evidence(rules_text: str, evidence: dict[str, Any], source: str, note: str = EVIDENCE_NOTE) -> str:
+def write_evidence(rules_text: str, evidence: dict[str, Any], source: str, note: str = EVIDENCE_NOTE,
+                   only: Sequence[str] | None = None) -> str:
     """``rules_text`` with each rule's ``evidence`` table replaced by ``evidence`` (generated, never typed).
 
     A rule's table goes after its last key, before the comments that introduce the next table. The image and
     the text rules files alike (their ``[[decision]]`` rows are found by ``id``); ``note`` names the command.
+    ``only``: the rule ids whose evidence this file gives (the others keep theirs, from another results file);
+    None: every rule's evidence is this file's, and a rule without cases here has none.
     """
-    lines = _without_evidence(rules_text.splitlines())
+    if only is not None:
+        unknown = sorted(set(only) - set(evidence))
+        if unknown:
+            raise ValueError(f"no evidence here for rule(s) {', '.join(unknown)}; measured: {', '.join(evidence)}")
+        evidence = {rule_id: e for rule_id, e in evidence.items() if rule_id in only}
+    lines = _without_evidence(rules_text.splitlines(), None if only is None else set(evidence))
     for rule_id, e in evidence.items():
         block = [note, *(ln for ln in evidence_toml({rule_id: e}, source).splitlines()[1:] if ln)]
         start = (lines.index("[pixel_baseline]") if rule_id == "pixel-baseline"
@@ -54,20 +62,34 @@ def write_evidence(rules_text: str, evidence: dict[str, Any], source: str, note:
     return "\n".join(lines) + "\n"
 
 
-def _without_evidence(lines: list[str]) -> list[str]:
+_RULE_ID = re.compile(r'^id = "(?P<id>[^"]+)"$')
+
+
+def _without_evidence(lines: list[str], rule_ids: set[str] | None) -> list[str]:
+    """``lines`` without the evidence tables (and their generated notes) of ``rule_ids``; None: of every rule."""
     out: list[str] = []
     skipping = False
+    rule: str | None = None
+    pending_note: str | None = None
     for line in lines:
+        if line == "[pixel_baseline]":
+            rule = "pixel-baseline"
+        elif (match := _RULE_ID.match(line)) is not None:
+            rule = match["id"]
         if line.startswith(_NOTE_START) and line.endswith("--write-evidence; not edited by hand"):
+            pending_note = line  # dropped with the table it introduces, kept with a table that stays
             continue
-        if line in ("[decision.evidence]", "[pixel_baseline.evidence]"):
-            skipping = True
+        if line in ("[decision.evidence]", "[pixel_baseline.evidence]") and (rule_ids is None or rule in rule_ids):
+            skipping, pending_note = True, None
             continue
+        if pending_note is not None:
+            out.append(pending_note)
+            pending_note = None
         if skipping and (not line.strip() or line.startswith(("[", "#"))):
             skipping = False
         if not skipping:
             out.append(line)
-    return out
+    return out + ([pending_note] if pending_note is not None else [])
 
 
 GENERATED_BLOCK = re.compile(

@@ -406,6 +406,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="merge the cases of another results file with the same budget (e.g. an older seed's file)")
     p.add_argument("--write-evidence", type=Path, default=None, metavar="RULES_TOML",
                    help="with --report: write each rule's measured evidence into this rules file")
+    p.add_argument("--evidence-rules", default=None, metavar="IDS",
+                   help="with --write-evidence: only these rules' evidence (comma-separated ids) comes from this "
+                   "file; the other rules keep theirs (e.g. the held-out grid's pixel rule beside the 10-epoch "
+                   "grid's table)")
     p.add_argument("--write-doc", type=Path, default=None, metavar="DOC_MD",
                    help="with --report: replace the generated blocks of this document (<!-- generated: SECTION --> "
                    "... <!-- end generated -->) with those sections of the report")
@@ -502,9 +506,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.write_evidence:
             text = args.write_evidence.read_text(encoding="utf-8")
             judged = results["seed_judgement"]
-            args.write_evidence.write_text(write_evidence(text, judged["rule_evidence"], results["source"]),
-                                           encoding="utf-8")
-            log.info("evidence of %d rule(s) written to %s", len(judged["rule_evidence"]), args.write_evidence)
+            only = [r.strip() for r in args.evidence_rules.split(",") if r.strip()] if args.evidence_rules else None
+            try:
+                written = write_evidence(text, judged["rule_evidence"], results["source"], only=only)
+            except ValueError as error:
+                log.error("--evidence-rules: %s", error)
+                return 2
+            args.write_evidence.write_text(written, encoding="utf-8")
+            log.info("evidence of %d rule(s) written to %s", len(only or judged["rule_evidence"]), args.write_evidence)
         if args.write_doc:
             args.write_doc.write_text(write_doc(args.write_doc.read_text(encoding="utf-8"), markdown(results)),
                                       encoding="utf-8")

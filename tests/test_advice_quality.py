@@ -433,6 +433,32 @@ def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
             assert getattr(evidence, field) == pytest.approx(measured[field], abs=0.006), (rule_id, field)
 
 
+def test_evidence_for_some_rules_leaves_the_others_evidence_as_it_was() -> None:
+    from tl_advise.rules import default_rules_text, load_rules
+    from tl_advise.rules.schema import rules_from_mapping
+
+    text = default_rules_text()
+    before = load_rules(None)
+    pixel = {"strategy": "feature_extraction", "cases": 7, "datasets": ["a", "b", "c"], "seeds": 2,
+             "mean_regret_pp": 0.5, "runner_up": "finetune_last_layers", "margin_pp": 1.5, "se_pp": 0.7,
+             "held_out_folds": 3, "held_out_agree": 3, "held_out_regret_pp": 0.6, "judged_on": "test",
+             "gaps_pp": {"finetune_last_layers": 1.5}}
+    tiny = {**pixel, "strategy": before.decision[1].strategy}
+    written = qr.write_evidence(text, {"pixel-baseline": pixel, before.decision[1].id: tiny}, "held_out.json",
+                                only=["pixel-baseline"])
+    import tomllib
+
+    after = rules_from_mapping(tomllib.loads(written))
+    assert after.pixel_baseline.evidence is not None
+    assert (after.pixel_baseline.evidence.source, after.pixel_baseline.evidence.cases) == ("held_out.json", 7)
+    assert [row.evidence for row in after.decision] == [row.evidence for row in before.decision]
+    assert written.count(qr.EVIDENCE_NOTE) == text.count(qr.EVIDENCE_NOTE)
+    # Written again: the same file (the generated tables and notes move nowhere).
+    assert qr.write_evidence(written, {"pixel-baseline": pixel}, "held_out.json", only=["pixel-baseline"]) == written
+    with pytest.raises(ValueError, match="no evidence here for rule"):
+        qr.write_evidence(text, {"pixel-baseline": pixel}, "held_out.json", only=["tiny-any"])
+
+
 def test_the_doc_s_generated_blocks_are_the_report_s_sections_and_nothing_else() -> None:
 
     report = "# Report\n\n## Calibration\n\n- regret 1.0\n```toml\n# rule x\n```\n\n## Other\n\n- not this\n"
