@@ -49,6 +49,7 @@ from tl_advise.runners.text.model import (
     train_batches,
     trainable_groups,
 )
+from tl_advise.runners.tracking import EpochRecord, OffsetLogger, RunLogger
 from tl_advise.runners.train import EpochCallback, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import EpochLog, Metrics
@@ -98,6 +99,7 @@ class TextJob:
     cache: ArrayCache
     namespace: str
     epoch_callback: EpochCallback | None = None
+    epoch_logger: RunLogger | None = None  # experiment tracking: one call per epoch, numbered over the strategy
 
     def fingerprint(self, *extra: object) -> str:
         """Everything that changes the numbers: the backbone, the recipe, the exact texts and labels, the seed
@@ -181,7 +183,7 @@ def train_head(job: TextJob, train_x: torch.Tensor, val_x: torch.Tensor, state_p
         n_train_batches=max(1, len(train_y) // recipe.batch_size),
         val_batches=lambda: feature_batches(val_x, val_y, 256), device=job.device, state_path=state_path,
         fingerprint=job.fingerprint("head"), patience=job.patience, time_budget_s=job.time_budget_s,
-        resume=job.resume, progress=job.progress, epoch_callback=job.epoch_callback)
+        resume=job.resume, progress=job.progress, epoch_callback=job.epoch_callback, epoch_logger=job.epoch_logger)
     result = fit(fit_job)
     head.load_state_dict(result.best_state)
     return HeadResult(head=head, curves=result.curves, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
@@ -279,7 +281,9 @@ def run_finetune(job: TextJob) -> TextStrategyRun:
         val_batches=lambda: eval_batches(val_ids, val_y, EVAL_BATCH, pad_id=pad), device=job.device,
         state_path=job.folder / STATE_FILE, fingerprint=job.fingerprint("finetune"), patience=job.patience,
         time_budget_s=job.time_budget_s, resume=job.resume, progress=job.progress,
-        epoch_callback=job.epoch_callback)
+        epoch_callback=job.epoch_callback,
+        epoch_logger=OffsetLogger(job.epoch_logger, epoch_offset=head_result.epochs_run, phase_index=1)
+        if job.epoch_logger is not None else None)
     result = fit(fit_job)
     model.load_state_dict(result.best_state)
 
@@ -333,6 +337,8 @@ def run_tfidf(job: TextJob) -> TextStrategyRun:
     val = metrics(job.splits.val)
     curve = EpochLog(phase="fit", epoch=1, train_loss=round(float(metrics(job.splits.train).loss), 6),
                      val_loss=val.loss, val_accuracy=val.accuracy, seconds=round(seconds, 3))
+    if job.epoch_logger is not None:  # one closed-form fit: its one point of the curve
+        job.epoch_logger.log_epoch(EpochRecord(recipe.strategy, curve, 0, {}))
     return TextStrategyRun(
         strategy=recipe.strategy, status="completed", settings=job.settings(trainable={"fit": ["tfidf"]}),
         epochs_run=1, best_epoch=1, val=val, test=metrics(job.splits.test) if job.splits.test else None,
