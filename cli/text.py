@@ -17,7 +17,7 @@ logger = logging.getLogger("tl_advise.cli")
 
 # Options of the image modality: typed for a text dataset they would be silently ignored, so they are refused.
 IMAGE_ONLY = ("image_root", "path_column", "target", "engine", "per_class", "max_images", "all_images", "audit",
-              "embed_batch_size", "workers", "image_size", "head_lr", "backbone_lr", "html_path", "nproc_per_node")
+              "embed_batch_size", "workers", "image_size", "head_lr", "backbone_lr", "nproc_per_node")
 
 
 def _flag(name: str) -> str:
@@ -52,9 +52,10 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     check_text_options(opts)
     from tl_advise.advisor.writable import check_can_create, check_write_path
 
-    if opts["output"]:  # nothing is ever written inside the dataset
-        check_write_path(opts["output"], opts["data"], "The report file (-o)")
-        check_can_create(opts["output"], "The report file (-o)")
+    for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):
+        if path:  # nothing is ever written inside the dataset
+            check_write_path(path, opts["data"], what)
+            check_can_create(path, what)
     if opts["cache_dir"] and not opts["no_cache"]:
         check_write_path(opts["cache_dir"], opts["data"], "The cache folder (--cache-dir)")
     backbone = DEFAULT_TEXT_BACKBONE if opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
@@ -93,6 +94,12 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
         logger.info("report written to %s", opts["output"])
     else:
         click.echo(report, nl=False)
+    if opts["html_path"]:
+        from tl_advise.advisor.formats.html import write_html
+        from tl_advise.advisor.formats.text_html import page_data, render_text_html
+
+        page = render_text_html(result, page_data(session))
+        logger.info("HTML report written to %s", write_html(page, opts["html_path"], result.source.root))
     rec = result.recommendation
     logger.info("%s (rule %s, similarity %.2f %s)", rec.strategy, rec.rule_id, result.similarity.score,
                 result.similarity.label)

@@ -2,7 +2,7 @@
 the validation and test splits, and judge the advice with ``runners.verdict.decide``.
 
 Outputs under ``options.output_dir``: ``<strategy>/`` (checkpoints, ``model.pt``, ``run.json``), ``metrics.json``
-(the advice with ``run`` filled) and ``report.md``.
+(the advice with ``run`` filled), ``report.md`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tl_advise.advisor.device import resolve_device
+from tl_advise.advisor.formats.text_html import page_data, render_text_html
 from tl_advise.advisor.text.advice import TextAdviceSession
 from tl_advise.advisor.text.reading import TextDataset, TextExample
 from tl_advise.rules.text_engine import text_recipe
@@ -43,6 +44,7 @@ RESULT_FILE = "run.json"
 FINGERPRINT_FILE = "fingerprint.txt"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+HTML_FILE = "report.html"
 
 # runners/verdict.py `decide` is typed with the image strategy ids; each text strategy stands in for one while
 # it judges, and its verdict is translated back (names in its message included). One to one, so nothing mixes.
@@ -244,11 +246,12 @@ def run_text_advice(session: TextAdviceSession, options: TextRunOptions, *,
         verdict = text_verdict(rec.strategy, runs, options.margin, rec.tfidf_bar.accuracy if rec.tfidf_bar else None)
         report = TextRunReport(output_dir=str(output_dir), device=str(device), validation=splits.validation,
                                budget=options.budget(), runs=runs, verdict=verdict,
-                               files={"metrics": METRICS_FILE, "report": REPORT_FILE,
+                               files={"metrics": METRICS_FILE, "report": REPORT_FILE, "html": HTML_FILE,
                                       **{f"model:{r.strategy}": r.checkpoint for r in runs if r.checkpoint}})
         session.result.run = report
         atomic_write_text(session.result.model_dump_json(indent=2), output_dir / METRICS_FILE)
         atomic_write_text(markdown_report(session, report), output_dir / REPORT_FILE)
+        atomic_write_text(render_text_html(session.result, page_data(session)), output_dir / HTML_FILE)
         trackers.finish(session.result, output_dir)
         end_status = "FINISHED"
     except KeyboardInterrupt:
