@@ -12,9 +12,11 @@ training goes on — the run's own files are the record that matters.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +134,20 @@ class OffsetLogger(RunLogger):
 def dataset_root(result: AnyResult) -> str:
     """The dataset as given (an image folder or manifest, a text table or folder)."""
     return result.source.root if isinstance(result, TextAdviceResult) else result.dataset.root
+
+
+@contextlib.contextmanager
+def tracking(trackers: LoggerGroup) -> Iterator[LoggerGroup]:
+    """The trackers for the block, closed however it ends: FINISHED, KILLED (Ctrl-C) or FAILED (an error)."""
+    status: EndStatus = "FAILED"
+    try:
+        yield trackers
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        trackers.close(status)
 
 
 def installed(package: str) -> bool:

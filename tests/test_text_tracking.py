@@ -3,8 +3,6 @@ random BERT of ``text_fixtures``, a real local SQLite store), and the up-front r
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +11,7 @@ from text_fixtures import tiny_backbone, tiny_dataset
 
 from tl_advise.cli.commands import main
 
-pytestmark = pytest.mark.usefixtures("restore_tl_logging")
-
-
-@pytest.fixture(autouse=True)
-def _no_tracking_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD",
-                 "MLFLOW_ALLOW_FILE_STORE"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("restore_tl_logging", "no_tracking_environment")
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +93,6 @@ def test_a_text_run_is_one_mlflow_parent_with_a_run_per_strategy(tmp_path: Path,
 
 
 # --------------------------------------------------------------------------- refused before any work
-
-
-@pytest.fixture
-def without(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    def hide(package: str) -> None:
-        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-            monkeypatch.delitem(sys.modules, name)
-        monkeypatch.setitem(sys.modules, package, None)
-
-    yield hide
 
 
 def _reviews(tmp_path: Path) -> Path:

@@ -190,19 +190,10 @@ def _signals(sim: SimilarityReport) -> str:
 
 def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None) -> str:
     ds = result.dataset
-    splits = list(ds.split_counts) if len(ds.split_counts) > 1 else []  # a flat folder: the total says it all
-    biggest = max(ds.class_counts.values(), default=1) or 1
-    header = "".join(f"<th>{escape(s)}</th>" for s in splits)
-    rows = "".join(
-        f"<tr><td>{escape(name)}</td>"
-        + "".join(f'<td class="num">{ds.split_counts[s].get(name, 0)}</td>' for s in splits)
-        + f'<td class="num">{ds.class_counts.get(name, 0)}</td>'
-        + f"<td>{bar(ds.class_counts.get(name, 0) / biggest)}</td></tr>"
-        for name in ds.classes)
     parts = [f"<p>{escape(common.dataset_line(result))}; image modes: {escape(common.modes_line(ds.modes))}; "
              f"{len(ds.duplicates)} duplicate group(s), {sum(g.cross_split for g in ds.duplicates)} across splits; "
              f"{len(ds.skipped)} file(s) skipped.</p>",
-             f'<table><tr><th>class</th>{header}<th>images</th><th></th></tr>{rows}</table>']
+             class_table(ds.classes, ds.class_counts, ds.split_counts, "images")]
     if ds.skipped:
         shown = ds.skipped[:20]
         parts += ["<h3>Skipped files</h3><table><tr><th>file</th><th>reason</th></tr>",
@@ -214,19 +205,38 @@ def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]]
     return section("dataset", "".join(parts), title=f"Dataset: {escape(ds.root)}")
 
 
+def class_table(classes: Sequence[str], class_counts: Mapping[str, int],
+                split_counts: Mapping[str, Mapping[str, int]], unit: str) -> str:
+    """Items per class and split (``unit``: images, texts), each class's total with a bar."""
+    splits = list(split_counts) if len(split_counts) > 1 else []  # a flat folder: the total says it all
+    biggest = max(class_counts.values(), default=1) or 1
+    header = "".join(f"<th>{escape(s)}</th>" for s in splits)
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td>"
+        + "".join(f'<td class="num">{split_counts[s].get(name, 0)}</td>' for s in splits)
+        + f'<td class="num">{class_counts.get(name, 0)}</td>'
+        + f"<td>{bar(class_counts.get(name, 0) / biggest)}</td></tr>"
+        for name in classes)
+    return f"<table><tr><th>class</th>{header}<th>{escape(unit)}</th><th></th></tr>{rows}</table>"
+
+
 def _thumbnails(thumbnails: Mapping[str, Sequence[Thumbnail]] | None, n_classes: int) -> str:
     if not thumbnails:
         return section("thumbnails", '<p class="muted">No sample images in this report (rendered without '
                         "access to the dataset's files).</p>", title="Samples per class")
-    rows = []
-    if len(thumbnails) < n_classes:
-        rows.append(f'<p class="muted">The first {len(thumbnails)} of {n_classes} classes.</p>')
-    for name, thumbs in thumbnails.items():
-        images = "".join(f'<figure><img src="{t.data_uri}" width="{t.width}" height="{t.height}" '
-                         f'alt="{escape(t.path)}" title="{escape(t.path)}"></figure>' for t in thumbs)
-        rows.append(f'<div class="classrow"><div class="name">{escape(name)}</div><div class="thumbs">{images}'
-                    "</div></div>")
-    return section("thumbnails", "".join(rows), title="Samples per class")
+    shown = {name: '<div class="thumbs">' + "".join(
+        f'<figure><img src="{t.data_uri}" width="{t.width}" height="{t.height}" alt="{escape(t.path)}" '
+        f'title="{escape(t.path)}"></figure>' for t in thumbs) + "</div>" for name, thumbs in thumbnails.items()}
+    return section("thumbnails", class_rows(shown, n_classes), title="Samples per class")
+
+
+def class_rows(shown: Mapping[str, str], n_classes: int) -> str:
+    """One row per class: its name, then what the page shows of it (HTML: thumbnails, example texts); a note when
+    only the first classes are shown."""
+    rows = [f'<p class="muted">The first {len(shown)} of {n_classes} classes.</p>'] if len(shown) < n_classes else []
+    rows += [f'<div class="classrow"><div class="name">{escape(name)}</div>{body}</div>'
+             for name, body in shown.items()]
+    return "".join(rows)
 
 
 def _run(result: AdviceResult, run: RunReport) -> str:
@@ -330,15 +340,20 @@ def section(section_id: str, body: str, *, title: str | None = None) -> str:
 def render_html(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None = None) -> str:
     """The whole page. ``thumbnails``: class -> a few images (``advisor.thumbnails.class_thumbnails``)."""
     rec, ds = result.recommendation, result.dataset
-    nav = [("recommendation", "Recommendation"), ("warnings", "Warnings"), ("similarity", "Similarity"),
-           ("dataset", "Dataset")] + ([("run", "Run")] if result.run else [])
-    body = [_recommendation(result), _warnings(result), _similarity(result), _dataset(result, thumbnails)]
-    if result.run is not None:
-        body.append(_run(result, result.run))
-    title = f"tl-advise: {rec.strategy} for {Path(ds.root).name}"
     subtitle = (f"{ds.root} · tl-advise {result.tool_version} · backbone {result.backbone.name} · "
                 f"sample: {common.sample_line(result)}")
-    return page(title, subtitle, nav, body, f"Timings: {common.timings_line(result.timings)}")
+    return advice_page(f"tl-advise: {rec.strategy} for {Path(ds.root).name}", subtitle,
+                       [_recommendation(result), _warnings(result), _similarity(result), _dataset(result, thumbnails)],
+                       _run(result, result.run) if result.run is not None else None,
+                       f"Timings: {common.timings_line(result.timings)}")
+
+
+def advice_page(title: str, subtitle: str, sections: Sequence[str], run: str | None, footer: str) -> str:
+    """An advice page of either modality: its four sections (recommendation, warnings, similarity, dataset) in
+    the table of contents, then the run's section when there is one."""
+    nav = [("recommendation", "Recommendation"), ("warnings", "Warnings"), ("similarity", "Similarity"),
+           ("dataset", "Dataset")] + ([("run", "Run")] if run is not None else [])
+    return page(title, subtitle, nav, [*sections, *([run] if run is not None else [])], footer)
 
 
 def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: Sequence[str], footer: str) -> str:

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tl_advise.advisor.formats import common, figures
-from tl_advise.advisor.formats.html import bar, chart, kv, page, pill, run_section, section
+from tl_advise.advisor.formats.html import (
+    advice_page,
+    chart,
+    class_rows,
+    class_table,
+    kv,
+    pill,
+    run_section,
+    section,
+)
 from tl_advise.advisor.formats.text_advice import dataset_line, length_line, recipe_lines
 from tl_advise.schema.text import TextAdviceResult, TextRunReport
 
@@ -93,16 +102,8 @@ def _similarity(result: TextAdviceResult) -> str:
 
 def _dataset(result: TextAdviceResult, data: TextPageData) -> str:
     ds = result.dataset
-    splits = list(ds.split_counts) if len(ds.split_counts) > 1 else []
-    biggest = max(ds.class_counts.values(), default=1) or 1
-    header = "".join(f"<th>{escape(s)}</th>" for s in splits)
-    rows = "".join(
-        f"<tr><td>{escape(name)}</td>"
-        + "".join(f'<td class="num">{ds.split_counts[s].get(name, 0)}</td>' for s in splits)
-        + f'<td class="num">{ds.class_counts.get(name, 0)}</td>'
-        + f"<td>{bar(ds.class_counts.get(name, 0) / biggest)}</td></tr>" for name in ds.classes)
     parts = [f"<p>{escape(dataset_line(result))}.</p>",
-             f"<table><tr><th>class</th>{header}<th>texts</th><th></th></tr>{rows}</table>",
+             class_table(ds.classes, ds.class_counts, ds.split_counts, "texts"),
              _lengths(result, data), _examples(data, len(ds.classes))]
     return section("dataset", "".join(parts), title=f"Dataset: {escape(result.source.root)}")
 
@@ -123,14 +124,9 @@ def _examples(data: TextPageData, n_classes: int) -> str:
     if not data.examples:
         return section("examples", '<p class="muted">No example texts in this report.</p>',
                        title="Examples per class")
-    rows = []
-    if len(data.examples) < n_classes:
-        rows.append(f'<p class="muted">The first {len(data.examples)} of {n_classes} classes.</p>')
-    for name, texts in data.examples.items():
-        items = "".join(f"<li>{escape(t)}</li>" for t in texts)
-        rows.append(f'<div class="classrow"><div class="name">{escape(name)}</div><ul class="small">{items}</ul>'
-                    "</div>")
-    return section("examples", "".join(rows), title="Examples per class")
+    shown = {name: '<ul class="small">' + "".join(f"<li>{escape(t)}</li>" for t in texts) + "</ul>"
+             for name, texts in data.examples.items()}
+    return section("examples", class_rows(shown, n_classes), title="Examples per class")
 
 
 def _run(result: TextAdviceResult, run: TextRunReport) -> str:
@@ -145,13 +141,9 @@ def _run(result: TextAdviceResult, run: TextRunReport) -> str:
 def render_text_html(result: TextAdviceResult, data: TextPageData | None = None) -> str:
     """The whole page for a text dataset (with its run section when ``result.run`` is set)."""
     data = data or TextPageData()
-    rec = result.recommendation
-    nav = [("recommendation", "Recommendation"), ("warnings", "Warnings"), ("similarity", "Similarity"),
-           ("dataset", "Dataset")] + ([("run", "Run")] if result.run else [])
-    body = [_recommendation(result), _warnings(result), _similarity(result), _dataset(result, data)]
-    if result.run is not None:
-        body.append(_run(result, result.run))
-    title = f"tl-advise: {rec.strategy} for {Path(result.source.root).name}"
     subtitle = (f"{result.source.root} · tl-advise {result.tool_version} · backbone {result.backbone.name} · "
                 f"sample: {result.sample.n_texts} texts (seed {result.sample.seed}) on {result.device}")
-    return page(title, subtitle, nav, body, f"Timings: {common.timings_line(result.timings)}")
+    return advice_page(f"tl-advise: {result.recommendation.strategy} for {Path(result.source.root).name}", subtitle,
+                       [_recommendation(result), _warnings(result), _similarity(result), _dataset(result, data)],
+                       _run(result, result.run) if result.run is not None else None,
+                       f"Timings: {common.timings_line(result.timings)}")

@@ -23,7 +23,7 @@ from tl_advise.rules.text_engine import text_recipe
 from tl_advise.runners.checkpoint import atomic_write_text
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.text.strategies import TextJob, TextSplit, TextSplits, run_strategy
-from tl_advise.runners.tracking import EndStatus, open_loggers
+from tl_advise.runners.tracking import open_loggers, tracking
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import Margin, decide
 from tl_advise.schema.errors import ConfigError, DatasetError, TLAdviseError
@@ -224,8 +224,7 @@ def run_text_advice(session: TextAdviceSession, options: TextRunOptions, *,
     output_dir.mkdir(parents=True, exist_ok=True)
     trackers = open_loggers(output_dir=output_dir, tensorboard=options.tensorboard, mlflow=options.mlflow,
                             mlflow_experiment=options.mlflow_experiment, resume=options.resume)
-    end_status: EndStatus = "FAILED"
-    try:
+    with tracking(trackers):
         trackers.start_run(session.result, run_params(session, options, strategies, splits.validation))
         runs: list[TextStrategyRun] = []
         for strategy, recipe in recipes.items():
@@ -253,12 +252,6 @@ def run_text_advice(session: TextAdviceSession, options: TextRunOptions, *,
         atomic_write_text(markdown_report(session, report), output_dir / REPORT_FILE)
         atomic_write_text(render_text_html(session.result, page_data(session)), output_dir / HTML_FILE)
         trackers.finish(session.result, output_dir)
-        end_status = "FINISHED"
-    except KeyboardInterrupt:
-        end_status = "KILLED"
-        raise
-    finally:
-        trackers.close(end_status)
     logger.info("verdict: %s — %s", verdict.status, verdict.message)
     return report
 
