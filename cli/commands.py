@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -365,18 +366,24 @@ def _flag(name: str) -> str:
     return max(param.opts, key=len)
 
 
-def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
-    """Refuse bad options and write paths before any heavy work; the run's options when --run is given."""
+def check_run_only(opts: dict[str, Any], names: Sequence[str] = RUN_ONLY_OPTIONS) -> None:
+    """Refuse the options of ``names`` typed on the command line without --run (from the environment or
+    pyproject.toml they are defaults for runs)."""
     from click.core import ParameterSource
 
-    from tl_advise.advisor.writable import check_can_create, check_write_path
-
     ctx = click.get_current_context()
-    typed = [name for name in RUN_ONLY_OPTIONS if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    typed = [name for name in names if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
     if typed and not opts["run_"]:
         one = len(typed) == 1
         raise ConfigError(f"{', '.join(_flag(n) for n in typed)} only {'works' if one else 'work'} with --run: "
                           f"add --run, or leave {'it' if one else 'them'} out")
+
+
+def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
+    """Refuse bad options and write paths before any heavy work; the run's options when --run is given."""
+    from tl_advise.advisor.writable import check_can_create, check_write_path
+
+    check_run_only(opts)
     data = opts["data"]
     for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):
         if path:

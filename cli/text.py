@@ -17,8 +17,7 @@ logger = logging.getLogger("tl_advise.cli")
 
 # Options of the image modality: typed for a text dataset they would be silently ignored, so they are refused.
 IMAGE_ONLY = ("image_root", "path_column", "target", "engine", "per_class", "max_images", "all_images", "audit",
-              "embed_batch_size", "workers", "image_size", "head_lr", "backbone_lr", "tensorboard", "mlflow",
-              "mlflow_experiment", "html_path", "nproc_per_node")
+              "embed_batch_size", "workers", "image_size", "head_lr", "backbone_lr", "nproc_per_node")
 
 
 def _flag(name: str) -> str:
@@ -26,11 +25,20 @@ def _flag(name: str) -> str:
 
 
 def check_text_options(opts: dict[str, Any]) -> None:
+    """Image options refused; run options without --run refused as for images; a tracker asked for but not
+    installed, or a tracking store MLflow refuses, refused: all before any work."""
+    from tl_advise.cli.commands import RUN_ONLY_OPTIONS, check_run_only
+    from tl_advise.runners.tracking import check_available, check_tracking_store
+
     ctx = click.get_current_context()
     typed = [n for n in IMAGE_ONLY if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
     if typed:
         raise ConfigError(f"{', '.join(_flag(n) for n in typed)} apply to image datasets, and {opts['data']} is read "
                           "as text: leave them out (or say --modality image)")
+    check_run_only(opts, [n for n in RUN_ONLY_OPTIONS if n not in IMAGE_ONLY])
+    if opts["run_"]:
+        check_available(tensorboard=opts["tensorboard"], mlflow=opts["mlflow"])
+        check_tracking_store(mlflow=opts["mlflow"])
 
 
 def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
@@ -44,9 +52,10 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     check_text_options(opts)
     from tl_advise.advisor.writable import check_can_create, check_write_path
 
-    if opts["output"]:  # nothing is ever written inside the dataset
-        check_write_path(opts["output"], opts["data"], "The report file (-o)")
-        check_can_create(opts["output"], "The report file (-o)")
+    for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):
+        if path:  # nothing is ever written inside the dataset
+            check_write_path(path, opts["data"], what)
+            check_can_create(path, what)
     if opts["cache_dir"] and not opts["no_cache"]:
         check_write_path(opts["cache_dir"], opts["data"], "The cache folder (--cache-dir)")
     backbone = DEFAULT_TEXT_BACKBONE if opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
@@ -71,7 +80,8 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
                 time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
                 batch_size=opts["batch_size"], max_train_per_class=opts["max_train_per_class"],
                 margin=parse_margin(opts["margin"]), device=opts["device"], seed=opts["seed"], resume=opts["resume"],
-                progress=progress)
+                progress=progress, tensorboard=opts["tensorboard"], mlflow=opts["mlflow"],
+                mlflow_experiment=opts["mlflow_experiment"])
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
             raise ConfigError(f"text run options: {problems} (text strategies: {', '.join(TEXT_STRATEGIES)})") \
@@ -84,6 +94,12 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
         logger.info("report written to %s", opts["output"])
     else:
         click.echo(report, nl=False)
+    if opts["html_path"]:
+        from tl_advise.advisor.formats.html import write_html
+        from tl_advise.advisor.formats.text_html import page_data, render_text_html
+
+        page = render_text_html(result, page_data(session))
+        logger.info("HTML report written to %s", write_html(page, opts["html_path"], result.source.root))
     rec = result.recommendation
     logger.info("%s (rule %s, similarity %.2f %s)", rec.strategy, rec.rule_id, result.similarity.score,
                 result.similarity.label)

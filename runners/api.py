@@ -19,7 +19,7 @@ from tl_advise.runners.distributed import BatchSplit
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.recipes import build_recipe
 from tl_advise.runners.report import markdown_report, plot_curves
-from tl_advise.runners.tracking import EndStatus, LoggerGroup, open_loggers
+from tl_advise.runners.tracking import LoggerGroup, open_loggers, tracking
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import decide
 from tl_advise.schema.errors import ConfigError, TLAdviseError
@@ -128,8 +128,7 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
     trackers = open_loggers(output_dir=output_dir, tensorboard=options.tensorboard, mlflow=options.mlflow,
                             mlflow_experiment=options.mlflow_experiment, resume=options.resume) \
         if here.is_main else LoggerGroup([])
-    end_status: EndStatus = "FAILED"
-    try:
+    with tracking(trackers):
         trackers.start_run(session.result, run_params(session, options, strategies, splits.validation))
         runs: list[StrategyRun] = []
         for strategy, recipe in recipes.items():
@@ -158,12 +157,6 @@ def run_advice(session: AdviceSession, options: RunOptions, *,
         report = distributed.from_main(lambda: write_outputs(session, report, output_dir))
         session.result.run = report
         trackers.finish(session.result, output_dir)
-        end_status = "FINISHED"
-    except KeyboardInterrupt:
-        end_status = "KILLED"
-        raise
-    finally:
-        trackers.close(end_status)
     logger.info("verdict: %s — %s", report.verdict.status, report.verdict.message)
     return report
 

@@ -24,8 +24,17 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from tl_advise.runners.checkpoint import atomic_write_text
-from tl_advise.runners.tracking import EndStatus, EpochRecord, RunLogger, epoch_scalars, final_scalars, flat_params
-from tl_advise.schema.models import AdviceResult, StrategyRun
+from tl_advise.runners.tracking import (
+    AnyResult,
+    AnyStrategyRun,
+    EndStatus,
+    EpochRecord,
+    RunLogger,
+    dataset_root,
+    epoch_scalars,
+    final_scalars,
+    flat_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +110,7 @@ class MlflowLogger(RunLogger):
 
     # ------------------------------------------------------------------ hooks
 
-    def start_run(self, result: AdviceResult, params: dict[str, Any]) -> None:
+    def start_run(self, result: AnyResult, params: dict[str, Any]) -> None:
         saved = self._saved()
         experiment = self.client.get_experiment_by_name(self.experiment)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
@@ -112,8 +121,8 @@ class MlflowLogger(RunLogger):
         else:
             rec = result.recommendation
             run = self.client.create_run(
-                experiment_id, run_name=f"{Path(result.dataset.root).name}: {rec.strategy}",
-                tags={"tl_advise.dataset": result.dataset.root, "tl_advise.recommended": rec.strategy,
+                experiment_id, run_name=f"{Path(dataset_root(result)).name}: {rec.strategy}",
+                tags={"tl_advise.dataset": dataset_root(result), "tl_advise.recommended": rec.strategy,
                       "tl_advise.rule": rec.rule_id, "tl_advise.backbone": result.backbone.name,
                       "tl_advise.version": result.tool_version})
             self.parent_id = run.info.run_id
@@ -144,7 +153,7 @@ class MlflowLogger(RunLogger):
         self._log_metrics(run_id, epoch_scalars(record), record.log.epoch)
         self._epochs_logged[record.strategy] = self._epochs_logged.get(record.strategy, 0) + 1
 
-    def end_strategy(self, run: StrategyRun, folder: Path) -> None:
+    def end_strategy(self, run: AnyStrategyRun, folder: Path) -> None:
         run_id = self.children.get(run.strategy)
         if run_id is None:
             return
@@ -161,7 +170,7 @@ class MlflowLogger(RunLogger):
         self.client.set_terminated(run_id, "FAILED" if run.status == "failed" else "FINISHED")
         self._open.discard(run_id)
 
-    def finish(self, result: AdviceResult, output_dir: Path) -> None:
+    def finish(self, result: AnyResult, output_dir: Path) -> None:
         if self.parent_id is None or result.run is None:
             return
         report = result.run

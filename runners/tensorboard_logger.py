@@ -12,8 +12,15 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
-from tl_advise.runners.tracking import EndStatus, EpochRecord, RunLogger, epoch_scalars, final_scalars, flat_params
-from tl_advise.schema.models import StrategyRun
+from tl_advise.runners.tracking import (
+    AnyStrategyRun,
+    EndStatus,
+    EpochRecord,
+    RunLogger,
+    epoch_scalars,
+    final_scalars,
+    flat_params,
+)
 
 
 class TensorBoardLogger(RunLogger):
@@ -43,7 +50,7 @@ class TensorBoardLogger(RunLogger):
         writer.flush()
         self._epochs_logged[record.strategy] = self._epochs_logged.get(record.strategy, 0) + 1
 
-    def end_strategy(self, run: StrategyRun, folder: Path) -> None:
+    def end_strategy(self, run: AnyStrategyRun, folder: Path) -> None:
         writer = self._writer(run.strategy)
         if not self._epochs_logged.get(run.strategy) and not self._had_events[run.strategy]:
             # Read back from an earlier run that was not tracked: its curve still belongs here (no LRs).

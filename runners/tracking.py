@@ -12,20 +12,26 @@ training goes on — the run's own files are the record that matters.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import AdviceResult, EpochLog, StrategyRun
+from tl_advise.schema.text import TextAdviceResult, TextStrategyRun
 
 logger = logging.getLogger(__name__)
 
 EndStatus = Literal["FINISHED", "FAILED", "KILLED"]
 MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
+# Both modalities are tracked alike: the hooks take an image or a text result, and read only what both carry.
+AnyResult = AdviceResult | TextAdviceResult
+AnyStrategyRun = StrategyRun | TextStrategyRun
 INSTALL_HINT = {"tensorboard": "pip install 'tl-advise[tensorboard]'", "mlflow": "pip install 'tl-advise[mlflow]'"}
 
 
@@ -44,7 +50,7 @@ class RunLogger:
 
     name = "logger"
 
-    def start_run(self, result: AdviceResult, params: dict[str, Any]) -> None:
+    def start_run(self, result: AnyResult, params: dict[str, Any]) -> None:
         """Before the first strategy: the advice and the run's settings."""
 
     def start_strategy(self, strategy: str, params: dict[str, Any]) -> None:
@@ -53,10 +59,10 @@ class RunLogger:
     def log_epoch(self, record: EpochRecord) -> None:
         """After every epoch of the training loop."""
 
-    def end_strategy(self, run: StrategyRun, folder: Path) -> None:
+    def end_strategy(self, run: AnyStrategyRun, folder: Path) -> None:
         """After a strategy: its final metrics, its files (in ``folder``)."""
 
-    def finish(self, result: AdviceResult, output_dir: Path) -> None:
+    def finish(self, result: AnyResult, output_dir: Path) -> None:
         """After the run's files are written (``result.run.files``, relative to ``output_dir``)."""
 
     def close(self, status: EndStatus) -> None:
@@ -92,7 +98,7 @@ class LoggerGroup(RunLogger):
         except Exception:
             logger.debug("closing %s after its failure failed too", tracker.name, exc_info=True)
 
-    def start_run(self, result: AdviceResult, params: dict[str, Any]) -> None:
+    def start_run(self, result: AnyResult, params: dict[str, Any]) -> None:
         self._each("start_run", result, params)
 
     def start_strategy(self, strategy: str, params: dict[str, Any]) -> None:
@@ -101,14 +107,47 @@ class LoggerGroup(RunLogger):
     def log_epoch(self, record: EpochRecord) -> None:
         self._each("log_epoch", record)
 
-    def end_strategy(self, run: StrategyRun, folder: Path) -> None:
+    def end_strategy(self, run: AnyStrategyRun, folder: Path) -> None:
         self._each("end_strategy", run, folder)
 
-    def finish(self, result: AdviceResult, output_dir: Path) -> None:
+    def finish(self, result: AnyResult, output_dir: Path) -> None:
         self._each("finish", result, output_dir)
 
     def close(self, status: EndStatus) -> None:
         self._each("close", status)
+
+
+class OffsetLogger(RunLogger):
+    """Hands ``inner`` every epoch record renumbered: ``epoch_offset`` added to the epoch, the phase set to
+    ``phase_index``. For a loop that trains one phase of a strategy whose earlier phase another loop ran (the text
+    fine-tuning after its head): the tracker then sees one curve numbered over the whole strategy."""
+
+    def __init__(self, inner: RunLogger, *, epoch_offset: int, phase_index: int) -> None:
+        self.inner, self.epoch_offset, self.phase_index = inner, epoch_offset, phase_index
+        self.name = inner.name
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        log = record.log.model_copy(update={"epoch": record.log.epoch + self.epoch_offset})
+        self.inner.log_epoch(EpochRecord(record.strategy, log, self.phase_index, record.learning_rates))
+
+
+def dataset_root(result: AnyResult) -> str:
+    """The dataset as given (an image folder or manifest, a text table or folder)."""
+    return result.source.root if isinstance(result, TextAdviceResult) else result.dataset.root
+
+
+@contextlib.contextmanager
+def tracking(trackers: LoggerGroup) -> Iterator[LoggerGroup]:
+    """The trackers for the block, closed however it ends: FINISHED, KILLED (Ctrl-C) or FAILED (an error)."""
+    status: EndStatus = "FAILED"
+    try:
+        yield trackers
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        trackers.close(status)
 
 
 def installed(package: str) -> bool:
@@ -217,10 +256,11 @@ def epoch_scalars(record: EpochRecord) -> dict[str, float]:
     return scalars
 
 
-def final_scalars(run: StrategyRun) -> dict[str, float]:
+def final_scalars(run: AnyStrategyRun) -> dict[str, float]:
     """A finished strategy's summary numbers (validation, and test when the dataset has one)."""
-    out: dict[str, float] = {"train_time_s": run.train_time_s, "images_per_s": run.images_per_s,
-                             "epochs_run": float(run.epochs_run)}
+    throughput = {"texts_per_s": run.texts_per_s} if isinstance(run, TextStrategyRun) else \
+        {"images_per_s": run.images_per_s}
+    out: dict[str, float] = {"train_time_s": run.train_time_s, **throughput, "epochs_run": float(run.epochs_run)}
     if run.best_epoch is not None:
         out["best_epoch"] = float(run.best_epoch)
     for split, metrics in (("val", run.val), ("test", run.test)):

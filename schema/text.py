@@ -431,10 +431,14 @@ class TextRunOptions(BaseModel):
     seed: int = 0
     resume: bool = False
     progress: bool = False
+    tensorboard: bool | None = Field(default=None, description="None: when the tensorboard package is installed")
+    mlflow: bool | None = Field(default=None, description="None: when MLFLOW_TRACKING_URI is set")
+    mlflow_experiment: str = Field(default="tl-advise", min_length=1)
 
     def budget(self) -> dict[str, float | int | bool | str | None]:
         return {k: v for k, v in self.model_dump(mode="json").items()
-                if k not in ("output_dir", "compare", "strategies", "device", "resume", "progress")}
+                if k not in ("output_dir", "compare", "strategies", "device", "resume", "progress", "tensorboard",
+                             "mlflow", "mlflow_experiment")}
 
 
 TextAdviceResult.model_rebuild()

@@ -160,3 +160,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+TRACKING_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD",
+                      "MLFLOW_ALLOW_FILE_STORE")
+
+
+@pytest.fixture
+def no_tracking_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tracking settings from the environment the tests run in: each test sets what it means."""
+    for name in TRACKING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def without(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """``without("mlflow")`` makes the package unimportable, as when it is not installed."""
+    import sys
+
+    def hide(package: str) -> None:
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setitem(sys.modules, package, None)
+
+    yield hide

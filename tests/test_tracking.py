@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,9 @@ from tl_advise.runners.tracking import (
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
 from tl_advise.schema.errors import ConfigError
 
-pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+pytestmark = pytest.mark.usefixtures("restore_tl_logging", "no_tracking_environment")
 
 HEAD_LR, STAGE_LR = 0.1, 0.01
-
-
-@pytest.fixture(autouse=True)
-def _no_tracking_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "TL_ADVISE_MLFLOW", "TL_ADVISE_TENSORBOARD",
-                 "MLFLOW_ALLOW_FILE_STORE"):
-        monkeypatch.delenv(name, raising=False)
 
 
 class _Recorder(RunLogger):
@@ -113,18 +105,6 @@ def test_a_failing_tracker_is_dropped_with_one_warning_and_training_goes_on(
 
 
 # --------------------------------------------------------------------------- missing packages
-
-
-@pytest.fixture
-def without(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """``without("mlflow")`` makes the package unimportable, as when it is not installed."""
-
-    def hide(package: str) -> None:
-        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-            monkeypatch.delitem(sys.modules, name)
-        monkeypatch.setitem(sys.modules, package, None)
-
-    yield hide
 
 
 @pytest.mark.parametrize("package", ["mlflow", "tensorboard"])

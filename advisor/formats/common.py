@@ -14,6 +14,7 @@ from tl_advise.schema.models import (
     StrategyRun,
     recipe_lines,
 )
+from tl_advise.schema.text import TextRunReport
 
 
 def lr(value: float | None) -> str:
@@ -173,7 +174,7 @@ def run_table(report: RunReport, recommended: str) -> list[str]:
     return rows
 
 
-def margin_line(report: RunReport) -> str:
+def margin_line(report: RunReport | TextRunReport) -> str:
     verdict = report.verdict
     return (f"margin for 'confirmed': {100 * verdict.margin:.1f} pts of {verdict.judged_on} accuracy "
             f"({verdict.margin_rule})")

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tl_advise.schema.models import BNShift, Metrics, SignalScore, SimilarityReport, StrategyRun
+from tl_advise.schema.text import TextStrategyRun
 
 SIMILAR, DIFFERENT, NEUTRAL = "#2e7d32", "#c62828", "#607d8b"
 _RAMP = LinearSegmentedColormap.from_list("ramp", [DIFFERENT, "#f9a825", SIMILAR])
@@ -104,7 +105,7 @@ def signal_ramps(sim: SimilarityReport) -> Figure:
     return fig
 
 
-def learning_curves(runs: Sequence[StrategyRun]) -> Figure | None:
+def learning_curves(runs: Sequence[StrategyRun] | Sequence[TextStrategyRun]) -> Figure | None:
     """Loss and val accuracy per epoch, one column per trained strategy; None when nothing trained."""
     trained = [r for r in runs if r.curves]
     if not trained:
@@ -131,6 +132,25 @@ def learning_curves(runs: Sequence[StrategyRun]) -> Figure | None:
         acc_ax.set_ylim(0, 1)
         for ax in (loss_ax, acc_ax):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    fig.tight_layout()
+    return fig
+
+
+def length_histogram(counts: Sequence[int], unit: str, max_length: int | None) -> Figure:
+    """How long the texts are (in the backbone's tokens, or words), with the backbone's max length marked: the
+    texts right of the red line are cut."""
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.subplots()
+    values = np.asarray(counts or [0])
+    top = max(int(values.max()), max_length or 0)
+    ax.hist(values, bins=min(50, max(top, 1)), range=(0, top + 1), color="#3f7cac")
+    if max_length:
+        over = int((values > max_length).sum())
+        ax.axvline(max_length, color="tab:red", linestyle="--", linewidth=1.2)
+        ax.text(max_length, ax.get_ylim()[1] * 0.92, f" max length {max_length} ({over} over)", color="tab:red",
+                fontsize=8, va="top")
+    ax.set_xlabel(f"length ({unit})")
+    ax.set_ylabel("texts")
     fig.tight_layout()
     return fig
 

@@ -20,6 +20,9 @@ from matplotlib.figure import Figure
 from tl_advise.advisor.formats import common, figures
 from tl_advise.advisor.thumbnails import Thumbnail
 from tl_advise.schema.models import AdviceResult, Metrics, RunReport, SimilarityReport
+from tl_advise.schema.text import TextRunReport
+
+AnyRunReport = RunReport | TextRunReport  # the run section reads only what both modalities' runs carry
 
 # Section ids, in page order: the page's table of contents and what the tests look for.
 ADVICE_SECTIONS = {"recommendation": "Recommendation", "warnings": "Warnings", "similarity": "Similarity",
@@ -45,7 +48,8 @@ table{border-collapse:collapse;margin:6px 0} td,th{padding:4px 10px;border-botto
 .kv th{width:150px;background:none;color:#52606d;font-weight:500}
 .strategy{font-size:20px;font-weight:700;color:#0b6e4f} .muted{color:#7b8794} .small{font-size:12px}
 .pill{display:inline-block;padding:1px 9px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.similar,.confirmed{background:#2e7d32} .different,.refuted{background:#c62828} .not_compared{background:#607d8b}
+.similar,.close,.confirmed{background:#2e7d32} .different,.far,.refuted{background:#c62828}
+.not_compared{background:#607d8b}
 .warning{border-left:4px solid #f0b429;background:#fffbea;padding:6px 12px;margin:6px 0}
 .ok{border-left:4px solid #2e7d32;background:#effaf0;padding:6px 12px}
 .bar{background:#e4e7eb;border-radius:3px;height:12px;min-width:160px;position:relative}
@@ -67,21 +71,21 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(figures.png_bytes(fig)).decode("ascii")
 
 
-def _chart(fig: Figure, alt: str) -> str:
+def chart(fig: Figure, alt: str) -> str:
     return f'<img class="chart" alt="{escape(alt)}" src="{_png(fig)}">'
 
 
-def _kv(rows: Sequence[tuple[str, str]]) -> str:
+def kv(rows: Sequence[tuple[str, str]]) -> str:
     return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) \
         + "</table>"
 
 
-def _bar(fraction: float) -> str:
+def bar(fraction: float) -> str:
     width = max(0.0, min(1.0, fraction)) * 100
     return f'<div class="bar"><span style="width:{width:.1f}%"></span></div>'
 
 
-def _pill(text: str) -> str:
+def pill(text: str) -> str:
     return f'<span class="pill {escape(text)}">{escape(text)}</span>'
 
 
@@ -104,7 +108,7 @@ def _recommendation(result: AdviceResult) -> str:
     rows = [*common.recipe_rows(result), ("confidence", common.confidence_line(rec))]
     parts = [f'<p><span class="strategy">{escape(rec.strategy)}</span> — '
              f"{escape(common.title(rec))} <span class=\"muted\">(rule "
-             f"<code>{escape(rec.rule_id)}</code>)</span></p>", _kv(rows),
+             f"<code>{escape(rec.rule_id)}</code>)</span></p>", kv(rows),
              "<h3>Why (the evidence)</h3>", '<ul class="why">',
              *(f"<li>{escape(reason)}</li>" for reason in rec.why), "</ul>",
              f"<h3>Confidence: {escape(rec.confidence.level)}</h3>", "<ul>",
@@ -116,23 +120,23 @@ def _recommendation(result: AdviceResult) -> str:
                     f"{' (runner-up)' if a.strategy == rec.confidence.runner_up else ''}: {escape(a.reason)}</li>"
                     for a in rec.alternatives),
                   "</ul>"]
-    return _section("recommendation", "".join(parts))
+    return section("recommendation", "".join(parts))
 
 
 def _warnings(result: AdviceResult) -> str:
     warnings = result.recommendation.warnings
     if not warnings:
-        return _section("warnings", '<p class="ok">No warning fired.</p>')
+        return section("warnings", '<p class="ok">No warning fired.</p>')
     body = "".join(f'<div class="warning"><strong>{escape(w.id)}</strong>: {escape(w.message)}</div>'
                    for w in warnings)
-    return _section("warnings", body, title=f"Warnings ({len(warnings)})")
+    return section("warnings", body, title=f"Warnings ({len(warnings)})")
 
 
 def _similarity(result: AdviceResult) -> str:
     sim: SimilarityReport = result.similarity
     verb = common.threshold_relation(sim)
     parts = [f"<p>Similarity to the backbone's source domain: <strong>{sim.score:.2f}</strong> "
-             f"{_pill(sim.label)} ({verb} the threshold {sim.threshold:.2f}; shift level "
+             f"{pill(sim.label)} ({verb} the threshold {sim.threshold:.2f}; shift level "
              f"<code>{escape(sim.shift_level)}</code>)"
              + ("" if result.backbone.calibrated else " — <strong>thresholds not calibrated for this backbone</strong>")
              + "</p>"]
@@ -152,13 +156,13 @@ def _similarity(result: AdviceResult) -> str:
                     f'<td class="num">{g:+.3f}</td></tr>' for name, a, b, g in rows), "</table>"]
     parts += [f'<p class="muted small">note: {escape(note)}</p>' for note in sim.notes]
     parts += [_bn_profile(result), _signals(sim)]
-    return _section("similarity", "".join(parts), title="Similarity to ImageNet")
+    return section("similarity", "".join(parts), title="Similarity to ImageNet")
 
 
 def _bn_profile(result: AdviceResult) -> str:
     bn = result.similarity.bn_shift
     if bn is None:
-        return _section("bn-profile", '<p class="muted">This backbone has no batch-norm layers: no depth profile '
+        return section("bn-profile", '<p class="muted">This backbone has no batch-norm layers: no depth profile '
                         "(the other signals carry the score).</p>")
     band = reference_band(result.backbone.profile_key)
     label = f"natural photos ({band[0][0]:.2f}–{band[0][1]:.2f})" if band else ""
@@ -169,7 +173,7 @@ def _bn_profile(result: AdviceResult) -> str:
             "statistics they store (normalised W2), from the first layer to the last. Early layers react to "
             "low-level image statistics (colour, resolution, sensor), late layers to content. "
             f"{source}</p>")
-    return _section("bn-profile", text + _chart(fig, "BN-shift depth profile"))
+    return section("bn-profile", text + chart(fig, "BN-shift depth profile"))
 
 
 def _signals(sim: SimilarityReport) -> str:
@@ -181,24 +185,15 @@ def _signals(sim: SimilarityReport) -> str:
                    f'<td class="num">{c.different_at:g}</td></tr>' for c in sim.components)
     table = ("<details><summary class=\"small\">the numbers</summary><table><tr><th>signal</th><th>value</th>"
              f"<th>score</th><th>weight</th><th>similar at</th><th>different at</th></tr>{rows}</table></details>")
-    return _section("signals", text + _chart(figures.signal_ramps(sim), "signal ramps") + table)
+    return section("signals", text + chart(figures.signal_ramps(sim), "signal ramps") + table)
 
 
 def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None) -> str:
     ds = result.dataset
-    splits = list(ds.split_counts) if len(ds.split_counts) > 1 else []  # a flat folder: the total says it all
-    biggest = max(ds.class_counts.values(), default=1) or 1
-    header = "".join(f"<th>{escape(s)}</th>" for s in splits)
-    rows = "".join(
-        f"<tr><td>{escape(name)}</td>"
-        + "".join(f'<td class="num">{ds.split_counts[s].get(name, 0)}</td>' for s in splits)
-        + f'<td class="num">{ds.class_counts.get(name, 0)}</td>'
-        + f"<td>{_bar(ds.class_counts.get(name, 0) / biggest)}</td></tr>"
-        for name in ds.classes)
     parts = [f"<p>{escape(common.dataset_line(result))}; image modes: {escape(common.modes_line(ds.modes))}; "
              f"{len(ds.duplicates)} duplicate group(s), {sum(g.cross_split for g in ds.duplicates)} across splits; "
              f"{len(ds.skipped)} file(s) skipped.</p>",
-             f'<table><tr><th>class</th>{header}<th>images</th><th></th></tr>{rows}</table>']
+             class_table(ds.classes, ds.class_counts, ds.split_counts, "images")]
     if ds.skipped:
         shown = ds.skipped[:20]
         parts += ["<h3>Skipped files</h3><table><tr><th>file</th><th>reason</th></tr>",
@@ -207,32 +202,63 @@ def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]]
         if len(ds.skipped) > len(shown):
             parts.append(f'<p class="muted">… and {len(ds.skipped) - len(shown)} more (see the JSON report)</p>')
     parts.append(_thumbnails(thumbnails, len(ds.classes)))
-    return _section("dataset", "".join(parts), title=f"Dataset: {escape(ds.root)}")
+    return section("dataset", "".join(parts), title=f"Dataset: {escape(ds.root)}")
+
+
+def class_table(classes: Sequence[str], class_counts: Mapping[str, int],
+                split_counts: Mapping[str, Mapping[str, int]], unit: str) -> str:
+    """Items per class and split (``unit``: images, texts), each class's total with a bar."""
+    splits = list(split_counts) if len(split_counts) > 1 else []  # a flat folder: the total says it all
+    biggest = max(class_counts.values(), default=1) or 1
+    header = "".join(f"<th>{escape(s)}</th>" for s in splits)
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td>"
+        + "".join(f'<td class="num">{split_counts[s].get(name, 0)}</td>' for s in splits)
+        + f'<td class="num">{class_counts.get(name, 0)}</td>'
+        + f"<td>{bar(class_counts.get(name, 0) / biggest)}</td></tr>"
+        for name in classes)
+    return f"<table><tr><th>class</th>{header}<th>{escape(unit)}</th><th></th></tr>{rows}</table>"
 
 
 def _thumbnails(thumbnails: Mapping[str, Sequence[Thumbnail]] | None, n_classes: int) -> str:
     if not thumbnails:
-        return _section("thumbnails", '<p class="muted">No sample images in this report (rendered without '
+        return section("thumbnails", '<p class="muted">No sample images in this report (rendered without '
                         "access to the dataset's files).</p>", title="Samples per class")
-    rows = []
-    if len(thumbnails) < n_classes:
-        rows.append(f'<p class="muted">The first {len(thumbnails)} of {n_classes} classes.</p>')
-    for name, thumbs in thumbnails.items():
-        images = "".join(f'<figure><img src="{t.data_uri}" width="{t.width}" height="{t.height}" '
-                         f'alt="{escape(t.path)}" title="{escape(t.path)}"></figure>' for t in thumbs)
-        rows.append(f'<div class="classrow"><div class="name">{escape(name)}</div><div class="thumbs">{images}'
-                    "</div></div>")
-    return _section("thumbnails", "".join(rows), title="Samples per class")
+    shown = {name: '<div class="thumbs">' + "".join(
+        f'<figure><img src="{t.data_uri}" width="{t.width}" height="{t.height}" alt="{escape(t.path)}" '
+        f'title="{escape(t.path)}"></figure>' for t in thumbs) + "</div>" for name, thumbs in thumbnails.items()}
+    return section("thumbnails", class_rows(shown, n_classes), title="Samples per class")
+
+
+def class_rows(shown: Mapping[str, str], n_classes: int) -> str:
+    """One row per class: its name, then what the page shows of it (HTML: thumbnails, example texts); a note when
+    only the first classes are shown."""
+    rows = [f'<p class="muted">The first {len(shown)} of {n_classes} classes.</p>'] if len(shown) < n_classes else []
+    rows += [f'<div class="classrow"><div class="name">{escape(name)}</div>{body}</div>'
+             for name, body in shown.items()]
+    return "".join(rows)
 
 
 def _run(result: AdviceResult, run: RunReport) -> str:
-    rec = result.recommendation.strategy
+    verdict = run.verdict
+    reference = None
+    if verdict.pixel_baseline is not None:
+        reference = ("raw-pixel baseline (reference)", verdict.pixel_baseline,
+                     "linear model on 32×32 pixels, 5-fold CV on the advice sample")
+    return run_section(run, result.recommendation.strategy, result.dataset.classes, reference)
+
+
+def run_section(run: AnyRunReport, recommended: str, classes: Sequence[str],
+                reference: tuple[str, float, str] | None = None) -> str:
+    """The run: verdict, one row per strategy (and the ``reference`` row: name, accuracy, what it is), learning
+    curves, per-class accuracy and confusion matrices on the split the verdict reads."""
     verdict = run.verdict
     head = ("<tr><th>strategy</th><th>status</th><th>val acc</th><th>balanced</th><th>macro F1</th>"
             "<th>test acc</th><th>epochs (best)</th><th>time</th></tr>")
     rows = []
     for r in run.runs:
-        name = f"<strong>{escape(r.strategy)}</strong> (recommended)" if r.strategy == rec else escape(r.strategy)
+        name = f"<strong>{escape(r.strategy)}</strong> (recommended)" if r.strategy == recommended \
+            else escape(r.strategy)
         if r.val is None:
             rows.append(f"<tr><td>{name}</td><td>{escape(r.status)}</td>"
                         f'<td colspan="6">{escape(r.error or "")}</td></tr>')
@@ -243,30 +269,29 @@ def _run(result: AdviceResult, run: RunReport) -> str:
                     f'<td class="num">{common.pct(r.test.accuracy) if r.test else "–"}</td>'
                     f'<td class="num">{r.epochs_run} ({r.best_epoch})</td>'
                     f'<td class="num">{r.train_time_s:.1f} s</td></tr>')
-    if verdict.pixel_baseline is not None:
-        rows.append(f'<tr><td>raw-pixel baseline (reference)</td><td>–</td>'
-                    f'<td class="num">{common.pct(verdict.pixel_baseline)}</td>'
-                    '<td colspan="5" class="muted">linear model on 32×32 pixels, 5-fold CV on the advice sample</td>'
-                    "</tr>")
-    parts = [f"<p>Verdict: {_pill(verdict.status)} {escape(verdict.message)}</p>",
+    if reference is not None:
+        label, accuracy, what = reference
+        rows.append(f'<tr><td>{escape(label)}</td><td>–</td><td class="num">{common.pct(accuracy)}</td>'
+                    f'<td colspan="5" class="muted">{escape(what)}</td></tr>')
+    parts = [f"<p>Verdict: {pill(verdict.status)} {escape(verdict.message)}</p>",
              f'<p class="muted">{escape(common.margin_line(run))}</p>',
              f'<p class="muted">Device {escape(run.device)}; validation: {escape(run.validation)}; '
              f"outputs in <code>{escape(run.output_dir)}</code>.</p>",
              f"<table>{head}{''.join(rows)}</table>",
-             _learning_curves(run), _per_class(result, run), _confusion(result, run)]
-    return _section("run", "".join(parts), title="Run: does training confirm the advice?")
+             _learning_curves(run), _per_class(classes, run), _confusion(classes, run)]
+    return section("run", "".join(parts), title="Run: does training confirm the advice?")
 
 
-def _learning_curves(run: RunReport) -> str:
+def _learning_curves(run: AnyRunReport) -> str:
     fig = figures.learning_curves(run.runs)
     if fig is None:
-        return _section("learning-curves", '<p class="muted">No strategy trained an epoch.</p>')
+        return section("learning-curves", '<p class="muted">No strategy trained an epoch.</p>')
     text = ('<p class="small muted">Top: train and validation loss; bottom: validation accuracy. Dotted: the '
             "switch from the head phase to fine-tuning; dashed red: the best epoch (the model kept).</p>")
-    return _section("learning-curves", text + _chart(fig, "learning curves"))
+    return section("learning-curves", text + chart(fig, "learning curves"))
 
 
-def _judged(run: RunReport) -> tuple[str, list[tuple[str, Metrics]]]:
+def _judged(run: AnyRunReport) -> tuple[str, list[tuple[str, Metrics]]]:
     """The split the verdict reads ("test" or "validation") and each measured strategy's metrics on it: the
     per-class table and the confusion matrices show what the verdict judged."""
     on_test = run.verdict.judged_on == "test"
@@ -274,36 +299,36 @@ def _judged(run: RunReport) -> tuple[str, list[tuple[str, Metrics]]]:
     return ("test" if on_test else "validation"), [(name, m) for name, m in measured if m is not None]
 
 
-def _per_class(result: AdviceResult, run: RunReport) -> str:
+def _per_class(classes: Sequence[str], run: AnyRunReport) -> str:
     split, measured = _judged(run)
     if not measured:
-        return _section("per-class-accuracy", '<p class="muted">Nothing was measured.</p>')
+        return section("per-class-accuracy", '<p class="muted">Nothing was measured.</p>')
     header = "".join(f"<th>{escape(name)}</th>" for name, _ in measured)
     rows = []
-    for name in result.dataset.classes:
+    for name in classes:
         cells = []
         for _, metrics in measured:
             value = metrics.per_class_accuracy.get(name)
             cells.append("<td>–</td>" if value is None else
-                         f'<td><div class="num small">{common.pct(value)}</div>{_bar(value)}</td>')
+                         f'<td><div class="num small">{common.pct(value)}</div>{bar(value)}</td>')
         rows.append(f"<tr><td>{escape(name)}</td>{''.join(cells)}</tr>")
-    return _section("per-class-accuracy", f'<p class="small muted">Accuracy per class (recall) of each strategy\'s '
+    return section("per-class-accuracy", f'<p class="small muted">Accuracy per class (recall) of each strategy\'s '
                     f"best model on the {split} split, the one the verdict reads.</p>"
                     f"<table><tr><th>class</th>{header}</tr>{''.join(rows)}</table>")
 
 
-def _confusion(result: AdviceResult, run: RunReport) -> str:
+def _confusion(classes: Sequence[str], run: AnyRunReport) -> str:
     split, measured = _judged(run)
-    charts = [_chart(figures.confusion_matrix(metrics, result.dataset.classes, name), f"confusion {name}")
+    charts = [chart(figures.confusion_matrix(metrics, classes, name), f"confusion {name}")
               for name, metrics in measured]
     if not charts:
-        return _section("confusion-matrix", '<p class="muted">Nothing was measured.</p>')
-    return _section("confusion-matrix", f'<p class="small muted">The {split} split, the one the verdict reads; rows '
+        return section("confusion-matrix", '<p class="muted">Nothing was measured.</p>')
+    return section("confusion-matrix", f'<p class="small muted">The {split} split, the one the verdict reads; rows '
                     "are the true class, columns the prediction, colour the share of the row.</p>"
                     f'<div class="grid">{"".join(f"<div>{c}</div>" for c in charts)}</div>')
 
 
-def _section(section_id: str, body: str, *, title: str | None = None) -> str:
+def section(section_id: str, body: str, *, title: str | None = None) -> str:
     heading = title or ADVICE_SECTIONS.get(section_id) or RUN_SECTIONS[section_id]
     level = "h2" if section_id in ("recommendation", "warnings", "similarity", "dataset", "run") else "h3"
     return f'<section id="{section_id}"><{level}>{heading}</{level}>{body}</section>'
@@ -315,22 +340,32 @@ def _section(section_id: str, body: str, *, title: str | None = None) -> str:
 def render_html(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None = None) -> str:
     """The whole page. ``thumbnails``: class -> a few images (``advisor.thumbnails.class_thumbnails``)."""
     rec, ds = result.recommendation, result.dataset
+    subtitle = (f"{ds.root} · tl-advise {result.tool_version} · backbone {result.backbone.name} · "
+                f"sample: {common.sample_line(result)}")
+    return advice_page(f"tl-advise: {rec.strategy} for {Path(ds.root).name}", subtitle,
+                       [_recommendation(result), _warnings(result), _similarity(result), _dataset(result, thumbnails)],
+                       _run(result, result.run) if result.run is not None else None,
+                       f"Timings: {common.timings_line(result.timings)}")
+
+
+def advice_page(title: str, subtitle: str, sections: Sequence[str], run: str | None, footer: str) -> str:
+    """An advice page of either modality: its four sections (recommendation, warnings, similarity, dataset) in
+    the table of contents, then the run's section when there is one."""
     nav = [("recommendation", "Recommendation"), ("warnings", "Warnings"), ("similarity", "Similarity"),
-           ("dataset", "Dataset")] + ([("run", "Run")] if result.run else [])
-    body = [_recommendation(result), _warnings(result), _similarity(result), _dataset(result, thumbnails)]
-    if result.run is not None:
-        body.append(_run(result, result.run))
-    title = f"tl-advise: {rec.strategy} for {Path(ds.root).name}"
+           ("dataset", "Dataset")] + ([("run", "Run")] if run is not None else [])
+    return page(title, subtitle, nav, [*sections, *([run] if run is not None else [])], footer)
+
+
+def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: Sequence[str], footer: str) -> str:
+    """One self-contained page: the header, the table of contents (section id, label), the sections, a footer
+    line (texts are escaped here; ``body`` is HTML)."""
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<header><h1>{escape(title)}</h1><p>{escape(ds.root)} · tl-advise {escape(result.tool_version)} · "
-        f"backbone {escape(result.backbone.name)} · sample: {escape(common.sample_line(result))}</p></header>",
-        "<nav>" + "".join(f'<a href="#{i}">{t}</a>' for i, t in nav) + "</nav>",
-        "<main>", *body,
-        f'<p class="muted small">Timings: {escape(common.timings_line(result.timings))}</p>',
-        "</main></body></html>", ""])
+        f"<header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header>",
+        "<nav>" + "".join(f'<a href="#{i}">{escape(t)}</a>' for i, t in nav) + "</nav>",
+        "<main>", *body, f'<p class="muted small">{escape(footer)}</p>', "</main></body></html>", ""])
 
 
 def write_html(text: str, path: Path, dataset_root: str | Path) -> Path:

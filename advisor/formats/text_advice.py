@@ -17,7 +17,7 @@ def render_text_advice(result: TextAdviceResult, fmt: str, *, explain: bool = Fa
     return _text(result, explain=explain)
 
 
-def _dataset_line(result: TextAdviceResult) -> str:
+def dataset_line(result: TextAdviceResult) -> str:
     d = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in d.split_counts.items())
     return (f"{d.n_texts} texts, {len(d.classes)} classes ({splits}); median {fmt_count(d.texts_per_class)} texts "
@@ -26,7 +26,7 @@ def _dataset_line(result: TextAdviceResult) -> str:
             f"imbalance {d.imbalance_ratio:.2f}")
 
 
-def _length_line(result: TextAdviceResult) -> str:
+def length_line(result: TextAdviceResult) -> str:
     n = result.lengths
     cap = f" (the backbone takes {n.max_length})" if n.max_length else ""
     return f"median {fmt_count(n.median)}, p95 {fmt_count(n.p95)}, max {n.max} {n.unit}{cap}"
@@ -58,8 +58,8 @@ def recipe_lines(recipe: TextRecipe) -> list[tuple[str, str]]:
 
 def _text(result: TextAdviceResult, *, explain: bool) -> str:
     rec = result.recommendation
-    lines = [f"tl-advise (text) · {result.source.root}", f"Dataset: {_dataset_line(result)}",
-             f"Lengths: {_length_line(result)}", "",
+    lines = [f"tl-advise (text) · {result.source.root}", f"Dataset: {dataset_line(result)}",
+             f"Lengths: {length_line(result)}", "",
              f"Recommendation: {rec.strategy} — {rec.title} (rule {rec.rule_id})"]
     lines += [f"  {label + ':':14s} {value}" for label, value in recipe_lines(rec.recipe)]
     lines.append(f"  {'backbone:':14s} {result.backbone.name}")
@@ -107,8 +107,8 @@ def _run_lines(run: TextRunReport) -> list[str]:
 
 def _markdown(result: TextAdviceResult) -> str:
     rec = result.recommendation
-    lines = [f"# tl-advise (text): `{result.source.root}`", "", f"**Dataset:** {_dataset_line(result)}",
-             "", f"**Lengths:** {_length_line(result)}", "",
+    lines = [f"# tl-advise (text): `{result.source.root}`", "", f"**Dataset:** {dataset_line(result)}",
+             "", f"**Lengths:** {length_line(result)}", "",
              f"## Recommendation: `{rec.strategy}` — {rec.title} (rule `{rec.rule_id}`)", "",
              "| | |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in recipe_lines(rec.recipe)]

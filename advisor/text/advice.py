@@ -68,6 +68,7 @@ class TextAdviceSession:
     namespace: str  # the embedding cache's shard for this dataset
     loader: Callable[[], TextBackbone] = field(repr=False)
     _backbone: TextBackbone | None = field(default=None, repr=False)
+    token_counts: list[int] = field(default_factory=list, repr=False)  # per text of ``dataset``, as the scan counted
 
     @property
     def backbone(self) -> TextBackbone:
@@ -191,7 +192,7 @@ def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextB
     logger.info("text advice: %s (rule %s), %.1fs", recommendation.strategy, recommendation.rule_id,
                 timer.timings["total"])
     return TextAdviceSession(result=result, dataset=dataset, rules=ruleset, cache=cache, namespace=namespace,
-                             loader=load, _backbone=loaded)
+                             loader=load, _backbone=loaded, token_counts=list(measured.counts))
 
 
 @dataclass

@@ -302,6 +302,29 @@ def _read_parquet(path: Path) -> _Table:
                   rows=[(f"row {i}", values) for i, values in enumerate(table.to_pylist(), 1)])
 
 
+def read_texts(path: Path, *, text_column: str | None = None) -> list[str]:
+    """Texts to classify (``tl-advise predict --file``): a table's text column (named, else found by name as for
+    a dataset, else its only column), or any other file's non-blank lines. Raises :class:`DatasetError` naming
+    the file when it cannot be read or holds no text."""
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        table = read_rows(path)
+        column = (named_column(table.path, table.columns, text_column, "text_column") if text_column
+                  else find_column(table.columns, TEXT_COLUMNS) or (table.columns[0] if len(table.columns) == 1
+                                                                    else None))
+        if column is None:
+            raise DatasetError(f"{path} has no text column; its columns are: {column_list(table.columns)}; name it "
+                               f"with --text-column (recognised: {', '.join(TEXT_COLUMNS[:8])}, …)")
+        texts = [t for _, row in table.rows if (t := _text_cell(row.get(column))) is not None and t.strip()]
+    else:
+        if text_column:
+            raise DatasetError(f"--text-column {text_column!r}: {path} is not a table (.csv, .tsv, .jsonl, "
+                               ".parquet) but one text per line; leave --text-column out")
+        texts = [line for line in decode(_read_bytes(path), str(path))[0].splitlines() if line.strip()]
+    if not texts:
+        raise DatasetError(f"{path} holds no text: give one text per line, or a table with a text column")
+    return texts
+
+
 # --------------------------------------------------------------------------- columns
 
 

@@ -9,6 +9,7 @@ its language, which is what an English backbone cares about.
 
 from __future__ import annotations
 
+import random
 import re
 import statistics
 import time
@@ -53,6 +54,21 @@ class Tokenizer(Protocol):
 def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
     flat = _SPACE.sub(" ", text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def class_examples(dataset: TextDataset, *, per_class: int = 3, seed: int = 0,
+                   limit: int = 300) -> dict[str, list[str]]:
+    """A few texts of every class (a seeded draw, in dataset order), shortened to ``limit`` characters: what the
+    HTML report shows instead of thumbnails."""
+    rng = random.Random(seed)
+    by_class: dict[str, list[str]] = {c: [] for c in dataset.classes}
+    for example in dataset.examples:
+        by_class.setdefault(example.label, []).append(example.text)
+    out: dict[str, list[str]] = {}
+    for name, texts in by_class.items():
+        picked = sorted(rng.sample(range(len(texts)), min(per_class, len(texts))))
+        out[name] = [shorten(texts[i], limit) for i in picked]
+    return out
 
 
 def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokenizer_name: str | None = None,

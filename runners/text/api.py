@@ -2,7 +2,7 @@
 the validation and test splits, and judge the advice with ``runners.verdict.decide``.
 
 Outputs under ``options.output_dir``: ``<strategy>/`` (checkpoints, ``model.pt``, ``run.json``), ``metrics.json``
-(the advice with ``run`` filled) and ``report.md``.
+(the advice with ``run`` filled), ``report.md`` and ``report.html``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tl_advise.advisor.device import resolve_device
+from tl_advise.advisor.formats.text_html import page_data, render_text_html
 from tl_advise.advisor.text.advice import TextAdviceSession
 from tl_advise.advisor.text.reading import TextDataset, TextExample
 from tl_advise.rules.text_engine import text_recipe
 from tl_advise.runners.checkpoint import atomic_write_text
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.text.strategies import TextJob, TextSplit, TextSplits, run_strategy
+from tl_advise.runners.tracking import open_loggers, tracking
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import Margin, decide
 from tl_advise.schema.errors import ConfigError, DatasetError, TLAdviseError
@@ -41,6 +44,7 @@ RESULT_FILE = "run.json"
 FINGERPRINT_FILE = "fingerprint.txt"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
+HTML_FILE = "report.html"
 
 # runners/verdict.py `decide` is typed with the image strategy ids; each text strategy stands in for one while
 # it judges, and its verdict is translated back (names in its message included). One to one, so nothing mixes.
@@ -218,45 +222,77 @@ def run_text_advice(session: TextAdviceSession, options: TextRunOptions, *,
     logger.info("text run: %s; %d train / %d val / %d test texts; validation: %s", ", ".join(strategies),
                 len(splits.train), len(splits.val), len(splits.test) if splits.test else 0, splits.validation)
     output_dir.mkdir(parents=True, exist_ok=True)
-    runs: list[TextStrategyRun] = []
-    for strategy, recipe in recipes.items():
-        folder = output_dir / strategy
-        folder.mkdir(parents=True, exist_ok=True)
-        job = TextJob(recipe=recipe, backbone=backbone, splits=splits, folder=folder, output_dir=output_dir,
-                      device=device, seed=options.seed, patience=recipe.patience if options.patience is None
-                      else options.patience, time_budget_s=options.time_budget_s, resume=options.resume,
-                      progress=options.progress, cache=session.cache, namespace=session.namespace,
-                      epoch_callback=epoch_callback)
-        fingerprint = job.fingerprint("run", options.time_budget_s)
-        done = _completed(folder, fingerprint) if options.resume else None
-        if done is not None:
-            logger.info("%s: already completed in %s, read back", strategy, folder)
-            runs.append(done)
-            continue
-        (folder / RESULT_FILE).unlink(missing_ok=True)
-        try:
-            run = run_strategy(job)
-        except TLAdviseError:
-            raise
-        except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
-            logger.exception("%s failed", strategy)
-            run = TextStrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}")
-        else:
-            atomic_write_text(run.model_dump_json(indent=2), folder / RESULT_FILE)
-            atomic_write_text(fingerprint, folder / FINGERPRINT_FILE)
-        runs.append(run)
+    trackers = open_loggers(output_dir=output_dir, tensorboard=options.tensorboard, mlflow=options.mlflow,
+                            mlflow_experiment=options.mlflow_experiment, resume=options.resume)
+    with tracking(trackers):
+        trackers.start_run(session.result, run_params(session, options, strategies, splits.validation))
+        runs: list[TextStrategyRun] = []
+        for strategy, recipe in recipes.items():
+            folder = output_dir / strategy
+            folder.mkdir(parents=True, exist_ok=True)
+            job = TextJob(recipe=recipe, backbone=backbone, splits=splits, folder=folder, output_dir=output_dir,
+                          device=device, seed=options.seed, patience=recipe.patience if options.patience is None
+                          else options.patience, time_budget_s=options.time_budget_s, resume=options.resume,
+                          progress=options.progress, cache=session.cache, namespace=session.namespace,
+                          epoch_callback=epoch_callback, epoch_logger=trackers if trackers else None)
+            trackers.start_strategy(strategy, {**recipe.model_dump(mode="json"), "n_train": len(splits.train),
+                                               "n_val": len(splits.val)})
+            run = _train_one(job, options)
+            runs.append(run)
+            trackers.end_strategy(run, folder)
 
-    rec = session.result.recommendation
-    verdict = text_verdict(rec.strategy, runs, options.margin, rec.tfidf_bar.accuracy if rec.tfidf_bar else None)
-    report = TextRunReport(output_dir=str(output_dir), device=str(device), validation=splits.validation,
-                           budget=options.budget(), runs=runs, verdict=verdict,
-                           files={"metrics": METRICS_FILE, "report": REPORT_FILE,
-                                  **{f"model:{r.strategy}": r.checkpoint for r in runs if r.checkpoint}})
-    session.result.run = report
-    atomic_write_text(session.result.model_dump_json(indent=2), output_dir / METRICS_FILE)
-    atomic_write_text(markdown_report(session, report), output_dir / REPORT_FILE)
+        rec = session.result.recommendation
+        verdict = text_verdict(rec.strategy, runs, options.margin, rec.tfidf_bar.accuracy if rec.tfidf_bar else None)
+        report = TextRunReport(output_dir=str(output_dir), device=str(device), validation=splits.validation,
+                               budget=options.budget(), runs=runs, verdict=verdict,
+                               files={"metrics": METRICS_FILE, "report": REPORT_FILE, "html": HTML_FILE,
+                                      **{f"model:{r.strategy}": r.checkpoint for r in runs if r.checkpoint}})
+        session.result.run = report
+        atomic_write_text(session.result.model_dump_json(indent=2), output_dir / METRICS_FILE)
+        atomic_write_text(markdown_report(session, report), output_dir / REPORT_FILE)
+        atomic_write_text(render_text_html(session.result, page_data(session)), output_dir / HTML_FILE)
+        trackers.finish(session.result, output_dir)
     logger.info("verdict: %s — %s", verdict.status, verdict.message)
     return report
+
+
+def _train_one(job: TextJob, options: TextRunOptions) -> TextStrategyRun:
+    """One strategy: read back when ``--resume`` finds it finished with the same settings, else trained (a crash
+    is a failure record)."""
+    strategy, folder = job.recipe.strategy, job.folder
+    fingerprint = job.fingerprint("run", options.time_budget_s)
+    done = _completed(folder, fingerprint) if options.resume else None
+    if done is not None:
+        logger.info("%s: already completed in %s, read back", strategy, folder)
+        return done
+    (folder / RESULT_FILE).unlink(missing_ok=True)
+    try:
+        run = run_strategy(job)
+    except TLAdviseError:
+        raise
+    except Exception as exc:  # one crashed strategy is a failure record, not a dead comparison
+        logger.exception("%s failed", strategy)
+        return TextStrategyRun(strategy=strategy, status="failed", error=f"{type(exc).__name__}: {exc}")
+    atomic_write_text(run.model_dump_json(indent=2), folder / RESULT_FILE)
+    atomic_write_text(fingerprint, folder / FINGERPRINT_FILE)
+    return run
+
+
+def run_params(session: TextAdviceSession, options: TextRunOptions, strategies: Sequence[TextStrategyId],
+               validation: str) -> dict[str, Any]:
+    """What a tracker records about the whole text run: the advice it tests and the options it ran with (the
+    image run's ``runners.api.run_params``, in text terms)."""
+    result = session.result
+    rec, sim, ds = result.recommendation, result.similarity, result.dataset
+    return {
+        "advice": {"strategy": rec.strategy, "rule": rec.rule_id, "similarity": round(sim.score, 4),
+                   "similarity_label": sim.label},
+        "dataset": {"root": result.source.root, "texts": ds.n_texts, "classes": len(ds.classes),
+                    "texts_per_class": ds.texts_per_class},
+        "backbone": {"name": result.backbone.name, "weights": result.backbone.weights},
+        "run": {"strategies": list(strategies), "compare": options.compare, "margin": options.margin,
+                "validation": validation, **options.budget()},
+    }
 
 
 def _lr(x: float | None) -> str:

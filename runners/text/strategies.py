@@ -31,7 +31,6 @@ from sklearn.metrics import log_loss
 
 from tl_advise.advisor.cache import ArrayCache, digest
 from tl_advise.advisor.text.backbone import TextBackbone, text_hash
-from tl_advise.runners.checkpoint import atomic_save
 from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.feature_extraction import feature_batches
 from tl_advise.runners.metrics import classification_metrics
@@ -49,6 +48,8 @@ from tl_advise.runners.text.model import (
     train_batches,
     trainable_groups,
 )
+from tl_advise.runners.text.trained_model import save_encoder_model, save_tfidf_model
+from tl_advise.runners.tracking import EpochRecord, OffsetLogger, RunLogger
 from tl_advise.runners.train import EpochCallback, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import EpochLog, Metrics
@@ -98,6 +99,7 @@ class TextJob:
     cache: ArrayCache
     namespace: str
     epoch_callback: EpochCallback | None = None
+    epoch_logger: RunLogger | None = None  # experiment tracking: one call per epoch, numbered over the strategy
 
     def fingerprint(self, *extra: object) -> str:
         """Everything that changes the numbers: the backbone, the recipe, the exact texts and labels, the seed
@@ -181,7 +183,7 @@ def train_head(job: TextJob, train_x: torch.Tensor, val_x: torch.Tensor, state_p
         n_train_batches=max(1, len(train_y) // recipe.batch_size),
         val_batches=lambda: feature_batches(val_x, val_y, 256), device=job.device, state_path=state_path,
         fingerprint=job.fingerprint("head"), patience=job.patience, time_budget_s=job.time_budget_s,
-        resume=job.resume, progress=job.progress, epoch_callback=job.epoch_callback)
+        resume=job.resume, progress=job.progress, epoch_callback=job.epoch_callback, epoch_logger=job.epoch_logger)
     result = fit(fit_job)
     head.load_state_dict(result.best_state)
     return HeadResult(head=head, curves=result.curves, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
@@ -206,9 +208,8 @@ def run_feature_extraction(job: TextJob) -> TextStrategyRun:
         return _metrics(logits, y, job.splits.classes)
 
     model_path = job.folder / MODEL_FILE
-    atomic_save({"head": head.state_dict(), "classes": job.splits.classes, "backbone": job.backbone.name,
-                 "weights": job.backbone.info.weights, "max_length": recipe.max_length,
-                 "strategy": recipe.strategy}, model_path)
+    save_encoder_model(model_path, strategy=recipe.strategy, class_names=job.splits.classes,
+                       max_length=recipe.max_length, backbone=job.backbone, encoder=job.backbone.model, head=head)
     total = result.train_time_s + embed_s
     return TextStrategyRun(
         strategy=recipe.strategy, status="stopped_by_budget" if result.stopped_by_budget else "completed",
@@ -279,7 +280,9 @@ def run_finetune(job: TextJob) -> TextStrategyRun:
         val_batches=lambda: eval_batches(val_ids, val_y, EVAL_BATCH, pad_id=pad), device=job.device,
         state_path=job.folder / STATE_FILE, fingerprint=job.fingerprint("finetune"), patience=job.patience,
         time_budget_s=job.time_budget_s, resume=job.resume, progress=job.progress,
-        epoch_callback=job.epoch_callback)
+        epoch_callback=job.epoch_callback,
+        epoch_logger=OffsetLogger(job.epoch_logger, epoch_offset=head_result.epochs_run, phase_index=1)
+        if job.epoch_logger is not None else None)
     result = fit(fit_job)
     model.load_state_dict(result.best_state)
 
@@ -290,9 +293,8 @@ def run_finetune(job: TextJob) -> TextStrategyRun:
         return _metrics(restore_order(logits, ids), restore_order(labels, ids), job.splits.classes)
 
     model_path = job.folder / MODEL_FILE
-    atomic_save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "classes": job.splits.classes, "backbone": job.backbone.name, "weights": job.backbone.info.weights,
-                 "max_length": recipe.max_length, "strategy": recipe.strategy}, model_path)
+    save_encoder_model(model_path, strategy=recipe.strategy, class_names=job.splits.classes,
+                       max_length=recipe.max_length, backbone=job.backbone, encoder=model.encoder, head=model.head)
     # Epochs are numbered over the whole run: the fine-tuning's follow the head's.
     offset = head_result.epochs_run
     curves = [*head_result.curves, *(c.model_copy(update={"epoch": c.epoch + offset}) for c in result.curves)]
@@ -333,8 +335,14 @@ def run_tfidf(job: TextJob) -> TextStrategyRun:
     val = metrics(job.splits.val)
     curve = EpochLog(phase="fit", epoch=1, train_loss=round(float(metrics(job.splits.train).loss), 6),
                      val_loss=val.loss, val_accuracy=val.accuracy, seconds=round(seconds, 3))
+    if job.epoch_logger is not None:  # one closed-form fit: its one point of the curve
+        job.epoch_logger.log_epoch(EpochRecord(recipe.strategy, curve, 0, {}))
+    model_path = job.folder / MODEL_FILE
+    save_tfidf_model(model_path, strategy=recipe.strategy, class_names=job.splits.classes, vectorizer=vectorizer,
+                     model=model)
     return TextStrategyRun(
         strategy=recipe.strategy, status="completed", settings=job.settings(trainable={"fit": ["tfidf"]}),
+        checkpoint=job.relative(model_path),
         epochs_run=1, best_epoch=1, val=val, test=metrics(job.splits.test) if job.splits.test else None,
         train_time_s=round(seconds, 3), texts_per_s=round(len(job.splits.train) / seconds, 1) if seconds > 0 else 0.0,
         curves=[curve])

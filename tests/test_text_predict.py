@@ -1,0 +1,164 @@
+"""``tl-advise predict`` with a text model: what a text ``--run`` saves predicts, offline, exactly what the run
+measured; texts come from arguments, stdin or a file; bad input is one exit-2 message."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from text_fixtures import tiny_backbone, tiny_dataset
+
+from tl_advise.cli.commands import main
+
+pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+
+STRATEGIES = ["text_feature_extraction", "text_finetune_top", "tfidf_linear"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[str], list[str]]:
+    """A tiny run of three strategies: (output folder, its report, the test texts, their true labels)."""
+    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.runners.text import run_text_advice
+    from tl_advise.runners.text.api import make_text_splits
+    from tl_advise.schema.text import TextRunOptions
+
+    root = tmp_path_factory.mktemp("text-run")
+    dataset = tiny_dataset(root / "data")
+    session = advise_text_session(dataset, backbone=tiny_backbone(), use_cache=False, sample_size=40)
+    report = run_text_advice(session, TextRunOptions(output_dir=root / "out", strategies=STRATEGIES, max_length=32,
+                                                     head_epochs=3, finetune_epochs=1, tensorboard=False))
+    test = make_text_splits(dataset).test
+    assert test is not None
+    return root / "out", report, test.texts, [dataset.classes[y] for y in test.labels]
+
+
+def _predict(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["predict", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_saved_text_model_predicts_what_its_run_measured_on_test(
+        strategy: str, trained: tuple[Path, Any, list[str], list[str]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out, report, texts, truth = trained
+    run = next(r for r in report.runs if r.strategy == strategy)
+    assert run.checkpoint == f"{strategy}/model.pt"
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    code, stdout, err = _predict(capsys, str(out / strategy), "--file", str(texts_file), "--format", "json")
+    assert code == 0, err
+    predicted = json.loads(stdout)
+    assert predicted["modality"] == "text" and predicted["strategy"] == strategy
+    labels = [p["prediction"] for p in predicted["predictions"]]
+    # the run recorded, text by text, which test texts it got right: the saved model gets the same ones right
+    assert "".join("1" if p == t else "0" for p, t in zip(labels, truth, strict=True)) == run.test.correct
+    for p in predicted["predictions"]:
+        assert p["top_k"][0] == p["prediction"] and sorted(p["top_k"]) == ["negative", "positive"]
+        assert p["confidence"] == pytest.approx(max(p["probabilities"].values()))
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_the_run_folder_predicts_with_the_recommended_model_from_arguments_stdin_and_csv(
+        trained: tuple[Path, Any, list[str], list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out, report, texts, _ = trained
+    recommended = report.verdict.recommended
+    code, stdout, err = _predict(capsys, str(out / recommended), texts[0], texts[1], "--top-k", "1")
+    assert code == 0, err
+    expected = list(csv.DictReader(io.StringIO(stdout)))
+    assert [r["text"] for r in expected] == texts[:2] and [r["index"] for r in expected] == ["0", "1"]
+    assert list(expected[0]) == ["index", "text", "prediction", "confidence", "top_k", "prob_negative",
+                                 "prob_positive"]
+    assert all(r["top_k"] == r["prediction"] for r in expected)
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{texts[0]}\n\n{texts[1]}\n"))
+    code, stdout, err = _predict(capsys, str(out), "-", "--top-k", "1")  # the folder: its recommended strategy's model
+    assert code == 0, err
+    assert list(csv.DictReader(io.StringIO(stdout))) == expected
+
+    table = tmp_path / "new.csv"
+    table.write_text("id,review\n1," + texts[0] + "\n2," + texts[1] + "\n", encoding="utf-8")
+    code, stdout, err = _predict(capsys, str(out), "--file", str(table), "--top-k", "1")
+    assert code == 0, err
+    assert list(csv.DictReader(io.StringIO(stdout))) == expected
+
+
+# --------------------------------------------------------------------------- bad input: exit 2, one message
+
+
+@pytest.fixture
+def tfidf_model(tmp_path: Path) -> Path:
+    """A tfidf_linear model saved as a run saves it (fitted here on six texts: no training run needed)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from tl_advise.runners.text.trained_model import save_tfidf_model
+
+    texts = ["good film", "great plot", "lovely show", "bad film", "awful plot", "dull show"]
+    vectorizer = TfidfVectorizer(sublinear_tf=True)
+    model = LogisticRegression(C=10).fit(vectorizer.fit_transform(texts), [1, 1, 1, 0, 0, 0])
+    path = tmp_path / "model.pt"
+    save_tfidf_model(path, strategy="tfidf_linear", class_names=["neg", "pos"], vectorizer=vectorizer, model=model)
+    return path
+
+
+def test_a_saved_tfidf_model_predicts_offline_from_plain_numbers(tfidf_model: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, err = _predict(capsys, str(tfidf_model), "a great film", "an awful show", "--format", "json")
+    assert code == 0, err
+    assert [p["prediction"] for p in json.loads(stdout)["predictions"]] == ["pos", "neg"]
+
+
+def test_bad_text_input_is_one_exit_2_message(tfidf_model: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = _predict(capsys, str(tfidf_model))
+    assert code == 2 and "no texts given to" in err and "--file texts.txt" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n  \n"))
+    code, _, err = _predict(capsys, str(tfidf_model), "-")
+    assert code == 2 and "no texts given to" in err
+    code, _, err = _predict(capsys, str(tfidf_model), "--file", str(tmp_path / "missing.txt"))
+    assert code == 2 and f"cannot read {tmp_path / 'missing.txt'}" in err
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n", encoding="utf-8")
+    code, _, err = _predict(capsys, str(tfidf_model), "--file", str(blank))
+    assert code == 2 and f"{blank} holds no text" in err
+    table = tmp_path / "t.csv"
+    table.write_text("id,score\n1,2\n", encoding="utf-8")
+    code, _, err = _predict(capsys, str(tfidf_model), "--file", str(table))
+    assert code == 2 and f"{table} has no text column" in err and "--text-column" in err
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8 not really")
+    code, _, err = _predict(capsys, str(tfidf_model), str(photo))
+    assert code == 2 and "is a text model: it classifies texts, and" in err and "photo.jpg is an image file" in err
+    assert "Traceback" not in err
+
+
+def test_texts_for_an_image_model_are_refused_naming_the_modality(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    image_model = tmp_path / "model.pt"
+    torch.save({"kind": "tl-advise-model"}, image_model)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a text\n", encoding="utf-8")
+    code, _, err = _predict(capsys, str(image_model), "--file", str(texts))
+    assert code == 2 and f"{image_model} is an image model: it classifies images, not texts (--file)" in err
+    assert "Traceback" not in err
+
+
+def test_a_damaged_text_model_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "model.pt"
+    torch.save({"kind": "tl-advise-text-model", "model": "tfidf", "strategy": "tfidf_linear",
+                "class_names": ["a", "b"]}, broken)
+    code, _, err = _predict(capsys, str(broken), "some text")
+    assert code == 2 and "is not a text model tl-advise can load: its 'vocabulary' should be dict, not nothing" in err
