@@ -68,6 +68,7 @@ def test_a_text_run_is_one_mlflow_parent_with_a_run_per_strategy(tmp_path: Path,
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is relative to the working directory
     report = _run(tmp_path, backbone, tensorboard=False, mlflow_experiment="text-test")
     client = MlflowClient()
     experiment = client.get_experiment_by_name("text-test")
