@@ -79,6 +79,8 @@ class EmbeddingSet:
     cache_hits: int = 0
     forward_passes: int = 0
     failed: list[SkippedFile] = field(default_factory=list)
+    # (images, seconds) of each batch's forward pass through the body, in order, where the engine timed it
+    body_times: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def labels(self) -> np.ndarray:
@@ -98,6 +100,9 @@ class Batch:
     pixels: np.ndarray
     bn_mean: list[np.ndarray]
     bn_sq: list[np.ndarray]
+    # wall seconds of the body's forward pass on this batch alone (no decoding, no head, no BN taps), where the
+    # engine times it: the PyTorch engine without BN statistics (the ranking's images/s)
+    body_seconds: float | None = None
 
 
 class EmbeddingEngine(Protocol):
@@ -178,7 +183,8 @@ def bn_statistics_from(arrays: dict[str, np.ndarray]) -> BNStatistics:
 
 
 def _forward(engine: EmbeddingEngine, paths: list[Path], *, batch_size: int, num_workers: int,
-             bn: _BNAccumulator | None, progress: bool) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
+             bn: _BNAccumulator | None, progress: bool, body_times: list[tuple[int, float]] | None = None
+             ) -> tuple[dict[str, np.ndarray], list[tuple[int, str]]]:
     n = len(paths)
     rows: dict[str, np.ndarray] = {}
     failures: list[tuple[int, str]] = []
@@ -189,6 +195,8 @@ def _forward(engine: EmbeddingEngine, paths: list[Path], *, batch_size: int, num
             failures.extend((int(i), e) for i, e in zip(batch.index, batch.errors, strict=True) if e)
             if bn is not None:
                 bn.add(batch, ok)
+            if body_times is not None and batch.body_seconds is not None:
+                body_times.append((len(batch.index), batch.body_seconds))
             values = {"features": batch.features.astype(np.float32), "pixels": batch.pixels,
                       **head_rows(batch.logits)}
             for name in ROW_FIELDS:
@@ -218,6 +226,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
     todo = list(range(len(records))) if needs_bn else [i for i, k in enumerate(ids) if k not in cached_rows]
 
     failures: list[tuple[int, str]] = []
+    body_times: list[tuple[int, float]] = []
     if todo:
         logger.info("embedding %d images with %s (%s) on %s", len(todo), engine.info.name, engine.name,
                     engine.device)
@@ -225,7 +234,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
         computed, failures = _forward(
             engine, [records[i].path for i in todo], batch_size=batch_size or engine.default_batch_size,
             num_workers=default_workers() if num_workers is None else num_workers,
-            bn=accumulator, progress=progress)
+            bn=accumulator, progress=progress, body_times=body_times)
         if accumulator is not None:
             bn_arrays = accumulator.arrays()
             cache.save(BN_STATS_KIND, bn_key, bn_arrays)
@@ -249,6 +258,7 @@ def embed_sample(engine: EmbeddingEngine, records: Sequence[ImageRecord], *, roo
         cache_hits=len(records) - len(todo), forward_passes=len(todo),
         failed=[SkippedFile(path=display_name(records[i].path, root), reason=reason)
                 for i, reason in failures],
+        body_times=body_times,
     )
 
 

