@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
+from tl_advise.advisor.data.images.manifest import ManifestOptions
+from tl_advise.advisor.data.images.sampling import stratified_sample, without_duplicates
+from tl_advise.advisor.data.images.scan import (
+    DatasetScan,
+    ImageRecord,
+    capped_for_training,
+    scan_dataset,
+    without_undecodable,
+)
 from tl_advise.advisor.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_DEVICE,
@@ -26,11 +34,9 @@ from tl_advise.advisor.defaults import (
     MAX_SEED,
     MEASUREMENTS_KIND,
 )
-from tl_advise.advisor.device import check_device
-from tl_advise.advisor.engines import check_engine
-from tl_advise.advisor.manifest import ManifestOptions
-from tl_advise.advisor.sampling import stratified_sample, without_duplicates
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, capped_for_training, scan_dataset, without_undecodable
+from tl_advise.advisor.measure.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest, file_identity
+from tl_advise.advisor.measure.device import check_device
+from tl_advise.advisor.measure.images.engines import check_engine
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.advisor.writable import check_write_path
@@ -49,7 +55,7 @@ from tl_advise.schema.models import (
 )
 
 if TYPE_CHECKING:
-    from tl_advise.advisor.backbones import Backbone
+    from tl_advise.advisor.measure.images.backbones import Backbone
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ class AdviceSession:
     def backbone(self) -> Backbone:
         """The pretrained backbone, loaded on first use (a warm advice never needed it)."""
         if self._backbone is None:
-            from tl_advise.advisor.backbones import load_backbone
+            from tl_advise.advisor.measure.images.backbones import load_backbone
 
             self._backbone = load_backbone(self.backbone_spec, weights_file=self.weights)
         return self._backbone
@@ -121,7 +127,7 @@ def advise(
     ``manifest`` says how to read a label manifest (image root, column names; detected when None).
     ``batch_size``: images per forward pass (None: the engine's own, 8 with ONNX Runtime, 32 with PyTorch).
     ``engine`` runs the forward pass: ``"auto"`` (ONNX Runtime on the CPU where it can, else PyTorch),
-    ``"onnx"`` or ``"torch"`` (see ``tl_advise.advisor.engines``).
+    ``"onnx"`` or ``"torch"`` (see ``tl_advise.advisor.measure.images.engines``).
     ``target``: advice for another backbone (``--for``): ``backbone`` (the calibrated probe) measures the
     similarity, the recipe is mapped onto the target's stages and preprocessing, ``weights`` is the target's.
     ``max_train_per_class``: the runs will train at most this many images per class (``--max-train-per-class``):
@@ -260,9 +266,9 @@ def measure(backbone_spec: str, weights: str | Path | None, sample: list[ImageRe
     """The cold path: one forward pass over the sample, every raw signal. Returns the measurements, the
     PyTorch backbone if one was loaded on the way, and where the pass ran."""
     with timer.step("imports"):  # scikit-learn; torch, torchvision and timm only for the PyTorch engine
-        from tl_advise.advisor import similarity as signals
-        from tl_advise.advisor.embedding import embed_sample
-        from tl_advise.advisor.engines import open_engine
+        from tl_advise.advisor.measure.images import similarity as signals
+        from tl_advise.advisor.measure.images.embedding import embed_sample
+        from tl_advise.advisor.measure.images.engines import open_engine
 
     with timer.step("load_backbone"):
         opened = open_engine(engine, backbone_spec, weights, device=device, cache=cache, progress=progress,

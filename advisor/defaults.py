@@ -10,7 +10,7 @@ from pathlib import Path
 DEFAULT_BACKBONE = "efficientnet_lite0"  # embedded in the package: works offline
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEFAULT_DEVICE = "auto"
-# What runs the advice's forward pass (advisor/engines): ONNX Runtime where it can, else PyTorch.
+# What runs the advice's forward pass (advisor/measure/images/engines): ONNX Runtime where it can, else PyTorch.
 ENGINE_CHOICES = ("auto", "onnx", "torch")
 DEFAULT_ENGINE = "auto"
 DEFAULT_SEED = 0
@@ -18,8 +18,9 @@ MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds are 32-bit
 # Embedding sample caps: the similarity signals were stable from ~8 images per class (similarity notes, point 6).
 DEFAULT_PER_CLASS = 64
 DEFAULT_TOTAL = 1024
-DEFAULT_BATCH_SIZE = 32  # images per forward pass when predicting (embedding: the engine's own, advisor/engines)
+# Images per forward pass when predicting (embedding: the engine's own, advisor/measure/images/engines).
+DEFAULT_BATCH_SIZE = 32
 DEFAULT_RUN_DIR = Path("tl-advise-runs")  # where `--run` writes when no --output-dir is given
-# What the cache stores, one folder per kind under v<format>/ (advisor/cache.py); `tl-advise cache` lists them.
+# What the cache stores, one folder per kind under v<format>/ (advisor/measure/cache.py); `tl-advise cache` lists them.
 EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND = "embeddings", "bnstats", "measurements", "graphs"
 CACHE_KINDS = (EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND)

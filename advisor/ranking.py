@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, digest, file_identity
+from tl_advise.advisor.data.images.manifest import ManifestOptions
+from tl_advise.advisor.data.images.scan import ImageRecord
 from tl_advise.advisor.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_DEVICE,
@@ -37,9 +38,8 @@ from tl_advise.advisor.defaults import (
     DEFAULT_TOTAL,
     MEASUREMENTS_KIND,
 )
-from tl_advise.advisor.manifest import ManifestOptions
-from tl_advise.advisor.scan import ImageRecord
-from tl_advise.advisor.shared_decode import SharedDecoder
+from tl_advise.advisor.measure.cache import CACHE_FORMAT, ArrayCache, digest, file_identity
+from tl_advise.advisor.measure.images.shared_decode import SharedDecoder
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.advisor.versions import package_version, tool_version
 from tl_advise.rules import RuleSet
@@ -56,8 +56,8 @@ from tl_advise.schema.ranking import (
 )
 
 if TYPE_CHECKING:
-    from tl_advise.advisor.backbones import Backbone
-    from tl_advise.advisor.engines.torch_engine import Loader
+    from tl_advise.advisor.measure.images.backbones import Backbone
+    from tl_advise.advisor.measure.images.engines.torch_engine import Loader
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,9 @@ def check_candidates(candidates: Sequence[str] | str, cache: ArrayCache | None =
     known = known_names(cache)
     if all(name in known for name in names):
         return [known[name] for name in names]
-    from tl_advise.advisor.backbones.registry import check_backbone_name  # imports torch: after the cheap checks
+    from tl_advise.advisor.measure.images.backbones.registry import (
+        check_backbone_name,  # imports torch: after the cheap checks
+    )
 
     return [check_backbone_name(name) for name in names]
 
@@ -137,7 +139,7 @@ def check_candidates(candidates: Sequence[str] | str, cache: ArrayCache | None =
 def _folds(labels: np.ndarray) -> int:
     counts = np.bincount(labels)
     counts = counts[counts > 0]
-    from tl_advise.advisor.similarity import MAX_FOLDS
+    from tl_advise.advisor.measure.images.similarity import MAX_FOLDS
 
     return int(min(MAX_FOLDS, counts.min())) if counts.size >= 2 else 0
 
@@ -155,8 +157,8 @@ def transfer_scores(features: np.ndarray, labels: np.ndarray, *, seed: int
     from sklearn.preprocessing import Normalizer, StandardScaler
     from threadpoolctl import threadpool_limits
 
-    from tl_advise.advisor.logme import logme
-    from tl_advise.advisor.similarity import KNN_NEIGHBOURS, LOGREG_COMPONENTS
+    from tl_advise.advisor.measure.images.similarity import KNN_NEIGHBOURS, LOGREG_COMPONENTS
+    from tl_advise.advisor.measure.logme import logme
 
     y = np.asarray(labels)
     n_folds = _folds(y)
@@ -237,8 +239,8 @@ def measure_throughput(backbone: Backbone, records: Sequence[ImageRecord], *, de
     timed batches of ``batch_size`` sample images (fewer when the sample is smaller), and what ran it."""
     import torch
 
-    from tl_advise.advisor.device import resolve_device
-    from tl_advise.advisor.preprocess import load_for_network
+    from tl_advise.advisor.measure.device import resolve_device
+    from tl_advise.advisor.measure.images.preprocess import load_for_network
 
     load = load or load_for_network
     target = resolve_device(device)
@@ -327,8 +329,8 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("cached ranking measurement of %s does not fit this version (%s); measuring again",
                            spec, exc)
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.embedding import embed_sample
+    from tl_advise.advisor.measure.images.backbones import load_backbone
+    from tl_advise.advisor.measure.images.embedding import embed_sample
 
     started = time.perf_counter()
     opened = _open(spec, engine, device=device, cache=cache, progress=progress, backbone=backbone, decoder=decoder)
@@ -343,7 +345,7 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
     batch = batch_size or opened.engine.default_batch_size
     from_pass = pass_throughput(embedded.body_times, batch) if opened.engine.name == "torch" else None
     if from_pass is not None:
-        from tl_advise.advisor.device import resolve_device
+        from tl_advise.advisor.measure.device import resolve_device
 
         images_per_second, timed = from_pass
         how = (f"{_where(resolve_device(device))}, batch {batch}, the embedding pass ({timed} images timed after "
@@ -366,14 +368,14 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
 def _open(spec: str, engine: str, *, device: str, cache: ArrayCache, progress: bool, backbone: Backbone | None,
           decoder: SharedDecoder | None) -> Any:
     """The candidate's engine: with PyTorch, on ``backbone`` when given and reading through ``decoder``."""
-    from tl_advise.advisor.engines import open_engine
+    from tl_advise.advisor.measure.images.engines import open_engine
 
     if engine != "torch":
         return open_engine(engine, spec, None, device=device, cache=cache, progress=progress, timer=StepTimer())
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.device import resolve_device
-    from tl_advise.advisor.engines import _Opened
-    from tl_advise.advisor.engines.torch_engine import TorchEngine
+    from tl_advise.advisor.measure.device import resolve_device
+    from tl_advise.advisor.measure.images.backbones import load_backbone
+    from tl_advise.advisor.measure.images.engines import _Opened
+    from tl_advise.advisor.measure.images.engines.torch_engine import TorchEngine
 
     net = backbone if backbone is not None else load_backbone(spec, progress=progress)
     if decoder is None:
@@ -484,7 +486,7 @@ def rank_backbones(
     total_start = time.perf_counter()
     if score not in SCORE_NAMES:
         raise ConfigError(f"--score must be one of {', '.join(SCORE_NAMES)}. Got {score!r} instead.")
-    from tl_advise.advisor.cache import default_cache_dir
+    from tl_advise.advisor.measure.cache import default_cache_dir
 
     names = check_candidates(candidates, ArrayCache(Path(cache_dir or default_cache_dir())) if use_cache else None)
     timings: dict[str, float] = {}

@@ -18,14 +18,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tl_advise.advisor.cache import ArrayCache, digest
 from tl_advise.advisor.defaults import MEASUREMENTS_KIND
+from tl_advise.advisor.measure.cache import ArrayCache, digest
 from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.rules import RuleSet, recommend
 from tl_advise.schema.models import BackboneInfo, DatasetSummary, Recommendation, SimilarityReport
 
 if TYPE_CHECKING:
-    from tl_advise.advisor.backbones import Backbone
+    from tl_advise.advisor.measure.images.backbones import Backbone
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def describe(spec: str, weights: str | Path | None, cache: ArrayCache, *, progre
     found = cached_info(cache, spec, weights)
     if found is not None:
         return found, None
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
 
     backbone = load_backbone(spec, weights_file=weights, progress=progress)
     cache.save_json(MEASUREMENTS_KIND, info_key(spec, weights), backbone.info.model_dump(mode="json"))
@@ -66,7 +66,7 @@ def describe(spec: str, weights: str | Path | None, cache: ArrayCache, *, progre
 def check_target(spec: str, weights: str | Path | None, cache: ArrayCache) -> None:
     """Refuse an unknown target name before the scan (nothing loaded; a cached description passes)."""
     if cached_info(cache, spec, weights) is None:
-        from tl_advise.advisor.backbones.registry import check_backbone_name
+        from tl_advise.advisor.measure.images.backbones.registry import check_backbone_name
 
         check_backbone_name(spec)
 

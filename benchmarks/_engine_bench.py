@@ -120,9 +120,9 @@ class ExportedGraph:
 
 def export_default_graph(tmp: Path) -> ExportedGraph:
     """Export the default backbone the way ``--engine onnx`` does on a fresh cache; in this process."""
-    from tl_advise.advisor.cache import ArrayCache
     from tl_advise.advisor.defaults import DEFAULT_BACKBONE
-    from tl_advise.advisor.engines import open_engine
+    from tl_advise.advisor.measure.cache import ArrayCache
+    from tl_advise.advisor.measure.images.engines import open_engine
     from tl_advise.advisor.timing import StepTimer
 
     cache_dir = Path(tempfile.mkdtemp(prefix="graph-", dir=tmp))
@@ -140,7 +140,7 @@ def export_default_graph(tmp: Path) -> ExportedGraph:
 
 def graph_only_cache(graphs_dir: Path, tmp: Path, prefix: str) -> Path:
     """A fresh cache folder that holds the exported graph and nothing else (no embeddings, no results)."""
-    from tl_advise.advisor.cache import CACHE_FORMAT
+    from tl_advise.advisor.measure.cache import CACHE_FORMAT
 
     cache_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=tmp))
     shutil.copytree(graphs_dir, cache_dir / f"v{CACHE_FORMAT}" / graphs_dir.name)
@@ -327,7 +327,7 @@ class RuntimeComparison:
 
 def runtime_batch(records: Sequence[Any], pre: Any, out: Path, n: int = RUNTIME_BATCH) -> Path:
     """``n`` real images as the network sees them, saved once so every runtime gets the same array."""
-    from tl_advise.advisor.preprocess import load_for_network
+    from tl_advise.advisor.measure.images.preprocess import load_for_network
 
     x = np.stack([load_for_network(str(r.path), pre)[0] for r in list(records)[:n]])
     if len(x) < n:  # a dataset smaller than a batch: repeat it
@@ -338,7 +338,7 @@ def runtime_batch(records: Sequence[Any], pre: Any, out: Path, n: int = RUNTIME_
 
 def compare_runtimes(graph: ExportedGraph, batch_file: Path, tmp: Path, *, env: dict[str, str],
                      settle: Callable[[], float]) -> RuntimeComparison:
-    from tl_advise.advisor.engines.onnx_engine import cpu_threads
+    from tl_advise.advisor.measure.images.engines.onnx_engine import cpu_threads
 
     comparison = RuntimeComparison(graph=graph.onnx_path.name, runtimes=[])
     wanted = ["onnxruntime", "onnxruntime_no_arena"]
@@ -417,8 +417,8 @@ def reduce_factor(size: tuple[int, int], resize_size: int) -> int:
 
 def decode_variants(pre: Any) -> dict[str, Callable[[str], tuple[np.ndarray, np.ndarray]]]:
     """The current ``load_for_network`` and the Pillow options, each returning (network input, pixels)."""
-    from tl_advise.advisor import preprocess as pp
-    from tl_advise.advisor.decode import open_rgb
+    from tl_advise.advisor.data.images.decode import open_rgb
+    from tl_advise.advisor.measure.images import preprocess as pp
 
     resample = pp.RESAMPLING[pre.interpolation]
 
@@ -459,7 +459,7 @@ class DecodeResult:
 
 def decode_sample(data: Path, n: int, seed: int) -> list[str]:
     """Up to ``n`` seeded images of the dataset, as the advisor's scan finds them."""
-    from tl_advise.advisor.scan import scan_dataset
+    from tl_advise.advisor.data.images.scan import scan_dataset
 
     records = scan_dataset(data).records
     rng = random.Random(seed)
@@ -481,7 +481,7 @@ def decode_options(datasets: Sequence[tuple[str, Path]], pre: Any, *, n: int, se
     """Per dataset, serially in this process: ms/image of each variant (interleaved rounds, best kept)."""
     from PIL import Image
 
-    from tl_advise.advisor.decode import open_rgb
+    from tl_advise.advisor.data.images.decode import open_rgb
 
     variants = decode_variants(pre)
     results = []
@@ -648,8 +648,10 @@ def breakdown(plain_model: Any, plain_tf: Any, ours_net: Any, onnx_engine: Any, 
     import torch
     from torchvision.datasets.folder import default_loader
 
-    from tl_advise.advisor.engines.torch_engine import _BNRecorder  # the hooks that collect BN statistics
-    from tl_advise.advisor.preprocess import load_for_network
+    from tl_advise.advisor.measure.images.engines.torch_engine import (
+        _BNRecorder,  # the hooks that collect BN statistics
+    )
+    from tl_advise.advisor.measure.images.preprocess import load_for_network
 
     pre = ours_net.preprocessing
     ms: dict[str, float] = {}
@@ -730,7 +732,7 @@ def markdown_sections(results: dict[str, Any]) -> list[str]:
                 "`reducing_gap_G`: `img.resize(..., reducing_gap=G)` in the shorter-side resize; `reduce_k`: "
                 "`img.reduce(k)` first, k the largest integer keeping the shorter side ≥ resize size. "
                 "Max |Δ| of the network input (normalised units) vs the current path; (changed) = images whose "
-                "input differs at all. Report only: advisor/preprocess.py is unchanged.", "",
+                "input differs at all. Report only: advisor/measure/images/preprocess.py is unchanged.", "",
                 *decode_table(decode), ""]
     imports: ImportReport | None = results.get("imports")
     if imports is not None:

@@ -297,13 +297,13 @@ def run_cli(data: Path, cache_dir: Path, workdir: Path, engine: str | None = Non
 
 def prime_imports(workdir: Path) -> None:
     """Load the heavy libraries once (untimed) so the first cold run does not also pay a cold OS page cache."""
-    code = ("import torch, torchvision, timm, sklearn, onnxruntime, tl_advise.advisor.embed, "
-            "tl_advise.advisor.similarity")
+    code = ("import torch, torchvision, timm, sklearn, onnxruntime, tl_advise.advisor.measure.images.embed, "
+            "tl_advise.advisor.measure.images.similarity")
     subprocess.run([sys.executable, "-c", code], cwd=workdir, env=clean_env(), check=True, timeout=300)
 
 
 def graphs_of(cache_dir: Path) -> Path:
-    from tl_advise.advisor.cache import CACHE_FORMAT
+    from tl_advise.advisor.measure.cache import CACHE_FORMAT
 
     return cache_dir / f"v{CACHE_FORMAT}" / "graphs"
 
@@ -351,8 +351,8 @@ def throughput_inputs(data: Path, sample_only: bool) -> ThroughputInputs:
     """All images torchvision's ImageFolder would read (or the advisor's stratified sample of them)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    from tl_advise.advisor.sampling import stratified_sample, without_duplicates
-    from tl_advise.advisor.scan import scan_dataset
+    from tl_advise.advisor.data.images.sampling import stratified_sample, without_duplicates
+    from tl_advise.advisor.data.images.scan import scan_dataset
 
     scan = scan_dataset(data)
     records = [r for r in scan.records if r.path.suffix.lower() in IMG_EXTENSIONS]
@@ -406,7 +406,7 @@ def run_plain(model: Any, dataset: Any, workers: int, channels_last: bool = Fals
 
 def disabled_cache_works() -> bool:
     """Whether ``ArrayCache(None)`` accepts writes (a disabled cache must ignore them, not raise)."""
-    from tl_advise.advisor.cache import ArrayCache
+    from tl_advise.advisor.measure.cache import ArrayCache
 
     try:
         ArrayCache(None).save("probe", "probe", {})
@@ -419,7 +419,7 @@ def disabled_cache_works() -> bool:
 
 def empty_cache(tmp: Path) -> Any:
     """No cached rows: ``ArrayCache(None)`` if it works, else a fresh, empty cache folder (writes included)."""
-    from tl_advise.advisor.cache import ArrayCache
+    from tl_advise.advisor.measure.cache import ArrayCache
 
     return ArrayCache(None) if disabled_cache_works() else ArrayCache(Path(tempfile.mkdtemp(prefix="embed-", dir=tmp)))
 
@@ -427,7 +427,7 @@ def empty_cache(tmp: Path) -> Any:
 def run_ours(engine: Any, inputs: ThroughputInputs, tmp: Path) -> tuple[float, float, dict[str, int]]:
     """``embed_sample(engine)`` with no cached rows and BN statistics, the advice's default workers: what a
     cold advise pays for the forward pass. ``embed(backbone)`` is this with a ``TorchEngine``."""
-    from tl_advise.advisor.embedding import embed_sample
+    from tl_advise.advisor.measure.images.embedding import embed_sample
 
     cache = empty_cache(tmp)
     with stopwatch() as elapsed, cpu_watch() as cpu:
@@ -447,8 +447,8 @@ def throughput(data: Path, tmp: Path, graph: eb.ExportedGraph, *, sample_only: b
     import torch
     from torch import nn
 
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.engines.torch_engine import TorchEngine
+    from tl_advise.advisor.measure.images.backbones import load_backbone
+    from tl_advise.advisor.measure.images.engines.torch_engine import TorchEngine
 
     inputs = throughput_inputs(data, sample_only)
     plain_net = load_backbone("efficientnet_lite0").eval()
@@ -853,7 +853,7 @@ def run_all(args: argparse.Namespace, shared: Path, names: list[str], tmp: Path)
         batch = eb.runtime_batch(inputs.records, graph.engine.info.preprocessing, tmp / "runtime-batch.npy")
         results["runtimes"] = eb.compare_runtimes(graph, batch, tmp, env=clean_env(), settle=settle)
     if "decode" not in args.skip and signal_sets:
-        from tl_advise.advisor.backbones import load_backbone
+        from tl_advise.advisor.measure.images.backbones import load_backbone
 
         pre = (graph.engine.info if graph is not None else load_backbone("efficientnet_lite0")).preprocessing
         results["decode"] = eb.decode_options(signal_sets, pre, n=decode_images, seed=args.seed, rounds=args.rounds,

@@ -24,11 +24,11 @@ import torch
 from _provenance import provenance
 from torch.utils.data import DataLoader, Dataset
 
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.cache import ArrayCache
-from tl_advise.advisor.embed import default_workers, embed
-from tl_advise.advisor.imaging import eval_transform, open_rgb
-from tl_advise.advisor.scan import ImageRecord, scan_dataset
+from tl_advise.advisor.data.images.scan import ImageRecord, scan_dataset
+from tl_advise.advisor.measure.cache import ArrayCache
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.embed import default_workers, embed
+from tl_advise.advisor.measure.images.imaging import eval_transform, open_rgb
 from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.feature_extraction import feature_batches
 from tl_advise.runners.heads import ClassifierHead

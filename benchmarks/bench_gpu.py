@@ -97,9 +97,9 @@ def embedding(data: Path, device: Any, rounds: int, limit: int | None) -> dict[s
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.cache import ArrayCache
-    from tl_advise.advisor.embed import embed
+    from tl_advise.advisor.measure.cache import ArrayCache
+    from tl_advise.advisor.measure.images.backbones import load_backbone
+    from tl_advise.advisor.measure.images.embed import embed
 
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     from bench_advise import plain_dataset, plain_transform, throughput_inputs
@@ -152,7 +152,7 @@ def plain_training(data: Path, device: Any, epochs: int, image_size: int) -> dic
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
 
     net = load_backbone("efficientnet_lite0")
     pre = net.preprocessing

@@ -76,7 +76,7 @@ RSS_TOP_SIZE = 1_000_000
 SCAN_PROBE = """
 import json, sys, time
 start = time.perf_counter()
-from tl_advise.advisor.scan import scan_dataset
+from tl_advise.advisor.data.images.scan import scan_dataset
 imported = time.perf_counter()
 scan = scan_dataset(sys.argv[1], audit=sys.argv[2])
 done = time.perf_counter()
@@ -90,8 +90,8 @@ print(json.dumps({"import_s": imported - start, "scan_s": done - imported, "step
 PROFILE_PROBE = """
 import cProfile, io, json, pstats, sys
 from PIL import Image
-import tl_advise.advisor.scan as scan_module
-from tl_advise.advisor.scan import scan_dataset
+import tl_advise.advisor.data.images.scan as scan_module
+from tl_advise.advisor.data.images.scan import scan_dataset
 
 class SerialPool:
     def __init__(self, max_workers=None): pass
@@ -217,7 +217,8 @@ def drop_page_cache() -> bool:
 
 def warm_libraries() -> None:
     """Read the libraries back in, untimed: only the dataset should be cold for the timed runs."""
-    code = "import torch, torchvision, timm, sklearn, tl_advise.advisor.embed, tl_advise.advisor.similarity"
+    code = ("import torch, torchvision, timm, sklearn, tl_advise.advisor.measure.images.embed, "
+            "tl_advise.advisor.measure.images.similarity")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env=clean_env())
 
 

@@ -25,7 +25,7 @@ from _provenance import provenance
 from PIL import Image
 
 from tl_advise.advisor import advise
-from tl_advise.advisor.sample_data import write_digits
+from tl_advise.advisor.data.images.sample_data import write_digits
 from tl_advise.rules import signals_from_measurements
 
 REPO = Path(__file__).resolve().parents[1]

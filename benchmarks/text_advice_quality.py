@@ -59,7 +59,7 @@ STRATEGIES = ("text_feature_extraction", "text_finetune_top", "text_full_finetun
 # Cheapest first: a tie in the seed judgement and the evidence goes to the earlier (no encoder at all, then a frozen
 # one, then more of it tuned).
 COST_ORDER = ("tfidf_linear", "text_feature_extraction", "text_finetune_top", "text_full_finetune")
-DEFAULT_BACKBONE = "all-minilm-l6-v2"  # advisor.text.backbone.DEFAULT_TEXT_BACKBONE (importing it loads torch)
+DEFAULT_BACKBONE = "all-minilm-l6-v2"  # advisor.measure.text.backbone.DEFAULT_TEXT_BACKBONE (importing it loads torch)
 
 
 # --------------------------------------------------------------------------- data
@@ -128,7 +128,7 @@ def level_name(level: int | None) -> str:
 
 def case_dataset(dataset: Any, pool: list[Any], val: list[Any], test: list[Any], level: int | None,
                  seed: int) -> Any:
-    from tl_advise.advisor.text.reading import TextDataset
+    from tl_advise.advisor.data.text.reading import TextDataset
 
     train = _stratified(pool, level, random.Random(seed * 7919 + (level or 0)))
     examples = [*(_as(e, "train") for e in train), *(_as(e, "val") for e in val), *(_as(e, "test") for e in test)]
@@ -155,7 +155,7 @@ def budget_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str], level: int | None,
              seed: int, backbone: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.advisor.text_api import advise_text_session
     from tl_advise.rules import statistics
     from tl_advise.rules.text_engine import signal_values
     from tl_advise.runners.text import run_text_advice
@@ -412,8 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.datasets:
         log.error("no text datasets: give folders or set TL_ADVISE_SHARED to the folder holding text/")
         return 2
-    from tl_advise.advisor.text.backbone import load_text_backbone
-    from tl_advise.advisor.text.reading import read_text_dataset
+    from tl_advise.advisor.data.text.reading import read_text_dataset
+    from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, budget_of(args))

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/text_similarity.py [--n 400] [--seed 0] [--write-reference]
 
 On a seeded sample of each shared text set (../shared/text, TL_ADVISE_SHARED) it computes every candidate
-signal of ``advisor/text/similarity.py`` with the default backbone (all-MiniLM-L6-v2) and writes
+signal of ``advisor/measure/text/similarity.py`` with the default backbone (all-MiniLM-L6-v2) and writes
 ``benchmarks/results/text_similarity.{json,md}``: the raw signals, and per signal whether every close set
 lies on the close side of every far set and by what margin. The direction of each signal (does a larger
 value mean farther?) is fixed by its definition before measuring, never fitted.
@@ -13,7 +13,7 @@ is "close", scientific and biomedical text (scicite, chemprot) "far".
 
 The hidden-state reference: ``--write-reference`` computes the backbone's reference moments on a seeded
 sample of sst2's *train* split (seed 1000, disjoint from nothing else: it is the reference dataset) and
-writes them to ``advisor/text/references/<backbone>.npz``, which ships with the package. sst2 is therefore
+writes them to ``advisor/measure/text/references/<backbone>.npz``, which ships with the package. sst2 is therefore
 left out of judging the reference-based signals (its row is shown, marked).
 
 It also times the embedding against a plain sentence-transformers ``encode`` loop on the same texts.
@@ -33,9 +33,9 @@ from typing import Any
 
 from _provenance import provenance
 
-from tl_advise.advisor.text.backbone import DEFAULT_TEXT_BACKBONE, load_text_backbone
-from tl_advise.advisor.text.reading import read_text_dataset
-from tl_advise.advisor.text.similarity import (
+from tl_advise.advisor.data.text.reading import read_text_dataset
+from tl_advise.advisor.measure.text.backbone import DEFAULT_TEXT_BACKBONE, load_text_backbone
+from tl_advise.advisor.measure.text.similarity import (
     build_reference,
     load_reference,
     reference_path,

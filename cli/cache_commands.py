@@ -36,7 +36,7 @@ def render_usage(usage: CacheUsage) -> str:
 
 
 def _folder(cache_dir: Path | None) -> Path:
-    from tl_advise.advisor.cache import default_cache_dir
+    from tl_advise.advisor.measure.cache import default_cache_dir
 
     return cache_dir or default_cache_dir()
 
@@ -51,7 +51,7 @@ def cache_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text", show_default=True)
 def cache_info(cache_dir: Path | None, fmt: str) -> int:
     """What the cache holds, per format version and kind of entry."""
-    from tl_advise.advisor.cache import cache_usage
+    from tl_advise.advisor.measure.cache import cache_usage
 
     usage = cache_usage(_folder(cache_dir))
     click.echo(usage.model_dump_json(indent=2) if fmt == "json" else render_usage(usage), nl=fmt == "json")
@@ -65,7 +65,7 @@ def cache_info(cache_dir: Path | None, fmt: str) -> int:
 @click.option("--stale", is_flag=True, help="Only the entries of older formats, which this version never reads.")
 def cache_clear(cache_dir: Path | None, kinds: tuple[str, ...], stale: bool) -> int:
     """Remove cached entries (all of them by default); the next advice computes what it needs again."""
-    from tl_advise.advisor.cache import clear_cache
+    from tl_advise.advisor.measure.cache import clear_cache
 
     removed = clear_cache(_folder(cache_dir), kinds=kinds, stale_only=stale)
     click.echo(f"{removed.folder}: removed {entries(sum(g.entries for g in removed.groups))} "

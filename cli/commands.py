@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from tl_advise.advisor.data.modality import MODALITIES, detect_modality
 from tl_advise.advisor.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_DEVICE,
@@ -32,8 +33,7 @@ from tl_advise.advisor.defaults import (
     ENGINE_CHOICES,
     MAX_SEED,
 )
-from tl_advise.advisor.formats import OutputFormat
-from tl_advise.advisor.modality import MODALITIES, detect_modality
+from tl_advise.advisor.report import OutputFormat
 from tl_advise.cli.cache_commands import cache_group
 from tl_advise.cli.pipeline_commands import predict_command, schema_command
 from tl_advise.schema.errors import (
@@ -269,7 +269,7 @@ def advise_command(**opts: Any) -> int:
         world = None
     main_process = world is None or world.is_main
     from tl_advise.advisor.api import advise_session
-    from tl_advise.advisor.formats import render
+    from tl_advise.advisor.report import render
 
     def session_of_the_advice() -> Any:
         return advise_session(
@@ -340,7 +340,7 @@ def _join_process_group(device: str) -> Any:
 
 
 def _manifest_options(opts: dict[str, Any]) -> Any:
-    from tl_advise.advisor.manifest import ManifestOptions
+    from tl_advise.advisor.data.images.manifest import ManifestOptions
 
     return ManifestOptions(image_root=opts["image_root"], path_column=opts["path_column"],
                            label_column=opts["label_column"], split_column=opts["split_column"])
@@ -424,8 +424,8 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
 
 
 def _write_html(session: Any, result: Any, path: Path) -> None:
-    from tl_advise.advisor.formats.html import render_html, write_html
-    from tl_advise.advisor.thumbnails import class_thumbnails
+    from tl_advise.advisor.report.html import render_html, write_html
+    from tl_advise.advisor.report.thumbnails import class_thumbnails
 
     page = render_html(result, class_thumbnails(session.scan, seed=result.sample.seed))
     logger.info("HTML report written to %s", write_html(page, path, session.scan.root))
@@ -472,12 +472,12 @@ def rules_validate(rules_file: Path) -> int:
 @click.option("--all", "show_all", is_flag=True, help="Also list every torchvision classification model.")
 def backbones_command(show_all: bool) -> int:
     """List the backbones --backbone accepts."""
-    from tl_advise.advisor.backbones import built_in_backbones
+    from tl_advise.advisor.measure.images.backbones import built_in_backbones
 
     for name, entry in built_in_backbones().items():
         click.echo(f"{name:24s} {entry.description}")
     if show_all:
-        from tl_advise.advisor.backbones.torchvision_models import classification_models
+        from tl_advise.advisor.measure.images.backbones.torchvision_models import classification_models
 
         for name in classification_models():
             click.echo(f"{name:24s} torchvision (weights from the torch hub cache or a download)")
@@ -491,7 +491,7 @@ def backbones_command(show_all: bool) -> int:
 @click.option("--name", type=click.Choice(("digits",)), default="digits", show_default=True)
 def sample_data_command(target: Path, name: str) -> int:
     """Write a small sample dataset (scikit-learn's handwritten digits) to TARGET/<class>/<image>.png."""
-    from tl_advise.advisor.sample_data import write_digits
+    from tl_advise.advisor.data.images.sample_data import write_digits
 
     configure_logging(0, False)
     write_digits(target)

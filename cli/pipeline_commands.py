@@ -55,7 +55,7 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
     \b
     Exit codes: 0 predictions written; 2 bad model file, no images or texts, or none readable; 3 internal error.
     """
-    from tl_advise.advisor.predictions import render_predictions
+    from tl_advise.advisor.report.predictions import render_predictions
     from tl_advise.cli.commands import configure_logging
     from tl_advise.runners.trained_model import resolve_model_file
 
@@ -121,8 +121,8 @@ def _predict_texts(saved: dict[str, Any], model_file: Path, inputs: tuple[str, .
                    text_column: str | None, top_k: int, batch_size: int, device: str, workers: int | None) -> Any:
     from PIL import Image
 
-    from tl_advise.advisor.device import resolve_device
-    from tl_advise.advisor.text.reading import read_texts
+    from tl_advise.advisor.data.text.reading import read_texts
+    from tl_advise.advisor.measure.device import resolve_device
     from tl_advise.runners.text.trained_model import predict_texts
 
     if workers is not None:
@@ -167,7 +167,7 @@ def report_schema(kind: str = "advice") -> dict[str, object]:
     from pydantic import BaseModel
     from pydantic.json_schema import GenerateJsonSchema
 
-    from tl_advise.advisor.predictions import PredictionReport, TextPredictionReport
+    from tl_advise.advisor.report.predictions import PredictionReport, TextPredictionReport
     from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult
 
     class OutputSchema(GenerateJsonSchema):

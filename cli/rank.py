@@ -83,9 +83,9 @@ def rank_command(data: Path, candidates: str, probe: str, score: str, rules_file
     \b
     Exit codes: 0 ranking given; 2 bad usage or input; 3 internal error.
     """
-    from tl_advise.advisor.cache import ArrayCache, default_cache_dir
+    from tl_advise.advisor.measure.cache import ArrayCache, default_cache_dir
     from tl_advise.advisor.ranking import check_candidates, rank_backbones
-    from tl_advise.advisor.ranking_report import render_html_page, render_ranking
+    from tl_advise.advisor.report.ranking import render_html_page, render_ranking
     from tl_advise.advisor.writable import atomic_write_text
     from tl_advise.cli.commands import configure_logging
 

@@ -43,9 +43,9 @@ def check_text_options(opts: dict[str, Any]) -> None:
 
 def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     """The text advice of ``opts['data']``, rendered; with ``--run``, trained and judged."""
-    from tl_advise.advisor.formats.text_advice import render_text_advice
-    from tl_advise.advisor.text.advice import DEFAULT_TEXT_BACKBONE, advise_text_session
-    from tl_advise.advisor.text.reading import TextReadOptions
+    from tl_advise.advisor.data.text.reading import TextReadOptions
+    from tl_advise.advisor.report.text_advice import render_text_advice
+    from tl_advise.advisor.text_api import DEFAULT_TEXT_BACKBONE, advise_text_session
     from tl_advise.advisor.writable import atomic_write_text
     from tl_advise.cli.commands import parse_budget, parse_margin
 
@@ -95,8 +95,8 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     else:
         click.echo(report, nl=False)
     if opts["html_path"]:
-        from tl_advise.advisor.formats.html import write_html
-        from tl_advise.advisor.formats.text_html import page_data, render_text_html
+        from tl_advise.advisor.report.html import write_html
+        from tl_advise.advisor.report.text_html import page_data, render_text_html
 
         page = render_text_html(result, page_data(session))
         logger.info("HTML report written to %s", write_html(page, opts["html_path"], result.source.root))

@@ -1,7 +1,7 @@
 """The text rules engine: similarity signals -> a close/far label, the dataset's size band x that label -> a
 table row, the row's strategy -> its recipe for this dataset and backbone, and the confidence.
 
-Pure functions over typed inputs (no torch, no I/O): ``advisor.text.advice`` measures, this decides, and the
+Pure functions over typed inputs (no torch, no I/O): ``advisor.text_api`` measures, this decides, and the
 text runners train from :func:`text_recipe`, the same function the advice prints from.
 """
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tl_advise.advisor.api import AdviceSession
-from tl_advise.advisor.device import describe, resolve_device
-from tl_advise.advisor.formats.html import render_html, write_html
-from tl_advise.advisor.thumbnails import class_thumbnails
+from tl_advise.advisor.measure.device import describe, resolve_device
+from tl_advise.advisor.report.html import render_html, write_html
+from tl_advise.advisor.report.thumbnails import class_thumbnails
 from tl_advise.runners import distributed, feature_extraction, finetune
 from tl_advise.runners.checkpoint import atomic_write_text, load
 from tl_advise.runners.context import RESULT_FILE, STATE_FILE, StrategyContext

@@ -52,8 +52,8 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.backbones.registry import with_drop_path
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.backbones.registry import with_drop_path
 from tl_advise.rules.schema import RuleSet, load_rules
 from tl_advise.runners.data import eval_transform, resized, train_transform
 from tl_advise.runners.freezing import check_stage_names, freeze_body, frozen_batchnorm, set_train_mode

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from tl_advise.advisor.api import AdviceSession
-from tl_advise.advisor.cache import digest
-from tl_advise.advisor.embed import backbone_key
+from tl_advise.advisor.measure.cache import digest
+from tl_advise.advisor.measure.images.embed import backbone_key
 from tl_advise.runners import distributed
 from tl_advise.runners.data import Splits, resized
 from tl_advise.runners.distributed import LR_SCALING, BatchSplit
@@ -48,7 +48,7 @@ class StrategyContext:
     def num_workers(self) -> int:
         if self.options.num_workers is not None:
             return self.options.num_workers
-        from tl_advise.advisor.embed import default_workers
+        from tl_advise.advisor.measure.images.embed import default_workers
 
         return default_workers()
 

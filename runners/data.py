@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from tl_advise.advisor.imaging import interpolation_mode, open_rgb
-from tl_advise.advisor.sampling import stratified_sample
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, display_name
+from tl_advise.advisor.data.images.sampling import stratified_sample
+from tl_advise.advisor.data.images.scan import DatasetScan, ImageRecord, display_name
+from tl_advise.advisor.measure.images.imaging import interpolation_mode, open_rgb
 from tl_advise.schema.errors import DatasetError
 from tl_advise.schema.models import Augmentation, DuplicateGroup, Preprocessing
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from tl_advise.advisor.backbones import Backbone
-from tl_advise.advisor.embed import EmbeddingSet, embed, store_embeddings
-from tl_advise.advisor.scan import ImageRecord
+from tl_advise.advisor.data.images.scan import ImageRecord
+from tl_advise.advisor.measure.images.backbones import Backbone
+from tl_advise.advisor.measure.images.embed import EmbeddingSet, embed, store_embeddings
 from tl_advise.runners import distributed
 from tl_advise.runners.blocks import head_param_groups, new_head, phase_optimizer, phase_plans, phase_scheduler
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext

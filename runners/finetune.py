@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tl_advise.advisor.scan import ImageRecord
+from tl_advise.advisor.data.images.scan import ImageRecord
 from tl_advise.runners import distributed
 from tl_advise.runners.blocks import from_recipe
 from tl_advise.runners.context import MODEL_FILE, STATE_FILE, StrategyContext

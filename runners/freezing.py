@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from tl_advise.advisor.backbones import Backbone
+from tl_advise.advisor.measure.images.backbones import Backbone
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import BatchNormMode
 

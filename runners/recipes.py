@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
-from tl_advise.advisor.backbones.registry import drop_path_support
+from tl_advise.advisor.measure.images.backbones.registry import drop_path_support
 from tl_advise.rules import engine
 from tl_advise.rules.schema import RuleSet
 from tl_advise.schema.errors import ConfigError

@@ -1,12 +1,12 @@
-"""The run's human outputs: a Markdown report and a PNG of the learning curves (``formats.figures``)."""
+"""The run's human outputs: a Markdown report and a PNG of the learning curves (``advisor.report.figures``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tl_advise.advisor.formats.common import margin_line, run_table
-from tl_advise.advisor.formats.common import pct as _pct
-from tl_advise.advisor.formats.figures import learning_curves, png_bytes
+from tl_advise.advisor.report.common import margin_line, run_table
+from tl_advise.advisor.report.common import pct as _pct
+from tl_advise.advisor.report.figures import learning_curves, png_bytes
 from tl_advise.schema.formatting import fmt_lr
 from tl_advise.schema.models import AdviceResult, RunReport, StrategyRun, recipe_lines
 

@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm import tqdm
 
-from tl_advise.advisor.backbones import load_backbone
-from tl_advise.advisor.device import resolve_device
-from tl_advise.advisor.embed import default_workers
-from tl_advise.advisor.imaging import open_rgb
-from tl_advise.advisor.predictions import ImagePrediction, PredictionReport
+from tl_advise.advisor.measure.device import resolve_device
+from tl_advise.advisor.measure.images.backbones import load_backbone
+from tl_advise.advisor.measure.images.embed import default_workers
+from tl_advise.advisor.measure.images.imaging import open_rgb
+from tl_advise.advisor.report.predictions import ImagePrediction, PredictionReport
 from tl_advise.runners import checkpoint
 from tl_advise.runners.context import MODEL_FILE
 from tl_advise.runners.data import eval_transform

@@ -1,7 +1,7 @@
 """The typed result of ``tl-advise rank-backbones``: which candidate backbone transfers best to the data, at
 what cost, and the advice for the one recommended.
 
-Machine values only; ``advisor/ranking_report.py`` renders them (text, Markdown, JSON, an HTML fragment).
+Machine values only; ``advisor/report/ranking.py`` renders them (text, Markdown, JSON, an HTML fragment).
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ class TextSimilaritySignals(_Model):
 
 
 # --------------------------------------------------------------------------- advice
-# The text advice (``advisor.text.advice.advise_text``) and what ``--run`` trains for it
+# The text advice (``advisor.text_api.advise_text``) and what ``--run`` trains for it
 # (``runners.text.run_text_advice``). Text strategies are their own ids: they train other things than the
 # image strategies (an encoder's transformer layers, or TF-IDF features) and never mix with them.
 

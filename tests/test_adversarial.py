@@ -20,9 +20,9 @@ from corpus import add_entry, exif_rotated_jpeg, huge_header_png, tree_digest
 from PIL import Image
 
 from tl_advise.advisor.api import advise, advise_session
-from tl_advise.advisor.exif import upright
-from tl_advise.advisor.imaging import open_rgb
-from tl_advise.advisor.scan import scan_dataset
+from tl_advise.advisor.data.images.exif import upright
+from tl_advise.advisor.data.images.scan import scan_dataset
+from tl_advise.advisor.measure.images.imaging import open_rgb
 from tl_advise.cli.commands import main, parse_budget
 from tl_advise.runners import RunOptions, run_advice
 from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob, fit
@@ -243,7 +243,7 @@ def test_run_options_errors_are_config_errors() -> None:
 
 @pytest.fixture(scope="module")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tl_advise.advisor.backbones.efficientnet_lite0 import create_model
+    from tl_advise.advisor.measure.images.backbones.efficientnet_lite0 import create_model
 
     folder = tmp_path_factory.mktemp("weights")
     state = create_model().state_dict()
@@ -271,9 +271,9 @@ def test_non_finite_weights_are_one_clear_message(capsys: pytest.CaptureFixture[
 
 @pytest.mark.slow
 def test_non_finite_embeddings_are_refused_before_the_cache(synthetic_dataset: Path, tmp_path: Path) -> None:
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.cache import ArrayCache
-    from tl_advise.advisor.embed import embed
+    from tl_advise.advisor.measure.cache import ArrayCache
+    from tl_advise.advisor.measure.images.backbones import load_backbone
+    from tl_advise.advisor.measure.images.embed import embed
 
     backbone = load_backbone()
     backbone.batchnorm_layers()[0][1].running_var.fill_(-1.0)  # sqrt of a negative variance: NaN
@@ -444,8 +444,8 @@ def test_seeded_run_is_identical_with_a_cold_cache_a_warm_cache_and_no_cache(tmp
 
 @pytest.mark.slow
 def test_embedding_leaves_the_global_rng_alone(synthetic_dataset: Path) -> None:
-    from tl_advise.advisor.backbones import load_backbone
-    from tl_advise.advisor.embed import embed
+    from tl_advise.advisor.measure.images.backbones import load_backbone
+    from tl_advise.advisor.measure.images.embed import embed
 
     backbone = load_backbone()
     records = scan_dataset(synthetic_dataset).records[:3]

@@ -15,8 +15,8 @@ from conftest import make_class_folder, snapshot_tree, truncated_png, write_imag
 
 from tl_advise.advisor import SCHEMA_VERSION, AdviceResult, advise
 from tl_advise.advisor.api import tool_version
-from tl_advise.advisor.formats import FORMATTERS, OutputFormat, render
-from tl_advise.advisor.layout import EXPECTED_LAYOUT
+from tl_advise.advisor.data.images.layout import EXPECTED_LAYOUT
+from tl_advise.advisor.report import FORMATTERS, OutputFormat, render
 from tl_advise.cli.commands import main, parse_budget
 from tl_advise.rules import default_rules_text
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
@@ -165,7 +165,7 @@ def test_advice_reads_the_headers_of_its_sample_and_says_how_many_it_read(
     """With a 1-file audit share (a large dataset, in miniature) the sample is still read before it is
     embedded: a cut file in it leaves the scan, the sample is drawn again, and every format says how many
     headers were read."""
-    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 1)
+    monkeypatch.setattr("tl_advise.advisor.data.images.scan.AUDIT_FILES", 1)
     data = make_class_folder(tmp_path / "data", {"a": 6, "b": 3}, seed=4)
     good = write_image(tmp_path / "whole.png", seed=3).read_bytes()
     (data / "b" / "cut.png").write_bytes(good[: len(good) // 2])  # b has 4 files: all of them are sampled
@@ -543,7 +543,7 @@ def test_the_command_line_and_the_api_share_their_defaults() -> None:
     import inspect
 
     from tl_advise.advisor.api import advise
-    from tl_advise.advisor.backbones import built_in_backbones
+    from tl_advise.advisor.measure.images.backbones import built_in_backbones
     from tl_advise.cli.commands import advise_command
 
     api = inspect.signature(advise).parameters

@@ -17,10 +17,10 @@ from conftest import shared_dir
 from PIL import Image
 from torch import nn
 
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.backbones import efficientnet_lite0 as lite0
-from tl_advise.advisor.backbones.registry import parse_spec
-from tl_advise.advisor.imaging import eval_transform, open_rgb
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.backbones import efficientnet_lite0 as lite0
+from tl_advise.advisor.measure.images.backbones.registry import parse_spec
+from tl_advise.advisor.measure.images.imaging import eval_transform, open_rgb
 from tl_advise.schema.errors import BackboneError
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the test photographs")

@@ -27,9 +27,9 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from tl_advise.advisor.api import AdviceSession
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.cache import ArrayCache
-from tl_advise.advisor.scan import scan_dataset
+from tl_advise.advisor.data.images.scan import scan_dataset
+from tl_advise.advisor.measure.cache import ArrayCache
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
 from tl_advise.rules.engine import recommend
 from tl_advise.rules.schema import RuleSet, load_rules
 from tl_advise.runners import RunOptions, blocks, feature_extraction, finetune, run_advice
@@ -339,7 +339,7 @@ def tiny_backbone() -> Backbone:
 
     from test_rules import make_backbone
 
-    from tl_advise.advisor.backbones.base import Stage
+    from tl_advise.advisor.measure.images.backbones.base import Stage
 
     body = nn.Sequential(OrderedDict(stem=_conv_bn(3, 4), s1=_conv_bn(4, 4), s2=_conv_bn(4, 4), s3=_conv_bn(4, 8),
                                      pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten()))

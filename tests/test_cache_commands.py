@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tl_advise.advisor.cache import CACHE_FORMAT, ArrayCache, cache_usage
+from tl_advise.advisor.measure.cache import CACHE_FORMAT, ArrayCache, cache_usage
 from tl_advise.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging", "clean_environment")

@@ -22,7 +22,7 @@ from conftest import make_class_folder
 
 from tl_advise.advisor import writable
 from tl_advise.advisor.api import advise
-from tl_advise.advisor.cache import ArrayCache
+from tl_advise.advisor.measure.cache import ArrayCache
 from tl_advise.cli.commands import main
 from tl_advise.runners.checkpoint import atomic_save, atomic_write_text, load
 

@@ -16,12 +16,18 @@ import torch
 from conftest import snapshot_tree, truncated_png, write_image
 from PIL import Image
 
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.cache import ArrayCache
-from tl_advise.advisor.embed import EmbeddingSet, embed
-from tl_advise.advisor.embedding import Batch, BNReference, embed_sample
-from tl_advise.advisor.imaging import PIXEL_BASELINE_SIZE, eval_transform, open_rgb, pixel_baseline, to_rgb
-from tl_advise.advisor.scan import scan_dataset
+from tl_advise.advisor.data.images.scan import scan_dataset
+from tl_advise.advisor.measure.cache import ArrayCache
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.embed import EmbeddingSet, embed
+from tl_advise.advisor.measure.images.embedding import Batch, BNReference, embed_sample
+from tl_advise.advisor.measure.images.imaging import (
+    PIXEL_BASELINE_SIZE,
+    eval_transform,
+    open_rgb,
+    pixel_baseline,
+    to_rgb,
+)
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
 
@@ -42,7 +48,7 @@ def run_embed(backbone: Backbone, folder: Path, cache: ArrayCache | None, **kwar
 
 
 def cache_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "tl_advise.advisor.cache" and r.levelno == logging.WARNING]
+    return [r for r in caplog.records if r.name == "tl_advise.advisor.measure.cache" and r.levelno == logging.WARNING]
 
 
 # --------------------------------------------------------------------------- results

@@ -44,7 +44,7 @@ import time:       200 |        300 |     numpy
 import time:        50 |         50 |       scipy._lib
 import time:       400 |        450 |     scipy
 import time:      1000 |       1750 |   sklearn
-import time:        10 |       1760 | tl_advise.advisor.similarity
+import time:        10 |       1760 | tl_advise.advisor.measure.images.similarity
 import time:        20 |         20 | numpy.linalg
 import time:         5 |          5 | PIL
 import time:        30 |         30 |   numpy.fft
@@ -64,7 +64,7 @@ def test_parse_importtime_sums_each_package_entered_from_outside() -> None:
     assert log.package["PIL"] == pytest.approx((5 + 100) / 1e6)
     assert log.outermost["numpy"] == pytest.approx(20 / 1e6)
     assert log.outermost.get("sklearn", 0.0) == 0.0
-    assert log.nested["numpy"] == "tl_advise.advisor.similarity"
+    assert log.nested["numpy"] == "tl_advise.advisor.measure.images.similarity"
     assert log.nested["PIL"] == log.nested["onnxruntime"] == ""
     assert log.package["onnxruntime"] == pytest.approx(100 / 1e6)
     assert "torch" not in log.package

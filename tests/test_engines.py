@@ -16,17 +16,17 @@ import pytest
 import torch
 from conftest import make_class_folder, shared_dataset
 
-from tl_advise.advisor import engines
 from tl_advise.advisor.api import advise
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.cache import ArrayCache
+from tl_advise.advisor.data.images.scan import scan_dataset
 from tl_advise.advisor.defaults import GRAPHS_KIND
-from tl_advise.advisor.embedding import BNReference, embed_sample
-from tl_advise.advisor.engines import export as export_module
-from tl_advise.advisor.engines.graph_cache import GraphCache, GraphRecord, file_sha256, graph_key
-from tl_advise.advisor.engines.onnx_engine import OnnxEngine
-from tl_advise.advisor.engines.torch_engine import TorchEngine, bn_reference
-from tl_advise.advisor.scan import scan_dataset
+from tl_advise.advisor.measure.cache import ArrayCache
+from tl_advise.advisor.measure.images import engines
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.embedding import BNReference, embed_sample
+from tl_advise.advisor.measure.images.engines import export as export_module
+from tl_advise.advisor.measure.images.engines.graph_cache import GraphCache, GraphRecord, file_sha256, graph_key
+from tl_advise.advisor.measure.images.engines.onnx_engine import OnnxEngine
+from tl_advise.advisor.measure.images.engines.torch_engine import TorchEngine, bn_reference
 from tl_advise.cli.commands import main
 from tl_advise.schema.errors import BackboneError, ConfigError
 

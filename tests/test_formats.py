@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_rules import make_backbone, make_dataset, make_similarity
 
-from tl_advise.advisor.formats import OutputFormat, render
-from tl_advise.advisor.formats.html import render_html
+from tl_advise.advisor.report import OutputFormat, render
+from tl_advise.advisor.report.html import render_html
 from tl_advise.advisor.timing import PARENT, StepTimer, nested_timings
 from tl_advise.rules.engine import recommend
 from tl_advise.rules.schema import load_rules

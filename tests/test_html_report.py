@@ -18,9 +18,9 @@ from PIL import Image
 
 from tl_advise.advisor import AdviceResult
 from tl_advise.advisor.api import AdviceSession, advise_session
-from tl_advise.advisor.formats import common
-from tl_advise.advisor.formats.html import ADVICE_SECTIONS, RUN_SECTIONS, reference_band, render_html
-from tl_advise.advisor.thumbnails import class_thumbnails
+from tl_advise.advisor.report import common
+from tl_advise.advisor.report.html import ADVICE_SECTIONS, RUN_SECTIONS, reference_band, render_html
+from tl_advise.advisor.report.thumbnails import class_thumbnails
 from tl_advise.cli.commands import main
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
@@ -272,8 +272,8 @@ def test_warm_advice_with_html_never_imports_torch(session: AdviceSession, sessi
 
 @pytest.mark.slow
 def test_thumbnails_stay_bounded_with_many_classes(tmp_path: Path) -> None:
-    from tl_advise.advisor.scan import scan_dataset
-    from tl_advise.advisor.thumbnails import MAX_THUMBNAILS
+    from tl_advise.advisor.data.images.scan import scan_dataset
+    from tl_advise.advisor.report.thumbnails import MAX_THUMBNAILS
 
     data = make_class_folder(tmp_path / "many", {f"c{i:03d}": 2 for i in range(MAX_THUMBNAILS + 10)}, size=(8, 8))
     thumbnails = class_thumbnails(scan_dataset(data))
@@ -286,7 +286,7 @@ def test_thumbnails_of_a_file_name_that_is_not_utf8_are_escaped(tmp_path: Path, 
     """Found by the property test: a non-UTF-8 name reached the page raw and its write failed (exit 3)."""
     import os
 
-    from tl_advise.advisor.scan import scan_dataset
+    from tl_advise.advisor.data.images.scan import scan_dataset
 
     data = make_class_folder(tmp_path / "data", {"cat": 3, "dog": 3})
     Image.new("RGB", (40, 32), (200, 10, 10)).save(os.fsencode(data / "cat") + b"/bad\xff.png", format="PNG")

@@ -156,9 +156,10 @@ def test_the_command_line_starts_without_torch() -> None:
 def test_the_advice_path_of_the_onnx_engine_imports_no_torch() -> None:
     """Everything a cold advice runs when the exported graph is cached; torch only comes with the PyTorch
     engine, the exporter, the backbones and the runners."""
-    modules = ["tl_advise.cli.commands", "tl_advise.advisor.api", "tl_advise.advisor.similarity",
-               "tl_advise.advisor.embedding", "tl_advise.advisor.engines", "tl_advise.advisor.engines.onnx_engine",
-               "tl_advise.advisor.preprocess", "tl_advise.advisor.formats"]
+    modules = ["tl_advise.cli.commands", "tl_advise.advisor.api", "tl_advise.advisor.measure.images.similarity",
+               "tl_advise.advisor.measure.images.embedding", "tl_advise.advisor.measure.images.engines",
+               "tl_advise.advisor.measure.images.engines.onnx_engine", "tl_advise.advisor.measure.images.preprocess",
+               "tl_advise.advisor.report"]
     code = f"import sys; import {', '.join(modules)}; " \
            "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

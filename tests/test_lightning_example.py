@@ -15,7 +15,7 @@ from conftest import make_class_folder
 from test_blocks import advice_for
 from threadpoolctl import threadpool_limits
 
-from tl_advise.advisor.backbones import load_backbone
+from tl_advise.advisor.measure.images.backbones import load_backbone
 from tl_advise.rules.schema import load_rules
 from tl_advise.runners import blocks
 

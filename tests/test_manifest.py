@@ -15,8 +15,8 @@ import pytest
 from conftest import make_class_folder, shared_dataset, snapshot_tree, write_image
 
 from tl_advise.advisor import advise
-from tl_advise.advisor.manifest import ManifestOptions, normalise
-from tl_advise.advisor.scan import DatasetScan, scan_dataset
+from tl_advise.advisor.data.images.manifest import ManifestOptions, normalise
+from tl_advise.advisor.data.images.scan import DatasetScan, scan_dataset
 from tl_advise.cli.commands import main
 from tl_advise.runners.data import make_splits
 from tl_advise.schema.errors import DatasetError
@@ -191,7 +191,7 @@ def test_manifest_scan_reads_the_same_header_share_and_duplicates_as_the_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # One pipeline after the Listing: with a 4-file audit share (as if the dataset were larger than
     # AUDIT_FILES) the manifest reads the same seeded headers and finds the same duplicates as the walk.
-    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 4)
+    monkeypatch.setattr("tl_advise.advisor.data.images.scan.AUDIT_FILES", 4)
     root = make_class_folder(tmp_path / "data", {"cat": 6, "dog": 6})
     (root / "dog" / "copy.png").write_bytes((root / "cat" / "img_0002.png").read_bytes())
     (root / "dog" / "scan.dat").write_text("no image")  # not an image's extension: always read

@@ -16,7 +16,7 @@ from conftest import make_class_folder, truncated_png
 from schema_check import validate
 from threadpoolctl import threadpool_limits
 
-from tl_advise.advisor.predictions import PredictionReport
+from tl_advise.advisor.report.predictions import PredictionReport
 from tl_advise.cli.commands import main
 from tl_advise.runners import predict
 from tl_advise.runners.trained_model import predict_images

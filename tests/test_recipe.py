@@ -18,7 +18,7 @@ from timm.layers import DropPath
 from torchvision import transforms as T
 
 from tl_advise.advisor.api import AdviceSession, advise_session
-from tl_advise.advisor.formats import text
+from tl_advise.advisor.report import text
 from tl_advise.cli import main
 from tl_advise.rules.engine import recommend
 from tl_advise.rules.schema import load_rules

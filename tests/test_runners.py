@@ -15,8 +15,8 @@ import torch
 from conftest import make_class_folder, write_image
 from torchvision import transforms as T
 
-from tl_advise.advisor.backbones import load_backbone
-from tl_advise.advisor.scan import ImageRecord, scan_dataset
+from tl_advise.advisor.data.images.scan import ImageRecord, scan_dataset
+from tl_advise.advisor.measure.images.backbones import load_backbone
 from tl_advise.cli.commands import main
 from tl_advise.runners import RunOptions
 from tl_advise.runners.api import strategies_to_run

@@ -15,7 +15,7 @@ from conftest import shared_dataset
 from torch import nn
 
 from tl_advise.advisor.api import AdviceSession, advise_session
-from tl_advise.advisor.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
 from tl_advise.runners import RunOptions, load_trained_model, predict, run_advice
 from tl_advise.runners.checkpoint import load
 from tl_advise.runners.data import make_splits

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tl_advise.advisor.data.images.sampling import stratified_sample, without_duplicates
+from tl_advise.advisor.data.images.scan import ImageRecord
 from tl_advise.advisor.defaults import DEFAULT_PER_CLASS, DEFAULT_TOTAL
-from tl_advise.advisor.sampling import stratified_sample, without_duplicates
-from tl_advise.advisor.scan import ImageRecord
 from tl_advise.schema.models import DuplicateGroup
 
 ROOT = Path("/data/set")

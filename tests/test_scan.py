@@ -1,4 +1,4 @@
-"""Tests for advisor/scan.py: layouts, counts, duplicates, bad files, errors, read-only, header-only."""
+"""Tests for advisor/data/images/scan.py: layouts, counts, duplicates, bad files, errors, read-only, header-only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import make_class_folder, shared_dataset, write_image
 from PIL import Image, ImageFile
 
-from tl_advise.advisor.scan import DatasetScan, ImageRecord, scan_dataset
+from tl_advise.advisor.data.images.scan import DatasetScan, ImageRecord, scan_dataset
 from tl_advise.schema.errors import DatasetError
 
 ImageFolder = Callable[..., Path]
@@ -468,7 +468,7 @@ def test_small_dataset_reads_every_header(image_folder: ImageFolder) -> None:
 @pytest.fixture
 def small_audit_share(monkeypatch: pytest.MonkeyPatch) -> int:
     """Read 4 headers by default, as if the dataset were larger than scan.AUDIT_FILES."""
-    monkeypatch.setattr("tl_advise.advisor.scan.AUDIT_FILES", 4)
+    monkeypatch.setattr("tl_advise.advisor.data.images.scan.AUDIT_FILES", 4)
     return 4
 
 

@@ -14,7 +14,7 @@ from schema_check import errors, validate
 from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.api import advise_session
-from tl_advise.advisor.predictions import FORMATTERS, ImagePrediction, PredictionFormat, PredictionReport, to_csv
+from tl_advise.advisor.report.predictions import FORMATTERS, ImagePrediction, PredictionFormat, PredictionReport, to_csv
 from tl_advise.cli.commands import main
 from tl_advise.runners import RunOptions, run_advice
 from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult

@@ -1,5 +1,6 @@
-"""The ranking's shared decode (``advisor/shared_decode.py``): one decode per image for several candidates'
-preprocessings, the same bits as ``load_for_network``; and the embedding pass's own timing of its batches."""
+"""The ranking's shared decode (``advisor/measure/images/shared_decode.py``): one decode per image for several
+candidates' preprocessings, the same bits as ``load_for_network``; and the embedding pass's own timing of its
+batches."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tl_advise.advisor.preprocess import load_for_network
+from tl_advise.advisor.measure.images.preprocess import load_for_network
+from tl_advise.advisor.measure.images.shared_decode import SharedDecoder, decoded_size
 from tl_advise.advisor.ranking import pass_throughput
-from tl_advise.advisor.shared_decode import SharedDecoder, decoded_size
 from tl_advise.schema.models import Preprocessing
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -11,12 +11,12 @@ import pytest
 from conftest import shared_dataset, shared_dir
 from threadpoolctl import threadpool_limits
 
-from tl_advise.advisor.backbones import Backbone, load_backbone
-from tl_advise.advisor.embedding import BNReference, BNStatistics, EmbeddingSet
-from tl_advise.advisor.engines.torch_engine import bn_reference
-from tl_advise.advisor.logme import logme
-from tl_advise.advisor.scan import ImageRecord
-from tl_advise.advisor.similarity import bn_shift, separability
+from tl_advise.advisor.data.images.scan import ImageRecord
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.embedding import BNReference, BNStatistics, EmbeddingSet
+from tl_advise.advisor.measure.images.engines.torch_engine import bn_reference
+from tl_advise.advisor.measure.images.similarity import bn_shift, separability
+from tl_advise.advisor.measure.logme import logme
 from tl_advise.schema.models import AdviceResult
 
 

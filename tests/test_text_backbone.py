@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import shared_dir
-from tl_advise.advisor.cache import ArrayCache
-from tl_advise.advisor.text import read_text_dataset, scan_texts
-from tl_advise.advisor.text.reading import TextDataset, TextExample
+from tl_advise.advisor.data.text import read_text_dataset, scan_texts
+from tl_advise.advisor.data.text.reading import TextDataset, TextExample
+from tl_advise.advisor.measure.cache import ArrayCache
 from tl_advise.schema.errors import BackboneError
 from tl_advise.schema.text import TextSource
 
 if TYPE_CHECKING:
-    from tl_advise.advisor.text.backbone import TextBackbone
+    from tl_advise.advisor.measure.text.backbone import TextBackbone
 
 CAT = "A cat is sitting on the mat."
 CAT_PARAPHRASE = "There is a cat sitting on a rug."
@@ -27,7 +27,7 @@ UNRELATED = "The central bank raised interest rates by half a point."
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TextBackbone]:
-    from tl_advise.advisor.text.backbone import load_text_backbone
+    from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
     yield load_text_backbone(cache_dir=tmp_path_factory.mktemp("text-cache"))
 
@@ -38,7 +38,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TextBackbone]:
 
 @pytest.mark.slow
 def test_a_weights_path_that_is_not_a_folder(tmp_path: Path) -> None:
-    from tl_advise.advisor.text.backbone import load_text_backbone
+    from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
     with pytest.raises(BackboneError, match="is not a folder"):
         load_text_backbone("mine", weights=tmp_path / "missing")
@@ -46,7 +46,7 @@ def test_a_weights_path_that_is_not_a_folder(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sampling_is_seeded_stratified_and_distinct() -> None:
-    from tl_advise.advisor.text.similarity import sample_examples
+    from tl_advise.advisor.measure.text.similarity import sample_examples
 
     examples = [TextExample(text=f"big {i % 90}" if i < 100 else f"small {i}", label="big" if i < 100 else "small",
                             split="all", where=f"line {i}") for i in range(110)]
@@ -104,7 +104,7 @@ def test_batching_and_length_sorting_do_not_change_embeddings(minilm: TextBackbo
 @slow
 def test_the_cache_returns_identical_arrays_without_a_forward_pass(minilm: TextBackbone, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from tl_advise.advisor.text.backbone import embed_cached
+    from tl_advise.advisor.measure.text.backbone import embed_cached
 
     cache = ArrayCache(tmp_path)
     texts = [CAT, UNRELATED, CAT]
@@ -127,7 +127,7 @@ def test_embeddings_match_sentence_transformers(minilm: TextBackbone) -> None:
 
 @slow
 def test_a_local_folder_loads_as_a_folder_backbone(minilm: TextBackbone) -> None:
-    from tl_advise.advisor.text.backbone import load_text_backbone
+    from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
     local = load_text_backbone(str(minilm.folder))
     assert local.info.source == "folder" and local.info.normalize
@@ -138,7 +138,7 @@ def test_a_local_folder_loads_as_a_folder_backbone(minilm: TextBackbone) -> None
 def test_an_unreachable_hub_model_names_the_offline_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
     import transformers
 
-    from tl_advise.advisor.text.backbone import load_text_backbone
+    from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
     def offline(*args: object, **kwargs: object) -> None:
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
@@ -151,7 +151,7 @@ def test_an_unreachable_hub_model_names_the_offline_alternatives(monkeypatch: py
 
 @slow
 def test_tokenizer_statistics_by_hand(minilm: TextBackbone) -> None:
-    from tl_advise.advisor.text.similarity import tokenizer_stats
+    from tl_advise.advisor.measure.text.similarity import tokenizer_stats
 
     tokenizer = minilm.tokenizer
     plain = tokenizer_stats(["the cat sat on the mat ."], tokenizer)
@@ -169,7 +169,7 @@ def test_tokenizer_statistics_by_hand(minilm: TextBackbone) -> None:
 @slow
 def test_similarity_signals_on_a_tiny_sample(minilm: TextBackbone, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from tl_advise.advisor.text.similarity import build_reference, text_similarity_signals
+    from tl_advise.advisor.measure.text.similarity import build_reference, text_similarity_signals
 
     texts = [f"I loved this film, {w} performance" for w in ("great", "superb", "fine", "brilliant", "moving")] + \
             [f"the enzyme {w} binds the receptor" for w in ("kinase", "ligase", "protease", "synthase", "lipase")]

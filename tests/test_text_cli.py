@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_class_folder
-from tl_advise.advisor.modality import detect_modality
+from tl_advise.advisor.data.modality import detect_modality
 from tl_advise.cli.commands import main
 from tl_advise.schema.errors import DatasetError
 

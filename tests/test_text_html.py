@@ -30,8 +30,8 @@ def _section(page: str, section_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tl_advise.advisor.text.advice import advise_text_session
-    from tl_advise.advisor.text.reading import TextExample
+    from tl_advise.advisor.data.text.reading import TextExample
+    from tl_advise.advisor.text_api import advise_text_session
 
     dataset = tiny_dataset(tmp_path_factory.mktemp("html") / "data")
     dataset.examples.append(TextExample(text=HOSTILE, label="positive", split="train", where="train hostile"))
@@ -40,7 +40,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.slow
 def test_the_advice_page_shows_lengths_and_escaped_examples_instead_of_thumbnails(session: Any) -> None:
-    from tl_advise.advisor.formats.text_html import page_data, render_text_html
+    from tl_advise.advisor.report.text_html import page_data, render_text_html
 
     data = page_data(session, per_class=100)  # every text: the hostile one among them
     page = render_text_html(session.result, data)
@@ -82,7 +82,7 @@ def test_a_text_run_page_shows_the_run_on_the_split_the_verdict_reads(session: A
 
 
 def test_the_histogram_marks_the_max_length() -> None:
-    from tl_advise.advisor.formats.figures import length_histogram
+    from tl_advise.advisor.report.figures import length_histogram
 
     fig = length_histogram([5, 9, 12, 70, 80], "tokens", 64)
     ax = fig.axes[0]
@@ -98,7 +98,7 @@ def test_an_html_report_inside_a_text_dataset_is_refused_before_any_work(
     (data / "train.csv").write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(10)),
                                     encoding="utf-8")
     started: list[object] = []
-    monkeypatch.setattr("tl_advise.advisor.text.advice.advise_text_session",
+    monkeypatch.setattr("tl_advise.advisor.text_api.advise_text_session",
                         lambda *a, **k: started.append(a) or 1 / 0)
     assert main([str(data), "--modality", "text", "--html", str(data / "report.html")]) == 2
     err = capsys.readouterr().err

@@ -24,7 +24,7 @@ STRATEGIES = ["text_feature_extraction", "text_finetune_top", "tfidf_linear"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[str], list[str]]:
     """A tiny run of three strategies: (output folder, its report, the test texts, their true labels)."""
-    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.advisor.text_api import advise_text_session
     from tl_advise.runners.text import run_text_advice
     from tl_advise.runners.text.api import make_text_splits
     from tl_advise.schema.text import TextRunOptions

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tl_advise.advisor.text import TextReadOptions, read_text_dataset, scan_texts
-from tl_advise.advisor.text.scan import capped_for_training, script_summary
+from tl_advise.advisor.data.text import TextReadOptions, read_text_dataset, scan_texts
+from tl_advise.advisor.data.text.scan import capped_for_training, script_summary
 from tl_advise.schema.errors import DatasetError, TLAdviseError
 
 

@@ -99,7 +99,7 @@ def test_the_recipes_numbers_are_the_literatures(rules: TextRuleSet) -> None:
         assert (s.encoder_lr, s.layer_decay, s.warmup_share, s.weight_decay, s.dropout) == (2e-5, 0.95, 0.1, 0.01, 0.1)
         assert (s.finetune_epochs, s.batch_size, s.max_length, s.head_lr) == (3, 32, 128, 1e-3)
     assert rules.small_data.finetune_epochs == 10 and rules.small_data.batch_size == 16
-    assert rules.strategies["tfidf_linear"].tfidf_c == 10.0  # the bar's C (advisor/text/similarity.py TFIDF_C)
+    assert rules.strategies["tfidf_linear"].tfidf_c == 10.0  # the bar's C (advisor/measure/text/similarity.py TFIDF_C)
     profile = rules.similarity.backbones["all-minilm-l6-v2"]
     assert not profile.calibrated
     assert {n for n, r in profile.signals.items() if r.weight > 0} == {"centroid_cosine", "knn_gain"}

@@ -25,7 +25,7 @@ def backbone() -> Any:
 
 
 def session(tmp_path: Path, backbone: Any, **dataset: Any) -> Any:
-    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.advisor.text_api import advise_text_session
 
     return advise_text_session(tiny_dataset(tmp_path / "data", **dataset), backbone=backbone, use_cache=False,
                                sample_size=40)
@@ -221,7 +221,7 @@ def test_bad_options_are_refused_before_training(tmp_path: Path, backbone: Any) 
 
 
 def test_minilm_advises_and_fine_tunes_its_top_layers(tmp_path: Path) -> None:
-    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.advisor.text_api import advise_text_session
     from tl_advise.runners.text import run_text_advice
 
     s = advise_text_session(tiny_dataset(tmp_path / "data", train=12, val=4, test=4), use_cache=False,
@@ -248,7 +248,7 @@ def shared_text(name: str) -> Path:
 
 @pytest.mark.shared
 def test_cold_advice_on_sst2(tmp_path: Path) -> None:
-    from tl_advise.advisor.text.advice import advise_text
+    from tl_advise.advisor.text_api import advise_text
 
     start = time.perf_counter()
     result = advise_text(shared_text("sst2"), cache_dir=tmp_path / "cache")

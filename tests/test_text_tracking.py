@@ -20,7 +20,7 @@ def backbone() -> Any:
 
 
 def _run(tmp_path: Path, backbone: Any, **options: Any) -> Any:
-    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.advisor.text_api import advise_text_session
     from tl_advise.runners.text import run_text_advice
     from tl_advise.schema.text import TextRunOptions
 
@@ -109,7 +109,7 @@ def test_a_missing_tracker_for_a_text_run_is_exit_2_before_any_work(
         capsys: pytest.CaptureFixture[str]) -> None:
     without(package)
     started: list[object] = []
-    monkeypatch.setattr("tl_advise.advisor.text.advice.advise_text_session",
+    monkeypatch.setattr("tl_advise.advisor.text_api.advise_text_session",
                         lambda *a, **k: started.append(a) or 1 / 0)
     code = main([str(_reviews(tmp_path)), "--run", f"--{package}", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err

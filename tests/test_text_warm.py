@@ -66,7 +66,7 @@ def backbones(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every model the advice loads (by spec)."""
-    from tl_advise.advisor.text import advice
+    from tl_advise.advisor import text_api as advice
 
     calls: list[str] = []
     real = advice.load_text_backbone
@@ -80,14 +80,14 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _advise(data: Path, backbone: Path, cache: Path, **kwargs: Any) -> Any:
-    from tl_advise.advisor.text.advice import advise_text_session
+    from tl_advise.advisor.text_api import advise_text_session
 
     return advise_text_session(data, backbone=str(backbone), cache_dir=cache,
                                sample_size=kwargs.pop("sample_size", 16), **kwargs)
 
 
 def _without_timings(result: Any) -> str:
-    from tl_advise.advisor.formats.text_advice import render_text_advice
+    from tl_advise.advisor.report.text_advice import render_text_advice
 
     return render_text_advice(result.model_copy(update={"timings": {}}), "json")
 
@@ -153,7 +153,7 @@ def test_warm_text_advice_never_imports_torch_or_transformers(tmp_path: Path, ba
 
 @pytest.mark.slow
 def test_importing_the_text_advice_imports_no_deep_learning_stack() -> None:
-    code = ("import sys, tl_advise.advisor.text.advice, tl_advise.advisor.text.similarity; "
+    code = ("import sys, tl_advise.advisor.text_api, tl_advise.advisor.measure.text.similarity; "
             "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"

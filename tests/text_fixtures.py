@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from tl_advise.advisor.text.backbone import TextBackbone
-from tl_advise.advisor.text.reading import TextDataset, TextExample
+from tl_advise.advisor.data.text.reading import TextDataset, TextExample
+from tl_advise.advisor.measure.text.backbone import TextBackbone
 from tl_advise.schema.text import TextBackboneInfo, TextSource
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "happy", "bright", "warm"]

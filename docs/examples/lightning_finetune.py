@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
 from tl_advise.advisor import advise_session
-from tl_advise.advisor.backbones import Backbone, load_backbone
+from tl_advise.advisor.measure.images.backbones import Backbone, load_backbone
 from tl_advise.runners import RunOptions, blocks
 from tl_advise.schema.models import AdviceResult, StrategyId
 

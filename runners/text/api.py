@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tl_advise.advisor.device import resolve_device
-from tl_advise.advisor.formats.text_html import page_data, render_text_html
-from tl_advise.advisor.text.advice import TextAdviceSession
-from tl_advise.advisor.text.reading import TextDataset, TextExample
+from tl_advise.advisor.data.text.reading import TextDataset, TextExample
+from tl_advise.advisor.measure.device import resolve_device
+from tl_advise.advisor.report.text_html import page_data, render_text_html
+from tl_advise.advisor.text_api import TextAdviceSession
 from tl_advise.rules.text_engine import text_recipe
 from tl_advise.runners.checkpoint import atomic_write_text
 from tl_advise.runners.options import check_output_dir

@@ -29,8 +29,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from tl_advise.advisor.cache import ArrayCache, digest
-from tl_advise.advisor.text.backbone import TextBackbone, text_hash
+from tl_advise.advisor.measure.cache import ArrayCache, digest
+from tl_advise.advisor.measure.text.backbone import TextBackbone, text_hash
 from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.feature_extraction import feature_batches
 from tl_advise.runners.metrics import classification_metrics

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tl_advise.advisor.predictions import TextPrediction, TextPredictionReport
+from tl_advise.advisor.report.predictions import TextPrediction, TextPredictionReport
 from tl_advise.runners import checkpoint
 from tl_advise.runners.text.model import TextClassifier, TextHead, eval_batches, restore_order, tokenize
 from tl_advise.runners.train import predict_batches

@@ -1,0 +1,85 @@
+"""Images or texts? What a dataset path holds, decided from its layout before either reader runs.
+
+A table is about images when a column is named like an image path or its first values are image files, and
+about texts when a column is named like a text column; a folder, by the split tables it holds (train.csv, …)
+or by the files in its class folders (.txt against image files). When both could be meant the error says
+how to choose (``--modality``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from tl_advise.advisor.data.images.layout import is_ignored
+from tl_advise.advisor.data.images.manifest import PATH_COLUMNS, SPLIT_VALUES, normalise
+from tl_advise.advisor.data.text.reading import TABLE_SUFFIXES, TEXT_COLUMNS, TEXT_SUFFIXES, read_rows
+from tl_advise.schema.errors import DatasetError
+
+Modality = Literal["image", "text"]
+MODALITIES: tuple[str, ...] = ("auto", "image", "text")
+_FILES_LOOKED_AT = 2000  # enough to tell .txt from image files in any sane layout, cheap on a million
+_CLEAR_MAJORITY = 0.9
+
+
+def detect_modality(data: str | Path, *, text_column: str | None = None, path_column: str | None = None) -> Modality:
+    """``image`` or ``text`` for the dataset at ``data``; a column named on the command line decides first."""
+    if text_column:
+        return "text"
+    if path_column:
+        return "image"
+    path = Path(data).expanduser()
+    if path.is_file():
+        return _table_modality(path) if path.suffix.lower() in TABLE_SUFFIXES else "image"
+    if not path.is_dir():
+        return "image"  # the image reader names a missing path with its own message
+    try:
+        entries = sorted(p for p in path.iterdir() if not is_ignored(p.name))
+    except OSError:
+        return "image"
+    split_tables = [p for p in entries if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
+                    and p.stem.lower() in SPLIT_VALUES]
+    if split_tables:
+        return _table_modality(split_tables[0])
+    return _folder_modality(path)
+
+
+def _table_modality(table_path: Path) -> Modality:
+    table = read_rows(table_path)
+    columns = {normalise(c) for c in table.columns}
+    first = [v for _, row in itertools.islice(table.rows, 20) for v in row.values() if isinstance(v, str)]
+    images = bool(columns & set(PATH_COLUMNS)) or any(_is_image_name(v) for v in first)
+    texts = bool(columns & set(TEXT_COLUMNS))
+    if images and not texts:
+        return "image"
+    if texts and not images:
+        return "text"
+    raise DatasetError(
+        f"cannot tell whether {table_path} lists images or texts (its columns: {', '.join(table.columns)}); "
+        "say which with --modality image (and --path-column) or --modality text (and --text-column)")
+
+
+def _is_image_name(value: str) -> bool:
+    return Path(value.strip()).suffix.lower() in Image.registered_extensions()
+
+
+def _folder_modality(folder: Path) -> Modality:
+    texts = images = 0
+    files = (Path(root) / name for root, _, names in os.walk(folder) for name in names if not is_ignored(name))
+    for file in itertools.islice(files, _FILES_LOOKED_AT):
+        suffix = file.suffix.lower()
+        if suffix in TEXT_SUFFIXES:
+            texts += 1
+        elif suffix in Image.registered_extensions():
+            images += 1
+    total = texts + images
+    if total == 0 or images >= _CLEAR_MAJORITY * total:
+        return "image"  # no files at all: the image reader explains the expected layout
+    if texts >= _CLEAR_MAJORITY * total:
+        return "text"
+    raise DatasetError(f"{folder} holds both text files ({texts}) and images ({images}) among the first "
+                       f"{total} files looked at; say which to read with --modality image or --modality text")
