@@ -2,6 +2,12 @@
 
     schema  <  rules  <  advisor  <  runners  <  cli
 
+Inside ``advisor`` the same holds one level down: the small utilities (defaults, versions, writable, timing) at
+the bottom, then ``data`` (reading a dataset), ``measure`` (a backbone's signals, which reads data) and
+``report`` (rendering, which may show the data but measures nothing), and the orchestration on top (the package
+itself, api, text_api, target, ranking). The modality is a seam: images and texts import nothing of each other,
+except that reading texts uses ``data.images``' folder layout and label manifests.
+
 Every import that can run counts: at the top of a module or inside a function (a function-level import is
 still a dependency), relative imports, ``importlib.import_module``/``__import__`` with a string, the
 ``else:`` of ``if TYPE_CHECKING:`` and ``if not TYPE_CHECKING:``. Only the body of ``if TYPE_CHECKING:``,
@@ -63,26 +69,36 @@ def _imported_modules(node: ast.AST, package: list[str]) -> list[str]:
     return []
 
 
-def imported_packages(path: Path, root: Path | None = None) -> set[tuple[str, int]]:
-    """(tl_advise package, line) for every import in ``path`` that can run: at the top of a module, inside a
+def _runnable_imports(path: Path, root: Path) -> list[tuple[ast.AST, list[str]]]:
+    """(node, absolute module names) for every import in ``path`` that can run: at the top of a module, inside a
     function, relative, dynamic, under ``if not TYPE_CHECKING:`` or in the ``else:`` of ``if TYPE_CHECKING:``;
     only the body of ``if TYPE_CHECKING:``, which never runs, is left out."""
-    found: set[tuple[str, int]] = set()
-    package = _package_of(path, root or REPO)
+    found: list[tuple[ast.AST, list[str]]] = []
+    package = _package_of(path, root)
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             for child in node.orelse:  # the else branch runs
                 visit(child)
             return
-        for name in _imported_modules(node, package):
-            parts = name.split(".")
-            if parts[0] == "tl_advise" and len(parts) > 1:
-                found.add((parts[1], getattr(node, "lineno", 0)))
+        names = _imported_modules(node, package)
+        if names:
+            found.append((node, names))
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def imported_packages(path: Path, root: Path | None = None) -> set[tuple[str, int]]:
+    """(tl_advise package, line) for every import in ``path`` that can run (``_runnable_imports``)."""
+    found: set[tuple[str, int]] = set()
+    for node, names in _runnable_imports(path, root or REPO):
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "tl_advise" and len(parts) > 1:
+                found.add((parts[1], getattr(node, "lineno", 0)))
     return found
 
 
@@ -98,6 +114,147 @@ def layer_violations() -> list[str]:
 
 def test_every_package_imports_only_the_layers_below_it() -> None:
     assert layer_violations() == []
+
+
+# The sub-layers inside advisor: what each may import of advisor (itself included). measure and report do not
+# import each other; the orchestration may import everything.
+ADVISOR_UTILITIES = {"defaults", "versions", "writable", "timing"}
+ADVISOR_ORCHESTRATION = {"__init__", "api", "text_api", "target", "ranking"}
+ADVISOR_MAY_IMPORT = {
+    "utilities": {"utilities"},
+    "data": {"utilities", "data"},
+    "measure": {"utilities", "data", "measure"},
+    "report": {"utilities", "data", "report"},
+    "orchestration": {"utilities", "data", "measure", "report", "orchestration"},
+}
+MODALITIES = ("images", "text")
+# The one crossing of the modality seam: reading texts uses the image side's folder layout and label manifests.
+SEAM_CROSSINGS = {("data.text", "data.images")}
+
+
+def advisor_part(name: str) -> str | None:
+    """Where a module of advisor sits: ``tl_advise.advisor.data.images.scan`` -> ``data.images``,
+    ``tl_advise.advisor.measure.cache`` -> ``measure``, ``tl_advise.advisor.api`` -> ``orchestration``,
+    ``tl_advise.advisor.defaults`` -> ``utilities``; ``unknown`` for a module in none of them, None outside
+    advisor."""
+    parts = name.split(".")
+    if parts[:2] != ["tl_advise", "advisor"]:
+        return None
+    rest = parts[2:]
+    if not rest or rest[0] in ADVISOR_ORCHESTRATION:
+        return "orchestration"  # the package itself imports api
+    if rest[0] in ADVISOR_UTILITIES:
+        return "utilities"
+    if rest[0] in ("data", "measure", "report"):
+        return f"{rest[0]}.{rest[1]}" if len(rest) > 1 and rest[1] in MODALITIES else rest[0]
+    return "unknown"
+
+
+def _module_name(path: Path, root: Path) -> str:
+    """``advisor/data/images/scan.py`` -> ``tl_advise.advisor.data.images.scan`` (a package: its own name)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(["tl_advise", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+
+def _imported_parts(node: ast.AST, names: list[str]) -> list[str]:
+    """The advisor parts an import brings in; ``from tl_advise.advisor import writable`` is the utility, not the
+    package (a name imported from a package is its submodule where it is one)."""
+    parts = []
+    for name in names:
+        aliases = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else []
+        for full in [f"{name}.{alias}" for alias in aliases] or [name]:
+            part = advisor_part(full)
+            if part == "unknown" and full != name:
+                part = advisor_part(name)
+            if part is not None:
+                parts.append(part)
+    return parts
+
+
+def advisor_violations() -> list[str]:
+    problems = []
+    for path in sorted((REPO / "advisor").rglob("*.py")):
+        where = advisor_part(_module_name(path, REPO))
+        rel = path.relative_to(REPO)
+        if where is None or where == "unknown":
+            problems.append(f"{rel} is in no sub-layer of advisor (data, measure, report, the utilities or the "
+                            "orchestration)")
+            continue
+        for node, names in _runnable_imports(path, REPO):
+            line = getattr(node, "lineno", 0)
+            for part in _imported_parts(node, names):
+                if part == "unknown":
+                    problems.append(f"{rel}:{line} imports a module of advisor in no sub-layer")
+                elif part.split(".")[0] not in ADVISOR_MAY_IMPORT[where.split(".")[0]]:
+                    problems.append(f"{rel}:{line} imports advisor.{part} ({where} may not)")
+                elif "." in where and "." in part and where.split(".")[1] != part.split(".")[1] \
+                        and (where, part) not in SEAM_CROSSINGS:
+                    problems.append(f"{rel}:{line} imports advisor.{part} (across the modality seam)")
+    return sorted(set(problems))
+
+
+def test_advisor_sub_packages_import_only_the_ones_below_them() -> None:
+    assert advisor_violations() == []
+
+
+def _advisor_violations_of(module: str, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``advisor_violations()`` of a tree that holds only ``advisor/<module>`` with ``source``."""
+    path = tmp_path / "advisor" / module
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    return advisor_violations()
+
+
+@pytest.mark.parametrize(("module", "source", "problem"), [
+    pytest.param("data/images/bad.py", "from tl_advise.advisor.measure.cache import ArrayCache\n",
+                 "advisor/data/images/bad.py:1 imports advisor.measure (data.images may not)",
+                 id="data imports measure"),
+    pytest.param("data/bad.py", "def f():\n    from tl_advise.advisor.report import render\n",
+                 "advisor/data/bad.py:2 imports advisor.report (data may not)", id="data imports report"),
+    pytest.param("measure/text/bad.py", "from tl_advise.advisor import api\n",
+                 "advisor/measure/text/bad.py:1 imports advisor.orchestration (measure.text may not)",
+                 id="measure imports the orchestration"),
+    pytest.param("measure/bad.py", "from tl_advise.advisor import advise\n",
+                 "advisor/measure/bad.py:1 imports advisor.orchestration (measure may not)",
+                 id="measure imports the package"),
+    pytest.param("report/bad.py", "from ..measure.images import similarity\n",
+                 "advisor/report/bad.py:1 imports advisor.measure.images (report may not)",
+                 id="report imports measure, relative"),
+    pytest.param("report/bad.py", "import importlib\nimportlib.import_module('tl_advise.advisor.text_api')\n",
+                 "advisor/report/bad.py:2 imports advisor.orchestration (report may not)",
+                 id="report imports the orchestration"),
+    pytest.param("writable.py", "from tl_advise.advisor.data.images.scan import ImageRecord\n",
+                 "advisor/writable.py:1 imports advisor.data.images (utilities may not)",
+                 id="a utility imports data"),
+    pytest.param("measure/images/bad.py", "from tl_advise.advisor.measure.text.backbone import TextBackbone\n",
+                 "advisor/measure/images/bad.py:1 imports advisor.measure.text (across the modality seam)",
+                 id="images import text"),
+    pytest.param("data/images/bad.py", "from tl_advise.advisor.data.text import read_text_dataset\n",
+                 "advisor/data/images/bad.py:1 imports advisor.data.text (across the modality seam)",
+                 id="reading images imports reading texts"),
+    pytest.param("helpers.py", "import os\n", "advisor/helpers.py is in no sub-layer of advisor (data, measure, "
+                 "report, the utilities or the orchestration)", id="a module in no sub-layer"),
+])
+def test_the_advisor_check_fails_on_an_import_upward(module: str, source: str, problem: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _advisor_violations_of(module, source, tmp_path, monkeypatch) == [problem]
+
+
+@pytest.mark.parametrize(("module", "source"), [
+    pytest.param("data/text/fine.py", "from tl_advise.advisor.data.images.layout import is_ignored\n",
+                 id="reading texts uses the image layout"),
+    pytest.param("measure/images/fine.py", "from tl_advise.advisor import writable\n"
+                 "from tl_advise.advisor.data.images.scan import ImageRecord\nfrom ..cache import ArrayCache\n",
+                 id="measure imports data and a utility"),
+    pytest.param("report/fine.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                 "    from tl_advise.advisor.text_api import TextAdviceSession\n", id="only for the type checker"),
+    pytest.param("ranking.py", "from tl_advise.advisor.report.ranking import render_text\n",
+                 id="the orchestration imports report"),
+])
+def test_the_advisor_check_passes_an_import_downward(module: str, source: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _advisor_violations_of(module, source, tmp_path, monkeypatch) == []
 
 
 @pytest.mark.parametrize(("source", "line"), [
