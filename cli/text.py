@@ -28,7 +28,6 @@ def check_text_options(opts: dict[str, Any]) -> None:
     """Image options refused; run options without --run refused as for images; a tracker asked for but not
     installed, or a tracking store MLflow refuses, refused: all before any work."""
     from tl_advise.cli.commands import RUN_ONLY_OPTIONS, check_run_only
-    from tl_advise.runners.tracking import check_available, check_tracking_store
 
     ctx = click.get_current_context()
     typed = [n for n in IMAGE_ONLY if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
@@ -36,7 +35,9 @@ def check_text_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"{', '.join(_flag(n) for n in typed)} apply to image datasets, and {opts['data']} is read "
                           "as text: leave them out (or say --modality image)")
     check_run_only(opts, [n for n in RUN_ONLY_OPTIONS if n not in IMAGE_ONLY])
-    if opts["run_"]:
+    if opts["run_"]:  # the runners import torch: a warm advice without --run never loads them
+        from tl_advise.runners.tracking import check_available, check_tracking_store
+
         check_available(tensorboard=opts["tensorboard"], mlflow=opts["mlflow"])
         check_tracking_store(mlflow=opts["mlflow"])
 
