@@ -27,11 +27,17 @@ def read_table(path: Path) -> Table:
     """A manifest's rows; raises :class:`DatasetError` naming the file when it cannot be read."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return _read_parquet(path)
+        return read_parquet(path, f"the Parquet manifest {path}", save_as="the manifest")
     text = _read_text(path)
+    if not text.strip():
+        raise DatasetError(f"the manifest {path} is empty; {EXPECTED_COLUMNS}")
     if suffix == ".jsonl":
-        return _read_jsonl(path, text)
-    return _read_csv(path, text, "\t" if suffix == ".tsv" else None)
+        table = parse_jsonl(path, text, hint="a .jsonl manifest holds one JSON object per line",
+                            example='{"file_name": "a.jpg", "label": "cat"}')
+        if not table.rows:
+            raise DatasetError(f"the manifest {path} is empty; {EXPECTED_COLUMNS}")
+        return table
+    return parse_csv(path, text, "\t" if suffix == ".tsv" else None)
 
 
 def _read_text(path: Path) -> str:
@@ -51,24 +57,31 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _read_csv(path: Path, text: str, delimiter: str | None) -> Table:
-    if not text.strip():
-        raise DatasetError(f"the manifest {path} is empty; {EXPECTED_COLUMNS}")
+def parse_csv(path: Path, text: str, delimiter: str | None = None) -> Table:
+    """The rows of a CSV/TSV ``text`` read from ``path`` (``delimiter`` None: detected from the header); each row
+    named by the line it starts on (a quoted field may span lines); blank rows skipped."""
     sep = delimiter or _delimiter(text.split("\n", 1)[0])
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, 1 << 30))  # a long document is one field; the default limit is 128 KiB
     try:
         header = [name.strip() for name in next(reader)]
         rows: list[tuple[str, dict[str, object]]] = []
+        line = reader.line_num + 1
         for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            rows.append((f"line {reader.line_num}", dict(zip(header, values, strict=False))))
+            if any(v.strip() for v in values):
+                rows.append((f"line {line}", dict(zip(header, values, strict=False))))
+            line = reader.line_num + 1
     except csv.Error as exc:
         raise DatasetError(f"{path} line {reader.line_num}: not readable as CSV ({exc})") from exc
+    finally:
+        csv.field_size_limit(limit)
     return Table(path=path, columns=header, rows=rows)
 
 
-def _read_jsonl(path: Path, text: str) -> Table:
+def parse_jsonl(path: Path, text: str, *, hint: str, example: str) -> Table:
+    """The objects of a JSON Lines ``text``, one per non-blank line; ``hint`` ends the message for a line that is
+    not JSON, ``example`` shows an object for a line that is JSON but not an object."""
     rows: list[tuple[str, dict[str, object]]] = []
     columns: dict[str, None] = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -77,27 +90,26 @@ def _read_jsonl(path: Path, text: str) -> Table:
         try:
             value = json.loads(line)
         except ValueError as exc:
-            raise DatasetError(f"{path} line {number}: not valid JSON ({exc}); a .jsonl manifest holds one "
-                               "JSON object per line") from exc
+            raise DatasetError(f"{path} line {number}: not valid JSON ({exc}); {hint}") from exc
         if not isinstance(value, dict):
             raise DatasetError(f"{path} line {number}: a JSON {type(value).__name__}, not an object such as "
-                               '{"file_name": "a.jpg", "label": "cat"}')
+                               f"{example}")
         columns.update(dict.fromkeys(value))
         rows.append((f"line {number}", value))
-    if not rows:
-        raise DatasetError(f"the manifest {path} is empty; {EXPECTED_COLUMNS}")
     return Table(path=path, columns=list(columns), rows=rows)
 
 
-def _read_parquet(path: Path) -> Table:
+def read_parquet(path: Path, what: str, *, save_as: str) -> Table:
+    """A Parquet file's rows (with pyarrow); ``what`` names the file in messages, ``save_as`` what to save as .csv
+    when pyarrow is missing."""
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
-        raise DatasetError(f"reading the Parquet manifest {path} needs pyarrow: pip install 'tl-advise[parquet]' "
-                           "(or save the manifest as .csv)") from exc
+        raise DatasetError(f"reading {what} needs pyarrow: pip install 'tl-advise[parquet]' (or save {save_as} as "
+                           ".csv)") from exc
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises its own hierarchy (ArrowInvalid, ArrowIOError, …) for bad files
-        raise DatasetError(f"cannot read the Parquet manifest {path}: {exc}") from exc
+        raise DatasetError(f"cannot read {what}: {exc}") from exc
     rows = [(f"row {i}", values) for i, values in enumerate(table.to_pylist(), 1)]
     return Table(path=path, columns=list(table.column_names), rows=rows)

@@ -17,9 +17,6 @@ mostly not UTF-8 is refused.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 import os
@@ -42,6 +39,7 @@ from tl_advise.advisor.data.images.manifest import (
     normalise,
     split_of,
 )
+from tl_advise.advisor.data.tables import Table, parse_csv, parse_jsonl, read_parquet
 from tl_advise.schema.errors import DatasetError
 from tl_advise.schema.models import SkippedFile
 from tl_advise.schema.text import TextSource, TextSourceKind
@@ -220,86 +218,23 @@ def _read_bytes(path: Path) -> bytes:
 # --------------------------------------------------------------------------- tables
 
 
-@dataclass
-class _Table:
-    path: Path
-    columns: list[str]
-    rows: list[tuple[str, dict[str, object]]]  # (where: "line 12" / "row 3", values)
-
-
-def read_rows(path: Path) -> _Table:
+def read_rows(path: Path) -> Table:
     """A table's rows; raises :class:`DatasetError` naming the file when it cannot be read."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return _read_parquet(path)
+        table = read_parquet(path, str(path), save_as="it")
+        if not table.rows:
+            raise DatasetError(f"{path} has no rows; {EXPECTED_TEXT_TABLE}")
+        return table
     text, _ = decode(_read_bytes(path), str(path))
     if not text.strip():
         raise DatasetError(f"{path} is empty; {EXPECTED_TEXT_TABLE}")
-    table = _read_jsonl(path, text) if suffix == ".jsonl" else _read_csv(path, text, "\t" if suffix == ".tsv" else None)
+    table = (parse_jsonl(path, text, hint='a .jsonl file holds one JSON object per line, e.g. {"text": "great phone", '
+                         '"label": "positive"}', example='{"text": "great phone", "label": "positive"}')
+             if suffix == ".jsonl" else parse_csv(path, text, "\t" if suffix == ".tsv" else None))
     if not table.rows:
         raise DatasetError(f"{path} has a header ({', '.join(table.columns)}) but no rows; {EXPECTED_TEXT_TABLE}")
     return table
-
-
-def _delimiter(header_line: str) -> str:
-    counts = {sep: header_line.count(sep) for sep in (",", ";", "\t", "|")}
-    best = max(counts, key=lambda sep: counts[sep])
-    return best if counts[best] else ","
-
-
-def _read_csv(path: Path, text: str, delimiter: str | None) -> _Table:
-    sep = delimiter or _delimiter(text.split("\n", 1)[0])
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max(limit, 1 << 30))  # a long document is one field; the default limit is 128 KiB
-    try:
-        header = [name.strip() for name in next(reader)]
-        rows: list[tuple[str, dict[str, object]]] = []
-        line = reader.line_num + 1
-        for values in reader:
-            if any(v.strip() for v in values):
-                rows.append((f"line {line}", dict(zip(header, values, strict=False))))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise DatasetError(f"{path} line {reader.line_num}: not readable as CSV ({exc})") from exc
-    finally:
-        csv.field_size_limit(limit)
-    return _Table(path=path, columns=header, rows=rows)
-
-
-def _read_jsonl(path: Path, text: str) -> _Table:
-    rows: list[tuple[str, dict[str, object]]] = []
-    columns: dict[str, None] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            raise DatasetError(f"{path} line {number}: not valid JSON ({exc}); a .jsonl file holds one JSON "
-                               'object per line, e.g. {"text": "great phone", "label": "positive"}') from exc
-        if not isinstance(value, dict):
-            raise DatasetError(f"{path} line {number}: a JSON {type(value).__name__}, not an object such as "
-                               '{"text": "great phone", "label": "positive"}')
-        columns.update(dict.fromkeys(value))
-        rows.append((f"line {number}", value))
-    return _Table(path=path, columns=list(columns), rows=rows)
-
-
-def _read_parquet(path: Path) -> _Table:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise DatasetError(f"reading {path} needs pyarrow: pip install 'tl-advise[parquet]' (or save it as .csv)") \
-            from exc
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises its own hierarchy (ArrowInvalid, ArrowIOError, …) for bad files
-        raise DatasetError(f"cannot read the Parquet file {path}: {exc}") from exc
-    if table.num_rows == 0:
-        raise DatasetError(f"{path} has no rows; {EXPECTED_TEXT_TABLE}")
-    return _Table(path=path, columns=list(table.column_names),
-                  rows=[(f"row {i}", values) for i, values in enumerate(table.to_pylist(), 1)])
 
 
 def read_texts(path: Path, *, text_column: str | None = None) -> list[str]:
@@ -336,7 +271,7 @@ class _Columns:
     flag_split: str | None = None  # the split a true value in a boolean column means
 
 
-def _columns(table: _Table, options: TextReadOptions, fixed_split: str | None) -> _Columns:
+def _columns(table: Table, options: TextReadOptions, fixed_split: str | None) -> _Columns:
     label = (named_column(table.path, table.columns, options.label_column, "label_column") if options.label_column
              else find_column(table.columns, TEXT_LABEL_COLUMNS))
     rest = [c for c in table.columns if c != label]
@@ -365,7 +300,7 @@ def _columns(table: _Table, options: TextReadOptions, fixed_split: str | None) -
     return columns
 
 
-def _split_column(table: _Table, options: TextReadOptions, columns: _Columns) -> None:
+def _split_column(table: Table, options: TextReadOptions, columns: _Columns) -> None:
     if options.split_column:
         name: str | None = named_column(table.path, table.columns, options.split_column, "split_column")
     else:
