@@ -23,7 +23,8 @@ STRATEGIES = ["text_feature_extraction", "text_finetune_top", "tfidf_linear"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[str], list[str]]:
-    """A tiny run of three strategies: (output folder, its report, the test texts, their true labels)."""
+    """A tiny run of three strategies and the recommended one: (output folder, its report, the test texts, their
+    true labels)."""
     from tl_advise.advisor.text_api import advise_text_session
     from tl_advise.runners.text import run_text_advice
     from tl_advise.runners.text.api import make_text_splits
@@ -32,7 +33,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[s
     root = tmp_path_factory.mktemp("text-run")
     dataset = tiny_dataset(root / "data")
     session = advise_text_session(dataset, backbone=tiny_backbone(), use_cache=False, sample_size=40)
-    report = run_text_advice(session, TextRunOptions(output_dir=root / "out", strategies=STRATEGIES, max_length=32,
+    # The recommended strategy is trained too, whichever it is: the run folder predicts with its model.
+    strategies = list(dict.fromkeys([*STRATEGIES, session.result.recommendation.strategy]))
+    report = run_text_advice(session, TextRunOptions(output_dir=root / "out", strategies=strategies, max_length=32,
                                                      head_epochs=3, finetune_epochs=1, tensorboard=False))
     test = make_text_splits(dataset).test
     assert test is not None
