@@ -22,13 +22,13 @@ step() { echo "== $(date -u +%FT%TZ) $*"; "$PY" benchmarks/advice_quality.py "$@
 DIGITS="$WORK/sources/digits"
 [ -d "$DIGITS" ] || "$PY" -m tl_advise.cli sample-data "$DIGITS"
 
-# 1. The pixel-baseline rule's datasets (raw pixels as good as frozen features), three seeds.
+# 1. Far and in-between tiny data (item 5: the far-tiny split, the pixel rule's cut-off) at 10, 40 and 100 per
+#    class; seeds are the outer loop, so every level has a first seed before any has a third (1,500 and ~600 test
+#    images judge).
+step "$DATA/sign_digits" "$DATA/eurosat_medium" --levels 10,40,100 --seeds 0,1,2
+# 2. The pixel-baseline rule's datasets (raw pixels as good as frozen features), three seeds.
 step "$DATA/pneumoniamnist" "$DATA/lfw_faces_vs_nonfaces" "$DIGITS" --levels 10,40,100 --seeds 0,1,2
-# 2. Far and in-between tiny data at 10 and 40 per class, three seeds (1,500 and ~600 test images).
-step "$DATA/sign_digits" "$DATA/eurosat_medium" --levels 10,40 --seeds 0,1,2
-# 3. The same at 100 per class.
-step "$DATA/sign_digits" "$DATA/eurosat_medium" --levels 100 --seeds 0,1,2
-# 4. Close data in the tiny band (hymenoptera's 153 val images judge; the small sets carve their test split).
+# 3. Close data in the tiny band (hymenoptera's 153 val images judge; the small sets carve their test split).
 step "$DATA/hymenoptera" "$DATA/flowers5_small" "$DATA/eurosat_small" "$DATA/flowers5" --levels 10,40,100 \
   --seeds 0,1,2
 echo "== $(date -u +%FT%TZ) grid done"
