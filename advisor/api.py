@@ -98,6 +98,11 @@ class AdviceSession:
             self._backbone = load_backbone(self.backbone_spec, weights_file=self.weights)
         return self._backbone
 
+    @property
+    def loaded_backbone(self) -> Backbone | None:
+        """The backbone if the advice has already loaded it (a cached advice has not), without loading it."""
+        return self._backbone
+
 
 def advise(
     data: str | Path,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +41,9 @@ from tl_advise.advisor.defaults import (
 from tl_advise.advisor.measure.cache import CACHE_FORMAT, ArrayCache, digest, file_identity
 from tl_advise.advisor.measure.images.shared_decode import SharedDecoder
 from tl_advise.advisor.timing import StepTimer
-from tl_advise.advisor.versions import package_version, tool_version
+from tl_advise.advisor.versions import package_version, tool_version, weights_identity
 from tl_advise.rules import RuleSet
-from tl_advise.schema.errors import ConfigError, DatasetError
+from tl_advise.schema.errors import BackboneError, ConfigError, DatasetError
 from tl_advise.schema.models import BackboneInfo, Recommendation
 from tl_advise.schema.ranking import (
     SCORE_NAMES,
@@ -57,6 +57,7 @@ from tl_advise.schema.ranking import (
 
 if TYPE_CHECKING:
     from tl_advise.advisor.measure.images.backbones import Backbone
+    from tl_advise.advisor.measure.images.engines import OpenedEngine
     from tl_advise.advisor.measure.images.engines.torch_engine import Loader
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,19 @@ def remember_names(cache: ArrayCache, checked: dict[str, str]) -> None:
     known = known_names(cache)
     if not set(checked.items()) <= set(known.items()):
         cache.save_json(MEASUREMENTS_KIND, _names_key(), {**known, **checked})
+
+
+def check_candidate_weights(weights: Mapping[str, str | Path], names: Sequence[str]) -> dict[str, Path]:
+    """``weights`` (candidate name -> local checkpoint) checked against the candidates before anything loads."""
+    checked: dict[str, Path] = {}
+    for name, path in weights.items():
+        if name not in names:
+            raise ConfigError(f"--weights names {name}, which is not a candidate ({', '.join(names)}): write "
+                              "NAME=PATH with NAME exactly as in --candidates")
+        if not Path(path).is_file():
+            raise BackboneError(f"weights file {path} for {name} does not exist (or is not a file)")
+        checked[name] = Path(path)
+    return checked
 
 
 def check_candidates(candidates: Sequence[str] | str, cache: ArrayCache | None = None) -> list[str]:
@@ -305,23 +319,25 @@ class CandidateMeasurement:
                    seconds=float(data["seconds"]), from_cache=True)
 
 
-def candidate_key(spec: str, sample: Sequence[ImageRecord], root: Path, seed: int, engine: str) -> str:
+def candidate_key(spec: str, sample: Sequence[ImageRecord], root: Path, seed: int, engine: str,
+                  weights: str | Path | None = None) -> str:
     libraries = {name: package_version(name) for name in _LIBRARIES}
-    return digest(CACHE_FORMAT, "rank-candidate", MEASUREMENT_METHOD, tool_version(), spec, libraries, str(root),
-                  seed, engine, [file_identity(r, root) for r in sample])
+    return digest(CACHE_FORMAT, "rank-candidate", MEASUREMENT_METHOD, tool_version(), spec, weights_identity(weights),
+                  libraries, str(root), seed, engine, [file_identity(r, root) for r in sample])
 
 
 def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, engine: str, device: str,
                       cache: ArrayCache, seed: int, batch_size: int | None, num_workers: int | None,
                       progress: bool, backbone: Backbone | None = None, warmed: bool = False,
-                      decoder: SharedDecoder | None = None) -> CandidateMeasurement:
+                      decoder: SharedDecoder | None = None, weights: str | Path | None = None
+                      ) -> CandidateMeasurement:
     """Embed the sample with ``spec`` (no BN statistics: only the probe needs them), score it, cost it.
 
     ``backbone``: ``spec`` already loaded (the probe, by the advice); ``warmed``: it has just run batches of
     this size in this process (the advice's embedding), so a separate speed measurement needs no warm-up;
     ``decoder``: the sample's shared decode (with PyTorch: its loader then runs without worker processes,
-    whose decodes would not be shared)."""
-    key = candidate_key(spec, sample, root, seed, engine)
+    whose decodes would not be shared); ``weights``: a local checkpoint for ``spec`` (``--weights NAME=PATH``)."""
+    key = candidate_key(spec, sample, root, seed, engine, weights)
     found: dict[str, Any] | None = cache.load_json(MEASUREMENTS_KIND, key)
     if found is not None:
         try:
@@ -333,7 +349,8 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
     from tl_advise.advisor.measure.images.embedding import embed_sample
 
     started = time.perf_counter()
-    opened = _open(spec, engine, device=device, cache=cache, progress=progress, backbone=backbone, decoder=decoder)
+    opened = _open(spec, engine, weights, device=device, cache=cache, progress=progress, backbone=backbone,
+                   decoder=decoder)
     workers = 0 if decoder is not None and opened.engine.name == "torch" else num_workers
     embedded = embed_sample(opened.engine, sample, root=root, cache=cache, collect_bn=False, batch_size=batch_size,
                             num_workers=workers, progress=progress)
@@ -341,7 +358,7 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
         raise DatasetError(f"{spec}: {len(sample) - len(embedded.records)} sampled image(s) did not decode "
                            f"({embedded.failed[0].path}: {embedded.failed[0].reason})")
     scores, correct = transfer_scores(embedded.features, embedded.labels, seed=seed)
-    net = opened.backbone if opened.backbone is not None else load_backbone(spec)
+    net = opened.backbone if opened.backbone is not None else load_backbone(spec, weights_file=weights)
     batch = batch_size or opened.engine.default_batch_size
     from_pass = pass_throughput(embedded.body_times, batch) if opened.engine.name == "torch" else None
     if from_pass is not None:
@@ -365,22 +382,21 @@ def measure_candidate(spec: str, sample: Sequence[ImageRecord], root: Path, *, e
     return measured
 
 
-def _open(spec: str, engine: str, *, device: str, cache: ArrayCache, progress: bool, backbone: Backbone | None,
-          decoder: SharedDecoder | None) -> Any:
+def _open(spec: str, engine: str, weights: str | Path | None, *, device: str, cache: ArrayCache, progress: bool,
+          backbone: Backbone | None, decoder: SharedDecoder | None) -> OpenedEngine:
     """The candidate's engine: with PyTorch, on ``backbone`` when given and reading through ``decoder``."""
-    from tl_advise.advisor.measure.images.engines import open_engine
+    from tl_advise.advisor.measure.images.engines import OpenedEngine, open_engine
 
     if engine != "torch":
-        return open_engine(engine, spec, None, device=device, cache=cache, progress=progress, timer=StepTimer())
+        return open_engine(engine, spec, weights, device=device, cache=cache, progress=progress, timer=StepTimer())
     from tl_advise.advisor.measure.device import resolve_device
     from tl_advise.advisor.measure.images.backbones import load_backbone
-    from tl_advise.advisor.measure.images.engines import _Opened
     from tl_advise.advisor.measure.images.engines.torch_engine import TorchEngine
 
-    net = backbone if backbone is not None else load_backbone(spec, progress=progress)
+    net = backbone if backbone is not None else load_backbone(spec, weights_file=weights, progress=progress)
     if decoder is None:
-        return _Opened(TorchEngine(net, resolve_device(device)), net)
-    return _Opened(TorchEngine(net, resolve_device(device), load=decoder.load), net)
+        return OpenedEngine(TorchEngine(net, resolve_device(device)), net)
+    return OpenedEngine(TorchEngine(net, resolve_device(device), load=decoder.load), net)
 
 
 # --------------------------------------------------------------------------- ranking
@@ -472,14 +488,16 @@ def rank_backbones(
     per_class: int | None = DEFAULT_PER_CLASS, max_images: int | None = DEFAULT_TOTAL,
     cache_dir: str | Path | None = None, use_cache: bool = True, batch_size: int | None = None,
     num_workers: int | None = None, progress: bool = False, manifest: ManifestOptions | None = None,
-    writes: dict[str, str | Path | None] | None = None,
+    writes: dict[str, str | Path | None] | None = None, weights: Mapping[str, str | Path] | None = None,
 ) -> RankingResult:
     """Rank ``candidates`` (two or more backbone names, or one comma-separated string) by how well their frozen
     features transfer to ``data``, with their cost and one recommendation with its strategy.
 
     ``probe`` measures the similarity (the advice's calibrated backbone); ``score`` ranks the candidates
-    (``logreg_accuracy``, ``knn_accuracy`` or ``logme``). Raises a ``TLAdviseError`` subclass for bad input: fewer
-    than two candidates, one named twice, an unknown name, weights that cannot be had offline.
+    (``logreg_accuracy``, ``knn_accuracy`` or ``logme``); ``weights`` maps a candidate to a local checkpoint it
+    is measured with (the probe still measures the similarity with its published weights). Raises a
+    ``TLAdviseError`` subclass for bad input: fewer than two candidates, one named twice, an unknown name, weights
+    that cannot be had offline, a weights file missing or for no candidate.
     """
     from tl_advise.advisor.api import _audited_sample, advise_session
 
@@ -489,6 +507,7 @@ def rank_backbones(
     from tl_advise.advisor.measure.cache import default_cache_dir
 
     names = check_candidates(candidates, ArrayCache(Path(cache_dir or default_cache_dir())) if use_cache else None)
+    checkpoints = check_candidate_weights(weights or {}, names)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     session = advise_session(data, backbone=probe, rules=rules, device=device, engine=engine, seed=seed,
@@ -504,12 +523,12 @@ def rank_backbones(
         started = time.perf_counter()
         # The probe's network, loaded by the advice (None when the advice came from the cache): not loaded twice;
         # when the advice embedded with it here, at the same batch size, it is warmed up too.
-        loaded = session._backbone if name == session.backbone_spec and session.weights is None else None
+        loaded = session.loaded_backbone if name == session.backbone_spec and name not in checkpoints else None
         warmed = (loaded is not None and result.sample.engine == "torch" and result.sample.forward_passes > 0)
         measured.append(measure_candidate(name, sample, session.scan.root, engine=engine, device=device,
                                           cache=session.cache, seed=seed, batch_size=batch_size,
                                           num_workers=num_workers, progress=progress, backbone=loaded,
-                                          warmed=warmed, decoder=decoder))
+                                          warmed=warmed, decoder=decoder, weights=checkpoints.get(name)))
         timings[f"candidate {name}"] = round(time.perf_counter() - started, 3)
     remember_names(session.cache, dict(zip(names, names, strict=True)))
     ranked, choice = rank(measured, score, session.rules, result.dataset, result.similarity, result.backbone,

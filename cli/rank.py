@@ -35,6 +35,16 @@ def _env(name: str) -> str:
     return f"TL_ADVISE_RANK_{name}"
 
 
+def _weights_map(values: tuple[str, ...]) -> dict[str, Path]:
+    pairs: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise click.BadParameter(f"{value!r}: write NAME=PATH, e.g. mobilenet_v2=weights/mobilenet_v2.pth")
+        pairs[name.strip()] = Path(path.strip())
+    return pairs
+
+
 @click.command("rank-backbones", context_settings={"max_content_width": 100})
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--candidates", required=True, envvar=_env("CANDIDATES"), metavar="A,B,C",
@@ -42,6 +52,10 @@ def _env(name: str) -> str:
                    "(mobilenet_v2:IMAGENET1K_V1, resnet50) or timm name (convnext_tiny, timm/resnet50).")
 @click.option("--probe", default=DEFAULT_BACKBONE, show_default=True, envvar=_env("PROBE"),
               help="The backbone that measures the similarity (the calibrated one).")
+@click.option("--weights", "weights", multiple=True, metavar="NAME=PATH", envvar=_env("WEIGHTS"),
+              callback=lambda _ctx, _param, value: _weights_map(value),
+              help="A local checkpoint (state_dict) for one candidate, loaded with weights_only=True; repeat for "
+                   "more. NAME as in --candidates.")
 @click.option("--score", type=click.Choice(SCORES), default="logreg_accuracy", show_default=True,
               envvar=_env("SCORE"), help="What ranks the candidates (the others are reported beside it).")
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), envvar="TL_ADVISE_RULES",
@@ -69,10 +83,10 @@ def _env(name: str) -> str:
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [default: on a terminal].")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-def rank_command(data: Path, candidates: str, probe: str, score: str, rules_file: Path | None, fmt: str,
-                 output: Path | None, html_path: Path | None, device: str, engine: str, seed: int, per_class: int,
-                 max_images: int, cache_dir: Path | None, no_cache: bool, progress: bool | None, verbose: int,
-                 quiet: bool) -> int:
+def rank_command(data: Path, candidates: str, probe: str, weights: dict[str, Path], score: str,
+                 rules_file: Path | None, fmt: str, output: Path | None, html_path: Path | None, device: str,
+                 engine: str, seed: int, per_class: int, max_images: int, cache_dir: Path | None, no_cache: bool,
+                 progress: bool | None, verbose: int, quiet: bool) -> int:
     """Rank candidate backbones for the dataset DATA and recommend one, with its strategy.
 
     Each candidate embeds the same seeded sample; its frozen features are scored (cross-validated
@@ -96,7 +110,7 @@ def rank_command(data: Path, candidates: str, probe: str, score: str, rules_file
     result = rank_backbones(
         data, names, probe=probe, rules=rules_file, score=score, device=device,  # type: ignore[arg-type]
         engine=engine, seed=seed, per_class=per_class, max_images=max_images, cache_dir=cache_dir,
-        use_cache=not no_cache, progress=show_progress,
+        use_cache=not no_cache, progress=show_progress, weights=weights,
         writes={"The report file (-o)": output, "The HTML report (--html)": html_path})
     report = render_ranking(result, fmt)
     if output:

@@ -72,6 +72,22 @@ def test_the_cli_refuses_bad_candidates_with_exit_2_and_no_traceback(
         assert expected in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(("weights", "expected"), [
+    (["mobilenet_v2"], "write NAME=PATH"),
+    (["resnet18=w.pth"], "resnet18, which is not a candidate"),
+    (["mobilenet_v2=missing.pth"], "weights file missing.pth for mobilenet_v2 does not exist"),
+])
+def test_the_cli_refuses_bad_weights_before_anything_loads(weights: list[str], expected: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.pth").write_bytes(b"")
+    args = ["rank-backbones", str(tmp_path), "--candidates", "efficientnet_lite0,mobilenet_v2"]
+    assert main([*args, *(x for w in weights for x in ("--weights", w))]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
 def test_every_format_the_cli_offers_has_a_renderer() -> None:
     assert set(RANK_FORMATS) == set(RANKING_FORMATTERS)
     assert SCORES == SCORE_NAMES
@@ -321,7 +337,7 @@ def test_advice_for_a_target_backbone_trains_the_target(synthetic_dataset: Path,
     assert run.val is not None
     # A second advice finds the target's description in the cache.
     again = advise_session(synthetic_dataset, cache_dir=session_cache_dir, device="cpu", engine="torch", target=target)
-    assert again.result.backbone == result.backbone and again._backbone is None
+    assert again.result.backbone == result.backbone and again.loaded_backbone is None
 
 
 @pytest.mark.slow
@@ -348,6 +364,36 @@ def test_ranking_end_to_end_is_cached_and_rendered(synthetic_dataset: Path, sess
     printed = RankingResult.model_validate(json.loads(capsys.readouterr().out))
     assert printed.recommended.spec == warm.recommended.spec
     assert "tl-ranking" in html_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_candidate_measured_with_a_local_checkpoint(synthetic_dataset: Path, session_cache_dir: Path,
+                                                      torch_home_with_mobilenet: Path) -> None:
+    from tl_advise.advisor.ranking import rank_backbones
+    from tl_advise.advisor.report.ranking import render_ranking
+
+    import torch
+
+    from tl_advise.schema.errors import BackboneError
+
+    published = rank_backbones(synthetic_dataset, ["efficientnet_lite0", "mobilenet_v2:IMAGENET1K_V1"],
+                               cache_dir=session_cache_dir, device="cpu")
+    # The published file as a local checkpoint: measured anew (its own cache entry), named as a checkpoint so the
+    # report's command trains it with --weights; the probe still measures the similarity with its own weights.
+    checkpoint = next((torch_home_with_mobilenet / "hub" / "checkpoints").glob("mobilenet_v2-*.pth"))
+    local = rank_backbones(synthetic_dataset, ["efficientnet_lite0", "mobilenet_v2"], cache_dir=session_cache_dir,
+                           device="cpu", weights={"mobilenet_v2": checkpoint})
+    mobilenet = next(c for c in local.candidates if c.spec == "mobilenet_v2")
+    assert mobilenet.backbone.source == "file" and mobilenet.backbone.weights == f"file:{checkpoint.resolve()}"
+    assert not mobilenet.from_cache and local.probe == published.probe and local.similarity == published.similarity
+    if local.recommended.spec == "mobilenet_v2":
+        assert f"--for mobilenet_v2 --weights {checkpoint}" in render_ranking(local, "text")
+    # The file is what loads: one that does not fit the architecture is refused, naming it.
+    wrong = checkpoint.with_name("linear.pth")
+    torch.save(torch.nn.Linear(3, 2).state_dict(), wrong)
+    with pytest.raises(BackboneError, match=f"weights file {wrong} does not fit"):
+        rank_backbones(synthetic_dataset, ["efficientnet_lite0", "mobilenet_v2"], cache_dir=session_cache_dir,
+                       device="cpu", weights={"mobilenet_v2": wrong})
 
 
 @pytest.mark.slow

@@ -61,8 +61,15 @@ def _advice_lines(result: RankingResult) -> list[tuple[str, str]]:
         ("schedule", "; ".join(f"{p.name}: {p.epochs} epochs at {fmt_lr(p.learning_rate)}" for p in rec.schedule)),
         ("input", f"{pre.input_size} px ({pre.interpolation}, crop {pre.crop_pct:g}, mean {list(pre.mean)}, "
                   f"std {list(pre.std)})"),
-        ("train it", f"tl-advise {_shell(result.dataset.root)} --for {chosen.spec} --run"),
+        ("train it", f"tl-advise {_shell(result.dataset.root)} --for {chosen.spec}{_weights_option(chosen)} --run"),
     ]
+
+
+def _weights_option(chosen: RankedBackbone) -> str:
+    """`` --weights PATH`` when the candidate was measured with a local checkpoint (its weights id ``file:PATH``)."""
+    if chosen.backbone.source != "file":
+        return ""
+    return f" --weights {_shell(chosen.backbone.weights.removeprefix('file:'))}"
 
 
 def _shell(path: str) -> str:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENGINE_CHOICES", "check_engine", "open_engine"]
+__all__ = ["ENGINE_CHOICES", "OpenedEngine", "check_engine", "open_engine"]
 
 
 def _gpu_visible() -> bool:
@@ -65,15 +65,15 @@ def check_engine(choice: str, device: str) -> None:
 _EXPORTED: dict[str, tuple[GraphRecord, bytes, BNReference | None]] = {}
 
 
-class _Opened:
-    """An engine and the PyTorch backbone loaded on the way, if any (``--run`` reuses it)."""
+class OpenedEngine:
+    """An engine and the PyTorch backbone loaded on the way, if any (``--run`` and the ranking reuse it)."""
 
     def __init__(self, engine: EmbeddingEngine, backbone: Backbone | None) -> None:
         self.engine, self.backbone = engine, backbone
 
 
 def open_engine(choice: str, backbone_spec: str, weights: str | Path | None, *, device: str, cache: ArrayCache,
-                progress: bool, timer: StepTimer) -> _Opened:
+                progress: bool, timer: StepTimer) -> OpenedEngine:
     check_engine(choice, device)
     if choice == "torch":
         return _torch_engine(backbone_spec, weights, device, progress, None)
@@ -120,7 +120,7 @@ def open_engine(choice: str, backbone_spec: str, weights: str | Path | None, *, 
 
 def _onnx_engine(choice: str, backbone_spec: str, weights: str | Path | None, device: str, progress: bool,
                  path: Path, record: GraphRecord, reference: BNReference | None, backbone: Backbone | None
-                 ) -> _Opened:
+                 ) -> OpenedEngine:
     from tl_advise.advisor.measure.images.engines.onnx_engine import OnnxEngine
 
     try:
@@ -128,11 +128,11 @@ def _onnx_engine(choice: str, backbone_spec: str, weights: str | Path | None, de
     except Exception as exc:  # ONNX Runtime refuses the graph (an operator it lacks, a corrupt file)
         return _fall_back(choice, backbone_spec, weights, device, progress, backbone,
                           f"ONNX Runtime cannot load the graph ({exc.__class__.__name__}: {str(exc)[:200]})")
-    return _Opened(engine, backbone)
+    return OpenedEngine(engine, backbone)
 
 
 def _fall_back(choice: str, backbone_spec: str, weights: str | Path | None, device: str, progress: bool,
-               backbone: Backbone | None, why: str) -> _Opened:
+               backbone: Backbone | None, why: str) -> OpenedEngine:
     if choice == "onnx":
         raise BackboneError(f"--engine onnx: {backbone_spec} cannot run on ONNX Runtime: {why}. "
                             f"Use --engine torch (or auto, which falls back by itself).")
@@ -141,11 +141,11 @@ def _fall_back(choice: str, backbone_spec: str, weights: str | Path | None, devi
 
 
 def _torch_engine(backbone_spec: str, weights: str | Path | None, device: str, progress: bool,
-                  backbone: Backbone | None) -> _Opened:
+                  backbone: Backbone | None) -> OpenedEngine:
     from tl_advise.advisor.measure.device import resolve_device
     from tl_advise.advisor.measure.images.backbones import load_backbone
     from tl_advise.advisor.measure.images.engines.torch_engine import TorchEngine
 
     if backbone is None:
         backbone = load_backbone(backbone_spec, weights_file=weights, progress=progress)
-    return _Opened(TorchEngine(backbone, resolve_device(device)), backbone)
+    return OpenedEngine(TorchEngine(backbone, resolve_device(device)), backbone)
