@@ -370,7 +370,7 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
     assert chosen is not None
     source = TextSource(kind=kind, root=str(root), files=[str(p) for p, _ in tables], text_column=chosen.text,
                         label_column=chosen.label, split_column=chosen.split)
-    logger.info("%s: %d texts, %d rows skipped", root, len(examples), len(skipped))
+    logger.info("%s: %d text(s) read, %d row(s) skipped", root, len(examples), len(skipped))
     return TextDataset(source=source, examples=examples, skipped=skipped)
 
 
