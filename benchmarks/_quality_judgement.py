@@ -62,11 +62,11 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
         return pixel.id if deciding == pixel.id else band
 
     first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
+    averages = [a for a in seed_averages(cases_json)
+                if all(table[(a.band, lab)] in a.accuracy for lab in ("similar", "different"))]
     cases = [Case(dataset=a.dataset, level=a.level, band=cell_band(a.band, signals), accuracy=a.accuracy,
                   n_judged=a.n_judged * len(a.seeds), signals=signals)
-             for a in seed_averages(cases_json)
-             for signals in [first[(a.dataset, a.level)]["advice"]["signals"]]
-             if all(table[(a.band, lab)] in a.accuracy for lab in ("similar", "different"))]
+             for a in averages for signals in [first[(a.dataset, a.level)]["advice"]["signals"]]]
     if not cases:
         return {}
     weightings = weightings_from_rules(rules)
@@ -81,11 +81,16 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
     labels = ["similar" if s >= prior else "different" for s in current_scores]
     table_in = fit_table(cases, table, labels)
     table_lodo: dict[str, dict[str, float]] = {}
+    lodo_ties: list[bool] = []  # each held-out case: the refit cell's strategy within one s.e. of the best
     for dataset in sorted({c.dataset for c in cases}):
         idx_train = [i for i, c in enumerate(cases) if c.dataset != dataset]
         fitted = fit_table([cases[i] for i in idx_train], table, [labels[i] for i in idx_train])
-        table_lodo[dataset] = {c.level: regret_pp(c.accuracy, fitted[(c.band, labels[i])])
-                               for i, c in enumerate(cases) if c.dataset == dataset}
+        held = [i for i, c in enumerate(cases) if c.dataset == dataset]
+        table_lodo[dataset] = {cases[i].level: regret_pp(cases[i].accuracy, fitted[(cases[i].band, labels[i])])
+                               for i in held}
+        lodo_ties += [judge(averages[i], fitted[(cases[i].band, labels[i])]).tie for i in held]
+    per_dataset = {d: mean(list(levels.values())) for d, levels in table_lodo.items()}
+    worst = max(per_dataset, key=lambda d: per_dataset[d])
     fmt = {f"{b}-{lab}": s for (b, lab), s in table.items()}
     return {
         "n_cases": len(cases), "datasets": sorted({c.dataset for c in cases}),
@@ -107,6 +112,8 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
             "lodo_mean_regret_pp": mean([v for d in table_lodo.values() for v in d.values()]),
             "lodo_max_regret_pp": max(v for d in table_lodo.values() for v in d.values()),
             "lodo_per_dataset": table_lodo,
+            "lodo_worst_dataset": {"dataset": worst, "mean_regret_pp": per_dataset[worst]},
+            "lodo_within_se": [sum(lodo_ties), len(lodo_ties)],
         },
     }
 

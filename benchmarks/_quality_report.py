@@ -191,6 +191,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"- decision-table cells refit in-sample: {changed or 'no change'}; mean regret "
                   f"{tb['in_sample_mean_regret_pp']:.2f} pp in-sample, {tb['lodo_mean_regret_pp']:.2f} pp LODO "
                   f"(max {tb['lodo_max_regret_pp']:.2f})"]
+        if "lodo_within_se" in tb:  # files reported before these figures lack them until --report runs again
+            worst, (within, n) = tb["lodo_worst_dataset"], tb["lodo_within_se"]
+            lines += [f"- the issue's targets judged leave-one-dataset-out (each dataset's cases advised by the cells "
+                      f"the others chose): mean regret {tb['lodo_mean_regret_pp']:.2f} pp (target ≤ 1.0), worst "
+                      f"dataset {worst['dataset']} {worst['mean_regret_pp']:.2f} pp (≤ 2.0), within one s.e. "
+                      f"{within}/{n} ({100 * within / n:.0f} %; ≥ 90 %)"]
     return "\n".join(lines) + "\n"
 
 
