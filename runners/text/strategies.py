@@ -48,6 +48,7 @@ from tl_advise.runners.text.model import (
     train_batches,
     trainable_groups,
 )
+from tl_advise.runners.text.splits import TextSplit, TextSplits
 from tl_advise.runners.text.trained_model import save_encoder_model, save_tfidf_model
 from tl_advise.runners.tracking import EpochRecord, OffsetLogger, RunLogger
 from tl_advise.runners.train import EpochCallback, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
@@ -61,24 +62,6 @@ HEAD_STATE_FILE = "head_state.pt"
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 EVAL_BATCH = 64
-
-
-@dataclass(frozen=True)
-class TextSplit:
-    texts: list[str]
-    labels: list[int]  # class indices
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass(frozen=True)
-class TextSplits:
-    train: TextSplit
-    val: TextSplit
-    test: TextSplit | None
-    classes: list[str]
-    validation: str  # how the validation split was made
 
 
 @dataclass
