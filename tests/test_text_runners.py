@@ -57,8 +57,8 @@ EXPECTED = {
 def test_the_printed_recipe_is_exactly_what_trains(tmp_path: Path, backbone: Any, strategy: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from tl_advise.rules.text_engine import text_recipe
+    from tl_advise.runners.text import blocks as runner  # the runner tokenizes through its building blocks
     from tl_advise.runners.text import run_text_advice
-    from tl_advise.runners.text import strategies as runner
 
     s = session(tmp_path, backbone)
     printed = text_recipe(s.rules, strategy, summary=s.result.dataset, lengths=s.result.lengths,  # type: ignore[arg-type]

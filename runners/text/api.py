@@ -8,25 +8,23 @@ Outputs under ``options.output_dir``: ``<strategy>/`` (checkpoints, ``model.pt``
 from __future__ import annotations
 
 import logging
-import random
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tl_advise.advisor.data.text.reading import TextDataset, TextExample
 from tl_advise.advisor.measure.device import resolve_device
 from tl_advise.advisor.report.text_html import page_data, render_text_html
 from tl_advise.advisor.text_api import TextAdviceSession
-from tl_advise.rules.text_engine import text_recipe
 from tl_advise.runners.checkpoint import atomic_write_text
 from tl_advise.runners.options import check_output_dir
-from tl_advise.runners.text.strategies import TextJob, TextSplit, TextSplits, run_strategy
+from tl_advise.runners.text.recipes import text_recipe_for
+from tl_advise.runners.text.splits import make_text_splits
+from tl_advise.runners.text.strategies import TextJob, run_strategy
 from tl_advise.runners.tracking import open_loggers, tracking
 from tl_advise.runners.train import EpochCallback
 from tl_advise.runners.verdict import Margin, decide
-from tl_advise.schema.errors import ConfigError, DatasetError, TLAdviseError
+from tl_advise.schema.errors import ConfigError, TLAdviseError
 from tl_advise.schema.models import StrategyId, StrategyRun
 from tl_advise.schema.text import (
     TEXT_STRATEGY_IDS,
@@ -66,85 +64,7 @@ def _as_text(message: str) -> str:
     return _IMAGE_WORDS.sub(lambda m: _WORDS[m.group(1)], message)
 
 
-# --------------------------------------------------------------------------- splits
-
-
-def _stratified_take(indices_by_class: dict[str, list[int]], share: float, rng: random.Random,
-                     minimum: int = 1) -> set[int]:
-    taken: set[int] = set()
-    for members in indices_by_class.values():
-        if len(members) < 2:
-            continue
-        k = min(len(members) - 1, max(minimum, round(share * len(members))))
-        taken.update(rng.sample(members, k))
-    return taken
-
-
-def make_text_splits(dataset: TextDataset, *, val_fraction: float = 0.2, seed: int = 0,
-                     max_train_per_class: int | None = None) -> TextSplits:
-    """Train, validation and test texts (class indices in ``dataset.classes`` order). The dataset's own val
-    split validates when it has one; else a seeded, stratified ``val_fraction`` of the training split is held
-    out. ``max_train_per_class``: a seeded subsample of the training texts, the same share per class."""
-    classes = dataset.classes
-    index = {c: i for i, c in enumerate(classes)}
-    rng = random.Random(seed)
-    train = dataset.subset(dataset.train_split)
-    by_class: dict[str, list[int]] = defaultdict(list)
-    for i, e in enumerate(train):
-        by_class[e.label].append(i)
-    if max_train_per_class is not None:
-        by_class = {c: sorted(rng.sample(m, min(len(m), max_train_per_class))) for c, m in by_class.items()}
-    keep = sorted(i for m in by_class.values() for i in m)
-    if "val" in dataset.splits and dataset.train_split != "val":
-        val_rows = dataset.subset("val")
-        validation = f"the dataset's val split ({len(val_rows)} texts)"
-        held: set[int] = set()
-    else:
-        held = _stratified_take(by_class, val_fraction, rng)
-        val_rows = [train[i] for i in sorted(held)]
-        validation = f"{len(held)} texts held out of {dataset.train_split} ({val_fraction:.0%} per class, seed {seed})"
-    train_rows = [train[i] for i in keep if i not in held]
-    test_rows = dataset.subset("test") if "test" in dataset.splits and dataset.train_split != "test" else []
-
-    def split(rows: Sequence[TextExample]) -> TextSplit:
-        return TextSplit(texts=[r.text for r in rows], labels=[index[r.label] for r in rows])
-
-    splits = TextSplits(train=split(train_rows), val=split(val_rows), test=split(test_rows) if test_rows else None,
-                        classes=classes, validation=validation)
-    if len({*splits.train.labels}) < 2 or len(splits.val) == 0:
-        raise DatasetError(f"{dataset.source.root}: too few texts to train and validate (train {len(splits.train)}, "
-                           f"val {len(splits.val)}, over {len({*splits.train.labels})} classes)")
-    return splits
-
-
 # --------------------------------------------------------------------------- recipes
-
-
-def apply_options(recipe: TextRecipe, options: TextRunOptions) -> TextRecipe:
-    """The recipe after the run options (overrides, then the ``max_epochs`` cap on each phase)."""
-    update: dict[str, object] = {}
-    if options.max_length is not None and recipe.kind != "tfidf":
-        update["max_length"] = options.max_length
-    if options.batch_size is not None:
-        update["batch_size"] = options.batch_size
-    if options.patience is not None:
-        update["patience"] = options.patience
-    head, finetune = recipe.head_epochs, recipe.finetune_epochs
-    if options.head_epochs is not None and recipe.kind != "tfidf":
-        head = options.head_epochs
-    if options.finetune_epochs is not None and recipe.trains_encoder:
-        finetune = options.finetune_epochs
-    if options.max_epochs is not None:
-        head, finetune = min(head, options.max_epochs), min(finetune, options.max_epochs)
-    if options.max_finetune_epochs is not None:
-        finetune = min(finetune, options.max_finetune_epochs)
-    update.update(head_epochs=head, finetune_epochs=finetune)
-    out = recipe.model_copy(update=update)
-    if out.kind == "embedding_head" and out.head_epochs == 0:
-        raise ConfigError(f"{out.strategy} trains only a head: give it at least one epoch (head_epochs)")
-    if out.kind == "encoder" and out.finetune_epochs == 0:
-        raise ConfigError(f"{out.strategy} fine-tunes encoder layers: give it at least one epoch (finetune_epochs)")
-    return TextRecipe.model_validate(out.model_dump())
 
 
 def strategies_to_run(session: TextAdviceSession, options: TextRunOptions) -> list[TextStrategyId]:
@@ -157,9 +77,7 @@ def strategies_to_run(session: TextAdviceSession, options: TextRunOptions) -> li
 def recipes_for(session: TextAdviceSession, strategies: Sequence[TextStrategyId],
                 options: TextRunOptions) -> dict[TextStrategyId, TextRecipe]:
     """Each strategy's recipe as the advice states it (``rules.text_engine.text_recipe``), the options applied."""
-    result = session.result
-    return {s: apply_options(text_recipe(session.rules, s, summary=result.dataset, lengths=result.lengths,
-                                         backbone=result.backbone), options) for s in strategies}
+    return {s: text_recipe_for(session.rules, session.result, s, options) for s in strategies}
 
 
 # --------------------------------------------------------------------------- the verdict

@@ -9,7 +9,7 @@ for image tensors, trains text unchanged: it moves ``x`` to the device and calls
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,10 +109,17 @@ def _split_decay(named: Sequence[tuple[str, nn.Parameter]]) -> tuple[list[nn.Par
     return decay, keep
 
 
-def param_groups(model: TextClassifier, rates: dict[str, float], *, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: TextClassifier, rates: Mapping[str, float], *, weight_decay: float) -> list[dict[str, Any]]:
     """One optimizer group per layer group at its rate (``rates``: group -> LR, the head included), each split
     into the parameters with weight decay and those without (biases, LayerNorm)."""
-    modules: dict[str, nn.Module] = {HEAD_GROUP: model.head, **layer_modules(model.encoder)}
+    return module_param_groups({HEAD_GROUP: model.head, **layer_modules(model.encoder)}, rates,
+                               weight_decay=weight_decay)
+
+
+def module_param_groups(modules: Mapping[str, nn.Module], rates: Mapping[str, float], *, weight_decay: float
+                        ) -> list[dict[str, Any]]:
+    """``param_groups`` over named modules: the group ``name`` of each module named in ``rates`` (in the order of
+    ``rates``) and ``name:no_decay``; parameters that do not train and empty groups left out."""
     groups: list[dict[str, Any]] = []
     for name, lr in rates.items():
         decay, keep = _split_decay(list(modules[name].named_parameters()))

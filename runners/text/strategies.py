@@ -7,15 +7,15 @@
   with layer-wise LR decay and a per-step linear warm-up and decay.
 - ``tfidf`` (tfidf_linear): TF-IDF of words and n-grams with a logistic regression (scikit-learn).
 
-Both torch jobs run through ``runners.train.fit``, the loop the image runners share: early stopping on the
-validation loss, a time budget, a checkpoint after every epoch and exact resume. Its batches are tensors;
-text batches are packed into one (``runners.text.model``), so nothing in it changed.
+The head, the encoder copy, the phases, optimizers, schedules, token batches and the TF-IDF pipeline come from
+``runners.text.blocks``, the public building blocks, so a user's own loop built from them trains what this
+runner trains. Both torch jobs run through ``runners.train.fit``, the loop the image runners share: early
+stopping on the validation loss, a time budget, a checkpoint after every epoch and exact resume. Its batches
+are tensors; text batches are packed into one (``runners.text.model``), so nothing in it changed.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import time
 import warnings
@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from tl_advise.advisor.measure.cache import ArrayCache, digest
@@ -34,20 +32,26 @@ from tl_advise.advisor.measure.text.backbone import TextBackbone, text_hash
 from tl_advise.runners.data import epoch_generator
 from tl_advise.runners.feature_extraction import feature_batches
 from tl_advise.runners.metrics import classification_metrics
-from tl_advise.runners.optim import make_optimizer
+from tl_advise.runners.text.blocks import (
+    embed_texts,
+    from_recipe,
+    head_param_groups,
+    new_head,
+    phase_optimizer,
+    phase_plans,
+    phase_scheduler,
+    steps_per_epoch,
+    tfidf_pipeline,
+)
 from tl_advise.runners.text.model import (
-    PerStepWarmupDecay,
-    TextClassifier,
     TextHead,
     eval_batches,
-    freeze_for,
     group_rates,
-    param_groups,
     restore_order,
-    tokenize,
     train_batches,
     trainable_groups,
 )
+from tl_advise.runners.text.splits import TextSplit, TextSplits
 from tl_advise.runners.text.trained_model import save_encoder_model, save_tfidf_model
 from tl_advise.runners.tracking import EpochRecord, OffsetLogger, RunLogger
 from tl_advise.runners.train import EpochCallback, PhasePlan, PreparedPhase, TrainingJob, fit, predict_batches
@@ -61,24 +65,6 @@ HEAD_STATE_FILE = "head_state.pt"
 STATE_FILE = "state.pt"
 MODEL_FILE = "model.pt"
 EVAL_BATCH = 64
-
-
-@dataclass(frozen=True)
-class TextSplit:
-    texts: list[str]
-    labels: list[int]  # class indices
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass(frozen=True)
-class TextSplits:
-    train: TextSplit
-    val: TextSplit
-    test: TextSplit | None
-    classes: list[str]
-    validation: str  # how the validation split was made
 
 
 @dataclass
@@ -127,18 +113,9 @@ def _metrics(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> 
 # --------------------------------------------------------------------------- the head on cached embeddings
 
 
-def embedding_backbone(job: TextJob) -> TextBackbone:
-    """The backbone truncating at the recipe's max_length (its own cache key: max_length is in it)."""
-    backbone = job.backbone
-    if backbone.info.max_length == job.recipe.max_length:
-        return backbone
-    return dataclasses.replace(backbone, info=backbone.info.model_copy(update={"max_length": job.recipe.max_length}))
-
-
 def embed_split(job: TextJob, split: TextSplit) -> torch.Tensor:
-    backbone = embedding_backbone(job)
-    array = backbone.embed(split.texts, cache=job.cache, namespace=job.namespace, progress=job.progress)
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return embed_texts(job.backbone, job.recipe, split.texts, cache=job.cache, namespace=job.namespace,
+                       progress=job.progress)
 
 
 @dataclass
@@ -153,31 +130,25 @@ class HeadResult:
     optimizer_groups: dict[str, float]
 
 
-def train_head(job: TextJob, train_x: torch.Tensor, val_x: torch.Tensor, state_path: Path) -> HeadResult:
-    """The head on the stored embeddings: AdamW at the recipe's head LR, cosine over the head epochs, early
-    stopping on the validation loss, through ``fit``."""
+def train_head(job: TextJob, head: TextHead, plan: PhasePlan, train_x: torch.Tensor, val_x: torch.Tensor,
+               state_path: Path) -> HeadResult:
+    """The blocks' head phase on the stored embeddings, through ``fit``: early stopping on the validation loss;
+    ``head`` ends with its best weights."""
     recipe = job.recipe
-    assert recipe.head_lr is not None
     train_y = torch.tensor(job.splits.train.labels, dtype=torch.long)
     val_y = torch.tensor(job.splits.val.labels, dtype=torch.long)
-    torch.manual_seed(job.seed)
-    head = TextHead(train_x.shape[1], len(job.splits.classes), dropout=recipe.dropout, mean=train_x.mean(0),
-                    std=train_x.std(0) if len(train_x) > 1 else None).to(job.device)
     seen: dict[str, float] = {}
 
     def prepare(phase: PhasePlan) -> PreparedPhase:
-        decay = [p for n, p in head.named_parameters() if not n.endswith("bias")]
-        bias = [p for n, p in head.named_parameters() if n.endswith("bias")]
-        optimizer = make_optimizer("adamw", [
-            {"params": decay, "lr": recipe.head_lr, "name": "head", "weight_decay": recipe.weight_decay},
-            {"params": bias, "lr": recipe.head_lr, "name": "head:no_decay", "weight_decay": 0.0}],
-            weight_decay=recipe.weight_decay)
+        # The blocks' head phase on the head alone: the encoder never runs (the texts were embedded once with it
+        # in inference mode), so nothing is left to freeze or keep in inference mode.
+        optimizer = phase_optimizer(recipe, head_param_groups(recipe, head))
         seen.update(group_rates(optimizer))
-        return PreparedPhase(optimizer, [])
+        steps = steps_per_epoch(len(train_y), recipe.batch_size)
+        return PreparedPhase(optimizer, [], phase_scheduler(recipe, optimizer, phase, steps_per_epoch=steps))
 
     fit_job = TrainingJob(
-        strategy=recipe.strategy, model=head, phases=[PhasePlan("head", recipe.head_epochs, [])],
-        prepare_phase=prepare,
+        strategy=recipe.strategy, model=head, phases=[plan], prepare_phase=prepare,
         train_batches=lambda epoch: feature_batches(train_x, train_y, recipe.batch_size,
                                                     epoch_generator(job.seed, epoch)),
         n_train_batches=max(1, len(train_y) // recipe.batch_size),
@@ -199,8 +170,9 @@ def run_feature_extraction(job: TextJob) -> TextStrategyRun:
     train_x, val_x = embed_split(job, job.splits.train), embed_split(job, job.splits.val)
     test_x = embed_split(job, job.splits.test) if job.splits.test else None
     embed_s = time.perf_counter() - started
-    result = train_head(job, train_x, val_x, job.folder / STATE_FILE)
-    head = result.head
+    # The blocks' head, seeded as they seed it; no copy of the encoder: it never trains here.
+    head = new_head(recipe, train_x, len(job.splits.classes), seed=job.seed).to(job.device)
+    result = train_head(job, head, phase_plans(recipe)[0], train_x, val_x, job.folder / STATE_FILE)
 
     def metrics(x: torch.Tensor, labels: list[int]) -> Metrics:
         y = torch.tensor(labels, dtype=torch.long)
@@ -224,24 +196,6 @@ def run_feature_extraction(job: TextJob) -> TextStrategyRun:
 # --------------------------------------------------------------------------- fine-tuning the encoder
 
 
-def build_finetune(job: TextJob, head: TextHead) -> tuple[TextClassifier, list[torch.nn.Module]]:
-    """A copy of the encoder (the session's stays pretrained for the next strategy) under the trained head,
-    frozen but for the recipe's tuned layer groups."""
-    info = job.backbone.info
-    model = TextClassifier(copy.deepcopy(job.backbone.model), copy.deepcopy(head), pooling=info.pooling,
-                           normalize=info.normalize).to(job.device)
-    frozen = freeze_for(model, job.recipe.tuned_layers)
-    return model, frozen
-
-
-def finetune_optimizer(job: TextJob, model: TextClassifier, steps: int) -> tuple[torch.optim.Optimizer,
-                                                                                   PerStepWarmupDecay]:
-    recipe = job.recipe
-    optimizer = make_optimizer("adamw", param_groups(model, recipe.per_group_lr, weight_decay=recipe.weight_decay),
-                               weight_decay=recipe.weight_decay)
-    return optimizer, PerStepWarmupDecay(optimizer, total_steps=steps, warmup_share=recipe.warmup_share)
-
-
 def run_finetune(job: TextJob) -> TextStrategyRun:
     recipe = job.recipe
     if not recipe.tuned_layers or recipe.kind != "encoder":
@@ -249,31 +203,30 @@ def run_finetune(job: TextJob) -> TextStrategyRun:
     started = time.perf_counter()
     train_x, val_x = embed_split(job, job.splits.train), embed_split(job, job.splits.val)
     embed_s = time.perf_counter() - started
-    head_result = train_head(job, train_x, val_x, job.folder / HEAD_STATE_FILE)
+    # The runner is a client of the public building blocks: the seeded head on a copy of the encoder, its
+    # phases, their optimizers and schedules and the token batches are what they give a user's loop.
+    parts = from_recipe(recipe, job.backbone, job.splits.classes, train_x, seed=job.seed)
+    model = parts.model.to(job.device)
+    head_result = train_head(job, parts.head, parts.phase("head"), train_x, val_x, job.folder / HEAD_STATE_FILE)
 
-    tokenizer = job.backbone.tokenizer
-    pad = int(tokenizer.pad_token_id or 0)
-    train_ids = tokenize(tokenizer, job.splits.train.texts, recipe.max_length)
-    val_ids = tokenize(tokenizer, job.splits.val.texts, recipe.max_length)
+    pad = parts.collate.pad_id
+    train_ids = parts.tokenize(job.splits.train.texts)
+    val_ids = parts.tokenize(job.splits.val.texts)
     train_y = torch.tensor(job.splits.train.labels, dtype=torch.long)
     val_y = torch.tensor(job.splits.val.labels, dtype=torch.long)
-    torch.manual_seed(job.seed + 1)
-    model, _ = build_finetune(job, head_result.head)
-    n_batches = max(1, len(train_ids) // recipe.batch_size)
+    torch.manual_seed(job.seed + 1)  # the fine-tuning's dropout, whatever the head phase drew
+    n_batches = parts.steps_per_epoch
     built: dict[str, dict[str, float]] = {}
     trainable: dict[str, list[str]] = {"head": ["head"]}
 
     def prepare(phase: PhasePlan) -> PreparedPhase:
-        frozen_now = freeze_for(model, recipe.tuned_layers)  # re-applied at every (resumed) phase start
-        optimizer, scheduler = finetune_optimizer(job, model, steps=n_batches * phase.epochs)
-        built["finetune"] = group_rates(optimizer)
+        setup = parts.setup_phase(phase)  # freezing re-applied at every (resumed) phase start
+        built["finetune"] = group_rates(setup.optimizer)
         trainable["finetune"] = trainable_groups(model)
-        return PreparedPhase(optimizer, frozen_now, scheduler)
+        return setup.prepared()
 
     fit_job = TrainingJob(
-        strategy=recipe.strategy, model=model, phases=[PhasePlan("finetune", recipe.finetune_epochs,
-                                                                 list(recipe.tuned_layers))],
-        prepare_phase=prepare,
+        strategy=recipe.strategy, model=model, phases=[parts.phase("finetune")], prepare_phase=prepare,
         train_batches=lambda epoch: train_batches(train_ids, train_y, recipe.batch_size, seed=job.seed, epoch=epoch,
                                                   pad_id=pad),
         n_train_batches=n_batches,
@@ -287,7 +240,7 @@ def run_finetune(job: TextJob) -> TextStrategyRun:
     model.load_state_dict(result.best_state)
 
     def metrics(split: TextSplit) -> Metrics:
-        ids = tokenize(tokenizer, split.texts, recipe.max_length)
+        ids = parts.tokenize(split.texts)
         y = torch.tensor(split.labels, dtype=torch.long)
         logits, labels = predict_batches(model, eval_batches(ids, y, EVAL_BATCH, pad_id=pad), job.device)
         return _metrics(restore_order(logits, ids), restore_order(labels, ids), job.splits.classes)
@@ -315,14 +268,12 @@ def run_finetune(job: TextJob) -> TextStrategyRun:
 
 def run_tfidf(job: TextJob) -> TextStrategyRun:
     recipe = job.recipe
-    assert recipe.tfidf_ngram_max is not None and recipe.tfidf_c is not None
     started = time.perf_counter()
-    vectorizer = TfidfVectorizer(ngram_range=(1, recipe.tfidf_ngram_max), sublinear_tf=True)
-    model = LogisticRegression(C=recipe.tfidf_c, max_iter=2000, random_state=job.seed)
-    x = vectorizer.fit_transform(job.splits.train.texts)
+    pipeline = tfidf_pipeline(recipe, seed=job.seed)  # the blocks' pipeline
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, job.splits.train.labels)
+        pipeline.fit(job.splits.train.texts, job.splits.train.labels)
+    vectorizer, model = pipeline.named_steps["tfidf"], pipeline.named_steps["logreg"]
     seconds = time.perf_counter() - started
     labels = list(range(len(job.splits.classes)))
 
