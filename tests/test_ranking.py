@@ -369,11 +369,10 @@ def test_ranking_end_to_end_is_cached_and_rendered(synthetic_dataset: Path, sess
 @pytest.mark.slow
 def test_a_candidate_measured_with_a_local_checkpoint(synthetic_dataset: Path, session_cache_dir: Path,
                                                       torch_home_with_mobilenet: Path) -> None:
-    from tl_advise.advisor.ranking import rank_backbones
-    from tl_advise.advisor.report.ranking import render_ranking
-
     import torch
 
+    from tl_advise.advisor.ranking import rank_backbones
+    from tl_advise.advisor.report.ranking import render_ranking
     from tl_advise.schema.errors import BackboneError
 
     published = rank_backbones(synthetic_dataset, ["efficientnet_lite0", "mobilenet_v2:IMAGENET1K_V1"],

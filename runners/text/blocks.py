@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,10 @@ def phase_plans(recipe: TextRecipe) -> list[PhasePlan]:
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimizer steps in an epoch as the fine-tuning schedule counts them: the whole batches (at least one)."""
-    return max(1, n_train // batch_size)
+    """Optimizer steps in an epoch: the batches ``model.train_batches`` yields (a last batch of one text is folded
+    into the one before), so the per-step schedule's decay ends on the epoch's last step, not before it."""
+    batches = max(1, math.ceil(n_train / batch_size))
+    return batches - 1 if batches > 1 and n_train % batch_size == 1 else batches
 
 
 def head_param_groups(recipe: TextRecipe, head: nn.Module) -> list[dict[str, Any]]:
@@ -268,7 +271,7 @@ class TextTrainingBlocks:
     model: TextClassifier  # head(pooled(encoder(ids, mask)))
     phases: list[PhasePlan]
     loss: nn.Module
-    steps_per_epoch: int  # whole batches of the training texts: what the fine-tuning schedule counts
+    steps_per_epoch: int  # the batches of an epoch over the training texts: what the fine-tuning schedule counts
     splits: TextSplits | None = None  # from a session: the texts --run trains, validates and tests on
 
     @property
