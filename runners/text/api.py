@@ -19,7 +19,7 @@ from tl_advise.advisor.data.text.reading import TextDataset, TextExample
 from tl_advise.advisor.measure.device import resolve_device
 from tl_advise.advisor.report.text_html import page_data, render_text_html
 from tl_advise.advisor.text_api import TextAdviceSession
-from tl_advise.rules.text_engine import text_recipe
+from tl_advise.rules.text_engine import per_group_lr, text_recipe
 from tl_advise.runners.checkpoint import atomic_write_text
 from tl_advise.runners.options import check_output_dir
 from tl_advise.runners.text.strategies import TextJob, TextSplit, TextSplits, run_strategy
@@ -129,6 +129,7 @@ def apply_options(recipe: TextRecipe, options: TextRunOptions) -> TextRecipe:
         update["batch_size"] = options.batch_size
     if options.patience is not None:
         update["patience"] = options.patience
+    update.update(_rate_overrides(recipe, options))
     head, finetune = recipe.head_epochs, recipe.finetune_epochs
     if options.head_epochs is not None and recipe.kind != "tfidf":
         head = options.head_epochs
@@ -145,6 +146,20 @@ def apply_options(recipe: TextRecipe, options: TextRunOptions) -> TextRecipe:
     if out.kind == "encoder" and out.finetune_epochs == 0:
         raise ConfigError(f"{out.strategy} fine-tunes encoder layers: give it at least one epoch (finetune_epochs)")
     return TextRecipe.model_validate(out.model_dump())
+
+
+def _rate_overrides(recipe: TextRecipe, options: TextRunOptions) -> dict[str, object]:
+    """The recipe fields the options' rates replace, where the recipe has them. A new encoder rate is spread over
+    the tuned layers with the recipe's own layer-wise decay, as ``text_recipe`` spreads the rules' rate."""
+    update: dict[str, object] = {}
+    if options.head_lr is not None and recipe.head_lr is not None:
+        update["head_lr"] = options.head_lr
+    if options.encoder_lr is not None and recipe.trains_encoder and recipe.layer_decay is not None:
+        update["encoder_lr"] = options.encoder_lr
+        update["per_group_lr"] = per_group_lr(recipe.tuned_layers, options.encoder_lr, recipe.layer_decay)
+    if options.tfidf_c is not None and recipe.kind == "tfidf":
+        update["tfidf_c"] = options.tfidf_c
+    return update
 
 
 def strategies_to_run(session: TextAdviceSession, options: TextRunOptions) -> list[TextStrategyId]:
