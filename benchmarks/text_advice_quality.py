@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/text_advice_quality.py              # every set in $TL_ADVISE_SHARED/text,
                                                                    # levels 16,64,256,1000,full, seed 0
-    .venv/bin/python benchmarks/text_advice_quality.py --quick      # sst2 at 16/class, tiny budget (~1-2 min)
+    .venv/bin/python benchmarks/text_advice_quality.py --quick      # sst2 at 16/class, tiny budget (~2-3 min)
     .venv/bin/python benchmarks/text_advice_quality.py --device cuda --seeds 0,1,2
 
 For each dataset, level (texts per class in the training split) and seed: a seeded, stratified subsample of
@@ -540,13 +540,13 @@ def sweep_markdown(cases: Sequence[dict[str, Any]], targets: dict[str, Any]) -> 
     if not swept:
         return []
     lines = ["", "## LR sweep of the recommended strategy", "",
-             "The strategy the rules recommend, trained again at its advised rate × " + ", ".join(
-                 factor_name(f) for f in LR_FACTORS) + " (the encoder's top-layer rate when it tunes the encoder, "
-             "the layers below keep their decay; else the head's; tfidf_linear: its C); ×1 is the case's own run. "
+             "The strategy the rules recommend, trained again at " + ", ".join(factor_name(f) for f in LR_FACTORS)
+             + " its advised value (the encoder's top-layer rate when it tunes the encoder, the layers below keep "
+             "their decay; else the head's; tfidf_linear: its C); ×1 is the case's own run. "
              "Accuracy on the judging split; 'tied': the advised value is within ×3 of a value whose accuracy "
              "ties the best (one s.e.).", "",
              "| dataset | level | seed | strategy | swept | advised | " + " | ".join(factor_name(f) for f in LR_FACTORS)
-             + " | best | within ×3 (raw / tied) | sweep s |", "|" + "---|" * (10 + len(LR_FACTORS))]
+             + " | best | within ×3 (raw / tied) | sweep s |", "|" + "---|" * (9 + len(LR_FACTORS))]
     for c in swept:
         sw = c["lr_sweep"]
         accuracy = {p["factor"]: p["accuracy"] for p in sw["points"]}
