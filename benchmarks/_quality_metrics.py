@@ -102,6 +102,19 @@ def lr_check(advised: float, sweep: Mapping[float, float], n_judged: int, factor
                    within_3x_tied=any(close(r) for r in tied))
 
 
+# The sweep's factors around the advised rate (image and text benchmarks alike): the issue's target reads the x3
+# points, the ÷10 and x10 ones show which side the best rate lies on.
+LR_FACTORS: tuple[float, ...] = (0.1, 1 / 3, 1.0, 3.0, 10.0)
+
+
+def judged_sweep(sweep: Mapping[str, Any], n_judged: int) -> dict[str, Any]:
+    """``sweep`` (``param``, ``advised`` rate, ``points`` of ``lr`` and ``accuracy``) with the LR check's verdict;
+    recorded sweeps are judged again whenever the outputs are written, so the verdicts follow the current check."""
+    check = lr_check(sweep["advised"], {p["lr"]: p["accuracy"] for p in sweep["points"]}, n_judged)
+    return {**sweep, "best_lr": check.best_lr, "ratio": check.ratio, "within_3x": check.within_3x,
+            "within_3x_tied": check.within_3x_tied}
+
+
 # --------------------------------------------------------------------------- calibration
 
 

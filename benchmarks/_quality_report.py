@@ -202,7 +202,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def seed_markdown(judged: dict[str, Any], source: str, strategies: Sequence[str]) -> list[str]:
     """The seed-averaged judgement and the rule evidence in markdown, for the image (``STRATEGIES``) or the text
-    benchmark (its own strategies; no LR sweep: the LR target line is left out without ``lr_checked``)."""
+    benchmark (its own strategies); the LR target line where the targets have ``lr_checked``."""
     if not judged:
         return []
     lines = ["", "## Seed-averaged judgement (current rules)", "",

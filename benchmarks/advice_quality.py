@@ -47,11 +47,12 @@ from _quality_levels import (
     split_plan,
 )
 from _quality_metrics import (
+    LR_FACTORS,
     STRATEGIES,
     agrees,
     best_strategy,
     cost_ratio,
-    lr_check,
+    judged_sweep,
     regret_pp,
     std_error,
     sweep_rate,
@@ -63,7 +64,6 @@ from tl_advise.advisor.defaults import DEFAULT_BACKBONE  # what advise_session u
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-LR_FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
 
 log = logging.getLogger("advice_quality")
 
@@ -171,14 +171,6 @@ def lr_sweep(session: Any, strategy: str, main: dict[str, Any], out: Path, args:
             acc, n = got[strategy]["accuracy"], got[strategy]["n_judged"]
         points.append({"factor": factor, "lr": rate, "accuracy": acc, "n_judged": n})
     return judged_sweep({"param": param, "advised": advised, "points": points}, main["n_judged"])
-
-
-def judged_sweep(sweep: dict[str, Any], n_judged: int) -> dict[str, Any]:
-    """``sweep`` (param, advised rate, points) with the LR check's verdict; recorded sweeps are judged again
-    whenever the outputs are written, so the verdicts always follow the current check."""
-    check = lr_check(sweep["advised"], {p["lr"]: p["accuracy"] for p in sweep["points"]}, n_judged)
-    return {**sweep, "best_lr": check.best_lr, "ratio": check.ratio, "within_3x": check.within_3x,
-            "within_3x_tied": check.within_3x_tied}
 
 
 def case_session(src: Path, level: int | None, args: argparse.Namespace, *, cold: bool) -> tuple[Any, dict, float]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/text_advice_quality.py              # every set in $TL_ADVISE_SHARED/text,
                                                                    # levels 16,64,256,1000,full, seed 0
-    .venv/bin/python benchmarks/text_advice_quality.py --quick      # sst2 at 16/class, tiny budget (~1-2 min)
+    .venv/bin/python benchmarks/text_advice_quality.py --quick      # sst2 at 16/class, tiny budget (~2-3 min)
     .venv/bin/python benchmarks/text_advice_quality.py --device cuda --seeds 0,1,2
 
 For each dataset, level (texts per class in the training split) and seed: a seeded, stratified subsample of
@@ -16,6 +16,22 @@ per-text correctness on the test split is recorded, so strategies are compared t
 (``tl_advise.rules.statistics``). Results go to ``benchmarks/results/text_advice_quality.{json,md}``, written
 after every case; a re-run skips the cases already there with the same budget (``--force`` redoes them).
 
+On the ``--lr-sweep-seed`` (0) cases, an LR sweep of the recommended strategy follows (``--no-lr-sweep``: none):
+it trains again at the advised value x ``_quality_metrics.LR_FACTORS`` (÷10, ÷3, x3, x10; the x1 point is the
+case's own run) and records ``lr_sweep`` (param, advised, points, best_lr, ratio, within_3x, within_3x_tied), as
+the image benchmark does. The swept value is the encoder's top-layer rate when the strategy tunes the encoder
+(text_finetune_top, text_full_finetune; the lower layers keep their layer-wise decay), else the head's rate
+(text_feature_extraction); tfidf_linear has no rate, so its C is swept and reported apart from the issue's
+"LR within x3" target. A recorded case without the sweep of the strategy the current rules recommend gets
+only its sweep on a re-run, its strategies not trained again (the advice is rebuilt for the recipe; the
+recorded run is the x1 point); ``--sweep-recorded`` does only that, training no new case:
+
+    .venv/bin/python benchmarks/text_advice_quality.py --sweep-recorded    # the recorded seed-0 cases' sweeps
+
+(The 10 seed-0 cases in results/text_advice_quality.json: text_full_finetune at 4 more rates each, about 2 h on
+the 2 shared cores, 4 x their recorded training seconds plus the test predictions and the advice; an hour of it
+chemprot at 64/class. benchmarks/README.md has the table.)
+
     .venv/bin/python benchmarks/text_advice_quality.py --report --write-evidence rules/text_rules.toml
 
 ``--report`` trains nothing: it re-renders the report from the .json, judging each dataset x level over its
@@ -23,7 +39,9 @@ seeds with the current text rules (the rule that decides is re-run on the record
 image benchmark's ``--rescore`` does; a text recipe does not depend on the cell that picks it, so every recorded
 run stands) and each rule's evidence (``_quality_metrics.cell_evidence``: margin against the runner-up with each
 dataset counted once, leave-one-dataset-out folds, gaps); ``--write-evidence`` writes that evidence into the
-text rules file's ``evidence`` tables, which the text advice's why, alternatives and confidence read.
+text rules file's ``evidence`` tables, which the text advice's why, alternatives and confidence read. It judges
+the recorded sweeps again with the current check and prints the LR target: raw and tie-aware, over the sweeps
+of the strategy each case's current recommendation is.
 """
 
 from __future__ import annotations
@@ -38,7 +56,7 @@ import statistics as stats
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _provenance import provenance
 from _quality_judgement import judge_by_rule, regret_targets
-from _quality_metrics import SeedAverage, seed_averages
+from _quality_metrics import LR_FACTORS, SeedAverage, judged_sweep, seed_averages, sweep_rate
 from _quality_report import TEXT_EVIDENCE_NOTE, seed_markdown, write_evidence
 
 log = logging.getLogger("text_advice_quality")
@@ -60,6 +78,11 @@ STRATEGIES = ("text_feature_extraction", "text_finetune_top", "text_full_finetun
 # one, then more of it tuned).
 COST_ORDER = ("tfidf_linear", "text_feature_extraction", "text_finetune_top", "text_full_finetune")
 DEFAULT_BACKBONE = "all-minilm-l6-v2"  # advisor.measure.text.backbone.DEFAULT_TEXT_BACKBONE (importing it loads torch)
+# What the LR sweep moves, by the recommended strategy's kind: the rate of what trains last (the encoder's top
+# layer when it tunes the encoder; the layers below keep their layer-wise decay), else the head's; tfidf_linear
+# has no rate, so its one setting, the logistic regression's C, is swept instead (a fit takes seconds).
+SWEPT_PARAM = {"encoder": "encoder_lr", "embedding_head": "head_lr", "tfidf": "tfidf_c"}
+LR_PARAMS = ("encoder_lr", "head_lr")  # what the issue's "LR within x3" target counts; C is reported apart
 
 
 # --------------------------------------------------------------------------- data
@@ -126,6 +149,10 @@ def level_name(level: int | None) -> str:
     return "full" if level is None else str(level)
 
 
+def level_from_name(name: str) -> int | None:
+    return None if name == "full" else int(name)
+
+
 def case_dataset(dataset: Any, pool: list[Any], val: list[Any], test: list[Any], level: int | None,
                  seed: int) -> Any:
     from tl_advise.advisor.data.text.reading import TextDataset
@@ -153,38 +180,65 @@ def budget_of(args: argparse.Namespace) -> dict[str, Any]:
             "rules": str(args.rules) if args.rules else "default"}
 
 
+def case_work(args: argparse.Namespace, name: str, level: int | None, seed: int) -> Path:
+    """One case's folder under --work-dir: the advice's cache and every run of the case (its sweep's too)."""
+    return args.work_dir / f"{name}@{level_name(level)}-seed{seed}"
+
+
+def case_session(dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str], level: int | None, seed: int,
+                 backbone: Any, args: argparse.Namespace, work: Path) -> tuple[Any, float]:
+    """(the advice session of one case's subsample, its seconds): cold, in an empty cache folder under ``work``."""
+    from tl_advise.advisor.text_api import advise_text_session
+
+    pool, val, test, _ = splits
+    data = case_dataset(dataset, pool, val, test, level, seed)
+    started = time.perf_counter()
+    session = advise_text_session(data, backbone=backbone, seed=seed, sample_size=args.sample_size,
+                                  cache_dir=work / "cache", rules=args.rules)
+    return session, time.perf_counter() - started
+
+
+def run_options(args: argparse.Namespace, out: Path, strategies: Sequence[str], seed: int,
+                **rates: float) -> Any:
+    """The runner's options under the case budget; ``rates``: TextRunOptions' rate overrides (the sweep's)."""
+    from tl_advise.schema.text import TextRunOptions
+
+    return TextRunOptions(output_dir=out, strategies=list(strategies), max_length=args.max_length,
+                          max_epochs=args.max_epochs, max_finetune_epochs=args.max_finetune_epochs,
+                          time_budget_s=args.time_budget, patience=args.patience, device=args.device, seed=seed,
+                          **rates)
+
+
+def run_record(r: Any) -> dict[str, Any]:
+    """What a case records of one trained strategy (a ``TextStrategyRun``): judged on test, else on val."""
+    judged = r.test if r.test is not None else r.val
+    s = r.settings
+    return {
+        "status": r.status, "error": r.error,
+        "accuracy": judged.accuracy if judged else None, "n_judged": judged.n_images if judged else 0,
+        "correct": judged.correct if judged else None, "macro_f1": judged.macro_f1 if judged else None,
+        "val_accuracy": r.val.accuracy if r.val else None, "epochs_run": r.epochs_run,
+        "train_time_s": r.train_time_s,
+        "max_length": s.max_length if s else None, "finetune_epochs": s.finetune_epochs if s else None,
+        # the rates it trained with: what a later LR sweep's x1 point must match
+        "head_lr": s.head_lr if s else None, "encoder_lr": s.encoder_lr if s else None,
+        "tfidf_c": s.tfidf_c if s else None}
+
+
 def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str], level: int | None,
              seed: int, backbone: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from tl_advise.advisor.text_api import advise_text_session
     from tl_advise.rules import statistics
     from tl_advise.rules.text_engine import signal_values
     from tl_advise.runners.text import run_text_advice
-    from tl_advise.schema.text import TextRunOptions
 
-    pool, val, test, test_how = splits
-    data = case_dataset(dataset, pool, val, test, level, seed)
-    work = args.work_dir / f"{name}@{level_name(level)}-seed{seed}"
+    _, val, test, test_how = splits
+    work = case_work(args, name, level, seed)
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    session = advise_text_session(data, backbone=backbone, seed=seed, sample_size=args.sample_size,
-                                  cache_dir=work / "cache", rules=args.rules)  # an empty cache: a cold advice
-    advice_s = time.perf_counter() - started
+    session, advice_s = case_session(dataset, splits, level, seed, backbone, args, work)  # a cold advice
     result, rec = session.result, session.result.recommendation
-    options = TextRunOptions(output_dir=work / "run", strategies=list(STRATEGIES), max_length=args.max_length,
-                             max_epochs=args.max_epochs, max_finetune_epochs=args.max_finetune_epochs,
-                             time_budget_s=args.time_budget, patience=args.patience, device=args.device, seed=seed)
-    report = run_text_advice(session, options)
-    runs: dict[str, dict[str, Any]] = {}
-    for r in report.runs:
-        judged = r.test if r.test is not None else r.val
-        runs[r.strategy] = {
-            "status": r.status, "error": r.error,
-            "accuracy": judged.accuracy if judged else None, "n_judged": judged.n_images if judged else 0,
-            "correct": judged.correct if judged else None, "macro_f1": judged.macro_f1 if judged else None,
-            "val_accuracy": r.val.accuracy if r.val else None, "epochs_run": r.epochs_run,
-            "train_time_s": r.train_time_s,
-            "max_length": r.settings.max_length if r.settings else None,
-            "finetune_epochs": r.settings.finetune_epochs if r.settings else None}
+    report = run_text_advice(session, run_options(args, work / "run", STRATEGIES, seed))
+    runs = {r.strategy: run_record(r) for r in report.runs}
     scored = {s: v for s, v in runs.items() if v["accuracy"] is not None}
     best = max(scored, key=lambda s: (scored[s]["accuracy"], s == rec.strategy)) if scored else None
     advised = scored.get(rec.strategy)
@@ -210,10 +264,144 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
         case["advice_within_noise"] = statistics.compare(gap.mean, gap.se) != "ahead"
     else:
         case["regret_pp"] = None
-    case["seconds"] = round(time.perf_counter() - started, 1)
+    case["seconds"] = round(time.perf_counter() - started, 1)  # the case without its sweep (recorded apart)
+    if advised is not None and sweep_wanted(args, seed):
+        case["lr_sweep"] = lr_sweep(session, advised_recipe(session, rec.strategy), advised, work / "lr", seed, args)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return case
+
+
+# --------------------------------------------------------------------------- the LR sweep
+
+
+def sweep_wanted(args: argparse.Namespace, seed: int) -> bool:
+    """The LR sweep runs on one seed only (--lr-sweep-seed), as the image benchmark's: the check needs no repeats."""
+    return not args.no_lr_sweep and seed == args.lr_sweep_seed
+
+
+def advised_recipe(session: Any, strategy: str) -> Any:
+    """``strategy``'s recipe as the advice states it (its rates are the advised ones; the budget caps no rate)."""
+    from tl_advise.rules.text_engine import text_recipe
+
+    result = session.result
+    return text_recipe(session.rules, strategy, summary=result.dataset, lengths=result.lengths,
+                       backbone=result.backbone)
+
+
+def train_strategy(session: Any, strategy: str, out: Path, seed: int, args: argparse.Namespace,
+                   **rates: float) -> dict[str, Any] | None:
+    """``strategy`` trained alone under the case budget with ``rates`` overriding its recipe's; its record, or None
+    when it failed."""
+    from tl_advise.runners.text import run_text_advice
+
+    (run,) = run_text_advice(session, run_options(args, out, [strategy], seed, **rates)).runs
+    record = run_record(run)
+    if record["accuracy"] is None:
+        log.warning("  %s failed: %s", strategy, record["error"])
+        return None
+    return record
+
+
+def lr_sweep(session: Any, recipe: Any, main: dict[str, Any], out: Path, seed: int,
+             args: argparse.Namespace) -> dict[str, Any]:
+    """The advised strategy (``recipe``) at its advised rate x LR_FACTORS (``SWEPT_PARAM`` of its kind); the x1
+    point is ``main``, the case's own run, not trained again. Points record the swept value as ``lr`` (C for
+    tfidf_linear), the judged accuracy and the training seconds."""
+    param = SWEPT_PARAM[recipe.kind]
+    advised = float(getattr(recipe, param))
+    started = time.perf_counter()
+    points = []
+    for factor in LR_FACTORS:
+        rate = sweep_rate(advised, factor)
+        if factor == 1.0:
+            got: dict[str, Any] | None = main
+        else:
+            log.info("  LR sweep %s %s=%g", recipe.strategy, param, rate)
+            got = train_strategy(session, recipe.strategy, out / f"{param}_{factor:.3g}", seed, args, **{param: rate})
+        if got is not None:
+            points.append({"factor": factor, "lr": rate, "accuracy": got["accuracy"], "n_judged": got["n_judged"],
+                           "train_time_s": got["train_time_s"]})
+    sweep = {"strategy": recipe.strategy, "param": param, "advised": advised, "points": points,
+             "seconds": round(time.perf_counter() - started, 1)}
+    return judged_sweep(sweep, main["n_judged"])
+
+
+def swept_strategy(case: dict[str, Any], rules: Any) -> str | None:
+    """The strategy whose LR a case's sweep checks: the one the current rules recommend on its recorded signals
+    and size (a recorded run of it is the x1 point); None when it has no judged run."""
+    judged = rescored(case, rules)
+    strategy = judged["advice"]["strategy"] if judged is not None else None
+    return strategy if judged is not None and strategy in judged["runs"] else None
+
+
+def sweep_due(case: dict[str, Any], args: argparse.Namespace, rules: Any) -> bool:
+    """A recorded case on the sweep's seed whose recommended strategy has no sweep yet (none, or one of a strategy
+    the rules recommended before)."""
+    strategy = swept_strategy(case, rules)
+    return (sweep_wanted(args, int(case["seed"])) and strategy is not None
+            and (case.get("lr_sweep") or {}).get("strategy") != strategy)
+
+
+def recorded_mismatch(run: dict[str, Any], recipe: Any, args: argparse.Namespace) -> str | None:
+    """Why a recorded run cannot be the x1 point of a sweep trained now (it trained another rate or length than
+    the recipe gives today), or None."""
+    param = SWEPT_PARAM[recipe.kind]
+    if run.get(param) is not None and run[param] != getattr(recipe, param):
+        return f"recorded at {param} {run[param]:g}, the rules now give {getattr(recipe, param):g}"
+    length = args.max_length if args.max_length is not None and recipe.kind != "tfidf" else recipe.max_length
+    if run.get("max_length") is not None and run["max_length"] != length:
+        return f"recorded at max length {run['max_length']}, the recipe now gives {length}"
+    return None
+
+
+def sweep_recorded(case: dict[str, Any], dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str],
+                   backbone: Any, args: argparse.Namespace, rules: Any) -> dict[str, Any] | None:
+    """The LR sweep of a recorded case, its strategies not trained again: the advice is rebuilt on the case's
+    subsample (the recipe the runs need), the recorded run of the recommended strategy is the x1 point. None
+    when that run no longer matches the recipe (the case needs --force)."""
+    name, level, seed = case["dataset"], level_from_name(case["level"]), int(case["seed"])
+    label = f"{name}@{case['level']} seed {seed}"
+    strategy = swept_strategy(case, rules)
+    assert strategy is not None, "sweep_due() picks the cases to sweep"
+    work = case_work(args, name, level, seed)
+    shutil.rmtree(work, ignore_errors=True)
+    session, _ = case_session(dataset, splits, level, seed, backbone, args, work)
+    if session.result.recommendation.strategy != strategy:
+        log.warning("%s: the advice now recommends %s, the recorded signals %s: sweeping %s", label,
+                    session.result.recommendation.strategy, strategy, strategy)
+    recipe = advised_recipe(session, strategy)
+    why = recorded_mismatch(case["runs"][strategy], recipe, args)
+    if why is not None:
+        log.error("%s: %s %s: no sweep (train the case again with --force)", label, strategy, why)
+        sweep = None
+    else:
+        log.info("%s: recorded without the sweep of %s: sweeping", label, strategy)
+        sweep = lr_sweep(session, recipe, case["runs"][strategy], work / "lr", seed, args)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return sweep
+
+
+def lr_targets(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+    """The issue's "advised LR within x3 of the sweep's best" over the sweeps of the strategy each case's current
+    recommendation is (raw and tie-aware); tfidf_linear's C apart (not a rate); sweeps of a strategy the rules
+    no longer recommend are left out and counted apart (a training run sweeps the new one)."""
+    current = [c["lr_sweep"] for c in cases
+               if c.get("lr_sweep") and c["lr_sweep"].get("strategy") == swept_strategy(c, rules)]
+    rates = [s for s in current if s["param"] in LR_PARAMS]
+    regularisation = [s for s in current if s["param"] not in LR_PARAMS]
+    return {"lr_checked": len(rates), "lr_within_3x": sum(s["within_3x"] for s in rates),
+            "lr_within_3x_tied": sum(s["within_3x_tied"] for s in rates),
+            "c_checked": len(regularisation), "c_within_3x": sum(s["within_3x"] for s in regularisation),
+            "c_within_3x_tied": sum(s["within_3x_tied"] for s in regularisation),
+            "sweeps_not_counted": sum(1 for c in cases if c.get("lr_sweep")) - len(current)}
+
+
+def rejudged_sweep(case: dict[str, Any]) -> dict[str, Any]:
+    """The case's recorded sweep judged with the current check (on the texts its x1 run was judged on)."""
+    sweep = case["lr_sweep"]
+    return judged_sweep(sweep, int(case["runs"][sweep["strategy"]]["n_judged"]))
 
 
 # --------------------------------------------------------------------------- results
@@ -280,7 +468,7 @@ def rescored(case: dict[str, Any], rules: Any) -> dict[str, Any] | None:
                        "rule": row.id}}
 
 
-def _same_test_texts(case: dict[str, Any]) -> bool:
+def _same_test_texts(case: Mapping[str, Any]) -> bool:
     """Every seed of a dataset is judged on the same texts: ``judged_splits`` draws the test split with
     ``--split-seed`` only (part of the budget), whatever the level and seed."""
     return True
@@ -304,7 +492,7 @@ def seed_judgement(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
         return first[(a.dataset, a.level)]["advice"]["rule"], a.recommended
 
     rows, evidence = judge_by_rule(averages, decision)
-    return {"cases": rows, "targets": regret_targets(rows), "rule_evidence": evidence}
+    return {"cases": rows, "targets": {**regret_targets(rows), **lr_targets(cases, rules)}, "rule_evidence": evidence}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -335,11 +523,53 @@ def markdown(results: dict[str, Any]) -> str:
                   "| rule | " + " | ".join(STRATEGIES) + " |", "|---|" + "---|" * len(STRATEGIES)]
         for rule, by in s["per_rule"].items():
             lines.append(f"| {rule} | " + " | ".join(f"{by[st]:.3f}" if st in by else "-" for st in STRATEGIES) + " |")
+    lines += sweep_markdown(cases, (results.get("seed_judgement") or {}).get("targets", {}))
     lines += seed_markdown(results.get("seed_judgement") or {}, results.get("source", "this file"), STRATEGIES)
     return "\n".join([*lines, ""])
 
 
+def factor_name(factor: float) -> str:
+    """x1, x3, ÷3 ... as the sweep's columns read."""
+    return f"×{factor:.3g}" if factor >= 1 else f"÷{1 / factor:.3g}"
+
+
+def sweep_markdown(cases: Sequence[dict[str, Any]], targets: dict[str, Any]) -> list[str]:
+    """Each recorded sweep (accuracy at each factor of the advised value), and beside the LR target (under
+    "Targets") tfidf_linear's C and the sweeps left out of it."""
+    swept = [c for c in cases if c.get("lr_sweep")]
+    if not swept:
+        return []
+    lines = ["", "## LR sweep of the recommended strategy", "",
+             "The strategy the rules recommend, trained again at " + ", ".join(factor_name(f) for f in LR_FACTORS)
+             + " its advised value (the encoder's top-layer rate when it tunes the encoder, the layers below keep "
+             "their decay; else the head's; tfidf_linear: its C); ×1 is the case's own run. "
+             "Accuracy on the judging split; 'tied': the advised value is within ×3 of a value whose accuracy "
+             "ties the best (one s.e.).", "",
+             "| dataset | level | seed | strategy | swept | advised | " + " | ".join(factor_name(f) for f in LR_FACTORS)
+             + " | best | within ×3 (raw / tied) | sweep s |", "|" + "---|" * (9 + len(LR_FACTORS))]
+    for c in swept:
+        sw = c["lr_sweep"]
+        accuracy = {p["factor"]: p["accuracy"] for p in sw["points"]}
+        cells = [f"{accuracy[f]:.3f}" if f in accuracy else "failed" for f in LR_FACTORS]
+        lines.append(f"| {c['dataset']} | {c['level']} | {c['seed']} | {sw['strategy']} | {sw['param']} | "
+                     f"{sw['advised']:.3g} | " + " | ".join(cells) + f" | {sw['best_lr']:.3g} | "
+                     f"{'yes' if sw['within_3x'] else 'no'} / {'yes' if sw['within_3x_tied'] else 'no'} | "
+                     f"{sw.get('seconds', 0):.0f} |")
+    notes = []  # the LR target itself is with the others, under "Targets" below
+    if targets.get("c_checked"):
+        notes.append(f"- tfidf_linear's C within ×3 of the sweep's best: raw {targets['c_within_3x']}/"
+                     f"{targets['c_checked']}, tie-aware {targets['c_within_3x_tied']}/{targets['c_checked']} "
+                     "(not a rate: apart from the LR target)")
+    if targets.get("sweeps_not_counted"):
+        notes.append(f"- {targets['sweeps_not_counted']} sweep(s) of a strategy the current rules no longer "
+                     "recommend: listed, not counted (a training run of those cases sweeps the new one)")
+    return [*lines, *([""] if notes else []), *notes]
+
+
 def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
+    for case in results["cases"]:  # judged again with the current check, as the image benchmark's sweeps are
+        if case.get("lr_sweep"):
+            case["lr_sweep"] = rejudged_sweep(case)
     results["summary"] = summary(results["cases"])
     path = prefix.with_suffix(".json").resolve()
     results["source"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
@@ -374,6 +604,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-text-advice-quality"))
     p.add_argument("--keep", action="store_true", help="keep each case's run folder (models, checkpoints)")
     p.add_argument("--force", action="store_true", help="redo cases already recorded")
+    p.add_argument("--lr-sweep-seed", type=int, default=0, help="the seed whose cases get the LR sweep")
+    p.add_argument("--no-lr-sweep", action="store_true", help="train no LR sweep (a later run adds them)")
+    p.add_argument("--sweep-recorded", action="store_true",
+                   help="train no new case: only the LR sweeps that the recorded cases among the given datasets, "
+                   "levels and seeds lack (their strategies are not trained again)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: re-render the .md (and the seed judgement with each rule's evidence, by the "
                    "current text rules) from the .json only")
@@ -384,6 +619,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.write_evidence and not args.report:
         p.error("--write-evidence needs --report")
+    if args.sweep_recorded and (args.force or args.no_lr_sweep):
+        p.error("--sweep-recorded only adds LR sweeps: leave out --force and --no-lr-sweep")
     args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.quick:
         args.levels, args.max_length, args.max_epochs = "16", 32, 1
@@ -413,38 +650,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("no text datasets: give folders or set TL_ADVISE_SHARED to the folder holding text/")
         return 2
     from tl_advise.advisor.data.text.reading import read_text_dataset
-    from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
     results_path = args.out.with_suffix(".json")
     results = load_results(results_path, budget_of(args))
+    if args.sweep_recorded and not results["cases"]:  # nothing to sweep: the file is left as it is
+        log.error("%s: no cases recorded with this budget to sweep", results_path)
+        return 2
     results["commands"].append(provenance(__file__, argv))
     recorded = {case_key(c): c for c in results["cases"]}
     tokens = [x.strip() for x in args.levels.split(",") if x.strip()]
     wanted = [int(x) for x in tokens if x != "full"]
-    backbone = load_text_backbone(device=args.device)  # loaded once; the advice of each case is cold all the same
+    backbone = load_backbone(args)  # loaded once; the advice of each case is cold all the same
     started = time.perf_counter()
     for src in args.datasets:
         if not src.is_dir():
             log.error("no dataset folder %s", src)
             return 2
+        if args.sweep_recorded and not any(c["dataset"] == src.name and sweep_due(c, args, rules)
+                                           for c in results["cases"]):
+            continue
         dataset = read_text_dataset(src)
         splits = judged_splits(dataset, args)
         for seed in args.seeds:
             for level in levels_for(splits[0], wanted, "full" in tokens):
                 key = (src.name, level_name(level), seed)
                 label = f"{src.name}@{level_name(level)} seed {seed}"
-                if key in recorded and not args.force:
-                    log.info("%s: already in %s, skipped", label, results_path)
+                old = recorded.get(key)
+                if old is not None and not args.force:
+                    if not sweep_due(old, args, rules):
+                        log.info("%s: already in %s, skipped", label, results_path)
+                        continue
+                    sweep = sweep_recorded(old, dataset, splits, backbone, args, rules)
+                    if sweep is None:
+                        continue
+                    case = {**old, "lr_sweep": sweep}
+                elif args.sweep_recorded:
+                    log.info("%s: not recorded, and --sweep-recorded trains no new case", label)
                     continue
-                case = run_case(src.name, dataset, splits, level, seed, backbone, args)
+                else:
+                    case = run_case(src.name, dataset, splits, level, seed, backbone, args)
                 results["cases"] = [c for c in results["cases"] if case_key(c) != key] + [case]
                 write_outputs(results, args.out, rules)
-                log.info("%s done in %.0fs: best %s, advised %s, regret %s pp", label, case["seconds"], case["best"],
-                         case["advice"]["strategy"], case["regret_pp"])
+                log_case(label, case, trained=old is None or args.force)
     write_outputs(results, args.out, rules)
     log.info("all done in %.0fs", time.perf_counter() - started)
     print(markdown(results))
     return 0
+
+
+def load_backbone(args: argparse.Namespace) -> Any:
+    from tl_advise.advisor.measure.text.backbone import load_text_backbone
+
+    return load_text_backbone(device=args.device)
+
+
+def log_case(label: str, case: dict[str, Any], *, trained: bool) -> None:
+    """The case's outcome (``trained``: a new case, else only its sweep was)."""
+    if trained:
+        log.info("%s done in %.0fs: best %s, advised %s, regret %s pp", label, case["seconds"], case["best"],
+                 case["advice"]["strategy"], case["regret_pp"])
+    sweep = case.get("lr_sweep")
+    if sweep is not None:
+        log.info("%s: LR sweep of %s (%s) in %.0fs: advised %g, best %g; within x3 %s, tie-aware %s", label,
+                 sweep["strategy"], sweep["param"], sweep["seconds"], sweep["advised"], sweep["best_lr"],
+                 sweep["within_3x"], sweep["within_3x_tied"])
 
 
 def report(args: argparse.Namespace, rules: Any) -> int:

@@ -423,6 +423,12 @@ class TextRunOptions(BaseModel):
     finetune_epochs: int | None = Field(default=None, ge=0)
     max_length: int | None = Field(default=None, ge=8)
     batch_size: int | None = Field(default=None, ge=2)
+    # Rate overrides (the advice-quality benchmark's LR sweep); each applies to the strategies that have the
+    # number and is ignored by the others, as max_length is by tfidf_linear.
+    head_lr: float | None = Field(default=None, gt=0, description="the head phase's LR (every strategy with a head)")
+    encoder_lr: float | None = Field(default=None, gt=0, description="the top tuned layer's LR in the fine-tuning "
+                                     "phase; the layers below keep the recipe's layer-wise decay")
+    tfidf_c: float | None = Field(default=None, gt=0, description="tfidf_linear's inverse L2 penalty")
     max_train_per_class: int | None = Field(default=None, ge=1)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     patience: int | None = Field(default=None, ge=1, description="None: the recipe's")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,182 @@ def test_quick_runs_one_case_and_a_rerun_skips_it(tmp_path: Path) -> None:
     assert taq.main(argv) == 0  # resumed: the case is recorded, nothing trains
     again = json.loads(out.with_suffix(".json").read_text())
     assert again["cases"] == results["cases"] and len(again["commands"]) == 2
+
+
+# --------------------------------------------------------------------------- the LR sweep (training stubbed)
+
+TINY_INFO = {"name": "tiny-bert", "weights": "random (tests)", "source": "folder", "architecture": "bert",
+             "hidden_size": 16, "n_layers": 6, "max_length": 128, "normalize": True, "lowercase": True}
+
+
+def fake_session(tmp_path: Path, recommended: str = "text_full_finetune") -> Any:
+    """What the sweep reads of an advice session: the rules, the dataset summary, the backbone and the advice."""
+    from types import SimpleNamespace
+
+    from tl_advise.advisor.data.text.scan import summarise
+    from tl_advise.rules.text_schema import load_text_rules
+    from tl_advise.schema.text import TextBackboneInfo
+
+    result = SimpleNamespace(dataset=summarise(tiny_dataset(tmp_path, train=16)), lengths=None,
+                             backbone=TextBackboneInfo(**TINY_INFO),
+                             recommendation=SimpleNamespace(strategy=recommended))
+    return SimpleNamespace(rules=load_text_rules(), result=result)
+
+
+class FakeTraining:
+    """Stands in for ``train_strategy``: records what would train; the accuracy peaks at ``best`` x the advised."""
+
+    def __init__(self, advised: float, best_factor: float = 3.0, n: int = 400) -> None:
+        self.calls: list[tuple[str, dict[str, float]]] = []
+        self.best, self.n = advised * best_factor, n
+
+    def __call__(self, session: Any, strategy: str, out: Path, seed: int, args: argparse.Namespace,
+                 **rates: float) -> dict[str, Any]:
+        self.calls.append((strategy, rates))
+        (rate,) = rates.values()
+        distance = abs(math.log10(rate / self.best))
+        return {"accuracy": round(0.9 - 0.2 * distance, 4), "n_judged": self.n, "train_time_s": 1.5}
+
+
+def sweep_args(**overrides: Any) -> argparse.Namespace:
+    return taq.parse_args(["--out", "/nonexistent/out", "--max-length", "32", *overrides.pop("argv", [])])
+
+
+ADVISED = {"text_full_finetune": ("encoder_lr", 2e-5), "text_finetune_top": ("encoder_lr", 2e-5),
+           "text_feature_extraction": ("head_lr", 1e-3), "tfidf_linear": ("tfidf_c", 10.0)}
+
+
+@pytest.mark.parametrize("strategy", sorted(ADVISED))
+def test_the_sweep_trains_the_other_factors_at_their_rates(tmp_path: Path, strategy: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    param, advised = ADVISED[strategy]
+    session = fake_session(tmp_path, strategy)
+    recipe = taq.advised_recipe(session, strategy)
+    training = FakeTraining(advised)
+    monkeypatch.setattr(taq, "train_strategy", training)
+    main = {"accuracy": 0.85, "n_judged": 400, "train_time_s": 9.0}
+    sweep = taq.lr_sweep(session, recipe, main, tmp_path / "lr", 0, sweep_args())
+    others = [f for f in taq.LR_FACTORS if f != 1.0]
+    assert training.calls == [(strategy, {param: taq.sweep_rate(advised, f)}) for f in others]  # x1 not retrained
+    assert (sweep["strategy"], sweep["param"], sweep["advised"]) == (strategy, param, advised)
+    assert [p["factor"] for p in sweep["points"]] == list(taq.LR_FACTORS)
+    x1 = next(p for p in sweep["points"] if p["factor"] == 1.0)
+    assert (x1["lr"], x1["accuracy"], x1["n_judged"]) == (advised, 0.85, 400)
+    # judged: the best is the x3 point (0.9), the advised rate within x3 of it
+    assert sweep["best_lr"] == pytest.approx(3 * advised) and sweep["within_3x"] and sweep["within_3x_tied"]
+    assert sweep["ratio"] == pytest.approx(1 / 3, rel=1e-2)
+
+
+def test_a_failed_sweep_point_is_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    session = fake_session(tmp_path)
+    training = FakeTraining(2e-5, best_factor=10.0)
+    monkeypatch.setattr(taq, "train_strategy", lambda *a, **rates: None if 2e-4 in rates.values()
+                        else training(*a, **rates))
+    sweep = taq.lr_sweep(session, taq.advised_recipe(session, "text_full_finetune"),
+                         {"accuracy": 0.5, "n_judged": 400, "train_time_s": 1.0}, tmp_path, 0, sweep_args())
+    assert [p["factor"] for p in sweep["points"]] == [0.1, 1 / 3, 1.0, 3.0]
+    assert sweep["best_lr"] == pytest.approx(6e-5) and sweep["within_3x"]
+
+
+def test_the_sweep_overrides_reach_the_runner_options() -> None:
+    options = taq.run_options(sweep_args(), Path("/tmp/x"), ["text_finetune_top"], 3, encoder_lr=6e-5)
+    assert (options.encoder_lr, options.head_lr, options.tfidf_c) == (6e-5, None, None)
+    assert (options.strategies, options.seed, options.max_length) == (["text_finetune_top"], 3, 32)
+
+
+def test_a_recorded_run_that_no_longer_matches_its_recipe_is_not_a_sweep_point(tmp_path: Path) -> None:
+    recipe = taq.advised_recipe(fake_session(tmp_path), "text_full_finetune")
+    args = taq.parse_args(["--out", "/nonexistent/out"])
+    assert taq.recorded_mismatch({"encoder_lr": 2e-5, "max_length": 128}, recipe, args) is None
+    assert taq.recorded_mismatch({}, recipe, args) is None  # recorded before the rates were: the rules' never moved
+    assert "encoder_lr 3e-05" in (taq.recorded_mismatch({"encoder_lr": 3e-5}, recipe, args) or "")
+    assert "max length 64" in (taq.recorded_mismatch({"max_length": 64}, recipe, args) or "")
+
+
+def recorded_case(dataset: str = "d", level: str = "16", seed: int = 0, n: int = 40) -> dict[str, Any]:
+    """A case as the benchmark records it (before the sweep), far from the backbone (no signals): the current
+    rules recommend text_full_finetune for it."""
+    accuracy = dict(zip(taq.STRATEGIES, (0.6, 0.65, 0.75, 0.7), strict=True))
+    runs = {s: {"status": "completed", "error": None, "accuracy": a, "n_judged": n,
+                "correct": [i < round(a * n) for i in range(n)], "train_time_s": 3.0, "max_length": 128,
+                "epochs_run": 3} for s, a in accuracy.items()}
+    return {"dataset": dataset, "level": level, "seed": seed, "texts_per_class": float(level), "n_test": n,
+            "runs": runs, "best": "text_full_finetune", "regret_pp": 15.0, "gap_se_pp": 5.0,
+            "advice_within_noise": False, "seconds": 30.0,
+            "advice": {"strategy": "text_feature_extraction", "rule": "text-tiny-far", "label": "far", "score": 0.0,
+                       "seconds": 2.0, "backbone": "all-minilm-l6-v2", "signals": {}}}
+
+
+def write_dataset(root: Path) -> Path:
+    """A tiny text set on disk (train and test split files) that ``read_text_dataset`` reads."""
+    import csv
+
+    examples = tiny_dataset(root, train=70, val=None, test=20).examples
+    for split in ("train", "test"):
+        with (root / f"{split}.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows((e.text, e.label) for e in examples if e.split == split)
+    return root
+
+
+def test_recorded_cases_get_only_their_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_dataset(tmp_path / "d")
+    out = tmp_path / "results"
+    argv = [str(data), "--levels", "16,64", "--seeds", "0,1", "--out", str(out), "--work-dir", str(tmp_path / "w")]
+    budget = taq.budget_of(taq.parse_args(argv))
+    cases = [recorded_case(), recorded_case(seed=1)]  # 64/class is not recorded
+    out.with_suffix(".json").write_text(json.dumps({"budget": budget, "commands": [], "cases": cases}))
+    training = FakeTraining(2e-5)
+    monkeypatch.setattr(taq, "train_strategy", training)
+    monkeypatch.setattr(taq, "case_session", lambda *a, **k: (fake_session(tmp_path / "s"), 1.0))
+    monkeypatch.setattr(taq, "load_backbone", lambda args: None)
+    monkeypatch.setattr(taq, "run_case", lambda *a, **k: pytest.fail("--sweep-recorded trained a new case"))
+
+    assert taq.main([*argv, "--sweep-recorded"]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    seed0, seed1 = sorted(results["cases"], key=taq.case_key)
+    assert [rates for _, rates in training.calls] == [{"encoder_lr": taq.sweep_rate(2e-5, f)}
+                                                      for f in taq.LR_FACTORS if f != 1.0]
+    assert seed0["lr_sweep"]["strategy"] == "text_full_finetune" and seed0["lr_sweep"]["within_3x"]
+    assert next(p for p in seed0["lr_sweep"]["points"] if p["factor"] == 1.0)["accuracy"] == 0.75  # the recorded run
+    assert {k: v for k, v in seed0.items() if k != "lr_sweep"} == cases[0]  # nothing else of the case moved
+    assert "lr_sweep" not in seed1  # the sweep's seed is 0
+    assert results["seed_judgement"]["targets"]["lr_checked"] == 1
+
+    training.calls.clear()  # resumed: every sweep is there, nothing trains
+    assert taq.main([*argv, "--sweep-recorded"]) == 0
+    assert training.calls == [] and len(json.loads(out.with_suffix(".json").read_text())["commands"]) == 2
+
+
+def test_sweep_recorded_leaves_a_file_of_another_budget_alone(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    text = json.dumps({"budget": {"max_length": 999}, "commands": [], "cases": [recorded_case()]})
+    out.with_suffix(".json").write_text(text)
+    assert taq.main([str(tmp_path), "--out", str(out), "--sweep-recorded"]) == 2
+    assert out.with_suffix(".json").read_text() == text
+
+
+def test_the_report_judges_the_recorded_sweeps_again_and_prints_the_lr_target(tmp_path: Path) -> None:
+    case = recorded_case()
+    points = [{"factor": f, "lr": taq.sweep_rate(2e-5, f), "accuracy": a, "n_judged": 40, "train_time_s": 2.0}
+              for f, a in zip(taq.LR_FACTORS, (0.5, 0.7, 0.75, 0.8, 0.6), strict=True)]
+    # recorded with a stale verdict: --report judges it again with the current check
+    case["lr_sweep"] = {"strategy": "text_full_finetune", "param": "encoder_lr", "advised": 2e-5, "points": points,
+                        "seconds": 8.0, "best_lr": 1.0, "ratio": 1.0, "within_3x": False, "within_3x_tied": False}
+    stale = {**recorded_case(level="64"), "lr_sweep": {**case["lr_sweep"], "strategy": "text_feature_extraction",
+                                                       "param": "head_lr", "advised": 1e-3}}
+    out = tmp_path / "results"
+    out.with_suffix(".json").write_text(json.dumps({"budget": {}, "commands": [], "cases": [case, stale]}))
+    assert taq.main(["--report", "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    sweep = results["cases"][0]["lr_sweep"]
+    assert sweep["best_lr"] == pytest.approx(6e-5) and sweep["within_3x"] and sweep["within_3x_tied"]
+    text = out.with_suffix(".md").read_text()
+    assert "LR within ×3 of the sweep's best: 1/1 raw, 1/1 tie-aware" in text  # the stale sweep is not counted
+    assert "1 sweep(s) of a strategy the current rules no longer recommend" in text
+    lines = text.splitlines()
+    row = ("| d | 16 | 0 | text_full_finetune | encoder_lr | 2e-05 | 0.500 | 0.700 | 0.750 | 0.800 | 0.600 | 6e-05 "
+           "| yes / yes | 8 |")
+    header, separator = lines[lines.index(row) - 2:lines.index(row)]
+    assert header.count("|") == separator.count("|") == row.count("|") and header.startswith("| dataset | level")

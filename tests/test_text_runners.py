@@ -91,6 +91,29 @@ def test_the_printed_recipe_is_exactly_what_trains(tmp_path: Path, backbone: Any
         printed.model_dump(exclude={"head_epochs", "finetune_epochs"})
 
 
+def test_the_rate_overrides_replace_the_recipes_rates_where_it_has_them(tmp_path: Path, backbone: Any) -> None:
+    """What the advice-quality benchmark's LR sweep trains: only the rate asked for moves, and a new encoder rate
+    keeps the layer-wise decay below the top layer (the 3-layer encoder of EXPECTED, ×3)."""
+    from tl_advise.advisor.data.text.scan import summarise
+    from tl_advise.rules.text_engine import text_recipe
+    from tl_advise.rules.text_schema import load_text_rules
+    from tl_advise.runners.text.recipes import apply_options
+
+    rules, summary = load_text_rules(), summarise(tiny_dataset(tmp_path))
+
+    def applied(strategy: Any, **rates: float) -> Any:
+        recipe = text_recipe(rules, strategy, summary=summary, lengths=None, backbone=backbone.info)
+        return recipe, apply_options(recipe, options(tmp_path, max_epochs=None, max_length=None, **rates))
+
+    recipe, full = applied("text_full_finetune", encoder_lr=6e-5)
+    assert full.encoder_lr == 6e-5 and full.head_lr == recipe.head_lr == 1e-3
+    assert full.per_group_lr == pytest.approx({g: 3 * r for g, r in EXPECTED["text_full_finetune"]["lrs"].items()})
+    recipe, head = applied("text_feature_extraction", head_lr=3e-3, encoder_lr=6e-5, tfidf_c=1.0)
+    assert head == recipe.model_copy(update={"head_lr": 3e-3})  # the other two have no such number here
+    recipe, tfidf = applied("tfidf_linear", tfidf_c=30.0, head_lr=3e-3)
+    assert tfidf == recipe.model_copy(update={"tfidf_c": 30.0})
+
+
 def test_the_warmup_and_decay_step_with_every_batch() -> None:
     import torch
 

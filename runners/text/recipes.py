@@ -4,7 +4,7 @@ both take their recipe from here."""
 
 from __future__ import annotations
 
-from tl_advise.rules.text_engine import text_recipe
+from tl_advise.rules.text_engine import per_group_lr, text_recipe
 from tl_advise.rules.text_schema import TextRuleSet
 from tl_advise.schema.errors import ConfigError
 from tl_advise.schema.models import STRATEGY_IDS
@@ -30,6 +30,7 @@ def apply_options(recipe: TextRecipe, options: TextRunOptions) -> TextRecipe:
         update["batch_size"] = options.batch_size
     if options.patience is not None:
         update["patience"] = options.patience
+    update.update(_rate_overrides(recipe, options))
     head, finetune = recipe.head_epochs, recipe.finetune_epochs
     if options.head_epochs is not None and recipe.kind != "tfidf":
         head = options.head_epochs
@@ -46,6 +47,20 @@ def apply_options(recipe: TextRecipe, options: TextRunOptions) -> TextRecipe:
     if out.kind == "encoder" and out.finetune_epochs == 0:
         raise ConfigError(f"{out.strategy} fine-tunes encoder layers: give it at least one epoch (finetune_epochs)")
     return TextRecipe.model_validate(out.model_dump())
+
+
+def _rate_overrides(recipe: TextRecipe, options: TextRunOptions) -> dict[str, object]:
+    """The recipe fields the options' rates replace, where the recipe has them. A new encoder rate is spread over
+    the tuned layers with the recipe's own layer-wise decay, as ``text_recipe`` spreads the rules' rate."""
+    update: dict[str, object] = {}
+    if options.head_lr is not None and recipe.head_lr is not None:
+        update["head_lr"] = options.head_lr
+    if options.encoder_lr is not None and recipe.trains_encoder and recipe.layer_decay is not None:
+        update["encoder_lr"] = options.encoder_lr
+        update["per_group_lr"] = per_group_lr(recipe.tuned_layers, options.encoder_lr, recipe.layer_decay)
+    if options.tfidf_c is not None and recipe.kind == "tfidf":
+        update["tfidf_c"] = options.tfidf_c
+    return update
 
 
 def text_recipe_for(rules: TextRuleSet, result: TextAdviceResult, strategy: TextStrategyId,
