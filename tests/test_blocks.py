@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import torch
 from conftest import make_class_folder
 from test_recipe import EVERYTHING_ON
 from test_rules import make_dataset, make_similarity
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from tl_advise.advisor.api import AdviceSession
@@ -39,18 +37,12 @@ from tl_advise.runners.train import PhasePlan, PreparedPhase, TrainingJob
 from tl_advise.schema.errors import ConfigError, TLAdviseError
 from tl_advise.schema.models import STRATEGY_IDS, AdviceResult, SampleInfo
 
-pytestmark = pytest.mark.usefixtures("restore_tl_logging")
+pytestmark = pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread")
 
 BACKBONE = "efficientnet_lite0"
 # Epochs per phase chosen so that the schedules differ epoch by epoch (a warm-up of 2 needs at least 3).
 OPTIONS = {"image_size": 32, "head_epochs": 2, "finetune_epochs": 4, "progress": False, "num_workers": 0,
            "seed": 0, "tensorboard": False, "mlflow": False}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    with threadpool_limits(1, "blas"):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from text_fixtures import tiny_backbone, tiny_dataset
-from threadpoolctl import threadpool_limits
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_tl_logging")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_tl_logging", "one_blas_thread")]
 
 # 20 training texts in batches of 4: 5 steps per epoch, so the fine-tuning's warm-up (10 % of 15 steps: 2) and
 # decay differ step by step; 2 head epochs so that the head's cosine moves. The texts are 7 to 10 tokens long:
@@ -29,12 +27,6 @@ MAX_LENGTH = 8
 OPTIONS = {"head_epochs": 2, "finetune_epochs": 3, "max_length": MAX_LENGTH, "batch_size": 4, "seed": 0,
            "tensorboard": False, "mlflow": False}
 TORCH_STRATEGIES = ["text_feature_extraction", "text_finetune_top", "text_full_finetune"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread() -> Iterator[None]:
-    with threadpool_limits(1, "blas"):
-        yield
 
 
 @pytest.fixture(scope="module")
