@@ -130,6 +130,10 @@ class SimilarityProfiles(_Strict, Generic[ProfileT]):
     threshold: float = Field(ge=0, le=1)
     score_when_no_signals: float = Field(ge=0, le=1)
     backbones: dict[str, ProfileT]
+    shares: dict[str, str] = Field(
+        default_factory=dict,
+        description="backbone -> the profile it uses: one measured to label its signals as that profile labels "
+                    "its own backbone's (the measurement in the rules file's comment)")
 
     @field_validator("backbones")
     @classmethod
@@ -143,12 +147,25 @@ class SimilarityProfiles(_Strict, Generic[ProfileT]):
             raise ValueError("two backbone profiles differ only in case or '-' vs '_'")
         return value
 
+    @model_validator(mode="after")
+    def _shares_a_calibrated_profile(self) -> SimilarityProfiles[ProfileT]:
+        for backbone, profile in self.shares.items():
+            if profile not in self.backbones or profile == DEFAULT_PROFILE:
+                raise ValueError(f"shares: {backbone} uses {profile!r}, which is not a backbone profile here")
+            if normalise_backbone_name(backbone) in {normalise_backbone_name(name) for name in self.backbones}:
+                raise ValueError(f"shares: {backbone} has a profile of its own")
+        return self
+
     def profile_name_for(self, backbone_name: str) -> str:
         """The profile used for a backbone, most specific first: ``arch:WEIGHTS`` (signals depend on the
-        weights they were measured with), then ``arch``, else ``default``."""
+        weights they were measured with), then ``arch``, then the profile it ``shares``, else ``default``."""
         by_name = {normalise_backbone_name(name): name for name in self.backbones}
+        shared = {normalise_backbone_name(name): profile for name, profile in self.shares.items()}
         for wanted in (backbone_name, backbone_name.split(":", 1)[0]):
             if (found := by_name.get(normalise_backbone_name(wanted))) is not None:
+                return found
+        for wanted in (backbone_name, backbone_name.split(":", 1)[0]):
+            if (found := shared.get(normalise_backbone_name(wanted))) is not None:
                 return found
         return DEFAULT_PROFILE
 

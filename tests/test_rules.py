@@ -464,6 +464,27 @@ def test_profiles_are_looked_up_by_weights_first(rules: RuleSet) -> None:
     assert sim.profile_name_for("resnet50:IMAGENET1K_V2") == "default"
 
 
+def test_lite1_and_lite2_share_the_lite0_profile_they_were_measured_against(rules: RuleSet) -> None:
+    sim = rules.similarity
+    for name in ("efficientnet_lite1", "EfficientNet-Lite2"):
+        assert sim.profile_name_for(name) == "efficientnet_lite0" and sim.is_calibrated(name)
+        verdict = score_similarity(rules, name, {"bn_shift_late": 0.25, "head_max_prob": 0.5, "head_entropy": 0.35})
+        assert verdict.calibrated and verdict.score == pytest.approx(1.0)
+        assert any("uses the 'efficientnet_lite0' similarity profile" in n for n in verdict.notes), verdict.notes
+    assert sim.profile_name_for("efficientnet_lite3") == "default"
+
+
+@pytest.mark.parametrize(("shares", "expected"), [
+    ({"resnet50": "resnet18"}, "resnet50 uses 'resnet18', which is not a backbone profile here"),
+    ({"resnet50": "default"}, "resnet50 uses 'default', which is not a backbone profile here"),
+    ({"EfficientNet-Lite0": "mobilenet_v2:IMAGENET1K_V1"}, "EfficientNet-Lite0 has a profile of its own"),
+])
+def test_a_shared_profile_must_be_another_backbones_own(shares: dict[str, str], expected: str) -> None:
+    data = default_data()
+    data["similarity"]["shares"] = shares
+    assert expected in error_for(data)
+
+
 def test_backbone_profile_key_names_torchvision_weights() -> None:
     tv = make_backbone(name="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V1")
     assert tv.profile_key == "mobilenet_v2:IMAGENET1K_V1"
