@@ -206,14 +206,15 @@ def test_an_unknown_backbone_uses_the_default_profile(rules: TextRuleSet) -> Non
     assert score_text_similarity(rules, signals(backbone="roberta-base")).profile == "default"
 
 
-def test_tiny_and_close_advises_what_held_out_evidence_chose(rules: TextRuleSet) -> None:
+def test_tiny_and_close_advises_what_the_evidence_chose_with_its_tie_said(rules: TextRuleSet) -> None:
     sim = score_text_similarity(rules, signals(cosine=0.3, knn_gain=0.0))
     rec = recommend_text(rules, summary=summary(40), lengths=lengths(30), similarity=sim, backbone=minilm())
     assert (rec.strategy, rec.rule_id) == ("text_full_finetune", "text-tiny-close")
     evidence = rules.row_for("tiny", "close").evidence
-    assert evidence is not None and evidence.held_out and evidence.held_out_agree == evidence.held_out_folds >= 3
-    # Chosen again with each dataset left out, but within noise of the frozen head: not separated, medium.
-    assert not evidence.beyond_noise and rec.confidence.level == "medium"
+    assert evidence is not None and evidence.held_out_folds >= 3
+    # Even with the frozen head (not chosen with every dataset left out, within noise): medium, never high.
+    assert not evidence.held_out and not evidence.beyond_noise and rec.confidence.level == "medium"
+    assert any("tied the runner-up within noise" in r for r in rec.confidence.reasons)
     assert any(r.startswith(f"measured on {evidence.cases} case(s)") for r in rec.confidence.reasons)
     assert rec.confidence.runner_up == "text_feature_extraction" == rec.alternatives[0].strategy
     assert [p.name for p in rec.schedule] == ["head", "finetune"] and rec.tfidf_bar is not None
