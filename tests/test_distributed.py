@@ -130,6 +130,10 @@ def _two_rank_checks(rank: int, init_file: str, out_dir: str) -> None:
                                   for a, b in zip(reference.parameters(), net.parameters(), strict=True))
         results["stats_gap"] = max((reference[1].running_mean - net[1].running_mean).abs().max().item(),
                                    (reference[1].running_var - net[1].running_var).abs().max().item())
+        # gloo aborted a rank once ("terminate called without an active exception") when the group went while
+        # DDP's reducer still held it or the other rank still used it: release DDP, then meet before tearing down.
+        del ddp
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
