@@ -158,14 +158,13 @@ class SimilarityProfiles(_Strict, Generic[ProfileT]):
 
     def profile_name_for(self, backbone_name: str) -> str:
         """The profile used for a backbone, most specific first: ``arch:WEIGHTS`` (signals depend on the
-        weights they were measured with), then ``arch``, then the profile it ``shares``, else ``default``."""
-        by_name = {normalise_backbone_name(name): name for name in self.backbones}
-        shared = {normalise_backbone_name(name): profile for name, profile in self.shares.items()}
+        weights they were measured with), then ``arch`` — each its own profile or the one it ``shares`` — else
+        ``default``."""
+        # A backbone's own profile and a shared one never have the same name (_shares_a_calibrated_profile).
+        by_name = {**{normalise_backbone_name(name): profile for name, profile in self.shares.items()},
+                   **{normalise_backbone_name(name): name for name in self.backbones}}
         for wanted in (backbone_name, backbone_name.split(":", 1)[0]):
             if (found := by_name.get(normalise_backbone_name(wanted))) is not None:
-                return found
-        for wanted in (backbone_name, backbone_name.split(":", 1)[0]):
-            if (found := shared.get(normalise_backbone_name(wanted))) is not None:
                 return found
         return DEFAULT_PROFILE
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,7 @@ from tl_advise.runners.text.model import (
     PerStepWarmupDecay,
     TextClassifier,
     TextHead,
+    batch_starts,
     freeze_for,
     module_param_groups,
     pack,
@@ -161,8 +161,7 @@ def phase_plans(recipe: TextRecipe) -> list[PhasePlan]:
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Optimizer steps in an epoch: the batches ``model.train_batches`` yields (a last batch of one text is folded
     into the one before), so the per-step schedule's decay ends on the epoch's last step, not before it."""
-    batches = max(1, math.ceil(n_train / batch_size))
-    return batches - 1 if batches > 1 and n_train % batch_size == 1 else batches
+    return max(1, len(batch_starts(n_train, batch_size)))
 
 
 def head_param_groups(recipe: TextRecipe, head: nn.Module) -> list[dict[str, Any]]:

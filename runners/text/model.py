@@ -192,14 +192,21 @@ def pack(ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     return out
 
 
+def batch_starts(n_texts: int, batch_size: int) -> list[int]:
+    """Where each training batch of an epoch starts; a last batch of one text is folded into the one before
+    (a batch of one gives a noisy step)."""
+    starts = list(range(0, n_texts, batch_size))
+    if len(starts) > 1 and n_texts - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
 def train_batches(ids: Sequence[Sequence[int]], labels: torch.Tensor, batch_size: int, *, seed: int, epoch: int,
                   pad_id: int) -> Iterator[Batch]:
     """One epoch's batches, shuffled by (seed, epoch) only (a resumed run sees the same ones); a last batch of
     one text is folded into the one before."""
     order = torch.randperm(len(ids), generator=epoch_generator(seed, epoch)).tolist()
-    starts = list(range(0, len(order), batch_size))
-    if len(starts) > 1 and len(order) - starts[-1] == 1:
-        starts.pop()
+    starts = batch_starts(len(order), batch_size)
     for i, start in enumerate(starts):
         chunk = order[start:starts[i + 1] if i + 1 < len(starts) else len(order)]
         yield pack([ids[j] for j in chunk], pad_id), labels[chunk]
