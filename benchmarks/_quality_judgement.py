@@ -9,19 +9,22 @@ from typing import Any
 
 from _quality_levels import case_key, case_order
 from _quality_metrics import (
+    GUIDE_TABLE,
     Case,
     SeedAverage,
     Weighting,
     case_regret,
     cell_evidence,
     combined_score,
-    fit_table,
     fit_threshold,
+    held_name,
     judge,
     leave_one_dataset_out,
     mean,
+    refit_table,
     regret_pp,
     seed_averages,
+    source_of,
 )
 
 from tl_advise.advisor.defaults import DEFAULT_BACKBONE  # what advise_session uses; the cases record it
@@ -79,18 +82,9 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
     lodo_regrets = [r for res in lodo for r in res.held_out_regret_pp.values()]
 
     labels = ["similar" if s >= prior else "different" for s in current_scores]
-    table_in = fit_table(cases, table, labels)
-    table_lodo: dict[str, dict[str, float]] = {}
-    lodo_ties: list[bool] = []  # each held-out case: the refit cell's strategy within one s.e. of the best
-    for dataset in sorted({c.dataset for c in cases}):
-        idx_train = [i for i, c in enumerate(cases) if c.dataset != dataset]
-        fitted = fit_table([cases[i] for i in idx_train], table, [labels[i] for i in idx_train])
-        held = [i for i, c in enumerate(cases) if c.dataset == dataset]
-        table_lodo[dataset] = {cases[i].level: regret_pp(cases[i].accuracy, fitted[(cases[i].band, labels[i])])
-                               for i in held}
-        lodo_ties += [judge(averages[i], fitted[(cases[i].band, labels[i])]).tie for i in held]
-    per_dataset = {d: mean(list(levels.values())) for d, levels in table_lodo.items()}
-    worst = max(per_dataset, key=lambda d: per_dataset[d])
+    cells = [(c.band, label) for c, label in zip(cases, labels, strict=True)]
+    guide = {cell: GUIDE_TABLE.get(cell, strategy) for cell, strategy in table.items()}
+    table_in = refit_table(averages, cells, guide)
     fmt = {f"{b}-{lab}": s for (b, lab), s in table.items()}
     return {
         "n_cases": len(cases), "datasets": sorted({c.dataset for c in cases}),
@@ -106,16 +100,37 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
         },
         "table_fit": {
             "current": fmt,
+            "guide": {f"{b}-{lab}": s for (b, lab), s in guide.items()},
             "in_sample": {f"{b}-{lab}": s for (b, lab), s in table_in.items()},
-            "in_sample_mean_regret_pp": mean([regret_pp(c.accuracy, table_in[(c.band, lab)])
-                                              for c, lab in zip(cases, labels, strict=True)]),
-            "lodo_mean_regret_pp": mean([v for d in table_lodo.values() for v in d.values()]),
-            "lodo_max_regret_pp": max(v for d in table_lodo.values() for v in d.values()),
-            "lodo_per_dataset": table_lodo,
-            "lodo_worst_dataset": {"dataset": worst, "mean_regret_pp": per_dataset[worst]},
-            "lodo_within_se": [sum(lodo_ties), len(lodo_ties)],
+            "in_sample_mean_regret_pp": mean([regret_pp(c.accuracy, table_in[cell])
+                                              for c, cell in zip(cases, cells, strict=True)]),
+            "measured": sorted({f"{b}-{lab}" for b, lab in cells}),
+            **_table_lodo(cases, averages, cells, guide, beyond_noise=True),
+            "least_regret": _table_lodo(cases, averages, cells, guide, beyond_noise=False),
         },
     }
+
+
+def _table_lodo(cases: Sequence[Case], averages: Sequence[SeedAverage], cells: Sequence[tuple[str, str]],
+                guide: dict[tuple[str, str], str], *, beyond_noise: bool) -> dict[str, Any]:
+    """The issue's targets judged leave-one-source-out: each source's cases advised by the cells refit from
+    ``guide`` on the other sources' cases (``beyond_noise``: a cell moves only when another strategy is ahead
+    beyond noise; otherwise to the least mean regret)."""
+    per_case: dict[str, dict[str, float]] = {}
+    ties: list[bool] = []  # each held-out case: the refit cell's strategy within one s.e. of the best
+    for source in sorted({source_of(c.dataset) for c in cases}):
+        train = [i for i, c in enumerate(cases) if source_of(c.dataset) != source]
+        fitted = refit_table([averages[i] for i in train], [cells[i] for i in train], guide, beyond_noise=beyond_noise)
+        held = [i for i, c in enumerate(cases) if source_of(c.dataset) == source]
+        per_case[source] = {held_name(cases[i].dataset, cases[i].level): regret_pp(cases[i].accuracy, fitted[cells[i]])
+                            for i in held}
+        ties += [judge(averages[i], fitted[cells[i]]).tie for i in held]
+    per_source = {d: mean(list(levels.values())) for d, levels in per_case.items()}
+    worst = max(per_source, key=lambda d: per_source[d])
+    every = [v for d in per_case.values() for v in d.values()]
+    return {"lodo_mean_regret_pp": mean(every), "lodo_max_regret_pp": max(every), "lodo_per_dataset": per_case,
+            "lodo_worst_dataset": {"dataset": worst, "mean_regret_pp": per_source[worst]},
+            "lodo_within_se": [sum(ties), len(ties)]}
 
 
 def _deciding_rule(avg: SeedAverage, first_case: dict[str, Any], rules: Any) -> Any:

@@ -12,12 +12,26 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from _quality_levels import DATASETS
+
 from tl_advise.rules import statistics
 
 STRATEGIES: tuple[str, ...] = (
     "feature_extraction", "feature_extraction_top_layers", "finetune_last_layers",
     "finetune_more_layers", "full_finetune", "from_scratch",
 )
+
+
+def source_of(dataset: str) -> str:
+    """The source ``dataset`` was drawn from (``DATASETS``' ``source``; itself where none is given): datasets of
+    one source are left out together and clustered as one."""
+    return str(DATASETS.get(dataset, {}).get("source", dataset))
+
+
+def held_name(dataset: str, level: str) -> str:
+    """A held-out case's name within its source's fold: the level, led by the dataset where the source has
+    several."""
+    return level if source_of(dataset) == dataset else f"{dataset}@{level}"
 
 
 def std_error(p: float, n: int) -> float:
@@ -194,28 +208,6 @@ def fit_threshold(cases: Sequence[Case], weightings: Mapping[str, Weighting], ta
     return Fit(weighting_name=best[3], threshold=best[4], mean_regret_pp=best[0])
 
 
-def fit_table(cases: Sequence[Case], table: Table, labels: Sequence[str]) -> dict[tuple[str, str], str]:
-    """Each cell's strategy with the least mean regret over the cases that fall in it.
-
-    ``labels[i]`` is case i's similarity label. Cells without cases keep the current strategy; ties keep
-    the current one, then the cheaper one.
-    """
-    order = {s: i for i, s in enumerate(STRATEGIES)}
-    fitted = dict(table)
-    for cell, current in table.items():
-        members = [c for c, label in zip(cases, labels, strict=True) if (c.band, label) == cell]
-        if not members:
-            continue
-        options = [s for s in STRATEGIES if all(s in c.accuracy for c in members)]
-
-        def key(strategy: str, members: Sequence[Case] = members, current: str = current) -> tuple:
-            regret = sum(regret_pp(c.accuracy, strategy) for c in members) / len(members)
-            return round(regret, 9), strategy != current, order[strategy]
-
-        fitted[cell] = min(options, key=key)
-    return fitted
-
-
 @dataclass(frozen=True)
 class LODOResult:
     dataset: str
@@ -228,13 +220,15 @@ def leave_one_dataset_out(cases: Sequence[Case], weightings: Mapping[str, Weight
                           fitter: Callable[..., Fit] = fit_threshold) -> list[LODOResult]:
     """For each dataset: fit on the others' cases, judge its own cases with that fit."""
     results = []
-    for dataset in sorted({c.dataset for c in cases}):
-        train = [c for c in cases if c.dataset != dataset]
-        test = [c for c in cases if c.dataset == dataset]
+    for dataset in sorted({source_of(c.dataset) for c in cases}):
+        train = [c for c in cases if source_of(c.dataset) != dataset]
+        test = [c for c in cases if source_of(c.dataset) == dataset]
         fit = fitter(train, weightings, table, prior_threshold) if train else \
             Fit(next(iter(weightings)), prior_threshold, float("nan"))
         weighting = weightings[fit.weighting_name]
-        held = {c.level: case_regret(c, combined_score(c.signals, weighting), fit.threshold, table) for c in test}
+        scores = [combined_score(c.signals, weighting) for c in test]
+        held = {held_name(c.dataset, c.level): case_regret(c, score, fit.threshold, table)
+                for c, score in zip(test, scores, strict=True)}
         results.append(LODOResult(dataset=dataset, fit=fit, held_out_regret_pp=held))
     return results
 
@@ -362,6 +356,46 @@ def _choice(members: Sequence[SeedAverage], options: Sequence[str], strategy: st
                                        s != strategy, order[s]))
 
 
+# The decision guide's table (../shared/spec/decision-guide.md) on this tool's size bands: every band below
+# 1,000 per class is the guide's "small" row. The refit of the cells starts here, not from the current rules, so
+# that no judged dataset's own results sit in its starting point. The pixel-baseline cell starts from the
+# guide's answer for data the pretrained features barely help with (mistake 3, the microscopy report).
+GUIDE_TABLE: dict[tuple[str, str], str] = {
+    **{(band, "similar"): "feature_extraction" for band in ("few", "tiny", "small")},
+    **{(band, "different"): "feature_extraction_top_layers" for band in ("few", "tiny", "small")},
+    ("medium", "similar"): "finetune_last_layers", ("medium", "different"): "finetune_more_layers",
+    ("large", "similar"): "full_finetune", ("large", "different"): "full_finetune",
+    ("pixel-baseline", "similar"): "feature_extraction", ("pixel-baseline", "different"): "feature_extraction",
+}
+
+
+def refit_cell(members: Sequence[SeedAverage], prior: str, *, beyond_noise: bool = True) -> str:
+    """The strategy a cell holds on ``members``: ``prior`` unless the option with the least mean regret is ahead
+    of it beyond noise, each source counted once (:func:`tl_advise.rules.statistics.clustered`). Evidence
+    moves a cell only as far as it must: a choice by least regret alone (``beyond_noise=False``) follows the
+    noise of near-ties."""
+    options = [s for s in members[0].strategies if all(s in m.accuracy for m in members)]
+    challenger = _choice(members, options, prior)
+    if challenger == prior or prior not in options or not beyond_noise:
+        return challenger
+    by_dataset: dict[str, list[statistics.Difference]] = {}
+    for m in members:
+        by_dataset.setdefault(source_of(m.dataset), []).append(m.difference(challenger, prior))
+    return challenger if statistics.clustered(by_dataset).outcome == "ahead" else prior
+
+
+def refit_table(members: Sequence[SeedAverage], cells: Sequence[tuple[str, str]], prior: Table, *,
+                beyond_noise: bool = True) -> dict[tuple[str, str], str]:
+    """Every cell of ``prior`` refit on the seed averages that fall in it (``cells[i]`` is ``members[i]``'s);
+    cells without cases keep their prior."""
+    fitted = dict(prior)
+    for cell in prior:
+        inside = [m for m, c in zip(members, cells, strict=True) if c == cell]
+        if inside:
+            fitted[cell] = refit_cell(inside, prior[cell], beyond_noise=beyond_noise)
+    return fitted
+
+
 def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | None:
     """The rule's strategy against the runner-up (the other strategy with the best mean over ``members``).
 
@@ -380,16 +414,17 @@ def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | N
     def clustered_gap(other: str) -> statistics.Difference:
         by_dataset: dict[str, list[statistics.Difference]] = {}
         for m in members:
-            by_dataset.setdefault(m.dataset, []).append(m.difference(strategy, other))
+            by_dataset.setdefault(source_of(m.dataset), []).append(m.difference(strategy, other))
         return statistics.clustered(by_dataset)
 
     gap = clustered_gap(runner_up)
     datasets = sorted({m.dataset for m in members})
+    sources = sorted({source_of(d) for d in datasets})
     folds = []
-    if len(datasets) > 1:
-        for left_out in datasets:
-            chosen = _choice([m for m in members if m.dataset != left_out], options, strategy)
-            held = [judge(m, chosen).regret_pp for m in members if m.dataset == left_out]
+    if len(sources) > 1:
+        for left_out in sources:
+            chosen = _choice([m for m in members if source_of(m.dataset) != left_out], options, strategy)
+            held = [judge(m, chosen).regret_pp for m in members if source_of(m.dataset) == left_out]
             folds.append((chosen == strategy, sum(held) / len(held)))
     return Evidence(cases=len(members), datasets=datasets, seeds=min(len(m.seeds) for m in members),
                     mean_regret_pp=sum(judge(m, strategy).regret_pp for m in members) / len(members),

@@ -124,7 +124,7 @@ def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     if evidence is None:
         return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
     where = (f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
-             f"({evidence.seeds}+ seed(s) each, {evidence.source})")
+             f"({evidence.seeds}+ seed(s) each, judged on {evidence.judged_on_words}, {evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:
         return ("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge "

@@ -303,15 +303,19 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
     judged_on: Literal["val", "test", "mixed"] = Field(
         "val", description="the split that judged the cases: test (held out from early stopping) or val")
 
+    @property
+    def judged_on_words(self) -> str:
+        return {"test": "held-out test splits", "val": "validation splits",
+                "mixed": "test or validation splits"}[self.judged_on]
+
     def summary(self, strategy: EvidenceStrategy) -> str:
         """The evidence in words, every figure from this table: what the rule's why ends with."""
         outcome = statistics.compare(self.margin_pp, self.se_pp)
         versus = {"ahead": "ahead of", "tie": "tied with", "behind": "behind"}[outcome]
-        split = {"test": "held-out test splits", "val": "validation splits", "mixed": "test or validation splits"}
         held = (f"; with each dataset left out in turn the others chose it in {self.held_out_agree} of "
                 f"{self.held_out_folds} folds" if self.held_out_folds else "; one dataset: nothing to hold out")
         return (f"measured on {self.cases} case(s) from {len(self.datasets)} dataset(s) ({self.seeds}+ seed(s), "
-                f"judged on {split[self.judged_on]}): {strategy} {versus} the runner-up, {self.runner_up}, by "
+                f"judged on {self.judged_on_words}): {strategy} {versus} the runner-up, {self.runner_up}, by "
                 f"{self.margin_pp:+.1f} ± {self.se_pp:.1f} pp (each dataset counted once), mean regret "
                 f"{self.mean_regret_pp:.1f} pp{held}")
 

@@ -135,7 +135,8 @@ def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
     assert rules.schema_version == 1
     assert set(rules.strategies) == set(STRATEGY_IDS)
     assert {row.id for row in rules.decision} == {
-        "few-any", "tiny-any", "small-similar", "small-different", "medium-similar", "medium-different", "large-any"}
+        "few-similar", "few-different", "tiny-any", "small-similar", "small-different", "medium-similar",
+        "medium-different", "large-any"}
     assert rules.similarity.is_calibrated("efficientnet_lite0")
     assert not rules.similarity.is_calibrated("mobilenet_v2")
     assert rules.similarity.is_calibrated("mobilenet_v2:IMAGENET1K_V1")
@@ -163,15 +164,15 @@ def test_a_rules_file_overrides_one_threshold_and_keeps_the_other_defaults() -> 
 def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
     dumped = json.loads(dump_rules(rules))
     assert dumped["size_bands"] == {"few_below": 16, "tiny_below": 500, "small_below": 1000, "large_above": 10000}
-    assert [row["id"] for row in dumped["decision"][:2]] == ["few-any", "tiny-any"]
+    assert [row["id"] for row in dumped["decision"][:3]] == ["few-similar", "few-different", "tiny-any"]
 
 
 # --------------------------------------------------------------------------- the decision table
 
 
 @pytest.mark.parametrize(("ipc", "label", "rule_id", "strategy"), [
-    (10, "similar", "few-any", "feature_extraction"),
-    (10, "different", "few-any", "feature_extraction"),  # measured: see default_rules.toml, few_below
+    (10, "similar", "few-similar", "feature_extraction"),
+    (10, "different", "few-different", "finetune_last_layers"),  # measured: default_rules.toml, few-different
     (300, "similar", "tiny-any", "finetune_last_layers"),
     (300, "different", "tiny-any", "finetune_last_layers"),  # measured: default_rules.toml, tiny-any
     (700, "similar", "small-similar", "finetune_last_layers"),  # measured: default_rules.toml, small-similar
@@ -211,7 +212,7 @@ def test_large_alternatives_offer_from_scratch_only_when_different(rules: RuleSe
 
 @pytest.mark.parametrize(("ipc", "label", "expected"), [
     (10, "similar", []),                        # feature extraction: frozen
-    (10, "different", []),                      # few: feature extraction whatever the domain
+    (10, "different", STAGES[-3:]),             # few, far: finetune_last_layers
     (300, "different", STAGES[-3:]),            # tiny: finetune_last_layers, ceil(0.25 x 9) = 3
     (700, "different", STAGES[-3:]),
     (3000, "similar", STAGES[-3:]),
@@ -571,7 +572,7 @@ def _unmeasured(row_id: str, strategy: str | None = None) -> RuleSet:
 @pytest.mark.parametrize(("row_id", "strategy", "ipc", "stages"), [
     ("tiny-any", "finetune_more_layers", 300, 5),
     ("tiny-any", None, 300, 3),                    # the default tiny cell, stripped of its evidence
-    ("few-any", "finetune_last_layers", 10, 3),    # a few row tuning the last stages, unmeasured
+    ("few-similar", "finetune_last_layers", 10, 3),  # a few row tuning the last stages, unmeasured
 ])
 def test_few_images_warning_fires_for_a_table_cell_without_evidence(row_id: str, strategy: str | None, ipc: int,
                                                                      stages: int) -> None:
@@ -668,7 +669,7 @@ def test_user_override_file_changes_the_outcome(tmp_path: Path, rules: RuleSet) 
     # untouched keys come from the default
     assert (custom.size_bands.tiny_below, custom.size_bands.large_above) == (500, 10000)
     rec = advise(custom, 300, "similar")
-    assert (rec.rule_id, rec.strategy) == ("few-any", "feature_extraction")
+    assert (rec.rule_id, rec.strategy) == ("few-similar", "feature_extraction")
     assert rec.why[0].endswith("is below 400 → few")
     assert advise(custom, 400, "similar").why[0].endswith("is within 400–500 → tiny")
 
@@ -703,9 +704,9 @@ def test_unknown_warning_id_is_rejected() -> None:
 
 def test_bad_strategy_id_names_the_row_and_the_value() -> None:
     data = default_data()
-    data["decision"][4]["strategy"] = "finetune_all"
+    data["decision"][5]["strategy"] = "finetune_all"
     message = error_for(data)
-    where = "rules.toml: decision.4.strategy (row id 'medium-similar'): "
+    where = "rules.toml: decision.5.strategy (row id 'medium-similar'): "
     assert where + "Input should be 'feature_extraction'" in message
     assert "Got 'finetune_all'" in message
 
@@ -765,7 +766,7 @@ def test_doubly_covered_cell_is_rejected() -> None:
 def test_referenced_strategy_needs_its_table() -> None:
     data = default_data()
     del data["strategies"]["from_scratch"]
-    expected = "decision.6.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
+    expected = "decision.7.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
     assert expected in error_for(data)
 
 
@@ -829,11 +830,14 @@ def _data_without_bands(*bands: str) -> dict[str, Any]:
     return data
 
 
-def test_few_band_is_feature_extraction_whatever_the_domain(rules: RuleSet) -> None:
-    for label in ("similar", "different"):
-        rec = advise(rules, 15, label)
-        assert (rec.rule_id, rec.strategy, rec.unfreeze) == ("few-any", "feature_extraction", [])
+def test_few_band_splits_by_the_domain(rules: RuleSet) -> None:
+    close, far = advise(rules, 15, "similar"), advise(rules, 15, "different")
+    assert (close.rule_id, close.strategy, close.unfreeze) == ("few-similar", "feature_extraction", [])
+    assert (far.rule_id, far.strategy, far.unfreeze) == ("few-different", "finetune_last_layers", STAGES[-3:])
+    for rec in (close, far):
         assert rec.why[0] == "images per class 15 (median, train split) is below 16 → few"
+    # The measured cell needs no warning about fine-tuning below 500 per class: its evidence outranks it.
+    assert "few_images_for_finetuning" not in warning_ids(far)
     assert advise(rules, 16, "different").rule_id == "tiny-any"
 
 
@@ -876,11 +880,11 @@ def test_few_edge_above_the_tiny_edge_is_rejected() -> None:
     assert rules_from_mapping(data).size_bands.range_of("small") == (1000, 1000)
 
 
-@pytest.mark.parametrize("band", ["few", "tiny"])
-def test_a_row_for_an_undefined_lower_band_is_rejected(band: str) -> None:
+@pytest.mark.parametrize(("band", "rows"), [("few", "few-different, few-similar"), ("tiny", "tiny-any")])
+def test_a_row_for_an_undefined_lower_band_is_rejected(band: str, rows: str) -> None:
     data = default_data()
     data["size_bands"][f"{band}_below"] = 0
-    assert f"row(s) {band}-any use a size band this file does not define" in error_for(data)
+    assert f"row(s) {rows} use a size band this file does not define" in error_for(data)
 
 
 # --------------------------------------------------------------------------- confidence and the pixel bar
@@ -937,13 +941,14 @@ def test_confidence_follows_the_weakest_margin() -> None:
 @pytest.mark.parametrize(("ipc", "level"), [(18, "low"), (22, "medium"), (30, "high")])
 def test_size_confidence_near_the_few_edge(rules: RuleSet, ipc: int, level: str) -> None:
     # [confidence] size ratios 1.25 / 1.6: 18/16 = x1.125, 22/16 = x1.375, 30/16 = x1.875
-    size = size_component(rules, "tiny", make_dataset(ipc), make_similarity("different"), "finetune_last_layers")
+    # A close domain: the few band's frozen head against the tiny band's last stages (far, both tune them).
+    size = size_component(rules, "tiny", make_dataset(ipc), make_similarity("similar"), "finetune_last_layers")
     assert size.level == level
     assert size.runner_up == "feature_extraction" and "edge of the few band" in size.reason
 
 
 def test_confidence_near_the_few_edge_names_feature_extraction(rules: RuleSet) -> None:
-    near = advise(rules, 18, "different")
+    near = advise(rules, 18, "similar")
     assert (near.strategy, near.confidence.level, near.confidence.runner_up) == (
         "finetune_last_layers", "low", "feature_extraction")
     assert "--run --strategies finetune_last_layers,feature_extraction" in (near.confidence.suggestion or "")
