@@ -110,6 +110,8 @@ class EvidenceLevels(Protocol):
     def in_sample(self) -> ConfidenceLevel: ...
     @property
     def single_dataset(self) -> ConfidenceLevel: ...
+    @property
+    def early_stopping_split(self) -> ConfidenceLevel: ...
 
 
 S = TypeVar("S", bound=str)
@@ -119,8 +121,8 @@ def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
                      strategy: S) -> tuple[ConfidenceLevel, str, S | None]:
     """(level, reason, runner-up) of a rule's benchmark evidence, for images and text alike: unmeasured at
     ``levels.unmeasured``; the runner-up ahead beyond noise: low; otherwise high when beyond noise (else
-    ``tied``), capped at ``single_dataset`` on one dataset and at ``in_sample`` unless the choice holds with
-    each dataset left out."""
+    ``tied``), capped at ``single_dataset`` on one dataset, at ``in_sample`` unless the choice holds with
+    each dataset left out, and at ``early_stopping_split`` unless a held-out test split judged it."""
     if evidence is None:
         return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
     where = (f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
@@ -140,6 +142,9 @@ def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
         level, found = levels.in_sample, (f"{found}, in-sample: chosen on these cases; with each dataset left out "
                                           f"in turn the others chose it in {evidence.held_out_agree} of "
                                           f"{evidence.held_out_folds} folds{regret}")
+    elif evidence.judged_on != "test" and LEVELS.index(levels.early_stopping_split) < LEVELS.index(level):
+        level = levels.early_stopping_split
+        found = f"{found}; optimistic: those splits also chose each run's best epoch"
     return level, f"{where}: {found}", evidence.runner_up
 
 

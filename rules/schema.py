@@ -573,6 +573,9 @@ class ConfidenceRules(_Strict):
     single_dataset: ConfidenceLevel = Field(
         "medium", description="the best a rule measured on one dataset only can be: nothing has judged it out of "
                               "sample (leave-one-dataset-out needs a second dataset in its cell)")
+    early_stopping_split: ConfidenceLevel = Field(
+        "medium", description="the best a rule can be whose evidence was judged on the split that also chose each "
+                              "run's best epoch (judged_on val or mixed): its figures are optimistic")
 
     @model_validator(mode="after")
     def _ordered(self) -> ConfidenceRules:

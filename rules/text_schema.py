@@ -166,6 +166,7 @@ class TextConfidenceRules(_Strict):
     tied: ConfidenceLevel
     in_sample: ConfidenceLevel
     single_dataset: ConfidenceLevel
+    early_stopping_split: ConfidenceLevel = "medium"
 
     @model_validator(mode="after")
     def _ordered(self) -> TextConfidenceRules:

@@ -912,7 +912,7 @@ def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0,
         runner_up = next(s for s in STRATEGY_IDS if s != row["strategy"])
         row["evidence"] = {"source": "test", "cases": 3, "datasets": ["a", "b"], "seeds": 2,
                            "mean_regret_pp": 0.0, "runner_up": runner_up, "margin_pp": margin_pp, "se_pp": se_pp,
-                           "held_out_folds": 2, "held_out_agree": 2, "held_out_regret_pp": 0.0}
+                           "held_out_folds": 2, "held_out_agree": 2, "held_out_regret_pp": 0.0, "judged_on": "test"}
     return rules_from_mapping(data)
 
 
@@ -960,8 +960,10 @@ def test_confidence_near_the_few_edge_names_feature_extraction(rules: RuleSet) -
     far = advise(rules, 100, "different")
     evidence = rules.row_for("tiny", "different").evidence
     assert evidence is not None
-    if evidence.separated:
+    if evidence.separated and evidence.judged_on == "test":
         assert far.confidence.level == "high" and far.confidence.suggestion is None
+    elif evidence.separated:  # judged on the early-stopping split: optimistic
+        assert far.confidence.level == rules.confidence.early_stopping_split
     else:
         assert far.confidence.level == rules.confidence.tied and far.confidence.runner_up == evidence.runner_up
     size = size_component(rules, "tiny", make_dataset(100), make_similarity("different"), "finetune_last_layers")
@@ -976,7 +978,7 @@ def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
     one = advise(rules_from_mapping(data), 40, "different")
     assert one.confidence.level == "medium"
     assert any("on one dataset only" in r for r in one.confidence.reasons), one.confidence.reasons
-    row["evidence"].update(datasets=["only", "another"], held_out_folds=2, held_out_agree=2)
+    row["evidence"].update(datasets=["only", "another"], held_out_folds=2, held_out_agree=2, judged_on="test")
     assert advise(rules_from_mapping(data), 40, "different").confidence.level == "high"
     # The shipped pixel rule: three datasets, but with one left out the other two chose another strategy
     # (in-sample), and its margin over the runner-up is within noise: medium, never high.
@@ -987,6 +989,22 @@ def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
     pixels = advise(rules, 180, "different", separability=make_separability(-0.25))
     assert (pixels.rule_id, pixels.confidence.level) == (rules.pixel_baseline.id, "medium")
     assert any("tied the runner-up within noise" in r for r in pixels.confidence.reasons), pixels.confidence.reasons
+
+
+def test_evidence_judged_on_the_early_stopping_split_is_at_most_medium() -> None:
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row["evidence"] = {"source": "test", "cases": 4, "datasets": ["a", "b"], "seeds": 3, "mean_regret_pp": 0.0,
+                       "runner_up": "feature_extraction", "margin_pp": 3.0, "se_pp": 1.0,
+                       "held_out_folds": 2, "held_out_agree": 2, "held_out_regret_pp": 0.0, "judged_on": "val"}
+    val = advise(rules_from_mapping(data), 40, "different")
+    assert val.confidence.level == "medium"
+    (reason,) = [r for r in val.confidence.reasons if "measured on" in r]
+    assert "judged on validation splits" in reason and "optimistic" in reason
+    row["evidence"]["judged_on"] = "test"
+    test = advise(rules_from_mapping(data), 40, "different")
+    assert test.confidence.level == "high"
+    assert not any("optimistic" in r for r in test.confidence.reasons)
 
 
 def test_evidence_chosen_in_sample_is_at_most_medium() -> None:
