@@ -170,9 +170,10 @@ def level_from_name(name: str) -> int | None:
     return None if name == "full" else int(name.split("/")[0])
 
 
-def case_key(case: dict[str, Any]) -> tuple[str, str, int]:
-    """A case is one dataset at one level with one seed (files written before seeds were a key: seed 0)."""
-    return case["dataset"], case["level"], int(case.get("seed", 0))
+def case_key(case: dict[str, Any]) -> tuple[str, str, int, str | None]:
+    """A case is one dataset at one level with one seed (files written before seeds were a key: seed 0), trained
+    on one backbone: its ``--for`` target, None for the default backbone (every file from before ``--for``)."""
+    return case["dataset"], case["level"], int(case.get("seed", 0)), case.get("target")
 
 
 def case_order(case: dict[str, Any]) -> tuple[int, str, float, int]:

@@ -133,6 +133,7 @@ def markdown(results: dict[str, Any]) -> str:
         "that also chose the best epoch); ± = one binomial s.e. sqrt(p(1-p)/n); 'agree' = the best is not ahead "
         "of the recommendation by more than one s.e. of their difference, paired image by image where recorded "
         "(tl_advise.rules.statistics).", "",
+        *target_paragraph(cases, b.get("target")),
         "| dataset | level | a person says | score → label | recommended | best (%) | recommended (%) "
         "| regret pp | agree (raw / ±s.e.) | judged on (n) | advice s | all 6 s | cost ratio (budget / rules' epochs) "
         "| LR advised → best (×3? raw / tied) |",
@@ -209,6 +210,15 @@ def markdown(results: dict[str, Any]) -> str:
                 lines += [f"    - held out {source}: " + ", ".join(f"{k} {v:.1f} pp" for k, v in held.items())
                           for source, held in fit["lodo_per_dataset"].items()]
     return "\n".join(lines) + "\n"
+
+
+def target_paragraph(cases: Sequence[dict[str, Any]], target: str | None) -> list[str]:
+    """What a ``--for`` file trained (none for the default backbone's files, whose report is as before)."""
+    if not target:
+        return []
+    probes = sorted({c["probe"] for c in cases if c.get("probe")}) or ["the default probe"]
+    return [f"Trained backbone: **{target}** (`--for`): every strategy trained on it, with the rules' recipe mapped "
+            f"onto its stages; the similarity (score, label, signals) measured by the probe {', '.join(probes)}.", ""]
 
 
 def seed_markdown(judged: dict[str, Any], source: str, strategies: Sequence[str]) -> list[str]:

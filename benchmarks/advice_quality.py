@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/advice_quality.py                      # every dataset, levels 10 and 40/class
     .venv/bin/python benchmarks/advice_quality.py --quick              # one dataset, one level, tiny budget
     .venv/bin/python benchmarks/advice_quality.py --device cuda        # same command on a GPU
+    .venv/bin/python benchmarks/advice_quality.py --for mobilenet_v2:IMAGENET1K_V1 --out OUT   # another backbone
 
 For each dataset and images-per-class level (a seeded subsample built as a folder of copies, with a
 fixed validation split), the advice runs cold (own cache folder, timed), then every strategy trains
@@ -12,6 +13,11 @@ strategy. Results go to ``benchmarks/results/advice_quality.{json,md,png}``, wri
 a re-run skips the cases already there with the same budget (``--force`` redoes them).
 The calibration section refits the similarity weighting/threshold and the decision table's cells from
 the measured cases, judged leave-one-dataset-out.
+
+``--for BACKBONE`` (issue #26, item 3b: does the advice transfer across backbones?) advises for that target as the
+CLI's ``--for`` does (the probe, EfficientNet-Lite0, measures the similarity; the rules' recipe is mapped onto the
+target's stages) and trains every strategy on the target, at the grid's image sizes. A results file holds the
+cases of one target only (or of the default backbone only).
 
 This file trains and records cases; beside it: ``_quality_levels`` (datasets, level folders),
 ``_quality_metrics`` (regret, ties, fits), ``_quality_judgement`` (summary, seed-averaged judgement,
@@ -33,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _offline_weights import MissingWeightsError, offline_torch_home
 from _provenance import provenance
 from _quality_judgement import calibrate, seed_judgement, summary
 from _quality_levels import (
@@ -69,8 +76,10 @@ log = logging.getLogger("advice_quality")
 
 
 def case_work_dir(args: argparse.Namespace, dataset: str, level: str, seed: int) -> Path:
-    """Where one case's level folder, cache and runs live (under --work-dir, never in the dataset)."""
-    return args.work_dir / f"{dataset}@{level}@seed{seed}".replace("/", "_")
+    """Where one case's level folder, cache and runs live (under --work-dir, never in the dataset); a target's
+    cases apart from the default backbone's, whose checkpoints they must not resume."""
+    name = f"{dataset}@{level}@seed{seed}".replace("/", "_")
+    return args.work_dir / (f"{name}@{args.target.replace(':', '_')}" if args.target else name)
 
 
 # --------------------------------------------------------------------------- one case
@@ -183,7 +192,7 @@ def case_session(src: Path, level: int | None, args: argparse.Namespace, *, cold
         shutil.rmtree(work / "cache", ignore_errors=True)
     started = time.perf_counter()
     session = advise_session(work / "data", cache_dir=work / "cache", seed=args.seed, device=args.device,
-                             rules=args.rules)
+                             rules=args.rules, target=args.target)
     return session, counts, time.perf_counter() - started
 
 
@@ -209,7 +218,7 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
     sweep = lr_sweep(session, rec.strategy, runs[rec.strategy], work / "lr", args, image_size) \
         if rec.strategy in runs and sweep_wanted(args) else None
     return {
-        "dataset": name, "level": level_name(level), "seed": args.seed,
+        "dataset": name, "level": level_name(level), "seed": args.seed, **backbones_record(session, args.target),
         "person_label": DATASETS.get(name, {}).get("person"),
         "train_per_class": counts, "images_per_class": r.dataset.images_per_class,
         "size_band": session.rules.size_bands.band_for(r.dataset.images_per_class),
@@ -226,6 +235,15 @@ def run_case(name: str, src: Path, level: int | None, args: argparse.Namespace) 
         "projected_cost_ratio": cost_ratio(advice_wall, [projected_all_s(runs)]),
         "lr_sweep": sweep,
     }
+
+
+def backbones_record(session: Any, target: str | None) -> dict[str, str]:
+    """A case advised ``--for`` a target records it (the spec as given) and the probe that measured the
+    similarity (its profile name: what the rules score the recorded signals with); a case of the default
+    backbone records neither, as every file from before ``--for``."""
+    if target is None:
+        return {}
+    return {"target": target, "probe": session.result.probe.profile_key}
 
 
 def advice_record(session: Any, advice_wall: float) -> dict[str, Any]:
@@ -297,7 +315,8 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
 
     key = f"{case['dataset']}@{case['level']} seed {case_key(case)[2]}"
     old = case["advice"]
-    verdict = score_similarity(rules, old.get("backbone", DEFAULT_BACKBONE), old["signals"])
+    # The signals are the probe's: a target's case records the target as its advice's backbone.
+    verdict = score_similarity(rules, case.get("probe") or old.get("backbone", DEFAULT_BACKBONE), old["signals"])
     if verdict.label != old["label"]:
         raise RescoreError(f"{key}: the similarity label moves ({old['label']} -> {verdict.label}), and every "
                            "recipe's backbone LR with it: train it again with --force")
@@ -377,6 +396,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-why", default="", help="the evidence for --skip, recorded in every case it applies to")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     p.add_argument("--rules", type=Path, default=None, help="rules file for the advice (default: packaged)")
+    p.add_argument("--for", dest="target", default=None, metavar="BACKBONE",
+                   help="advise for this backbone and train every strategy on it (the CLI's --for: the probe "
+                   "measures the similarity, the rules' recipe is mapped onto the target's stages), e.g. "
+                   "mobilenet_v2:IMAGENET1K_V1 (its weights from <shared>/weights) or efficientnet_lite2; a results "
+                   "file holds one target only")
     p.add_argument("--out", type=Path, default=RESULTS / "advice_quality", help="output prefix (no suffix)")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/tl-advise-advice-quality"))
     p.add_argument("--no-lr-sweep", action="store_true")
@@ -429,19 +453,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def budget_of(args: argparse.Namespace) -> dict[str, Any]:
     """What makes two cases comparable. Seeds, the LR sweep and skipped strategies are recorded per case."""
     judged = {} if args.judge == "val" else {"judge": args.judge}  # files from before --judge judged on val
+    target = {"target": args.target} if args.target else {}  # the default backbone's budget as before --for
     return {**judged, "image_size": args.image_size, "max_epochs": args.max_epochs, "patience": args.patience,
             "device": args.device, "lr_factors": list(LR_FACTORS),
             "rules": str(args.rules) if args.rules else "default",
-            "feature_extraction_epochs": "the rules' own (head on cached embeddings: not capped)"}
+            "feature_extraction_epochs": "the rules' own (head on cached embeddings: not capped)", **target}
+
+
+class MixedTargetsError(Exception):
+    """A results file holds cases of another target (or of none) than the one asked for."""
+
+
+def target_name(target: str | None) -> str:
+    return f"--for {target}" if target else "the default backbone (no --for)"
+
+
+def check_one_target(path: Path, cases: Sequence[dict[str, Any]], target: str | None) -> None:
+    """Refuse to add ``target``'s cases to a file of another target's: one file's regrets judge one backbone."""
+    recorded = sorted({c.get("target") for c in cases} - {target}, key=str)
+    if recorded:
+        raise MixedTargetsError(
+            f"{path} holds cases of {', '.join(map(target_name, recorded))}, not of {target_name(target)}: a results "
+            "file holds the cases of one target only; give another --out (or the file's own --for)")
 
 
 def load_results(path: Path, budget: dict[str, Any]) -> dict[str, Any]:
     """The results file's cases and history when its budget matches (a file from before seeds were a case key
-    carries its seed in the budget: its cases get it), else an empty file."""
+    carries its seed in the budget: its cases get it), else an empty file. A file holding cases of another
+    target than the budget's raises :class:`MixedTargetsError` (rather than starting over on it)."""
     results: dict[str, Any] = {"budget": budget, "commands": [], "cases": []}
     if not path.is_file():
         return results
     old = json.loads(path.read_text(encoding="utf-8"))
+    check_one_target(path, old.get("cases", []), budget.get("target"))
     old_budget = {k: v for k, v in old.get("budget", {}).items() if k not in ("seed", "lr_sweep")}
     if old_budget != budget:
         log.warning("%s has another budget: starting over", path)
@@ -481,12 +525,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rules = load_rules(args.rules)
     results_path = args.out.with_suffix(".json")
-    results = load_results(results_path, budget_of(args))
+    try:
+        results = load_results(results_path, budget_of(args))
+        imports = [(other, load_results(other, budget_of(args))["cases"]) for other in args.import_from]
+        if args.target and not args.report:
+            offline_torch_home(args.work_dir, args.shared, [args.target])
+    except (MixedTargetsError, MissingWeightsError) as error:
+        log.error("%s", error)
+        return 2
     if not (args.report and not args.import_from):  # a bare --report changes no number: not a building command
         # Every command that added to (or re-judged) this file, oldest first, with its commit and machine.
         results["commands"].append(provenance(__file__, argv))
-    for other in args.import_from:
-        imported = load_results(other, budget_of(args))["cases"]
+    for other, imported in imports:
         if not imported:
             log.error("%s: no cases with this budget to import", other)
             return 2
@@ -524,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seed = seed
         for src in args.datasets:
             for level in levels_for(src, wanted, seed, "full" in tokens, args.judge) if wanted else [None]:
-                key = (src.name, level_name(level), seed)
+                key = (src.name, level_name(level), seed, args.target)
                 name = f"{src.name}@{level_name(level)} seed {seed}"
                 t0 = time.perf_counter()
                 old = recorded.get(key)

@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _offline_weights import MissingWeightsError, offline_torch_home
 from _provenance import provenance
 from _quality_levels import build_level, image_size_for
 
@@ -46,7 +47,6 @@ DEFAULT_DATASETS = ("hymenoptera", "flowers5_small", "lfw_faces_vs_nonfaces", "e
                     "sign_digits")
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2:IMAGENET1K_V1")
 SCORES = ("logreg_accuracy", "knn_accuracy", "logme")
-MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 
 log = logging.getLogger("backbone_ranking")
 
@@ -55,17 +55,12 @@ log = logging.getLogger("backbone_ranking")
 
 
 def torch_home(args: argparse.Namespace) -> None:
-    """A $TORCH_HOME under the work folder whose hub cache holds the shared MobileNetV2 file (copied: the shared
-    folder is never written)."""
-    home = args.work_dir / "torch"
-    target = home / "hub" / "checkpoints" / MOBILENET_FILE
-    if not target.is_file():
-        source = args.shared / "weights" / MOBILENET_FILE
-        if not source.is_file():
-            raise SystemExit(f"{source} is missing: mobilenet_v2:IMAGENET1K_V1 cannot load offline")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    os.environ["TORCH_HOME"] = str(home)
+    """A $TORCH_HOME under the work folder whose hub cache holds the shared MobileNetV2 file: the cold ranking
+    command ranks every offline backbone, whichever --backbones are fine-tuned."""
+    try:
+        offline_torch_home(args.work_dir, args.shared, (*OFFLINE_BACKBONES, *args.backbones))
+    except MissingWeightsError as error:
+        raise SystemExit(str(error)) from None
 
 
 def load_results(path: Path) -> dict[str, Any]:

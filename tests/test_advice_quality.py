@@ -257,11 +257,11 @@ def test_seeds_are_separate_cases_and_old_files_keep_their_seed(tmp_path: Path) 
     path = tmp_path / "r.json"
     path.write_text(json.dumps(old))
     loaded = advice_quality.load_results(path, budget)
-    assert [ql.case_key(c) for c in loaded["cases"]] == [("d", "full", 1)]
+    assert [ql.case_key(c) for c in loaded["cases"]] == [("d", "full", 1, None)]
     merged = dict(loaded)
     advice_quality.merge_case(merged, {"dataset": "d", "level": "full", "seed": 0, "runs": {}})
     advice_quality.merge_case(merged, {"dataset": "d", "level": "full", "seed": 1, "runs": {"x": 1}})
-    assert sorted(ql.case_key(c) for c in merged["cases"]) == [("d", "full", 0), ("d", "full", 1)]
+    assert sorted(ql.case_key(c) for c in merged["cases"]) == [("d", "full", 0, None), ("d", "full", 1, None)]
     other = advice_quality.budget_of(advice_quality.parse_args(["--max-epochs", "2", str(tmp_path)]))
     assert advice_quality.load_results(path, other)["cases"] == []  # another budget starts over
 
