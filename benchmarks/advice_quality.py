@@ -441,6 +441,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--skip: unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
     if args.skip and not args.skip_why:
         p.error("--skip needs --skip-why: the evidence that the skipped strategies are far behind here")
+    if args.target and (args.write_evidence or args.write_doc):
+        p.error("--for: the rules' evidence and the doc are the default backbone's; report a target's file without "
+                "--write-evidence / --write-doc")
     if args.quick:
         args.levels, args.image_size, args.max_epochs = "10", 64, 1
         if not args.datasets:

@@ -130,3 +130,12 @@ def test_quick_benchmark_on_a_second_backbone(tmp_path: Path, monkeypatch: pytes
         assert advice_quality.main(args) == 0
     assert "already in" in caplog.text
     assert json.loads(out.with_suffix(".json").read_text())["cases"] == [case]
+
+
+def test_a_targets_report_never_writes_the_default_backbones_evidence(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    for flag in ("--write-evidence", "--write-doc"):
+        with pytest.raises(SystemExit) as exit_info:
+            advice_quality.parse_args(["--report", "--for", TARGET, flag, str(rules), str(tmp_path)])
+        assert exit_info.value.code == 2
+    assert not rules.exists()
