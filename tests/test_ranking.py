@@ -135,7 +135,7 @@ def _measured(spec: str, accuracy_hits: int, gflops: float, stages: list[str], n
 
 
 def _ranking(measured: list[CandidateMeasurement], score: str = "logreg_accuracy") -> RankingResult:
-    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("similar")
+    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("different")  # tiny, far: tuned
     probe = make_backbone(LITE0_STAGES)
     probe_rec = recommend(rules, dataset, similarity, probe)
     ranked, choice = rank(measured, score, rules, dataset, similarity, probe, probe_rec)  # type: ignore[arg-type]
@@ -196,7 +196,7 @@ def test_every_format_renders_the_same_ranking() -> None:
 
 
 def test_target_advice_maps_the_probe_verdict_onto_the_target_stages() -> None:
-    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("similar")
+    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("different")  # tiny, far: tuned
     probe = make_backbone(LITE0_STAGES)
     probe_rec = recommend(rules, dataset, similarity, probe)
     target = BackboneInfo(name="resnet18", weights="ResNet18_Weights.IMAGENET1K_V1", source="torchvision",
@@ -250,7 +250,7 @@ def test_the_advised_stages_are_the_ones_that_train_on_the_target() -> None:
     from tl_advise.runners.freezing import freeze_body
 
     backbone = load_backbone("resnet18", pretrained=False)
-    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("similar")
+    rules, dataset, similarity = load_rules(), make_dataset(120), make_similarity("different")  # tiny, far: tuned
     rec = recommend(rules, dataset, similarity, backbone.info)
     freeze_body(backbone, rec.unfreeze)
     trainable = {n.split(".")[0] for n, p in backbone.body.named_parameters() if p.requires_grad}
@@ -411,7 +411,7 @@ def test_ranking_the_offline_backbones_on_the_ants_and_bees(session_cache_dir: P
     assert result.similarity.label == "similar" and len(result.candidates) == 3
     # Ants and bees are ImageNet classes: every candidate's frozen features separate them well.
     assert all(c.scores.logreg_accuracy >= 0.8 for c in result.candidates)
-    assert result.recommended.recommendation.strategy == "finetune_last_layers"
+    assert result.recommended.recommendation.strategy == load_rules().row_for("tiny", "similar").strategy
 
 
 # --------------------------------------------------------------------------- speed (issue #26: < 30 s cold)

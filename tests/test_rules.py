@@ -135,8 +135,8 @@ def test_default_rules_load_from_package_data(rules: RuleSet) -> None:
     assert rules.schema_version == 1
     assert set(rules.strategies) == set(STRATEGY_IDS)
     assert {row.id for row in rules.decision} == {
-        "few-similar", "few-different", "tiny-any", "small-similar", "small-different", "medium-similar",
-        "medium-different", "large-any"}
+        "few-similar", "few-different", "tiny-similar", "tiny-different", "small-similar", "small-different",
+        "medium-similar", "medium-different", "large-any"}
     assert rules.similarity.is_calibrated("efficientnet_lite0")
     assert not rules.similarity.is_calibrated("mobilenet_v2")
     assert rules.similarity.is_calibrated("mobilenet_v2:IMAGENET1K_V1")
@@ -164,7 +164,8 @@ def test_a_rules_file_overrides_one_threshold_and_keeps_the_other_defaults() -> 
 def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
     dumped = json.loads(dump_rules(rules))
     assert dumped["size_bands"] == {"few_below": 16, "tiny_below": 500, "small_below": 1000, "large_above": 10000}
-    assert [row["id"] for row in dumped["decision"][:3]] == ["few-similar", "few-different", "tiny-any"]
+    assert [row["id"] for row in dumped["decision"][:4]] == ["few-similar", "few-different", "tiny-similar",
+                                                             "tiny-different"]
 
 
 # --------------------------------------------------------------------------- the decision table
@@ -173,8 +174,8 @@ def test_dump_rules_is_json_of_the_effective_rules(rules: RuleSet) -> None:
 @pytest.mark.parametrize(("ipc", "label", "rule_id", "strategy"), [
     (10, "similar", "few-similar", "feature_extraction"),
     (10, "different", "few-different", "finetune_last_layers"),  # measured: default_rules.toml, few-different
-    (300, "similar", "tiny-any", "finetune_last_layers"),
-    (300, "different", "tiny-any", "finetune_last_layers"),  # measured: default_rules.toml, tiny-any
+    (300, "similar", "tiny-similar", "feature_extraction"),  # measured: default_rules.toml, tiny-similar
+    (300, "different", "tiny-different", "finetune_last_layers"),  # measured: default_rules.toml, tiny-different
     (700, "similar", "small-similar", "finetune_last_layers"),  # measured: default_rules.toml, small-similar
     (700, "different", "small-different", "finetune_last_layers"),  # measured: default_rules.toml, small-different
     (3000, "similar", "medium-similar", "finetune_last_layers"),
@@ -334,7 +335,7 @@ def test_from_scratch_trains_everything_in_one_phase_at_a_normal_lr(tmp_path: Pa
 def test_batch_size_is_capped_by_the_training_set(rules: RuleSet) -> None:
     assert advise(rules, 3000, "similar").batch_size == 32
     tiny = make_dataset(20)  # 40 training images, at least 4 batches per epoch: at most 10, a power of two
-    rec = advise(rules, dataset=tiny)
+    rec = advise(rules, 20, "different", dataset=tiny)
     assert (rec.strategy, rec.batch_size) == ("finetune_last_layers", 8)
     assert any("batch size 8 instead of 32" in s for s in rec.why)
     few = advise(rules, dataset=make_dataset(10))  # 20 images: at most 5 per batch
@@ -544,12 +545,11 @@ def _few_images_fields(rules: RuleSet, ipc: float, strategy_id: str, label: str 
 
 def test_few_images_warning_is_silent_for_the_measured_cell_only(rules: RuleSet) -> None:
     # The tiny row's measured strategy outranks the guide's rule of thumb...
-    for label in ("similar", "different"):
-        rec = advise(rules, 300, label)
-        assert (rec.strategy, rec.rule_id) == ("finetune_last_layers", "tiny-any")
-        assert rules.row_for("tiny", label).evidence is not None
-        assert "few_images_for_finetuning" not in warning_ids(rec)
-    assert _few_images_fields(rules, 300, "finetune_last_layers") is None
+    rec = advise(rules, 300, "different")
+    assert (rec.strategy, rec.rule_id) == ("finetune_last_layers", "tiny-different")
+    assert rules.row_for("tiny", "different").evidence is not None
+    assert "few_images_for_finetuning" not in warning_ids(rec)
+    assert _few_images_fields(rules, 300, "finetune_last_layers", "different") is None
     # ...not for another strategy that tunes backbone stages at the same size,
     assert _few_images_fields(rules, 300, "finetune_more_layers") == {
         "images_per_class": 300, "strategy": "finetune_more_layers", "n_stages": 5}
@@ -570,13 +570,13 @@ def _unmeasured(row_id: str, strategy: str | None = None) -> RuleSet:
 
 
 @pytest.mark.parametrize(("row_id", "strategy", "ipc", "stages"), [
-    ("tiny-any", "finetune_more_layers", 300, 5),
-    ("tiny-any", None, 300, 3),                    # the default tiny cell, stripped of its evidence
-    ("few-similar", "finetune_last_layers", 10, 3),  # a few row tuning the last stages, unmeasured
+    ("tiny-different", "finetune_more_layers", 300, 5),
+    ("tiny-different", None, 300, 3),                  # the default tiny cell, stripped of its evidence
+    ("few-different", None, 10, 3),                    # the default few cell, stripped of its evidence
 ])
 def test_few_images_warning_fires_for_a_table_cell_without_evidence(row_id: str, strategy: str | None, ipc: int,
                                                                      stages: int) -> None:
-    rec = advise(_unmeasured(row_id, strategy), ipc, "similar")
+    rec = advise(_unmeasured(row_id, strategy), ipc, "different")
     assert rec.rule_id == row_id and rec.strategy == (strategy or "finetune_last_layers")
     (msg,) = [w.message for w in rec.warnings if w.id == "few_images_for_finetuning"]
     assert f"only {ipc} images per class" in msg and f"{rec.strategy} trains {stages} backbone stage(s)" in msg
@@ -663,7 +663,7 @@ def test_disabled_warning_does_not_fire() -> None:
 
 
 def test_user_override_file_changes_the_outcome(tmp_path: Path, rules: RuleSet) -> None:
-    assert advise(rules, 300, "similar").strategy == "finetune_last_layers"
+    assert advise(rules, 300, "similar").rule_id == "tiny-similar"
     path = write_rules(tmp_path, 'extends = "default"\n[size_bands]\nfew_below = 400\n')
     custom = load_rules(path)
     # untouched keys come from the default
@@ -704,9 +704,9 @@ def test_unknown_warning_id_is_rejected() -> None:
 
 def test_bad_strategy_id_names_the_row_and_the_value() -> None:
     data = default_data()
-    data["decision"][5]["strategy"] = "finetune_all"
+    data["decision"][6]["strategy"] = "finetune_all"
     message = error_for(data)
-    where = "rules.toml: decision.5.strategy (row id 'medium-similar'): "
+    where = "rules.toml: decision.6.strategy (row id 'medium-similar'): "
     assert where + "Input should be 'feature_extraction'" in message
     assert "Got 'finetune_all'" in message
 
@@ -766,7 +766,7 @@ def test_doubly_covered_cell_is_rejected() -> None:
 def test_referenced_strategy_needs_its_table() -> None:
     data = default_data()
     del data["strategies"]["from_scratch"]
-    expected = "decision.7.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
+    expected = "decision.8.alternatives.1.strategy: 'from_scratch' has no [strategies.from_scratch] table"
     assert expected in error_for(data)
 
 
@@ -838,15 +838,16 @@ def test_few_band_splits_by_the_domain(rules: RuleSet) -> None:
         assert rec.why[0] == "images per class 15 (median, train split) is below 16 → few"
     # The measured cell needs no warning about fine-tuning below 500 per class: its evidence outranks it.
     assert "few_images_for_finetuning" not in warning_ids(far)
-    assert advise(rules, 16, "different").rule_id == "tiny-any"
+    assert advise(rules, 16, "different").rule_id == "tiny-different"
 
 
-def test_tiny_band_tunes_the_last_stages_whatever_the_domain(rules: RuleSet) -> None:
-    for label in ("similar", "different"):
-        rec = advise(rules, 300, label)
-        assert (rec.rule_id, rec.strategy, rec.unfreeze) == ("tiny-any", "finetune_last_layers", STAGES[-3:])
+def test_tiny_band_splits_by_the_domain(rules: RuleSet) -> None:
+    close, far = advise(rules, 300, "similar"), advise(rules, 300, "different")
+    assert (close.rule_id, close.strategy, close.unfreeze) == ("tiny-similar", "feature_extraction", [])
+    assert (far.rule_id, far.strategy, far.unfreeze) == ("tiny-different", "finetune_last_layers", STAGES[-3:])
+    for rec in (close, far):
         assert rec.why[0] == "images per class 300 (median, train split) is within 16–500 → tiny"
-    assert advise(rules, 499, "similar").rule_id == "tiny-any"
+    assert advise(rules, 499, "similar").rule_id == "tiny-similar"
     assert advise(rules, 500, "different").rule_id == "small-different"
 
 
@@ -880,7 +881,8 @@ def test_few_edge_above_the_tiny_edge_is_rejected() -> None:
     assert rules_from_mapping(data).size_bands.range_of("small") == (1000, 1000)
 
 
-@pytest.mark.parametrize(("band", "rows"), [("few", "few-different, few-similar"), ("tiny", "tiny-any")])
+@pytest.mark.parametrize(("band", "rows"), [("few", "few-different, few-similar"),
+                                            ("tiny", "tiny-different, tiny-similar")])
 def test_a_row_for_an_undefined_lower_band_is_rejected(band: str, rows: str) -> None:
     data = default_data()
     data["size_bands"][f"{band}_below"] = 0
@@ -918,11 +920,13 @@ def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0,
 
 def test_confidence_follows_the_weakest_margin() -> None:
     separated, tied = _measured(load_rules(), 3.0), _measured(load_rules(), 0.5)
-    # Tiny band: both labels advise the same, x2.5 from the few edge and the small band advises the same at
-    # 500: only the evidence counts.
-    assert advise(separated, 40, "different", score=0.49).confidence.level == "high"
-    assert advise(tied, 40, "different").confidence.level == "medium"
-    # No default band's label changes the strategy any more: the guide's medium-different cell brings one back.
+    # Tiny band, far from the threshold; the few band beside it advises the same: only the evidence counts.
+    assert advise(separated, 40, "different", score=0.2).confidence.level == "high"
+    assert advise(tied, 40, "different", score=0.2).confidence.level == "medium"
+    # The tiny band's label changes the strategy: near the threshold the other label's cell is the runner-up.
+    near_tiny = advise(separated, 40, "different", score=0.49)
+    assert (near_tiny.confidence.level, near_tiny.confidence.runner_up) == ("low", "feature_extraction")
+    # The medium band's does not: the guide's medium-different cell brings one back.
     guide = _measured(load_rules(), 3.0, cells={"medium-different": "finetune_more_layers"})
     # Medium band, where the label changes the strategy: a score near the threshold is low confidence,
     # and the runner-up is what the other label's cell advises.
@@ -938,26 +942,31 @@ def test_confidence_follows_the_weakest_margin() -> None:
     assert advise(guide, 1000 * 1.7, "different", score=0.1).confidence.level == "high"  # x1.70 from 1,000
 
 
-@pytest.mark.parametrize(("ipc", "level"), [(18, "low"), (22, "medium"), (30, "high")])
-def test_size_confidence_near_the_few_edge(rules: RuleSet, ipc: int, level: str) -> None:
-    # [confidence] size ratios 1.25 / 1.6: 18/16 = x1.125, 22/16 = x1.375, 30/16 = x1.875
-    # A close domain: the few band's frozen head against the tiny band's last stages (far, both tune them).
-    size = size_component(rules, "tiny", make_dataset(ipc), make_similarity("similar"), "finetune_last_layers")
+@pytest.mark.parametrize(("ipc", "level"), [(600, "low"), (700, "medium"), (900, "high")])
+def test_size_confidence_near_the_small_edge(rules: RuleSet, ipc: int, level: str) -> None:
+    # [confidence] size ratios 1.25 / 1.6: 600/500 = x1.2, 700/500 = x1.4, 900/500 = x1.8. Close data: the tiny
+    # band's frozen head against the small band's last stages.
+    size = size_component(rules, "small", make_dataset(ipc), make_similarity("similar"), "finetune_last_layers")
     assert size.level == level
-    assert size.runner_up == "feature_extraction" and "edge of the few band" in size.reason
+    assert size.runner_up == "feature_extraction" and "edge of the tiny band" in size.reason
 
 
-def test_confidence_near_the_few_edge_names_feature_extraction(rules: RuleSet) -> None:
-    near = advise(rules, 18, "similar")
+def test_confidence_near_a_band_edge_names_the_other_bands_strategy(rules: RuleSet) -> None:
+    near = advise(rules, 600, "similar")
     assert (near.strategy, near.confidence.level, near.confidence.runner_up) == (
         "finetune_last_layers", "low", "feature_extraction")
     assert "--run --strategies finetune_last_layers,feature_extraction" in (near.confidence.suggestion or "")
-    # Just below the edge the other way round: x1.23 from 16, the tiny band's strategy is the runner-up.
-    below = advise(rules, 13, "similar")
+    # Just below the edge the other way round: x1.19 from 500, the small band's strategy is the runner-up.
+    below = advise(rules, 420, "similar")
     assert (below.strategy, below.confidence.level, below.confidence.runner_up) == (
         "feature_extraction", "low", "finetune_last_layers")
+    # The few and tiny rows advise alike for each label: their edge at 16 limits nothing.
+    for label in ("similar", "different"):
+        size = size_component(rules, "tiny", make_dataset(18), make_similarity(label),
+                              rules.row_for("tiny", label).strategy)
+        assert size.level == "high" and "edge of the few band" not in size.reason
     # At 100 per class the size is not what limits the confidence: the tiny row's evidence is.
-    far = advise(rules, 100, "different")
+    far = advise(rules, 100, "different", score=0.2)
     evidence = rules.row_for("tiny", "different").evidence
     assert evidence is not None
     if evidence.separated and evidence.judged_on == "test":
@@ -966,13 +975,11 @@ def test_confidence_near_the_few_edge_names_feature_extraction(rules: RuleSet) -
         assert far.confidence.level == rules.confidence.early_stopping_split
     else:
         assert far.confidence.level == rules.confidence.tied and far.confidence.runner_up == evidence.runner_up
-    size = size_component(rules, "tiny", make_dataset(100), make_similarity("different"), "finetune_last_layers")
-    assert size.level == "high"
 
 
 def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
     data = default_data()
-    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
     row["evidence"] = {"source": "test", "cases": 3, "datasets": ["only"], "seeds": 2, "mean_regret_pp": 0.0,
                        "runner_up": "feature_extraction", "margin_pp": 3.0, "se_pp": 1.0}
     one = advise(rules_from_mapping(data), 40, "different")
@@ -993,7 +1000,7 @@ def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
 
 def test_evidence_judged_on_the_early_stopping_split_is_at_most_medium() -> None:
     data = default_data()
-    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
     row["evidence"] = {"source": "test", "cases": 4, "datasets": ["a", "b"], "seeds": 3, "mean_regret_pp": 0.0,
                        "runner_up": "feature_extraction", "margin_pp": 3.0, "se_pp": 1.0,
                        "held_out_folds": 2, "held_out_agree": 2, "held_out_regret_pp": 0.0, "judged_on": "val"}
@@ -1009,7 +1016,7 @@ def test_evidence_judged_on_the_early_stopping_split_is_at_most_medium() -> None
 
 def test_evidence_chosen_in_sample_is_at_most_medium() -> None:
     data = default_data()
-    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
     row["evidence"] = {"source": "test", "cases": 4, "datasets": ["a", "b"], "seeds": 3, "mean_regret_pp": 0.0,
                        "runner_up": "feature_extraction", "margin_pp": 3.0, "se_pp": 1.0,
                        "held_out_folds": 2, "held_out_agree": 1, "held_out_regret_pp": 2.5}
@@ -1024,8 +1031,8 @@ def test_evidence_chosen_in_sample_is_at_most_medium() -> None:
 
 def test_a_label_that_decides_nothing_gives_no_similarity_reason() -> None:
     rules = _measured(load_rules(), 3.0)
-    tiny = advise(rules, 40, "different", score=0.49)
-    assert not any("similarity" in r for r in tiny.confidence.reasons), tiny.confidence.reasons
+    small = advise(rules, 700, "different", score=0.49)  # both small rows tune the last stages
+    assert not any("similarity" in r for r in small.confidence.reasons), small.confidence.reasons
 
 
 @pytest.mark.parametrize(("gain", "level"), [(0.03, "low"), (0.10, "medium"), (0.25, "high")])
@@ -1113,27 +1120,27 @@ def test_confidence_rules_are_validated() -> None:
 
 def test_a_figure_typed_into_a_rules_prose_is_refused() -> None:
     data = default_data()
-    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
     row["why"] = "it won by 2.3 pp on the flowers"
     assert "'2.3 pp' is a measured figure typed by hand" in error_for(data)
     data = default_data()
     data["pixel_baseline"]["why"] = "fine-tuning fell 22 points behind"
     assert "'22 points'" in error_for(data)
     data = default_data()
-    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
     row["alternatives"][0]["reason"] = "reached 94.6 % on the X-rays"
     assert "'94.6 %'" in error_for(data)
 
 
 def test_the_rules_why_ends_with_its_evidence_in_words() -> None:
     data = default_data()
-    row = next(r for r in data["decision"] if r["id"] == "tiny-any")
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
     row["evidence"] = {"source": "test", "cases": 4, "datasets": ["a", "b", "c"], "seeds": 3, "mean_regret_pp": 0.4,
                        "runner_up": "finetune_more_layers", "margin_pp": 2.26, "se_pp": 0.9, "held_out_folds": 3,
                        "held_out_agree": 3, "held_out_regret_pp": 0.5, "judged_on": "test",
                        "gaps_pp": {"feature_extraction": 3.14, "full_finetune": -0.42}}
     advice = advise(rules_from_mapping(data), 40, "different")
-    why = next(w for w in advice.why if w.startswith("rule tiny-any"))
+    why = next(w for w in advice.why if w.startswith("rule tiny-different"))
     assert why.endswith("measured on 4 case(s) from 3 dataset(s) (3+ seed(s), judged on held-out test splits): "
                         "finetune_last_layers ahead of the runner-up, finetune_more_layers, by +2.3 ± 0.9 pp (each "
                         "dataset counted once), mean regret 0.4 pp; with each dataset left out in turn the others "
