@@ -356,6 +356,14 @@ def _choice(members: Sequence[SeedAverage], options: Sequence[str], strategy: st
                                        s != strategy, order[s]))
 
 
+def clustered_difference(members: Sequence[SeedAverage], a: str, b: str) -> statistics.Difference:
+    """``a - b`` over ``members``, each source counted once (:func:`tl_advise.rules.statistics.clustered`)."""
+    by_source: dict[str, list[statistics.Difference]] = {}
+    for m in members:
+        by_source.setdefault(source_of(m.dataset), []).append(m.difference(a, b))
+    return statistics.clustered(by_source)
+
+
 # The decision guide's table (../shared/spec/decision-guide.md) on this tool's size bands: every band below
 # 1,000 per class is the guide's "small" row. The refit of the cells starts here, not from the current rules, so
 # that no judged dataset's own results sit in its starting point. The pixel-baseline cell starts from the
@@ -378,10 +386,7 @@ def refit_cell(members: Sequence[SeedAverage], prior: str, *, beyond_noise: bool
     challenger = _choice(members, options, prior)
     if challenger == prior or prior not in options or not beyond_noise:
         return challenger
-    by_dataset: dict[str, list[statistics.Difference]] = {}
-    for m in members:
-        by_dataset.setdefault(source_of(m.dataset), []).append(m.difference(challenger, prior))
-    return challenger if statistics.clustered(by_dataset).outcome == "ahead" else prior
+    return challenger if clustered_difference(members, challenger, prior).outcome == "ahead" else prior
 
 
 def refit_table(members: Sequence[SeedAverage], cells: Sequence[tuple[str, str]], prior: Table, *,
@@ -411,13 +416,7 @@ def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | N
     if not others:
         return None
     runner_up = max(others, key=lambda s: sum(m.accuracy[s] for m in members))
-    def clustered_gap(other: str) -> statistics.Difference:
-        by_dataset: dict[str, list[statistics.Difference]] = {}
-        for m in members:
-            by_dataset.setdefault(source_of(m.dataset), []).append(m.difference(strategy, other))
-        return statistics.clustered(by_dataset)
-
-    gap = clustered_gap(runner_up)
+    gap = clustered_difference(members, strategy, runner_up)
     datasets = sorted({m.dataset for m in members})
     sources = sorted({source_of(d) for d in datasets})
     folds = []
@@ -431,5 +430,5 @@ def cell_evidence(members: Sequence[SeedAverage], strategy: str) -> Evidence | N
                     runner_up=runner_up, margin_pp=100.0 * gap.mean, se_pp=100.0 * gap.se,
                     held_out_folds=len(folds), held_out_agree=sum(agree for agree, _ in folds),
                     held_out_regret_pp=sum(r for _, r in folds) / len(folds) if folds else float("nan"),
-                    gaps_pp={s: 100.0 * clustered_gap(s).mean for s in others},
+                    gaps_pp={s: 100.0 * clustered_difference(members, strategy, s).mean for s in others},
                     judged_on=_one({m.judged_on for m in members}))
