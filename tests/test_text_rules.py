@@ -80,7 +80,7 @@ def test_the_table_covers_every_cell_once_and_only_the_measured_cells_have_evide
     assert cells == {
         # Both tiny cells moved by held-out evidence (full fine-tuning chosen with each dataset left out).
         ("tiny", "close"): "text_full_finetune", ("tiny", "far"): "text_full_finetune",
-        ("small", "close"): "text_feature_extraction", ("small", "far"): "text_finetune_top",
+        ("small", "close"): "text_feature_extraction", ("small", "far"): "text_full_finetune",
         ("medium", "close"): "text_finetune_top", ("medium", "far"): "text_full_finetune",
         ("large", "close"): "text_full_finetune", ("large", "far"): "text_full_finetune",
     }
@@ -250,4 +250,4 @@ def test_near_the_threshold_the_similarity_margin_is_low_where_the_label_decides
     rec = recommend_text(rules, summary=summary(500), lengths=lengths(30), similarity=sim, backbone=minilm())
     assert rec.strategy == "text_feature_extraction"  # small, close
     assert rec.confidence.level == "low" and rec.confidence.weakest == "similarity"
-    assert rec.confidence.runner_up == "text_finetune_top"  # the small-far cell
+    assert rec.confidence.runner_up == "text_full_finetune"  # the small-far cell
