@@ -121,6 +121,25 @@ def test_bad_tables_name_the_file_and_the_fix(tmp_path: Path, content: str, expe
     assert info.value.exit_code == 2
 
 
+def test_a_text_holding_an_unquoted_separator_is_refused_not_cut(tmp_path: Path) -> None:
+    # Before: "great phone, love it,pos" read as text "great phone" with the label " love it": one class per text.
+    path = write_csv(tmp_path / "d.csv", "text,label", ["great phone, love it,pos", "battery died,neg", "ok,pos"])
+    with pytest.raises(DatasetError, match=r"d\.csv line 2: 3 values under a header of 2 columns \(text, label\);"
+                                           r" a value holding the separator ',' must be quoted") as info:
+        read_text_dataset(path)
+    assert info.value.exit_code == 2
+    # Empty values beyond the header (trailing separators) are no data: the table reads.
+    assert len(read_text_dataset(write_csv(tmp_path / "t.csv", "text,label", ["a,pos,", "b,neg,,"]))) == 2
+
+
+def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
+    # Before: the second 'label' column silently won ("1 class (column 'label'): 'x'").
+    path = write_csv(tmp_path / "d.csv", "text,label,label", ["a,pos,x", "b,neg,x"])
+    with pytest.raises(DatasetError, match=r"d\.csv: the header names the column 'label' twice \(columns 2 and 3\); "
+                                           "rename one of them"):
+        read_text_dataset(path)
+
+
 def test_a_named_column_that_is_not_there(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "d.csv", "text,label", REVIEWS)
     with pytest.raises(DatasetError, match=r"no column 'body'.*its columns are: 'text', 'label'"):
