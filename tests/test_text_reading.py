@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tl_advise.advisor.data.modality import detect_modality
 from tl_advise.advisor.data.text import TextReadOptions, read_text_dataset, scan_texts
 from tl_advise.advisor.data.text.scan import capped_for_training, script_summary
 from tl_advise.schema.errors import DatasetError, TLAdviseError
@@ -138,6 +139,22 @@ def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"d\.csv: the header names the column 'label' twice \(columns 2 and 3\); "
                                            "rename one of them"):
         read_text_dataset(path)
+
+
+def test_an_unlabelled_test_file_beside_train_says_how_to_advise_on_train(tmp_path: Path) -> None:
+    # Kaggle's layout: train.csv with labels, test.csv without. Before: auto-detection read test.csv first ("cannot
+    # tell whether test.csv lists images or texts": 'id' reads like an image id), and with --modality text the fix
+    # offered was "name it with --label-column", which an unlabelled file cannot follow.
+    folder = tmp_path / "kaggle"
+    train = write_csv(folder / "train.csv", "id,text,label", [f"{i},{row}" for i, row in enumerate(REVIEWS)])
+    write_csv(folder / "test.csv", "id,text", ["7,what a film", "8,never again"])
+    assert detect_modality(folder) == "text"
+    with pytest.raises(DatasetError, match=r"test\.csv has no label column \(its columns are: 'id', 'text'\): an "
+                                           r"unlabelled test file cannot be judged on; advise on .*train\.csv alone "
+                                           r"\(tl-advise .*train\.csv\), or move test\.csv out of") as info:
+        read_text_dataset(folder)
+    assert info.value.exit_code == 2
+    assert len(read_text_dataset(train)) == 4
 
 
 def test_a_named_column_that_is_not_there(tmp_path: Path) -> None:

@@ -357,6 +357,13 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
     chosen: _Columns | None = None
     for path, fixed_split in tables:
         table = read_rows(path)
+        if kind == "split_files" and len(tables) > 1 and fixed_split != "train" and not options.label_column \
+                and find_column(table.columns, TEXT_LABEL_COLUMNS) is None:
+            train = next((p for p, s in tables if s == "train"), None)
+            alone = f"advise on {train} alone (tl-advise {train}), or " if train else ""
+            raise DatasetError(f"{path} has no label column (its columns are: {column_list(table.columns)}): an "
+                               f"unlabelled {fixed_split} file cannot be judged on; {alone}move {path.name} out of "
+                               f"{root}")
         columns = _columns(table, options, fixed_split)
         chosen = chosen or columns
         examples_before = len(examples)
