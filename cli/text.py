@@ -4,7 +4,7 @@ reached from the advise command once DATA is read as text (``--modality``, or de
 from __future__ import annotations
 
 import logging
-from typing import Any, get_args
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from tl_advise.advisor.defaults import DEFAULT_BACKBONE
 from tl_advise.schema.errors import EXIT_FINDING, EXIT_OK, ConfigError
+from tl_advise.schema.text import TEXT_STRATEGY_IDS, TextRunOptions
 
 logger = logging.getLogger("tl_advise.cli")
 
@@ -42,13 +43,44 @@ def check_text_options(opts: dict[str, Any]) -> None:
         check_tracking_store(mlflow=opts["mlflow"])
 
 
+def _run_options(opts: dict[str, Any], progress: bool) -> TextRunOptions:
+    """The options of a text ``--run``, checked (strategies, budget, margin, the output folder) before any work."""
+    from tl_advise.advisor.writable import check_can_create
+    from tl_advise.cli.commands import parse_budget, parse_margin
+    from tl_advise.runners.options import check_output_dir
+
+    epochs, seconds = parse_budget(opts["budget"])
+    strategies = None
+    if opts["strategies"]:
+        names = [s.strip() for s in opts["strategies"].split(",") if s.strip()]
+        strategies = list(TEXT_STRATEGY_IDS) if names == ["all"] else names
+        unknown = sorted(set(strategies) - set(TEXT_STRATEGY_IDS))
+        if unknown or not strategies:
+            raise ConfigError(f"--strategies: unknown {', '.join(unknown) or 'empty list'} for a text dataset; choose "
+                              f"from {', '.join(TEXT_STRATEGY_IDS)} or 'all'")
+    try:
+        options = TextRunOptions(
+            output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
+            time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
+            batch_size=opts["batch_size"], max_train_per_class=opts["max_train_per_class"],
+            margin=parse_margin(opts["margin"]), device=opts["device"], seed=opts["seed"], resume=opts["resume"],
+            progress=progress, tensorboard=opts["tensorboard"], mlflow=opts["mlflow"],
+            mlflow_experiment=opts["mlflow_experiment"])
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"text run options: {problems} (text strategies: {', '.join(TEXT_STRATEGY_IDS)})") \
+            from None
+    check_output_dir(options.output_dir, opts["data"], "The output folder (--output-dir)")
+    check_can_create(options.output_dir, "The output folder (--output-dir)")
+    return options
+
+
 def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     """The text advice of ``opts['data']``, rendered; with ``--run``, trained and judged."""
     from tl_advise.advisor.data.text.reading import TextReadOptions
     from tl_advise.advisor.report.text_advice import render_text_advice
     from tl_advise.advisor.text_api import DEFAULT_TEXT_BACKBONE, advise_text_session
     from tl_advise.advisor.writable import atomic_write_text
-    from tl_advise.cli.commands import parse_budget, parse_margin
 
     check_text_options(opts)
     from tl_advise.advisor.writable import check_can_create, check_write_path
@@ -59,6 +91,7 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
             check_can_create(path, what)
     if opts["cache_dir"] and not opts["no_cache"]:
         check_write_path(opts["cache_dir"], opts["data"], "The cache folder (--cache-dir)")
+    options = _run_options(opts, progress) if opts["run_"] else None  # before the dataset is read and measured
     backbone = DEFAULT_TEXT_BACKBONE if opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
     session = advise_text_session(
         opts["data"], backbone=backbone, weights=opts["weights"], device=opts["device"], seed=opts["seed"],
@@ -67,26 +100,9 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
         read_options=TextReadOptions(text_column=opts["text_column"], label_column=opts["label_column"],
                                      split_column=opts["split_column"]))
     result = session.result
-    if opts["run_"]:
+    if options is not None:
         from tl_advise.runners.text import run_text_advice
-        from tl_advise.schema.text import TextRunOptions, TextStrategyId
 
-        TEXT_STRATEGIES = get_args(TextStrategyId)
-
-        epochs, seconds = parse_budget(opts["budget"])
-        strategies = [s.strip() for s in opts["strategies"].split(",") if s.strip()] if opts["strategies"] else None
-        try:
-            options = TextRunOptions(
-                output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
-                time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],
-                batch_size=opts["batch_size"], max_train_per_class=opts["max_train_per_class"],
-                margin=parse_margin(opts["margin"]), device=opts["device"], seed=opts["seed"], resume=opts["resume"],
-                progress=progress, tensorboard=opts["tensorboard"], mlflow=opts["mlflow"],
-                mlflow_experiment=opts["mlflow_experiment"])
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise ConfigError(f"text run options: {problems} (text strategies: {', '.join(TEXT_STRATEGIES)})") \
-                from None
         run = run_text_advice(session, options)
         result = result.model_copy(update={"run": run})
     report = render_text_advice(result, opts["fmt"], explain=opts["explain"] or opts["verbose"] > 0)

@@ -258,6 +258,14 @@ def test_manifest_errors(tmp_path: Path) -> None:
                 r"\(the manifest folder\); name another with --image-root")
     with pytest.raises(DatasetError, match=expected):
         scan_dataset(only_missing)
+    # A path holding an unquoted separator, and a column named twice: refused, not silently cut or overwritten.
+    cut = tmp_path / "cut.csv"
+    cut.write_text("file_name,label\nphotos/a,b.png,x\nc.png,y\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"cut\.csv line 2: 3 values under a header of 2 columns .* must be quoted"):
+        scan_dataset(cut)
+    twice = write_csv(tmp_path / "twice.csv", ["file_name", "label", "label"], [("a.png", "x", "z")])
+    with pytest.raises(DatasetError, match=r"twice\.csv: the header names the column 'label' twice"):
+        scan_dataset(twice)
 
 
 def test_parquet_without_pyarrow_names_the_extra(flat: Path, monkeypatch: pytest.MonkeyPatch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.conftest import make_class_folder
 from tl_advise.advisor.data.modality import detect_modality
 from tl_advise.cli.commands import main
 from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.text import TEXT_STRATEGY_IDS
 
 REVIEWS = [
     ("The battery lasts all day and the screen is bright.", "positive"),
@@ -78,6 +80,44 @@ def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: P
     assert "apply to a table" in capsys.readouterr().err
     assert main([str(images), "--modality", "image", "--text-column", "text"]) == 2
     assert "--text-column applies to text datasets" in capsys.readouterr().err
+
+
+def test_text_run_options_are_checked_before_the_dataset_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: a bad --strategies/--budget/--margin/--output-dir of a text --run was refused only after the whole
+    # advice (the dataset read, the backbone loaded, the texts embedded), and --strategies all was refused.
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    _reviews_csv(folder / "train.csv")
+
+    def no_advice(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the advice ran before the run options were checked")
+
+    monkeypatch.setattr("tl_advise.advisor.text_api.advise_text_session", no_advice)
+    for args, expected in [
+        (["--strategies", "feature_extraction"], "--strategies: unknown feature_extraction for a text dataset"),
+        (["--strategies", " , "], "--strategies: unknown empty list"),
+        (["--budget", "3"], "--budget '3': each part must look like"),
+        (["--margin", "2"], "--margin '2': use 'auto'"),
+        (["--output-dir", str(folder / "runs")], "is inside the dataset"),
+    ]:
+        assert main([str(folder), "--run", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err and "internal error" not in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["train.csv"]
+
+    seen: dict[str, object] = {}
+
+    def capture(session: object, options: object) -> None:
+        seen["options"] = options
+        raise DatasetError("captured")
+
+    monkeypatch.setattr("tl_advise.advisor.text_api.advise_text_session",
+                        lambda *args, **kwargs: SimpleNamespace(result=None))
+    monkeypatch.setattr("tl_advise.runners.text.run_text_advice", capture)
+    assert main([str(folder), "--run", "--strategies", "all", "--output-dir", str(tmp_path / "runs")]) == 2
+    assert "captured" in capsys.readouterr().err
+    assert list(seen["options"].strategies) == list(TEXT_STRATEGY_IDS)  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow

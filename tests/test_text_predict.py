@@ -148,6 +148,24 @@ def test_bad_text_input_is_one_exit_2_message(tfidf_model: Path, tmp_path: Path,
     assert "Traceback" not in err
 
 
+def test_a_binary_or_latin_1_file_of_texts_is_refused_not_predicted(tfidf_model: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: --file photo.jpg predicted its bytes as lines of text, and a Latin-1 file its mojibake (exit 0).
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\nmore\x00bytes\n")
+    code, out, err = _predict(capsys, str(tfidf_model), "--file", str(photo))
+    assert code == 2 and f"{photo} is binary (NUL bytes), not text" in err and out == ""
+    for name in ("old.txt", "old.csv"):
+        old = tmp_path / name
+        old.write_bytes("text\ncaf\u00e9 cr\u00e8me\nna\u00efve\n".encode("latin-1"))
+        code, out, err = _predict(capsys, str(tfidf_model), "--file", str(old))
+        assert code == 2 and f"{old} is not UTF-8" in err and "save it as UTF-8" in err and out == ""
+    utf16 = tmp_path / "utf16.txt"  # NUL bytes, but announced as UTF-16: text
+    utf16.write_bytes("good film\nbad plot\n".encode("utf-16"))
+    code, out, _ = _predict(capsys, str(tfidf_model), "--file", str(utf16))
+    assert code == 0 and "good film" in out
+
+
 def test_texts_for_an_image_model_are_refused_naming_the_modality(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     image_model = tmp_path / "model.pt"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tl_advise.advisor.data.modality import detect_modality
 from tl_advise.advisor.data.text import TextReadOptions, read_text_dataset, scan_texts
 from tl_advise.advisor.data.text.scan import capped_for_training, script_summary
 from tl_advise.schema.errors import DatasetError, TLAdviseError
@@ -119,6 +120,41 @@ def test_bad_tables_name_the_file_and_the_fix(tmp_path: Path, content: str, expe
         read_text_dataset(path)
     assert str(path) in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_a_text_holding_an_unquoted_separator_is_refused_not_cut(tmp_path: Path) -> None:
+    # Before: "great phone, love it,pos" read as text "great phone" with the label " love it": one class per text.
+    path = write_csv(tmp_path / "d.csv", "text,label", ["great phone, love it,pos", "battery died,neg", "ok,pos"])
+    with pytest.raises(DatasetError, match=r"d\.csv line 2: 3 values under a header of 2 columns \(text, label\);"
+                                           r" a value holding the separator ',' must be quoted") as info:
+        read_text_dataset(path)
+    assert info.value.exit_code == 2
+    # Empty values beyond the header (trailing separators) are no data: the table reads.
+    assert len(read_text_dataset(write_csv(tmp_path / "t.csv", "text,label", ["a,pos,", "b,neg,,"]))) == 2
+
+
+def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
+    # Before: the second 'label' column silently won ("1 class (column 'label'): 'x'").
+    path = write_csv(tmp_path / "d.csv", "text,label,label", ["a,pos,x", "b,neg,x"])
+    with pytest.raises(DatasetError, match=r"d\.csv: the header names the column 'label' twice \(columns 2 and 3\); "
+                                           "rename one of them"):
+        read_text_dataset(path)
+
+
+def test_an_unlabelled_test_file_beside_train_says_how_to_advise_on_train(tmp_path: Path) -> None:
+    # Kaggle's layout: train.csv with labels, test.csv without. Before: auto-detection read test.csv first ("cannot
+    # tell whether test.csv lists images or texts": 'id' reads like an image id), and with --modality text the fix
+    # offered was "name it with --label-column", which an unlabelled file cannot follow.
+    folder = tmp_path / "kaggle"
+    train = write_csv(folder / "train.csv", "id,text,label", [f"{i},{row}" for i, row in enumerate(REVIEWS)])
+    write_csv(folder / "test.csv", "id,text", ["7,what a film", "8,never again"])
+    assert detect_modality(folder) == "text"
+    with pytest.raises(DatasetError, match=r"test\.csv has no label column \(its columns are: 'id', 'text'\): an "
+                                           r"unlabelled test file cannot be judged on; advise on .*train\.csv alone "
+                                           r"\(tl-advise .*train\.csv\), or move test\.csv out of") as info:
+        read_text_dataset(folder)
+    assert info.value.exit_code == 2
+    assert len(read_text_dataset(train)) == 4
 
 
 def test_a_named_column_that_is_not_there(tmp_path: Path) -> None:

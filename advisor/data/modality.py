@@ -15,7 +15,7 @@ from typing import Literal
 
 from PIL import Image
 
-from tl_advise.advisor.data.images.layout import is_ignored
+from tl_advise.advisor.data.images.layout import SPLIT_ORDER, is_ignored
 from tl_advise.advisor.data.images.manifest import PATH_COLUMNS, SPLIT_VALUES, normalise
 from tl_advise.advisor.data.text.reading import TABLE_SUFFIXES, TEXT_COLUMNS, TEXT_SUFFIXES, read_rows
 from tl_advise.schema.errors import DatasetError
@@ -43,8 +43,8 @@ def detect_modality(data: str | Path, *, text_column: str | None = None, path_co
         return "image"
     split_tables = [p for p in entries if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
                     and p.stem.lower() in SPLIT_VALUES]
-    if split_tables:
-        return _table_modality(split_tables[0])
+    if split_tables:  # the training table decides: a test.csv often has no labels, or only an id and the text
+        return _table_modality(min(split_tables, key=lambda p: SPLIT_ORDER.index(SPLIT_VALUES[p.stem.lower()])))
     return _folder_modality(path)
 
 
@@ -52,8 +52,10 @@ def _table_modality(table_path: Path) -> Modality:
     table = read_rows(table_path)
     columns = {normalise(c) for c in table.columns}
     first = [v for _, row in itertools.islice(table.rows, 20) for v in row.values() if isinstance(v, str)]
-    images = bool(columns & set(PATH_COLUMNS)) or any(_is_image_name(v) for v in first)
     texts = bool(columns & set(TEXT_COLUMNS))
+    # A bare 'id' names an image only without a text column: Kaggle's text tables start with one (id,text,label).
+    named = columns & set(PATH_COLUMNS) - ({"id"} if texts else set())
+    images = bool(named) or any(_is_image_name(v) for v in first)
     if images and not texts:
         return "image"
     if texts and not images:

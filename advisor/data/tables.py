@@ -66,17 +66,38 @@ def parse_csv(path: Path, text: str, delimiter: str | None = None) -> Table:
     csv.field_size_limit(max(limit, 1 << 30))  # a long document is one field; the default limit is 128 KiB
     try:
         header = [name.strip() for name in next(reader)]
+        _check_header(path, header)
         rows: list[tuple[str, dict[str, object]]] = []
+        overflowing: list[tuple[int, int]] = []  # (line, values) of rows with values beyond the header's columns
         line = reader.line_num + 1
         for values in reader:
             if any(v.strip() for v in values):
+                if any(v.strip() for v in values[len(header):]):
+                    overflowing.append((line, len(values)))
                 rows.append((f"line {line}", dict(zip(header, values, strict=False))))
             line = reader.line_num + 1
     except csv.Error as exc:
         raise DatasetError(f"{path} line {reader.line_num}: not readable as CSV ({exc})") from exc
     finally:
         csv.field_size_limit(limit)
+    if overflowing:
+        (first, n_values), more = overflowing[0], len(overflowing) - 1
+        raise DatasetError(
+            f"{path} line {first}: {n_values} values under a header of {len(header)} columns ({', '.join(header)})"
+            f"{f', and {more} more line(s) like it' if more else ''}; a value holding the separator {sep!r} must be "
+            f'quoted ("great{sep} really"), or every line give one value per column')
     return Table(path=path, columns=header, rows=rows)
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuse a header naming a column twice: its rows would keep only the last one's values (blank names, from
+    trailing separators, may repeat)."""
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, 1):
+        if name and name in seen:
+            raise DatasetError(f"{path}: the header names the column {name!r} twice (columns {seen[name]} and "
+                               f"{number}); rename one of them")
+        seen.setdefault(name, number)
 
 
 def parse_jsonl(path: Path, text: str, *, hint: str, example: str) -> Table:

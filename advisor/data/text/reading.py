@@ -254,10 +254,23 @@ def read_texts(path: Path, *, text_column: str | None = None) -> list[str]:
         if text_column:
             raise DatasetError(f"--text-column {text_column!r}: {path} is not a table (.csv, .tsv, .jsonl, "
                                ".parquet) but one text per line; leave --text-column out")
-        texts = [line for line in decode(_read_bytes(path), str(path))[0].splitlines() if line.strip()]
+        data = _read_bytes(path)
+        if _is_binary(data):
+            raise DatasetError(f"{path} is binary (NUL bytes), not text: give one text per line (.txt), or a table "
+                               "with a text column")
+        texts = [line for line in decode(data, str(path))[0].splitlines() if line.strip()]
     if not texts:
         raise DatasetError(f"{path} holds no text: give one text per line, or a table with a text column")
+    bad = sum(REPLACEMENT in t for t in texts)
+    if bad / len(texts) > MAX_UNDECODABLE_SHARE and path.suffix.lower() != ".parquet":
+        raise DatasetError(f"{path} is not UTF-8: {bad} of its {len(texts)} texts hold bytes that are not (an older "
+                           "encoding such as Windows-1252 or Latin-1?); save it as UTF-8")
     return texts
+
+
+def _is_binary(data: bytes) -> bool:
+    """NUL bytes near the start, and no UTF-16 byte-order mark: an image, an archive, a model, not text."""
+    return b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff"))
 
 
 # --------------------------------------------------------------------------- columns
@@ -344,6 +357,13 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
     chosen: _Columns | None = None
     for path, fixed_split in tables:
         table = read_rows(path)
+        if kind == "split_files" and len(tables) > 1 and fixed_split != "train" and not options.label_column \
+                and find_column(table.columns, TEXT_LABEL_COLUMNS) is None:
+            train = next((p for p, s in tables if s == "train"), None)
+            alone = f"advise on {train} alone (tl-advise {train}), or " if train else ""
+            raise DatasetError(f"{path} has no label column (its columns are: {column_list(table.columns)}): an "
+                               f"unlabelled {fixed_split} file cannot be judged on; {alone}move {path.name} out of "
+                               f"{root}")
         columns = _columns(table, options, fixed_split)
         chosen = chosen or columns
         examples_before = len(examples)
@@ -396,7 +416,7 @@ def _from_class_folders(root: Path, dirs: list[Path]) -> TextDataset:
                                                                   "hold .txt files"))
                     continue
                 data = _read_bytes(path)
-                if b"\x00" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+                if _is_binary(data):
                     skipped.append(SkippedFile(path=where, reason="binary content (NUL bytes), not text"))
                     continue
                 text, replaced = decode(data, where)
