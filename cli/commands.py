@@ -93,14 +93,27 @@ def parse_margin(text: str) -> float | str:
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
+    """Logs of the ``tl_advise`` loggers to stderr for as long as the running command: called in-process (click's
+    CliRunner, a pipeline calling ``cli.main``), the library's logging is as it was once the command returns, not
+    bound to a stream the caller may have closed."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("tl-advise: %(levelname)s: %(message)s" if verbose
                                            else "tl-advise: %(message)s"))
     root = logging.getLogger("tl_advise")
+    before = (root.handlers[:], root.level, root.propagate)
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(lambda: _restore_logging(root, *before))
+
+
+def _restore_logging(logger: logging.Logger, handlers: list[logging.Handler], level: int, propagate: bool) -> None:
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 def env(name: str) -> str:

@@ -4,6 +4,7 @@ streams, formats, exit codes, configuration precedence and the helper commands."
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tomllib
@@ -575,3 +576,12 @@ def test_the_advice_under_a_training_cap_is_for_what_trains(tmp_path: Path, sess
     report = json.loads(out)
     assert code == 0 and report["recommendation"]["rule_id"] == "few-different"
     assert report["dataset"]["train_cap"] == 6
+
+
+def test_the_cli_leaves_the_library_logging_as_it_found_it(tmp_path: Path) -> None:
+    """In-process (a pipeline calling ``main``, click's CliRunner) the CLI's stderr handler lives as long as the
+    command: afterwards the library's logging neither prints nor writes to a stream its caller may have closed."""
+    logger = logging.getLogger("tl_advise")
+    before = (logger.handlers[:], logger.level, logger.propagate)
+    assert main(["sample-data", str(tmp_path / "digits")]) == 0
+    assert (logger.handlers, logger.level, logger.propagate) == before
