@@ -540,8 +540,7 @@ def rank_backbones(
         f"the similarity, and with it the strategy, is measured by the probe {result.backbone.name} "
         f"({'calibrated' if result.backbone.calibrated else 'uncalibrated'} profile) and mapped onto each "
         "candidate's stages",
-        "frozen-feature scores rank how well features transfer without training; whether they predict fine-tuned "
-        "accuracy is measured in benchmarks/backbone_ranking.py",
+        session.rules.ranking.note(score, SCORE_LABELS[score]),
     ]
     if score == "logme":
         notes.append("LogME has no standard error here: only the best is counted as tied with itself")

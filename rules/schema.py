@@ -40,6 +40,7 @@ from tl_advise.schema.models import (
     SimilarityLabel,
     StrategyId,
 )
+from tl_advise.schema.ranking import ScoreName
 
 DEFAULT_RULES_FILE = "default_rules.toml"
 _PACKAGE = __name__.rpartition(".")[0]
@@ -589,6 +590,54 @@ class ConfidenceRules(_Strict):
 # --------------------------------------------------------------------------- whole file
 
 
+class RankingScoreEvidence(_Strict):
+    """One frozen-feature score against the fine-tuned accuracy: weighted Kendall τ per dataset, over the
+    datasets where it was defined (three tied scores leave it undefined)."""
+
+    datasets: int = Field(ge=0)
+    tau_mean: float | None = Field(None, ge=-1, le=1)
+    tau_sd: float | None = Field(None, ge=0)
+
+
+class RankingEvidence(_Strict):
+    """What benchmarks/backbone_ranking.py measured (``--write-evidence``, never typed): on each dataset the
+    candidates ranked by their frozen-feature scores, then each fine-tuned with the advice's strategy for it and
+    judged on the test split."""
+
+    source: str = Field(min_length=1)
+    datasets: list[str] = Field(min_length=1)
+    per_class: int = Field(gt=0, description="train images per class of each dataset's level")
+    seeds: int = Field(ge=1)
+    backbones: list[str] = Field(min_length=2)
+    scores: dict[ScoreName, RankingScoreEvidence]
+
+
+class RankingRules(_Strict):
+    """How far ``rank-backbones`` may trust its order: a score predicts fine-tuned accuracy when its measured
+    weighted τ reaches ``predictive_tau``."""
+
+    predictive_tau: float = Field(0.5, gt=0, le=1)
+    evidence: RankingEvidence | None = None
+
+    def note(self, score: ScoreName, label: str) -> str:
+        """What the measurement says of ranking by ``score`` (``label``: its words), for the ranking's notes."""
+        e = self.evidence
+        measured = e.scores.get(score) if e is not None else None
+        if e is None or measured is None or measured.tau_mean is None:
+            return (f"whether {label} predicts fine-tuned accuracy has not been measured (benchmarks/"
+                    "backbone_ranking.py): read the order as a shortlist")
+        spread = f" ± {measured.tau_sd:.2f}" if measured.tau_sd is not None else ""
+        where = (f"measured on {measured.datasets} image set(s) at {e.per_class} per class ({e.seeds} seed(s), "
+                 f"{', '.join(e.backbones)} each fine-tuned with its advised strategy, {e.source})")
+        if measured.tau_mean >= self.predictive_tau:
+            return (f"{label} predicted the fine-tuned order: weighted Kendall τ {measured.tau_mean:+.2f}{spread}, "
+                    f"{where}")
+        return (f"{label} did not reliably predict the fine-tuned order: weighted Kendall τ "
+                f"{measured.tau_mean:+.2f}{spread} against the {self.predictive_tau} a predictive score reaches, "
+                f"{where}; read the order as a shortlist and, when the choice matters, train the top candidates "
+                "(tl-advise DATA --for NAME --run)")
+
+
 class RuleSet(_Strict):
     schema_version: Literal[1]
     similarity: SimilarityRules
@@ -601,6 +650,7 @@ class RuleSet(_Strict):
     warnings: WarningRules = Field(default_factory=WarningRules)
     pixel_baseline: PixelBaselineRule
     confidence: ConfidenceRules
+    ranking: RankingRules = Field(default_factory=RankingRules)
 
     @model_validator(mode="after")
     def _table_covers_every_cell_once(self) -> RuleSet:

@@ -511,3 +511,48 @@ def test_a_warm_ranking_measures_nothing_again(synthetic_dataset: Path, tmp_path
     assert all(c.from_cache for c in warm.candidates) and warm.timings["total"] < cold.timings["total"]
     assert [c.model_dump(exclude={"from_cache", "seconds"}) for c in warm.candidates] == [
         c.model_dump(exclude={"from_cache", "seconds"}) for c in cold.candidates]
+
+
+# --------------------------------------------------------------------------- how far the order is trusted
+
+
+def test_the_ranking_note_follows_the_measured_tau() -> None:
+    """Below the rules' predictive τ the ranking calls its order a shortlist; at or above it, predictive; never
+    measured, it says so."""
+    from tl_advise.rules.schema import RankingEvidence, RankingRules
+
+    evidence = RankingEvidence(source="r.json", datasets=["a", "b"], per_class=40, seeds=1,
+                               backbones=["x", "y", "z"],
+                               scores={"logreg_accuracy": {"datasets": 2, "tau_mean": 0.24, "tau_sd": 0.6},
+                                       "knn_accuracy": {"datasets": 2, "tau_mean": 0.7, "tau_sd": 0.1},
+                                       "logme": {"datasets": 0}})
+    rules = RankingRules(predictive_tau=0.5, evidence=evidence)
+    weak = rules.note("logreg_accuracy", "logistic-regression accuracy")
+    assert weak.startswith("logistic-regression accuracy did not reliably predict the fine-tuned order: weighted "
+                           "Kendall τ +0.24 ± 0.60 against the 0.5")
+    assert "measured on 2 image set(s) at 40 per class (1 seed(s), x, y, z" in weak and "shortlist" in weak
+    strong = rules.note("knn_accuracy", "k-NN accuracy")
+    assert strong.startswith("k-NN accuracy predicted the fine-tuned order: weighted Kendall τ +0.70 ± 0.10")
+    assert "shortlist" not in strong
+    for unmeasured in (rules.note("logme", "LogME"), RankingRules().note("logme", "LogME")):
+        assert unmeasured.startswith("whether LogME predicts fine-tuned accuracy has not been measured")
+
+
+def test_the_packaged_ranking_evidence_is_the_benchmarks() -> None:
+    """The rules' [ranking.evidence] is what benchmarks/backbone_ranking.py writes from its results file: written
+    again from that file it is unchanged, and writing twice replaces rather than adds."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import backbone_ranking as bench  # type: ignore[import-not-found]
+
+    from tl_advise.rules.schema import default_rules_text
+
+    text = default_rules_text()
+    evidence = load_rules().ranking.evidence
+    assert evidence is not None and evidence.source == "benchmarks/results/backbone_ranking.json"
+    results = json.loads((Path(__file__).resolve().parents[1] / evidence.source).read_text())
+    again = bench.write_ranking_evidence(text, bench.ranking_evidence(results, evidence.source))
+    assert again == text
+    assert bench.write_ranking_evidence(again, bench.ranking_evidence(results, evidence.source)) == text
+    assert text.count(bench.EVIDENCE_NOTE) == 1
