@@ -55,3 +55,16 @@ def test_the_verdict_and_the_benchmark_agree_on_a_recorded_case(name: str, case:
 
 def test_recorded_cases_exist() -> None:
     assert len(CASES) >= 20, "the 10-epoch grid's results file holds every recorded case"
+
+
+def test_a_gap_of_exactly_one_standard_error_is_a_tie_in_both() -> None:
+    """2 of 60 images apart, 3 against 1 discordant: the paired s.e. is exactly the gap (1/30). The verdict's
+    ``--margin auto`` must read it as the statistics module does (a tie), not against a rounded margin."""
+    recommended = "1" * 42 + "0" * 18
+    best = "1" * 41 + "0" + "111" + "0" * 15  # 3 images only it gets right, 1 only the recommended does
+    runs = {"feature_extraction": {"accuracy": recommended.count("1") / 60, "n_judged": 60, "correct": recommended},
+            "finetune_more_layers": {"accuracy": best.count("1") / 60, "n_judged": 60, "correct": best}}
+    verdict = decide("feature_extraction", [StrategyRun(strategy=s, status="completed", val=_metrics(r),
+                                                        test=_metrics(r)) for s, r in runs.items()], "auto")
+    assert (verdict.best, verdict.gap, verdict.margin) == ("finetune_more_layers", 0.033333, 0.033333)
+    assert verdict.status == "confirmed" and advice_quality.judgement(runs, "feature_extraction")["agree_within_se"]
