@@ -79,6 +79,20 @@ def parse_budget(text: str | None) -> tuple[int | None, float | None]:
     return epochs, seconds
 
 
+def parse_strategies(text: str | None, known: Sequence[str], modality: str = "") -> list[str] | None:
+    """``--strategies a,b`` or ``all`` (every one of ``known``); None when not given."""
+    if not text:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    strategies = list(known) if names == ["all"] else names
+    unknown = sorted(set(strategies) - set(known))
+    if unknown or not strategies:
+        raise ConfigError(f"--strategies: unknown {', '.join(unknown) or 'empty list'}"
+                          f"{f' for a {modality} dataset' if modality else ''}; choose from {', '.join(known)} "
+                          "or 'all'")
+    return strategies
+
+
 def parse_margin(text: str) -> float | str:
     """``--margin``: 'auto' (one binomial s.e. of the best val accuracy) or a fixed accuracy gap in [0, 1]."""
     if text.strip().lower() == "auto":
@@ -409,14 +423,7 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     from tl_advise.runners.options import check_output_dir, run_options
 
     epochs, seconds = parse_budget(opts["budget"])
-    strategies = None
-    if opts["strategies"]:
-        names = [s.strip() for s in opts["strategies"].split(",") if s.strip()]
-        strategies = list(STRATEGY_IDS) if names == ["all"] else names
-        unknown = sorted(set(strategies) - set(STRATEGY_IDS))
-        if unknown or not strategies:
-            raise ConfigError(f"--strategies: unknown {', '.join(unknown) or 'empty list'}; choose from "
-                              f"{', '.join(STRATEGY_IDS)} or 'all'")
+    strategies = parse_strategies(opts["strategies"], STRATEGY_IDS)
     options = run_options(dict(
         output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
         time_budget_s=seconds, head_epochs=opts["head_epochs"], finetune_epochs=opts["finetune_epochs"],

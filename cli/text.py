@@ -46,18 +46,11 @@ def check_text_options(opts: dict[str, Any]) -> None:
 def _run_options(opts: dict[str, Any], progress: bool) -> TextRunOptions:
     """The options of a text ``--run``, checked (strategies, budget, margin, the output folder) before any work."""
     from tl_advise.advisor.writable import check_can_create
-    from tl_advise.cli.commands import parse_budget, parse_margin
+    from tl_advise.cli.commands import parse_budget, parse_margin, parse_strategies
     from tl_advise.runners.options import check_output_dir
 
     epochs, seconds = parse_budget(opts["budget"])
-    strategies = None
-    if opts["strategies"]:
-        names = [s.strip() for s in opts["strategies"].split(",") if s.strip()]
-        strategies = list(TEXT_STRATEGY_IDS) if names == ["all"] else names
-        unknown = sorted(set(strategies) - set(TEXT_STRATEGY_IDS))
-        if unknown or not strategies:
-            raise ConfigError(f"--strategies: unknown {', '.join(unknown) or 'empty list'} for a text dataset; choose "
-                              f"from {', '.join(TEXT_STRATEGY_IDS)} or 'all'")
+    strategies = parse_strategies(opts["strategies"], TEXT_STRATEGY_IDS, "text")
     try:
         options = TextRunOptions(
             output_dir=opts["output_dir"], compare=opts["compare"], strategies=strategies, max_epochs=epochs,
