@@ -112,12 +112,29 @@ class EvidenceLevels(Protocol):
     def single_dataset(self) -> ConfidenceLevel: ...
     @property
     def early_stopping_split(self) -> ConfidenceLevel: ...
+    @property
+    def evidence_backbone(self) -> str: ...
+    @property
+    def other_backbone(self) -> ConfidenceLevel: ...
 
 
 S = TypeVar("S", bound=str)
 
 
 def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvidence[S] | None,
+                     strategy: S, backbone: str | None = None) -> tuple[ConfidenceLevel, str, S | None]:
+    """:func:`measured_verdict`, capped at ``levels.other_backbone`` when the advice is for a ``backbone`` other
+    than the one the benchmark trained (``levels.evidence_backbone``): its margins are that backbone's."""
+    level, reason, runner_up = measured_verdict(levels, rule_id, evidence, strategy)
+    if evidence is None or backbone is None or backbone == levels.evidence_backbone:
+        return level, reason, runner_up
+    if LEVELS.index(levels.other_backbone) < LEVELS.index(level):
+        level = levels.other_backbone
+    return level, (f"{reason}; trained with {levels.evidence_backbone}, not {backbone}: how the rule carries over "
+                   "to another backbone is measured apart (benchmarks/README.md)"), runner_up
+
+
+def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvidence[S] | None,
                      strategy: S) -> tuple[ConfidenceLevel, str, S | None]:
     """(level, reason, runner-up) of a rule's benchmark evidence, for images and text alike: unmeasured at
     ``levels.unmeasured``; the runner-up ahead beyond noise: low; otherwise high when beyond noise (else
@@ -149,18 +166,19 @@ def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
 
 
 def evidence_component(rules: RuleSet, rule_id: str, evidence: CellEvidence | None,
-                       strategy: StrategyId) -> Component:
-    return Component(*evidence_verdict(rules.confidence, rule_id, evidence, strategy))
+                       strategy: StrategyId, backbone: str | None = None) -> Component:
+    return Component(*evidence_verdict(rules.confidence, rule_id, evidence, strategy, backbone))
 
 
 def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
            strategy: StrategyId, rule_id: str, evidence: CellEvidence | None,
-           fallback_runner_up: StrategyId | None) -> Confidence:
-    """The recommendation's confidence: the weakest component decides, and names the runner-up."""
+           fallback_runner_up: StrategyId | None, backbone: str | None = None) -> Confidence:
+    """The recommendation's confidence: the weakest component decides, and names the runner-up. ``backbone``:
+    the one advised for (its name), when it may differ from the benchmark's."""
     measured = [similarity_component(rules, band, similarity, strategy),
                 size_component(rules, band, dataset, similarity, strategy),
                 pixel_component(rules, band, similarity, strategy),
-                evidence_component(rules, rule_id, evidence, strategy)]
+                evidence_component(rules, rule_id, evidence, strategy, backbone)]
     parts = [p for p in measured if p is not None]
     level = min((p.level for p in parts), key=LEVELS.index)
     # The runner-up of the weakest margin; among equally weak ones the evidence's, which was measured (the

@@ -436,7 +436,7 @@ def recommend(
             pixel.table_reason.format(rule_id=row.id), pixel.evidence, pixel.strategy, row.strategy))
         alternatives = [overridden, *(a for a in alternatives if a.strategy != row.strategy)]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
-                        alternatives[0].strategy if alternatives else None)
+                        alternatives[0].strategy if alternatives else None, backbone.name)
     alternatives = with_runners_up(alternatives, decision.strategy, decision.rule_id, decision.evidence,
                                    confidence.runner_up)
 

@@ -574,6 +574,12 @@ class ConfidenceRules(_Strict):
     single_dataset: ConfidenceLevel = Field(
         "medium", description="the best a rule measured on one dataset only can be: nothing has judged it out of "
                               "sample (leave-one-dataset-out needs a second dataset in its cell)")
+    evidence_backbone: str = Field(
+        "efficientnet_lite0",
+        description="the backbone the advice-quality benchmark trained: the rules' evidence is its")
+    other_backbone: ConfidenceLevel = Field(
+        "medium", description="the best a measured rule can be when the advice is for another backbone: the "
+                              "evidence's margins are the benchmark backbone's")
     early_stopping_split: ConfidenceLevel = Field(
         "medium", description="the best a rule can be whose evidence was judged on the split that also chose each "
                               "run's best epoch (judged_on val or mixed): its figures are optimistic")

@@ -228,20 +228,20 @@ def bar_component(bar: TfidfBar | None, recipe: TextRecipe, min_gain: float) -> 
 
 
 def evidence_component(rules: TextRuleSet, rule_id: str, evidence: TextCellEvidence | None,
-                       strategy: TextStrategyId) -> Component:
+                       strategy: TextStrategyId, backbone: str | None = None) -> Component:
     """The image confidence's evidence component (:func:`tl_advise.rules.confidence.evidence_verdict`): not
-    measured, runner-up ahead (low), in-sample, one dataset, or held out."""
-    return Component("evidence", *evidence_verdict(rules.confidence, rule_id, evidence, strategy))
+    measured, runner-up ahead (low), in-sample, one dataset, held out, or another backbone's."""
+    return Component("evidence", *evidence_verdict(rules.confidence, rule_id, evidence, strategy, backbone))
 
 
 def assess(rules: TextRuleSet, band: SizeBand, summary: TextDatasetSummary, similarity: TextSimilarity,
            recipe: TextRecipe, rule_id: str, evidence: TextCellEvidence | None, bar: TfidfBar | None,
-           fallback_runner_up: TextStrategyId | None) -> TextConfidence:
+           fallback_runner_up: TextStrategyId | None, backbone: str | None = None) -> TextConfidence:
     strategy = recipe.strategy
     parts = [p for p in (similarity_component(rules, band, similarity, strategy),
                          size_component(rules, band, summary, similarity.label, strategy),
                          bar_component(bar, recipe, rules.tfidf_bar.min_gain),
-                         evidence_component(rules, rule_id, evidence, strategy)) if p is not None]
+                         evidence_component(rules, rule_id, evidence, strategy, backbone)) if p is not None]
     level = min((p.level for p in parts), key=LEVELS.index)
     weakest = [p for p in parts if p.level == level]
     runner_up = next((p.runner_up for p in weakest if p.runner_up and p.runner_up != strategy), fallback_runner_up)
@@ -306,7 +306,7 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
         alternatives.append(TextAlternative(strategy=evidence.runner_up, rule_id=row.id,
                                             reason=runner_up_reason(row.id, evidence, row.strategy)))
     confidence = assess(rules, band, summary, similarity, recipe, row.id, row.evidence, bar,
-                        alternatives[0].strategy if alternatives else None)
+                        alternatives[0].strategy if alternatives else None, backbone.name)
     if confidence.runner_up is not None:  # the runner-up first, as the image advice lists them
         alternatives.sort(key=lambda a: a.strategy != confidence.runner_up)
     return TextRecommendation(

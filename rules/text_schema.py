@@ -167,6 +167,8 @@ class TextConfidenceRules(_Strict):
     in_sample: ConfidenceLevel
     single_dataset: ConfidenceLevel
     early_stopping_split: ConfidenceLevel = "medium"
+    evidence_backbone: str = "all-minilm-l6-v2"  # the text benchmark's encoder: the evidence's margins are its
+    other_backbone: ConfidenceLevel = "medium"  # the best a measured rule can be for another encoder
 
     @model_validator(mode="after")
     def _ordered(self) -> TextConfidenceRules:

@@ -918,6 +918,20 @@ def _measured(rules: RuleSet, margin_pp: float, se_pp: float = 1.0,
     return rules_from_mapping(data)
 
 
+def test_evidence_trained_on_another_backbone_is_at_most_medium() -> None:
+    """The rules' margins are the benchmark backbone's: advising for another one (--for, --backbone) caps the
+    evidence at [confidence].other_backbone and says whose margins they are."""
+    separated = _measured(load_rules(), 3.0)
+    assert advise(separated, 40, "different", score=0.2).confidence.level == "high"
+    other = advise(separated, 40, "different", score=0.2, backbone=make_backbone(name="mobilenet_v2"))
+    assert other.confidence.level == "medium"
+    (reason,) = [r for r in other.confidence.reasons if r.startswith("measured")]
+    assert reason.endswith("trained with efficientnet_lite0, not mobilenet_v2: how the rule carries over to another "
+                           "backbone is measured apart (benchmarks/README.md)")
+    unmeasured = advise(load_rules(), 3000, "similar", score=0.9, backbone=make_backbone(name="mobilenet_v2"))
+    assert not any("trained with" in r for r in unmeasured.confidence.reasons)  # nothing measured to qualify
+
+
 def test_confidence_follows_the_weakest_margin() -> None:
     separated, tied = _measured(load_rules(), 3.0), _measured(load_rules(), 0.5)
     # Tiny band, far from the threshold; the few band beside it advises the same: only the evidence counts.

@@ -168,6 +168,12 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
                         "text_feature_extraction ahead of the runner-up, tfidf_linear, by +10.0 ± 7.1 pp (each "
                         "dataset counted once), mean regret 0.0 pp; with each dataset left out in turn the others "
                         "chose it in 2 of 2 folds")
+    sim = score_text_similarity(evidence_rules(evidence)[1], signals(cosine=0.3, knn_gain=0.0))
+    bert = recommend_text(evidence_rules(evidence)[1], summary=summary(40), lengths=lengths(30), similarity=sim,
+                          backbone=minilm(12, 512, name="bert-base-uncased"))
+    assert bert.confidence.level == "medium"  # the same evidence, trained with another encoder
+    assert any(r.endswith("trained with all-minilm-l6-v2, not bert-base-uncased: how the rule carries over to "
+                          "another backbone is measured apart (benchmarks/README.md)") for r in bert.confidence.reasons)
     reasons = {a.strategy: a.reason for a in rec.alternatives}
     assert reasons["text_finetune_top"].endswith("(15.0 pp behind text_feature_extraction over the rule's 2 measured "
                                                  "case(s))")
