@@ -268,7 +268,9 @@ def ranking_evidence(results: dict[str, Any], source: str) -> dict[str, Any]:
 def write_ranking_evidence(rules_text: str, evidence: dict[str, Any]) -> str:
     """``rules_text`` with its ``[ranking]`` section's generated evidence replaced by ``evidence``; checked by
     loading the result as rules before anything is written."""
-    from tl_advise.rules.schema import _parse_toml, rules_from_mapping
+    import tomllib
+
+    from tl_advise.rules.schema import rules_from_mapping
 
     lines = rules_text.splitlines()
     if "[ranking]" not in lines:
@@ -289,7 +291,7 @@ def write_ranking_evidence(rules_text: str, evidence: dict[str, Any]) -> str:
                for score, e in evidence["scores"].items())]
     lines[start:end] = section + block + ([""] if end < len(lines) else [])
     text = "\n".join(lines) + "\n"
-    rules_from_mapping(_parse_toml(text, "the written rules"), "the written rules")
+    rules_from_mapping(tomllib.loads(text), "the written rules")
     return text
 
 
