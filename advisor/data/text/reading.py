@@ -261,11 +261,16 @@ def read_texts(path: Path, *, text_column: str | None = None) -> list[str]:
         texts = [line for line in decode(data, str(path))[0].splitlines() if line.strip()]
     if not texts:
         raise DatasetError(f"{path} holds no text: give one text per line, or a table with a text column")
-    bad = sum(REPLACEMENT in t for t in texts)
-    if bad / len(texts) > MAX_UNDECODABLE_SHARE and path.suffix.lower() != ".parquet":
-        raise DatasetError(f"{path} is not UTF-8: {bad} of its {len(texts)} texts hold bytes that are not (an older "
-                           "encoding such as Windows-1252 or Latin-1?); save it as UTF-8")
+    check_utf8(path, sum(REPLACEMENT in t for t in texts), len(texts))
     return texts
+
+
+def check_utf8(path: Path, undecodable: int, read: int) -> None:
+    """Refuse a file most of whose ``read`` texts held bytes that are not UTF-8 (``undecodable`` of them): read as
+    UTF-8 with replacements they would be trained on garbled (Parquet stores text as UTF-8 already)."""
+    if read and undecodable / read > MAX_UNDECODABLE_SHARE and path.suffix.lower() != ".parquet":
+        raise DatasetError(f"{path} is not UTF-8: {undecodable} of its {read} texts hold bytes that are not (an "
+                           "older encoding such as Windows-1252 or Latin-1?); save it as UTF-8")
 
 
 def _is_binary(data: bytes) -> bool:
@@ -383,10 +388,7 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
                 replaced = text.count(REPLACEMENT)
                 bad_rows += bool(replaced)
                 examples.append(TextExample(text=text, label=label, split=split, where=at, undecodable=replaced))
-        read = len(examples) - examples_before
-        if read and bad_rows / read > MAX_UNDECODABLE_SHARE and path.suffix.lower() != ".parquet":
-            raise DatasetError(f"{path} is not UTF-8: {bad_rows} of its {read} texts hold bytes that are not "
-                               "(an older encoding such as Windows-1252 or Latin-1?); save it as UTF-8")
+        check_utf8(path, bad_rows, len(examples) - examples_before)
     assert chosen is not None
     source = TextSource(kind=kind, root=str(root), files=[str(p) for p, _ in tables], text_column=chosen.text,
                         label_column=chosen.label, split_column=chosen.split)
