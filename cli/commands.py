@@ -146,7 +146,7 @@ class _AdviseByDefault(click.Group):
 @click.group(cls=_AdviseByDefault)
 @click.version_option(package_name="tl-advise", prog_name="tl-advise")
 def cli() -> None:
-    """Measured transfer-learning advice for an image-classification dataset."""
+    """Measured transfer-learning advice for an image or text classification dataset."""
 
 
 _EPILOG = """\b
@@ -155,7 +155,8 @@ Other commands:
   tl-advise rules validate FILE     check a rules file
   tl-advise backbones [--all]       the backbones you can name with --backbone
   tl-advise sample-data DIR         write scikit-learn's digits as an image folder
-  tl-advise predict MODEL IMAGES…   classify images with a model trained by --run
+  tl-advise rank-backbones DATA     which backbone to fine-tune (--candidates A,B,C)
+  tl-advise predict MODEL INPUTS…   classify images or texts with a model trained by --run
   tl-advise schema [predictions]    the JSON Schema of the report
   tl-advise cache info|clear        what the cache holds (embeddings, exported graphs); remove it
 
@@ -273,6 +274,9 @@ def advise_command(**opts: Any) -> int:
     DATA is an image folder laid out as DATA/<class>/<images> or DATA/{train,val,test}/<class>/<images>,
     or a label manifest (.csv, .tsv, .jsonl, .parquet) with an image path column, a label column and
     optionally a split column; a folder with a Hugging Face metadata.csv beside its images is read as one.
+
+    Texts: a table with a text column and a label column, a folder of split tables (train.csv,
+    validation.csv, test.csv) or class folders of .txt files; the modality is detected (--modality).
     """
     configure_logging(opts["verbose"], opts["quiet"])
     progress = opts["progress"] if opts["progress"] is not None else (sys.stderr.isatty() and not opts["quiet"])
