@@ -56,6 +56,7 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
     Exit codes: 0 predictions written; 2 bad model file, no images or texts, or none readable; 3 internal error.
     """
     from tl_advise.advisor.report.predictions import render_predictions
+    from tl_advise.advisor.writable import atomic_write_text
     from tl_advise.cli.commands import configure_logging
     from tl_advise.runners.trained_model import resolve_model_file
 
@@ -71,8 +72,7 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
                                  quiet=quiet)
     text = render_predictions(report, fmt)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        atomic_write_text(text, output)  # an interrupted or failed write keeps the previous file, never half a file
     else:
         click.echo(text, nl=False)
     if saved is not None:

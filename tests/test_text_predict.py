@@ -148,6 +148,26 @@ def test_bad_text_input_is_one_exit_2_message(tfidf_model: Path, tmp_path: Path,
     assert "Traceback" not in err
 
 
+def test_predictions_written_with_o_are_whole_or_not_at_all(tfidf_model: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_durability import fill_the_disk
+
+    texts = ["a great film", "an awful show"] * 20
+    code, printed, _ = _predict(capsys, str(tfidf_model), *texts)
+    assert code == 0
+    target = tmp_path / "out" / "predictions.csv"
+    code, out, err = _predict(capsys, str(tfidf_model), *texts, "-o", str(target))
+    assert code == 0 and out == "", err
+    assert target.read_text(encoding="utf-8") == printed  # every row, as stdout would have had them
+    # A write that fails half-way (a full disk after 100 bytes) keeps the previous file, and leaves nothing beside.
+    fill_the_disk(monkeypatch)
+    code, out, err = _predict(capsys, str(tfidf_model), *reversed(texts), "-o", str(target))
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert target.read_text(encoding="utf-8") == printed and sorted(p.name for p in target.parent.iterdir()) == [
+        "predictions.csv"]
+
+
 def test_a_binary_or_latin_1_file_of_texts_is_refused_not_predicted(tfidf_model: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # Before: --file photo.jpg predicted its bytes as lines of text, and a Latin-1 file its mojibake (exit 0).
