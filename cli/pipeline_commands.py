@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
     images): each gets the predicted class, its confidence and every class's probability, computed
     batch-wise with the model's own preprocessing; an unreadable image is reported on stderr and as a row
     with an error, and does not stop the others. A text model takes texts as arguments, `-` for one text
-    per line on stdin, or --file.
+    per line on stdin, or --file (a folder as an argument is refused; a file's name is classified as a text).
 
     \b
     Exit codes: 0 predictions written; 2 bad model file, no images or texts, or none readable; 3 internal error.
@@ -129,16 +130,23 @@ def _predict_texts(saved: dict[str, Any], model_file: Path, inputs: tuple[str, .
         raise ConfigError(f"--workers decodes images, and {model_file} is a text model: leave it out")
     if text_column is not None and text_file is None:
         raise ConfigError("--text-column names a column of --file: give --file too, or leave it out")
-    images = [p for p in inputs if Path(p).suffix.lower() in Image.registered_extensions() and Path(p).is_file()]
+    images = [p for p in inputs if Path(p).suffix.lower() in Image.registered_extensions() and os.path.isfile(p)]
     if inputs and len(images) == len(inputs):
         raise ConfigError(f"{model_file} is a text model: it classifies texts, and {images[0]} is an image file; "
                           "give the texts themselves, - for stdin, or --file texts.txt")
+    # os.path, not Path: a text longer than a file name may be is no file, not an OSError
+    folder = next((p for p in inputs if p != "-" and os.path.isdir(p)), None)
+    if folder is not None:
+        raise ConfigError(f"{folder} is a folder; pass texts as arguments, or a file of texts with --file")
     texts: list[str] = []
     for item in inputs:
         if item == "-":
             stdin = sys.stdin.read()
             texts += [line for line in stdin.splitlines() if line.strip()]
         else:
+            if os.path.isfile(item):  # still a text, classified as given: what an argument always is
+                logger.warning("%s is a file: classifying those words as a text, not the file's texts; to classify "
+                               "its texts, use --file %s", item, item)
             texts.append(item)
     if text_file is not None:
         texts += read_texts(text_file, text_column=text_column)

@@ -148,6 +148,26 @@ def test_bad_text_input_is_one_exit_2_message(tfidf_model: Path, tmp_path: Path,
     assert "Traceback" not in err
 
 
+def test_a_folder_argument_is_refused_and_a_file_argument_is_a_text_with_a_warning(
+        tfidf_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a folder or a file named as an argument was classified as the text of its path, silently.
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    code, out, err = _predict(capsys, str(tfidf_model), "a great film", str(folder))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"{folder} is a folder; pass texts as arguments, or a file of texts with --file" in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("an awful show\n", encoding="utf-8")
+    code, out, err = _predict(capsys, str(tfidf_model), str(notes))
+    assert code == 0, err
+    assert [r["text"] for r in csv.DictReader(io.StringIO(out))] == [str(notes)]  # the argument, as given
+    assert f"{notes} is a file: classifying those words as a text" in err and f"use --file {notes}" in err
+    # A text longer than a file name may be is a text, not an OSError.
+    long_text = "a great film " * 30
+    code, out, err = _predict(capsys, str(tfidf_model), long_text)
+    assert code == 0 and "is a file" not in err and "File name too long" not in err
+
+
 def test_predictions_written_with_o_are_whole_or_not_at_all(tfidf_model: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
