@@ -29,7 +29,7 @@ logger = logging.getLogger("tl_advise")
                    ".parquet) with a text column.")
 @click.option("--text-column", help="Text models: the column of --file holding the texts [default: found by name].")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Text models: how many of the most probable classes each row lists.")
+              help="How many of the most probable classes each row lists.")
 @click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True,
               help="Report format: one row per image or text, or the typed report (`tl-advise schema predictions`, "
                    "`tl-advise schema text-predictions`).")
@@ -68,7 +68,7 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
         report: Any = _predict_texts(saved, model_file, inputs, text_file=text_file, text_column=text_column,
                                      top_k=top_k, batch_size=batch_size, device=device, workers=workers)
     else:
-        report = _predict_images(model_file, inputs, text_file=text_file, text_column=text_column,
+        report = _predict_images(model_file, inputs, text_file=text_file, text_column=text_column, top_k=top_k,
                                  batch_size=batch_size, device=device, workers=workers, progress=progress,
                                  quiet=quiet)
     text = render_predictions(report, fmt)
@@ -102,7 +102,8 @@ def _text_model(model_file: Path) -> dict[str, Any] | None:
 
 
 def _predict_images(model_file: Path, inputs: tuple[str, ...], *, text_file: Path | None, text_column: str | None,
-                    batch_size: int, device: str, workers: int | None, progress: bool | None, quiet: bool) -> Any:
+                    top_k: int, batch_size: int, device: str, workers: int | None, progress: bool | None,
+                    quiet: bool) -> Any:
     from tl_advise.runners.trained_model import image_files, predict_images
 
     if text_file is not None or text_column is not None or "-" in inputs:
@@ -115,7 +116,7 @@ def _predict_images(model_file: Path, inputs: tuple[str, ...], *, text_file: Pat
                            f"no images given: {model_file} is an image model; name image files or folders after it")
     show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
     return predict_images(model_file, paths, batch_size=batch_size, device=device, num_workers=workers,
-                          progress=show_progress)
+                          progress=show_progress, top_k=top_k)
 
 
 def _predict_texts(saved: dict[str, Any], model_file: Path, inputs: tuple[str, ...], *, text_file: Path | None,
