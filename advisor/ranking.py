@@ -481,6 +481,20 @@ def _choice_reason(chosen: RankedBackbone, best: RankedBackbone, ranked: Sequenc
             "cost does")
 
 
+def check_image_dataset(data: str | Path) -> None:
+    """Refuse a text dataset: the candidates are image backbones, ranked on images. Where texts and images could
+    both be meant, the images are what a ranking reads."""
+    from tl_advise.advisor.data.modality import detect_modality
+
+    try:
+        text = detect_modality(data) == "text"
+    except DatasetError:
+        return
+    if text:
+        raise DatasetError(f"{data} is a text dataset, and rank-backbones ranks image backbones on an image dataset; "
+                           f"for texts, `tl-advise {data}` advises with a text encoder (--backbone NAME for another)")
+
+
 def rank_backbones(
     data: str | Path, candidates: Sequence[str] | str, *, probe: str = DEFAULT_BACKBONE,
     rules: str | Path | RuleSet | None = None, score: ScoreName = "logreg_accuracy",
@@ -508,6 +522,7 @@ def rank_backbones(
 
     names = check_candidates(candidates, ArrayCache(Path(cache_dir or default_cache_dir())) if use_cache else None)
     checkpoints = check_candidate_weights(weights or {}, names)
+    check_image_dataset(data)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     session = advise_session(data, backbone=probe, rules=rules, device=device, engine=engine, seed=seed,

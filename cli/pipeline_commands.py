@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ logger = logging.getLogger("tl_advise")
                    ".parquet) with a text column.")
 @click.option("--text-column", help="Text models: the column of --file holding the texts [default: found by name].")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Text models: how many of the most probable classes each row lists.")
+              help="How many of the most probable classes each row lists.")
 @click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True,
               help="Report format: one row per image or text, or the typed report (`tl-advise schema predictions`, "
                    "`tl-advise schema text-predictions`).")
@@ -50,12 +51,13 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
     images): each gets the predicted class, its confidence and every class's probability, computed
     batch-wise with the model's own preprocessing; an unreadable image is reported on stderr and as a row
     with an error, and does not stop the others. A text model takes texts as arguments, `-` for one text
-    per line on stdin, or --file.
+    per line on stdin, or --file (a folder as an argument is refused; a file's name is classified as a text).
 
     \b
     Exit codes: 0 predictions written; 2 bad model file, no images or texts, or none readable; 3 internal error.
     """
     from tl_advise.advisor.report.predictions import render_predictions
+    from tl_advise.advisor.writable import atomic_write_text
     from tl_advise.cli.commands import configure_logging
     from tl_advise.runners.trained_model import resolve_model_file
 
@@ -66,13 +68,12 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
         report: Any = _predict_texts(saved, model_file, inputs, text_file=text_file, text_column=text_column,
                                      top_k=top_k, batch_size=batch_size, device=device, workers=workers)
     else:
-        report = _predict_images(model_file, inputs, text_file=text_file, text_column=text_column,
+        report = _predict_images(model_file, inputs, text_file=text_file, text_column=text_column, top_k=top_k,
                                  batch_size=batch_size, device=device, workers=workers, progress=progress,
                                  quiet=quiet)
     text = render_predictions(report, fmt)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        atomic_write_text(text, output)  # an interrupted or failed write keeps the previous file, never half a file
     else:
         click.echo(text, nl=False)
     if saved is not None:
@@ -101,7 +102,8 @@ def _text_model(model_file: Path) -> dict[str, Any] | None:
 
 
 def _predict_images(model_file: Path, inputs: tuple[str, ...], *, text_file: Path | None, text_column: str | None,
-                    batch_size: int, device: str, workers: int | None, progress: bool | None, quiet: bool) -> Any:
+                    top_k: int, batch_size: int, device: str, workers: int | None, progress: bool | None,
+                    quiet: bool) -> Any:
     from tl_advise.runners.trained_model import image_files, predict_images
 
     if text_file is not None or text_column is not None or "-" in inputs:
@@ -114,7 +116,7 @@ def _predict_images(model_file: Path, inputs: tuple[str, ...], *, text_file: Pat
                            f"no images given: {model_file} is an image model; name image files or folders after it")
     show_progress = progress if progress is not None else (sys.stderr.isatty() and not quiet)
     return predict_images(model_file, paths, batch_size=batch_size, device=device, num_workers=workers,
-                          progress=show_progress)
+                          progress=show_progress, top_k=top_k)
 
 
 def _predict_texts(saved: dict[str, Any], model_file: Path, inputs: tuple[str, ...], *, text_file: Path | None,
@@ -129,16 +131,23 @@ def _predict_texts(saved: dict[str, Any], model_file: Path, inputs: tuple[str, .
         raise ConfigError(f"--workers decodes images, and {model_file} is a text model: leave it out")
     if text_column is not None and text_file is None:
         raise ConfigError("--text-column names a column of --file: give --file too, or leave it out")
-    images = [p for p in inputs if Path(p).suffix.lower() in Image.registered_extensions() and Path(p).is_file()]
+    images = [p for p in inputs if Path(p).suffix.lower() in Image.registered_extensions() and os.path.isfile(p)]
     if inputs and len(images) == len(inputs):
         raise ConfigError(f"{model_file} is a text model: it classifies texts, and {images[0]} is an image file; "
                           "give the texts themselves, - for stdin, or --file texts.txt")
+    # os.path, not Path: a text longer than a file name may be is no file, not an OSError
+    folder = next((p for p in inputs if p != "-" and os.path.isdir(p)), None)
+    if folder is not None:
+        raise ConfigError(f"{folder} is a folder; pass texts as arguments, or a file of texts with --file")
     texts: list[str] = []
     for item in inputs:
         if item == "-":
             stdin = sys.stdin.read()
             texts += [line for line in stdin.splitlines() if line.strip()]
         else:
+            if os.path.isfile(item):  # still a text, classified as given: what an argument always is
+                logger.warning("%s is a file: classifying those words as a text, not the file's texts; to classify "
+                               "its texts, use --file %s", item, item)
             texts.append(item)
     if text_file is not None:
         texts += read_texts(text_file, text_column=text_column)

@@ -2,7 +2,7 @@
 
 Registered on the ``tl-advise`` group in ``cli/__init__.py``; errors map onto its exit codes in
 ``commands.main`` (2 for bad input: fewer than two candidates, one named twice, an unknown name, weights that
-cannot be had offline).
+cannot be had offline, a text dataset).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def rank_command(data: Path, candidates: str, probe: str, weights: dict[str, Pat
                  rules_file: Path | None, fmt: str, output: Path | None, html_path: Path | None, device: str,
                  engine: str, seed: int, per_class: int, max_images: int, cache_dir: Path | None, no_cache: bool,
                  progress: bool | None, verbose: int, quiet: bool) -> int:
-    """Rank candidate backbones for the dataset DATA and recommend one, with its strategy.
+    """Rank candidate backbones for the image dataset DATA and recommend one, with its strategy.
 
     Each candidate embeds the same seeded sample; its frozen features are scored (cross-validated
     logistic-regression and k-NN accuracy, LogME) beside its cost (parameters, FLOPs, images/s measured here).

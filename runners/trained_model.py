@@ -265,9 +265,10 @@ class _ImageFiles(Dataset[tuple[torch.Tensor, str]]):
 
 def predict_images(path_to_model: str | Path, inputs: Sequence[str | Path], *, batch_size: int = 32,
                    device: str | torch.device = "auto", num_workers: int | None = None, progress: bool = False,
-                   expand_folders: bool = True) -> PredictionReport:
-    """Class and probabilities of every image (folders expand to their images), batch-wise, with the model's
-    own preprocessing. An unreadable image is a row with an error, never a failed run."""
+                   expand_folders: bool = True, top_k: int = 3) -> PredictionReport:
+    """Class, probabilities and the ``top_k`` most probable classes of every image (folders expand to their
+    images), batch-wise, with the model's own preprocessing. An unreadable image is a row with an error, never a
+    failed run."""
     model_file = resolve_model_file(path_to_model)
     saved = _read(model_file)
     model, class_names, transform = _build(saved, model_file)
@@ -293,10 +294,10 @@ def predict_images(path_to_model: str | Path, inputs: Sequence[str | Path], *, b
             for row, i in enumerate(ok):
                 assert probs is not None
                 p = probs[row].tolist()
-                best = max(range(len(p)), key=p.__getitem__)
+                order = sorted(range(len(p)), key=lambda j: -p[j])  # stable: ties in the model's class order
                 results[paths[i]] = ImagePrediction(
-                    path=paths[i], prediction=class_names[best], confidence=p[best],
-                    probabilities=dict(zip(class_names, p, strict=True)))
+                    path=paths[i], prediction=class_names[order[0]], confidence=p[order[0]],
+                    top_k=[class_names[j] for j in order[:top_k]], probabilities=dict(zip(class_names, p, strict=True)))
             for i, error in enumerate(errors):
                 if error:
                     logger.warning("%s: %s", paths[i], error)

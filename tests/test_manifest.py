@@ -263,6 +263,11 @@ def test_manifest_errors(tmp_path: Path) -> None:
     cut.write_text("file_name,label\nphotos/a,b.png,x\nc.png,y\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"cut\.csv line 2: 3 values under a header of 2 columns .* must be quoted"):
         scan_dataset(cut)
+    # A quote never closed: before, the rows after it were one path with no label ("only one class").
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('file_name,label\na.png,x\n"b.png,y\nc.png,y\n', encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"unclosed\.csv line 3: a quoted field starts there and is never closed"):
+        scan_dataset(unclosed)
     twice = write_csv(tmp_path / "twice.csv", ["file_name", "label", "label"], [("a.png", "x", "z")])
     with pytest.raises(DatasetError, match=r"twice\.csv: the header names the column 'label' twice"):
         scan_dataset(twice)

@@ -79,7 +79,8 @@ def test_predict_csv_on_files_folders_and_broken_images(trained: tuple[Path, Pat
                  str(truncated), str(tmp_path / "gone.png"), "--batch-size", "3", "--workers", "0"]) == 0
     captured = capsys.readouterr()
     rows = _csv_rows(captured.out)
-    assert list(rows[0]) == ["path", "prediction", "confidence", "prob_blue", "prob_green", "prob_red", "error"]
+    assert list(rows[0]) == ["path", "prediction", "confidence", "top_k", "prob_blue", "prob_green", "prob_red",
+                             "error"]
     assert [r["path"] for r in rows] == [str(images / "red" / "img_0000.png"), str(broken),
                                          *(str(p) for p in sorted((images / "blue").glob("*.png"))),
                                          str(truncated), str(tmp_path / "gone.png")]
@@ -113,6 +114,27 @@ def test_predict_json_from_the_run_folder_matches_the_python_api(trained: tuple[
     assert [p.prediction for p in report.predictions] == predict(out / "feature_extraction" / "model.pt", paths)
     accuracy = sum(p.prediction == Path(p.path).parent.name for p in report.predictions) / len(paths)
     assert accuracy >= 0.9
+
+
+def test_top_k_lists_the_most_probable_classes_in_csv_and_json(trained: tuple[Path, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: --top-k was read by text models only; an image row had no top classes whatever it was set to.
+    out, images = trained
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"")
+    args = ["predict", str(out), str(images / "green"), str(broken), "--workers", "0", "-q"]
+    for k in (1, 2, 3, 5):
+        assert main([*args, "--top-k", str(k)]) == 0
+        rows = _csv_rows(capsys.readouterr().out)
+        assert main([*args, "--top-k", str(k), "--format", "json"]) == 0
+        report = PredictionReport.model_validate_json(capsys.readouterr().out)
+        assert [r["top_k"] for r in rows] == [";".join(p.top_k) for p in report.predictions]
+        for p in report.predictions[:-1]:
+            by_probability = sorted(CLASSES, key=lambda c: -p.probabilities[c])
+            assert p.top_k == by_probability[:k] and p.top_k[0] == p.prediction
+        assert report.predictions[-1].error and report.predictions[-1].top_k == []
+    assert main(args) == 0  # the default, 3: every class of this model
+    assert all(len(r["top_k"].split(";")) == 3 for r in _csv_rows(capsys.readouterr().out)[:-1])
 
 
 def test_batches_do_not_change_the_numbers(trained: tuple[Path, Path]) -> None:

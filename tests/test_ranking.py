@@ -88,6 +88,36 @@ def test_the_cli_refuses_bad_weights_before_anything_loads(weights: list[str], e
     assert expected in err and "Traceback" not in err
 
 
+def test_a_text_dataset_is_refused_saying_ranking_is_for_images(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: a CSV of texts was "no image path column; name it with --path-column", and class folders of .txt files
+    # "class folders but no readable images": as if the images were missing, not the command the wrong one.
+    from tl_advise.advisor import api, ranking
+    from tl_advise.schema.errors import DatasetError
+
+    table = tmp_path / "reviews.csv"
+    table.write_text("text,label\ngreat phone,pos\nawful phone,neg\nlovely screen,pos\nbroken screen,neg\n",
+                     encoding="utf-8")
+    folder = tmp_path / "texts"
+    for label in ("pos", "neg"):
+        (folder / label).mkdir(parents=True)
+        (folder / label / "1.txt").write_text(f"a {label} text", encoding="utf-8")
+
+    def no_advice(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a text dataset reached the image advice")
+
+    monkeypatch.setattr(api, "advise_session", no_advice)
+    for data in (table, folder):
+        assert main(["rank-backbones", str(data), "--candidates", "efficientnet_lite0,efficientnet_lite1"]) == 2
+        err = capsys.readouterr().err
+        assert f"{data} is a text dataset, and rank-backbones ranks image backbones on an image dataset" in err
+        assert f"`tl-advise {data}` advises with a text encoder" in err
+        assert "Traceback" not in err and "--path-column" not in err and len(err.strip().splitlines()) == 1
+        with pytest.raises(DatasetError, match="rank-backbones ranks image backbones"):
+            ranking.rank_backbones(data, "efficientnet_lite0,efficientnet_lite1", use_cache=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reviews.csv", "texts"]  # nothing written beside them
+
+
 def test_every_format_the_cli_offers_has_a_renderer() -> None:
     assert set(RANK_FORMATS) == set(RANKING_FORMATTERS)
     assert SCORES == SCORE_NAMES

@@ -94,14 +94,14 @@ def test_predictions_schema(capsys: pytest.CaptureFixture[str]) -> None:
     schema = _printed_schema(capsys, "predictions")
     report = PredictionReport(model="run/feature_extraction/model.pt", strategy="feature_extraction",
                               backbone="efficientnet_lite0", image_size=64, classes=["a", "b"], predictions=[
-                                  ImagePrediction(path="x.png", prediction="b", confidence=0.75,
+                                  ImagePrediction(path="x.png", prediction="b", confidence=0.75, top_k=["b", "a"],
                                                   probabilities={"a": 0.25, "b": 0.75}),
                                   ImagePrediction(path="y.png", prediction=None, confidence=None, probabilities={},
                                                   error="no such file")])
     validate(json.loads(FORMATTERS[PredictionFormat.JSON](report)), schema)
-    assert to_csv(report).splitlines() == ["path,prediction,confidence,prob_a,prob_b,error",
-                                           "x.png,b,0.750000,0.250000,0.750000,",
-                                           "y.png,,,,,no such file"]
+    assert to_csv(report).splitlines() == ["path,prediction,confidence,top_k,prob_a,prob_b,error",
+                                           "x.png,b,0.750000,b;a,0.250000,0.750000,",
+                                           "y.png,,,,,,no such file"]
 
 
 def test_every_prediction_format_is_mapped() -> None:

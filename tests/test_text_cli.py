@@ -137,3 +137,38 @@ def test_the_text_advice_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main([str(data), "--cache-dir", str(cache), "-o", str(tmp_path / "report.md"), "--format", "markdown",
                  "-q"]) == 0
     assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith("# tl-advise (text)")
+
+
+def test_class_folders_of_images_beside_a_table_of_texts_ask_for_the_modality(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: a folder of class folders of images that also held a train.csv of texts was read as text, silently.
+    folder = make_class_folder(tmp_path / "mixed", {"cat": 3, "dog": 3})
+    _reviews_csv(folder / "train.csv")
+    with pytest.raises(DatasetError, match=r"mixed holds both split tables of texts \(train\.csv\) and class folders "
+                                           r"of images \(cat, dog: 6 images looked at\); say which to read with "
+                                           r"--modality image or --modality text"):
+        detect_modality(folder)
+    assert main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "train.csv" in err and "class folders of images" in err and "--modality image or --modality text" in err
+    assert "Traceback" not in err
+    # Class folders of .txt files beside the table are texts both ways: no question.
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    _reviews_csv(texts / "train.csv")
+    (texts / "extra" / "pos").mkdir(parents=True)
+    (texts / "extra" / "pos" / "1.txt").write_text("fine", encoding="utf-8")
+    assert detect_modality(texts) == "text"
+
+    # --modality decides: each reader gets the folder.
+    def reached(modality: str) -> object:
+        def stop(data: object, **kwargs: object) -> None:
+            raise DatasetError(f"{modality} reader reached with {data}")
+        return stop
+
+    monkeypatch.setattr("tl_advise.advisor.text_api.advise_text_session", reached("text"))
+    monkeypatch.setattr("tl_advise.advisor.api.advise_session", reached("image"))
+    for modality in ("text", "image"):
+        assert main([str(folder), "--modality", modality, "--no-cache"]) == 2
+        assert f"{modality} reader reached with {folder}" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["cat", "dog", "train.csv"]  # nothing written inside

@@ -148,6 +148,46 @@ def test_bad_text_input_is_one_exit_2_message(tfidf_model: Path, tmp_path: Path,
     assert "Traceback" not in err
 
 
+def test_a_folder_argument_is_refused_and_a_file_argument_is_a_text_with_a_warning(
+        tfidf_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a folder or a file named as an argument was classified as the text of its path, silently.
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    code, out, err = _predict(capsys, str(tfidf_model), "a great film", str(folder))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"{folder} is a folder; pass texts as arguments, or a file of texts with --file" in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("an awful show\n", encoding="utf-8")
+    code, out, err = _predict(capsys, str(tfidf_model), str(notes))
+    assert code == 0, err
+    assert [r["text"] for r in csv.DictReader(io.StringIO(out))] == [str(notes)]  # the argument, as given
+    assert f"{notes} is a file: classifying those words as a text" in err and f"use --file {notes}" in err
+    # A text longer than a file name may be is a text, not an OSError.
+    long_text = "a great film " * 30
+    code, out, err = _predict(capsys, str(tfidf_model), long_text)
+    assert code == 0 and "is a file" not in err and "File name too long" not in err
+
+
+def test_predictions_written_with_o_are_whole_or_not_at_all(tfidf_model: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_durability import fill_the_disk
+
+    texts = ["a great film", "an awful show"] * 20
+    code, printed, _ = _predict(capsys, str(tfidf_model), *texts)
+    assert code == 0
+    target = tmp_path / "out" / "predictions.csv"
+    code, out, err = _predict(capsys, str(tfidf_model), *texts, "-o", str(target))
+    assert code == 0 and out == "", err
+    assert target.read_text(encoding="utf-8") == printed  # every row, as stdout would have had them
+    # A write that fails half-way (a full disk after 100 bytes) keeps the previous file, and leaves nothing beside.
+    fill_the_disk(monkeypatch)
+    code, out, err = _predict(capsys, str(tfidf_model), *reversed(texts), "-o", str(target))
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert target.read_text(encoding="utf-8") == printed and sorted(p.name for p in target.parent.iterdir()) == [
+        "predictions.csv"]
+
+
 def test_a_binary_or_latin_1_file_of_texts_is_refused_not_predicted(tfidf_model: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # Before: --file photo.jpg predicted its bytes as lines of text, and a Latin-1 file its mojibake (exit 0).

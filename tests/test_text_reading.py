@@ -133,6 +133,36 @@ def test_a_text_holding_an_unquoted_separator_is_refused_not_cut(tmp_path: Path)
     assert len(read_text_dataset(write_csv(tmp_path / "t.csv", "text,label", ["a,pos,", "b,neg,,"]))) == 2
 
 
+@pytest.mark.parametrize(("content", "line"), [
+    ('text,label\ngood one,pos\nbad one,neg\n"great product,1\nfine,pos\n', 4),  # the rows after it vanished
+    ('text,label\ngood one,pos\nbad one,neg\n"great product,1', 4),  # the last line, no newline
+    ('text,label\ngood one,pos\nbad one,"neg\nfine,pos\n', 3),  # the label's quote
+    ('text,label\n"first line\nsecond line",pos\n"great product,1\n', 4),  # after a quoted multi-line text
+    ('"text,label\ngood one,pos\n', 1),  # the header's
+])
+def test_an_unterminated_quote_is_a_malformed_csv_not_a_missing_label(tmp_path: Path, content: str, line: int,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: the open quote swallowed the rest of the file as one text, reported as "no label in the column
+    # 'label'" (a skipped row) or "1 class", or read on without the rows after it.
+    from tl_advise.cli.commands import main
+
+    path = tmp_path / "d.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"d\.csv line {line}: a quoted field starts there and is never closed.*"
+                                           "close its quote, or fix the quoting") as info:
+        read_text_dataset(path)
+    assert info.value.exit_code == 2
+    assert main([str(path), "--modality", "text", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} line {line}: a quoted field starts there and is never closed" in err
+    assert "no label" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_quotes_the_lenient_reading_accepts_still_read(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", "text,label", ['5" screen,pos', '"closed" late,neg', '"said ""hi""",pos'])
+    assert read_text_dataset(path).texts() == ['5" screen', "closed late", 'said "hi"']
+
+
 def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
     # Before: the second 'label' column silently won ("1 class (column 'label'): 'x'").
     path = write_csv(tmp_path / "d.csv", "text,label,label", ["a,pos,x", "b,neg,x"])

@@ -2,8 +2,8 @@
 
 A table is about images when a column is named like an image path or its first values are image files, and
 about texts when a column is named like a text column; a folder, by the split tables it holds (train.csv, …)
-or by the files in its class folders (.txt against image files). When both could be meant the error says
-how to choose (``--modality``).
+or by the files in its class folders (.txt against image files). When both could be meant (split tables of
+texts beside class folders of images, too) the error says how to choose (``--modality``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,15 @@ def detect_modality(data: str | Path, *, text_column: str | None = None, path_co
     split_tables = [p for p in entries if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
                     and p.stem.lower() in SPLIT_VALUES]
     if split_tables:  # the training table decides: a test.csv often has no labels, or only an id and the text
-        return _table_modality(min(split_tables, key=lambda p: SPLIT_ORDER.index(SPLIT_VALUES[p.stem.lower()])))
+        modality = _table_modality(min(split_tables, key=lambda p: SPLIT_ORDER.index(SPLIT_VALUES[p.stem.lower()])))
+        folders = [p for p in entries if p.is_dir()]
+        if modality == "text" and folders:  # class folders of images beside tables of texts: either could be meant
+            texts, images = _file_counts(folders)
+            if images and images >= _CLEAR_MAJORITY * (texts + images):
+                raise _ambiguous(path, f"split tables of texts ({', '.join(p.name for p in split_tables)})",
+                                 f"class folders of images ({', '.join(p.name for p in folders[:5])}"
+                                 f"{', …' if len(folders) > 5 else ''}: {images} images looked at)")
+        return modality
     return _folder_modality(path)
 
 
@@ -69,19 +77,30 @@ def _is_image_name(value: str) -> bool:
     return Path(value.strip()).suffix.lower() in Image.registered_extensions()
 
 
-def _folder_modality(folder: Path) -> Modality:
+def _file_counts(folders: list[Path]) -> tuple[int, int]:
+    """(text files, image files) among the first files found under ``folders``."""
     texts = images = 0
-    files = (Path(root) / name for root, _, names in os.walk(folder) for name in names if not is_ignored(name))
+    files = (Path(root) / name for folder in folders for root, _, names in os.walk(folder) for name in names
+             if not is_ignored(name))
     for file in itertools.islice(files, _FILES_LOOKED_AT):
         suffix = file.suffix.lower()
         if suffix in TEXT_SUFFIXES:
             texts += 1
         elif suffix in Image.registered_extensions():
             images += 1
+    return texts, images
+
+
+def _ambiguous(where: Path, texts: str, images: str) -> DatasetError:
+    return DatasetError(f"{where} holds both {texts} and {images}; say which to read with --modality image or "
+                        "--modality text")
+
+
+def _folder_modality(folder: Path) -> Modality:
+    texts, images = _file_counts([folder])
     total = texts + images
     if total == 0 or images >= _CLEAR_MAJORITY * total:
         return "image"  # no files at all: the image reader explains the expected layout
     if texts >= _CLEAR_MAJORITY * total:
         return "text"
-    raise DatasetError(f"{folder} holds both text files ({texts}) and images ({images}) among the first "
-                       f"{total} files looked at; say which to read with --modality image or --modality text")
+    raise _ambiguous(folder, f"text files ({texts})", f"images ({images}) among the first {total} files looked at")

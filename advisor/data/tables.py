@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,21 +62,32 @@ def parse_csv(path: Path, text: str, delimiter: str | None = None) -> Table:
     """The rows of a CSV/TSV ``text`` read from ``path`` (``delimiter`` None: detected from the header); each row
     named by the line it starts on (a quoted field may span lines); blank rows skipped."""
     sep = delimiter or _delimiter(text.split("\n", 1)[0])
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    read = [0]  # characters of ``text`` the reader has taken: where the next row starts
+
+    def lines() -> Iterator[str]:
+        for physical_line in io.StringIO(text, newline=""):
+            read[0] += len(physical_line)
+            yield physical_line
+
+    reader = csv.reader(lines(), delimiter=sep)
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, 1 << 30))  # a long document is one field; the default limit is 128 KiB
     try:
         header = [name.strip() for name in next(reader)]
+        last, last_line, last_values = 0, 1, header  # the last row: where it starts (character, line), its values
         _check_header(path, header)
         rows: list[tuple[str, dict[str, object]]] = []
         overflowing: list[tuple[int, int]] = []  # (line, values) of rows with values beyond the header's columns
         line = reader.line_num + 1
+        start = read[0]
         for values in reader:
+            last, last_line, last_values, start = start, line, values, read[0]
             if any(v.strip() for v in values):
                 if any(v.strip() for v in values[len(header):]):
                     overflowing.append((line, len(values)))
                 rows.append((f"line {line}", dict(zip(header, values, strict=False))))
             line = reader.line_num + 1
+        _check_quotes_closed(path, text[last:], sep, last_line, last_values)
     except csv.Error as exc:
         raise DatasetError(f"{path} line {reader.line_num}: not readable as CSV ({exc})") from exc
     finally:
@@ -87,6 +99,22 @@ def parse_csv(path: Path, text: str, delimiter: str | None = None) -> Table:
             f"{f', and {more} more line(s) like it' if more else ''}; a value holding the separator {sep!r} must be "
             f'quoted ("great{sep} really"), or every line give one value per column')
     return Table(path=path, columns=header, rows=rows)
+
+
+def _check_quotes_closed(path: Path, last_row: str, sep: str, line: int, values: list[str]) -> None:
+    """Refuse a quoted field that is never closed: read leniently it swallows every line after it as one value
+    (the rows after it vanish, the row itself lacks its label). Such a field is always the last row's last, and
+    only a strict reading of that row says so (``unexpected end of data``)."""
+    try:
+        for _ in csv.reader(io.StringIO(last_row, newline=""), delimiter=sep, strict=True):
+            pass
+    except csv.Error as exc:
+        if "end of data" not in str(exc):
+            return  # something the lenient reading accepts (a quote inside a value): not this problem
+        opened = line + sum(v.count("\n") for v in values[:-1])  # the lines spanned by the row's earlier values
+        raise DatasetError(f"{path} line {opened}: a quoted field starts there and is never closed, so the rest of "
+                           "the file reads as one value; close its quote, or fix the quoting (a quote inside a "
+                           'quoted value is doubled: "")') from None
 
 
 def _check_header(path: Path, header: list[str]) -> None:

@@ -24,6 +24,8 @@ class ImagePrediction(_Model):
     path: str = Field(description="the image as given, or found inside a given folder")
     prediction: str | None = Field(description="the most probable class; None when the image could not be read")
     confidence: float | None = Field(description="the probability of the predicted class")
+    top_k: list[str] = Field(default_factory=list, description="the most probable classes, most probable first "
+                                                               "(--top-k); empty when the image could not be read")
     probabilities: dict[str, float] = Field(description="class -> softmax probability, in the model's class order")
     error: str | None = Field(default=None, description="why the image could not be read")
 
@@ -71,8 +73,9 @@ class PredictionFormat(StrEnum):
 
 
 def to_csv(report: AnyPredictionReport) -> str:
-    """One row per image: path, prediction, confidence, one ``prob_<class>`` column per class, error; per text:
-    index, text, prediction, confidence, the top classes (``a;b;c``), one ``prob_<class>`` column per class."""
+    """One row per image: path, prediction, confidence, the top classes (``a;b;c``), one ``prob_<class>`` column
+    per class, error; per text: index, text, prediction, confidence, the top classes, one ``prob_<class>`` column
+    per class."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if isinstance(report, TextPredictionReport):
@@ -81,11 +84,11 @@ def to_csv(report: AnyPredictionReport) -> str:
             writer.writerow([t.index, t.text, t.prediction, f"{t.confidence:.6f}", ";".join(t.top_k),
                              *(f"{t.probabilities[c]:.6f}" for c in report.classes)])
         return out.getvalue()
-    writer.writerow(["path", "prediction", "confidence", *(f"prob_{c}" for c in report.classes), "error"])
+    writer.writerow(["path", "prediction", "confidence", "top_k", *(f"prob_{c}" for c in report.classes), "error"])
     for p in report.predictions:
         probs = [f"{p.probabilities[c]:.6f}" if c in p.probabilities else "" for c in report.classes]
         confidence = f"{p.confidence:.6f}" if p.confidence is not None else ""
-        writer.writerow([p.path, p.prediction or "", confidence, *probs, p.error or ""])
+        writer.writerow([p.path, p.prediction or "", confidence, ";".join(p.top_k), *probs, p.error or ""])
     return out.getvalue()
 
 
