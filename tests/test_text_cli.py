@@ -69,6 +69,14 @@ def test_folders_are_read_by_their_split_tables_or_their_files(tmp_path: Path) -
         detect_modality(images)
 
 
+def test_a_missing_path_names_the_layouts_of_both_modalities(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "reviews.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "reviews.csv does not exist" in err and "dataset folder" not in err
+    assert "root/<class>/<images>" in err and "text and label columns" in err and "Traceback" not in err
+
+
 def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     data = _reviews_csv(tmp_path / "reviews.csv")

@@ -17,7 +17,13 @@ from PIL import Image
 
 from tl_advise.advisor.data.images.layout import SPLIT_ORDER, is_ignored
 from tl_advise.advisor.data.images.manifest import PATH_COLUMNS, SPLIT_VALUES, normalise
-from tl_advise.advisor.data.text.reading import TABLE_SUFFIXES, TEXT_COLUMNS, TEXT_SUFFIXES, read_rows
+from tl_advise.advisor.data.text.reading import (
+    EXPECTED_TEXT_LAYOUT,
+    TABLE_SUFFIXES,
+    TEXT_COLUMNS,
+    TEXT_SUFFIXES,
+    read_rows,
+)
 from tl_advise.schema.errors import DatasetError
 
 Modality = Literal["image", "text"]
@@ -35,8 +41,12 @@ def detect_modality(data: str | Path, *, text_column: str | None = None, path_co
     path = Path(data).expanduser()
     if path.is_file():
         return _table_modality(path) if path.suffix.lower() in TABLE_SUFFIXES else "image"
+    if not path.exists():  # either reader could have been meant: name both layouts
+        raise DatasetError(f"{path} does not exist; expected for images root/<class>/<images>, "
+                           f"root/{{train,val,test}}/<class>/<images> or a label manifest, for texts "
+                           f"{EXPECTED_TEXT_LAYOUT.removeprefix('expected ')}")
     if not path.is_dir():
-        return "image"  # the image reader names a missing path with its own message
+        return "image"
     try:
         entries = sorted(p for p in path.iterdir() if not is_ignored(p.name))
     except OSError:
