@@ -123,14 +123,16 @@ S = TypeVar("S", bound=str)
 
 def evidence_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvidence[S] | None,
                      strategy: S, backbone: str | None = None) -> tuple[ConfidenceLevel, str, S | None]:
-    """:func:`measured_verdict`, capped at ``levels.other_backbone`` when the advice is for a ``backbone`` other
-    than the one the benchmark trained (``levels.evidence_backbone``): its margins are that backbone's."""
+    """:func:`measured_verdict`, capped at ``levels.other_backbone`` when the advice is for a ``backbone`` (its
+    profile key) other than the one the evidence trained (its ``backbone``, else ``levels.evidence_backbone``):
+    its margins are that backbone's."""
     level, reason, runner_up = measured_verdict(levels, rule_id, evidence, strategy)
-    if evidence is None or backbone is None or backbone == levels.evidence_backbone:
+    trained = (evidence.backbone if evidence is not None else None) or levels.evidence_backbone
+    if evidence is None or backbone is None or backbone == trained:
         return level, reason, runner_up
     if LEVELS.index(levels.other_backbone) < LEVELS.index(level):
         level = levels.other_backbone
-    return level, (f"{reason}; trained with {levels.evidence_backbone}, not {backbone}: how the rule carries over "
+    return level, (f"{reason}; trained with {trained}, not {backbone}: how the rule carries over "
                    "to another backbone is measured apart (benchmarks/README.md)"), runner_up
 
 
@@ -142,7 +144,8 @@ def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     each dataset left out, and at ``early_stopping_split`` unless a held-out test split judged it."""
     if evidence is None:
         return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
-    where = (f"measured on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
+    trained = f" training {evidence.backbone}" if evidence.backbone else ""
+    where = (f"measured{trained} on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
              f"({evidence.seeds}+ seed(s) each, judged on {evidence.judged_on_words}, {evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:

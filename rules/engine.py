@@ -405,7 +405,7 @@ def recommend(
     """Apply the decision table and the strategy's recipe to one dataset/backbone pair."""
     band = rules.size_bands.band_for(dataset.images_per_class)
     row = rules.row_for(band, similarity.label)
-    decision = decide(rules, band, similarity.label, logreg_gain(similarity))
+    decision = decide(rules, band, similarity.label, logreg_gain(similarity), backbone.profile_key)
     recipe = strategy_recipe(rules, decision.strategy, dataset, similarity, backbone)
     strategy, top, first, rates = recipe.rule, recipe.top, recipe.first, recipe.learning_rate
     stages = list(backbone.stages)
@@ -416,11 +416,12 @@ def recommend(
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
            *why_components(similarity.components), *why_shift_level(profile, similarity),
-           f"rule {row.id} → {row.strategy}: {with_evidence(row.why, row.strategy, row.evidence)}"]
+           f"rule {row.id} → {row.strategy}: "
+           f"{with_evidence(row.why, row.strategy, row.evidence_for(backbone.profile_key))}"]
     if decision.rule_id != row.id:
         pixel = rules.pixel_baseline
         why.append(f"rule {decision.rule_id} → {decision.strategy}: "
-                   f"{with_evidence(pixel.why, pixel.strategy, pixel.evidence)}")
+                   f"{with_evidence(pixel.why, pixel.strategy, decision.evidence)}")
     why.append(why_unfreeze(strategy, stages, top, recipe.unfreeze_summary))
     if first:
         why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
@@ -429,14 +430,15 @@ def recommend(
     if recipe.batch_size < strategy.batch_size:
         why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: {n_train} training images "
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
-    alternatives = [a for a in alternatives_for(row, similarity.label) if a.strategy != decision.strategy]
+    alternatives = [a for a in alternatives_for(row, similarity.label, backbone.profile_key)
+                    if a.strategy != decision.strategy]
     if decision.rule_id != row.id and row.strategy != decision.strategy:  # the pixel rule replaced the table's cell
         pixel = rules.pixel_baseline
         overridden = Alternative(strategy=row.strategy, rule_id=row.id, reason=with_gap(
-            pixel.table_reason.format(rule_id=row.id), pixel.evidence, pixel.strategy, row.strategy))
+            pixel.table_reason.format(rule_id=row.id), decision.evidence, pixel.strategy, row.strategy))
         alternatives = [overridden, *(a for a in alternatives if a.strategy != row.strategy)]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
-                        alternatives[0].strategy if alternatives else None, backbone.name)
+                        alternatives[0].strategy if alternatives else None, backbone.profile_key)
     alternatives = with_runners_up(alternatives, decision.strategy, decision.rule_id, decision.evidence,
                                    confidence.runner_up)
 
@@ -514,8 +516,10 @@ def with_gap(reason: str, evidence: MeasuredEvidence[S] | None, strategy: S, oth
     return f"{reason} ({note})" if note else reason
 
 
-def alternatives_for(row: DecisionRow, label: SimilarityLabel) -> list[Alternative]:
-    """The row's runners-up that apply to this similarity label; ``rule_id`` is the row that lists them."""
+def alternatives_for(row: DecisionRow, label: SimilarityLabel, backbone: str | None = None) -> list[Alternative]:
+    """The row's runners-up that apply to this similarity label, with their gaps as measured for ``backbone``
+    (a profile key; the benchmark backbone's where it has none); ``rule_id`` is the row that lists them."""
+    evidence = row.evidence_for(backbone)
     return [Alternative(strategy=alt.strategy, rule_id=row.id,
-                        reason=with_gap(alt.reason, row.evidence, row.strategy, alt.strategy))
+                        reason=with_gap(alt.reason, evidence, row.strategy, alt.strategy))
             for alt in row.alternatives if alt.when in ("any", label)]

@@ -303,6 +303,9 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
                                           "(each dataset counted once): what the alternatives' reasons quote")
     judged_on: Literal["val", "test", "mixed"] = Field(
         "val", description="the split that judged the cases: test (held out from early stopping) or val")
+    backbone: str | None = Field(
+        None, description="the backbone every strategy trained (its profile key, e.g. mobilenet_v2:IMAGENET1K_V1); "
+                          "None: the benchmark's own, [confidence].evidence_backbone")
 
     @property
     def judged_on_words(self) -> str:
@@ -315,7 +318,9 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
         versus = {"ahead": "ahead of", "tie": "tied with", "behind": "behind"}[outcome]
         held = (f"; with each dataset left out in turn the others chose it in {self.held_out_agree} of "
                 f"{self.held_out_folds} folds" if self.held_out_folds else "; one dataset: nothing to hold out")
-        return (f"measured on {self.cases} case(s) from {len(self.datasets)} dataset(s) ({self.seeds}+ seed(s), "
+        trained = f" training {self.backbone}" if self.backbone else ""
+        return (f"measured{trained} on {self.cases} case(s) from {len(self.datasets)} dataset(s) "
+                f"({self.seeds}+ seed(s), "
                 f"judged on {self.judged_on_words}): {strategy} {versus} the runner-up, {self.runner_up}, by "
                 f"{self.margin_pp:+.1f} ± {self.se_pp:.1f} pp (each dataset counted once), mean regret "
                 f"{self.mean_regret_pp:.1f} pp{held}")
@@ -348,7 +353,38 @@ class CellEvidence(MeasuredEvidence[StrategyId]):
     """What benchmarks/advice_quality.py measured for an image rule (:class:`MeasuredEvidence`, image ids)."""
 
 
-class DecisionRow(_Strict):
+BACKBONE_EVIDENCE_DESCRIPTION = (
+    "the same rule measured training another backbone (advice_quality.py --for KEY), keyed by that backbone's "
+    "profile key: an advice for it reads this instead of `evidence`")
+
+
+def _keyed_by_backbone(evidence: dict[str, CellEvidence]) -> dict[str, CellEvidence]:
+    """Each table names the backbone it is keyed by (filled in where the file leaves it out)."""
+    for key, table in evidence.items():
+        if table.backbone not in (None, key):
+            raise ValueError(f"backbone_evidence.{key!r} says it trained {table.backbone!r}")
+    return {key: table.model_copy(update={"backbone": key}) for key, table in evidence.items()}
+
+
+class MeasuredRule(_Strict):
+    """A rule with benchmark evidence: the default backbone's, and other backbones' where measured."""
+
+    evidence: CellEvidence | None = Field(default=None, description="absent: the guide's cell, not measured")
+    backbone_evidence: dict[str, CellEvidence] = Field(default_factory=dict,
+                                                       description=BACKBONE_EVIDENCE_DESCRIPTION)
+
+    @field_validator("backbone_evidence")
+    @classmethod
+    def _keyed(cls, evidence: dict[str, CellEvidence]) -> dict[str, CellEvidence]:
+        return _keyed_by_backbone(evidence)
+
+    def evidence_for(self, backbone: str | None) -> CellEvidence | None:
+        """The evidence an advice for ``backbone`` (a profile key) reads: that backbone's own where measured,
+        else the benchmark backbone's."""
+        return self.backbone_evidence.get(backbone or "", self.evidence)
+
+
+class DecisionRow(MeasuredRule):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     size: SizeBand
     similarity: SimilarityMatch
@@ -360,7 +396,6 @@ class DecisionRow(_Strict):
     def _why_quotes_no_figures(cls, why: str) -> str:
         return _no_typed_figures(why)
     alternatives: list[AlternativeRule] = Field(default_factory=list)
-    evidence: CellEvidence | None = Field(default=None, description="absent: the guide's cell, not measured")
 
     def matches(self, band: SizeBand, label: SimilarityLabel) -> bool:
         return self.size == band and self.similarity in (label, "any")
@@ -526,7 +561,7 @@ else:
                                 **{warning_id: (cls, cls()) for warning_id, cls in WARNINGS.items()})
 
 
-class PixelBaselineRule(_Strict):
+class PixelBaselineRule(MeasuredRule):
     """What to advise when raw pixels do as well as frozen features (the warning
     ``frozen_features_no_better_than_pixels`` fired): in ``bands``, where it was measured, this rule's
     strategy replaces the table's; elsewhere the table stands with the pixel bar and low confidence."""
@@ -540,7 +575,6 @@ class PixelBaselineRule(_Strict):
         "the size band's own choice (rule {rule_id}) where frozen features carry the task better than raw pixels",
         min_length=1, description="the reason shown for the table's strategy, listed first among the alternatives "
                                   "when this rule replaces it; {rule_id} is the table's row")
-    evidence: CellEvidence | None = None
 
     @field_validator("table_reason")
     @classmethod

@@ -132,10 +132,11 @@ def test_quick_benchmark_on_a_second_backbone(tmp_path: Path, monkeypatch: pytes
     assert json.loads(out.with_suffix(".json").read_text())["cases"] == [case]
 
 
-def test_a_targets_report_never_writes_the_default_backbones_evidence(tmp_path: Path) -> None:
-    rules = tmp_path / "rules.toml"
-    for flag in ("--write-evidence", "--write-doc"):
-        with pytest.raises(SystemExit) as exit_info:
-            advice_quality.parse_args(["--report", "--for", TARGET, flag, str(rules), str(tmp_path)])
-        assert exit_info.value.code == 2
-    assert not rules.exists()
+def test_a_targets_report_writes_its_own_evidence_and_never_the_doc(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    with pytest.raises(SystemExit) as exit_info:
+        advice_quality.parse_args(["--report", "--for", TARGET, "--write-doc", str(doc), str(tmp_path)])
+    assert exit_info.value.code == 2 and not doc.exists()
+    own = advice_quality.target_evidence(TARGET)
+    assert own["backbone"] == TARGET and f"--for {TARGET} --write-evidence; not edited by hand" in own["note"]
+    assert advice_quality.target_evidence(None) == {}  # the default backbone: its `evidence` tables

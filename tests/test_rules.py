@@ -932,6 +932,52 @@ def test_evidence_trained_on_another_backbone_is_at_most_medium() -> None:
     assert not any("trained with" in r for r in unmeasured.confidence.reasons)  # nothing measured to qualify
 
 
+def test_evidence_measured_on_the_target_backbone_is_its_own() -> None:
+    """A rule measured training the advised backbone too (backbone_evidence, keyed by its profile key) is judged
+    on those margins, uncapped, and says which backbone they are; any other backbone keeps the cap."""
+    data = default_data()
+    for row in data["decision"]:
+        runner_up = next(s for s in STRATEGY_IDS if s != row["strategy"])
+        row["evidence"] = {"source": "lite0.json", "cases": 3, "datasets": ["a", "b"], "seeds": 2,
+                           "mean_regret_pp": 0.0, "runner_up": runner_up, "margin_pp": 3.0, "se_pp": 1.0,
+                           "held_out_folds": 2, "held_out_agree": 2, "held_out_regret_pp": 0.0, "judged_on": "test",
+                           "gaps_pp": {runner_up: 3.0}}
+        row["backbone_evidence"] = {"mobilenet_v2:IMAGENET1K_V1": {
+            **row["evidence"], "source": "mnv2.json", "margin_pp": -2.0, "gaps_pp": {runner_up: -2.0}}}
+    rules = rules_from_mapping(data)
+    row = rules.row_for("tiny", "different")
+    assert row.backbone_evidence["mobilenet_v2:IMAGENET1K_V1"].backbone == "mobilenet_v2:IMAGENET1K_V1"
+    assert row.evidence is not None and row.evidence.backbone is None  # the benchmark backbone's
+
+    mobilenet = make_backbone(name="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V1")
+    own = advise(rules, 40, "different", score=0.2, backbone=mobilenet)
+    assert (own.confidence.level, own.confidence.runner_up) == ("low", row.evidence.runner_up)
+    (reason,) = [r for r in own.confidence.reasons if r.startswith("measured")]
+    assert reason.startswith("measured training mobilenet_v2:IMAGENET1K_V1 on 3 case(s)") and "mnv2.json" in reason
+    assert "trained with" not in reason
+    assert any("training mobilenet_v2:IMAGENET1K_V1" in w and "-2.0" in w for w in own.why)
+    alternative = next(a for a in own.alternatives if a.strategy == row.evidence.runner_up)
+    assert "2.0 pp ahead of" in alternative.reason  # its gap as measured on this backbone
+
+    other_weights = make_backbone(name="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V2")
+    capped = advise(rules, 40, "different", score=0.2, backbone=other_weights)
+    assert capped.confidence.level == "medium"
+    assert any("trained with efficientnet_lite0, not mobilenet_v2:IMAGENET1K_V2" in r
+               for r in capped.confidence.reasons)
+    assert advise(rules, 40, "different", score=0.2).confidence.level == "high"  # the default backbone
+
+
+def test_backbone_evidence_must_be_the_backbone_it_is_keyed_by() -> None:
+    data = default_data()
+    row = data["decision"][0]
+    row["backbone_evidence"] = {"mobilenet_v2:IMAGENET1K_V1": {
+        "source": "x.json", "cases": 1, "datasets": ["a"], "seeds": 1, "mean_regret_pp": 0.0,
+        "runner_up": next(s for s in STRATEGY_IDS if s != row["strategy"]), "margin_pp": 1.0, "se_pp": 1.0,
+        "backbone": "resnet50"}}
+    with pytest.raises(RulesError, match=r"says it trained 'resnet50'"):
+        rules_from_mapping(data)
+
+
 def test_confidence_follows_the_weakest_margin() -> None:
     separated, tied = _measured(load_rules(), 3.0), _measured(load_rules(), 0.5)
     # Tiny band, far from the threshold; the few band beside it advises the same: only the evidence counts.
