@@ -473,20 +473,35 @@ def rules_group() -> None:
 @click.option("--rules", "rules_file", type=click.Path(path_type=Path), envvar=env("RULES"),
               help="Show this rules file (merged onto the default) instead of the packaged one.")
 @click.option("--toml", "as_toml", is_flag=True, help="Print the packaged default rules file, with its comments.")
-def rules_show(rules_file: Path | None, as_toml: bool) -> int:
+@click.option("--modality", type=click.Choice(("image", "text")), default="image", show_default=True,
+              help="Which packaged rules: the image decision table or the text one.")
+def rules_show(rules_file: Path | None, as_toml: bool, modality: str) -> int:
     """Print the effective rules (JSON), or the packaged TOML to start an override from."""
     from tl_advise.rules import default_rules_text, dump_rules, load_rules
+    from tl_advise.rules.text_schema import default_text_rules_text, load_text_rules
 
-    click.echo(default_rules_text() if as_toml else dump_rules(load_rules(rules_file)), nl=not as_toml)
+    if modality == "text":
+        text = default_text_rules_text() if as_toml else load_text_rules(rules_file).model_dump_json(indent=2)
+    else:
+        text = default_rules_text() if as_toml else dump_rules(load_rules(rules_file))
+    click.echo(text, nl=not as_toml)
     return EXIT_OK
 
 
 @rules_group.command("validate")
 @click.argument("rules_file", type=click.Path(path_type=Path))
-def rules_validate(rules_file: Path) -> int:
+@click.option("--modality", type=click.Choice(("auto", "image", "text")), default="auto", show_default=True,
+              help="Check it as image or text rules; auto: text when its rows or strategies are text strategies.")
+def rules_validate(rules_file: Path, modality: str) -> int:
     """Check RULES_FILE: exit 0 when valid, 2 with every problem and its location otherwise."""
     from tl_advise.rules import load_rules
+    from tl_advise.rules.text_schema import is_text_rules_file, load_text_rules
 
+    if modality == "text" or (modality == "auto" and is_text_rules_file(rules_file)):
+        text_rules = load_text_rules(rules_file)
+        click.echo(f"{rules_file}: valid text rules ({len(text_rules.decision)} decision rows, "
+                   f"{len(text_rules.strategies)} strategies)")
+        return EXIT_OK
     rules = load_rules(rules_file)
     click.echo(f"{rules_file}: valid ({len(rules.decision)} decision rows, {len(rules.strategies)} strategies)")
     return EXIT_OK

@@ -27,7 +27,13 @@ from tl_advise.rules.schema import (
 )
 from tl_advise.schema.errors import RulesError
 from tl_advise.schema.models import ConfidenceLevel
-from tl_advise.schema.text import TextSignalName, TextSimilarityLabel, TextStrategyId, TextStrategyKind
+from tl_advise.schema.text import (
+    TEXT_STRATEGY_IDS,
+    TextSignalName,
+    TextSimilarityLabel,
+    TextStrategyId,
+    TextStrategyKind,
+)
 
 TEXT_RULES_FILE = "text_rules.toml"
 _PACKAGE = __name__.rpartition(".")[0]
@@ -252,6 +258,20 @@ def load_text_rules(path: str | Path | None = None) -> TextRuleSet:
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{source}: TOML syntax error: {exc}") from None
     return text_rules_from_mapping(data, source)
+
+
+def is_text_rules_file(path: str | Path) -> bool:
+    """Whether the rules file at ``path`` is a text decision table: its rows or strategies name text strategies.
+    Unreadable or not TOML: False (the image loader then reports the problem)."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    rows = data.get("decision", [])
+    named = {row.get("strategy") for row in rows if isinstance(row, dict)} if isinstance(rows, list) else set()
+    strategies = data.get("strategies", {})
+    named |= set(strategies) if isinstance(strategies, dict) else set()
+    return bool(named & set(TEXT_STRATEGY_IDS))
 
 
 def text_rules_from_mapping(data: dict[str, Any], source: str = "<text rules>") -> TextRuleSet:

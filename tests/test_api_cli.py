@@ -511,6 +511,28 @@ def test_rules_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert code == 2 and out == "" and str(bad) in err
 
 
+def test_rules_validate_and_show_read_text_rules_too(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A text rules file (its rows name text strategies) is checked against the text schema, not refused for
+    lacking the image table's keys; `rules show --modality text` prints the text table."""
+    from tl_advise.rules.text_schema import default_text_rules_text
+
+    text_rules = tmp_path / "text_rules.toml"
+    text_rules.write_text(default_text_rules_text(), encoding="utf-8")
+    code, out, _ = cli(capsys, "rules", "validate", text_rules)
+    assert code == 0 and out.startswith(f"{text_rules}: valid text rules (")
+    code, _, err = cli(capsys, "rules", "validate", text_rules, "--modality", "image")
+    assert code == 2 and "Extra inputs are not permitted" in err  # what it said before, asked for images
+    broken = tmp_path / "broken.toml"
+    broken.write_text('schema_version = 1\n[[decision]]\nid = "x"\nstrategy = "text_full_finetune"\n')
+    code, out, err = cli(capsys, "rules", "validate", broken)
+    assert code == 2 and out == "" and "tfidf_bar: Field required" in err and "Traceback" not in err
+    code, out, _ = cli(capsys, "rules", "show", "--modality", "text", "--toml")
+    assert code == 0 and out == default_text_rules_text()
+    code, out, _ = cli(capsys, "rules", "show", "--modality", "text")
+    assert code == 0 and {row["strategy"] for row in json.loads(out)["decision"]} <= {
+        "text_feature_extraction", "text_finetune_top", "text_full_finetune", "tfidf_linear"}
+
+
 def test_backbones_command(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "backbones")
     assert code == 0 and out.splitlines()[0].startswith("efficientnet_lite0")
