@@ -41,12 +41,12 @@ def detect_modality(data: str | Path, *, text_column: str | None = None, path_co
     path = Path(data).expanduser()
     if path.is_file():
         return _table_modality(path) if path.suffix.lower() in TABLE_SUFFIXES else "image"
-    if not path.exists():  # either reader could have been meant: name both layouts
+    if not path.exists() and path.suffix.lower() in TABLE_SUFFIXES:  # an image manifest or texts: name both
         raise DatasetError(f"{path} does not exist; expected for images root/<class>/<images>, "
                            f"root/{{train,val,test}}/<class>/<images> or a label manifest, for texts "
                            f"{EXPECTED_TEXT_LAYOUT.removeprefix('expected ')}")
     if not path.is_dir():
-        return "image"
+        return "image"  # a missing folder: the image reader names it, after the options are checked
     try:
         entries = sorted(p for p in path.iterdir() if not is_ignored(p.name))
     except OSError:
