@@ -289,6 +289,10 @@ def test_cold_advice_on_sst2(tmp_path: Path) -> None:
     result = advise_text(shared_text("sst2"), cache_dir=tmp_path / "cache")  # its time: bench_text_advise.py
     rec = result.recommendation
     assert result.similarity.label == "close" and result.dataset.texts_per_class == 3460
-    assert (rec.strategy, rec.rule_id) == ("text_finetune_top", "text-medium-close")
-    assert rec.recipe.per_group_lr == {"head": 2e-5, "layer.5": 2e-5, "layer.4": 1.9e-5}
+    assert (rec.strategy, rec.rule_id) == ("text_full_finetune", "text-medium-close")
+    # The whole encoder: the top layer at 2e-5, each layer below x0.95, the embeddings last (Sun et al. 2019);
+    # the recipe keeps six significant digits.
+    decayed = {name: 2e-5 * 0.95 ** depth for depth, name in enumerate(
+        ["layer.5", "layer.4", "layer.3", "layer.2", "layer.1", "layer.0", "embeddings"])}
+    assert rec.recipe.per_group_lr == pytest.approx({"head": 2e-5, **decayed}, rel=1e-5)
     assert rec.tfidf_bar is not None and rec.tfidf_bar.embeddings_clear_it
