@@ -144,8 +144,7 @@ def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     each dataset left out, and at ``early_stopping_split`` unless a held-out test split judged it."""
     if evidence is None:
         return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
-    trained = f" training {evidence.backbone}" if evidence.backbone else ""
-    where = (f"measured{trained} on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
+    where = (f"measured{evidence.trained_words} on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
              f"({evidence.seeds}+ seed(s) each, judged on {evidence.judged_on_words}, {evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:
@@ -177,7 +176,7 @@ def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: 
            strategy: StrategyId, rule_id: str, evidence: CellEvidence | None,
            fallback_runner_up: StrategyId | None, backbone: str | None = None) -> Confidence:
     """The recommendation's confidence: the weakest component decides, and names the runner-up. ``backbone``:
-    the one advised for (its name), when it may differ from the benchmark's."""
+    the one advised for (its profile key), when it may differ from the benchmark's."""
     measured = [similarity_component(rules, band, similarity, strategy),
                 size_component(rules, band, dataset, similarity, strategy),
                 pixel_component(rules, band, similarity, strategy),

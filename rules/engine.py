@@ -413,11 +413,11 @@ def recommend(
 
     ctx = AdviceContext(rules, dataset, similarity, backbone, decision.strategy, strategy, recipe.unfreeze)
     profile = rules.similarity.profile_for(backbone.profile_key)
+    row_evidence = row.evidence_for(backbone.profile_key)  # the table's cell, measured for this backbone
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
            *why_components(similarity.components), *why_shift_level(profile, similarity),
-           f"rule {row.id} → {row.strategy}: "
-           f"{with_evidence(row.why, row.strategy, row.evidence_for(backbone.profile_key))}"]
+           f"rule {row.id} → {row.strategy}: {with_evidence(row.why, row.strategy, row_evidence)}"]
     if decision.rule_id != row.id:
         pixel = rules.pixel_baseline
         why.append(f"rule {decision.rule_id} → {decision.strategy}: "
@@ -430,7 +430,7 @@ def recommend(
     if recipe.batch_size < strategy.batch_size:
         why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: {n_train} training images "
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
-    alternatives = [a for a in alternatives_for(row, similarity.label, backbone.profile_key)
+    alternatives = [a for a in alternatives_for(row, similarity.label, row_evidence)
                     if a.strategy != decision.strategy]
     if decision.rule_id != row.id and row.strategy != decision.strategy:  # the pixel rule replaced the table's cell
         pixel = rules.pixel_baseline
@@ -516,10 +516,10 @@ def with_gap(reason: str, evidence: MeasuredEvidence[S] | None, strategy: S, oth
     return f"{reason} ({note})" if note else reason
 
 
-def alternatives_for(row: DecisionRow, label: SimilarityLabel, backbone: str | None = None) -> list[Alternative]:
-    """The row's runners-up that apply to this similarity label, with their gaps as measured for ``backbone``
-    (a profile key; the benchmark backbone's where it has none); ``rule_id`` is the row that lists them."""
-    evidence = row.evidence_for(backbone)
+def alternatives_for(row: DecisionRow, label: SimilarityLabel,
+                     evidence: CellEvidence | None) -> list[Alternative]:
+    """The row's runners-up that apply to this similarity label, with their gaps as ``evidence`` (the row's, as
+    measured for the advised backbone) has them; ``rule_id`` is the row that lists them."""
     return [Alternative(strategy=alt.strategy, rule_id=row.id,
                         reason=with_gap(alt.reason, evidence, row.strategy, alt.strategy))
             for alt in row.alternatives if alt.when in ("any", label)]

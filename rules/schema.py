@@ -308,6 +308,11 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
                           "None: the benchmark's own, [confidence].evidence_backbone")
 
     @property
+    def trained_words(self) -> str:
+        """`` training <backbone>`` for another backbone's evidence, else nothing: what "measured" is followed by."""
+        return f" training {self.backbone}" if self.backbone else ""
+
+    @property
     def judged_on_words(self) -> str:
         return {"test": "held-out test splits", "val": "validation splits",
                 "mixed": "test or validation splits"}[self.judged_on]
@@ -318,8 +323,7 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
         versus = {"ahead": "ahead of", "tie": "tied with", "behind": "behind"}[outcome]
         held = (f"; with each dataset left out in turn the others chose it in {self.held_out_agree} of "
                 f"{self.held_out_folds} folds" if self.held_out_folds else "; one dataset: nothing to hold out")
-        trained = f" training {self.backbone}" if self.backbone else ""
-        return (f"measured{trained} on {self.cases} case(s) from {len(self.datasets)} dataset(s) "
+        return (f"measured{self.trained_words} on {self.cases} case(s) from {len(self.datasets)} dataset(s) "
                 f"({self.seeds}+ seed(s), "
                 f"judged on {self.judged_on_words}): {strategy} {versus} the runner-up, {self.runner_up}, by "
                 f"{self.margin_pp:+.1f} ± {self.se_pp:.1f} pp (each dataset counted once), mean regret "
@@ -353,30 +357,23 @@ class CellEvidence(MeasuredEvidence[StrategyId]):
     """What benchmarks/advice_quality.py measured for an image rule (:class:`MeasuredEvidence`, image ids)."""
 
 
-BACKBONE_EVIDENCE_DESCRIPTION = (
-    "the same rule measured training another backbone (advice_quality.py --for KEY), keyed by that backbone's "
-    "profile key: an advice for it reads this instead of `evidence`")
-
-
-def _keyed_by_backbone(evidence: dict[str, CellEvidence]) -> dict[str, CellEvidence]:
-    """Each table names the backbone it is keyed by (filled in where the file leaves it out)."""
-    for key, table in evidence.items():
-        if table.backbone not in (None, key):
-            raise ValueError(f"backbone_evidence.{key!r} says it trained {table.backbone!r}")
-    return {key: table.model_copy(update={"backbone": key}) for key, table in evidence.items()}
-
-
 class MeasuredRule(_Strict):
     """A rule with benchmark evidence: the default backbone's, and other backbones' where measured."""
 
     evidence: CellEvidence | None = Field(default=None, description="absent: the guide's cell, not measured")
-    backbone_evidence: dict[str, CellEvidence] = Field(default_factory=dict,
-                                                       description=BACKBONE_EVIDENCE_DESCRIPTION)
+    backbone_evidence: dict[str, CellEvidence] = Field(
+        default_factory=dict, description="the same rule measured training another backbone (advice_quality.py "
+                                          "--for KEY), keyed by that backbone's profile key: an advice for it "
+                                          "reads this instead of `evidence`")
 
     @field_validator("backbone_evidence")
     @classmethod
     def _keyed(cls, evidence: dict[str, CellEvidence]) -> dict[str, CellEvidence]:
-        return _keyed_by_backbone(evidence)
+        """Each table names the backbone it is keyed by (filled in where the file leaves it out)."""
+        for key, table in evidence.items():
+            if table.backbone not in (None, key):
+                raise ValueError(f"backbone_evidence.{key!r} says it trained {table.backbone!r}")
+        return {key: table.model_copy(update={"backbone": key}) for key, table in evidence.items()}
 
     def evidence_for(self, backbone: str | None) -> CellEvidence | None:
         """The evidence an advice for ``backbone`` (a profile key) reads: that backbone's own where measured,
