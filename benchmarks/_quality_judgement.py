@@ -4,7 +4,7 @@ leave-one-dataset-out)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from _quality_levels import case_key, case_order
@@ -105,31 +105,34 @@ def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
             "in_sample_mean_regret_pp": mean([regret_pp(c.accuracy, table_in[cell])
                                               for c, cell in zip(cases, cells, strict=True)]),
             "measured": sorted({f"{b}-{lab}" for b, lab in cells}),
-            **_table_lodo(cases, averages, cells, guide, beyond_noise=True),
-            "least_regret": _table_lodo(cases, averages, cells, guide, beyond_noise=False),
+            **table_lodo(averages, cells, guide, beyond_noise=True),
+            "least_regret": table_lodo(averages, cells, guide, beyond_noise=False),
         },
     }
 
 
-def _table_lodo(cases: Sequence[Case], averages: Sequence[SeedAverage], cells: Sequence[tuple[str, str]],
-                guide: dict[tuple[str, str], str], *, beyond_noise: bool) -> dict[str, Any]:
-    """The issue's targets judged leave-one-source-out: each source's cases advised by the cells refit from
-    ``guide`` on the other sources' cases (``beyond_noise``: a cell moves only when another strategy is ahead
-    beyond noise; otherwise to the least mean regret)."""
+def table_lodo(averages: Sequence[SeedAverage], cells: Sequence[tuple[str, str]], guide: Mapping[tuple[str, str], str],
+               *, beyond_noise: bool) -> dict[str, Any]:
+    """The issue's targets judged leave-one-source-out: each source's seed averages advised by the cells refit
+    from ``guide`` on the other sources' (``cells[i]`` is ``averages[i]``'s; ``beyond_noise``: a cell moves only
+    when another strategy is ahead beyond noise, otherwise to the least mean regret). Image and text alike."""
     per_case: dict[str, dict[str, float]] = {}
+    advised: dict[str, dict[str, str]] = {}  # source -> held-out case -> the refit cell's strategy
     ties: list[bool] = []  # each held-out case: the refit cell's strategy within one s.e. of the best
-    for source in sorted({source_of(c.dataset) for c in cases}):
-        train = [i for i, c in enumerate(cases) if source_of(c.dataset) != source]
-        fitted = refit_table([averages[i] for i in train], [cells[i] for i in train], guide, beyond_noise=beyond_noise)
-        held = [i for i, c in enumerate(cases) if source_of(c.dataset) == source]
-        per_case[source] = {held_name(cases[i].dataset, cases[i].level): regret_pp(cases[i].accuracy, fitted[cells[i]])
-                            for i in held}
-        ties += [judge(averages[i], fitted[cells[i]]).tie for i in held]
+    for source in sorted({source_of(a.dataset) for a in averages}):
+        train = [i for i, a in enumerate(averages) if source_of(a.dataset) != source]
+        fitted = refit_table([averages[i] for i in train], [cells[i] for i in train], dict(guide),
+                             beyond_noise=beyond_noise)
+        held = [i for i, a in enumerate(averages) if source_of(a.dataset) == source]
+        judged = {i: judge(averages[i], fitted[cells[i]]) for i in held}
+        per_case[source] = {held_name(averages[i].dataset, averages[i].level): judged[i].regret_pp for i in held}
+        advised[source] = {held_name(averages[i].dataset, averages[i].level): fitted[cells[i]] for i in held}
+        ties += [judged[i].tie for i in held]
     per_source = {d: mean(list(levels.values())) for d, levels in per_case.items()}
     worst = max(per_source, key=lambda d: per_source[d])
     every = [v for d in per_case.values() for v in d.values()]
     return {"lodo_mean_regret_pp": mean(every), "lodo_max_regret_pp": max(every), "lodo_per_dataset": per_case,
-            "lodo_worst_dataset": {"dataset": worst, "mean_regret_pp": per_source[worst]},
+            "lodo_advised": advised, "lodo_worst_dataset": {"dataset": worst, "mean_regret_pp": per_source[worst]},
             "lodo_within_se": [sum(ties), len(ties)]}
 
 

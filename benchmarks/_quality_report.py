@@ -219,13 +219,24 @@ def markdown(results: dict[str, Any]) -> str:
             procedures = [("from the guide, moving only beyond noise", tb)]
             if "least_regret" in tb:
                 procedures.append(("to the least mean regret, noise or not", tb["least_regret"]))
-            for name, fit in procedures:
-                worst, (within, n) = fit["lodo_worst_dataset"], fit["lodo_within_se"]
-                lines += [f"  - {name}: mean regret {fit['lodo_mean_regret_pp']:.2f} pp, worst {worst['dataset']} "
-                          f"{worst['mean_regret_pp']:.2f} pp, within one s.e. {within}/{n} ({100 * within / n:.0f} %)"]
-                lines += [f"    - held out {source}: " + ", ".join(f"{k} {v:.1f} pp" for k, v in held.items())
-                          for source, held in fit["lodo_per_dataset"].items()]
+            lines += held_out_lines(procedures)
     return "\n".join(lines) + "\n"
+
+
+def held_out_lines(procedures: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Leave-one-source-out fits (``_quality_judgement.table_lodo``), one indented bullet per (refit procedure,
+    its fit), each source's held-out regrets under it. Image and text alike."""
+    lines = []
+    for name, fit in procedures:
+        worst, (within, n) = fit["lodo_worst_dataset"], fit["lodo_within_se"]
+        chosen = {s for held in fit.get("lodo_advised", {}).values() for s in held.values()}
+        every_fold = f"; {chosen.pop()} in every fold" if len(chosen) == 1 else ""
+        lines += [f"  - {name}: mean regret {fit['lodo_mean_regret_pp']:.2f} pp, worst {worst['dataset']} "
+                  f"{worst['mean_regret_pp']:.2f} pp, within one s.e. {within}/{n} ({100 * within / n:.0f} %)"
+                  + every_fold]
+        lines += [f"    - held out {source}: " + ", ".join(f"{k} {v:.1f} pp" for k, v in held.items())
+                  for source, held in fit["lodo_per_dataset"].items()]
+    return lines
 
 
 def target_paragraph(cases: Sequence[dict[str, Any]], target: str | None) -> list[str]:

@@ -261,3 +261,38 @@ def test_the_report_judges_the_recorded_sweeps_again_and_prints_the_lr_target(tm
            "| yes / yes | 8 |")
     header, separator = lines[lines.index(row) - 2:lines.index(row)]
     assert header.count("|") == separator.count("|") == row.count("|") and header.startswith("| dataset | level")
+
+
+def far_case(dataset: str, accuracy: dict[str, float], n: int = 400) -> dict[str, Any]:
+    """A tiny-band case far from the backbone (no signals) with the given accuracy per strategy on ``n`` texts."""
+    case = recorded_case(dataset=dataset, n=n)
+    case["runs"] = {s: {**case["runs"][s], "accuracy": a, "correct": [i < round(a * n) for i in range(n)]}
+                    for s, a in accuracy.items()}
+    return case
+
+
+def test_the_held_out_judgement_refits_the_table_without_the_judged_dataset() -> None:
+    from tl_advise.rules.text_schema import load_text_rules
+
+    full_ahead = dict(zip(taq.STRATEGIES, (0.55, 0.6, 0.9, 0.5), strict=True))
+    top_ahead = dict(zip(taq.STRATEGIES, (0.55, 0.8, 0.7, 0.5), strict=True))
+    cases = [far_case("a", full_ahead), far_case("b", full_ahead), far_case("c", top_ahead)]
+    held = taq.seed_judgement(cases, load_text_rules(None))["held_out"]
+    assert taq.TEXT_GUIDE_TABLE[("tiny", "far")] == "text_finetune_top"
+    beyond_noise = held["beyond_noise"]
+    # c left out: a and b move the far tiny cell off the guide's top layers (30 points ahead, beyond noise)...
+    assert beyond_noise["lodo_advised"]["c"] == {"16": "text_full_finetune"}
+    assert beyond_noise["lodo_per_dataset"]["c"]["16"] == pytest.approx(10.0)
+    # ...a left out: b and c disagree, each counted once: no move beyond noise, the guide's cell judges a.
+    assert beyond_noise["lodo_advised"]["a"] == {"16": "text_finetune_top"}
+    assert beyond_noise["lodo_per_dataset"]["a"]["16"] == pytest.approx(30.0)
+    assert beyond_noise["lodo_mean_regret_pp"] == pytest.approx((30 + 30 + 10) / 3)
+    # One strategy for every cell, by the least mean regret over the other two: whole-encoder tuning each time
+    # ((0 + 10) / 2 against (30 + 0) / 2 with a left out).
+    one = held["one_strategy"]
+    assert {s for fold in one["lodo_advised"].values() for s in fold.values()} == {"text_full_finetune"}
+    assert one["lodo_within_se"] == [2, 3]
+    text = taq.markdown({"budget": {}, "commands": [], "cases": cases,
+                         "seed_judgement": taq.seed_judgement(cases, load_text_rules(None))})
+    assert ("one strategy for every cell, the least mean regret: mean regret 3.33 pp, worst c 10.00 pp, within one "
+            "s.e. 2/3 (67 %); text_full_finetune in every fold") in text
