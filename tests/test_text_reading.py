@@ -245,6 +245,12 @@ def test_scan_counts_and_findings(tmp_path: Path) -> None:
     assert scan.lengths.unit == "words" and scan.lengths.max == 2
     conflict = next(g for g in scan.duplicates if g.text == "good one")
     assert conflict.label_conflict and not conflict.cross_split
+    # One of a kind reads as one: "1 text holds", not "1 texts hold".
+    messages = {f.code: f.message for f in scan.findings}
+    assert messages["control_characters"].startswith("1 text holds control characters")
+    assert messages["empty"].startswith("1 empty or blank text:")
+    assert messages["duplicates"].startswith("2 texts repeat an earlier one (2 distinct texts with copies)")
+    assert messages["cross_split_duplicates"].startswith("1 text appears in more than one split")
 
 
 def test_the_size_axis_counts_what_trains_under_a_cap(tmp_path: Path) -> None:
