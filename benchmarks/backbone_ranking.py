@@ -72,6 +72,11 @@ def load_results(path: Path) -> dict[str, Any]:
 
 def save(results: dict[str, Any], out: Path, args: argparse.Namespace, argv: Sequence[str] | None) -> None:
     results["provenance"] = provenance(__file__, argv)
+    write(results, out)
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """The results with their summary recomputed, to ``out``.json (atomically) and ``out``.md."""
     results["summary"] = summarise(results)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
@@ -115,7 +120,8 @@ def fine_tune(data: Path, backbone: str, cache: Path, out: Path, args: argparse.
     return {
         "strategy": strategy, "unfreeze": list(session.result.recommendation.unfreeze),
         "accuracy": judged.accuracy if judged else None, "judged_on": "test" if run.test is not None else "val",
-        "n_judged": judged.n_images if judged else 0, "status": run.status, "error": run.error,
+        "n_judged": judged.n_images if judged else 0, "correct": judged.correct if judged else None,
+        "status": run.status, "error": run.error,
         "epochs_run": run.epochs_run, "train_time_s": round(time.perf_counter() - started, 1),
         "image_size": run.settings.image_size if run.settings else None,
     }
@@ -213,27 +219,51 @@ def cold_ranking(results: dict[str, Any], args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- summary
 
 
+def separated_pairs(tuned: dict[str, dict[str, Any]], backbones: Sequence[str]) -> list[tuple[str, str]]:
+    """The pairs of ``backbones`` whose fine-tuned accuracies differ beyond noise (``tl_advise.rules.statistics``:
+    image by image where the runs recorded it, else from the two accuracies), the better one first."""
+    from itertools import combinations
+
+    from tl_advise.rules import statistics
+
+    pairs = []
+    for a, b in combinations(backbones, 2):
+        outcome = statistics.between(tuned[a], tuned[b]).outcome
+        if outcome != "tie":
+            pairs.append((a, b) if outcome == "ahead" else (b, a))
+    return pairs
+
+
 def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Per score: the weighted τ per dataset and over them; and, over every dataset, how many backbone pairs the
+    fine-tuning separated beyond noise and how many of those the score put in the same order (a τ over pairs
+    the judging split cannot tell apart measures that split's noise)."""
     import numpy as np
     from scipy.stats import weightedtau
 
     per_score: dict[str, dict[str, float]] = {s: {} for s in SCORES}
+    n_pairs, separated = 0, []
     for key, case in results.get("cases", {}).items():
-        tuned = {b: v["accuracy"] for b, v in case.get("fine_tuned", {}).items() if v.get("accuracy") is not None}
+        tuned = {b: v for b, v in case.get("fine_tuned", {}).items() if v.get("accuracy") is not None}
         ranking = case.get("ranking") or {}
         common = [b for b in tuned if b in ranking.get("scores", {})]
         if len(common) < 3:
             continue
+        n_pairs += len(common) * (len(common) - 1) // 2
+        separated += [(ranking["scores"], better, worse) for better, worse in separated_pairs(tuned, common)]
         for score in SCORES:
             x = [ranking["scores"][b][score] for b in common]
-            y = [tuned[b] for b in common]
+            y = [tuned[b]["accuracy"] for b in common]
             tau = weightedtau(x, y).statistic
             if np.isfinite(tau):
                 per_score[score][key] = float(tau)
     summary: dict[str, Any] = {}
     for score, taus in per_score.items():
         values = np.array(list(taus.values()))
-        summary[score] = {"datasets": len(values), "per_dataset": taus} | (
+        summary[score] = {"datasets": len(values), "per_dataset": taus, "pairs": n_pairs,
+                          "separated_pairs": len(separated),
+                          "ordered_right": sum(scores[better][score] > scores[worse][score]
+                                               for scores, better, worse in separated)} | (
             {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
              "min": float(values.min()), "max": float(values.max())} if len(values) else {})
     return summary
@@ -260,7 +290,9 @@ def ranking_evidence(results: dict[str, Any], source: str) -> dict[str, Any]:
         "per_class": int(levels.pop().split("/")[0]), "seeds": len({key.rsplit("@seed", 1)[1] for key in counted}),
         "backbones": backbones,
         "scores": {score: {"datasets": s["datasets"], **({"tau_mean": round(s["mean"], 2), "tau_sd": round(s["std"], 2)}
-                                                          if s["datasets"] else {})}
+                                                          if s["datasets"] else {}),
+                           "pairs": s["pairs"], "separated_pairs": s["separated_pairs"],
+                           "ordered_right": s["ordered_right"]}
                    for score, s in summary.items()},
     }
 
@@ -337,6 +369,15 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{s['max']:.2f} |")
         else:
             lines.append(f"| {score} | 0 | – | – | – | – |")
+    first = next((summary[s] for s in SCORES if summary.get(s, {}).get("pairs")), None)
+    if first is not None:
+        ordered = ", ".join(f"{score} {summary[score]['ordered_right']} of {summary[score]['separated_pairs']}"
+                            for score in SCORES if "ordered_right" in summary.get(score, {}))
+        lines += ["", f"Of the {first['pairs']} backbone pairs those datasets compare, the fine-tuned accuracies "
+                  f"differ beyond one standard error in {first['separated_pairs']} (`tl_advise.rules.statistics`: "
+                  "image by image where the runs recorded it, else from the two accuracies); the other pairs are "
+                  "ties on their judging split, and τ over them orders noise. On the separated pairs, the score "
+                  f"ordered the two as fine-tuning did: {ordered}."]
     lines += ["", "## Cases", ""]
     for key, case in results.get("cases", {}).items():
         ranking = case.get("ranking") or {}
@@ -398,8 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = load_results(args.out.with_suffix(".json"))
     if args.report:
-        results["summary"] = summarise(results)
-        args.out.with_suffix(".md").write_text(markdown(results))
+        write(results, args.out)
         if args.write_evidence:
             source = args.out.with_suffix(".json").resolve().relative_to(REPO).as_posix()
             try:

@@ -634,6 +634,17 @@ class RankingScoreEvidence(_Strict):
     datasets: int = Field(ge=0)
     tau_mean: float | None = Field(None, ge=-1, le=1)
     tau_sd: float | None = Field(None, ge=0)
+    pairs: int | None = Field(None, ge=0, description="backbone pairs the datasets compare")
+    separated_pairs: int | None = Field(None, ge=0, description="pairs whose fine-tuned accuracies differ "
+                                                                 "beyond one s.e. on their judging split")
+    ordered_right: int | None = Field(None, ge=0, description="separated pairs the score put in the same order")
+
+    def separated_words(self) -> str:
+        """How many pairs the measurement could tell apart, and how the score ordered those ('' if not recorded)."""
+        if self.pairs is None or self.separated_pairs is None or self.ordered_right is None:
+            return ""
+        return (f"; fine-tuning separated only {self.separated_pairs} of the {self.pairs} backbone pairs beyond "
+                f"noise, and the score ordered {self.ordered_right} of those right")
 
 
 class RankingEvidence(_Strict):
@@ -668,11 +679,11 @@ class RankingRules(_Strict):
                  f"{', '.join(e.backbones)} each fine-tuned with its advised strategy, {e.source})")
         if measured.tau_mean >= self.predictive_tau:
             return (f"{label} predicted the fine-tuned order: weighted Kendall τ {measured.tau_mean:+.2f}{spread}, "
-                    f"{where}")
+                    f"{where}{measured.separated_words()}")
         return (f"{label} did not reliably predict the fine-tuned order: weighted Kendall τ "
                 f"{measured.tau_mean:+.2f}{spread} against the {self.predictive_tau} a predictive score reaches, "
-                f"{where}; read the order as a shortlist and, when the choice matters, train the top candidates "
-                "(tl-advise DATA --for NAME --run)")
+                f"{where}{measured.separated_words()}; read the order as a shortlist and, when the choice matters, "
+                "train the top candidates (tl-advise DATA --for NAME --run)")
 
 
 class RuleSet(_Strict):

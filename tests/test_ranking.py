@@ -553,7 +553,8 @@ def test_the_ranking_note_follows_the_measured_tau() -> None:
 
     evidence = RankingEvidence(source="r.json", datasets=["a", "b"], per_class=40, seeds=1,
                                backbones=["x", "y", "z"],
-                               scores={"logreg_accuracy": {"datasets": 2, "tau_mean": 0.24, "tau_sd": 0.6},
+                               scores={"logreg_accuracy": {"datasets": 2, "tau_mean": 0.24, "tau_sd": 0.6, "pairs": 6,
+                                                           "separated_pairs": 2, "ordered_right": 1},
                                        "knn_accuracy": {"datasets": 2, "tau_mean": 0.7, "tau_sd": 0.1},
                                        "logme": {"datasets": 0}})
     rules = RankingRules(predictive_tau=0.5, evidence=evidence)
@@ -561,11 +562,36 @@ def test_the_ranking_note_follows_the_measured_tau() -> None:
     assert weak.startswith("logistic-regression accuracy did not reliably predict the fine-tuned order: weighted "
                            "Kendall τ +0.24 ± 0.60 against the 0.5")
     assert "measured on 2 image set(s) at 40 per class (1 seed(s), x, y, z" in weak and "shortlist" in weak
+    assert "; fine-tuning separated only 2 of the 6 backbone pairs beyond noise, and the score ordered 1 of those " \
+           "right; read the order as a shortlist" in weak
     strong = rules.note("knn_accuracy", "k-NN accuracy")
     assert strong.startswith("k-NN accuracy predicted the fine-tuned order: weighted Kendall τ +0.70 ± 0.10")
     assert "shortlist" not in strong
     for unmeasured in (rules.note("logme", "LogME"), RankingRules().note("logme", "LogME")):
         assert unmeasured.startswith("whether LogME predicts fine-tuned accuracy has not been measured")
+
+
+def test_only_pairs_the_fine_tuning_separates_count_as_ordered() -> None:
+    """Two backbones 1 point apart on 200 images are a tie, 20 points apart they are not: the summary counts the
+    separated pair once, and which scores put it in the fine-tuned order."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import backbone_ranking as bench  # type: ignore[import-not-found]
+
+    def tuned(accuracy: float) -> dict[str, object]:
+        return {"accuracy": accuracy, "n_judged": 200}
+
+    def scores(logreg: float, knn: float) -> dict[str, float]:
+        return {"logreg_accuracy": logreg, "knn_accuracy": knn, "logme": 0.0}
+
+    case = {"fine_tuned": {"a": tuned(0.90), "b": tuned(0.89), "c": tuned(0.70)},
+            "ranking": {"scores": {"a": scores(0.9, 0.5), "b": scores(0.8, 0.6), "c": scores(0.7, 0.7)}}}
+    assert bench.separated_pairs(case["fine_tuned"], ["a", "b", "c"]) == [("a", "c"), ("b", "c")]
+    summary = bench.summarise({"cases": {"d@40/class@seed0": case}})
+    counted = ("pairs", "separated_pairs", "ordered_right")
+    assert [summary["logreg_accuracy"][k] for k in counted] == [3, 2, 2]
+    assert summary["knn_accuracy"]["ordered_right"] == 0 and summary["logme"]["ordered_right"] == 0
 
 
 def test_the_packaged_ranking_evidence_is_the_benchmarks() -> None:
