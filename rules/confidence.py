@@ -20,7 +20,7 @@ from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
 from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import CellEvidence, MeasuredEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
-from tl_advise.schema.formatting import fmt_count
+from tl_advise.schema.formatting import counted, fmt_count
 from tl_advise.schema.models import (
     Confidence,
     ConfidenceLevel,
@@ -144,8 +144,9 @@ def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     each dataset left out, and at ``early_stopping_split`` unless a held-out test split judged it."""
     if evidence is None:
         return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
-    where = (f"measured{evidence.trained_words} on {evidence.cases} case(s) from {', '.join(evidence.datasets)} "
-             f"({evidence.seeds}+ seed(s) each, judged on {evidence.judged_on_words}, {evidence.source})")
+    seeds = "1+ seed" if evidence.seeds == 1 else f"{evidence.seeds}+ seeds"
+    where = (f"measured{evidence.trained_words} on {counted(evidence.cases, 'case')} from "
+             f"{', '.join(evidence.datasets)} ({seeds} each, judged on {evidence.judged_on_words}, {evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:
         return ("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge "

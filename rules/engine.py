@@ -29,7 +29,7 @@ from tl_advise.rules.schema import (
     normalise_backbone_name,
 )
 from tl_advise.rules.warnings import AdviceContext, evaluate_warnings
-from tl_advise.schema.formatting import fmt_count, fmt_lr
+from tl_advise.schema.formatting import counted, fmt_count, fmt_lr
 from tl_advise.schema.models import (
     Alternative,
     BackboneInfo,
@@ -479,7 +479,7 @@ def runner_up_reason(rule_id: str, evidence: MeasuredEvidence[S], strategy: S) -
     """Why the benchmark's runner-up is an alternative (image and text rules alike)."""
     behind = "behind" if evidence.margin_pp >= 0 else "ahead of"
     return (f"the benchmark's runner-up for rule {rule_id}: {abs(evidence.margin_pp):.1f} ± {evidence.se_pp:.1f} pp "
-            f"{behind} {strategy} over {evidence.cases} case(s) ({evidence.source})")
+            f"{behind} {strategy} over {counted(evidence.cases, 'case')} ({evidence.source})")
 
 
 def recommended_recipe(recipe: StrategyRecipe) -> dict[str, Any]:

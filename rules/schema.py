@@ -30,6 +30,7 @@ from tl_advise.rules import statistics
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
 from tl_advise.rules.warnings import WarningRule, template_fields
 from tl_advise.schema.errors import RulesError
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import (
     BATCHNORM_HELP,
     Augmentation,
@@ -323,10 +324,11 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
         versus = {"ahead": "ahead of", "tie": "tied with", "behind": "behind"}[outcome]
         held = (f"; with each dataset left out in turn the others chose it in {self.held_out_agree} of "
                 f"{self.held_out_folds} folds" if self.held_out_folds else "; one dataset: nothing to hold out")
-        return (f"measured{self.trained_words} on {self.cases} case(s) from {len(self.datasets)} dataset(s) "
-                f"({self.seeds}+ seed(s), "
-                f"judged on {self.judged_on_words}): {strategy} {versus} the runner-up, {self.runner_up}, by "
-                f"{self.margin_pp:+.1f} ± {self.se_pp:.1f} pp (each dataset counted once), mean regret "
+        seeds = "1+ seed" if self.seeds == 1 else f"{self.seeds}+ seeds"
+        return (f"measured{self.trained_words} on {counted(self.cases, 'case')} from "
+                f"{counted(len(self.datasets), 'dataset')} ({seeds}, judged on {self.judged_on_words}): {strategy} "
+                f"{versus} the runner-up, {self.runner_up}, by {self.margin_pp:+.1f} ± {self.se_pp:.1f} pp (each "
+                "dataset counted once), mean regret "
                 f"{self.mean_regret_pp:.1f} pp{held}")
 
     def gap_note(self, strategy: EvidenceStrategy, other: EvidenceStrategy) -> str | None:
@@ -335,7 +337,7 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
         if gap is None:
             return None
         return (f"{abs(gap):.1f} pp {'behind' if gap >= 0 else 'ahead of'} {strategy} over the rule's "
-                f"{self.cases} measured case(s)")
+                f"{counted(self.cases, 'measured case')}")
 
     @property
     def beyond_noise(self) -> bool:
@@ -675,7 +677,8 @@ class RankingRules(_Strict):
             return (f"whether {label} predicts fine-tuned accuracy has not been measured (benchmarks/"
                     "backbone_ranking.py): read the order as a shortlist")
         spread = f" ± {measured.tau_sd:.2f}" if measured.tau_sd is not None else ""
-        where = (f"measured on {measured.datasets} image set(s) at {e.per_class} per class ({e.seeds} seed(s), "
+        where = (f"measured on {counted(measured.datasets, 'image set')} at {e.per_class} per class "
+                 f"({counted(e.seeds, 'seed')}, "
                  f"{', '.join(e.backbones)} each fine-tuned with its advised strategy, {e.source})")
         if measured.tau_mean >= self.predictive_tau:
             return (f"{label} predicted the fine-tuned order: weighted Kendall τ {measured.tau_mean:+.2f}{spread}, "

@@ -26,3 +26,9 @@ def fmt_lr(value: float) -> str:
 def fmt_count(value: float) -> str:
     """Counts: ``122`` or ``122.5`` (a median of an even number of classes)."""
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """A count with its noun in agreement: ``1 case``, ``3 cases``, ``1 dataset``; ``plural`` where ``s`` is not
+    enough (``counted(2, "class", "classes")``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"

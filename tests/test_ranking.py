@@ -561,7 +561,7 @@ def test_the_ranking_note_follows_the_measured_tau() -> None:
     weak = rules.note("logreg_accuracy", "logistic-regression accuracy")
     assert weak.startswith("logistic-regression accuracy did not reliably predict the fine-tuned order: weighted "
                            "Kendall τ +0.24 ± 0.60 against the 0.5")
-    assert "measured on 2 image set(s) at 40 per class (1 seed(s), x, y, z" in weak and "shortlist" in weak
+    assert "measured on 2 image sets at 40 per class (1 seed, x, y, z" in weak and "shortlist" in weak
     assert "; fine-tuning separated only 2 of the 6 backbone pairs beyond noise, and the score ordered 1 of those " \
            "right; read the order as a shortlist" in weak
     strong = rules.note("knn_accuracy", "k-NN accuracy")

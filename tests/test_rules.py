@@ -27,7 +27,7 @@ from tl_advise.rules.schema import SIZE_BANDS, _parse_toml
 from tl_advise.rules.warnings import REGISTRY as WARNINGS
 from tl_advise.rules.warnings import AdviceContext, ClassImbalanceWarning, FewImagesWarning, WarningRule, register
 from tl_advise.schema.errors import RulesError
-from tl_advise.schema.formatting import fmt_lr
+from tl_advise.schema.formatting import counted, fmt_lr
 from tl_advise.schema.models import (
     STRATEGY_IDS,
     BackboneInfo,
@@ -953,7 +953,7 @@ def test_evidence_measured_on_the_target_backbone_is_its_own() -> None:
     own = advise(rules, 40, "different", score=0.2, backbone=mobilenet)
     assert (own.confidence.level, own.confidence.runner_up) == ("low", row.evidence.runner_up)
     (reason,) = [r for r in own.confidence.reasons if r.startswith("measured")]
-    assert reason.startswith("measured training mobilenet_v2:IMAGENET1K_V1 on 3 case(s)") and "mnv2.json" in reason
+    assert reason.startswith("measured training mobilenet_v2:IMAGENET1K_V1 on 3 cases") and "mnv2.json" in reason
     assert "trained with" not in reason
     assert any("training mobilenet_v2:IMAGENET1K_V1" in w and "-2.0" in w for w in own.why)
     alternative = next(a for a in own.alternatives if a.strategy == row.evidence.runner_up)
@@ -1145,7 +1145,7 @@ def test_when_the_pixel_rule_replaces_the_table_its_cell_is_the_first_alternativ
     evidence = rules.pixel_baseline.evidence
     assert evidence is not None and row.strategy in evidence.gaps_pp  # the measured gap follows, from the table
     assert first.reason.endswith(f"({evidence.gaps_pp[row.strategy]:.1f} pp behind feature_extraction over the "
-                                 f"rule's {evidence.cases} measured case(s))")
+                                 f"rule's {counted(evidence.cases, 'measured case')})")
     assert [a.strategy for a in rec.alternatives].count(row.strategy) == 1
 
 
@@ -1201,10 +1201,10 @@ def test_the_rules_why_ends_with_its_evidence_in_words() -> None:
                        "gaps_pp": {"feature_extraction": 3.14, "full_finetune": -0.42}}
     advice = advise(rules_from_mapping(data), 40, "different")
     why = next(w for w in advice.why if w.startswith("rule tiny-different"))
-    assert why.endswith("measured on 4 case(s) from 3 dataset(s) (3+ seed(s), judged on held-out test splits): "
+    assert why.endswith("measured on 4 cases from 3 datasets (3+ seeds, judged on held-out test splits): "
                         "finetune_last_layers ahead of the runner-up, finetune_more_layers, by +2.3 ± 0.9 pp (each "
                         "dataset counted once), mean regret 0.4 pp; with each dataset left out in turn the others "
                         "chose it in 3 of 3 folds")
     reasons = {a.strategy: a.reason for a in advice.alternatives}
     assert reasons["feature_extraction"].endswith(
-        "(3.1 pp behind finetune_last_layers over the rule's 4 measured case(s))")
+        "(3.1 pp behind finetune_last_layers over the rule's 4 measured cases)")

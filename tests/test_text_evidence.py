@@ -164,7 +164,7 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
     assert "beat the runner-up beyond noise (+10.0 ± 7.1 pp against tfidf_linear)" in reason
     assert "in-sample" not in reason
     why = next(w for w in rec.why if w.startswith("rule text-tiny-close"))
-    assert why.endswith("measured on 2 case(s) from 2 dataset(s) (1+ seed(s), judged on held-out test splits): "
+    assert why.endswith("measured on 2 cases from 2 datasets (1+ seed, judged on held-out test splits): "
                         "text_feature_extraction ahead of the runner-up, tfidf_linear, by +10.0 ± 7.1 pp (each "
                         "dataset counted once), mean regret 0.0 pp; with each dataset left out in turn the others "
                         "chose it in 2 of 2 folds")
@@ -176,9 +176,9 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
                           "another backbone is measured apart (benchmarks/README.md)") for r in bert.confidence.reasons)
     reasons = {a.strategy: a.reason for a in rec.alternatives}
     assert reasons["text_finetune_top"].endswith("(15.0 pp behind text_feature_extraction over the rule's 2 measured "
-                                                 "case(s))")
+                                                 "cases)")
     assert reasons["tfidf_linear"].endswith("(10.0 pp behind text_feature_extraction over the rule's 2 measured "
-                                            "case(s))")
+                                            "cases)")
     assert "text_full_finetune" not in reasons  # the benchmark's runner-up (tfidf_linear) is listed already
 
     # One fold in which the other datasets chose otherwise: in-sample, at most [confidence].in_sample.

@@ -25,6 +25,7 @@ from tl_advise.rules.text_schema import (
     text_rules_from_mapping,
 )
 from tl_advise.schema.errors import RulesError
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.text import (
     TEXT_STRATEGY_IDS,
     HiddenStateShift,
@@ -218,7 +219,7 @@ def test_tiny_and_close_advises_what_the_evidence_chose_with_its_tie_said(rules:
     # Even with the frozen head (not chosen with every dataset left out, within noise): medium, never high.
     assert not evidence.held_out and not evidence.beyond_noise and rec.confidence.level == "medium"
     assert any("tied the runner-up within noise" in r for r in rec.confidence.reasons)
-    assert any(r.startswith(f"measured on {evidence.cases} case(s)") for r in rec.confidence.reasons)
+    assert any(r.startswith(f"measured on {counted(evidence.cases, 'case')}") for r in rec.confidence.reasons)
     assert rec.confidence.runner_up == "text_feature_extraction" == rec.alternatives[0].strategy
     assert [p.name for p in rec.schedule] == ["head", "finetune"] and rec.tfidf_bar is not None
     # A cell the benchmark has not reached still says so.

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from tl_advise.advisor.data.text.reading import REPLACEMENT, TextDataset, TextExample
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.text import (
     DuplicateTexts,
     LengthSummary,
@@ -91,43 +92,44 @@ def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokeniz
     if empty:
         findings.append(TextFinding(
             code="empty", count=len(empty), examples=[e.where for e in empty[:MAX_EXAMPLES]],
-            message=f"{_texts(len(empty), 'empty or blank text')}: no signal to learn from; remove or fill in"))
+            message=f"{counted(len(empty), 'empty or blank text')}: no signal to learn from; remove or fill in"))
     if n_repeats:
         findings.append(TextFinding(
             code="duplicates", count=n_repeats, examples=[g.text for g in groups[:MAX_EXAMPLES]],
-            message=f"{_texts(n_repeats)} {_agree(n_repeats, 'repeats', 'repeat')} an earlier one "
-                    f"({_texts(len(groups), 'distinct text')} with copies): the copies weigh more in training "
+            message=f"{counted(n_repeats, 'text')} {_agree(n_repeats, 'repeats', 'repeat')} an earlier one "
+                    f"({counted(len(groups), 'distinct text')} with copies): the copies weigh more in training "
                     "and inflate validation scores"))
     conflicts = [g for g in groups if g.label_conflict]
     if conflicts:
         findings.append(TextFinding(
             code="duplicate_conflict", count=len(conflicts), examples=[g.text for g in conflicts[:MAX_EXAMPLES]],
-            message=f"{_texts(len(conflicts))} {_agree(len(conflicts), 'appears', 'appear')} under more than one "
-                    "label: fix the labels or drop the copies"))
+            message=f"{counted(len(conflicts), 'text')} {_agree(len(conflicts), 'appears', 'appear')} under more "
+                    "than one label: fix the labels or drop the copies"))
     leaked = [g for g in groups if g.cross_split]
     if leaked:
         findings.append(TextFinding(
             code="cross_split_duplicates", count=len(leaked), examples=[g.text for g in leaked[:MAX_EXAMPLES]],
-            message=f"{_texts(len(leaked))} {_agree(len(leaked), 'appears', 'appear')} in more than one split: the "
-                    "held-out score overstates accuracy; keep each text in one split"))
+            message=f"{counted(len(leaked), 'text')} {_agree(len(leaked), 'appears', 'appear')} in more than one "
+                    "split: the held-out score overstates accuracy; keep each text in one split"))
     if lengths.max_length is not None and lengths.n_over_max and lengths.share_over_max > TOO_LONG_WARN_SHARE:
         findings.append(TextFinding(
             code="too_long", count=lengths.n_over_max,
             examples=[e.where for e, n in zip(examples, counts, strict=True) if n > lengths.max_length][:MAX_EXAMPLES],
-            message=f"{_texts(lengths.n_over_max)} ({lengths.share_over_max:.0%}) "
+            message=f"{counted(lengths.n_over_max, 'text')} ({lengths.share_over_max:.0%}) "
                     f"{_agree(lengths.n_over_max, 'is', 'are')} longer than the backbone's "
                     f"{lengths.max_length} tokens: the ends are cut off; split long documents into passages "
                     "if the label depends on the end"))
     if undecodable:
         findings.append(TextFinding(
             code="undecodable", count=len(undecodable), examples=[e.where for e in undecodable[:MAX_EXAMPLES]],
-            message=f"{_texts(len(undecodable))} {_agree(len(undecodable), 'holds', 'hold')} bytes that are not "
-                    f"UTF-8 (read as {REPLACEMENT}): save the data as UTF-8"))
+            message=f"{counted(len(undecodable), 'text')} {_agree(len(undecodable), 'holds', 'hold')} bytes that "
+                    f"are not UTF-8 (read as {REPLACEMENT}): save the data as UTF-8"))
     if control:
         findings.append(TextFinding(
             code="control_characters", count=len(control), examples=[e.where for e in control[:MAX_EXAMPLES]],
-            message=f"{_texts(len(control))} {_agree(len(control), 'holds', 'hold')} control characters (not tab "
-                    "or newline): leftovers of a binary format or a bad export; the tokenizer drops most of them"))
+            message=f"{counted(len(control), 'text')} {_agree(len(control), 'holds', 'hold')} control characters "
+                    "(not tab or newline): leftovers of a binary format or a bad export; the tokenizer drops most of "
+                    "them"))
     if scripts.non_latin_share > NON_LATIN_WARN_SHARE:
         top = ", ".join(f"{name} {share:.0%}" for name, share in scripts.shares.items() if name != "LATIN")
         findings.append(TextFinding(
@@ -155,11 +157,6 @@ def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokeniz
         n_control=len(control), duplicates=groups[:MAX_DUPLICATE_GROUPS], n_duplicate_texts=n_repeats,
         scripts=scripts, findings=findings, skipped=dataset.skipped,
         seconds=round(time.perf_counter() - start, 3))
-
-
-def _texts(n: int, noun: str = "text") -> str:
-    """``1 text``, ``2 texts``: a count as a finding's message starts."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _agree(n: int, one: str, many: str) -> str:
