@@ -408,6 +408,28 @@ def lr_targets(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
             "sweeps_not_counted": sum(1 for c in cases if c.get("lr_sweep")) - len(current)}
 
 
+def lr_directions(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, dict[str, int]]:
+    """Which side of the advised rate each counted sweep's best lies on, by the close/far label the current rules
+    give the case: ``higher`` / ``lower`` when the best is ahead of the advised rate beyond noise (unpaired: the
+    sweep keeps no per-image results), else ``at``. What a rate per label would rest on."""
+    from tl_advise.rules import statistics
+
+    out: dict[str, dict[str, int]] = {}
+    for c in cases:
+        sweep, judged = c.get("lr_sweep"), rescored(c, rules)
+        counted = sweep and judged is not None and sweep["param"] in LR_PARAMS
+        if not counted or sweep["strategy"] != swept_strategy(c, rules):
+            continue
+        accuracy = {p["lr"]: p["accuracy"] for p in sweep["points"]}
+        best, advised = sweep["best_lr"], sweep["advised"]
+        n = int(c["runs"][sweep["strategy"]]["n_judged"])
+        ahead = advised in accuracy and statistics.unpaired(accuracy[best], accuracy[advised], n).outcome == "ahead"
+        side = "at" if not ahead else "higher" if best > advised else "lower"
+        counts = out.setdefault(judged["advice"]["label"], {"higher": 0, "at": 0, "lower": 0})
+        counts[side] += 1
+    return out
+
+
 def rejudged_sweep(case: dict[str, Any]) -> dict[str, Any]:
     """The case's recorded sweep judged with the current check (on the texts its x1 run was judged on)."""
     sweep = case["lr_sweep"]
@@ -502,14 +524,14 @@ def seed_judgement(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any
         return first[(a.dataset, a.level)]["advice"]["rule"], a.recommended
 
     rows, evidence = judge_by_rule(averages, decision)
+    targets = {**regret_targets(rows), **lr_targets(cases, rules), "lr_directions": lr_directions(cases, rules)}
     cells = [(a.band, a.label) for a in averages]
     one_cell = ("any", "any")  # one strategy for the whole table: the fewest choices fitted to the data
     held_out = {"beyond_noise": table_lodo(averages, cells, TEXT_GUIDE_TABLE, beyond_noise=True),
                 "least_regret": table_lodo(averages, cells, TEXT_GUIDE_TABLE, beyond_noise=False),
                 "one_strategy": table_lodo(averages, [one_cell] * len(averages),
                                            {one_cell: TEXT_GUIDE_TABLE[("tiny", "close")]}, beyond_noise=False)}
-    return {"cases": rows, "targets": {**regret_targets(rows), **lr_targets(cases, rules)}, "held_out": held_out,
-            "rule_evidence": evidence}
+    return {"cases": rows, "targets": targets, "held_out": held_out, "rule_evidence": evidence}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -584,6 +606,9 @@ def sweep_markdown(cases: Sequence[dict[str, Any]], targets: dict[str, Any]) -> 
                      f"{'yes' if sw['within_3x'] else 'no'} / {'yes' if sw['within_3x_tied'] else 'no'} | "
                      f"{sw.get('seconds', 0):.0f} |")
     notes = []  # the LR target itself is with the others, under "Targets" below
+    for label, side in sorted(targets.get("lr_directions", {}).items()):
+        notes.append(f"- {label} sets: the best rate above the advised one beyond noise in {side['higher']}, below "
+                     f"it in {side['lower']}, tied with it in {side['at']} of {sum(side.values())} sweeps")
     if targets.get("c_checked"):
         notes.append(f"- tfidf_linear's C within ×3 of the sweep's best: raw {targets['c_within_3x']}/"
                      f"{targets['c_checked']}, tie-aware {targets['c_within_3x_tied']}/{targets['c_checked']} "

@@ -296,3 +296,21 @@ def test_the_held_out_judgement_refits_the_table_without_the_judged_dataset() ->
                          "seed_judgement": taq.seed_judgement(cases, load_text_rules(None))})
     assert ("one strategy for every cell, the least mean regret: mean regret 3.33 pp, worst c 10.00 pp, within one "
             "s.e. 2/3 (67 %); text_full_finetune in every fold") in text
+
+
+def test_the_sweeps_say_which_side_of_the_advised_rate_the_best_lies_on() -> None:
+    from tl_advise.rules.text_schema import load_text_rules
+
+    rules = load_text_rules(None)
+
+    def swept(dataset: str, accuracies: tuple[float, ...]) -> dict[str, Any]:
+        case = far_case(dataset, dict(zip(taq.STRATEGIES, (0.5, 0.6, accuracies[2], 0.55), strict=True)))
+        points = [{"factor": f, "lr": taq.sweep_rate(2e-5, f), "accuracy": a, "n_judged": 400, "train_time_s": 1.0}
+                  for f, a in zip(taq.LR_FACTORS, accuracies, strict=True)]
+        case["lr_sweep"] = {"strategy": "text_full_finetune", "param": "encoder_lr", "advised": 2e-5,
+                            "points": points, "seconds": 5.0, "best_lr": max(points, key=lambda p: p["accuracy"])["lr"]}
+        return case
+
+    higher = swept("a", (0.6, 0.65, 0.7, 0.8, 0.75))  # 10 points at x3 on 400 texts: beyond noise
+    tied = swept("b", (0.6, 0.69, 0.7, 0.71, 0.65))  # 1 point at x3: a tie
+    assert taq.lr_directions([higher, tied], rules) == {"far": {"higher": 1, "at": 1, "lower": 0}}
