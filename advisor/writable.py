@@ -5,6 +5,7 @@ back as a class by the next scan."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, durable: bo
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _mode_for(path))
             write(fh)
             if durable:
                 fh.flush()
@@ -66,6 +68,24 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, durable: bo
             # OSError is what happened, and what the caller can act on.
             raise exc.__context__ from exc
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would leave: the old file's, else 0o666 less the umask. mkstemp's
+    0o600 would hide a report, a model or a shared cache entry from everyone but its writer."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it: once, at import, before any thread writes
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_text(text: str, path: Path) -> None:

@@ -228,3 +228,15 @@ def test_two_advises_and_a_run_at_once_on_one_cache_stay_correct(tmp_path: Path)
     assert not [p for p in cache.rglob("*") if p.name.startswith(".") and p.is_file()]  # no temporary left
     warm = advise(data, cache_dir=cache)  # the cache they left is whole and valid
     assert warm.sample.forward_passes == 0 and warm.similarity.model_dump(mode="json") == reports[0]["similarity"]
+
+
+def test_written_files_take_the_umask_or_the_old_files_mode_not_mkstemps_0600(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report, a model or a shared cache entry is readable as any file the user writes, not owner-only."""
+    monkeypatch.setattr(writable, "_UMASK", 0o022, raising=False)
+    report = tmp_path / "report.json"
+    atomic_write_text("{}", report)
+    assert report.stat().st_mode & 0o777 == 0o644
+    report.chmod(0o640)  # rewriting keeps the mode the user set
+    atomic_write_text("{}", report)
+    assert report.stat().st_mode & 0o777 == 0o640
