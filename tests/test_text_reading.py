@@ -253,6 +253,14 @@ def test_scan_counts_and_findings(tmp_path: Path) -> None:
     assert messages["cross_split_duplicates"].startswith("1 text appears in more than one split")
 
 
+def test_one_text_and_one_skipped_row_read_in_the_singular(tmp_path: Path) -> None:
+    rows = ["good one,pos", "bad one,neg", "fine,pos", "lonely,third", "no label here,"]
+    scan = scan_texts(read_text_dataset(write_csv(tmp_path / "d.csv", "text,label", rows)))
+    messages = {f.code: f.message for f in scan.findings}
+    assert messages["few_texts"].startswith("the smallest class has 1 text in all:")
+    assert messages["skipped"].startswith("1 row or file was left out")
+
+
 def test_the_size_axis_counts_what_trains_under_a_cap(tmp_path: Path) -> None:
     rows = [f"text {i},pos,train" for i in range(9)] + [f"text {i},neg,train" for i in range(3)] + \
            ["held out,neg,test"]

@@ -140,7 +140,8 @@ def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokeniz
         findings.append(TextFinding(
             code="skipped", count=len(dataset.skipped),
             examples=[f"{s.path}: {s.reason}" for s in dataset.skipped[:MAX_EXAMPLES]],
-            message=f"{len(dataset.skipped)} rows or files were left out (no text, no label or not text)"))
+            message=f"{counted(len(dataset.skipped), 'row or file', 'rows or files')} "
+                    f"{_agree(len(dataset.skipped), 'was', 'were')} left out (no text, no label or not text)"))
     if summary.imbalance_ratio > IMBALANCE_WARN_RATIO:
         findings.append(TextFinding(
             code="imbalance", count=len(summary.classes),
@@ -149,7 +150,7 @@ def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokeniz
     if summary.min_texts_per_class < FEW_TEXTS_PER_CLASS:
         findings.append(TextFinding(
             code="few_texts", count=summary.min_texts_per_class,
-            message=f"the smallest class has {summary.min_texts_per_class} texts in {summary.train_split}: "
+            message=f"the smallest class has {counted(summary.min_texts_per_class, 'text')} in {summary.train_split}: "
                     f"fewer than {FEW_TEXTS_PER_CLASS} measures little"))
 
     return TextScan(
