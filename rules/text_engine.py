@@ -287,8 +287,9 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
     if lengths is not None and lengths.unit == "tokens" and lengths.p95 > recipe.max_length and recipe.kind != "tfidf":
         warnings.append(AdviceWarning(
             id="texts_truncated",
-            message=f"5% of the texts are longer than {lengths.p95:.0f} tokens and training truncates at "
-                    f"{recipe.max_length}: their ends are cut off"))
+            # p95 above the cut means 5% or more are cut; "longer than p95" would be false where p95 is the max
+            message=f"5% of the texts or more are longer than the {recipe.max_length} tokens training keeps (95% "
+                    f"are up to {lengths.p95:.0f}): their ends are cut off"))
     if not similarity.calibrated:
         warnings.append(AdviceWarning(
             id="similarity_not_calibrated",

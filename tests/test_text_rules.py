@@ -228,6 +228,16 @@ def test_tiny_and_close_advises_what_the_evidence_chose_with_its_tie_said(rules:
     assert any("the guide's cell, not measured" in r for r in large.confidence.reasons)
 
 
+def test_the_truncation_warning_names_the_cut_not_a_length_no_text_exceeds(rules: TextRuleSet) -> None:
+    """Every text 2402 tokens (p95 = max): none is longer than 2402, all are longer than the 128 that train."""
+    sim = score_text_similarity(rules, signals(cosine=0.3, knn_gain=0.0))
+    long = LengthSummary(unit="tokens", mean=2402, median=2402, p95=2402, max=2402)
+    rec = recommend_text(rules, summary=summary(40), lengths=long, similarity=sim, backbone=minilm())
+    message = next(w.message for w in rec.warnings if w.id == "texts_truncated")
+    assert message.startswith(f"5% of the texts or more are longer than the {rec.recipe.max_length} tokens training "
+                              "keeps (95% are up to 2402)")
+
+
 @pytest.fixture(scope="module")
 def guide_medium_close() -> TextRuleSet:
     """The text rules with the medium close cell back at the guide's choice, the top layers: a table where the
