@@ -33,8 +33,10 @@ def check_text_options(opts: dict[str, Any]) -> None:
     ctx = click.get_current_context()
     typed = [n for n in IMAGE_ONLY if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
     if typed:
-        raise ConfigError(f"{', '.join(_flag(n) for n in typed)} apply to image datasets, and {opts['data']} is read "
-                          "as text: leave them out (or say --modality image)")
+        one = len(typed) == 1
+        raise ConfigError(f"{', '.join(_flag(n) for n in typed)} {'applies' if one else 'apply'} to image datasets, "
+                          f"and {opts['data']} is read as text: leave {'it' if one else 'them'} out (or say "
+                          "--modality image)")
     check_run_only(opts, [n for n in RUN_ONLY_OPTIONS if n not in IMAGE_ONLY])
     if opts["run_"]:  # the runners import torch: a warm advice without --run never loads them
         from tl_advise.runners.tracking import check_available, check_tracking_store

@@ -284,8 +284,10 @@ def test_parquet_without_pyarrow_names_the_extra(flat: Path, monkeypatch: pytest
 
 
 def test_manifest_options_on_a_plain_folder_are_an_error(flat: Path) -> None:
-    with pytest.raises(DatasetError, match=r"--label-column apply to a label manifest"):
+    with pytest.raises(DatasetError, match=r"--label-column applies to a label manifest"):
         scan_dataset(flat, manifest=ManifestOptions(label_column="label"))
+    with pytest.raises(DatasetError, match=r"--path-column, --label-column apply to a label manifest"):
+        scan_dataset(flat, manifest=ManifestOptions(path_column="p", label_column="label"))
 
 
 # --------------------------------------------------------------------------- Hugging Face ImageFolder

@@ -83,6 +83,8 @@ def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: P
     assert main([str(data), "--image-size", "64", "--for", "resnet18"]) == 2
     err = capsys.readouterr().err
     assert "--for, --image-size apply to image datasets" in err and "Traceback" not in err
+    assert main([str(data), "--for", "resnet18"]) == 2  # one option reads in the singular
+    assert "--for applies to image datasets, and" in (err := capsys.readouterr().err) and "leave it out" in err
     images = make_class_folder(tmp_path / "images", {"a": 3, "b": 3})
     assert main([str(images), "--text-column", "text"]) == 2  # a text column: read as text, and it is no table
     assert "apply to a table" in capsys.readouterr().err

@@ -114,9 +114,10 @@ def manifest_listing(data: str | Path, options: ManifestOptions | None = None) -
         if tables:
             return _hf_listing(path, tables, options)
     if options.given and path.exists():
-        raise DatasetError(f"{', '.join(options.given)} apply to a label manifest, and {path} is not one; "
-                           f"give a .csv, .tsv, .jsonl or .parquet file, or a folder with metadata.csv beside "
-                           f"its images")
+        one = len(options.given) == 1
+        raise DatasetError(f"{', '.join(options.given)} {'applies' if one else 'apply'} to a label manifest, and "
+                           f"{path} is not one; give a .csv, .tsv, .jsonl or .parquet file, or a folder with "
+                           "metadata.csv beside its images")
     return None
 
 
