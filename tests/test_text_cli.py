@@ -77,6 +77,19 @@ def test_a_missing_path_names_the_layouts_of_both_modalities(tmp_path: Path,
     assert "root/<class>/<images>" in err and "text and label columns" in err and "Traceback" not in err
 
 
+def test_a_lone_file_that_is_no_table_names_the_layouts_of_both_modalities(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A .txt of texts or an .xlsx was read as images: the message named only image folders and manifests."""
+    (tmp_path / "texts.txt").write_text("great phone\n", encoding="utf-8")
+    (tmp_path / "reviews.xlsx").write_bytes(b"PK\x03\x04")
+    assert main([str(tmp_path / "texts.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "texts.txt is a file, not a folder or a table this reads" in err and "Traceback" not in err
+    assert "root/<class>/<images>" in err and "class folders of .txt files" in err
+    assert main([str(tmp_path / "reviews.xlsx")]) == 2
+    assert "(save a spreadsheet as .csv)" in capsys.readouterr().err
+
+
 def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     data = _reviews_csv(tmp_path / "reviews.csv")

@@ -40,7 +40,11 @@ def detect_modality(data: str | Path, *, text_column: str | None = None, path_co
         return "image"
     path = Path(data).expanduser()
     if path.is_file():
-        return _table_modality(path) if path.suffix.lower() in TABLE_SUFFIXES else "image"
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            return _table_modality(path)
+        if _is_image_name(path.name):
+            return "image"  # one image: the image reader explains the folder it expects
+        raise _not_a_dataset_file(path)  # a lone .txt or a spreadsheet: either could be meant, name both
     if not path.exists() and path.suffix.lower() in TABLE_SUFFIXES:  # an image manifest or texts: name both
         raise DatasetError(f"{path} does not exist; expected for images root/<class>/<images>, "
                            f"root/{{train,val,test}}/<class>/<images> or a label manifest, for texts "
@@ -64,6 +68,13 @@ def detect_modality(data: str | Path, *, text_column: str | None = None, path_co
                                  f"{', …' if len(folders) > 5 else ''}: {images} images looked at)")
         return modality
     return _folder_modality(path)
+
+
+def _not_a_dataset_file(path: Path) -> DatasetError:
+    spreadsheet = " (save a spreadsheet as .csv)" if path.suffix.lower() in (".xlsx", ".xls", ".ods") else ""
+    return DatasetError(f"{path} is a file, not a folder or a table this reads (.csv, .tsv, .jsonl, .parquet)"
+                        f"{spreadsheet}; expected for images root/<class>/<images>, root/{{train,val,test}}/<class>/"
+                        f"<images> or a label manifest, for texts {EXPECTED_TEXT_LAYOUT.removeprefix('expected ')}")
 
 
 def _table_modality(table_path: Path) -> Modality:
