@@ -45,6 +45,26 @@ def check_text_options(opts: dict[str, Any]) -> None:
         check_tracking_store(mlflow=opts["mlflow"])
 
 
+def check_not_an_image_backbone(backbone: str, weights: object, data: object) -> None:
+    """Refuse an image backbone's name (resnet50) for texts before the Hub is asked for it: offline that is a
+    minute of retries, online a model that is no text encoder."""
+    from pathlib import Path
+
+    from tl_advise.advisor.measure.text.backbone import embedded_entry
+    from tl_advise.advisor.text_api import DEFAULT_TEXT_BACKBONE
+
+    if weights is not None or Path(backbone).expanduser().exists() or embedded_entry(backbone) is not None:
+        return
+    from tl_advise.advisor.measure.images.backbones import torchvision_models
+    from tl_advise.advisor.measure.images.backbones.registry import built_in_backbones, parse_spec
+
+    name = parse_spec(backbone)[0]
+    if name in built_in_backbones() or name in torchvision_models.classification_models():
+        raise ConfigError(f"--backbone {backbone} is an image backbone, and {data} is read as text: leave --backbone "
+                          f"out for the embedded {DEFAULT_TEXT_BACKBONE} (offline), or name a text encoder (a Hugging "
+                          "Face id such as bert-base-uncased, or a model folder)")
+
+
 def _run_options(opts: dict[str, Any], progress: bool) -> TextRunOptions:
     """The options of a text ``--run``, checked (strategies, budget, margin, the output folder) before any work."""
     from tl_advise.advisor.writable import check_can_create
@@ -88,6 +108,7 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
         check_write_path(opts["cache_dir"], opts["data"], "The cache folder (--cache-dir)")
     options = _run_options(opts, progress) if opts["run_"] else None  # before the dataset is read and measured
     backbone = DEFAULT_TEXT_BACKBONE if opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
+    check_not_an_image_backbone(backbone, opts["weights"], opts["data"])
     session = advise_text_session(
         opts["data"], backbone=backbone, weights=opts["weights"], device=opts["device"], seed=opts["seed"],
         cache_dir=opts["cache_dir"], use_cache=not opts["no_cache"], keep_backbone=opts["run_"],

@@ -105,6 +105,22 @@ def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: P
     assert "--text-column applies to text datasets" in capsys.readouterr().err
 
 
+def test_an_image_backbone_for_texts_is_refused_before_the_hub_is_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, --backbone resnet50 on a table of texts waited out a minute of Hub retries before failing."""
+    from tl_advise.advisor.measure.text import backbone as text_backbone
+
+    def no_hub(name: str) -> None:
+        raise AssertionError(f"the Hub was asked for {name}")
+
+    monkeypatch.setattr(text_backbone, "_from_hub", no_hub)
+    data = _reviews_csv(tmp_path / "reviews.csv")
+    for name in ("resnet50", "efficientnet_lite1", "mobilenet_v2:IMAGENET1K_V1"):
+        assert main([str(data), "--backbone", name, "--no-cache"]) == 2
+        err = capsys.readouterr().err
+        assert f"--backbone {name} is an image backbone, and" in err and "Traceback" not in err
+
+
 def test_text_run_options_are_checked_before_the_dataset_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: a bad --strategies/--budget/--margin/--output-dir of a text --run was refused only after the whole
