@@ -216,6 +216,18 @@ def test_a_few_undecodable_bytes_are_a_finding_not_an_error(tmp_path: Path) -> N
     assert "undecodable" in {f.code for f in scan.findings}
 
 
+def test_class_folders_of_images_read_as_text_say_what_they_hold(tmp_path: Path) -> None:
+    """--modality text on an image folder: the suffixes and the fix, not a table's expected columns."""
+    for i, name in enumerate(["a/1.jpg", "a/2.jpg", "b/3.jpg", "b/4.png"]):
+        (tmp_path / "imgs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "imgs" / name).write_bytes(b"\xff\xd8" + bytes([i]))
+    with pytest.raises(DatasetError) as err:
+        read_text_dataset(tmp_path / "imgs")
+    message = str(err.value)
+    assert "holds no text files: its class folders hold 3 .jpg, 1 .png files" in message
+    assert "--modality image" in message and "text,label" not in message
+
+
 def test_missing_paths_and_other_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         read_text_dataset(tmp_path / "nope.csv")

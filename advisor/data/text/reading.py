@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,9 +178,24 @@ def _warn_twice_named(folder: Path, split_tables: list[tuple[Path, str]]) -> Non
         seen.setdefault(split, path.name)
 
 
+def _no_text_in_class_folders(where: str, skipped: list[SkippedFile]) -> DatasetError:
+    """Class folders with files but no text: most often images read with --modality text. Their suffixes say
+    so at once, where three repeats of 'not a text file (.jpg)' and a table's expected columns did not."""
+    others = [s for s in skipped if not s.reason.startswith("not a text file")]
+    if others:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in others[:3])
+        return DatasetError(f"{where} holds no usable text ({reasons}); {EXPECTED_TEXT_LAYOUT}")
+    suffixes = Counter(Path(s.path).suffix.lower() for s in skipped).most_common()
+    listed = ", ".join(f"{n} {suffix}" for suffix, n in suffixes[:4]) + (", …" if len(suffixes) > 4 else "")
+    return DatasetError(f"{where} holds no text files: its class folders hold {listed} files, and class folders "
+                        "of texts hold .txt files; for images leave --modality text out (or say --modality image)")
+
+
 def _check_classes(dataset: TextDataset) -> None:
     where = dataset.source.root
     if not dataset.examples:
+        if dataset.source.kind == "class_folders":
+            raise _no_text_in_class_folders(where, dataset.skipped)
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
         raise DatasetError(f"{where} holds no usable text{' (' + reasons + ')' if reasons else ''}; "
                            f"{EXPECTED_TEXT_TABLE}")
