@@ -20,7 +20,7 @@ from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
 from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import CellEvidence, MeasuredEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
-from tl_advise.schema.formatting import counted, fmt_count
+from tl_advise.schema.formatting import counted, per_class
 from tl_advise.schema.models import (
     Confidence,
     ConfidenceLevel,
@@ -61,10 +61,10 @@ def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, simi
         rules.size_bands.edges(), band, ipc, strategy=strategy,
         advice_in=lambda neighbour: decide(rules, neighbour, similarity.label, logreg_gain(similarity)).strategy)
     if nearest is None:
-        return Component("high", f"{fmt_count(ipc)} images per class: the neighbouring size bands advise the same")
+        return Component("high", f"{per_class(ipc, 'image')}: the neighbouring size bands advise the same")
     c = rules.confidence
     level = graded(nearest.ratio, c.size_ratio_low, c.size_ratio_high)
-    return Component(level, f"{fmt_count(ipc)} images per class is x{nearest.ratio:.2f} from the {nearest.edge:.0f} "
+    return Component(level, f"{per_class(ipc, 'image')} is x{nearest.ratio:.2f} from the {nearest.edge:.0f} "
                             f"edge of the {nearest.neighbour} band, which advises {nearest.advice}", nearest.advice)
 
 

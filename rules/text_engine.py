@@ -16,7 +16,7 @@ from tl_advise.rules.engine import runner_up_reason, with_evidence, with_gap
 from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import SizeBand
 from tl_advise.rules.text_schema import TextCellEvidence, TextRuleSet, TextStrategyRule
-from tl_advise.schema.formatting import fmt_count
+from tl_advise.schema.formatting import per_class
 from tl_advise.schema.models import AdviceWarning, ConfidenceLevel
 from tl_advise.schema.text import (
     LengthSummary,
@@ -210,11 +210,11 @@ def size_component(rules: TextRuleSet, band: SizeBand, summary: TextDatasetSumma
     nearest = nearest_edge_that_matters(rules.size_bands.edges(), band, tpc, strategy=strategy,
                                         advice_in=lambda neighbour: rules.row_for(neighbour, label).strategy)
     if nearest is None:
-        return Component("size", "high", f"{fmt_count(tpc)} texts per class: the neighbouring size bands advise "
+        return Component("size", "high", f"{per_class(tpc, 'text')}: the neighbouring size bands advise "
                                          "the same")
     c = rules.confidence
     level = graded(nearest.ratio, c.size_ratio_low, c.size_ratio_high)
-    return Component("size", level, f"{fmt_count(tpc)} texts per class is x{nearest.ratio:.2f} from the "
+    return Component("size", level, f"{per_class(tpc, 'text')} is x{nearest.ratio:.2f} from the "
                      f"{nearest.edge:.0f} edge of the {nearest.neighbour} band, which advises {nearest.advice}",
                      nearest.advice)
 

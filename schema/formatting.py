@@ -28,6 +28,11 @@ def fmt_count(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
+def per_class(value: float, noun: str) -> str:
+    """A median count per class with its noun in agreement: ``1 image per class``, ``122.5 images per class``."""
+    return f"{fmt_count(value)} {noun if value == 1 else noun + 's'} per class"
+
+
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """A count with its noun in agreement: ``1 case``, ``3 cases``, ``1 dataset``; ``plural`` where ``s`` is not
     enough (``counted(2, "class", "classes")``)."""

@@ -22,7 +22,7 @@ from tl_advise.advisor.timing import PARENT, StepTimer, nested_timings
 from tl_advise.rules.engine import recommend
 from tl_advise.rules.schema import load_rules
 from tl_advise.runners.api import strategies_to_run
-from tl_advise.schema.formatting import counted, fmt_lr
+from tl_advise.schema.formatting import counted, fmt_lr, per_class
 from tl_advise.schema.models import AdviceResult, ImageSizeSummary, SampleInfo
 from tl_advise.schema.run_options import RunOptions
 
@@ -69,6 +69,9 @@ def test_every_printed_learning_rate_reads_back_as_the_same_float(rate: float) -
 def test_a_count_agrees_with_its_noun() -> None:
     assert [counted(n, "case") for n in (0, 1, 2)] == ["0 cases", "1 case", "2 cases"]
     assert counted(3, "class", "classes") == "3 classes" and counted(1, "class", "classes") == "1 class"
+    # A median per class: "median 1 images per class" read wrong on two images in two classes.
+    assert [per_class(v, "image") for v in (1, 1.0, 1.5, 122)] == [
+        "1 image per class", "1 image per class", "1.5 images per class", "122 images per class"]
 
 
 def test_every_format_prints_the_per_stage_rates_that_train() -> None:

@@ -238,6 +238,12 @@ def test_the_truncation_warning_names_the_cut_not_a_length_no_text_exceeds(rules
                               "keeps (95% are up to 2402)")
 
 
+def test_one_text_per_class_reads_in_the_singular(rules: TextRuleSet) -> None:
+    sim = score_text_similarity(rules, signals(cosine=0.3, knn_gain=0.0))
+    rec = recommend_text(rules, summary=summary(1), lengths=lengths(30), similarity=sim, backbone=minilm())
+    assert any(r.startswith("1 text per class:") for r in rec.confidence.reasons), rec.confidence.reasons
+
+
 @pytest.fixture(scope="module")
 def guide_medium_close() -> TextRuleSet:
     """The text rules with the medium close cell back at the guide's choice, the top layers: a table where the

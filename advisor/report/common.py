@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tl_advise.advisor.timing import nested_timings
-from tl_advise.schema.formatting import fmt_lr
+from tl_advise.schema.formatting import fmt_lr, per_class
 from tl_advise.schema.models import (
     AdviceResult,
     HeadSignals,
@@ -110,7 +110,7 @@ def dataset_line(result: AdviceResult) -> str:
     ds = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in ds.split_counts.items())
     line = (f"{ds.n_images} images, {len(ds.classes)} classes ({splits}); "
-            f"median {ds.images_per_class:g} images per class in {ds.train_split}"
+            f"median {per_class(ds.images_per_class, 'image')} in {ds.train_split}"
             f"{f' as trained (--max-train-per-class {ds.train_cap})' if ds.train_cap else ''}, "
             f"imbalance {ds.imbalance_ratio:.2f}")
     return line + (f"; labels from {', '.join(ds.manifests)}" if ds.manifests else "")

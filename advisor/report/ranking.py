@@ -10,7 +10,7 @@ import html
 import json
 from collections.abc import Callable
 
-from tl_advise.schema.formatting import fmt_lr
+from tl_advise.schema.formatting import fmt_lr, per_class
 from tl_advise.schema.models import Recommendation, printable
 from tl_advise.schema.ranking import RankedBackbone, RankingResult
 
@@ -91,7 +91,7 @@ def render_text(result: RankingResult) -> str:
     d = result.dataset
     lines = [
         f"tl-advise {result.tool_version} · backbone ranking · {d.root}",
-        f"Dataset: {d.n_images} images, {len(d.classes)} classes; median {d.images_per_class:g} images per class; "
+        f"Dataset: {d.n_images} images, {len(d.classes)} classes; median {per_class(d.images_per_class, 'image')}; "
         f"sample {result.sample_images} (seed {result.seed})",
         f"Similarity: {_similarity_line(result)}",
         "",

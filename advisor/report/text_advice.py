@@ -3,7 +3,7 @@ warnings and confidence on the same screen, the evidence under ``explain`` (alwa
 
 from __future__ import annotations
 
-from tl_advise.schema.formatting import fmt_count, fmt_lr
+from tl_advise.schema.formatting import fmt_count, fmt_lr, per_class
 from tl_advise.schema.text import TextAdviceResult, TextRecipe, TextRunReport
 
 TEXT_FORMATS = ("text", "json", "markdown")
@@ -20,8 +20,8 @@ def render_text_advice(result: TextAdviceResult, fmt: str, *, explain: bool = Fa
 def dataset_line(result: TextAdviceResult) -> str:
     d = result.dataset
     splits = ", ".join(f"{name} {sum(counts.values())}" for name, counts in d.split_counts.items())
-    return (f"{d.n_texts} texts, {len(d.classes)} classes ({splits}); median {fmt_count(d.texts_per_class)} texts "
-            f"per class in {d.train_split}"
+    return (f"{d.n_texts} texts, {len(d.classes)} classes ({splits}); median "
+            f"{per_class(d.texts_per_class, 'text')} in {d.train_split}"
             f"{f' as trained (--max-train-per-class {d.train_cap})' if d.train_cap else ''}, "
             f"imbalance {d.imbalance_ratio:.2f}")
 
