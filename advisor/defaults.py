@@ -23,4 +23,9 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_RUN_DIR = Path("tl-advise-runs")  # where `--run` writes when no --output-dir is given
 # What the cache stores, one folder per kind under v<format>/ (advisor/measure/cache.py); `tl-advise cache` lists them.
 EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND = "embeddings", "bnstats", "measurements", "graphs"
-CACHE_KINDS = (EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND)
+# The text advice's kinds: per-text embeddings, measurements, hidden-state moments, and the embedded text model
+# extracted from its wheel (one folder per model).
+TEXT_EMBEDDINGS_KIND, TEXT_MEASUREMENTS_KIND = "text_embeddings", "text_measurements"
+TEXT_MOMENTS_KIND, MODELS_KIND = "text_moments", "models"
+CACHE_KINDS = (EMBEDDINGS_KIND, BN_STATS_KIND, MEASUREMENTS_KIND, GRAPHS_KIND, TEXT_EMBEDDINGS_KIND,
+               TEXT_MEASUREMENTS_KIND, TEXT_MOMENTS_KIND, MODELS_KIND)

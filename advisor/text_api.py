@@ -21,7 +21,7 @@ import numpy as np
 
 from tl_advise.advisor.data.text.reading import TextDataset, TextExample, TextReadOptions, read_text_dataset
 from tl_advise.advisor.data.text.scan import capped_for_training, scan_texts, token_counts
-from tl_advise.advisor.defaults import MAX_SEED
+from tl_advise.advisor.defaults import MAX_SEED, TEXT_MEASUREMENTS_KIND
 from tl_advise.advisor.measure.cache import ArrayCache, default_cache_dir, digest
 from tl_advise.advisor.measure.device import check_device, resolve_device
 from tl_advise.advisor.measure.text.backbone import (
@@ -48,7 +48,6 @@ DEFAULT_TEXT_SAMPLE = 256
 # The advice's forward pass (hidden states of every layer kept for the moments) in batches of 16, not the
 # runners' 64: less peak memory, no slower on a CPU.
 ADVICE_TEXT_BATCH = 16
-TEXT_MEASUREMENTS_KIND = "text_measurements"  # cache kind: one entry per backbone, dataset content and sample
 # Bump when what the cached measurements mean changes: the signals' code (similarity.py), the token counting
 # (scan.token_counts) or what an entry holds. The shipped reference moments are in the key by their content.
 TEXT_MEASUREMENTS_VERSION = 1

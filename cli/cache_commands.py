@@ -29,7 +29,7 @@ def render_usage(usage: CacheUsage) -> str:
     lines = [f"{usage.folder}: {megabytes(usage.total_bytes)} in {entries(sum(g.entries for g in usage.groups))}"]
     for g in usage.groups:
         note = "" if g.current else "  an older format, never read"
-        lines.append(f"  v{g.version}/{g.kind:14s} {g.entries:6d} {megabytes(g.bytes):>10s}{note}")
+        lines.append(f"  {f'v{g.version}/{g.kind}':20s} {g.entries:6d} {megabytes(g.bytes):>10s}{note}")
     if not all(g.current for g in usage.groups):
         lines.append("Remove the older formats with: tl-advise cache clear --stale")
     return "\n".join(lines) + "\n"
@@ -43,7 +43,8 @@ def _folder(cache_dir: Path | None) -> Path:
 
 @click.group("cache")
 def cache_group() -> None:
-    """Show or clear the cache: per-image embeddings, measurements and exported graphs."""
+    """Show or clear the cache: per-image and per-text embeddings, measurements, exported graphs and extracted
+    text models."""
 
 
 @cache_group.command("info")

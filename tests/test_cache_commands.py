@@ -108,3 +108,22 @@ def test_the_folder_comes_from_the_environment_or_pyproject_like_the_advice(
     (Path.cwd() / "pyproject.toml").write_text(f'[tool.tl-advise]\ncache-dir = "{cache}"\n')
     assert main(["cache", "info"]) == 0
     assert capsys.readouterr().out.startswith(f"{cache}: ")
+
+
+def test_the_text_kinds_are_counted_and_cleared_by_kind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The extracted text model is a folder: info said 'models 0 entries, 0.0 MB' beside its 90 MB, and
+    --kind named only the image kinds, so the text entries could not be cleared alone."""
+    folder = tmp_path / "cache"
+    version = folder / f"v{CACHE_FORMAT}"
+    _write(version / "models" / "all-minilm-l6-v2-0.1.2" / "model.safetensors", 2000)
+    _write(version / "models" / "all-minilm-l6-v2-0.1.2" / "1_Pooling" / "config.json", 100)
+    _write(version / "text_measurements" / "t1.json", 10)
+    _write(version / "embeddings" / "e1.npz", 1000)
+    groups = {g["kind"]: g for g in _info(folder, capsys)["groups"]}  # type: ignore[attr-defined]
+    assert (groups["models"]["entries"], groups["models"]["bytes"]) == (1, 2100)
+    assert main(["cache", "info", "--cache-dir", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert len({line.index(" MB") for line in lines}) == 1, lines  # the columns line up, long kinds too
+    assert main(["cache", "clear", "--cache-dir", str(folder), "--kind", "models", "--kind", "text_measurements"]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert {g.kind for g in cache_usage(folder).groups} == {"embeddings"}

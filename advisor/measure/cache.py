@@ -159,12 +159,20 @@ def _groups(folder: Path) -> list[tuple[CacheGroup, Path]]:
     for version_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _VERSION_FOLDER.fullmatch(p.name)):
         version = int(version_dir.name[1:])
         for kind_dir in sorted(p for p in version_dir.iterdir() if p.is_dir()):
-            files = [f for f in kind_dir.iterdir() if f.is_file()]
-            keys = {f.name.split(".", 1)[0] for f in files if not f.name.startswith(".")}  # not a write in flight
+            children = list(kind_dir.iterdir())
+            # An entry is a file, or a folder (an extracted text model: 90 MB that a file count reported as 0).
+            keys = {c.name if c.is_dir() else c.name.split(".", 1)[0]
+                    for c in children if not c.name.startswith(".")}  # not a write in flight
             found.append((CacheGroup(version=version, kind=kind_dir.name, entries=len(keys),
-                                     bytes=sum(f.stat().st_size for f in files), current=version == CACHE_FORMAT),
+                                     bytes=sum(_size(c) for c in children), current=version == CACHE_FORMAT),
                           kind_dir))
     return found
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
 def cache_usage(folder: Path) -> CacheUsage:

