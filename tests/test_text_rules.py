@@ -167,6 +167,20 @@ def test_minilm_recipes_by_hand(rules: TextRuleSet) -> None:
     assert len(fe.frozen_layers) == 7 and fe.head_lr == 1e-3
 
 
+def test_the_printed_recipe_says_which_phase_each_rate_trains(rules: TextRuleSet) -> None:
+    """The head's 1e-3 trains the head phase; in the fine-tuning phase the head takes the top layer's rate, and the
+    recipe's lines say so rather than print two rates for the head side by side."""
+    from tl_advise.advisor.report.text_advice import recipe_lines
+
+    top = dict(recipe_lines(text_recipe(rules, "text_finetune_top", summary=summary(6000), lengths=lengths(37),
+                                        backbone=minilm())))
+    assert top["learning rate"].startswith("head 1e-3 (head phase), encoder 2e-5, x0.95 per layer below")
+    assert top["fine-tune LRs"] == "head 2e-5, layer.5 2e-5, layer.4 1.9e-5"
+    frozen = dict(recipe_lines(text_recipe(rules, "text_feature_extraction", summary=summary(6000),
+                                           lengths=lengths(37), backbone=minilm())))
+    assert frozen["learning rate"] == "head 1e-3" and "fine-tune LRs" not in frozen
+
+
 def test_bert_base_tunes_its_top_third(rules: TextRuleSet) -> None:
     top = text_recipe(rules, "text_finetune_top", summary=summary(6000), lengths=None,
                       backbone=minilm(12, 512, "bert-base-uncased"))

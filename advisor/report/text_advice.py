@@ -42,13 +42,15 @@ def recipe_lines(recipe: TextRecipe) -> list[tuple[str, str]]:
         rows.append(("tune", f"{', '.join(recipe.tuned_layers)} (frozen: {', '.join(recipe.frozen_layers) or 'none'})"))
     else:
         rows.append(("tune", "nothing in the encoder: a head on cached frozen embeddings"))
-    rates = f"head {fmt_lr(recipe.head_lr)}" if recipe.head_lr is not None else ""
+    # Tuning the encoder trains in two phases: the head alone at head_lr, then every group at per_group_lr.
+    phase = " (head phase)" if recipe.per_group_lr else ""
+    rates = f"head {fmt_lr(recipe.head_lr)}{phase}" if recipe.head_lr is not None else ""
     if recipe.encoder_lr is not None:
         decay = f", x{recipe.layer_decay:g} per layer below" if recipe.layer_decay else ""
         rates += f", encoder {fmt_lr(recipe.encoder_lr)}{decay} (adamw, weight decay {recipe.weight_decay:g})"
     rows.append(("learning rate", rates))
     if recipe.per_group_lr:
-        rows.append(("per group", ", ".join(f"{g} {fmt_lr(lr)}" for g, lr in recipe.per_group_lr.items())))
+        rows.append(("fine-tune LRs", ", ".join(f"{g} {fmt_lr(lr)}" for g, lr in recipe.per_group_lr.items())))
     epochs = f"head {recipe.head_epochs}" + (f" + fine-tune {recipe.finetune_epochs}" if recipe.finetune_epochs else "")
     warmup = f", warm-up {recipe.warmup_share:.0%} then linear decay" if recipe.encoder_lr is not None else ""
     patience = f", early stopping after {recipe.patience}" if recipe.patience else ""
