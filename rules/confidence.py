@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from tl_advise.rules import statistics
 from tl_advise.rules.decision import decide, logreg_gain, pixels_as_good
-from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
+from tl_advise.rules.margins import below_measured, graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import CellEvidence, MeasuredEvidence, RuleSet, SizeBand
 from tl_advise.rules.warnings import PixelsAsGoodWarning
 from tl_advise.schema.formatting import counted, per_class
@@ -57,6 +57,8 @@ def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityR
 def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
                    strategy: StrategyId) -> Component:
     ipc = dataset.images_per_class
+    if ipc < rules.confidence.measured_from_per_class:
+        return Component("low", below_measured(ipc, rules.confidence.measured_from_per_class, "image"))
     nearest = nearest_edge_that_matters(
         rules.size_bands.edges(), band, ipc, strategy=strategy,
         advice_in=lambda neighbour: decide(rules, neighbour, similarity.label, logreg_gain(similarity)).strategy)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from tl_advise.schema.formatting import per_class
 from tl_advise.schema.models import ConfidenceLevel
 
 Band = TypeVar("Band", bound=str)
@@ -17,6 +18,14 @@ Strategy = TypeVar("Strategy", bound=str)
 def graded(value: float, low: float, high: float) -> ConfidenceLevel:
     """``low`` below ``low``, ``high`` at or above ``high``, ``medium`` between."""
     return "low" if value < low else "medium" if value < high else "high"
+
+
+def below_measured(per_class_count: float, measured_from: float, noun: str) -> str:
+    """The size reason where a dataset is smaller than anything the benchmark trained: no band margin means
+    anything there."""
+    return (f"{per_class(per_class_count, noun)}: below the {measured_from:g} per class the benchmark trained at "
+            "its smallest, so nothing measured speaks for this size; with so few, which strategy trains best is "
+            "mostly the draw of the examples")
 
 
 @dataclass(frozen=True)

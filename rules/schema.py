@@ -596,6 +596,9 @@ class ConfidenceRules(_Strict):
     similarity_margin_high: float = Field(ge=0, le=1, description="at or above this: high (between: medium)")
     size_ratio_low: float = Field(gt=1, description="images per class within this factor of a band edge: low")
     size_ratio_high: float = Field(gt=1, description="at or beyond this factor: high (between: medium)")
+    measured_from_per_class: float = Field(
+        10, gt=0, description="the fewest images per class the advice-quality benchmark trained: below it nothing "
+                              "measured speaks for the size, and the size margin is low")
     unmeasured: ConfidenceLevel = Field(description="the best a rule without benchmark evidence can be")
     tied: ConfidenceLevel = Field(description="the best a rule whose strategy tied its runner-up can be")
     in_sample: ConfidenceLevel = Field(

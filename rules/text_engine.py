@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tl_advise.rules.confidence import evidence_verdict
 from tl_advise.rules.engine import runner_up_reason, with_evidence, with_gap
-from tl_advise.rules.margins import graded, nearest_edge_that_matters, threshold_margin
+from tl_advise.rules.margins import below_measured, graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import SizeBand
 from tl_advise.rules.text_schema import TextCellEvidence, TextRuleSet, TextStrategyRule
 from tl_advise.schema.formatting import per_class
@@ -207,6 +207,8 @@ def similarity_component(rules: TextRuleSet, band: SizeBand, similarity: TextSim
 def size_component(rules: TextRuleSet, band: SizeBand, summary: TextDatasetSummary, label: TextSimilarityLabel,
                    strategy: TextStrategyId) -> Component:
     tpc = summary.texts_per_class
+    if tpc < rules.confidence.measured_from_per_class:
+        return Component("size", "low", below_measured(tpc, rules.confidence.measured_from_per_class, "text"))
     nearest = nearest_edge_that_matters(rules.size_bands.edges(), band, tpc, strategy=strategy,
                                         advice_in=lambda neighbour: rules.row_for(neighbour, label).strategy)
     if nearest is None:

@@ -168,6 +168,7 @@ class TextConfidenceRules(_Strict):
     similarity_margin_high: float = Field(ge=0, le=1)
     size_ratio_low: float = Field(gt=1)
     size_ratio_high: float = Field(gt=1)
+    measured_from_per_class: float = Field(16, gt=0)  # the text benchmark's smallest level: below it, low
     unmeasured: ConfidenceLevel
     tied: ConfidenceLevel
     in_sample: ConfidenceLevel

@@ -1011,6 +1011,18 @@ def test_size_confidence_near_the_small_edge(rules: RuleSet, ipc: int, level: st
     assert size.runner_up == "feature_extraction" and "edge of the tiny band" in size.reason
 
 
+@pytest.mark.parametrize("ipc", [1, 2, 9.5])
+def test_below_the_smallest_measured_size_the_confidence_is_low(rules: RuleSet, ipc: float) -> None:
+    """The grid trained 10 images per class at its smallest: below that no evidence speaks for the size, however
+    far the dataset is from a band edge that matters."""
+    assert rules.confidence.measured_from_per_class == 10
+    size = size_component(rules, "few", make_dataset(ipc), make_similarity("similar"), "feature_extraction")
+    assert size.level == "low" and "below the 10 per class the benchmark trained at its smallest" in size.reason
+    assert advise(rules, ipc, "similar").confidence.level == "low"
+    assert size_component(rules, "few", make_dataset(10), make_similarity("similar"), "feature_extraction").level \
+        == "high"
+
+
 def test_confidence_near_a_band_edge_names_the_other_bands_strategy(rules: RuleSet) -> None:
     near = advise(rules, 600, "similar")
     assert (near.strategy, near.confidence.level, near.confidence.runner_up) == (

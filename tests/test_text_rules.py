@@ -258,6 +258,15 @@ def test_one_text_per_class_reads_in_the_singular(rules: TextRuleSet) -> None:
     assert any(r.startswith("1 text per class:") for r in rec.confidence.reasons), rec.confidence.reasons
 
 
+def test_below_the_smallest_measured_size_the_text_confidence_is_low(rules: TextRuleSet) -> None:
+    sim = score_text_similarity(rules, signals(cosine=0.3, knn_gain=0.0))
+    few = recommend_text(rules, summary=summary(8), lengths=lengths(30), similarity=sim, backbone=minilm())
+    assert few.confidence.level == "low"
+    assert any("below the 16 per class the benchmark trained at its smallest" in r for r in few.confidence.reasons)
+    measured = recommend_text(rules, summary=summary(16), lengths=lengths(30), similarity=sim, backbone=minilm())
+    assert not any("below the 16" in r for r in measured.confidence.reasons)
+
+
 @pytest.fixture(scope="module")
 def guide_medium_close() -> TextRuleSet:
     """The text rules with the medium close cell back at the guide's choice, the top layers: a table where the
