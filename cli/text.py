@@ -60,9 +60,24 @@ def check_not_an_image_backbone(backbone: str, weights: object, data: object) ->
 
     name = parse_spec(backbone)[0]
     if name in built_in_backbones() or name in torchvision_models.classification_models():
-        raise ConfigError(f"--backbone {backbone} is an image backbone, and {data} is read as text: leave --backbone "
-                          f"out for the embedded {DEFAULT_TEXT_BACKBONE} (offline), or name a text encoder (a Hugging "
-                          "Face id such as bert-base-uncased, or a model folder)")
+        given = _where_set("backbone", backbone)
+        fix = "leave --backbone out" if given.startswith("--") else f"say --backbone {DEFAULT_TEXT_BACKBONE}"
+        raise ConfigError(f"{given} is an image backbone, and {data} is read as text: for the embedded "
+                          f"{DEFAULT_TEXT_BACKBONE} (offline) {fix}, or name a text encoder (a Hugging Face id such "
+                          "as bert-base-uncased, or a model folder)")
+
+
+def _where_set(name: str, value: str) -> str:
+    """How an option's value reached the command, in the words the user set it with: the flag, the
+    environment variable or pyproject's [tool.tl-advise] key."""
+    ctx = click.get_current_context()
+    source = ctx.get_parameter_source(name)
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    if source is ParameterSource.ENVIRONMENT and param is not None and isinstance(param.envvar, str):
+        return f"{param.envvar}={value}"
+    if source is ParameterSource.DEFAULT_MAP:
+        return f"{name.replace('_', '-')} = \"{value}\" in pyproject.toml's [tool.tl-advise]"
+    return f"--{name.replace('_', '-')} {value}"
 
 
 def _run_options(opts: dict[str, Any], progress: bool) -> TextRunOptions:

@@ -119,6 +119,16 @@ def test_an_image_backbone_for_texts_is_refused_before_the_hub_is_asked(
         assert main([str(data), "--backbone", name, "--no-cache"]) == 2
         err = capsys.readouterr().err
         assert f"--backbone {name} is an image backbone, and" in err and "Traceback" not in err
+    # Set by configuration, the message names where, and says how to ask for the text default.
+    monkeypatch.setenv("TL_ADVISE_BACKBONE", "resnet50")
+    assert main([str(data), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "TL_ADVISE_BACKBONE=resnet50 is an image backbone" in err and "say --backbone all-minilm-l6-v2" in err
+    monkeypatch.delenv("TL_ADVISE_BACKBONE")
+    (tmp_path / "pyproject.toml").write_text('[tool.tl-advise]\nbackbone = "resnet50"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main([str(data), "--no-cache"]) == 2
+    assert 'backbone = "resnet50" in pyproject.toml\'s [tool.tl-advise] is an image backbone' in capsys.readouterr().err
 
 
 def test_text_run_options_are_checked_before_the_dataset_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
