@@ -40,8 +40,11 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TextBackbone]:
 def test_a_weights_path_that_is_not_a_folder(tmp_path: Path) -> None:
     from tl_advise.advisor.measure.text.backbone import load_text_backbone
 
-    with pytest.raises(BackboneError, match="is not a folder"):
+    with pytest.raises(BackboneError, match="missing does not exist; a text backbone's weights are a Hugging Face"):
         load_text_backbone("mine", weights=tmp_path / "missing")
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(BackboneError, match=r"model\.pt is a file, not a folder"):
+        load_text_backbone("mine", weights=tmp_path / "model.pt")
 
 
 @pytest.mark.slow

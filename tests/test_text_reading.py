@@ -94,6 +94,9 @@ def test_class_folders_of_text_files(tmp_path: Path) -> None:
     assert dataset.splits == ["train", "test"]
     assert sorted(dataset.texts("train")) == ["dreadful train", "lovely train"]
     assert [s.path for s in dataset.skipped] == ["train/pos/photo.png"]
+    with pytest.raises(DatasetError, match=r"--text-column \(the API's text_column\) applies to a table, and .* "
+                                           "holds class folders: leave it out"):
+        read_text_dataset(tmp_path / "data", TextReadOptions(text_column="body"))
 
 
 def test_flat_class_folders_without_extensions(tmp_path: Path) -> None:

@@ -158,9 +158,12 @@ def _from_folder(folder: Path, options: TextReadOptions) -> TextDataset:
         return _from_tables(folder, [(tables[0], None)], options, kind="manifest")
     dirs = [p for p in entries if p.is_dir()]
     if dirs:
-        if any(options.__dict__.values()):
-            raise DatasetError(f"text_column/label_column/split_column apply to a table, and {folder} holds class "
-                               "folders; drop them")
+        given = [name for name, value in options.__dict__.items() if value]
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            one = len(given) == 1
+            raise DatasetError(f"{flags} (the API's {'/'.join(given)}) {'applies' if one else 'apply'} to a table, "
+                               f"and {folder} holds class folders: leave {'it' if one else 'them'} out")
         return _from_class_folders(folder, dirs)
     if tables:
         raise DatasetError(f"{folder} holds {len(tables)} tables ({', '.join(p.name for p in tables[:5])}) and none "

@@ -287,7 +287,8 @@ def load_text_backbone(spec: str = DEFAULT_TEXT_BACKBONE, *, weights: str | Path
         folder = Path(spec).expanduser()
     if folder is not None:
         if not folder.is_dir():
-            raise BackboneError(f"{folder} is not a folder; a text backbone's weights are a Hugging Face model folder "
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise BackboneError(f"{folder} {what}; a text backbone's weights are a Hugging Face model folder "
                                 "(config.json, model.safetensors or pytorch_model.bin, tokenizer files)")
         backbone = _from_folder(folder, name=spec if weights is not None else folder.name, source="folder",
                                 weights=str(folder.resolve()))
