@@ -28,6 +28,7 @@ from tl_advise.advisor.measure.text.backbone import (
     DEFAULT_TEXT_BACKBONE,
     TextBackbone,
     backbone_identity,
+    embedded_entry,
     load_text_backbone,
     text_hash,
 )
@@ -37,7 +38,7 @@ from tl_advise.advisor.versions import tool_version
 from tl_advise.advisor.writable import check_write_path
 from tl_advise.rules.text_engine import recommend_text, score_text_similarity
 from tl_advise.rules.text_schema import TextRuleSet, load_text_rules
-from tl_advise.schema.errors import ConfigError, DatasetError
+from tl_advise.schema.errors import BackboneError, ConfigError, DatasetError
 from tl_advise.schema.text import TextAdviceResult, TextBackboneInfo, TextSampleInfo, TextSimilaritySignals
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,19 @@ def advise_text(data: str | Path | TextDataset, *, backbone: str | TextBackbone 
                                read_options=read_options, keep_backbone=False).result
 
 
+def names_an_image_backbone(backbone: str, weights: str | Path | None = None) -> bool:
+    """Whether ``backbone`` names an image backbone (resnet50, efficientnet_lite1) where a text encoder is
+    expected: refused before the Hub is asked for it (offline, a minute of retries; online, a model that is no
+    text encoder). A folder, a weights file or the embedded encoder is never one."""
+    if weights is not None or Path(backbone).expanduser().exists() or embedded_entry(backbone) is not None:
+        return False
+    from tl_advise.advisor.measure.images.backbones import torchvision_models
+    from tl_advise.advisor.measure.images.backbones.registry import built_in_backbones, parse_spec
+
+    name = parse_spec(backbone)[0]
+    return name in built_in_backbones() or name in torchvision_models.classification_models()
+
+
 def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextBackbone = DEFAULT_TEXT_BACKBONE,
                         weights: str | Path | None = None, rules: str | Path | TextRuleSet | None = None,
                         device: str = "cpu", seed: int = 0, sample_size: int = DEFAULT_TEXT_SAMPLE,
@@ -122,6 +136,10 @@ def advise_text_session(data: str | Path | TextDataset, *, backbone: str | TextB
     if sample_size < 4:
         raise ConfigError(f"The 'sample_size' parameter must be an int of at least 4. Got {sample_size} instead.")
     check_device(device)  # refused before any work, cached or not
+    if isinstance(backbone, str) and names_an_image_backbone(backbone, weights):
+        raise BackboneError(f"{backbone} is an image backbone, and a text dataset needs a text encoder: leave "
+                            f"backbone out for the embedded {DEFAULT_TEXT_BACKBONE} (offline), or name a Hugging "
+                            "Face text encoder (bert-base-uncased) or a model folder")
     root = data.source.root if isinstance(data, TextDataset) else str(data)
     cache_folder = check_write_path(cache_dir or default_cache_dir(), root, "The cache folder") if use_cache else None
     cache = ArrayCache(cache_folder)

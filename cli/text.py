@@ -4,6 +4,7 @@ reached from the advise command once DATA is read as text (``--modality``, or de
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,21 +46,11 @@ def check_text_options(opts: dict[str, Any]) -> None:
         check_tracking_store(mlflow=opts["mlflow"])
 
 
-def check_not_an_image_backbone(backbone: str, weights: object, data: object) -> None:
-    """Refuse an image backbone's name (resnet50) for texts before the Hub is asked for it: offline that is a
-    minute of retries, online a model that is no text encoder."""
-    from pathlib import Path
+def check_not_an_image_backbone(backbone: str, weights: str | Path | None, data: object) -> None:
+    """Refuse an image backbone's name for texts in the words the user set it with (the API refuses it too)."""
+    from tl_advise.advisor.text_api import DEFAULT_TEXT_BACKBONE, names_an_image_backbone
 
-    from tl_advise.advisor.measure.text.backbone import embedded_entry
-    from tl_advise.advisor.text_api import DEFAULT_TEXT_BACKBONE
-
-    if weights is not None or Path(backbone).expanduser().exists() or embedded_entry(backbone) is not None:
-        return
-    from tl_advise.advisor.measure.images.backbones import torchvision_models
-    from tl_advise.advisor.measure.images.backbones.registry import built_in_backbones, parse_spec
-
-    name = parse_spec(backbone)[0]
-    if name in built_in_backbones() or name in torchvision_models.classification_models():
+    if names_an_image_backbone(backbone, weights):
         given = _where_set("backbone", backbone)
         fix = "leave --backbone out" if given.startswith("--") else f"say --backbone {DEFAULT_TEXT_BACKBONE}"
         raise ConfigError(f"{given} is an image backbone, and {data} is read as text: for the embedded "

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import make_class_folder
 from tl_advise.advisor.data.modality import detect_modality
 from tl_advise.cli.commands import main
-from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.errors import BackboneError, DatasetError
 from tl_advise.schema.text import TEXT_STRATEGY_IDS
 
 REVIEWS = [
@@ -129,6 +129,12 @@ def test_an_image_backbone_for_texts_is_refused_before_the_hub_is_asked(
     monkeypatch.chdir(tmp_path)
     assert main([str(data), "--no-cache"]) == 2
     assert 'backbone = "resnet50" in pyproject.toml\'s [tool.tl-advise] is an image backbone' in capsys.readouterr().err
+
+    # The Python API refuses it too, before the dataset is read or the Hub asked.
+    from tl_advise.advisor.text_api import advise_text_session
+
+    with pytest.raises(BackboneError, match="resnet50 is an image backbone, and a text dataset needs a text encoder"):
+        advise_text_session(tmp_path / "missing.csv", backbone="resnet50", use_cache=False)
 
 
 def test_text_run_options_are_checked_before_the_dataset_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
