@@ -17,6 +17,7 @@ import click
 
 from tl_advise.advisor.defaults import DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEVICE_CHOICES
 from tl_advise.schema.errors import ConfigError, DatasetError
+from tl_advise.schema.formatting import counted
 
 logger = logging.getLogger("tl_advise")
 
@@ -77,7 +78,8 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
     else:
         click.echo(text, nl=False)
     if saved is not None:
-        logger.info("%d text(s) predicted with %s (%s)", len(report.predictions), report.model, report.strategy)
+        logger.info("%s predicted with %s (%s)", counted(len(report.predictions), "text"), report.model,
+                    report.strategy)
         return 0
     n_failed = len(report.failed)
     logger.info("%d image(s) predicted with %s, %d unreadable", len(report.predictions) - n_failed, report.model,

@@ -111,7 +111,7 @@ def test_every_format_keeps_one_line_per_skipped_file(odd_dataset: Path, odd_jso
                                                       session_cache_dir: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, odd_dataset, "--cache-dir", session_cache_dir)
-    assert code == 0 and "Skipped 4 file(s) (-v lists them)" in out  # the one-screen report counts them
+    assert code == 0 and "Skipped 4 files (-v lists them)" in out  # the one-screen report counts them
     code, out, _ = cli(capsys, odd_dataset, "--cache-dir", session_cache_dir, "--explain")
     assert code == 0
     listed = [line for line in out.splitlines() if line.startswith("  - cat/") or line.startswith("  - dog/")]

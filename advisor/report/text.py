@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tl_advise.advisor.report import common
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import AdviceResult
 
 
@@ -71,7 +72,7 @@ def _skipped_lines(result: AdviceResult, limit: int) -> list[str]:
     skipped = result.dataset.skipped
     if not skipped:
         return []
-    lines = ["", f"Skipped {len(skipped)} file(s):", *(f"  - {s.path}: {s.reason}" for s in skipped[:limit])]
+    lines = ["", f"Skipped {counted(len(skipped), 'file')}:", *(f"  - {s.path}: {s.reason}" for s in skipped[:limit])]
     if len(skipped) > limit:
         lines.append(f"  … and {len(skipped) - limit} more (see --format json)")
     return lines
@@ -94,7 +95,7 @@ def render(result: AdviceResult, *, explain: bool = False) -> str:
         if rec.alternatives:
             lines.append(f"Alternatives (--run --compare trains them): {common.alternatives_line(rec)}")
         if ds.skipped:
-            lines.append(f"Skipped {len(ds.skipped)} file(s) (-v lists them)")
+            lines.append(f"Skipped {counted(len(ds.skipped), 'file')} (-v lists them)")
         lines += _run_lines(result)
         lines += ["", "Why, the similarity signals, the sample and timings: -v or --explain "
                       "(or --format markdown, --format json, --html FILE)"]

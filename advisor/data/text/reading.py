@@ -42,6 +42,7 @@ from tl_advise.advisor.data.images.manifest import (
 )
 from tl_advise.advisor.data.tables import Table, parse_csv, parse_jsonl, read_parquet
 from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import SkippedFile
 from tl_advise.schema.text import TextSource, TextSourceKind
 
@@ -411,7 +412,7 @@ def _from_tables(root: Path, tables: list[tuple[Path, str | None]], options: Tex
     assert chosen is not None
     source = TextSource(kind=kind, root=str(root), files=[str(p) for p, _ in tables], text_column=chosen.text,
                         label_column=chosen.label, split_column=chosen.split)
-    logger.info("%s: %d text(s) read, %d row(s) skipped", root, len(examples), len(skipped))
+    logger.info("%s: %s read, %s skipped", root, counted(len(examples), "text"), counted(len(skipped), "row"))
     return TextDataset(source=source, examples=examples, skipped=skipped)
 
 
