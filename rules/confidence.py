@@ -146,9 +146,9 @@ def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     each dataset left out, and at ``early_stopping_split`` unless a held-out test split judged it."""
     if evidence is None:
         return levels.unmeasured, f"rule {rule_id} has no benchmark evidence: the guide's cell, not measured", None
-    seeds = "1+ seed" if evidence.seeds == 1 else f"{evidence.seeds}+ seeds"
     where = (f"measured{evidence.trained_words} on {counted(evidence.cases, 'case')} from "
-             f"{', '.join(evidence.datasets)} ({seeds} each, judged on {evidence.judged_on_words}, {evidence.source})")
+             f"{', '.join(evidence.datasets)} ({evidence.seeds_words} each, judged on {evidence.judged_on_words}, "
+             f"{evidence.source})")
     diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:
         return ("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge "

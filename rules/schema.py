@@ -318,17 +318,21 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
         return {"test": "held-out test splits", "val": "validation splits",
                 "mixed": "test or validation splits"}[self.judged_on]
 
+    @property
+    def seeds_words(self) -> str:
+        """``1+ seed``, ``3+ seeds``: the fewest seeds any of the rule's cases had."""
+        return "1+ seed" if self.seeds == 1 else f"{self.seeds}+ seeds"
+
     def summary(self, strategy: EvidenceStrategy) -> str:
         """The evidence in words, every figure from this table: what the rule's why ends with."""
         outcome = statistics.compare(self.margin_pp, self.se_pp)
         versus = {"ahead": "ahead of", "tie": "tied with", "behind": "behind"}[outcome]
         held = (f"; with each dataset left out in turn the others chose it in {self.held_out_agree} of "
                 f"{self.held_out_folds} folds" if self.held_out_folds else "; one dataset: nothing to hold out")
-        seeds = "1+ seed" if self.seeds == 1 else f"{self.seeds}+ seeds"
         return (f"measured{self.trained_words} on {counted(self.cases, 'case')} from "
-                f"{counted(len(self.datasets), 'dataset')} ({seeds}, judged on {self.judged_on_words}): {strategy} "
-                f"{versus} the runner-up, {self.runner_up}, by {self.margin_pp:+.1f} ± {self.se_pp:.1f} pp (each "
-                "dataset counted once), mean regret "
+                f"{counted(len(self.datasets), 'dataset')} ({self.seeds_words}, judged on {self.judged_on_words}): "
+                f"{strategy} {versus} the runner-up, {self.runner_up}, by {self.margin_pp:+.1f} ± {self.se_pp:.1f} pp "
+                "(each dataset counted once), mean regret "
                 f"{self.mean_regret_pp:.1f} pp{held}")
 
     def gap_note(self, strategy: EvidenceStrategy, other: EvidenceStrategy) -> str | None:
