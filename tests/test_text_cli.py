@@ -100,7 +100,7 @@ def test_image_options_on_a_text_dataset_are_refused_before_any_work(tmp_path: P
     assert "--for applies to image datasets, and" in (err := capsys.readouterr().err) and "leave it out" in err
     images = make_class_folder(tmp_path / "images", {"a": 3, "b": 3})
     assert main([str(images), "--text-column", "text"]) == 2  # a text column: read as text, and it is no table
-    assert "apply to a table" in capsys.readouterr().err
+    assert "--text-column (the API's text_column) applies to a table" in capsys.readouterr().err
     assert main([str(images), "--modality", "image", "--text-column", "text"]) == 2
     assert "--text-column applies to text datasets" in capsys.readouterr().err
 
