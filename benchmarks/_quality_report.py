@@ -298,7 +298,7 @@ def seed_markdown(judged: dict[str, Any], source: str, strategies: Sequence[str]
                   "separated |", "|" + "---|" * 9]
         for rule_id, e in judged["rule_evidence"].items():
             lines.append(f"| {rule_id} | {e['strategy']} | {e['cases']} | {', '.join(e['datasets'])} | {e['seeds']} | "
-                         f"{e['mean_regret_pp']:.2f} | {e['runner_up']} | {e['margin_pp']:+.2f} ± {e['se_pp']:.2f} | "
+                         f"{e['mean_regret_pp']:.2f} | {e['runner_up']} | {e['margin_pp']:+z.2f} ± {e['se_pp']:.2f} | "
                          f"{'yes' if e['margin_pp'] > e['se_pp'] else 'no'} |")
         lines += ["", "```toml", evidence_toml(judged["rule_evidence"], source).rstrip(), "```"]
     return lines

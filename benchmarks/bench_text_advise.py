@@ -7,8 +7,9 @@ cold < 30 s, warm < 1 s, peak RSS < 1 GB).
 Each advice is its own process, as a user runs it (``tl-advise DATA --cache-dir DIR -q --format json``): cold
 with an empty cache folder, then ``--warm`` times with the same folder. The peak memory is the process's
 ``ru_maxrss`` (``os.wait4``: what ``/usr/bin/time -f %M`` prints), the wall time includes the interpreter's start
-and end. ``--checkout DIR`` also measures the code of another checkout of the repository (``git archive COMMIT |
-tar -x -C DIR``) with the same interpreter and packages, in the same run: before and after on the same load.
+and end; Python writes its bytecode as on a user's machine (``PYTHONDONTWRITEBYTECODE`` is dropped). ``--checkout
+DIR`` also measures the code of another checkout of the repository (``git archive COMMIT | tar -x -C DIR``) with
+the same interpreter and packages, in the same run: before and after on the same load.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def _package_folder(checkout: Path, into: Path) -> Path:
 
 def run_once(data: str, cache: Path, pythonpath: Path | None) -> dict[str, float]:
     env = dict(os.environ)
+    # A user's install has its bytecode (pip compiles it; an editable one writes it on first import): without
+    # this, a machine that sets PYTHONDONTWRITEBYTECODE compiles every module of the package on each run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), *filter(None, [env.get("PYTHONPATH")])])
     command = [sys.executable, "-c", ENTRY, data, "--cache-dir", str(cache), "-q", "--format", "json"]

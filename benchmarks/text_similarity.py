@@ -151,7 +151,7 @@ def markdown(result: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|"]
     for j in result["judgement"]:
         lines.append(f"| {j['signal']} | {'farther' if j['farther_when_larger'] else 'closer'} | "
-                     f"{'yes' if j['separates'] else 'no'} | {j['margin']:+.4f} | {j['margin_over_range']:+.2f} | "
+                     f"{'yes' if j['separates'] else 'no'} | {j['margin']:+z.4f} | {j['margin_over_range']:+z.2f} | "
                      f"{', '.join(f'{v:.3f}' for v in j['close'])} | {', '.join(f'{v:.3f}' for v in j['far'])} |")
     tp = result.get("throughput")
     if tp:

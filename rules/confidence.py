@@ -83,7 +83,7 @@ def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport
     if band not in pixel.bands:
         if not fires:
             return None
-        return Component("low", f"raw pixels do as well as frozen features here (gain {sep.logreg_gain:+.3f}), "
+        return Component("low", f"raw pixels do as well as frozen features here (gain {sep.logreg_gain:+z.3f}), "
                                 f"and rule {pixel.id} was measured in the {', '.join(pixel.bands)} bands only: "
                                 f"the {band} band's cell was never judged on such data",
                          pixel.strategy if pixel.strategy != strategy else None)
@@ -96,7 +96,7 @@ def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport
     c = rules.confidence
     level = graded(distance, c.pixel_gain_se_low, c.pixel_gain_se_high)
     side = "at or below" if fires else "above"
-    return Component(level, f"frozen features gain {sep.logreg_gain:+.3f} over raw pixels, {side} rule {pixel.id}'s "
+    return Component(level, f"frozen features gain {sep.logreg_gain:+z.3f} over raw pixels, {side} rule {pixel.id}'s "
                             f"{cutoff:.2f} cut-off by {distance:.1f} s.e. ({se:.3f} on {sep.n_images} sample "
                             f"images); on the other side the advice would be {other}", other)
 
@@ -149,7 +149,7 @@ def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     where = (f"measured{evidence.trained_words} on {counted(evidence.cases, 'case')} from "
              f"{', '.join(evidence.datasets)} ({evidence.seeds_words} each, judged on {evidence.judged_on_words}, "
              f"{evidence.source})")
-    diff = f"{evidence.margin_pp:+.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
+    diff = f"{evidence.margin_pp:+z.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
     if evidence.margin_pp < -evidence.se_pp:
         return ("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge "
                        "it out of sample", evidence.runner_up)

@@ -331,7 +331,7 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
                 f"{self.held_out_folds} folds" if self.held_out_folds else "; one dataset: nothing to hold out")
         return (f"measured{self.trained_words} on {counted(self.cases, 'case')} from "
                 f"{counted(len(self.datasets), 'dataset')} ({self.seeds_words}, judged on {self.judged_on_words}): "
-                f"{strategy} {versus} the runner-up, {self.runner_up}, by {self.margin_pp:+.1f} ± {self.se_pp:.1f} pp "
+                f"{strategy} {versus} the runner-up, {self.runner_up}, by {self.margin_pp:+z.1f} ± {self.se_pp:.1f} pp "
                 "(each dataset counted once), mean regret "
                 f"{self.mean_regret_pp:.1f} pp{held}")
 
@@ -688,10 +688,10 @@ class RankingRules(_Strict):
                  f"({counted(e.seeds, 'seed')}, "
                  f"{', '.join(e.backbones)} each fine-tuned with its advised strategy, {e.source})")
         if measured.tau_mean >= self.predictive_tau:
-            return (f"{label} predicted the fine-tuned order: weighted Kendall τ {measured.tau_mean:+.2f}{spread}, "
+            return (f"{label} predicted the fine-tuned order: weighted Kendall τ {measured.tau_mean:+z.2f}{spread}, "
                     f"{where}{measured.separated_words()}")
         return (f"{label} did not reliably predict the fine-tuned order: weighted Kendall τ "
-                f"{measured.tau_mean:+.2f}{spread} against the {self.predictive_tau} a predictive score reaches, "
+                f"{measured.tau_mean:+z.2f}{spread} against the {self.predictive_tau} a predictive score reaches, "
                 f"{where}{measured.separated_words()}; read the order as a shortlist and, when the choice matters, "
                 "train the top candidates (tl-advise DATA --for NAME --run)")
 

@@ -225,8 +225,9 @@ def bar_component(bar: TfidfBar | None, recipe: TextRecipe, min_gain: float) -> 
     if bar is None or recipe.kind == "tfidf" or bar.embeddings_clear_it:
         return None
     return Component("tfidf_bar", "low", f"frozen embeddings reach {bar.embedding_accuracy:.3f} against the TF-IDF "
-                     f"bar's {bar.accuracy:.3f} (gain {bar.gain:+.3f}, needs above {min_gain:+.2f}; {bar.n_folds}-fold "
-                     f"CV on {bar.n_texts} sample texts): the encoder may not carry this task", "tfidf_linear")
+                     f"bar's {bar.accuracy:.3f} (gain {bar.gain:+z.3f}, needs above {min_gain:+z.2f}; "
+                     f"{bar.n_folds}-fold CV on {bar.n_texts} sample texts): the encoder may not carry this task",
+                     "tfidf_linear")
 
 
 def evidence_component(rules: TextRuleSet, rule_id: str, evidence: TextCellEvidence | None,
@@ -285,7 +286,7 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
         warnings.append(AdviceWarning(
             id="embeddings_no_better_than_tfidf",
             message=f"frozen embeddings ({bar.embedding_accuracy:.3f}) do not beat the TF-IDF bar ({bar.accuracy:.3f}) "
-                    f"by more than {rules.tfidf_bar.min_gain:+.2f} on the sample: compare with tfidf_linear"))
+                    f"by more than {rules.tfidf_bar.min_gain:+z.2f} on the sample: compare with tfidf_linear"))
     if lengths is not None and lengths.unit == "tokens" and lengths.p95 > recipe.max_length and recipe.kind != "tfidf":
         warnings.append(AdviceWarning(
             id="texts_truncated",

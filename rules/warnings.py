@@ -306,7 +306,7 @@ class PixelsAsGoodWarning(WarningRule):
     max_logreg_gain: float = Field(0.02, ge=-1, le=1)
     message: str = Field(
         "logistic regression on raw 32x32 greyscale pixels ({pixel_logreg_accuracy:.2f}) does as well as on the "
-        "frozen features ({logreg_accuracy:.2f}; gain {logreg_gain:+.2f}, at most {max_logreg_gain:.2f}): the "
+        "frozen features ({logreg_accuracy:.2f}; gain {logreg_gain:+z.2f}, at most {max_logreg_gain:.2f}): the "
         "pretrained features carry little of this task, and {pixel_logreg_accuracy:.2f} is the bar any "
         "strategy must clear", min_length=1)
 

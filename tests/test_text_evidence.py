@@ -196,6 +196,12 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
     assert rec.alternatives[0].reason.startswith("the benchmark's runner-up for rule text-tiny-close: 4.0 ± 1.0 pp "
                                                  "ahead of text_feature_extraction")
 
+    # A margin that rounds to zero reads +0.0, never -0.0.
+    level = {**evidence["text-tiny-close"], "runner_up": "text_full_finetune", "margin_pp": -0.04, "se_pp": 1.3}
+    rec = advise(evidence_rules({"text-tiny-close": level})[1])
+    assert any("tied the runner-up within noise (+0.0 ± 1.3 pp against text_full_finetune)" in r
+               for r in rec.confidence.reasons)
+
 
 def test_report_writes_the_evidence_into_the_text_rules(tmp_path: Path) -> None:
     out = tmp_path / "tq"

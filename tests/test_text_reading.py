@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,17 @@ def test_script_summary() -> None:
     assert summary.shares["LATIN"] == pytest.approx(10 / summary.n_letters, abs=1e-4)
     assert {"CYRILLIC", "DEVANAGARI"} <= set(summary.shares)
     assert summary.non_latin_share > 0.4
+
+
+def test_script_summary_counts_every_letter_once() -> None:
+    texts = ["Crème brûlée, 3 €", "Ελληνικά και English", "", "日本語のテキスト", "naïve café\nr\u00e9sum\u00e9"]
+    letters = [ch for text in texts for ch in text if ch.isalpha()]
+    summary = script_summary(texts)
+    assert summary.n_letters == len(letters)
+    latin = sum(unicodedata.name(ch).startswith("LATIN") for ch in letters)
+    assert summary.shares["LATIN"] == pytest.approx(latin / len(letters), abs=1e-4)
+    assert summary.shares["GREEK"] == pytest.approx(11 / len(letters), abs=1e-4)  # Ελληνικά και
+    assert script_summary([]).n_letters == 0 and script_summary(["123 !"]).shares == {}
 
 
 def test_non_latin_text_is_a_finding(tmp_path: Path) -> None:

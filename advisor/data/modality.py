@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ Modality = Literal["image", "text"]
 MODALITIES: tuple[str, ...] = ("auto", "image", "text")
 _FILES_LOOKED_AT = 2000  # enough to tell .txt from image files in any sane layout, cheap on a million
 _CLEAR_MAJORITY = 0.9
+_EXTENSION = re.compile(r"\.[a-z0-9]{1,6}")
 
 
 def detect_modality(data: str | Path, *, text_column: str | None = None, path_column: str | None = None) -> Modality:
@@ -78,7 +80,7 @@ def _not_a_dataset_file(path: Path) -> DatasetError:
 
 
 def _table_modality(table_path: Path) -> Modality:
-    table = read_rows(table_path)
+    table = read_rows(Path(os.path.abspath(table_path)))  # spelled as the reader will: it reuses this read
     columns = {normalise(c) for c in table.columns}
     first = [v for _, row in itertools.islice(table.rows, 20) for v in row.values() if isinstance(v, str)]
     texts = bool(columns & set(TEXT_COLUMNS))
@@ -95,7 +97,9 @@ def _table_modality(table_path: Path) -> Modality:
 
 
 def _is_image_name(value: str) -> bool:
-    return Path(value.strip()).suffix.lower() in Image.registered_extensions()
+    # Most values of a text table are sentences: only a plausible extension is worth loading PIL's plugins for.
+    suffix = Path(value.strip()).suffix.lower()
+    return bool(_EXTENSION.fullmatch(suffix)) and suffix in Image.registered_extensions()
 
 
 def _file_counts(folders: list[Path]) -> tuple[int, int]:

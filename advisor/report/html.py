@@ -153,7 +153,7 @@ def _similarity(result: AdviceResult) -> str:
                   f"chance {sep.chance:.2f}):</p><table><tr><th></th><th>frozen features</th><th>raw pixels</th>"
                   "<th>gain</th></tr>",
                   *(f'<tr><td>{name}</td><td class="num">{a:.3f}</td><td class="num">{b:.3f}</td>'
-                    f'<td class="num">{g:+.3f}</td></tr>' for name, a, b, g in rows), "</table>"]
+                    f'<td class="num">{g:+z.3f}</td></tr>' for name, a, b, g in rows), "</table>"]
     parts += [f'<p class="muted small">note: {escape(note)}</p>' for note in sim.notes]
     parts += [_bn_profile(result), _signals(sim)]
     return section("similarity", "".join(parts), title="Similarity to ImageNet")

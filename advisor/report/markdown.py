@@ -40,10 +40,10 @@ def render(result: AdviceResult, *, explain: bool = True) -> str:
     if sim.separability:
         sep = sim.separability
         lines += ["", *_table(["classifier", "frozen features", "raw pixels", "gain"], [
-            ["k-NN accuracy", f"{sep.knn_accuracy:.3f}", f"{sep.pixel_knn_accuracy:.3f}", f"{sep.knn_gain:+.3f}"],
+            ["k-NN accuracy", f"{sep.knn_accuracy:.3f}", f"{sep.pixel_knn_accuracy:.3f}", f"{sep.knn_gain:+z.3f}"],
             ["logistic regression", f"{sep.logreg_accuracy:.3f}", f"{sep.pixel_logreg_accuracy:.3f}",
-             f"{sep.logreg_gain:+.3f}"],
-            ["LogME", f"{sep.logme:.3f}", f"{sep.pixel_logme:.3f}", f"{sep.logme_gain:+.3f}"],
+             f"{sep.logreg_gain:+z.3f}"],
+            ["LogME", f"{sep.logme:.3f}", f"{sep.pixel_logme:.3f}", f"{sep.logme_gain:+z.3f}"],
         ])]
     if rec.warnings:
         lines += ["", "## Warnings", "", *(f"- **{w.id}**: {w.message}" for w in rec.warnings)]

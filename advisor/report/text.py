@@ -23,9 +23,9 @@ def _similarity_lines(result: AdviceResult) -> list[str]:
     if sim.separability:
         sep = sim.separability
         lines.append(f"  frozen features vs raw pixels ({sep.n_folds}-fold CV, chance {sep.chance:.2f}): "
-                     f"k-NN {sep.knn_accuracy:.2f} vs {sep.pixel_knn_accuracy:.2f} ({sep.knn_gain:+.2f}), "
+                     f"k-NN {sep.knn_accuracy:.2f} vs {sep.pixel_knn_accuracy:.2f} ({sep.knn_gain:+z.2f}), "
                      f"logreg {sep.logreg_accuracy:.2f} vs {sep.pixel_logreg_accuracy:.2f} "
-                     f"({sep.logreg_gain:+.2f}), LogME {sep.logme:.2f} ({sep.logme_gain:+.2f})")
+                     f"({sep.logreg_gain:+z.2f}), LogME {sep.logme:.2f} ({sep.logme_gain:+z.2f})")
     lines.extend(f"  note: {note}" for note in sim.notes)
     return lines
 

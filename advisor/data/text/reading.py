@@ -17,6 +17,7 @@ mostly not UTF-8 is refused.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -239,7 +240,21 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def read_rows(path: Path) -> Table:
-    """A table's rows; raises :class:`DatasetError` naming the file when it cannot be read."""
+    """A table's rows; raises :class:`DatasetError` naming the file when it cannot be read. The last table read
+    is kept while its file is unchanged: deciding the modality reads the training table, then the reader does."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return _parse_rows(path)  # names the file and why it cannot be read
+    return _parse_unchanged(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _parse_unchanged(path: Path, mtime_ns: int, size: int) -> Table:
+    return _parse_rows(path)
+
+
+def _parse_rows(path: Path) -> Table:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         table = read_parquet(path, str(path), save_as="it")
