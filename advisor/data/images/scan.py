@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from tl_advise.advisor.data.images.exif import QUARTER_TURNS, exif_orientation
 from tl_advise.advisor.data.images.layout import (
@@ -676,6 +675,8 @@ def _chunked_map(fn: Callable[[Any], _R], items: Sequence[Any] | np.ndarray, pro
 
     def run(chunk: Sequence[Any] | np.ndarray) -> list[_R]:
         return [fn(item) for item in (chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)]
+
+    from tqdm import tqdm  # here: reading a text dataset imports this module's constants, not its progress bar
 
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool, tqdm(
         total=len(items), desc=desc, unit="file", disable=not progress, leave=False
