@@ -28,6 +28,7 @@ from _quality_metrics import (
 )
 
 from tl_advise.advisor.defaults import DEFAULT_BACKBONE  # what advise_session uses; the cases record it
+from tl_advise.rules import statistics
 
 
 def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[str, Weighting]:
@@ -142,21 +143,51 @@ def _deciding_rule(avg: SeedAverage, first_case: dict[str, Any], rules: Any) -> 
     return decide(rules, avg.band, avg.label, first_case["advice"]["signals"].get("logreg_gain"))
 
 
-def seed_judgement(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+def seed_judgement(cases_json: Sequence[dict[str, Any]], rules: Any, backbone: str | None = None) -> dict[str, Any]:
     """Every dataset x level judged on its seed-averaged accuracies, the targets over them, and the evidence
-    for each rule of the current rules (generated: it is what the rules file's ``evidence`` tables hold)."""
+    for each rule of the current rules (generated: it is what the rules file's ``evidence`` tables hold).
+
+    ``backbone``: the cases trained that backbone (``--for``), whose own cells may move (:func:`moved_cells`);
+    the rows and targets are then the advice that backbone gets, the evidence its ``backbone_evidence``."""
     first = {(c["dataset"], c["level"]): c for c in sorted(cases_json, key=lambda c: -case_key(c)[2])}
     averages = seed_averages(sorted(cases_json, key=case_order))
 
     def decision(a: SeedAverage) -> tuple[str, str]:
-        d = _deciding_rule(a, first[(a.dataset, a.level)], rules)
+        d = _deciding_rule(a, first[(a.dataset, a.level)], rules)  # the benchmark backbone's cell: never moved
         return d.rule_id, d.strategy
 
     rows, evidence = judge_by_rule(averages, decision)
+    if backbone is not None and (moved := moved_cells(averages, decision, evidence)):
+        shared = {rule_id: evidence[rule_id]["strategy"] for rule_id in moved}
+
+        def own_cell(a: SeedAverage) -> tuple[str, str]:
+            rule_id, strategy = decision(a)
+            return rule_id, moved.get(rule_id, strategy)
+
+        rows, evidence = judge_by_rule(averages, own_cell)
+        for rule_id, strategy in shared.items():
+            evidence[rule_id]["moved_from"] = strategy
     sweeps = [c["lr_sweep"] for c in cases_json if c.get("lr_sweep")]
     targets = {**regret_targets(rows), "lr_checked": len(sweeps), "lr_within_3x": sum(s["within_3x"] for s in sweeps),
                "lr_within_3x_tied": sum(s["within_3x_tied"] for s in sweeps)}
     return {"cases": rows, "targets": targets, "rule_evidence": evidence}
+
+
+def moved_cells(averages: Sequence[SeedAverage], decision: Callable[[SeedAverage], tuple[str, str]],
+                evidence: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+    """The rules whose cell another backbone's own cases move: the rule's strategy trailed the runner-up beyond
+    noise, no dataset left out chose it, and the runner-up was chosen with every dataset left out in turn (its
+    own evidence ``held_out``). rule id -> the runner-up."""
+    moved = {}
+    for rule_id, e in evidence.items():
+        if statistics.compare(e["margin_pp"], e["se_pp"]) != "behind" or e["held_out_folds"] < 2 \
+                or e["held_out_agree"] > 0:
+            continue
+        members = [a for a in averages if decision(a)[0] == rule_id]
+        own = cell_evidence(members, e["runner_up"])
+        if own is not None and own.held_out_folds >= 2 and own.held_out_agree == own.held_out_folds:
+            moved[rule_id] = e["runner_up"]
+    return moved
 
 
 def judge_by_rule(averages: Sequence[SeedAverage], decision: Callable[[SeedAverage], tuple[str, str]]

@@ -32,6 +32,7 @@ def evidence_toml(evidence: dict[str, Any], source: str, backbone: str | None = 
     for rule_id, e in evidence.items():
         lines += [f"# rule {rule_id} ({e['strategy']})", f"[decision.{table}]" if rule_id != "pixel-baseline"
                   else f"[pixel_baseline.{table}]",
+                  *([f'strategy = "{e["strategy"]}"'] if "moved_from" in e else []),  # this backbone's own cell
                   f'source = "{source}"', f"cases = {e['cases']}", f"datasets = {json.dumps(e['datasets'])}",
                   f"seeds = {e['seeds']}", f"mean_regret_pp = {e['mean_regret_pp']:.2f}",
                   f'runner_up = "{e["runner_up"]}"', f"margin_pp = {e['margin_pp']:.2f}",
@@ -177,7 +178,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = [f"{_pct(c['runs'][s]['accuracy'])} ({c['runs'][s]['train_time_s']:.0f}s)" if s in c["runs"]
                  else "skipped" if s in c.get("skipped", {}) else "failed" for s in STRATEGIES]
         lines.append(f"| {c['dataset']} | {c['level']} | " + " | ".join(cells) + " |")
-    lines += seed_markdown(results.get("seed_judgement", {}), results.get("source", "this file"), STRATEGIES)
+    lines += seed_markdown(results.get("seed_judgement", {}), results.get("source", "this file"), STRATEGIES,
+                           results.get("budget", {}).get("target"))
     s = results.get("summary", {})
     if s:
         lines += ["", "## Summary (each seed a case of its own)", "",
@@ -248,9 +250,11 @@ def target_paragraph(cases: Sequence[dict[str, Any]], target: str | None) -> lis
             f"onto its stages; the similarity (score, label, signals) measured by the probe {', '.join(probes)}.", ""]
 
 
-def seed_markdown(judged: dict[str, Any], source: str, strategies: Sequence[str]) -> list[str]:
+def seed_markdown(judged: dict[str, Any], source: str, strategies: Sequence[str], backbone: str | None = None
+                  ) -> list[str]:
     """The seed-averaged judgement and the rule evidence in markdown, for the image (``STRATEGIES``) or the text
-    benchmark (its own strategies); the LR target line where the targets have ``lr_checked``."""
+    benchmark (its own strategies); the LR target line where the targets have ``lr_checked``; ``backbone``: the
+    cases trained that backbone (``--for``), whose tables are its ``backbone_evidence``."""
     if not judged:
         return []
     lines = ["", "## Seed-averaged judgement (current rules)", "",
@@ -297,10 +301,12 @@ def seed_markdown(judged: dict[str, Any], source: str, strategies: Sequence[str]
                   "| rule | strategy | cases | datasets | seeds | mean regret pp | runner-up | margin pp ± s.e. | "
                   "separated |", "|" + "---|" * 9]
         for rule_id, e in judged["rule_evidence"].items():
-            lines.append(f"| {rule_id} | {e['strategy']} | {e['cases']} | {', '.join(e['datasets'])} | {e['seeds']} | "
+            moved = f" (this backbone's cell; the rules': {e['moved_from']})" if "moved_from" in e else ""
+            lines.append(f"| {rule_id} | {e['strategy']}{moved} | {e['cases']} | {', '.join(e['datasets'])} "
+                         f"| {e['seeds']} | "
                          f"{e['mean_regret_pp']:.2f} | {e['runner_up']} | {e['margin_pp']:+z.2f} ± {e['se_pp']:.2f} | "
                          f"{'yes' if e['margin_pp'] > e['se_pp'] else 'no'} |")
-        lines += ["", "```toml", evidence_toml(judged["rule_evidence"], source).rstrip(), "```"]
+        lines += ["", "```toml", evidence_toml(judged["rule_evidence"], source, backbone).rstrip(), "```"]
     return lines
 
 

@@ -360,7 +360,7 @@ def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
         if case.get("lr_sweep"):
             case["lr_sweep"] = judged_sweep(case["lr_sweep"], case["n_judged"])
     results["summary"] = summary(results["cases"])
-    results["seed_judgement"] = seed_judgement(results["cases"], rules)
+    results["seed_judgement"] = seed_judgement(results["cases"], rules, results["budget"].get("target"))
     path = prefix.with_suffix(".json").resolve()
     results["source"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
     results["calibration"] = calibrate(results["cases"], rules)

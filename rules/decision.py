@@ -36,9 +36,10 @@ def logreg_gain(similarity: SimilarityReport) -> float | None:
 def decide(rules: RuleSet, band: SizeBand, label: SimilarityLabel, logreg_gain: float | None,
            backbone: str | None = None) -> Decision:
     """The table's cell, unless the pixel-baseline rule applies in this band; with the evidence measured for
-    ``backbone`` (a profile key) where the rules have it, else the benchmark backbone's."""
+    ``backbone`` (a profile key) where the rules have it, else the benchmark backbone's, and the strategy that
+    backbone's own cases moved the cell to, where they did."""
     pixel = rules.pixel_baseline
     if pixel.enabled and band in pixel.bands and pixels_as_good(rules, logreg_gain):
-        return Decision(pixel.strategy, pixel.id, pixel.evidence_for(backbone))
+        return Decision(pixel.strategy_for(backbone, pixel.strategy), pixel.id, pixel.evidence_for(backbone))
     row = rules.row_for(band, label)
-    return Decision(row.strategy, row.id, row.evidence_for(backbone))
+    return Decision(row.strategy_for(backbone, row.strategy), row.id, row.evidence_for(backbone))

@@ -414,14 +414,15 @@ def recommend(
     ctx = AdviceContext(rules, dataset, similarity, backbone, decision.strategy, strategy, recipe.unfreeze)
     profile = rules.similarity.profile_for(backbone.profile_key)
     row_evidence = row.evidence_for(backbone.profile_key)  # the table's cell, measured for this backbone
+    cell = row.strategy_for(backbone.profile_key, row.strategy)  # where this backbone's own cases moved it
 
     why = [why_size(rules.size_bands, dataset, band), why_similarity(similarity),
            *why_components(similarity.components), *why_shift_level(profile, similarity),
-           f"rule {row.id} → {row.strategy}: {with_evidence(row.why, row.strategy, row_evidence)}"]
+           why_rule(row.id, row.why, row.strategy, cell, row_evidence, backbone.profile_key)]
     if decision.rule_id != row.id:
         pixel = rules.pixel_baseline
-        why.append(f"rule {decision.rule_id} → {decision.strategy}: "
-                   f"{with_evidence(pixel.why, pixel.strategy, decision.evidence)}")
+        why.append(why_rule(pixel.id, pixel.why, pixel.strategy, decision.strategy, decision.evidence,
+                            backbone.profile_key))
     why.append(why_unfreeze(strategy, stages, top, recipe.unfreeze_summary))
     if first:
         why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
@@ -430,13 +431,18 @@ def recommend(
     if recipe.batch_size < strategy.batch_size:
         why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: {n_train} training images "
                    f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
-    alternatives = [a for a in alternatives_for(row, similarity.label, row_evidence)
+    alternatives = [a for a in alternatives_for(row, similarity.label, row_evidence, cell)
                     if a.strategy != decision.strategy]
-    if decision.rule_id != row.id and row.strategy != decision.strategy:  # the pixel rule replaced the table's cell
+    if cell != row.strategy and decision.strategy != row.strategy:  # the benchmark backbone's cell, as a runner-up
+        table = Alternative(strategy=row.strategy, rule_id=row.id, reason=with_gap(
+            f"rule {row.id}'s strategy on the benchmark backbone; this backbone's own cases chose {cell}",
+            row_evidence, cell, row.strategy))
+        alternatives = [table, *(a for a in alternatives if a.strategy != row.strategy)]
+    if decision.rule_id != row.id and cell != decision.strategy:  # the pixel rule replaced the table's cell
         pixel = rules.pixel_baseline
-        overridden = Alternative(strategy=row.strategy, rule_id=row.id, reason=with_gap(
-            pixel.table_reason.format(rule_id=row.id), decision.evidence, pixel.strategy, row.strategy))
-        alternatives = [overridden, *(a for a in alternatives if a.strategy != row.strategy)]
+        overridden = Alternative(strategy=cell, rule_id=row.id, reason=with_gap(
+            pixel.table_reason.format(rule_id=row.id), decision.evidence, decision.strategy, cell))
+        alternatives = [overridden, *(a for a in alternatives if a.strategy != cell)]
     confidence = assess(rules, band, dataset, similarity, decision.strategy, decision.rule_id, decision.evidence,
                         alternatives[0].strategy if alternatives else None, backbone.profile_key)
     alternatives = with_runners_up(alternatives, decision.strategy, decision.rule_id, decision.evidence,
@@ -504,6 +510,16 @@ def pixel_baseline(rules: RuleSet, similarity: SimilarityReport) -> PixelBaselin
                          beats_features=pixels_as_good(rules, sep.logreg_gain))
 
 
+def why_rule(rule_id: str, why: str, rule_strategy: StrategyId, strategy: StrategyId, evidence: CellEvidence | None,
+             backbone: str) -> str:
+    """The deciding rule's line of the why: its reason and evidence, or, where ``backbone``'s own cases moved the
+    rule to ``strategy``, that move and the evidence for it."""
+    if strategy == rule_strategy or evidence is None:
+        return f"rule {rule_id} → {rule_strategy}: {with_evidence(why, rule_strategy, evidence)}"
+    return (f"rule {rule_id} → {strategy} for {backbone}: the rule's {rule_strategy} trailed on this backbone's own "
+            f"cases, which chose {strategy} (the rule: {why}); {evidence.summary(strategy)}")
+
+
 def with_evidence(why: str, strategy: S, evidence: MeasuredEvidence[S] | None) -> str:
     """A rule's why, ending with its evidence in words (every figure from the evidence table); image and text
     rules alike."""
@@ -516,10 +532,11 @@ def with_gap(reason: str, evidence: MeasuredEvidence[S] | None, strategy: S, oth
     return f"{reason} ({note})" if note else reason
 
 
-def alternatives_for(row: DecisionRow, label: SimilarityLabel,
-                     evidence: CellEvidence | None) -> list[Alternative]:
+def alternatives_for(row: DecisionRow, label: SimilarityLabel, evidence: CellEvidence | None,
+                     strategy: StrategyId | None = None) -> list[Alternative]:
     """The row's runners-up that apply to this similarity label, with their gaps as ``evidence`` (the row's, as
-    measured for the advised backbone) has them; ``rule_id`` is the row that lists them."""
+    measured for the advised backbone) has them against ``strategy`` (the cell's for that backbone; default: the
+    row's); ``rule_id`` is the row that lists them."""
     return [Alternative(strategy=alt.strategy, rule_id=row.id,
-                        reason=with_gap(alt.reason, evidence, row.strategy, alt.strategy))
+                        reason=with_gap(alt.reason, evidence, strategy or row.strategy, alt.strategy))
             for alt in row.alternatives if alt.when in ("any", label)]

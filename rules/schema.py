@@ -362,6 +362,11 @@ class MeasuredEvidence(_Strict, Generic[EvidenceStrategy]):
 class CellEvidence(MeasuredEvidence[StrategyId]):
     """What benchmarks/advice_quality.py measured for an image rule (:class:`MeasuredEvidence`, image ids)."""
 
+    strategy: StrategyId | None = Field(
+        None, description="another backbone's own cell (backbone_evidence only): the strategy that backbone's cases "
+                          "chose instead of the rule's, which the figures are for. The benchmark moves it only where "
+                          "the rule's strategy trailed the runner-up beyond noise and no dataset left out chose it")
+
 
 class MeasuredRule(_Strict):
     """A rule with benchmark evidence: the default backbone's, and other backbones' where measured."""
@@ -371,6 +376,13 @@ class MeasuredRule(_Strict):
         default_factory=dict, description="the same rule measured training another backbone (advice_quality.py "
                                           "--for KEY), keyed by that backbone's profile key: an advice for it "
                                           "reads this instead of `evidence`")
+
+    @field_validator("evidence")
+    @classmethod
+    def _the_rules_own(cls, evidence: CellEvidence | None) -> CellEvidence | None:
+        if evidence is not None and evidence.strategy is not None:
+            raise ValueError("strategy: only another backbone's evidence (backbone_evidence) moves a rule's strategy")
+        return evidence
 
     @field_validator("backbone_evidence")
     @classmethod
@@ -385,6 +397,12 @@ class MeasuredRule(_Strict):
         """The evidence an advice for ``backbone`` (a profile key) reads: that backbone's own where measured,
         else the benchmark backbone's."""
         return self.backbone_evidence.get(backbone or "", self.evidence)
+
+    def strategy_for(self, backbone: str | None, rule_strategy: StrategyId) -> StrategyId:
+        """The strategy an advice for ``backbone`` gets: the one its own cases chose where they moved it, else
+        the rule's."""
+        own = self.backbone_evidence.get(backbone or "")
+        return own.strategy if own is not None and own.strategy is not None else rule_strategy
 
 
 class DecisionRow(MeasuredRule):

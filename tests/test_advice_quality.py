@@ -455,6 +455,27 @@ def test_cell_evidence_counts_each_dataset_once_and_holds_out_each_in_turn() -> 
     assert e.held_out_regret_pp == pytest.approx((6.0 + 2.0) / 2)
 
 
+def test_another_backbones_cell_moves_only_on_separated_held_out_evidence() -> None:
+    """--report --for B: a rule's cell moves for B when its strategy trails the runner-up beyond noise, no
+    dataset left out chooses it, and every fold chooses the runner-up; the evidence is then the runner-up's."""
+    a, b = "feature_extraction", "feature_extraction_top_layers"
+
+    def judged(accuracies: dict[str, dict[str, float]]) -> tuple[list[qm.SeedAverage], dict]:
+        averages = qm.seed_averages([_dataset_case(d, "40/class", acc) for d, acc in accuracies.items()])
+        return averages, qj.judge_by_rule(averages, lambda _: ("tiny-similar", a))[1]
+
+    averages, evidence = judged({"x": {a: 0.85, b: 0.88}, "y": {a: 0.70, b: 0.73}})
+    assert qj.moved_cells(averages, lambda _: ("tiny-similar", a), evidence) == {"tiny-similar": b}
+    # One dataset for the rule's strategy: a fold chooses it, nothing moves.
+    averages, evidence = judged({"x": {a: 0.85, b: 0.90}, "y": {a: 0.74, b: 0.73}})
+    assert qj.moved_cells(averages, lambda _: ("tiny-similar", a), evidence) == {}
+    # Behind on both, but within noise (50 judged images each): nothing moves.
+    small = qm.seed_averages([{**_seed_case(0, acc, n_judged=50, level="40/class"), "dataset": d}
+                              for d, acc in {"x": {a: 0.85, b: 0.86}, "y": {a: 0.70, b: 0.71}}.items()])
+    evidence = qj.judge_by_rule(small, lambda _: ("tiny-similar", a))[1]
+    assert qj.moved_cells(small, lambda _: ("tiny-similar", a), evidence) == {}
+
+
 def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
     """Every `evidence` table in the default rules is the benchmark's own output for its source file."""
 
@@ -469,9 +490,10 @@ def test_the_rules_evidence_is_what_the_results_file_gives() -> None:
     for rule_id, evidence in recorded:
         results = json.loads((REPO_ROOT / evidence.source).read_text(encoding="utf-8"))
         assert {case.get("target") for case in results["cases"]} == {evidence.backbone}, evidence.source
-        measured = qj.seed_judgement(results["cases"], rules)["rule_evidence"][rule_id]
+        measured = qj.seed_judgement(results["cases"], rules, evidence.backbone)["rule_evidence"][rule_id]
         assert (measured["cases"], measured["datasets"], measured["seeds"], measured["runner_up"]) == (
             evidence.cases, evidence.datasets, evidence.seeds, evidence.runner_up), rule_id
+        assert (measured["strategy"] if "moved_from" in measured else None) == evidence.strategy, rule_id
         for field in ("mean_regret_pp", "margin_pp", "se_pp"):
             assert getattr(evidence, field) == pytest.approx(measured[field], abs=0.006), (rule_id, field)
 

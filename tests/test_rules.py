@@ -967,6 +967,47 @@ def test_evidence_measured_on_the_target_backbone_is_its_own() -> None:
     assert advise(rules, 40, "different", score=0.2).confidence.level == "high"  # the default backbone
 
 
+def test_a_backbones_own_cases_move_its_cell_and_only_its() -> None:
+    """A backbone_evidence table with a strategy moves that backbone's advice (the recipe, the why, the
+    alternatives follow it); the benchmark backbone and any other keep the rule's; the rule's own evidence may
+    not move it."""
+    data = default_data()
+    row = next(r for r in data["decision"] if r["id"] == "tiny-different")
+    assert row["strategy"] == "finetune_last_layers"
+    shared = {"source": "lite0.json", "cases": 4, "datasets": ["a", "b"], "seeds": 2, "mean_regret_pp": 0.0,
+              "runner_up": "finetune_more_layers", "margin_pp": 2.0, "se_pp": 0.7, "held_out_folds": 2,
+              "held_out_agree": 2, "held_out_regret_pp": 0.0, "judged_on": "test",
+              "gaps_pp": {"finetune_more_layers": 2.0, "feature_extraction_top_layers": 3.0}}
+    row["evidence"] = shared
+    row["backbone_evidence"] = {"mobilenet_v2:IMAGENET1K_V1": {
+        **shared, "source": "mnv2.json", "strategy": "feature_extraction_top_layers",
+        "runner_up": "finetune_last_layers", "margin_pp": 0.3, "se_pp": 1.2,
+        "gaps_pp": {"finetune_last_layers": 0.3, "feature_extraction": 2.1}}}
+    rules = rules_from_mapping(data)
+
+    mobilenet = make_backbone(name="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V1")
+    own = advise(rules, 40, "different", score=0.2, backbone=mobilenet)
+    assert (own.strategy, own.rule_id) == ("feature_extraction_top_layers", "tiny-different")
+    assert own.unfreeze == engine.top_stages_to_unfreeze(rules.strategies["feature_extraction_top_layers"],
+                                                          list(mobilenet.stages))
+    (line,) = [w for w in own.why if w.startswith("rule tiny-different")]
+    assert line.startswith("rule tiny-different → feature_extraction_top_layers for mobilenet_v2:IMAGENET1K_V1: the "
+                           "rule's finetune_last_layers trailed on this backbone's own cases")
+    assert "feature_extraction_top_layers tied with the runner-up, finetune_last_layers, by +0.3 ± 1.2 pp" in line
+    table = next(a for a in own.alternatives if a.strategy == "finetune_last_layers")
+    assert table.reason.startswith("rule tiny-different's strategy on the benchmark backbone")
+    assert "0.3 pp behind feature_extraction_top_layers" in table.reason  # the gap as this backbone measured it
+    assert own.confidence.level == "medium"  # tied with its runner-up on this backbone's cases
+
+    assert advise(rules, 40, "different", score=0.2).strategy == "finetune_last_layers"
+    other_weights = make_backbone(name="mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V2")
+    assert advise(rules, 40, "different", score=0.2, backbone=other_weights).strategy == "finetune_last_layers"
+
+    row["evidence"] = {**shared, "strategy": "feature_extraction_top_layers"}
+    with pytest.raises(RulesError, match="only another backbone's evidence"):
+        rules_from_mapping(data)
+
+
 def test_backbone_evidence_must_be_the_backbone_it_is_keyed_by() -> None:
     data = default_data()
     row = data["decision"][0]
