@@ -41,10 +41,11 @@ class Component:
 
 
 def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
-                         strategy: StrategyId) -> Component | None:
-    """None where the label decides nothing: a margin that cannot change the advice is no reason."""
+                         strategy: StrategyId, backbone: str | None = None) -> Component | None:
+    """None where the label decides nothing: a margin that cannot change the advice is no reason. ``backbone``
+    (here and below): the one advised for, whose own cells the advice across a margin reads too."""
     other_label: SimilarityLabel = "different" if similarity.label == "similar" else "similar"
-    other = decide(rules, band, other_label, logreg_gain(similarity)).strategy
+    other = decide(rules, band, other_label, logreg_gain(similarity), backbone).strategy
     if other == strategy:
         return None
     c = rules.confidence
@@ -55,13 +56,14 @@ def similarity_component(rules: RuleSet, band: SizeBand, similarity: SimilarityR
 
 
 def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: SimilarityReport,
-                   strategy: StrategyId) -> Component:
+                   strategy: StrategyId, backbone: str | None = None) -> Component:
     ipc = dataset.images_per_class
     if ipc < rules.confidence.measured_from_per_class:
         return Component("low", below_measured(ipc, rules.confidence.measured_from_per_class, "image"))
     nearest = nearest_edge_that_matters(
         rules.size_bands.edges(), band, ipc, strategy=strategy,
-        advice_in=lambda neighbour: decide(rules, neighbour, similarity.label, logreg_gain(similarity)).strategy)
+        advice_in=lambda neighbour: decide(rules, neighbour, similarity.label, logreg_gain(similarity),
+                                           backbone).strategy)
     if nearest is None:
         return Component("high", f"{per_class(ipc, 'image')}: the neighbouring size bands advise the same")
     c = rules.confidence
@@ -71,7 +73,7 @@ def size_component(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, simi
 
 
 def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport,
-                    strategy: StrategyId) -> Component | None:
+                    strategy: StrategyId, backbone: str | None = None) -> Component | None:
     """The pixel-baseline rule's cut-off as a margin. In its bands: the gain's distance from the cut-off in
     standard errors (the gain is a difference of two cross-validated accuracies on the sample), when the
     advice across it differs. Outside them, where raw pixels do as well: low, as nothing measured the table
@@ -83,11 +85,13 @@ def pixel_component(rules: RuleSet, band: SizeBand, similarity: SimilarityReport
     if band not in pixel.bands:
         if not fires:
             return None
+        pixel_strategy = pixel.strategy_for(backbone, pixel.strategy)
         return Component("low", f"raw pixels do as well as frozen features here (gain {sep.logreg_gain:+z.3f}), "
                                 f"and rule {pixel.id} was measured in the {', '.join(pixel.bands)} bands only: "
                                 f"the {band} band's cell was never judged on such data",
-                         pixel.strategy if pixel.strategy != strategy else None)
-    other = rules.row_for(band, similarity.label).strategy if fires else pixel.strategy
+                         pixel_strategy if pixel_strategy != strategy else None)
+    row = rules.row_for(band, similarity.label)
+    other = row.strategy_for(backbone, row.strategy) if fires else pixel.strategy_for(backbone, pixel.strategy)
     if other == strategy:
         return None
     cutoff = rules.warnings.get(PixelsAsGoodWarning).max_logreg_gain
@@ -180,9 +184,9 @@ def assess(rules: RuleSet, band: SizeBand, dataset: DatasetSummary, similarity: 
            fallback_runner_up: StrategyId | None, backbone: str | None = None) -> Confidence:
     """The recommendation's confidence: the weakest component decides, and names the runner-up. ``backbone``:
     the one advised for (its profile key), when it may differ from the benchmark's."""
-    measured = [similarity_component(rules, band, similarity, strategy),
-                size_component(rules, band, dataset, similarity, strategy),
-                pixel_component(rules, band, similarity, strategy),
+    measured = [similarity_component(rules, band, similarity, strategy, backbone),
+                size_component(rules, band, dataset, similarity, strategy, backbone),
+                pixel_component(rules, band, similarity, strategy, backbone),
                 evidence_component(rules, rule_id, evidence, strategy, backbone)]
     parts = [p for p in measured if p is not None]
     level = min((p.level for p in parts), key=LEVELS.index)
