@@ -9,7 +9,8 @@ with an empty cache folder, then ``--warm`` times with the same folder. The peak
 ``ru_maxrss`` (``os.wait4``: what ``/usr/bin/time -f %M`` prints), the wall time includes the interpreter's start
 and end; Python writes its bytecode as on a user's machine (``PYTHONDONTWRITEBYTECODE`` is dropped). ``--checkout
 DIR`` also measures the code of another checkout of the repository (``git archive COMMIT | tar -x -C DIR``) with
-the same interpreter and packages, in the same run: before and after on the same load.
+the same interpreter and packages, in the same run, their warm advices taken in turn (A B A B …): before
+and after under the same drift of the machine's speed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PACKAGES = ("schema", "rules", "advisor", "runners", "cli")
@@ -59,33 +61,49 @@ def run_once(data: str, cache: Path, pythonpath: Path | None) -> dict[str, float
     return {"wall_s": round(wall, 2), "maxrss_mb": round(usage.ru_maxrss / 1024), "advice_s": timings["total"]}
 
 
-def measure(label: str, data: str, warm: int, pythonpath: Path | None) -> dict[str, object]:
+@dataclass
+class CodeRuns:
+    code: str
+    cold: dict[str, float]
+    warm: list[dict[str, float]] = field(default_factory=list)
+
+    def line(self) -> str:
+        walls = sorted(w["wall_s"] for w in self.warm)
+        median = f" (median {walls[len(walls) // 2]:.2f} s)" if walls else ""
+        return (f"{self.code:>10}: cold {self.cold['wall_s']:6.2f} s, peak {self.cold['maxrss_mb']:5.0f} MB | warm "
+                + ", ".join(f"{w['wall_s']:.2f} s" for w in self.warm) + median
+                + f", peak {max((w['maxrss_mb'] for w in self.warm), default=0):.0f} MB")
+
+
+def measure(codes: dict[str, Path | None], data: str, warm: int) -> list[CodeRuns]:
+    """Each code's cold advice, then its warm ones interleaved with the others' (A B A B …): this VM's speed
+    drifts by a third from one minute to the next, and interleaving gives every code the same drift."""
     with tempfile.TemporaryDirectory(prefix="tl-advise-bench-") as folder:
-        cache = Path(folder) / "cache"
-        cold = run_once(data, cache, pythonpath)
-        warms = [run_once(data, cache, pythonpath) for _ in range(warm)]
-    row = {"code": label, "cold": cold, "warm": warms}
-    print(f"{label:>10}: cold {cold['wall_s']:6.2f} s, peak {cold['maxrss_mb']:5d} MB | warm "
-          + ", ".join(f"{w['wall_s']:.2f} s" for w in warms)
-          + f", peak {max(w['maxrss_mb'] for w in warms) if warms else 0} MB", flush=True)
-    return row
+        caches = {code: Path(folder) / f"cache-{i}" for i, code in enumerate(codes)}
+        runs = {code: CodeRuns(code, run_once(data, caches[code], path)) for code, path in codes.items()}
+        for _ in range(warm):
+            for code, path in codes.items():
+                runs[code].warm.append(run_once(data, caches[code], path))
+    for r in runs.values():
+        print(r.line(), flush=True)
+    return list(runs.values())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("--warm", type=int, default=3, help="warm advices after the cold one")
-    parser.add_argument("--checkout", type=Path, help="another checkout's code, measured first")
+    parser.add_argument("--checkout", type=Path, help="another checkout's code, measured in turn with this one")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="tl-advise-code-") as links:
+        codes: dict[str, Path | None] = {}
         if args.checkout is not None:
-            rows.append(measure(args.checkout.name, args.data, args.warm, _package_folder(args.checkout,
-                                                                                          Path(links))))
-        rows.append(measure("this", args.data, args.warm, None))
+            codes[args.checkout.name] = _package_folder(args.checkout, Path(links))
+        codes["this"] = None
+        rows = measure(codes, args.data, args.warm)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
