@@ -82,10 +82,11 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
                     report.strategy)
         return 0
     n_failed = len(report.failed)
-    logger.info("%d image(s) predicted with %s, %d unreadable", len(report.predictions) - n_failed, report.model,
-                n_failed)
+    logger.info("%s predicted with %s, %d unreadable", counted(len(report.predictions) - n_failed, "image"),
+                report.model, n_failed)
     if n_failed == len(report.predictions):
-        raise DatasetError(f"none of the {n_failed} image(s) could be read (reasons above)")
+        raise DatasetError("the image could not be read (the reason above)" if n_failed == 1
+                           else f"none of the {n_failed} images could be read (reasons above)")
     return 0
 
 

@@ -425,7 +425,7 @@ def recommend(
                             backbone.profile_key))
     why.append(why_unfreeze(strategy, stages, top, recipe.unfreeze_summary))
     if first:
-        why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {len(first)} stage(s) "
+        why.append(f"shift level '{similarity.shift_level}' → also unfreeze the first {counted(len(first), 'stage')} "
                    f"({', '.join(first)}): {rules.layers.why}")
     why.append(why_learning_rate(rules, strategy, rates, similarity.label))
     if recipe.batch_size < strategy.batch_size:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import AdviceWarning, BackboneInfo, DatasetSummary, SimilarityReport, StrategyId
 
 if TYPE_CHECKING:
@@ -112,7 +113,8 @@ def _train_class_counts(dataset: DatasetSummary) -> dict[str, int]:
 
 
 def _duplicate_fields(groups: list[Any]) -> Fields:
-    return {"n_groups": len(groups), "n_files": sum(len(g.paths) for g in groups),
+    return {"n_groups": len(groups), "groups": counted(len(groups), "group"),
+            "n_files": sum(len(g.paths) for g in groups),
             "example": " = ".join(groups[0].paths[:2])}
 
 
@@ -120,12 +122,12 @@ def _duplicate_fields(groups: list[Any]) -> Fields:
 class FewImagesWarning(WarningRule):
     # [guide] mistake 3: below about 500 images per class fine-tuning overfits badly; silent for the
     # strategy the decision table picks at this size from measured evidence.
-    measured_fields = frozenset({"images_per_class", "strategy", "n_stages"})
+    measured_fields = frozenset({"images_per_class", "strategy", "n_stages", "stages"})
     below_images_per_class: float = Field(500, gt=0)
     message: str = Field(
-        "only {images_per_class:.0f} images per class (median) while {strategy} trains {n_stages} backbone "
-        "stage(s): below about {below_images_per_class:.0f} per class fine-tuning overfits badly; use strong "
-        "augmentation and early stopping, or feature extraction only", min_length=1)
+        "only {images_per_class:.0f} images per class (median) while {strategy} trains {stages}: below about "
+        "{below_images_per_class:.0f} per class fine-tuning overfits badly; use strong augmentation and early "
+        "stopping, or feature extraction only", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
         ipc = ctx.dataset.images_per_class
@@ -134,9 +136,11 @@ class FewImagesWarning(WarningRule):
         # Where the benchmark measured the table's strategy at this size, that evidence outranks the guide's
         # rule of thumb; the warning stays for every other fine-tuning strategy trained here.
         row = ctx.rules.row_for(ctx.rules.size_bands.band_for(ipc), ctx.similarity.label)
-        if row.strategy == ctx.strategy_id and row.evidence is not None:
+        key = ctx.backbone.profile_key  # the advised backbone's own cell and evidence, where it has them
+        if row.strategy_for(key, row.strategy) == ctx.strategy_id and row.evidence_for(key) is not None:
             return None
-        return {"images_per_class": ipc, "strategy": ctx.strategy_id, "n_stages": len(ctx.unfreeze)}
+        return {"images_per_class": ipc, "strategy": ctx.strategy_id, "n_stages": len(ctx.unfreeze),
+                "stages": counted(len(ctx.unfreeze), "backbone stage")}
 
 
 @register("class_imbalance")
@@ -215,9 +219,9 @@ class TinyImagesWarning(WarningRule):
 
 @register("duplicates_across_splits")
 class CrossSplitDuplicatesWarning(WarningRule):
-    measured_fields = frozenset({"n_groups", "n_files", "example"})
+    measured_fields = frozenset({"n_groups", "groups", "n_files", "example"})
     message: str = Field(
-        "{n_groups} group(s) of byte-identical images ({n_files} files) appear in more than one split, e.g. "
+        "{groups} of byte-identical images ({n_files} files) appear in more than one split, e.g. "
         "{example}: this leaks training data into evaluation and inflates scores; keep each in one split only",
         min_length=1)
 
@@ -228,10 +232,10 @@ class CrossSplitDuplicatesWarning(WarningRule):
 
 @register("duplicates_within_split")
 class WithinSplitDuplicatesWarning(WarningRule):
-    measured_fields = frozenset({"n_groups", "n_files", "example"})
+    measured_fields = frozenset({"n_groups", "groups", "n_files", "example"})
     min_groups: int = Field(1, ge=1)
     message: str = Field(
-        "{n_groups} group(s) of byte-identical images ({n_files} files) within a split, e.g. {example}: "
+        "{groups} of byte-identical images ({n_files} files) within a split, e.g. {example}: "
         "duplicates weight those images twice; remove the copies", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
@@ -243,9 +247,9 @@ class WithinSplitDuplicatesWarning(WarningRule):
 @register("label_conflict")
 class LabelConflictWarning(WarningRule):
     # Byte-identical images filed under different classes: the same picture with two labels.
-    measured_fields = frozenset({"n_groups", "n_files", "example"})
+    measured_fields = frozenset({"n_groups", "groups", "n_files", "example"})
     message: str = Field(
-        "{n_groups} group(s) of byte-identical images ({n_files} files) carry different labels, e.g. {example}: "
+        "{groups} of byte-identical images ({n_files} files) carry different labels, e.g. {example}: "
         "a label conflict; keep each image in its one right class", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
@@ -258,26 +262,29 @@ class LabelConflictWarning(WarningRule):
 
 @register("skipped_files")
 class SkippedFilesWarning(WarningRule):
-    measured_fields = frozenset({"n_files", "example"})
+    measured_fields = frozenset({"n_files", "files", "example"})
     min_files: int = Field(1, ge=1)
-    message: str = Field("{n_files} file(s) could not be read and were skipped, e.g. {example}", min_length=1)
+    message: str = Field("skipped {files} that could not be read, e.g. {example}", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
         skipped = ctx.dataset.skipped
         if len(skipped) < self.min_files:
             return None
-        return {"n_files": len(skipped), "example": f"{skipped[0].path} ({skipped[0].reason})"}
+        return {"n_files": len(skipped), "files": counted(len(skipped), "file"),
+                "example": f"{skipped[0].path} ({skipped[0].reason})"}
 
 
 @register("empty_classes")
 class EmptyClassesWarning(WarningRule):
-    measured_fields = frozenset({"n_folders", "folders"})
-    message: str = Field("{n_folders} class folder(s) hold no readable image and are left out: {folders}",
-                         min_length=1)
+    measured_fields = frozenset({"n_folders", "class_folders", "folders"})
+    message: str = Field("left out {class_folders} with no readable image: {folders}", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
         folders = ctx.dataset.empty_class_folders
-        return {"n_folders": len(folders), "folders": ", ".join(folders)} if folders else None
+        if not folders:
+            return None
+        return {"n_folders": len(folders), "class_folders": counted(len(folders), "class folder"),
+                "folders": ", ".join(folders)}
 
 
 @register("uncalibrated_backbone")

@@ -151,7 +151,8 @@ def test_empty_class_folder_is_not_a_skipped_file(odd_json: tuple) -> None:
     assert "bird/" not in {s["path"] for s in report["dataset"]["skipped"]}
     warnings = {w["id"]: w["message"] for w in report["recommendation"]["warnings"]}
     assert "bird/" in warnings["empty_classes"]
-    assert warnings["skipped_files"].startswith("4 file(s)")  # two names, two undecodable: no folder
+    # two names, two undecodable: no folder
+    assert warnings["skipped_files"].startswith("skipped 4 files that could not be read")
 
 
 # --------------------------------------------------------------------------- EXIF orientation

@@ -184,5 +184,5 @@ def test_no_images_or_none_readable_exit_2(trained: tuple[Path, Path], tmp_path:
     assert main(["predict", str(out), str(broken)]) == 2
     captured = capsys.readouterr()
     assert _csv_rows(captured.out)[0]["error"].startswith("cannot decode")
-    assert "none of the 1 image(s) could be read" in captured.err
+    assert "the image could not be read (the reason above)" in captured.err
     assert main(["predict", str(out)]) == 2  # IMAGES is required: a usage error

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from tl_advise.advisor.report import common, figures
 from tl_advise.advisor.report.thumbnails import Thumbnail
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import AdviceResult, Metrics, RunReport, SimilarityReport
 from tl_advise.schema.text import TextRunReport
 
@@ -191,8 +192,8 @@ def _signals(sim: SimilarityReport) -> str:
 def _dataset(result: AdviceResult, thumbnails: Mapping[str, Sequence[Thumbnail]] | None) -> str:
     ds = result.dataset
     parts = [f"<p>{escape(common.dataset_line(result))}; image modes: {escape(common.modes_line(ds.modes))}; "
-             f"{len(ds.duplicates)} duplicate group(s), {sum(g.cross_split for g in ds.duplicates)} across splits; "
-             f"{len(ds.skipped)} file(s) skipped.</p>",
+             f"{counted(len(ds.duplicates), 'duplicate group')}, {sum(g.cross_split for g in ds.duplicates)} across "
+             f"splits; {counted(len(ds.skipped), 'file')} skipped.</p>",
              class_table(ds.classes, ds.class_counts, ds.split_counts, "images")]
     if ds.skipped:
         shown = ds.skipped[:20]

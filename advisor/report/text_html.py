@@ -26,6 +26,7 @@ from tl_advise.advisor.report.html import (
     section,
 )
 from tl_advise.advisor.report.text_advice import dataset_line, length_line, recipe_lines
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.text import TextAdviceResult, TextRunReport
 
 if TYPE_CHECKING:
@@ -116,7 +117,8 @@ def _lengths(result: TextAdviceResult, data: TextPageData) -> str:
                        title="Text lengths")
     fig = figures.length_histogram(list(data.token_counts), lengths.unit, lengths.max_length)
     note = (f'<p class="small muted">Dashed red: the backbone\'s max length ({lengths.max_length} tokens); '
-            f"{lengths.n_over_max} text(s) beyond it are cut.</p>" if lengths.max_length else "")
+            f"{counted(lengths.n_over_max, 'text')} beyond it {'is' if lengths.n_over_max == 1 else 'are'} cut.</p>"
+            if lengths.max_length else "")
     return section("lengths", text + chart(fig, "text length histogram") + note, title="Text lengths")
 
 
