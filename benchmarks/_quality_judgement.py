@@ -50,16 +50,19 @@ def weightings_from_rules(rules: Any, backbone: str = DEFAULT_BACKBONE) -> dict[
     }
 
 
-def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
+def calibrate(cases_json: Sequence[dict[str, Any]], rules: Any, backbone: str | None = None) -> dict[str, Any]:
     """In-sample and leave-one-dataset-out fits of (weighting, threshold) and of the table's cells, on the
-    seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample)."""
+    seed-averaged cases (the signals of each dataset x level's first seed: the advice's own sample); ``backbone``:
+    the cases trained that backbone (``--for``), whose own cells are the current table."""
     from tl_advise.rules import decide
 
     bands = rules.size_bands.bands
-    table = {(b, lab): rules.row_for(b, lab).strategy for b in bands for lab in ("similar", "different")}
+    table = {(b, lab): (row := rules.row_for(b, lab)).strategy_for(backbone, row.strategy)
+             for b in bands for lab in ("similar", "different")}
     pixel = rules.pixel_baseline
     if pixel.enabled:  # the pixel-baseline rule is a cell of its own, across the bands it applies in
-        table.update({(pixel.id, lab): pixel.strategy for lab in ("similar", "different")})
+        cell = pixel.strategy_for(backbone, pixel.strategy)
+        table.update({(pixel.id, lab): cell for lab in ("similar", "different")})
 
     def cell_band(band: str, signals: dict[str, Any]) -> str:
         deciding = decide(rules, band, "different", signals.get("logreg_gain")).rule_id  # the pixel rule: any label

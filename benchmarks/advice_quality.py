@@ -321,7 +321,7 @@ def rescore_case(case: dict[str, Any], src: Path, args: argparse.Namespace, rule
         raise RescoreError(f"{key}: the similarity label moves ({old['label']} -> {verdict.label}), and every "
                            "recipe's backbone LR with it: train it again with --force")
     band = rules.size_bands.band_for(case["images_per_class"])
-    row = decide(rules, band, verdict.label, old["signals"].get("logreg_gain"))
+    row = decide(rules, band, verdict.label, old["signals"].get("logreg_gain"), args.target)  # a target's own cell
     if row.strategy not in case["runs"]:
         raise RescoreError(f"{key}: {row.strategy} has no recorded run: train it again with --force")
     recommended = case["runs"][row.strategy]
@@ -363,7 +363,7 @@ def write_outputs(results: dict[str, Any], prefix: Path, rules: Any) -> None:
     results["seed_judgement"] = seed_judgement(results["cases"], rules, results["budget"].get("target"))
     path = prefix.with_suffix(".json").resolve()
     results["source"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-    results["calibration"] = calibrate(results["cases"], rules)
+    results["calibration"] = calibrate(results["cases"], rules, results["budget"].get("target"))
     prefix.parent.mkdir(parents=True, exist_ok=True)
     tmp = prefix.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
