@@ -224,6 +224,16 @@ def test_without_a_val_split_one_is_held_out_of_train(tmp_path: Path) -> None:
     assert make_text_splits(dataset, val_fraction=0.25, seed=3, max_train_per_class=16) == splits
 
 
+def test_one_text_per_class_and_no_val_split_says_what_to_add(tmp_path: Path) -> None:
+    from tl_advise.runners.text import make_text_splits
+    from tl_advise.schema.errors import DatasetError
+
+    dataset = tiny_dataset(tmp_path / "data", train=1, val=None, test=None)
+    with pytest.raises(DatasetError, match=r"too few texts to train and validate \(train 2, val 0, over 2 classes\): "
+                                           r".*at least 2 training texts .* or add a validation split"):
+        make_text_splits(dataset)
+
+
 def test_a_crashing_strategy_is_a_failure_record(tmp_path: Path, backbone: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from tl_advise.runners.text import api, run_text_advice

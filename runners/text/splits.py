@@ -75,5 +75,7 @@ def make_text_splits(dataset: TextDataset, *, val_fraction: float = 0.2, seed: i
                         classes=classes, validation=validation)
     if len({*splits.train.labels}) < 2 or len(splits.val) == 0:
         raise DatasetError(f"{dataset.source.root}: too few texts to train and validate (train {len(splits.train)}, "
-                           f"val {len(splits.val)}, over {len({*splits.train.labels})} classes)")
+                           f"val {len(splits.val)}, over {len({*splits.train.labels})} classes): without a validation "
+                           f"split, {val_fraction:.0%} of each class's training texts is held out, so give every "
+                           "class at least 2 training texts (far more to learn anything), or add a validation split")
     return splits
