@@ -328,3 +328,21 @@ def test_lengths_in_tokens_and_too_long_texts(tmp_path: Path) -> None:
     assert scan.lengths.n_over_max == 1 and scan.lengths.share_over_max == 0.25
     too_long = next(f for f in scan.findings if f.code == "too_long")
     assert too_long.examples == ["d.csv line 3"]
+
+
+def test_the_training_table_is_parsed_once_for_modality_and_reader(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tl_advise.advisor.data.text import reading
+
+    parsed: list[str] = []
+    parse = reading._parse_rows
+    monkeypatch.setattr(reading, "_parse_rows", lambda path: parsed.append(path.name) or parse(path))
+    folder = tmp_path / "d"
+    folder.mkdir()
+    write_csv(folder / "train.csv", "text,label", ["great phone,pos", "broke at once,neg", "love it,pos", "bad,neg"])
+    write_csv(folder / "test.csv", "text,label", ["fine,pos", "awful,neg"])
+    assert detect_modality(folder) == "text"
+    assert len(read_text_dataset(folder).examples) == 6
+    assert parsed == ["train.csv", "test.csv"]  # the reader reused the modality's read of train.csv
+    read_text_dataset(folder)
+    assert parsed[2:] == ["train.csv", "test.csv"]  # nothing kept once the dataset is read

@@ -130,13 +130,16 @@ def read_text_dataset(data: str | Path, options: TextReadOptions | None = None) 
     path = Path(os.path.abspath(Path(data).expanduser()))
     if not path.exists():
         raise DatasetError(f"{path} does not exist; {EXPECTED_TEXT_LAYOUT}")
-    if path.is_file():
-        if path.suffix.lower() not in TABLE_SUFFIXES:
-            raise DatasetError(f"{path} is not a table this reads ({', '.join(TABLE_SUFFIXES)}); "
-                               f"{EXPECTED_TEXT_LAYOUT}")
-        dataset = _from_tables(path, [(path, None)], options, kind="manifest")
-    else:
-        dataset = _from_folder(path, options)
+    try:
+        if path.is_file():
+            if path.suffix.lower() not in TABLE_SUFFIXES:
+                raise DatasetError(f"{path} is not a table this reads ({', '.join(TABLE_SUFFIXES)}); "
+                                   f"{EXPECTED_TEXT_LAYOUT}")
+            dataset = _from_tables(path, [(path, None)], options, kind="manifest")
+        else:
+            dataset = _from_folder(path, options)
+    finally:
+        _parse_unchanged.cache_clear()  # the examples hold the texts now: a long-lived process keeps no table
     _check_classes(dataset)
     return dataset
 
