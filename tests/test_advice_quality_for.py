@@ -100,6 +100,8 @@ def test_rescore_scores_a_target_s_case_with_its_probe(tmp_path: Path) -> None:
     assert rescored["advice"]["score"] == pytest.approx(probe_score)
     assert probe_score != pytest.approx(score_similarity(rules, "mobilenet_v2", CLOSE).score)
     assert (rescored["target"], rescored["probe"], rescored["runs"]) == (TARGET, "efficientnet_lite0", runs)
+    row = rules.row_for("tiny", "similar")  # judged with the target's own cell, where its cases moved it
+    assert rescored["advice"]["strategy"] == row.strategy_for(TARGET, row.strategy)
 
 
 @pytest.mark.slow
