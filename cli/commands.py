@@ -45,6 +45,7 @@ from tl_advise.schema.errors import (
     ConfigError,
     TLAdviseError,
 )
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import AUDIT_MODES, STRATEGY_IDS, printable
 from tl_advise.schema.run_options import RunOptions
 
@@ -342,8 +343,8 @@ def advise_command(**opts: Any) -> int:
     if opts["html_path"]:
         _write_html(session, result, opts["html_path"])
     rec = result.recommendation
-    logger.info("%s (rule %s, similarity %.2f %s, %d warning(s))", rec.strategy, rec.rule_id,
-                result.similarity.score, result.similarity.label, len(rec.warnings))
+    logger.info("%s (rule %s, similarity %.2f %s, %s)", rec.strategy, rec.rule_id,
+                result.similarity.score, result.similarity.label, counted(len(rec.warnings), "warning"))
     return _exit_code(result, set(opts["fail_on"]))
 
 
