@@ -237,7 +237,6 @@ def run_record(r: Any) -> dict[str, Any]:
 
 def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str], level: int | None,
              seed: int, backbone: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from tl_advise.rules import statistics
     from tl_advise.rules.text_engine import signal_values
     from tl_advise.runners.text import run_text_advice
 
@@ -249,9 +248,6 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
     result, rec = session.result, session.result.recommendation
     report = run_text_advice(session, run_options(args, work / "run", STRATEGIES, seed))
     runs = {r.strategy: run_record(r) for r in report.runs}
-    scored = {s: v for s, v in runs.items() if v["accuracy"] is not None}
-    best = max(scored, key=lambda s: (scored[s]["accuracy"], s == rec.strategy)) if scored else None
-    advised = scored.get(rec.strategy)
     case: dict[str, Any] = {
         "dataset": name, "level": level_name(level), "seed": seed,
         "n_train": sum(result.dataset.split_counts.get("train", {}).values()),
@@ -265,21 +261,31 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
                    "signals": signal_values(result.similarity.signals),
                    "tfidf_bar_cv": rec.tfidf_bar.accuracy if rec.tfidf_bar else None,
                    "max_length": rec.recipe.max_length},
-        "runs": runs, "best": best, "verdict": report.verdict.status,
+        "runs": runs, "verdict": report.verdict.status,
     }
-    if best is not None and advised is not None:
-        case["regret_pp"] = round(100 * (scored[best]["accuracy"] - advised["accuracy"]), 3)
-        gap = statistics.between(scored[best], advised)
-        case["gap_se_pp"] = round(100 * gap.se, 3)
-        case["advice_within_noise"] = statistics.compare(gap.mean, gap.se) != "ahead"
-    else:
-        case["regret_pp"] = None
+    case.update(outcome(runs, rec.strategy))
     case["seconds"] = round(time.perf_counter() - started, 1)  # the case without its sweep (recorded apart)
-    if advised is not None and sweep_wanted(args, seed):
+    advised = runs.get(rec.strategy)
+    if advised is not None and advised["accuracy"] is not None and sweep_wanted(args, seed):
         case["lr_sweep"] = lr_sweep(session, advised_recipe(session, rec.strategy), advised, work / "lr", seed, args)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return case
+
+
+def outcome(runs: Mapping[str, dict[str, Any]], recommended: str) -> dict[str, Any]:
+    """The case's best strategy and the advice's regret against it, in pp, with one s.e. of their difference
+    (text by text: ``tl_advise.rules.statistics``); regret None when the recommended strategy was not judged."""
+    from tl_advise.rules import statistics
+
+    scored = {s: v for s, v in runs.items() if v["accuracy"] is not None}
+    best = max(scored, key=lambda s: (scored[s]["accuracy"], s == recommended)) if scored else None
+    advised = scored.get(recommended)
+    if best is None or advised is None:
+        return {"best": best, "regret_pp": None}
+    gap = statistics.between(scored[best], advised)
+    return {"best": best, "regret_pp": round(100 * (scored[best]["accuracy"] - advised["accuracy"]), 3),
+            "gap_se_pp": round(100 * gap.se, 3), "advice_within_noise": statistics.compare(gap.mean, gap.se) != "ahead"}
 
 
 # --------------------------------------------------------------------------- the LR sweep
@@ -296,7 +302,7 @@ def advised_recipe(session: Any, strategy: str) -> Any:
 
     result = session.result
     return text_recipe(session.rules, strategy, summary=result.dataset, lengths=result.lengths,
-                       backbone=result.backbone)
+                       backbone=result.backbone, similarity=result.similarity.label)
 
 
 def train_strategy(session: Any, strategy: str, out: Path, seed: int, args: argparse.Namespace,
@@ -345,20 +351,61 @@ def swept_strategy(case: dict[str, Any], rules: Any) -> str | None:
     return strategy if judged is not None and strategy in judged["runs"] else None
 
 
+def current_sweep(case: dict[str, Any], rules: Any) -> dict[str, Any] | None:
+    """The case's recorded sweep when it still checks the current advice: of the strategy the current rules
+    recommend, around the value they advise for it in the case's cell; else None (a sweep of what the rules
+    advised before: listed, not counted)."""
+    sweep, strategy = case.get("lr_sweep"), swept_strategy(case, rules)
+    if not sweep or sweep.get("strategy") != strategy:
+        return None
+    return sweep if sweep["advised"] == advised_value(case, rules, strategy, sweep["param"]) else None
+
+
+def advised_value(case: dict[str, Any], rules: Any, strategy: str, param: str) -> float | None:
+    """What the current rules give ``strategy`` for ``param`` (a rate, or tfidf_linear's C) in the cell of the
+    recorded ``case`` (re-scored from its signals and size)."""
+    from tl_advise.rules.text_engine import encoder_rate
+
+    judged = rescored(case, rules)
+    if judged is None:
+        return None
+    if param == "encoder_lr":
+        return encoder_rate(rules, strategy, rules.row_for(judged["size_band"], judged["advice"]["label"]))
+    value = getattr(rules.strategies[strategy], param)
+    return None if value is None else float(value)
+
+
+def stale_runs(case: dict[str, Any], rules: Any) -> dict[str, str]:
+    """The recorded runs of ``case`` trained at another encoder rate than the current rules give their strategy in
+    the case's cell: strategy -> why (what ``--retrain-stale`` trains again)."""
+    out = {}
+    for strategy, run in case["runs"].items():
+        rate, trained = advised_value(case, rules, strategy, "encoder_lr"), trained_rate(run, rules, strategy)
+        if rate is not None and trained is not None and trained != rate:
+            out[strategy] = f"recorded at encoder_lr {trained:g}, the rules now give {rate:g}"
+    return out
+
+
+def trained_rate(run: dict[str, Any], rules: Any, strategy: str) -> float | None:
+    """The encoder rate a recorded run trained: its record's; a run recorded before records kept rates trained
+    the strategy's own (no cell had a rate of its own then)."""
+    return run["encoder_lr"] if "encoder_lr" in run else rules.strategies[strategy].encoder_lr
+
+
 def sweep_due(case: dict[str, Any], args: argparse.Namespace, rules: Any) -> bool:
-    """A recorded case on the sweep's seed whose recommended strategy has no sweep yet (none, or one of a strategy
-    the rules recommended before)."""
-    strategy = swept_strategy(case, rules)
-    return (sweep_wanted(args, int(case["seed"])) and strategy is not None
-            and (case.get("lr_sweep") or {}).get("strategy") != strategy)
+    """A recorded case on the sweep's seed without a sweep of the current advice (none, or one of a strategy or
+    value the rules advised before) whose runs are current (a stale one is trained again first)."""
+    return (sweep_wanted(args, int(case["seed"])) and swept_strategy(case, rules) is not None
+            and current_sweep(case, rules) is None and not stale_runs(case, rules))
 
 
-def recorded_mismatch(run: dict[str, Any], recipe: Any, args: argparse.Namespace) -> str | None:
+def recorded_mismatch(run: dict[str, Any], recipe: Any, args: argparse.Namespace, rules: Any) -> str | None:
     """Why a recorded run cannot be the x1 point of a sweep trained now (it trained another rate or length than
     the recipe gives today), or None."""
     param = SWEPT_PARAM[recipe.kind]
-    if run.get(param) is not None and run[param] != getattr(recipe, param):
-        return f"recorded at {param} {run[param]:g}, the rules now give {getattr(recipe, param):g}"
+    trained = trained_rate(run, rules, recipe.strategy) if param == "encoder_lr" else run.get(param)
+    if trained is not None and trained != getattr(recipe, param):
+        return f"recorded at {param} {trained:g}, the rules now give {getattr(recipe, param):g}"
     length = args.max_length if args.max_length is not None and recipe.kind != "tfidf" else recipe.max_length
     if run.get("max_length") is not None and run["max_length"] != length:
         return f"recorded at max length {run['max_length']}, the recipe now gives {length}"
@@ -381,9 +428,9 @@ def sweep_recorded(case: dict[str, Any], dataset: Any, splits: tuple[list[Any], 
         log.warning("%s: the advice now recommends %s, the recorded signals %s: sweeping %s", label,
                     session.result.recommendation.strategy, strategy, strategy)
     recipe = advised_recipe(session, strategy)
-    why = recorded_mismatch(case["runs"][strategy], recipe, args)
+    why = recorded_mismatch(case["runs"][strategy], recipe, args, rules)
     if why is not None:
-        log.error("%s: %s %s: no sweep (train the case again with --force)", label, strategy, why)
+        log.error("%s: %s %s: no sweep (train its stale runs again with --retrain-stale)", label, strategy, why)
         sweep = None
     else:
         log.info("%s: recorded without the sweep of %s: sweeping", label, strategy)
@@ -393,19 +440,45 @@ def sweep_recorded(case: dict[str, Any], dataset: Any, splits: tuple[list[Any], 
     return sweep
 
 
+def retrain_stale(case: dict[str, Any], dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str],
+                  backbone: Any, args: argparse.Namespace, rules: Any) -> dict[str, Any]:
+    """``case`` with its stale runs (:func:`stale_runs`) trained again on its subsample, the others kept: the
+    advice is rebuilt (the recipes the runs need), the outcome judged again over every run. The case's
+    ``verdict`` (``--run``'s, over the strategies trained together) becomes None; ``retrained`` says what moved."""
+    from tl_advise.runners.text import run_text_advice
+
+    name, level, seed = case["dataset"], level_from_name(case["level"]), int(case["seed"])
+    label = f"{name}@{case['level']} seed {seed}"
+    stale = stale_runs(case, rules)
+    for strategy, why in stale.items():
+        log.info("%s: %s %s: training it again", label, strategy, why)
+    work = case_work(args, name, level, seed)
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.perf_counter()
+    session, _ = case_session(dataset, splits, level, seed, backbone, args, work)
+    report = run_text_advice(session, run_options(args, work / "run", sorted(stale), seed))
+    runs = {**case["runs"], **{r.strategy: run_record(r) for r in report.runs}}
+    rec = session.result.recommendation
+    retrained = [*case.get("retrained", []),
+                 {"strategies": stale, "seconds": round(time.perf_counter() - started, 1)}]
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return {**case, "runs": runs, "verdict": None, "retrained": retrained, **outcome(runs, rec.strategy)}
+
+
 def lr_targets(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
     """The issue's "advised LR within x3 of the sweep's best" over the sweeps of the strategy each case's current
-    recommendation is (raw and tie-aware); tfidf_linear's C apart (not a rate); sweeps of a strategy the rules
-    no longer recommend are left out and counted apart (a training run sweeps the new one)."""
-    current = [c["lr_sweep"] for c in cases
-               if c.get("lr_sweep") and c["lr_sweep"].get("strategy") == swept_strategy(c, rules)]
+    recommendation is, around the value advised now (raw and tie-aware); tfidf_linear's C apart (not a rate);
+    sweeps of what the rules no longer advise are left out and counted apart (a training run sweeps the new)."""
+    current = [sweep for c in cases for sweep in [current_sweep(c, rules)] if sweep is not None]
     rates = [s for s in current if s["param"] in LR_PARAMS]
     regularisation = [s for s in current if s["param"] not in LR_PARAMS]
     return {"lr_checked": len(rates), "lr_within_3x": sum(s["within_3x"] for s in rates),
             "lr_within_3x_tied": sum(s["within_3x_tied"] for s in rates),
             "c_checked": len(regularisation), "c_within_3x": sum(s["within_3x"] for s in regularisation),
             "c_within_3x_tied": sum(s["within_3x_tied"] for s in regularisation),
-            "sweeps_not_counted": sum(1 for c in cases if c.get("lr_sweep")) - len(current)}
+            "sweeps_not_counted": sum(1 for c in cases if c.get("lr_sweep")) - len(current)
+            + sum(len(c.get("lr_sweeps_before", [])) for c in cases)}
 
 
 def lr_directions(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, dict[str, int]]:
@@ -416,9 +489,8 @@ def lr_directions(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, dict
 
     out: dict[str, dict[str, int]] = {}
     for c in cases:
-        sweep, judged = c.get("lr_sweep"), rescored(c, rules)
-        counted = sweep and judged is not None and sweep["param"] in LR_PARAMS
-        if not counted or sweep["strategy"] != swept_strategy(c, rules):
+        sweep, judged = current_sweep(c, rules), rescored(c, rules)
+        if sweep is None or judged is None or sweep["param"] not in LR_PARAMS:
             continue
         accuracy = {p["lr"]: p["accuracy"] for p in sweep["points"]}
         best, advised = sweep["best_lr"], sweep["advised"]
@@ -586,7 +658,8 @@ def factor_name(factor: float) -> str:
 def sweep_markdown(cases: Sequence[dict[str, Any]], targets: dict[str, Any]) -> list[str]:
     """Each recorded sweep (accuracy at each factor of the advised value), and beside the LR target (under
     "Targets") tfidf_linear's C and the sweeps left out of it."""
-    swept = [c for c in cases if c.get("lr_sweep")]
+    swept = [(c, sw, "") for c in cases for sw in [c.get("lr_sweep")] if sw] + [
+        (c, sw, " (before)") for c in cases for sw in c.get("lr_sweeps_before", [])]
     if not swept:
         return []
     lines = ["", "## LR sweep of the recommended strategy", "",
@@ -597,11 +670,10 @@ def sweep_markdown(cases: Sequence[dict[str, Any]], targets: dict[str, Any]) -> 
              "ties the best (one s.e.).", "",
              "| dataset | level | seed | strategy | swept | advised | " + " | ".join(factor_name(f) for f in LR_FACTORS)
              + " | best | within ×3 (raw / tied) | sweep s |", "|" + "---|" * (9 + len(LR_FACTORS))]
-    for c in swept:
-        sw = c["lr_sweep"]
+    for c, sw, when in swept:
         accuracy = {p["factor"]: p["accuracy"] for p in sw["points"]}
         cells = [f"{accuracy[f]:.3f}" if f in accuracy else "failed" for f in LR_FACTORS]
-        lines.append(f"| {c['dataset']} | {c['level']} | {c['seed']} | {sw['strategy']} | {sw['param']} | "
+        lines.append(f"| {c['dataset']} | {c['level']} | {c['seed']} | {sw['strategy']}{when} | {sw['param']} | "
                      f"{sw['advised']:.3g} | " + " | ".join(cells) + f" | {sw['best_lr']:.3g} | "
                      f"{'yes' if sw['within_3x'] else 'no'} / {'yes' if sw['within_3x_tied'] else 'no'} | "
                      f"{sw.get('seconds', 0):.0f} |")
@@ -614,8 +686,8 @@ def sweep_markdown(cases: Sequence[dict[str, Any]], targets: dict[str, Any]) -> 
                      f"{targets['c_checked']}, tie-aware {targets['c_within_3x_tied']}/{targets['c_checked']} "
                      "(not a rate: apart from the LR target)")
     if targets.get("sweeps_not_counted"):
-        notes.append(f"- {targets['sweeps_not_counted']} sweep(s) of a strategy the current rules no longer "
-                     "recommend: listed, not counted (a training run of those cases sweeps the new one)")
+        notes.append(f"- {targets['sweeps_not_counted']} sweep(s) of a strategy or around a value the current "
+                     "rules no longer advise: listed, not counted (a training run of those cases sweeps the new)")
     return [*lines, *([""] if notes else []), *notes]
 
 
@@ -662,6 +734,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-recorded", action="store_true",
                    help="train no new case: only the LR sweeps that the recorded cases among the given datasets, "
                    "levels and seeds lack (their strategies are not trained again)")
+    p.add_argument("--retrain-stale", action="store_true",
+                   help="train no new case: train again only the recorded runs whose encoder rate the current rules "
+                   "no longer give (the other runs of the case kept), then the sweep the case then lacks")
     p.add_argument("--report", action="store_true",
                    help="train nothing: re-render the .md (and the seed judgement with each rule's evidence, by the "
                    "current text rules) from the .json only")
@@ -674,6 +749,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--write-evidence needs --report")
     if args.sweep_recorded and (args.force or args.no_lr_sweep):
         p.error("--sweep-recorded only adds LR sweeps: leave out --force and --no-lr-sweep")
+    if args.retrain_stale and (args.force or args.sweep_recorded):
+        p.error("--retrain-stale trains only the stale runs of recorded cases: leave out --force and "
+                "--sweep-recorded")
     args.seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     if args.quick:
         args.levels, args.max_length, args.max_epochs = "16", 32, 1
@@ -722,6 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sweep_recorded and not any(c["dataset"] == src.name and sweep_due(c, args, rules)
                                            for c in results["cases"]):
             continue
+        if args.retrain_stale and not any(c["dataset"] == src.name and stale_runs(c, rules)
+                                          for c in results["cases"]):
+            continue
         dataset = read_text_dataset(src)
         splits = judged_splits(dataset, args)
         for seed in args.seeds:
@@ -729,26 +810,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key = (src.name, level_name(level), seed)
                 label = f"{src.name}@{level_name(level)} seed {seed}"
                 old = recorded.get(key)
-                if old is not None and not args.force:
+                if old is not None and not args.force and args.retrain_stale and stale_runs(old, rules):
+                    case, trained = retrain_stale(old, dataset, splits, backbone, args, rules), True
+                    if sweep_due(case, args, rules):
+                        sweep = sweep_recorded(case, dataset, splits, backbone, args, rules)
+                        case = with_sweep(case, sweep) if sweep is not None else case
+                elif old is not None and not args.force:
                     if not sweep_due(old, args, rules):
                         log.info("%s: already in %s, skipped", label, results_path)
                         continue
                     sweep = sweep_recorded(old, dataset, splits, backbone, args, rules)
                     if sweep is None:
                         continue
-                    case = {**old, "lr_sweep": sweep}
-                elif args.sweep_recorded:
-                    log.info("%s: not recorded, and --sweep-recorded trains no new case", label)
+                    case, trained = with_sweep(old, sweep), False
+                elif args.sweep_recorded or args.retrain_stale:
+                    log.info("%s: not recorded, and --sweep-recorded/--retrain-stale train no new case", label)
                     continue
                 else:
-                    case = run_case(src.name, dataset, splits, level, seed, backbone, args)
+                    case, trained = run_case(src.name, dataset, splits, level, seed, backbone, args), True
                 results["cases"] = [c for c in results["cases"] if case_key(c) != key] + [case]
                 write_outputs(results, args.out, rules)
-                log_case(label, case, trained=old is None or args.force)
+                log_case(label, case, trained=trained)
     write_outputs(results, args.out, rules)
     log.info("all done in %.0fs", time.perf_counter() - started)
     print(markdown(results))
     return 0
+
+
+def with_sweep(case: dict[str, Any], sweep: dict[str, Any]) -> dict[str, Any]:
+    """``case`` with a new sweep; the one it had (of what the rules advised before) kept in ``lr_sweeps_before``."""
+    before = [*case.get("lr_sweeps_before", []), *([case["lr_sweep"]] if case.get("lr_sweep") else [])]
+    return {**case, "lr_sweep": sweep, **({"lr_sweeps_before": before} if before else {})}
 
 
 def load_backbone(args: argparse.Namespace) -> Any:

@@ -15,8 +15,8 @@ from tl_advise.rules.confidence import evidence_verdict
 from tl_advise.rules.engine import runner_up_reason, with_evidence, with_gap
 from tl_advise.rules.margins import below_measured, graded, nearest_edge_that_matters, threshold_margin
 from tl_advise.rules.schema import SizeBand
-from tl_advise.rules.text_schema import TextCellEvidence, TextRuleSet, TextStrategyRule
-from tl_advise.schema.formatting import per_class
+from tl_advise.rules.text_schema import TextCellEvidence, TextDecisionRow, TextRuleSet, TextStrategyRule
+from tl_advise.schema.formatting import fmt_lr, per_class
 from tl_advise.schema.models import AdviceWarning, ConfidenceLevel
 from tl_advise.schema.text import (
     LengthSummary,
@@ -84,22 +84,33 @@ def n_training_texts(summary: TextDatasetSummary) -> int:
     return sum(summary.split_counts.get(summary.train_split, {}).values())
 
 
+def encoder_rate(rules: TextRuleSet, strategy: TextStrategyId, row: TextDecisionRow) -> float | None:
+    """The top tuned layer's rate of ``strategy`` in the cell of ``row``: the cell's own rate for the strategy it
+    advises, where it sets one, else the strategy's."""
+    if row.encoder_lr is not None and strategy == row.strategy:
+        return row.encoder_lr
+    return rules.strategies[strategy].encoder_lr
+
+
 def text_recipe(rules: TextRuleSet, strategy: TextStrategyId, *, summary: TextDatasetSummary,
-                lengths: LengthSummary | None, backbone: TextBackboneInfo) -> TextRecipe:
-    """The recipe of ``strategy`` on this dataset and backbone: what the advice prints and what trains."""
+                lengths: LengthSummary | None, backbone: TextBackboneInfo,
+                similarity: TextSimilarityLabel) -> TextRecipe:
+    """The recipe of ``strategy`` on this dataset and backbone, in the cell its size and ``similarity`` label
+    fall in: what the advice prints and what trains."""
     rule = rules.strategies[strategy]
+    encoder_lr = encoder_rate(rules, strategy, rules.row_for(size_band(rules, summary), similarity))
     tuned = tuned_layers(rule, backbone.n_layers)
     frozen = [] if rule.kind == "tfidf" else [g for g in layer_names(backbone.n_layers) if g not in tuned]
     finetune_epochs, batch_size = rule.finetune_epochs, rule.batch_size
     small = rules.small_data
     if rule.kind == "encoder" and n_training_texts(summary) < small.max_train_texts:
         finetune_epochs, batch_size = max(finetune_epochs, small.finetune_epochs), min(batch_size, small.batch_size)
-    rates = per_group_lr(tuned, rule.encoder_lr, rule.layer_decay) if (
-        tuned and rule.encoder_lr is not None and rule.layer_decay is not None) else {}
+    rates = per_group_lr(tuned, encoder_lr, rule.layer_decay) if (
+        tuned and encoder_lr is not None and rule.layer_decay is not None) else {}
     return TextRecipe(
         strategy=strategy, kind=rule.kind, max_length=recipe_max_length(rules, rule, lengths, backbone.max_length),
         tuned_layers=tuned, frozen_layers=frozen, head_lr=rule.head_lr,
-        encoder_lr=rule.encoder_lr if tuned else None, layer_decay=rule.layer_decay if tuned else None,
+        encoder_lr=encoder_lr if tuned else None, layer_decay=rule.layer_decay if tuned else None,
         per_group_lr=rates, warmup_share=rule.warmup_share, weight_decay=rule.weight_decay, dropout=rule.dropout,
         head_epochs=rule.head_epochs, finetune_epochs=finetune_epochs if tuned else 0, batch_size=batch_size,
         patience=rule.patience, tfidf_ngram_max=rule.tfidf_ngram_max, tfidf_c=rule.tfidf_c)
@@ -267,7 +278,8 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
     band = size_band(rules, summary)
     row = rules.row_for(band, similarity.label)
     rule = rules.strategies[row.strategy]
-    recipe = text_recipe(rules, row.strategy, summary=summary, lengths=lengths, backbone=backbone)
+    recipe = text_recipe(rules, row.strategy, summary=summary, lengths=lengths, backbone=backbone,
+                         similarity=similarity.label)
     bar = tfidf_bar(rules, similarity.signals)
     lo, hi = rules.size_bands.range_of(band)
     span = (f"{lo:.0f}" if lo is not None else "0") + (f"-{hi:.0f}" if hi is not None else "+")
@@ -277,6 +289,9 @@ def recommend_text(rules: TextRuleSet, *, summary: TextDatasetSummary, lengths: 
            f"{similarity.threshold:.2f} -> {similarity.label} (profile {similarity.profile}"
            f"{'' if similarity.calibrated else ', not calibrated'})",
            f"rule {row.id}: {with_evidence(row.why, row.strategy, row.evidence)}"]
+    if row.encoder_lr is not None and rule.encoder_lr is not None:
+        why.append(f"rule {row.id}: the top layer's rate {fmt_lr(row.encoder_lr)} in this cell, not the strategy's "
+                   f"{fmt_lr(rule.encoder_lr)}: {row.encoder_lr_why}")
     if recipe.kind == "encoder" and recipe.finetune_epochs != rule.finetune_epochs:
         why.append(f"fewer than {rules.small_data.max_train_texts} training texts: {recipe.finetune_epochs} "
                    f"fine-tuning epochs in batches of {recipe.batch_size} (small data needs longer, Mosbach et al. "

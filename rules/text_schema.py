@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tl_advise.rules.schema import (
     MeasuredEvidence,
@@ -23,6 +23,7 @@ from tl_advise.rules.schema import (
     SizeBands,
     WeightedSignal,
     _format_validation_error,
+    _no_typed_figures,
     _Strict,
 )
 from tl_advise.schema.errors import RulesError
@@ -89,9 +90,18 @@ class TextDecisionRow(_Strict):
     why: str = Field(min_length=1)
     alternatives: list[TextAlternativeRule] = Field(default_factory=list)
     evidence: TextCellEvidence | None = Field(default=None, description="absent: the guide's cell, not measured")
+    encoder_lr: float | None = Field(default=None, gt=0, le=1e-4, description="this cell's encoder rate for its "
+                                     "strategy, in place of the strategy's own encoder_lr (from the LR sweeps of "
+                                     "the cases the cell decides); absent: the strategy's")
+    encoder_lr_why: str | None = Field(default=None, min_length=1, description="why the cell's rate, in words")
 
     def matches(self, band: SizeBand, label: TextSimilarityLabel) -> bool:
         return self.size == band and self.similarity in (label, "any")
+
+    @field_validator("why", "encoder_lr_why")
+    @classmethod
+    def _prose_quotes_no_figures(cls, text: str | None) -> str | None:
+        return None if text is None else _no_typed_figures(text)
 
     @model_validator(mode="after")
     def _alternatives_are_other_strategies(self) -> TextDecisionRow:
@@ -100,6 +110,8 @@ class TextDecisionRow(_Strict):
             raise ValueError(f"alternative {self.strategy!r} is the row's own strategy")
         if len(set(names)) != len(names):
             raise ValueError("an alternative is listed twice")
+        if (self.encoder_lr is None) != (self.encoder_lr_why is None):
+            raise ValueError("encoder_lr and encoder_lr_why go together: the rate and why this cell has its own")
         return self
 
 
@@ -225,6 +237,10 @@ class TextRuleSet(_Strict):
         for row in self.decision:
             problems += [f"row {row.id!r}: {s!r} has no [strategies.{s}] table"
                          for s in (row.strategy, *(a.strategy for a in row.alternatives)) if s not in self.strategies]
+        problems += [f"row {row.id!r}: encoder_lr is a rate of an encoder strategy, and {row.strategy!r} is "
+                     f"{self.strategies[row.strategy].kind!r}" for row in self.decision
+                     if row.encoder_lr is not None and row.strategy in self.strategies
+                     and self.strategies[row.strategy].kind != "encoder"]
         problems += [f"strategies.{sid}.sources: {key!r} is not in [sources]"
                      for sid, rule in self.strategies.items() for key in rule.sources if key not in self.sources]
         if problems:

@@ -90,8 +90,9 @@ TINY_INFO = {"name": "tiny-bert", "weights": "random (tests)", "source": "folder
              "hidden_size": 16, "n_layers": 6, "max_length": 128, "normalize": True, "lowercase": True}
 
 
-def fake_session(tmp_path: Path, recommended: str = "text_full_finetune") -> Any:
-    """What the sweep reads of an advice session: the rules, the dataset summary, the backbone and the advice."""
+def fake_session(tmp_path: Path, recommended: str = "text_full_finetune", label: str = "close") -> Any:
+    """What the sweep reads of an advice session: the rules, the dataset summary (16 per class: the tiny band), the
+    backbone, the close/far label and the advice."""
     from types import SimpleNamespace
 
     from tl_advise.advisor.data.text.scan import summarise
@@ -99,7 +100,7 @@ def fake_session(tmp_path: Path, recommended: str = "text_full_finetune") -> Any
     from tl_advise.schema.text import TextBackboneInfo
 
     result = SimpleNamespace(dataset=summarise(tiny_dataset(tmp_path, train=16)), lengths=None,
-                             backbone=TextBackboneInfo(**TINY_INFO),
+                             backbone=TextBackboneInfo(**TINY_INFO), similarity=SimpleNamespace(label=label),
                              recommendation=SimpleNamespace(strategy=recommended))
     return SimpleNamespace(rules=load_text_rules(), result=result)
 
@@ -125,6 +126,7 @@ def sweep_args(**overrides: Any) -> argparse.Namespace:
 
 ADVISED = {"text_full_finetune": ("encoder_lr", 2e-5), "text_finetune_top": ("encoder_lr", 2e-5),
            "text_feature_extraction": ("head_lr", 1e-3), "tfidf_linear": ("tfidf_c", 10.0)}
+FAR_TINY_RATE = 6e-5  # text-tiny-far's own encoder rate for the whole encoder (rules/text_rules.toml)
 
 
 @pytest.mark.parametrize("strategy", sorted(ADVISED))
@@ -166,21 +168,25 @@ def test_the_sweep_overrides_reach_the_runner_options() -> None:
 
 
 def test_a_recorded_run_that_no_longer_matches_its_recipe_is_not_a_sweep_point(tmp_path: Path) -> None:
-    recipe = taq.advised_recipe(fake_session(tmp_path), "text_full_finetune")
+    session = fake_session(tmp_path)
+    recipe, rules = taq.advised_recipe(session, "text_full_finetune"), session.rules
     args = taq.parse_args(["--out", "/nonexistent/out"])
-    assert taq.recorded_mismatch({"encoder_lr": 2e-5, "max_length": 128}, recipe, args) is None
-    assert taq.recorded_mismatch({}, recipe, args) is None  # recorded before the rates were: the rules' never moved
-    assert "encoder_lr 3e-05" in (taq.recorded_mismatch({"encoder_lr": 3e-5}, recipe, args) or "")
-    assert "max length 64" in (taq.recorded_mismatch({"max_length": 64}, recipe, args) or "")
+    assert taq.recorded_mismatch({"encoder_lr": 2e-5, "max_length": 128}, recipe, args, rules) is None
+    assert taq.recorded_mismatch({}, recipe, args, rules) is None  # recorded before rates were: the strategy's
+    assert "encoder_lr 3e-05" in (taq.recorded_mismatch({"encoder_lr": 3e-5}, recipe, args, rules) or "")
+    assert "max length 64" in (taq.recorded_mismatch({"max_length": 64}, recipe, args, rules) or "")
+    far = taq.advised_recipe(fake_session(tmp_path, label="far"), "text_full_finetune")  # the far cell's own rate
+    assert "encoder_lr 2e-05, the rules now give 6e-05" in (taq.recorded_mismatch({}, far, args, rules) or "")
 
 
 def recorded_case(dataset: str = "d", level: str = "16", seed: int = 0, n: int = 40) -> dict[str, Any]:
     """A case as the benchmark records it (before the sweep), far from the backbone (no signals): the current
     rules recommend text_full_finetune for it."""
     accuracy = dict(zip(taq.STRATEGIES, (0.6, 0.65, 0.75, 0.7), strict=True))
+    rates = {"text_full_finetune": FAR_TINY_RATE, "text_finetune_top": 2e-5}
     runs = {s: {"status": "completed", "error": None, "accuracy": a, "n_judged": n,
                 "correct": [i < round(a * n) for i in range(n)], "train_time_s": 3.0, "max_length": 128,
-                "epochs_run": 3} for s, a in accuracy.items()}
+                "epochs_run": 3, "encoder_lr": rates.get(s)} for s, a in accuracy.items()}
     return {"dataset": dataset, "level": level, "seed": seed, "texts_per_class": float(level), "n_test": n,
             "runs": runs, "best": "text_full_finetune", "regret_pp": 15.0, "gap_se_pp": 5.0,
             "advice_within_noise": False, "seconds": 30.0,
@@ -208,16 +214,16 @@ def test_recorded_cases_get_only_their_sweep(tmp_path: Path, monkeypatch: pytest
     budget = taq.budget_of(taq.parse_args(argv))
     cases = [recorded_case(), recorded_case(seed=1)]  # 64/class is not recorded
     out.with_suffix(".json").write_text(json.dumps({"budget": budget, "commands": [], "cases": cases}))
-    training = FakeTraining(2e-5)
+    training = FakeTraining(FAR_TINY_RATE)
     monkeypatch.setattr(taq, "train_strategy", training)
-    monkeypatch.setattr(taq, "case_session", lambda *a, **k: (fake_session(tmp_path / "s"), 1.0))
+    monkeypatch.setattr(taq, "case_session", lambda *a, **k: (fake_session(tmp_path / "s", label="far"), 1.0))
     monkeypatch.setattr(taq, "load_backbone", lambda args: None)
     monkeypatch.setattr(taq, "run_case", lambda *a, **k: pytest.fail("--sweep-recorded trained a new case"))
 
     assert taq.main([*argv, "--sweep-recorded"]) == 0
     results = json.loads(out.with_suffix(".json").read_text())
     seed0, seed1 = sorted(results["cases"], key=taq.case_key)
-    assert [rates for _, rates in training.calls] == [{"encoder_lr": taq.sweep_rate(2e-5, f)}
+    assert [rates for _, rates in training.calls] == [{"encoder_lr": taq.sweep_rate(FAR_TINY_RATE, f)}
                                                       for f in taq.LR_FACTORS if f != 1.0]
     assert seed0["lr_sweep"]["strategy"] == "text_full_finetune" and seed0["lr_sweep"]["within_3x"]
     assert next(p for p in seed0["lr_sweep"]["points"] if p["factor"] == 1.0)["accuracy"] == 0.75  # the recorded run
@@ -240,24 +246,27 @@ def test_sweep_recorded_leaves_a_file_of_another_budget_alone(tmp_path: Path) ->
 
 def test_the_report_judges_the_recorded_sweeps_again_and_prints_the_lr_target(tmp_path: Path) -> None:
     case = recorded_case()
-    points = [{"factor": f, "lr": taq.sweep_rate(2e-5, f), "accuracy": a, "n_judged": 40, "train_time_s": 2.0}
-              for f, a in zip(taq.LR_FACTORS, (0.5, 0.7, 0.75, 0.8, 0.6), strict=True)]
+    points = [{"factor": f, "lr": taq.sweep_rate(FAR_TINY_RATE, f), "accuracy": a, "n_judged": 40,
+               "train_time_s": 2.0} for f, a in zip(taq.LR_FACTORS, (0.5, 0.7, 0.75, 0.8, 0.6), strict=True)]
     # recorded with a stale verdict: --report judges it again with the current check
-    case["lr_sweep"] = {"strategy": "text_full_finetune", "param": "encoder_lr", "advised": 2e-5, "points": points,
-                        "seconds": 8.0, "best_lr": 1.0, "ratio": 1.0, "within_3x": False, "within_3x_tied": False}
-    stale = {**recorded_case(level="64"), "lr_sweep": {**case["lr_sweep"], "strategy": "text_feature_extraction",
-                                                       "param": "head_lr", "advised": 1e-3}}
+    case["lr_sweep"] = {"strategy": "text_full_finetune", "param": "encoder_lr", "advised": FAR_TINY_RATE,
+                        "points": points, "seconds": 8.0, "best_lr": 1.0, "ratio": 1.0, "within_3x": False,
+                        "within_3x_tied": False}
+    other_strategy = {**recorded_case(level="64"), "lr_sweep": {
+        **case["lr_sweep"], "strategy": "text_feature_extraction", "param": "head_lr", "advised": 1e-3}}
+    other_rate = {**recorded_case(level="32"), "lr_sweep": {**case["lr_sweep"], "advised": 2e-5}}  # the rate before
     out = tmp_path / "results"
-    out.with_suffix(".json").write_text(json.dumps({"budget": {}, "commands": [], "cases": [case, stale]}))
+    cases = [case, other_strategy, other_rate]
+    out.with_suffix(".json").write_text(json.dumps({"budget": {}, "commands": [], "cases": cases}))
     assert taq.main(["--report", "--out", str(out)]) == 0
     results = json.loads(out.with_suffix(".json").read_text())
     sweep = results["cases"][0]["lr_sweep"]
-    assert sweep["best_lr"] == pytest.approx(6e-5) and sweep["within_3x"] and sweep["within_3x_tied"]
+    assert sweep["best_lr"] == pytest.approx(1.8e-4) and sweep["within_3x"] and sweep["within_3x_tied"]
     text = out.with_suffix(".md").read_text()
-    assert "LR within ×3 of the sweep's best: 1/1 raw, 1/1 tie-aware" in text  # the stale sweep is not counted
-    assert "1 sweep(s) of a strategy the current rules no longer recommend" in text
+    assert "LR within ×3 of the sweep's best: 1/1 raw, 1/1 tie-aware" in text  # the other two are not counted
+    assert "2 sweep(s) of a strategy or around a value the current rules no longer advise" in text
     lines = text.splitlines()
-    row = ("| d | 16 | 0 | text_full_finetune | encoder_lr | 2e-05 | 0.500 | 0.700 | 0.750 | 0.800 | 0.600 | 6e-05 "
+    row = ("| d | 16 | 0 | text_full_finetune | encoder_lr | 6e-05 | 0.500 | 0.700 | 0.750 | 0.800 | 0.600 | 0.00018 "
            "| yes / yes | 8 |")
     header, separator = lines[lines.index(row) - 2:lines.index(row)]
     assert header.count("|") == separator.count("|") == row.count("|") and header.startswith("| dataset | level")
@@ -305,12 +314,60 @@ def test_the_sweeps_say_which_side_of_the_advised_rate_the_best_lies_on() -> Non
 
     def swept(dataset: str, accuracies: tuple[float, ...]) -> dict[str, Any]:
         case = far_case(dataset, dict(zip(taq.STRATEGIES, (0.5, 0.6, accuracies[2], 0.55), strict=True)))
-        points = [{"factor": f, "lr": taq.sweep_rate(2e-5, f), "accuracy": a, "n_judged": 400, "train_time_s": 1.0}
-                  for f, a in zip(taq.LR_FACTORS, accuracies, strict=True)]
-        case["lr_sweep"] = {"strategy": "text_full_finetune", "param": "encoder_lr", "advised": 2e-5,
+        points = [{"factor": f, "lr": taq.sweep_rate(FAR_TINY_RATE, f), "accuracy": a, "n_judged": 400,
+                   "train_time_s": 1.0} for f, a in zip(taq.LR_FACTORS, accuracies, strict=True)]
+        case["lr_sweep"] = {"strategy": "text_full_finetune", "param": "encoder_lr", "advised": FAR_TINY_RATE,
                             "points": points, "seconds": 5.0, "best_lr": max(points, key=lambda p: p["accuracy"])["lr"]}
         return case
 
     higher = swept("a", (0.6, 0.65, 0.7, 0.8, 0.75))  # 10 points at x3 on 400 texts: beyond noise
     tied = swept("b", (0.6, 0.69, 0.7, 0.71, 0.65))  # 1 point at x3: a tie
     assert taq.lr_directions([higher, tied], rules) == {"far": {"higher": 1, "at": 1, "lower": 0}}
+
+
+def test_retrain_stale_trains_only_the_runs_whose_rate_the_rules_moved(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    data = write_dataset(tmp_path / "d")
+    out = tmp_path / "results"
+    argv = [str(data), "--levels", "16", "--seeds", "0", "--out", str(out), "--work-dir", str(tmp_path / "w"),
+            "--no-lr-sweep", "--retrain-stale"]
+    case = {**recorded_case(), "verdict": "confirmed"}
+    case["runs"]["text_full_finetune"]["encoder_lr"] = 2e-5  # trained before the far tiny cell had its own rate
+    budget = taq.budget_of(taq.parse_args(argv))
+    out.with_suffix(".json").write_text(json.dumps({"budget": budget, "commands": [], "cases": [case]}))
+    trained: list[tuple[list[str], int]] = []
+
+    def run_text_advice(session: Any, options: Any) -> Any:
+        trained.append((list(options.strategies), options.seed))
+        return SimpleNamespace(runs=[SimpleNamespace(strategy=s) for s in options.strategies])
+
+    retrained_run = {**case["runs"]["text_full_finetune"], "accuracy": 0.8, "encoder_lr": FAR_TINY_RATE,
+                     "correct": [i < 32 for i in range(40)]}
+    monkeypatch.setattr("tl_advise.runners.text.run_text_advice", run_text_advice)
+    monkeypatch.setattr(taq, "run_record", lambda run: retrained_run)
+    monkeypatch.setattr(taq, "case_session", lambda *a, **k: (fake_session(tmp_path / "s", label="far"), 1.0))
+    monkeypatch.setattr(taq, "load_backbone", lambda args: None)
+    monkeypatch.setattr(taq, "run_case", lambda *a, **k: pytest.fail("--retrain-stale trained a new case"))
+
+    assert taq.main(argv) == 0
+    (got,) = json.loads(out.with_suffix(".json").read_text())["cases"]
+    assert trained == [(["text_full_finetune"], 0)]
+    assert got["runs"]["text_full_finetune"] == retrained_run
+    assert {s: r for s, r in got["runs"].items() if s != "text_full_finetune"} == {
+        s: r for s, r in case["runs"].items() if s != "text_full_finetune"}  # the other runs kept as recorded
+    # judged again over every run; --run's verdict was over the strategies trained together: gone
+    assert (got["best"], got["regret_pp"], got["verdict"]) == ("text_full_finetune", 0.0, None)
+    assert got["retrained"][0]["strategies"] == {
+        "text_full_finetune": "recorded at encoder_lr 2e-05, the rules now give 6e-05"}
+
+    trained.clear()  # resumed: nothing is stale, nothing trains
+    assert taq.main(argv) == 0 and trained == []
+
+
+def test_a_new_sweep_keeps_the_one_it_replaces() -> None:
+    case = {**recorded_case(), "lr_sweep": {"advised": 2e-5}}
+    got = taq.with_sweep(case, {"advised": FAR_TINY_RATE})
+    assert got["lr_sweep"] == {"advised": FAR_TINY_RATE} and got["lr_sweeps_before"] == [{"advised": 2e-5}]
+    assert "lr_sweeps_before" not in taq.with_sweep(recorded_case(), {"advised": FAR_TINY_RATE})

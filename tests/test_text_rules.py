@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,6 +131,16 @@ def test_every_recipe_number_names_its_source() -> None:
     (lambda d: d["strategies"]["text_finetune_top"].update(learning_rate=1.0), "Extra inputs are not permitted"),
     (lambda d: d["strategies"]["text_finetune_top"].update(sources=["nobody2020"]), "'nobody2020' is not in [sources]"),
     (lambda d: d["similarity"]["backbones"]["default"].update(calibrated=True), "cannot be calibrated"),
+    # a cell's own rate: with its why, for an encoder strategy, no figure typed into the prose
+    (lambda d: d["decision"][0].update(encoder_lr=6e-5), "encoder_lr and encoder_lr_why go together"),
+    (lambda d: d["decision"][0].update(strategy="text_feature_extraction", alternatives=[], encoder_lr=6e-5,
+                                       encoder_lr_why="why"),
+     "row 'text-tiny-close': encoder_lr is a rate of an encoder strategy, and 'text_feature_extraction' is "
+     "'embedding_head'"),
+    (lambda d: d["decision"][0].update(encoder_lr=6e-5, encoder_lr_why="it was 2.5 pp ahead"),
+     "'2.5 pp' is a measured figure typed by hand"),
+    (lambda d: d["decision"][0].update(encoder_lr=3e-4, encoder_lr_why="why"),
+     "decision.0.encoder_lr (row id 'text-tiny-close'): Input should be less than or equal to 0.0001"),
 ])
 def test_a_bad_rules_file_is_refused_with_the_place(change: object, message: str) -> None:
     data = tomllib.loads(default_text_rules_text())
@@ -152,17 +163,20 @@ def test_layerwise_decay_by_hand() -> None:
 
 def test_minilm_recipes_by_hand(rules: TextRuleSet) -> None:
     big = summary(6000)  # 12,000 training texts: not small data
-    top = text_recipe(rules, "text_finetune_top", summary=big, lengths=lengths(37), backbone=minilm())
+    top = text_recipe(rules, "text_finetune_top", summary=big, lengths=lengths(37), backbone=minilm(),
+                      similarity="close")
     assert top.tuned_layers == ["layer.4", "layer.5"]
     assert top.frozen_layers == ["embeddings", "layer.0", "layer.1", "layer.2", "layer.3"]
     assert top.per_group_lr == {"head": 2e-5, "layer.5": 2e-5, "layer.4": 1.9e-5}
     assert (top.max_length, top.finetune_epochs, top.batch_size, top.head_epochs) == (48, 3, 32, 20)
-    full = text_recipe(rules, "text_full_finetune", summary=big, lengths=lengths(37), backbone=minilm())
+    full = text_recipe(rules, "text_full_finetune", summary=big, lengths=lengths(37), backbone=minilm(),
+                      similarity="close")
     assert full.tuned_layers == ["embeddings", *(f"layer.{i}" for i in range(6))] and full.frozen_layers == []
     assert full.per_group_lr == {"head": 2e-5, "layer.5": 2e-5, "layer.4": 1.9e-5, "layer.3": 1.805e-5,
                                  "layer.2": 1.71475e-5, "layer.1": 1.62901e-5, "layer.0": 1.54756e-5,
                                  "embeddings": 1.47018e-5}
-    fe = text_recipe(rules, "text_feature_extraction", summary=big, lengths=lengths(37), backbone=minilm())
+    fe = text_recipe(rules, "text_feature_extraction", summary=big, lengths=lengths(37), backbone=minilm(),
+                      similarity="close")
     assert (fe.tuned_layers, fe.encoder_lr, fe.per_group_lr, fe.finetune_epochs) == ([], None, {}, 0)
     assert len(fe.frozen_layers) == 7 and fe.head_lr == 1e-3
 
@@ -173,25 +187,50 @@ def test_the_printed_recipe_says_which_phase_each_rate_trains(rules: TextRuleSet
     from tl_advise.advisor.report.text_advice import recipe_lines
 
     top = dict(recipe_lines(text_recipe(rules, "text_finetune_top", summary=summary(6000), lengths=lengths(37),
-                                        backbone=minilm())))
+                                        backbone=minilm(), similarity="close")))
     assert top["learning rate"].startswith("head 1e-3 (head phase), encoder 2e-5, x0.95 per layer below")
     assert top["fine-tune LRs"] == "head 2e-5, layer.5 2e-5, layer.4 1.9e-5"
     frozen = dict(recipe_lines(text_recipe(rules, "text_feature_extraction", summary=summary(6000),
-                                           lengths=lengths(37), backbone=minilm())))
+                                           lengths=lengths(37), backbone=minilm(), similarity="close")))
     assert frozen["learning rate"] == "head 1e-3" and "fine-tune LRs" not in frozen
 
 
 def test_bert_base_tunes_its_top_third(rules: TextRuleSet) -> None:
     top = text_recipe(rules, "text_finetune_top", summary=summary(6000), lengths=None,
-                      backbone=minilm(12, 512, "bert-base-uncased"))
+                      backbone=minilm(12, 512, "bert-base-uncased"), similarity="close")
     assert top.tuned_layers == ["layer.8", "layer.9", "layer.10", "layer.11"]
     assert top.per_group_lr == {"head": 2e-5, "layer.11": 2e-5, "layer.10": 1.9e-5, "layer.9": 1.805e-5,
                                 "layer.8": 1.71475e-5}
     assert top.max_length == 128  # no token lengths: the strategy's own
 
 
+def test_the_far_tiny_cell_tunes_the_whole_encoder_at_its_own_rate(rules: TextRuleSet) -> None:
+    """text-tiny-far sets 6e-5 for the strategy it advises (its LR sweeps), decayed below the top layer as the
+    strategy's own rate is; the other strategies, and the other cells, keep the strategies' 2e-5."""
+    def recipe(strategy: str, per_class: int, label: str) -> Any:
+        return text_recipe(rules, strategy, summary=summary(per_class), lengths=None,  # type: ignore[arg-type]
+                           backbone=minilm(), similarity=label)  # type: ignore[arg-type]
+
+    far = recipe("text_full_finetune", 40, "far")
+    assert far.encoder_lr == 6e-5
+    assert far.per_group_lr == {"head": 6e-5, "layer.5": 6e-5, "layer.4": 5.7e-5, "layer.3": 5.415e-5,
+                                "layer.2": 5.14425e-5, "layer.1": 4.88704e-5, "layer.0": 4.64269e-5,
+                                "embeddings": 4.41055e-5}
+    assert recipe("text_finetune_top", 40, "far").encoder_lr == 2e-5  # not the cell's strategy
+    assert recipe("text_full_finetune", 40, "close").encoder_lr == 2e-5  # another cell
+    assert recipe("text_full_finetune", 300, "far").encoder_lr == 2e-5  # the small band: no rate of its own
+    sim = score_text_similarity(rules, signals(cosine=-0.02, knn_gain=-0.2))
+    rec = recommend_text(rules, summary=summary(40), lengths=None, similarity=sim, backbone=minilm())
+    assert (rec.rule_id, rec.recipe) == ("text-tiny-far", far)
+    assert rec.schedule[-1].learning_rate == 6e-5
+    line = next(w for w in rec.why if "in this cell" in w)
+    assert line.startswith("rule text-tiny-far: the top layer's rate 6e-5 in this cell, not the strategy's 2e-5: "
+                           "the whole encoder's LR sweeps on both far sets")
+
+
 def test_small_data_trains_longer_in_smaller_batches(rules: TextRuleSet) -> None:
-    recipe = text_recipe(rules, "text_full_finetune", summary=summary(300), lengths=None, backbone=minilm())
+    recipe = text_recipe(rules, "text_full_finetune", summary=summary(300), lengths=None, backbone=minilm(),
+                         similarity="close")
     assert (recipe.finetune_epochs, recipe.batch_size) == (10, 16)
 
 

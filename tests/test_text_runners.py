@@ -61,7 +61,7 @@ def test_the_printed_recipe_is_exactly_what_trains(tmp_path: Path, backbone: Any
 
     s = session(tmp_path, backbone)
     printed = text_recipe(s.rules, strategy, summary=s.result.dataset, lengths=s.result.lengths,  # type: ignore[arg-type]
-                          backbone=s.result.backbone)
+                          backbone=s.result.backbone, similarity=s.result.similarity.label)
     expected = EXPECTED[strategy]
     assert printed.tuned_layers == expected["tuned"] and printed.frozen_layers == expected["frozen"]
     assert printed.per_group_lr == expected["lrs"]
@@ -102,7 +102,8 @@ def test_the_rate_overrides_replace_the_recipes_rates_where_it_has_them(tmp_path
     rules, summary = load_text_rules(), summarise(tiny_dataset(tmp_path))
 
     def applied(strategy: Any, **rates: float) -> Any:
-        recipe = text_recipe(rules, strategy, summary=summary, lengths=None, backbone=backbone.info)
+        recipe = text_recipe(rules, strategy, summary=summary, lengths=None, backbone=backbone.info,
+                             similarity="close")
         return recipe, apply_options(recipe, options(tmp_path, max_epochs=None, max_length=None, **rates))
 
     recipe, full = applied("text_full_finetune", encoder_lr=6e-5)

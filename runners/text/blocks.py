@@ -372,7 +372,7 @@ def _check_same_rules(result: TextAdviceResult, rules: TextRuleSet) -> None:
     otherwise train something the advice never said."""
     advised = result.recommendation
     rebuilt = text_recipe(rules, advised.strategy, summary=result.dataset, lengths=result.lengths,
-                          backbone=result.backbone)
+                          backbone=result.backbone, similarity=result.similarity.label)
     if rebuilt != advised.recipe:
         raise ConfigError(f"The advice for {advised.strategy} (rule {advised.rule_id}) was not made with these "
                           "rules: pass the rules file it was made with (rules=load_text_rules(PATH)).")

@@ -68,4 +68,4 @@ def text_recipe_for(rules: TextRuleSet, result: TextAdviceResult, strategy: Text
     """What ``--run`` trains for ``strategy`` of the advice ``result``: the rules' recipe on its dataset and
     backbone, the options applied."""
     return apply_options(text_recipe(rules, strategy, summary=result.dataset, lengths=result.lengths,
-                                     backbone=result.backbone), options)
+                                     backbone=result.backbone, similarity=result.similarity.label), options)
