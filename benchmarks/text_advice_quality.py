@@ -237,7 +237,6 @@ def run_record(r: Any) -> dict[str, Any]:
 
 def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[Any], str], level: int | None,
              seed: int, backbone: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from tl_advise.rules.text_engine import signal_values
     from tl_advise.runners.text import run_text_advice
 
     _, val, test, test_how = splits
@@ -253,15 +252,7 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
         "n_train": sum(result.dataset.split_counts.get("train", {}).values()),
         "texts_per_class": result.dataset.texts_per_class, "n_val": len(val) or None, "n_test": len(test),
         "test_split": test_how, "validation": report.validation, "judged_on": report.verdict.judged_on,
-        "advice": {"strategy": rec.strategy, "rule": rec.rule_id, "label": result.similarity.label,
-                   "score": result.similarity.score, "confidence": rec.confidence.level,
-                   "runner_up": rec.confidence.runner_up, "seconds": round(advice_s, 2),
-                   "backbone": result.backbone.name,
-                   # every measured signal, scored or not: --report re-scores them with the current rules
-                   "signals": signal_values(result.similarity.signals),
-                   "tfidf_bar_cv": rec.tfidf_bar.accuracy if rec.tfidf_bar else None,
-                   "max_length": rec.recipe.max_length},
-        "runs": runs, "verdict": report.verdict.status,
+        "advice": advice_record(result, advice_s), "runs": runs, "verdict": report.verdict.status,
     }
     case.update(outcome(runs, rec.strategy))
     case["seconds"] = round(time.perf_counter() - started, 1)  # the case without its sweep (recorded apart)
@@ -271,6 +262,19 @@ def run_case(name: str, dataset: Any, splits: tuple[list[Any], list[Any], list[A
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return case
+
+
+def advice_record(result: Any, seconds: float) -> dict[str, Any]:
+    """What a case records of its advice (a ``TextAdviceResult``, cold in ``seconds``)."""
+    from tl_advise.rules.text_engine import signal_values
+
+    rec = result.recommendation
+    return {"strategy": rec.strategy, "rule": rec.rule_id, "label": result.similarity.label,
+            "score": result.similarity.score, "confidence": rec.confidence.level,
+            "runner_up": rec.confidence.runner_up, "seconds": round(seconds, 2), "backbone": result.backbone.name,
+            # every measured signal, scored or not: --report re-scores them with the current rules
+            "signals": signal_values(result.similarity.signals),
+            "tfidf_bar_cv": rec.tfidf_bar.accuracy if rec.tfidf_bar else None, "max_length": rec.recipe.max_length}
 
 
 def outcome(runs: Mapping[str, dict[str, Any]], recommended: str) -> dict[str, Any]:
@@ -444,7 +448,8 @@ def retrain_stale(case: dict[str, Any], dataset: Any, splits: tuple[list[Any], l
                   backbone: Any, args: argparse.Namespace, rules: Any) -> dict[str, Any]:
     """``case`` with its stale runs (:func:`stale_runs`) trained again on its subsample, the others kept: the
     advice is rebuilt (the recipes the runs need), the outcome judged again over every run. The case's
-    ``verdict`` (``--run``'s, over the strategies trained together) becomes None; ``retrained`` says what moved."""
+    ``verdict`` (``--run``'s, over the strategies trained together) becomes None; ``retrained`` says what moved;
+    ``advice`` is the rebuilt one (what the runs trained and the regret is judged against)."""
     from tl_advise.runners.text import run_text_advice
 
     name, level, seed = case["dataset"], level_from_name(case["level"]), int(case["seed"])
@@ -455,15 +460,15 @@ def retrain_stale(case: dict[str, Any], dataset: Any, splits: tuple[list[Any], l
     work = case_work(args, name, level, seed)
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    session, _ = case_session(dataset, splits, level, seed, backbone, args, work)
+    session, advice_s = case_session(dataset, splits, level, seed, backbone, args, work)
     report = run_text_advice(session, run_options(args, work / "run", sorted(stale), seed))
     runs = {**case["runs"], **{r.strategy: run_record(r) for r in report.runs}}
-    rec = session.result.recommendation
     retrained = [*case.get("retrained", []),
                  {"strategies": stale, "seconds": round(time.perf_counter() - started, 1)}]
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    return {**case, "runs": runs, "verdict": None, "retrained": retrained, **outcome(runs, rec.strategy)}
+    return {**case, "advice": advice_record(session.result, advice_s), "runs": runs, "verdict": None,
+            "retrained": retrained, **outcome(runs, session.result.recommendation.strategy)}
 
 
 def lr_targets(cases: Sequence[dict[str, Any]], rules: Any) -> dict[str, Any]:
@@ -852,7 +857,8 @@ def load_backbone(args: argparse.Namespace) -> Any:
 def log_case(label: str, case: dict[str, Any], *, trained: bool) -> None:
     """The case's outcome (``trained``: a new case, else only its sweep was)."""
     if trained:
-        log.info("%s done in %.0fs: best %s, advised %s, regret %s pp", label, case["seconds"], case["best"],
+        seconds = case["retrained"][-1]["seconds"] if case.get("retrained") else case["seconds"]
+        log.info("%s done in %.0fs: best %s, advised %s, regret %s pp", label, seconds, case["best"],
                  case["advice"]["strategy"], case["regret_pp"])
     sweep = case.get("lr_sweep")
     if sweep is not None:

@@ -347,6 +347,8 @@ def test_retrain_stale_trains_only_the_runs_whose_rate_the_rules_moved(tmp_path:
                      "correct": [i < 32 for i in range(40)]}
     monkeypatch.setattr("tl_advise.runners.text.run_text_advice", run_text_advice)
     monkeypatch.setattr(taq, "run_record", lambda run: retrained_run)
+    rebuilt = {**case["advice"], "strategy": "text_full_finetune", "seconds": 1.0}  # the advice as it is now
+    monkeypatch.setattr(taq, "advice_record", lambda result, seconds: rebuilt)
     monkeypatch.setattr(taq, "case_session", lambda *a, **k: (fake_session(tmp_path / "s", label="far"), 1.0))
     monkeypatch.setattr(taq, "load_backbone", lambda args: None)
     monkeypatch.setattr(taq, "run_case", lambda *a, **k: pytest.fail("--retrain-stale trained a new case"))
@@ -359,6 +361,7 @@ def test_retrain_stale_trains_only_the_runs_whose_rate_the_rules_moved(tmp_path:
         s: r for s, r in case["runs"].items() if s != "text_full_finetune"}  # the other runs kept as recorded
     # judged again over every run; --run's verdict was over the strategies trained together: gone
     assert (got["best"], got["regret_pp"], got["verdict"]) == ("text_full_finetune", 0.0, None)
+    assert got["advice"] == rebuilt  # the regret is judged against the advice the runs trained for
     assert got["retrained"][0]["strategies"] == {
         "text_full_finetune": "recorded at encoder_lr 2e-05, the rules now give 6e-05"}
 
