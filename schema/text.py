@@ -97,7 +97,8 @@ class TextFinding(_Model):
     """A data problem worth hearing about: never fatal, counted, with a few examples and the fix."""
 
     code: Literal["empty", "duplicates", "duplicate_conflict", "cross_split_duplicates", "too_long",
-                  "undecodable", "control_characters", "non_latin_script", "skipped", "imbalance", "few_texts"]
+                  "undecodable", "control_characters", "non_latin_script", "skipped", "imbalance", "few_texts",
+                  "classes_without_training_texts"]
     message: str
     count: int
     examples: list[str] = Field(default_factory=list, description="where (file and line) or the text itself")

@@ -83,7 +83,7 @@ def test_split_layout_normalises_valid_and_unions_classes(tmp_path: Path) -> Non
     # "c" has no training images: min is 0, and the ratio, among the classes that have some, stays finite.
     assert scan.summary.min_images_per_class == 0
     assert scan.summary.imbalance_ratio == 1.5
-    assert scan.summary.images_per_class == 2.0
+    assert scan.summary.images_per_class == 2.5  # the median of a and b: c has no training images
     json.loads(scan.summary.model_dump_json())
     # records sorted by (split, class, path)
     keys = [(r.split, r.class_name, r.path) for r in scan.records]
@@ -115,6 +115,7 @@ def test_a_class_only_in_val_has_no_training_images_and_no_say_in_the_imbalance(
     summary = scan_dataset(root).summary
     assert summary.split_counts["train"] == {"a": 4, "b": 2, "c": 0} and summary.min_images_per_class == 0
     assert summary.imbalance_ratio == 2.0  # a against b; c is the classes_without_training_images warning
+    assert summary.images_per_class == 3.0  # the median of a and b: c has no say on the size axis either
 
 
 def test_unlabelled_images_in_a_split_folder_are_ignored(

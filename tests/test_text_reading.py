@@ -277,6 +277,18 @@ def test_one_text_and_one_skipped_row_read_in_the_singular(tmp_path: Path) -> No
     assert messages["skipped"].startswith("1 row or file was left out")
 
 
+def test_labels_only_in_the_held_out_splits_are_named_and_not_counted_on_the_size_axis(tmp_path: Path) -> None:
+    """Splits whose label sets do not overlap: train 12 per class of '0' and '1', test only 'x' and 'y'."""
+    rows = [f"train s {i},{i % 2},train" for i in range(24)] + [f"test s {i},{'xy'[i % 2]},test" for i in range(4)]
+    scan = scan_texts(read_text_dataset(write_csv(tmp_path / "d.csv", "text,label,split", rows)))
+    assert scan.summary.texts_per_class == 12.0 and scan.summary.min_texts_per_class == 0
+    (finding,) = [f for f in scan.findings if f.code == "classes_without_training_texts"]
+    assert (finding.count, finding.examples) == (2, ["x", "y"])
+    assert finding.message.startswith("2 classes ('x', 'y') have no text in 'train' but appear in the other splits: "
+                                      "no strategy can learn them")
+    assert "few_texts" not in {f.code for f in scan.findings}  # 12 per class where there are any
+
+
 def test_the_size_axis_counts_what_trains_under_a_cap(tmp_path: Path) -> None:
     rows = [f"text {i},pos,train" for i in range(9)] + [f"text {i},neg,train" for i in range(3)] + \
            ["held out,neg,test"]

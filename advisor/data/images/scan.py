@@ -352,9 +352,11 @@ def display_name(path: Path, root: Path) -> str:
 
 
 def _size_axis(train_counts: Sequence[int]) -> dict[str, Any]:
-    """The summary's fields that the decision table's size axis reads, from the training counts per class."""
+    """The summary's fields that the decision table's size axis reads, from the training counts per class: the
+    median over the classes that have training images (one without any is the classes_without_training_images
+    warning, not a class of 0 images on the size axis)."""
     return dict(
-        images_per_class=float(statistics.median(train_counts)),
+        images_per_class=float(statistics.median([n for n in train_counts if n] or [0])),
         min_images_per_class=min(train_counts),
         # Among the classes that have training images: one with none is its own warning
         # (classes_without_training_images), and would make this infinite, which JSON cannot hold.

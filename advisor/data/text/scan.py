@@ -149,10 +149,23 @@ def scan_texts(dataset: TextDataset, *, tokenizer: object | None = None, tokeniz
             code="imbalance", count=len(summary.classes),
             message=f"the largest class is {summary.imbalance_ratio:.1f}× the smallest in {summary.train_split}: "
                     "accuracy hides the small classes; weigh the loss or report per-class recall"))
-    if summary.min_texts_per_class < FEW_TEXTS_PER_CLASS:
+    train_counts = summary.split_counts.get(summary.train_split, {})
+    untrained = [c for c, n in train_counts.items() if n == 0]
+    if untrained:
+        shown = ", ".join(repr(c) for c in untrained[:MAX_EXAMPLES])
+        more = f" and {len(untrained) - MAX_EXAMPLES} more" if len(untrained) > MAX_EXAMPLES else ""
         findings.append(TextFinding(
-            code="few_texts", count=summary.min_texts_per_class,
-            message=f"the smallest class has {counted(summary.min_texts_per_class, 'text')} in {summary.train_split}: "
+            code="classes_without_training_texts", count=len(untrained), examples=untrained[:MAX_EXAMPLES],
+            message=f"{counted(len(untrained), 'class', 'classes')} ({shown}{more}) "
+                    f"{_agree(len(untrained), 'has', 'have')} no text in '{summary.train_split}' but "
+                    f"{_agree(len(untrained), 'appears', 'appear')} in the other splits: no strategy can learn "
+                    f"{_agree(len(untrained), 'it', 'them')}, and {_agree(len(untrained), 'its', 'their')} held-out "
+                    "texts count as errors; add training texts or check that the splits use the same labels"))
+    smallest = min((n for n in train_counts.values() if n > 0), default=0)
+    if 0 < smallest < FEW_TEXTS_PER_CLASS:
+        findings.append(TextFinding(
+            code="few_texts", count=smallest,
+            message=f"the smallest class has {counted(smallest, 'text')} in {summary.train_split}: "
                     f"fewer than {FEW_TEXTS_PER_CLASS} measures little"))
 
     return TextScan(
@@ -183,9 +196,11 @@ def summarise(dataset: TextDataset) -> TextDatasetSummary:
 
 
 def _size_axis(train_counts: list[int]) -> dict[str, float | int]:
-    """The summary's fields that the text table's size axis reads, from the training counts per class."""
+    """The summary's fields that the text table's size axis reads, from the training counts per class: the
+    median over the classes that have training texts (one without any is the classes_without_training_texts
+    finding, not a class of 0 texts on the size axis)."""
     present = [n for n in train_counts if n > 0] or [0]
-    return dict(texts_per_class=float(statistics.median(train_counts)), min_texts_per_class=min(train_counts),
+    return dict(texts_per_class=float(statistics.median(present)), min_texts_per_class=min(train_counts),
                 imbalance_ratio=round(max(present) / max(min(present), 1), 3))
 
 
