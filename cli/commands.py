@@ -411,11 +411,24 @@ def check_run_only(opts: dict[str, Any], names: Sequence[str] = RUN_ONLY_OPTIONS
                           f"add --run, or leave {'it' if one else 'them'} out")
 
 
+def check_compare_or_strategies() -> None:
+    """Refuse --compare beside --strategies on the command line: one trains the advice's alternatives, the other
+    exactly the strategies it lists, and the list would silently win."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    if all(ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE for n in ("compare", "strategies")):
+        raise ConfigError("--compare trains the recommendation's alternatives and --strategies exactly the strategies "
+                          "it lists: give one of them (to compare strategies of your choice, list them all in "
+                          "--strategies)")
+
+
 def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     """Refuse bad options and write paths before any heavy work; the run's options when --run is given."""
     from tl_advise.advisor.writable import check_can_create, check_write_path
 
     check_run_only(opts)
+    check_compare_or_strategies()
     data = opts["data"]
     for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):
         if path:

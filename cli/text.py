@@ -74,9 +74,10 @@ def _where_set(name: str, value: str) -> str:
 def _run_options(opts: dict[str, Any], progress: bool) -> TextRunOptions:
     """The options of a text ``--run``, checked (strategies, budget, margin, the output folder) before any work."""
     from tl_advise.advisor.writable import check_can_create
-    from tl_advise.cli.commands import parse_budget, parse_margin, parse_strategies
+    from tl_advise.cli.commands import check_compare_or_strategies, parse_budget, parse_margin, parse_strategies
     from tl_advise.runners.options import check_output_dir
 
+    check_compare_or_strategies()
     epochs, seconds = parse_budget(opts["budget"])
     strategies = parse_strategies(opts["strategies"], TEXT_STRATEGY_IDS, "text")
     try:

@@ -71,7 +71,8 @@ def _decide(recommended: StrategyId, runs: Sequence[StrategyRun], margin: Margin
                        "auto" else margin, margin_rule=_margin_rule(margin, None), gap=0.0, judged_on=split,
                        n_judged=mine.n_images,
                        message=f"only {recommended} ran: {split} accuracy {mine.accuracy:.3f}; "
-                               "nothing to compare it with (use --compare)")
+                               "nothing to compare it with (--compare trains the alternatives too, --strategies "
+                               "the ones it lists)")
     gap = difference(scored[best], mine)
     allowed = statistics.NOISE_SE * gap.se if margin == "auto" else margin
     # "auto" is the statistics module's own tie (compare), not a test against the rounded margin: a gap exactly

@@ -407,6 +407,17 @@ def test_run_only_options_without_run_are_refused(capsys: pytest.CaptureFixture[
     assert "scanned" not in err
 
 
+def test_compare_beside_strategies_is_refused_before_the_scan(capsys: pytest.CaptureFixture[str],
+                                                               warm_dataset: Path, tmp_path: Path) -> None:
+    """The explicit list would win and --compare be dropped without a word."""
+    code, out, err = cli(capsys, warm_dataset, "--run", "--compare", "--strategies", "feature_extraction",
+                         "--output-dir", tmp_path / "out")
+    assert code == 2 and out == "" and "scanned" not in err
+    assert "--compare trains the recommendation's alternatives and --strategies exactly the strategies it lists: " \
+           "give one of them" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_run_only_defaults_from_the_environment_do_not_block_an_advice(capsys: pytest.CaptureFixture[str],
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       warm_dataset: Path,

@@ -123,3 +123,11 @@ def test_tracking_options_without_run_are_refused_for_text(tmp_path: Path,
     assert main([str(_reviews(tmp_path)), "--tensorboard", "--mlflow-experiment", "x"]) == 2
     err = capsys.readouterr().err
     assert "--tensorboard, --mlflow-experiment only work with --run: add --run, or leave them out" in err
+
+
+def test_compare_beside_strategies_is_refused_for_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([str(_reviews(tmp_path)), "--run", "--compare", "--strategies", "tfidf_linear",
+                 "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--compare trains the recommendation's alternatives" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
