@@ -153,13 +153,14 @@ def measured_verdict(levels: EvidenceLevels, rule_id: str, evidence: MeasuredEvi
     where = (f"measured{evidence.trained_words} on {counted(evidence.cases, 'case')} from "
              f"{', '.join(evidence.datasets)} ({evidence.seeds_words} each, judged on {evidence.judged_on_words}, "
              f"{evidence.source})")
-    diff = f"{evidence.margin_pp:+z.1f} ± {evidence.se_pp:.1f} pp against {evidence.runner_up}"
+    # The competitor by name: the headline's runner-up comes from the weakest component and may be another.
+    diff = f"{evidence.margin_pp:+z.1f} ± {evidence.se_pp:.1f} pp"
     if evidence.margin_pp < -evidence.se_pp:
-        return ("low", f"{where}: the runner-up scored higher ({diff}); the rule stands until more datasets judge "
-                       "it out of sample", evidence.runner_up)
+        return ("low", f"{where}: {evidence.runner_up} scored higher than {strategy} ({diff}); the rule stands until "
+                       "more datasets judge it out of sample", evidence.runner_up)
     level: ConfidenceLevel = "high" if evidence.beyond_noise else levels.tied
-    found = (f"{strategy} beat the runner-up beyond noise ({diff})" if evidence.beyond_noise
-             else f"{strategy} tied the runner-up within noise ({diff})")
+    found = (f"{strategy} beat {evidence.runner_up} beyond noise ({diff})" if evidence.beyond_noise
+             else f"{strategy} tied {evidence.runner_up} within noise ({diff})")
     if len(evidence.datasets) < 2 and LEVELS.index(levels.single_dataset) < LEVELS.index(level):
         level, found = levels.single_dataset, f"{found}, on one dataset only: not yet judged on another"
     elif not evidence.held_out and LEVELS.index(levels.in_sample) < LEVELS.index(level):

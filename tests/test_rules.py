@@ -1110,7 +1110,8 @@ def test_evidence_from_one_dataset_is_never_high_confidence() -> None:
     assert evidence.held_out_agree < evidence.held_out_folds and evidence.margin_pp < evidence.se_pp
     pixels = advise(rules, 180, "different", separability=make_separability(-0.25))
     assert (pixels.rule_id, pixels.confidence.level) == (rules.pixel_baseline.id, "medium")
-    assert any("tied the runner-up within noise" in r for r in pixels.confidence.reasons), pixels.confidence.reasons
+    assert any(f"tied {evidence.runner_up} within noise" in r for r in pixels.confidence.reasons), \
+        pixels.confidence.reasons
 
 
 def test_evidence_judged_on_the_early_stopping_split_is_at_most_medium() -> None:

@@ -161,7 +161,7 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
     rec = advise(evidence_rules(evidence)[1])
     assert rec.confidence.level == "high"  # beyond noise and held out: the only evidence counted out of sample
     (reason,) = [r for r in rec.confidence.reasons if r.startswith("measured")]
-    assert "beat the runner-up beyond noise (+10.0 ± 7.1 pp against tfidf_linear)" in reason
+    assert "beat tfidf_linear beyond noise (+10.0 ± 7.1 pp)" in reason
     assert "in-sample" not in reason
     why = next(w for w in rec.why if w.startswith("rule text-tiny-close"))
     assert why.endswith("measured on 2 cases from 2 datasets (1+ seed, judged on held-out test splits): "
@@ -192,6 +192,8 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
     behind = {**evidence["text-tiny-close"], "runner_up": "text_full_finetune", "margin_pp": -4.0, "se_pp": 1.0}
     rec = advise(evidence_rules({"text-tiny-close": behind})[1])
     assert rec.confidence.level == "low" and rec.confidence.runner_up == "text_full_finetune"
+    assert any("text_full_finetune scored higher than text_feature_extraction (-4.0 ± 1.0 pp)" in r
+               for r in rec.confidence.reasons)
     assert rec.alternatives[0].strategy == "text_full_finetune"
     assert rec.alternatives[0].reason.startswith("the benchmark's runner-up for rule text-tiny-close: 4.0 ± 1.0 pp "
                                                  "ahead of text_feature_extraction")
@@ -199,7 +201,7 @@ def test_the_confidence_reads_not_measured_held_out_and_in_sample(rules: TextRul
     # A margin that rounds to zero reads +0.0, never -0.0.
     level = {**evidence["text-tiny-close"], "runner_up": "text_full_finetune", "margin_pp": -0.04, "se_pp": 1.3}
     rec = advise(evidence_rules({"text-tiny-close": level})[1])
-    assert any("tied the runner-up within noise (+0.0 ± 1.3 pp against text_full_finetune)" in r
+    assert any("tied text_full_finetune within noise (+0.0 ± 1.3 pp)" in r
                for r in rec.confidence.reasons)
 
 

@@ -271,7 +271,7 @@ def test_tiny_and_close_advises_what_the_evidence_chose_with_its_tie_said(rules:
     assert evidence is not None and evidence.held_out_folds >= 3
     # Even with the frozen head (not chosen with every dataset left out, within noise): medium, never high.
     assert not evidence.held_out and not evidence.beyond_noise and rec.confidence.level == "medium"
-    assert any("tied the runner-up within noise" in r for r in rec.confidence.reasons)
+    assert any("tied text_feature_extraction within noise" in r for r in rec.confidence.reasons)
     assert any(r.startswith(f"measured on {counted(evidence.cases, 'case')}") for r in rec.confidence.reasons)
     assert rec.confidence.runner_up == "text_feature_extraction" == rec.alternatives[0].strategy
     assert [p.name for p in rec.schedule] == ["head", "finetune"] and rec.tfidf_bar is not None
