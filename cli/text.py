@@ -114,7 +114,9 @@ def advise_text_command(opts: dict[str, Any], progress: bool) -> int:
     if opts["cache_dir"] and not opts["no_cache"]:
         check_write_path(opts["cache_dir"], opts["data"], "The cache folder (--cache-dir)")
     options = _run_options(opts, progress) if opts["run_"] else None  # before the dataset is read and measured
-    backbone = DEFAULT_TEXT_BACKBONE if opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
+    # The image default stands for "not given"; named by the user (flag, environment, pyproject) it is refused.
+    unset = click.get_current_context().get_parameter_source("backbone") is ParameterSource.DEFAULT
+    backbone = DEFAULT_TEXT_BACKBONE if unset and opts["backbone"] == DEFAULT_BACKBONE else opts["backbone"]
     check_not_an_image_backbone(backbone, opts["weights"], opts["data"])
     session = advise_text_session(
         opts["data"], backbone=backbone, weights=opts["weights"], device=opts["device"], seed=opts["seed"],

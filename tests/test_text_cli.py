@@ -115,7 +115,8 @@ def test_an_image_backbone_for_texts_is_refused_before_the_hub_is_asked(
 
     monkeypatch.setattr(text_backbone, "_from_hub", no_hub)
     data = _reviews_csv(tmp_path / "reviews.csv")
-    for name in ("resnet50", "efficientnet_lite1", "mobilenet_v2:IMAGENET1K_V1"):
+    # efficientnet_lite0 is the image default: named, it is refused as the others are
+    for name in ("resnet50", "efficientnet_lite1", "mobilenet_v2:IMAGENET1K_V1", "efficientnet_lite0"):
         assert main([str(data), "--backbone", name, "--no-cache"]) == 2
         err = capsys.readouterr().err
         assert f"--backbone {name} is an image backbone, and" in err and "Traceback" not in err
