@@ -800,6 +800,12 @@ def rules_from_mapping(data: Mapping[str, Any], source: str = "<rules>") -> Rule
     try:
         return RuleSet.model_validate(merged)
     except ValidationError as exc:
+        missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing" and len(e["loc"]) == 1]
+        if extends is None and missing and all(e["type"] == "missing" for e in exc.errors()):  # a partial file
+            raise RulesError(f"{source}: a rules file is either whole or an override of the default, and this one "
+                             f"lacks {', '.join(missing)}: to change only some values, put extends = \"default\" "
+                             "on its first line (tables then merge key by key over the default; "
+                             "`tl-advise rules show --toml` prints the whole default)") from None
         raise RulesError(_format_validation_error(exc, source, merged)) from None
 
 

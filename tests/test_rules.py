@@ -800,6 +800,19 @@ def test_error_in_an_override_file_names_that_file(tmp_path: Path) -> None:
         load_rules(path)
 
 
+def test_a_partial_file_without_extends_is_told_to_extend_the_default(tmp_path: Path) -> None:
+    """Eleven 'Field required' lines hid the one fix."""
+    path = write_rules(tmp_path, "[similarity]\nthreshold = 0.4\n", name="mine.toml")
+    with pytest.raises(RulesError) as raised:
+        load_rules(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: a rules file is either whole or an override of the default, and this one "
+                              "lacks schema_version, size_bands, ")  # similarity is there, and only lacks keys
+    assert 'put extends = "default" on its first line' in message and "\n" not in message
+    assert load_rules(write_rules(tmp_path, 'extends = "default"\n[similarity]\nthreshold = 0.4\n')) \
+        .similarity.threshold == 0.4
+
+
 def test_extends_only_default(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="only \"default\" can be extended"):
         load_rules(write_rules(tmp_path, 'extends = "other"\n'))
