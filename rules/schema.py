@@ -832,7 +832,7 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 
 
 def _format_validation_error(exc: ValidationError, source: str, data: Mapping[str, Any]) -> str:
-    lines = [f"{source}: {len(exc.errors())} problem(s) in the rules"]
+    lines = [f"{source}: {counted(len(exc.errors()), 'problem')} in the rules"]
     for error in exc.errors():
         where = _location(error["loc"], data)
         message = error["msg"].removeprefix("Value error, ")

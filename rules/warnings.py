@@ -164,18 +164,19 @@ class ClassImbalanceWarning(WarningRule):
 
 @register("classes_without_training_images")
 class ClassesWithoutTrainingImagesWarning(WarningRule):
-    measured_fields = frozenset({"n_classes", "classes", "train_split"})
+    measured_fields = frozenset({"n_classes", "classes", "train_split", "count"})
     message: str = Field(
-        "{n_classes} class(es) have no image in the '{train_split}' split but appear in the others ({classes}): "
-        "no strategy can learn them, and their validation images count as errors; add training images or "
-        "remove them from the other splits", min_length=1)
+        "no image in the '{train_split}' split for {count} that the other splits have ({classes}): no strategy "
+        "can learn a class it never saw, and those validation images count as errors; add training images or "
+        "remove those classes from the other splits", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
         missing = sorted(c for c, n in _train_class_counts(ctx.dataset).items() if n == 0)
         if not missing or ctx.dataset.train_split not in ctx.dataset.split_counts:
             return None
         shown = ", ".join(f"'{c}'" for c in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        return {"n_classes": len(missing), "classes": shown, "train_split": ctx.dataset.train_split}
+        return {"n_classes": len(missing), "classes": shown, "train_split": ctx.dataset.train_split,
+                "count": counted(len(missing), "class", "classes")}
 
 
 @register("greyscale_input")

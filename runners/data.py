@@ -23,6 +23,7 @@ from tl_advise.advisor.data.images.sampling import stratified_sample
 from tl_advise.advisor.data.images.scan import DatasetScan, ImageRecord, display_name
 from tl_advise.advisor.measure.images.imaging import interpolation_mode, open_rgb
 from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import Augmentation, DuplicateGroup, Preprocessing
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def make_splits(scan: DatasetScan, *, val_fraction: float, seed: int,
         raise DatasetError(f"{scan.root}: no validation images; every class needs at least 2 distinct images")
     if max_train_per_class is not None:
         train = subsample_per_class(train, max_train_per_class, seed)
-        validation += f"; training subsampled to at most {max_train_per_class} images per class"
+        validation += f"; training subsampled to at most {counted(max_train_per_class, 'image')} per class"
     return Splits(train=train, val=val, test=test, validation=validation)
 
 

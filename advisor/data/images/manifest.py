@@ -30,6 +30,7 @@ from tl_advise.advisor.data.images.layout import FLAT_SPLIT, SPLIT_ALIASES, SPLI
 from tl_advise.advisor.data.images.scan import Listing, list_files
 from tl_advise.advisor.data.tables import EXPECTED_COLUMNS, READERS, Table, read_table
 from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import SkippedFile
 
 logger = logging.getLogger(__name__)
@@ -381,7 +382,8 @@ def _listing(tables: list[tuple[Table, str | None]], options: ManifestOptions, *
     parents = {str(e.path.parent) for e in out.entries}
     root = Path(os.path.commonpath(sorted(parents))) if parents else where.parent if where.is_file() else where
     if out.missing:
-        logger.warning("%d of the files the manifest lists are missing (e.g. %s)", len(out.missing),
+        logger.warning("%s the manifest lists %s missing (e.g. %s)", counted(len(out.missing), "file"),
+                       "is" if len(out.missing) == 1 else "are",
                        out.missing[0][1])
     records, unlisted, must_audit = list_files(root, [(e.path, e.label, e.split) for e in out.entries])
     skipped = out.skipped + [SkippedFile(path=written, reason=reason) for written, reason in out.missing] + unlisted

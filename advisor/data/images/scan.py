@@ -47,6 +47,7 @@ from tl_advise.advisor.data.images.layout import (
 )
 from tl_advise.advisor.timing import StepTimer
 from tl_advise.schema.errors import DatasetError
+from tl_advise.schema.formatting import counted
 from tl_advise.schema.models import (
     AUDIT_MODES,
     AuditMode,
@@ -317,9 +318,9 @@ def scan_listing(listing: Listing, *, progress: bool = False, audit: AuditMode =
     with timer.step("summary"):
         classes, summary = _finish(root, state, records)
     logger.info(
-        "scanned %s: %d images in %d classes, %d skipped, %d duplicate groups, %d headers read (%s)",
-        listing.where, len(records), len(classes), len(summary.skipped), len(state.duplicates), state.n_audited,
-        audit,
+        "scanned %s: %s in %s, %d skipped, %s, %s read (%s)", listing.where, counted(len(records), "image"),
+        counted(len(classes), "class", "classes"), len(summary.skipped),
+        counted(len(state.duplicates), "duplicate group"), counted(state.n_audited, "header"), audit,
     )
     return DatasetScan(root=root, classes=classes, records=records, summary=summary,
                        step_timings=timer.timings, _state=state)
