@@ -95,7 +95,8 @@ def parse_strategies(text: str | None, known: Sequence[str], modality: str = "")
 
 
 def parse_margin(text: str) -> float | str:
-    """``--margin``: 'auto' (one binomial s.e. of the best val accuracy) or a fixed accuracy gap in [0, 1]."""
+    """``--margin``: 'auto' (one s.e. of the paired gap to the best, ``tl_advise.rules.statistics``) or a fixed
+    accuracy gap in [0, 1]."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
@@ -249,8 +250,8 @@ Exit codes: 0 advice given; 1 a --fail-on condition held; 2 bad usage or input; 
 @click.option("--max-train-per-class", type=click.IntRange(min=1), envvar=env("MAX_TRAIN_PER_CLASS"),
               help="With --run: train on at most this many images per class (seeded).")
 @click.option("--margin", default=RUN_DEFAULTS["margin"], show_default=True, envvar=env("MARGIN"),
-              help="With --run: within this accuracy of the best counts as confirmed; 'auto' is one binomial "
-                   "standard error of the best val accuracy (at least one image).")
+              help="With --run: within this accuracy of the best counts as confirmed; 'auto' is one standard "
+                   "error of the gap to the best, paired image by image on the judging split (the benchmark's tie).")
 @click.option("--tensorboard/--no-tensorboard", default=None, envvar=env("TENSORBOARD"),
               help="With --run: TensorBoard scalars in OUTPUT_DIR/tensorboard [default: when installed].")
 @click.option("--mlflow/--no-mlflow", default=None, envvar=env("MLFLOW"),

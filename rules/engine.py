@@ -267,8 +267,10 @@ def build_schedule(strategy: StrategyRule, rates: LearningRates, unfreeze: list[
 
 
 def training_images(dataset: DatasetSummary) -> int:
-    counts = dataset.split_counts.get(dataset.train_split)
-    return sum(counts.values()) if counts else dataset.n_images
+    """The images of the training split, at most ``train_cap`` per class where runs cap them."""
+    counts = dataset.split_counts.get(dataset.train_split) or dataset.class_counts
+    cap = dataset.train_cap
+    return sum(n if cap is None else min(n, cap) for n in counts.values())
 
 
 def batch_size_for(batch: BatchRules, strategy: StrategyRule, n_train: int) -> int:
@@ -429,8 +431,11 @@ def recommend(
                    f"({', '.join(first)}): {rules.layers.why}")
     why.append(why_learning_rate(rules, strategy, rates, similarity.label))
     if recipe.batch_size < strategy.batch_size:
-        why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: {n_train} training images "
-                   f"must give at least {rules.batch.min_batches_per_epoch} batches per epoch")
+        capped = "" if dataset.train_cap is None else f", at most {dataset.train_cap} per class,"
+        why.append(f"batch size {recipe.batch_size} instead of {strategy.batch_size}: the "
+                   f"{counted(n_train, 'image')} of the '{dataset.train_split}' split{capped} must give at least "
+                   f"{rules.batch.min_batches_per_epoch} batches per epoch (fewer where a run holds some out to "
+                   "validate on)")
     alternatives = [a for a in alternatives_for(row, similarity.label, row_evidence, cell)
                     if a.strategy != decision.strategy]
     if cell != row.strategy and decision.strategy != row.strategy:  # the benchmark backbone's cell, as a runner-up

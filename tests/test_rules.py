@@ -340,7 +340,13 @@ def test_batch_size_is_capped_by_the_training_set(rules: RuleSet) -> None:
     assert any("batch size 8 instead of 32" in s for s in rec.why)
     few = advise(rules, dataset=make_dataset(10))  # 20 images: at most 5 per batch
     assert (few.strategy, few.batch_size) == ("feature_extraction", 4)
-    assert any("batch size 4 instead of 64" in s for s in few.why)
+    assert any("batch size 4 instead of 64: the 20 images of the 'train' split must give" in s for s in few.why)
+    # --max-train-per-class 20 on 100 per class: the 40 images that train, not the split's 200
+    capped = advise(rules, 20, "different", dataset=make_dataset(100).model_copy(
+        update={"train_cap": 20, "images_per_class": 20.0}))
+    assert capped.batch_size == 8
+    assert any("batch size 8 instead of 32: the 40 images of the 'train' split, at most 20 per class, must give "
+               "at least 4 batches per epoch" in s for s in capped.why)
 
 
 # --------------------------------------------------------------------------- why
