@@ -579,6 +579,20 @@ def _another_process_stopped(exc: Exception) -> bool:
     return peer_stopped(exc)
 
 
+def _set_by_configuration(param: click.Parameter | None, args: Sequence[str]) -> str | None:
+    """Where a bad value came from when the command line did not give it: the TL_ADVISE_* variable or the
+    pyproject.toml that set it (click's message names only the flag). None: typed, or not known."""
+    from tl_advise.cli.config import TABLE, find_pyproject
+
+    if param is None or any(a == o or a.startswith(f"{o}=") for a in args for o in param.opts):
+        return None
+    envvar = param.envvar if isinstance(param.envvar, str) else None
+    if envvar and envvar in os.environ:
+        return f"{envvar}={os.environ[envvar]}"
+    pyproject = find_pyproject()
+    return f"{pyproject}'s [tool.{TABLE}]" if pyproject is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: maps every outcome onto a documented exit code, never a traceback."""
     from tl_advise.cli.config import pyproject_defaults
@@ -599,6 +613,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(code or 0)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
+    except click.BadParameter as exc:
+        where = _set_by_configuration(exc.param, args)
+        if where is None:
+            exc.show()
+        else:
+            click.echo(f"tl-advise: error: {where}: {exc.format_message().rstrip('.')}; correct it there, or give "
+                       f"{max(exc.param.opts, key=len) if exc.param else 'the option'} on the command line", err=True)
+        return EXIT_BAD_INPUT
     except click.UsageError as exc:
         exc.show()
         return EXIT_BAD_INPUT

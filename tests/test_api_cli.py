@@ -437,6 +437,24 @@ def test_pyproject_unknown_key_is_an_error(capsys: pytest.CaptureFixture[str], m
     assert "colour" in err and str(tmp_path / "pyproject.toml") in err
 
 
+def test_a_bad_configured_value_names_where_it_was_set(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       synthetic_dataset: Path) -> None:
+    """click's message named only the flag, which the user never typed."""
+    (tmp_path / "pyproject.toml").write_text('[tool.tl-advise]\nformat = "html"\n')
+    monkeypatch.chdir(tmp_path)
+    code, out, err = advise_cli(capsys, synthetic_dataset, tmp_path / "cache")
+    assert code == 2 and out == ""
+    assert err.startswith(f"tl-advise: error: {tmp_path / 'pyproject.toml'}'s [tool.tl-advise]: Invalid value for "
+                          "'--format': 'html' is not one of 'text', 'json', 'markdown'; correct it there, or give "
+                          "--format on the command line")
+    monkeypatch.setenv("TL_ADVISE_PER_CLASS", "1")
+    code, _, err = advise_cli(capsys, synthetic_dataset, tmp_path / "cache", "--format", "json")
+    assert code == 2 and err.startswith("tl-advise: error: TL_ADVISE_PER_CLASS=1: Invalid value for '--per-class'")
+    code, _, err = advise_cli(capsys, synthetic_dataset, tmp_path / "cache", "--format", "json", "--per-class", "1")
+    assert code == 2 and "Error: Invalid value for '--per-class'" in err  # typed: click's own message
+
+
 @pytest.mark.parametrize(("content", "expected"), [
     (b"[tool.tl-advise]\n# \xff\n", "cannot read"),                # not UTF-8
     (b'tool = "x"\n', "must be a table"),
