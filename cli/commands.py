@@ -412,6 +412,22 @@ def check_run_only(opts: dict[str, Any], names: Sequence[str] = RUN_ONLY_OPTIONS
                           f"add --run, or leave {'it' if one else 'them'} out")
 
 
+def check_typed_together() -> None:
+    """Refuse options typed together that contradict each other (one of them would be silently dropped).
+    (--fail-on refuted without --run is allowed: one pipeline line serves runs and plain advice.)"""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    typed = {p.name for p in ctx.command.params
+             if p.name and ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE}
+    if {"verbose", "quiet"} <= typed:
+        raise ConfigError("-v asks for more logging and -q for less: give one of them")
+    limits = [_flag(n) for n in ("per_class", "max_images") if n in typed]
+    if "all_images" in typed and limits:
+        raise ConfigError(f"--all-images embeds every image, and {' and '.join(limits)} "
+                          f"{'limits' if len(limits) == 1 else 'limit'} the sample: give one of them")
+
+
 def check_compare_or_strategies() -> None:
     """Refuse --compare beside --strategies on the command line: one trains the advice's alternatives, the other
     exactly the strategies it lists, and the list would silently win."""
@@ -429,6 +445,7 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
     from tl_advise.advisor.writable import check_can_create, check_write_path
 
     check_run_only(opts)
+    check_typed_together()
     check_compare_or_strategies()
     data = opts["data"]
     for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):

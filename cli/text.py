@@ -29,7 +29,7 @@ def _flag(name: str) -> str:
 def check_text_options(opts: dict[str, Any]) -> None:
     """Image options refused; run options without --run refused as for images; a tracker asked for but not
     installed, or a tracking store MLflow refuses, refused: all before any work."""
-    from tl_advise.cli.commands import RUN_ONLY_OPTIONS, check_run_only
+    from tl_advise.cli.commands import RUN_ONLY_OPTIONS, check_run_only, check_typed_together
 
     ctx = click.get_current_context()
     typed = [n for n in IMAGE_ONLY if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
@@ -39,6 +39,7 @@ def check_text_options(opts: dict[str, Any]) -> None:
                           f"and {opts['data']} is read as text: leave {'it' if one else 'them'} out (or say "
                           "--modality image)")
     check_run_only(opts, [n for n in RUN_ONLY_OPTIONS if n not in IMAGE_ONLY])
+    check_typed_together()
     if opts["run_"]:  # the runners import torch: a warm advice without --run never loads them
         from tl_advise.runners.tracking import check_available, check_tracking_store
 

@@ -407,6 +407,18 @@ def test_run_only_options_without_run_are_refused(capsys: pytest.CaptureFixture[
     assert "scanned" not in err
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["-v", "-q"], "-v asks for more logging and -q for less: give one of them"),
+    (["--all-images", "--per-class", "5"], "--all-images embeds every image, and --per-class limits the sample"),
+    (["--all-images", "--per-class", "5", "--max-images", "9"], "and --per-class and --max-images limit the sample"),
+])
+def test_options_typed_together_that_contradict_are_refused_before_the_scan(
+        capsys: pytest.CaptureFixture[str], warm_dataset: Path, session_cache_dir: Path, args: list[str],
+        message: str) -> None:
+    code, out, err = cli(capsys, warm_dataset, "--cache-dir", session_cache_dir, *args)
+    assert code == 2 and out == "" and message in err and "scanned" not in err
+
+
 def test_compare_beside_strategies_is_refused_before_the_scan(capsys: pytest.CaptureFixture[str],
                                                                warm_dataset: Path, tmp_path: Path) -> None:
     """The explicit list would win and --compare be dropped without a word."""
