@@ -207,6 +207,17 @@ def test_logme_ranks_without_a_standard_error() -> None:
     assert not result.candidates[1].within_noise
 
 
+def test_a_gap_of_zero_reads_without_a_sign() -> None:
+    from tl_advise.advisor.report.ranking import _gap
+
+    tied = _ranking([_measured("resnet18", 95, 1.2, RESNET_STAGES),
+                     _measured("efficientnet_lite2", 95, 1.7, LITE0_STAGES)]).candidates[1]
+    assert tied.gap_to_best == 0 and _gap(tied).startswith("0.000 ± ")
+    behind = _ranking([_measured("resnet18", 90, 1.2, RESNET_STAGES),
+                       _measured("efficientnet_lite2", 95, 1.7, LITE0_STAGES)]).candidates[1]
+    assert _gap(behind).startswith("-0.050")
+
+
 def test_every_format_renders_the_same_ranking() -> None:
     result = _ranking([_measured("resnet18", 90, 1.2, RESNET_STAGES),
                        _measured("efficientnet_lite2", 95, 1.7, LITE0_STAGES)])

@@ -28,7 +28,7 @@ def _gap(r: RankedBackbone) -> str:
         return "best"
     se = f" ± {r.gap_se:.3f}" if r.gap_se is not None else ""
     tie = " (tie)" if r.within_noise else ""
-    return f"-{r.gap_to_best:.3f}{se}{tie}"
+    return f"{-r.gap_to_best:z.3f}{se}{tie}"  # z: a tie at 0 reads 0.000, never -0.000
 
 
 def _row(r: RankedBackbone, chosen: str) -> list[str]:
