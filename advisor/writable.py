@@ -27,10 +27,9 @@ def check_write_path(path: str | Path, dataset: str | Path, what: str) -> Path:
     target = resolved(path)
     root = resolved(dataset)
     if target == root or target.is_relative_to(root):
-        raise ConfigError(
-            f"{what} {target} is inside the dataset {root}; tl-advise never writes into the dataset. "
-            f"Choose a path outside it."
-        )
+        where = "is the dataset itself" if target == root else f"is inside the dataset {root}"
+        raise ConfigError(f"{what} {target} {where}; tl-advise never writes into the dataset. Choose a path "
+                          "outside it.")
     return target
 
 

@@ -233,7 +233,7 @@ def test_options_are_validated() -> None:
 def test_output_dir_inside_the_dataset_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="inside the dataset"):
         check_output_dir(tmp_path / "data" / "runs", tmp_path / "data")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="is the dataset itself; tl-advise never writes into the dataset"):
         check_output_dir(tmp_path / "data", tmp_path / "data")
     assert check_output_dir(tmp_path / "runs", tmp_path / "data") == (tmp_path / "runs").resolve()
 
