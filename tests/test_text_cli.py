@@ -4,6 +4,7 @@ whole command on a small CSV of real sentences."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,7 +188,11 @@ def test_the_text_advice_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtur
                                                     "text_full_finetune", "tfidf_linear")
     assert main([str(data), "--cache-dir", str(cache), "-q"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("tl-advise (text) · ") and "Recommendation: " in text and "Confidence: " in text
+    from tl_advise.advisor.versions import tool_version
+
+    assert text.startswith(f"tl-advise {tool_version()} (text) · ") and "Recommendation: " in text
+    # the warnings as the image report lists them: counted, each with its id
+    assert re.search(r"\nWarnings \(\d+\):\n  ! \[[a-z_]+\] ", text) and "Confidence: " in text
     # Nothing is written inside the dataset's folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "reviews.csv"]
     assert main([str(data), "--cache-dir", str(cache), "-o", str(tmp_path / "report.md"), "--format", "markdown",

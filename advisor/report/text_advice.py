@@ -60,7 +60,7 @@ def recipe_lines(recipe: TextRecipe) -> list[tuple[str, str]]:
 
 def _text(result: TextAdviceResult, *, explain: bool) -> str:
     rec = result.recommendation
-    lines = [f"tl-advise (text) · {result.source.root}", f"Dataset: {dataset_line(result)}",
+    lines = [f"tl-advise {result.tool_version} (text) · {result.source.root}", f"Dataset: {dataset_line(result)}",
              f"Lengths: {length_line(result)}", "",
              f"Recommendation: {rec.strategy} — {rec.title} (rule {rec.rule_id})"]
     lines += [f"  {label + ':':14s} {value}" for label, value in recipe_lines(rec.recipe)]
@@ -69,10 +69,10 @@ def _text(result: TextAdviceResult, *, explain: bool) -> str:
         bar = rec.tfidf_bar
         lines.append(f"  {'bar to clear:':14s} {bar.accuracy:.2f}: TF-IDF + logistic regression ({bar.n_folds}-fold CV "
                      f"on {bar.n_texts} texts), against {bar.embedding_accuracy:.2f} on frozen embeddings")
-    if rec.warnings or result.findings:
-        lines += ["", "Warnings:"]
-        lines += [f"  - {w.message}" for w in rec.warnings]
-        lines += [f"  - {f.message}" for f in result.findings]
+    if rec.warnings or result.findings:  # as the image report lists them: counted, each with its id
+        lines += ["", f"Warnings ({len(rec.warnings) + len(result.findings)}):"]
+        lines += [f"  ! [{w.id}] {w.message}" for w in rec.warnings]
+        lines += [f"  ! [{f.code}] {f.message}" for f in result.findings]
     c = rec.confidence
     lines += ["", f"Confidence: {c.level}" + (f" (runner-up: {c.runner_up})" if c.runner_up else "")]
     lines += [f"  - {r}" for r in c.reasons]
