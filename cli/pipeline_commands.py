@@ -63,6 +63,8 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
     from tl_advise.runners.trained_model import resolve_model_file
 
     configure_logging(verbose, quiet)
+    if output:
+        check_output_outside_inputs(output, inputs, text_file)
     model_file = resolve_model_file(model)
     saved = _text_model(model_file)
     if saved is not None:
@@ -88,6 +90,17 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
         raise DatasetError("the image could not be read (the reason above)" if n_failed == 1
                            else f"none of the {n_failed} images could be read (reasons above)")
     return 0
+
+
+def check_output_outside_inputs(output: Path, inputs: tuple[str, ...], text_file: Path | None) -> None:
+    """Refuse ``-o`` inside any folder or file predict reads (the dataset being classified), with the advice's
+    own check, before the model is loaded. A text argument that is no path names nothing to protect."""
+    from tl_advise.advisor.writable import check_write_path
+
+    sources = [*(item for item in inputs if item != "-"), *([str(text_file)] if text_file is not None else [])]
+    for source in sources:
+        if os.path.exists(source):  # False, not an error, for a text too long to be a file name
+            check_write_path(output, source, "The predictions file (-o)")
 
 
 def _text_model(model_file: Path) -> dict[str, Any] | None:

@@ -154,6 +154,22 @@ def test_predict_output_file(trained: tuple[Path, Path], tmp_path: Path, capsys:
     assert [r["prediction"] for r in _csv_rows(target.read_text())] == ["green"] * CLASSES["green"]
 
 
+def test_an_output_file_inside_the_images_is_refused(trained: tuple[Path, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: -o inside the folder being classified exited 0 and wrote the CSV into the dataset."""
+    out, images = trained
+    before = sorted(images.rglob("*"))
+    image = images / "red" / "img_0000.png"
+    for inputs, target in [([images], images / "preds.csv"), ([images / "green"], images / "green" / "p.csv"),
+                           ([image], image)]:
+        code = main(["predict", str(out), *map(str, inputs), "-o", str(target), "--workers", "0", "-q"])
+        captured = capsys.readouterr()
+        assert code == 2 and captured.out == ""
+        assert f"The predictions file (-o) {target} is inside the dataset {inputs[0]}" in captured.err
+        assert "Choose a path outside it" in captured.err and "Traceback" not in captured.err
+    assert sorted(images.rglob("*")) == before  # nothing written, nothing replaced
+
+
 def test_bad_model_files_exit_2(trained: tuple[Path, Path], tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     _, images = trained

@@ -188,6 +188,20 @@ def test_predictions_written_with_o_are_whole_or_not_at_all(tfidf_model: Path, t
         "predictions.csv"]
 
 
+def test_an_output_file_over_the_file_of_texts_is_refused(tfidf_model: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: -o naming the --file being classified replaced the texts with their predictions (exit 0)."""
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\na great film\nan awful show\n", encoding="utf-8")
+    code, out, err = _predict(capsys, str(tfidf_model), "--file", str(texts), "-o", str(texts))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"The predictions file (-o) {texts} is inside the dataset {texts}" in err and "outside it" in err
+    assert texts.read_text(encoding="utf-8") == "text\na great film\nan awful show\n"
+    # Beside it is fine: only what is read is protected.
+    code, _, err = _predict(capsys, str(tfidf_model), "--file", str(texts), "-o", str(tmp_path / "preds.csv"))
+    assert code == 0, err
+
+
 def test_a_binary_or_latin_1_file_of_texts_is_refused_not_predicted(tfidf_model: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # Before: --file photo.jpg predicted its bytes as lines of text, and a Latin-1 file its mojibake (exit 0).
