@@ -104,6 +104,27 @@ def test_predictions_schema(capsys: pytest.CaptureFixture[str]) -> None:
                                            "y.png,,,,,,no such file"]
 
 
+def test_predictions_escape_class_and_file_names_in_every_format(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a class folder named with the byte 0xff ('\\udcff') made --format json an internal error (exit 3),
+    and the CSV held the raw byte and a raw newline for a class named 'x\\ny'. Escaped as the advice escapes them."""
+    bad, newline = b"bad\xff".decode("utf-8", "surrogateescape"), "x\ny"
+    report = PredictionReport(model="run/model.pt", strategy="feature_extraction", backbone="efficientnet_lite0",
+                              image_size=32, classes=[newline, "plain", bad], predictions=[
+                                  ImagePrediction(path=f"data/{bad}/0.png", prediction=bad, confidence=0.5,
+                                                  top_k=[bad, newline], probabilities={newline: 0.2, "plain": 0.3,
+                                                                                       bad: 0.5})])
+    assert set(FORMATTERS) == {PredictionFormat.JSON, PredictionFormat.CSV}  # each one is checked below
+    dumped = json.loads(FORMATTERS[PredictionFormat.JSON](report))
+    validate(dumped, _printed_schema(capsys, "predictions"))
+    assert dumped["classes"] == ["x\\ny", "plain", "bad\\xff"]  # the spelling of the advice's JSON
+    assert dumped["predictions"][0]["path"] == "data/bad\\xff/0.png"
+    assert dumped["predictions"][0]["probabilities"] == {"x\\ny": 0.2, "plain": 0.3, "bad\\xff": 0.5}
+    text = to_csv(report)
+    text.encode("utf-8")  # a raw '\udcff' could not be written to a file or stdout
+    assert text.split("\n") == ["path,prediction,confidence,top_k,prob_x\\ny,prob_plain,prob_bad\\xff,error",
+                    "data/bad\\xff/0.png,bad\\xff,0.500000,bad\\xff;x\\ny,0.200000,0.300000,0.500000,", ""]
+
+
 def test_every_prediction_format_is_mapped() -> None:
     assert set(FORMATTERS) == set(PredictionFormat)
 

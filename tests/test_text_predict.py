@@ -123,6 +123,34 @@ def test_a_saved_tfidf_model_predicts_offline_from_plain_numbers(tfidf_model: Pa
     assert [p["prediction"] for p in json.loads(stdout)["predictions"]] == ["pos", "neg"]
 
 
+def test_class_names_and_texts_are_escaped_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """Before: a class folder named with the byte 0xff made --format json exit 3 (surrogates not allowed), and a
+    class named 'x\\ny' broke the CSV header in two. Escaped as the advice escapes them; so is a text argument
+    holding a byte that is not UTF-8 (how argv spells it)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from tl_advise.runners.text.trained_model import save_tfidf_model
+
+    bad = b"bad\xff".decode("utf-8", "surrogateescape")
+    texts = ["good film", "great plot", "lovely show", "bad film", "awful plot", "dull show"]
+    vectorizer = TfidfVectorizer()
+    model = LogisticRegression(C=10).fit(vectorizer.fit_transform(texts), [1, 1, 1, 0, 0, 0])
+    path = tmp_path / "model.pt"
+    save_tfidf_model(path, strategy="tfidf_linear", class_names=[bad, "x\ny"], vectorizer=vectorizer, model=model)
+    code, out, err = _predict(capsys, str(path), "a great film \udcfe", "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["classes"] == ["bad\\xff", "x\\ny"] and report["predictions"][0]["prediction"] == "x\\ny"
+    assert report["predictions"][0]["text"] == "a great film \\xfe"
+    assert set(report["predictions"][0]["probabilities"]) == {"bad\\xff", "x\\ny"}
+    code, out, err = _predict(capsys, str(path), "a great film")
+    assert code == 0, err
+    assert out.splitlines()[0] == "index,text,prediction,confidence,top_k,prob_bad\\xff,prob_x\\ny"
+    assert len(out.splitlines()) == 2
+
+
 def test_bad_text_input_is_one_exit_2_message(tfidf_model: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:

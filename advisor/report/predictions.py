@@ -11,17 +11,16 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from tl_advise.schema.models import SCHEMA_VERSION
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# The result models' base: unknown fields refused, and every string escaped as the advice escapes it (class and
+# file names may hold any byte: '\udcff' cannot be encoded, a newline would break a CSV row), so no format fails.
+from tl_advise.schema.models import SCHEMA_VERSION, _Model
 
 
 class ImagePrediction(_Model):
-    path: str = Field(description="the image as given, or found inside a given folder")
+    path: str = Field(description="the image as given, or found inside a given folder (escaped: a byte that is "
+                                   "not UTF-8 as \\xff, a newline as \\n)")
     prediction: str | None = Field(description="the most probable class; None when the image could not be read")
     confidence: float | None = Field(description="the probability of the predicted class")
     top_k: list[str] = Field(default_factory=list, description="the most probable classes, most probable first "
@@ -36,7 +35,8 @@ class PredictionReport(_Model):
     strategy: str
     backbone: str
     image_size: int
-    classes: list[str]
+    classes: list[str] = Field(description="the model's classes, escaped as in the advice (a byte that is not UTF-8 "
+                                           "as \\xff, a newline as \\n); the keys of every row's probabilities")
     predictions: list[ImagePrediction]
 
     @property
@@ -46,7 +46,8 @@ class PredictionReport(_Model):
 
 class TextPrediction(_Model):
     index: int = Field(description="the text's position in the input (0-based)")
-    text: str = Field(description="the text as given, shortened to 200 characters")
+    text: str = Field(description="the text as given, shortened to 200 characters (control characters and bytes "
+                                   "that are not UTF-8 escaped)")
     prediction: str = Field(description="the most probable class")
     confidence: float = Field(description="the probability of the predicted class")
     top_k: list[str] = Field(description="the most probable classes, most probable first (--top-k)")
