@@ -159,7 +159,7 @@ Other commands:
   tl-advise sample-data DIR         write scikit-learn's digits as an image folder
   tl-advise rank-backbones DATA     which backbone to fine-tune (--candidates A,B,C)
   tl-advise predict MODEL INPUTS…   classify images or texts with a model trained by --run
-  tl-advise schema [predictions]    the JSON Schema of the report
+  tl-advise schema [KIND]           the JSON Schema of a report: advice, text-advice, predictions, …
   tl-advise cache info|clear        what the cache holds (embeddings, exported graphs); remove it
 
 Every option can also be set with an environment variable TL_ADVISE_<OPTION> (e.g. TL_ADVISE_FORMAT=json)

@@ -174,14 +174,15 @@ def _predict_texts(saved: dict[str, Any], model_file: Path, inputs: tuple[str, .
                          top_k=top_k)
 
 
-SCHEMAS = ("advice", "predictions", "text-predictions")
+SCHEMAS = ("advice", "text-advice", "predictions", "text-predictions")
 
 
 @click.command("schema")
 @click.argument("kind", type=click.Choice(SCHEMAS), default="advice")
 def schema_command(kind: str) -> int:
-    """Print the JSON Schema of a report: `advice` (what --format json and metrics.json hold, --run results
-    included), `predictions` or `text-predictions` (tl-advise predict --format json, image or text model)."""
+    """Print the JSON Schema of a report: `advice` (what --format json and metrics.json hold for an image
+    dataset, --run results included), `text-advice` (the same for a text dataset: schema_version text-*),
+    `predictions` or `text-predictions` (tl-advise predict --format json, image or text model)."""
     click.echo(json.dumps(report_schema(kind), indent=2))
     return 0
 
@@ -194,14 +195,17 @@ def report_schema(kind: str = "advice") -> dict[str, object]:
 
     from tl_advise.advisor.report.predictions import PredictionReport, TextPredictionReport
     from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult
+    from tl_advise.schema.text import TEXT_SCHEMA_VERSION, TextAdviceResult
 
     class OutputSchema(GenerateJsonSchema):
         def field_is_required(self, field: Any, total: bool) -> bool:
             return not field.get("serialization_exclude")
 
-    models: dict[str, type[BaseModel]] = {"advice": AdviceResult, "predictions": PredictionReport,
-                                          "text-predictions": TextPredictionReport}
-    model = models[kind]
+    # kind -> (model, the schema_version its reports carry): a text advice is its own document, not an AdviceResult
+    models: dict[str, tuple[type[BaseModel], str]] = {
+        "advice": (AdviceResult, SCHEMA_VERSION), "text-advice": (TextAdviceResult, TEXT_SCHEMA_VERSION),
+        "predictions": (PredictionReport, SCHEMA_VERSION), "text-predictions": (TextPredictionReport, SCHEMA_VERSION)}
+    model, version = models[kind]
     schema = model.model_json_schema(mode="serialization", schema_generator=OutputSchema)
     return {"$schema": OutputSchema.schema_dialect,
-            "$comment": f"tl-advise report schema_version {SCHEMA_VERSION}", **schema}
+            "$comment": f"tl-advise report schema_version {version}", **schema}

@@ -4,13 +4,16 @@ predictions — and rejects reports that break it."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from schema_check import errors, validate
+from text_fixtures import sentence
 from threadpoolctl import threadpool_limits
 
 from tl_advise.advisor.api import advise_session
@@ -18,6 +21,7 @@ from tl_advise.advisor.report.predictions import FORMATTERS, ImagePrediction, Pr
 from tl_advise.cli.commands import main
 from tl_advise.runners import RunOptions, run_advice
 from tl_advise.schema.models import SCHEMA_VERSION, AdviceResult
+from tl_advise.schema.text import TEXT_SCHEMA_VERSION, TextAdviceResult
 
 pytestmark = pytest.mark.usefixtures("restore_tl_logging")
 
@@ -88,6 +92,48 @@ def test_schema_rejects_broken_reports(capsys: pytest.CaptureFixture[str], run_m
     wrong["recommendation"]["strategy"] = "train_harder"
     wrong["similarity"]["score"] = 1.5
     assert len(errors(wrong, schema)) == 2
+
+
+def test_the_text_advice_has_its_own_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `tl-advise schema` offered only the image advice's, which a text advice fails (53 errors)."""
+    schema = _printed_schema(capsys, "text-advice")
+    assert schema["title"] == "TextAdviceResult" and TEXT_SCHEMA_VERSION in schema["$comment"]
+    assert schema["required"] == list(TextAdviceResult.model_fields)  # 'run' too: null without --run
+    assert {"runs", "verdict", "files"} <= set(schema["$defs"]["TextRunReport"]["required"])
+    assert main(["schema", "--help"]) == 0
+    assert "text-advice" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_text_schema_validates_a_real_text_advice_and_run(capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    """The JSON of `tl-advise TEXTS.csv --format json` and a text --run's metrics.json, both as the command wrote
+    them (the embedded all-MiniLM-L6-v2; the run trains tfidf_linear only: seconds)."""
+    rng = random.Random(0)
+    data = tmp_path / "reviews.csv"
+    with data.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows((f"{sentence(rng, label)} {i}", label) for i in range(30)
+                         for label in ("negative", "positive"))
+    schema = _printed_schema(capsys, "text-advice")
+    cache = tmp_path / "cache"
+    assert main([str(data), "--format", "json", "--cache-dir", str(cache), "-q"]) == 0
+    advice = json.loads(capsys.readouterr().out)
+    assert advice["schema_version"] == TEXT_SCHEMA_VERSION and advice["run"] is None
+    validate(advice, schema)
+    assert errors(advice, _printed_schema(capsys, "advice"))  # the image advice's schema is not the text one's
+    out = tmp_path / "run"
+    assert main([str(data), "--run", "--strategies", "tfidf_linear", "--output-dir", str(out), "--cache-dir",
+                 str(cache), "--no-tensorboard", "-q"]) == 0
+    capsys.readouterr()
+    metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["run"]["runs"][0]["status"] == "completed"
+    validate(metrics, schema)
+    assert TextAdviceResult.model_validate(metrics).model_dump(mode="json") == metrics  # round trip
+    broken = copy.deepcopy(metrics)
+    del broken["run"]["verdict"]
+    assert errors(broken, schema) == ["$.run: missing required 'verdict'"]
 
 
 def test_predictions_schema(capsys: pytest.CaptureFixture[str]) -> None:
