@@ -165,7 +165,8 @@ def test_an_output_file_inside_the_images_is_refused(trained: tuple[Path, Path],
         code = main(["predict", str(out), *map(str, inputs), "-o", str(target), "--workers", "0", "-q"])
         captured = capsys.readouterr()
         assert code == 2 and captured.out == ""
-        assert f"The predictions file (-o) {target} is inside the dataset {inputs[0]}" in captured.err
+        where = "is the dataset itself" if target == inputs[0] else f"is inside the dataset {inputs[0]}"
+        assert f"The predictions file (-o) {target} {where}" in captured.err
         assert "Choose a path outside it" in captured.err and "Traceback" not in captured.err
     assert sorted(images.rglob("*")) == before  # nothing written, nothing replaced
 

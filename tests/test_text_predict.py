@@ -223,7 +223,7 @@ def test_an_output_file_over_the_file_of_texts_is_refused(tfidf_model: Path, tmp
     texts.write_text("text\na great film\nan awful show\n", encoding="utf-8")
     code, out, err = _predict(capsys, str(tfidf_model), "--file", str(texts), "-o", str(texts))
     assert code == 2 and out == "" and "Traceback" not in err
-    assert f"The predictions file (-o) {texts} is inside the dataset {texts}" in err and "outside it" in err
+    assert f"The predictions file (-o) {texts} is the dataset itself" in err and "outside it" in err
     assert texts.read_text(encoding="utf-8") == "text\na great film\nan awful show\n"
     # Beside it is fine: only what is read is protected.
     code, _, err = _predict(capsys, str(tfidf_model), "--file", str(texts), "-o", str(tmp_path / "preds.csv"))
