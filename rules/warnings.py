@@ -265,7 +265,8 @@ class LabelConflictWarning(WarningRule):
 class SkippedFilesWarning(WarningRule):
     measured_fields = frozenset({"n_files", "files", "example"})
     min_files: int = Field(1, ge=1)
-    message: str = Field("skipped {files} that could not be read, e.g. {example}", min_length=1)
+    # "could not be read" was wrong for a manifest's URL rows and conflicting labels: the example says why
+    message: str = Field("skipped {files}, e.g. {example}", min_length=1)
 
     def check(self, ctx: AdviceContext) -> Fields | None:
         skipped = ctx.dataset.skipped
