@@ -50,6 +50,8 @@ EXPECTED = {
         "tuned": ["embeddings", "layer.0", "layer.1", "layer.2"], "frozen": [],
         "lrs": {"head": 2e-5, "layer.2": 2e-5, "layer.1": 1.9e-5, "layer.0": 1.805e-5, "embeddings": 1.71475e-5}},
 }
+# The tiny far cell (40 texts the random tiny encoder finds far) tunes the whole encoder at its own 6e-5.
+FAR_TINY_FULL_LRS = {"head": 6e-5, "layer.2": 6e-5, "layer.1": 5.7e-5, "layer.0": 5.415e-5, "embeddings": 5.14425e-5}
 
 
 @pytest.mark.parametrize("strategy", sorted(EXPECTED))
@@ -64,7 +66,9 @@ def test_the_printed_recipe_is_exactly_what_trains(tmp_path: Path, backbone: Any
                           backbone=s.result.backbone, similarity=s.result.similarity.label)
     expected = EXPECTED[strategy]
     assert printed.tuned_layers == expected["tuned"] and printed.frozen_layers == expected["frozen"]
-    assert printed.per_group_lr == expected["lrs"]
+    far_full = s.result.similarity.label == "far" and strategy == "text_full_finetune"
+    rates = FAR_TINY_FULL_LRS if far_full else expected["lrs"]
+    assert printed.per_group_lr == rates
     # 40 training texts: small data, 10 fine-tuning epochs in batches of 16 [mosbach2021]
     assert (printed.head_lr, printed.head_epochs, printed.finetune_epochs, printed.batch_size) == (1e-3, 20, 10, 16)
 
@@ -83,7 +87,7 @@ def test_the_printed_recipe_is_exactly_what_trains(tmp_path: Path, backbone: Any
     settings = run.settings
     assert settings is not None
     # what the optimizer's param groups held, and which groups had requires_grad, read off the built objects
-    assert settings.optimizer_groups == {"head": {"head": 1e-3}, "finetune": expected["lrs"]}
+    assert settings.optimizer_groups == {"head": {"head": 1e-3}, "finetune": rates}
     assert settings.trainable_groups["finetune"] == [*expected["tuned"], "head"]
     assert settings.max_length == printed.max_length and set(lengths_used) == {printed.max_length}
     assert [c.phase for c in run.curves].count("finetune") == 1 and [c.phase for c in run.curves].count("head") <= 2
