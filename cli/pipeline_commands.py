@@ -94,13 +94,15 @@ def predict_command(model: Path, inputs: tuple[str, ...], text_file: Path | None
 
 def check_output_outside_inputs(output: Path, inputs: tuple[str, ...], text_file: Path | None) -> None:
     """Refuse ``-o`` inside any folder or file predict reads (the dataset being classified), with the advice's
-    own check, before the model is loaded. A text argument that is no path names nothing to protect."""
-    from tl_advise.advisor.writable import check_write_path
+    own check, or where it could never be created, before the model is loaded. A text argument that is no path
+    names nothing to protect."""
+    from tl_advise.advisor.writable import check_can_create, check_write_path
 
     sources = [*(item for item in inputs if item != "-"), *([str(text_file)] if text_file is not None else [])]
     for source in sources:
         if os.path.exists(source):  # False, not an error, for a text too long to be a file name
             check_write_path(output, source, "The predictions file (-o)")
+    check_can_create(output, "The predictions file (-o)")  # before predicting, not after
 
 
 def _text_model(model_file: Path) -> dict[str, Any] | None:

@@ -230,6 +230,19 @@ def test_an_output_file_over_the_file_of_texts_is_refused(tfidf_model: Path, tmp
     assert code == 0, err
 
 
+def test_an_output_file_that_could_never_be_created_is_refused_before_predicting(
+        tfidf_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tl_advise.cli import pipeline_commands
+
+    monkeypatch.setattr(pipeline_commands, "_predict_texts", lambda *a, **k: pytest.fail("predicted first"))
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    code, out, err = _predict(capsys, str(tfidf_model), "a great film", "-o", str(tmp_path / "a-file" / "p.csv"))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"The predictions file (-o) {tmp_path / 'a-file' / 'p.csv'} cannot be created: {tmp_path / 'a-file'} " \
+           "is a file, not a folder" in err
+
+
 def test_a_binary_or_latin_1_file_of_texts_is_refused_not_predicted(tfidf_model: Path, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # Before: --file photo.jpg predicted its bytes as lines of text, and a Latin-1 file its mojibake (exit 0).

@@ -15,7 +15,7 @@ from tl_advise.schema.models import Recommendation, printable
 from tl_advise.schema.ranking import RankedBackbone, RankingResult
 
 SCORE_TITLES = {"logreg_accuracy": "logreg", "knn_accuracy": "k-NN", "logme": "LogME"}
-HEADERS = ("rank", "backbone", "logreg", "k-NN", "LogME", "gap (± s.e.)", "params", "GFLOPs", "img/s", "px",
+HEADERS = ("rank", "backbone", "logreg", "k-NN", "LogME", "gap (± s.e.)", "params (no head)", "GFLOPs", "img/s", "px",
            "Pareto", "strategy", "unfreeze")
 
 
@@ -129,7 +129,7 @@ def render_markdown(result: RankingResult) -> str:
         f"Ranked by {SCORE_TITLES[result.score_name]} (cross-validated on the sample; img/s measured here):",
         "",
         "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join("---:" if h in ("rank", "logreg", "k-NN", "LogME", "params", "GFLOPs", "img/s", "px")
+        "|" + "|".join("---:" if h in ("rank", "logreg", "k-NN", "LogME", "params (no head)", "GFLOPs", "img/s", "px")
                        else "---" for h in HEADERS) + "|",
         *("| " + " | ".join(_md_cell(c) for c in _row(r, result.recommended.spec)) + " |" for r in result.candidates),
         "",
