@@ -399,13 +399,19 @@ def _flag(name: str) -> str:
     return max(param.opts, key=len)
 
 
-def check_run_only(opts: dict[str, Any], names: Sequence[str] = RUN_ONLY_OPTIONS) -> None:
-    """Refuse the options of ``names`` typed on the command line without --run (from the environment or
-    pyproject.toml they are defaults for runs)."""
+def typed_on_command_line(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` (parameter names) given on the command line, not by the environment, pyproject.toml or
+    a default."""
     from click.core import ParameterSource
 
     ctx = click.get_current_context()
-    typed = [name for name in names if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    return [name for name in names if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+
+
+def check_run_only(opts: dict[str, Any], names: Sequence[str] = RUN_ONLY_OPTIONS) -> None:
+    """Refuse the options of ``names`` typed on the command line without --run (from the environment or
+    pyproject.toml they are defaults for runs)."""
+    typed = typed_on_command_line(names)
     if typed and not opts["run_"]:
         one = len(typed) == 1
         raise ConfigError(f"{', '.join(_flag(n) for n in typed)} only {'works' if one else 'work'} with --run: "
@@ -415,26 +421,15 @@ def check_run_only(opts: dict[str, Any], names: Sequence[str] = RUN_ONLY_OPTIONS
 def check_typed_together() -> None:
     """Refuse options typed together that contradict each other (one of them would be silently dropped).
     (--fail-on refuted without --run is allowed: one pipeline line serves runs and plain advice.)"""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    typed = {p.name for p in ctx.command.params
-             if p.name and ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE}
+    typed = set(typed_on_command_line(("verbose", "quiet", "all_images", "per_class", "max_images", "compare",
+                                       "strategies")))
     if {"verbose", "quiet"} <= typed:
         raise ConfigError("-v asks for more logging and -q for less: give one of them")
     limits = [_flag(n) for n in ("per_class", "max_images") if n in typed]
     if "all_images" in typed and limits:
         raise ConfigError(f"--all-images embeds every image, and {' and '.join(limits)} "
                           f"{'limits' if len(limits) == 1 else 'limit'} the sample: give one of them")
-
-
-def check_compare_or_strategies() -> None:
-    """Refuse --compare beside --strategies on the command line: one trains the advice's alternatives, the other
-    exactly the strategies it lists, and the list would silently win."""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    if all(ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE for n in ("compare", "strategies")):
+    if {"compare", "strategies"} <= typed:  # the list would silently win
         raise ConfigError("--compare trains the recommendation's alternatives and --strategies exactly the strategies "
                           "it lists: give one of them (to compare strategies of your choice, list them all in "
                           "--strategies)")
@@ -446,7 +441,6 @@ def _checked_options(opts: dict[str, Any], progress: bool) -> Any:
 
     check_run_only(opts)
     check_typed_together()
-    check_compare_or_strategies()
     data = opts["data"]
     for path, what in ((opts["output"], "The report file (-o)"), (opts["html_path"], "The HTML report (--html)")):
         if path:
@@ -596,12 +590,12 @@ def _another_process_stopped(exc: Exception) -> bool:
     return peer_stopped(exc)
 
 
-def _set_by_configuration(param: click.Parameter | None, args: Sequence[str]) -> str | None:
+def _set_by_configuration(param: click.Parameter, args: Sequence[str]) -> str | None:
     """Where a bad value came from when the command line did not give it: the TL_ADVISE_* variable or the
     pyproject.toml that set it (click's message names only the flag). None: typed, or not known."""
     from tl_advise.cli.config import TABLE, find_pyproject
 
-    if param is None or any(a == o or a.startswith(f"{o}=") for a in args for o in param.opts):
+    if any(a == o or a.startswith(f"{o}=") for a in args for o in param.opts):
         return None
     envvar = param.envvar if isinstance(param.envvar, str) else None
     if envvar and envvar in os.environ:
@@ -631,12 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
     except click.BadParameter as exc:
-        where = _set_by_configuration(exc.param, args)
-        if where is None:
+        where = _set_by_configuration(exc.param, args) if exc.param is not None else None
+        if exc.param is None or where is None:
             exc.show()
         else:
             click.echo(f"tl-advise: error: {where}: {exc.format_message().rstrip('.')}; correct it there, or give "
-                       f"{max(exc.param.opts, key=len) if exc.param else 'the option'} on the command line", err=True)
+                       f"{max(exc.param.opts, key=len)} on the command line", err=True)
         return EXIT_BAD_INPUT
     except click.UsageError as exc:
         exc.show()

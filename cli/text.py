@@ -29,10 +29,9 @@ def _flag(name: str) -> str:
 def check_text_options(opts: dict[str, Any]) -> None:
     """Image options refused; run options without --run refused as for images; a tracker asked for but not
     installed, or a tracking store MLflow refuses, refused: all before any work."""
-    from tl_advise.cli.commands import RUN_ONLY_OPTIONS, check_run_only, check_typed_together
+    from tl_advise.cli.commands import RUN_ONLY_OPTIONS, check_run_only, check_typed_together, typed_on_command_line
 
-    ctx = click.get_current_context()
-    typed = [n for n in IMAGE_ONLY if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE]
+    typed = typed_on_command_line(IMAGE_ONLY)
     if typed:
         one = len(typed) == 1
         raise ConfigError(f"{', '.join(_flag(n) for n in typed)} {'applies' if one else 'apply'} to image datasets, "
@@ -75,10 +74,9 @@ def _where_set(name: str, value: str) -> str:
 def _run_options(opts: dict[str, Any], progress: bool) -> TextRunOptions:
     """The options of a text ``--run``, checked (strategies, budget, margin, the output folder) before any work."""
     from tl_advise.advisor.writable import check_can_create
-    from tl_advise.cli.commands import check_compare_or_strategies, parse_budget, parse_margin, parse_strategies
+    from tl_advise.cli.commands import parse_budget, parse_margin, parse_strategies
     from tl_advise.runners.options import check_output_dir
 
-    check_compare_or_strategies()
     epochs, seconds = parse_budget(opts["budget"])
     strategies = parse_strategies(opts["strategies"], TEXT_STRATEGY_IDS, "text")
     try:
